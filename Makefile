@@ -1,0 +1,74 @@
+# meshprov: the two quick-start commands are `make demo` and `make test`. Both bootstrap what they need
+# (.venv/, node_modules/) on first use and are idempotent afterwards.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.meshprov-installed
+NODE_STAMP := node_modules/.meshprov-installed
+SYS_STAMP := .venv/.meshprov-system-packages
+FORGE := node_modules/@foundry-rs/forge-linux-amd64/bin/forge
+
+.PHONY: help setup demo test lint typecheck pytest contracts contracts-test artifacts bench bugs clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(SYS_STAMP):
+	@mkdir -p $(VENV)
+	@# Debian packages the tests and the demo need; installed only when missing.
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(PY_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@# torch first, pinned: this exact release is a local CPU build; any other spec downloads gigabytes.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[all]'
+	@touch $@
+
+setup: $(SYS_STAMP) $(NODE_STAMP) $(PY_STAMP)  ## install everything into .venv/ and node_modules/
+
+demo: setup  ## run a whole consortium on embedded defaults
+	$(BIN)/meshprov demo
+
+lint: setup  ## ruff lint + format check, mypy strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+contracts: setup  ## build the contracts and export ABI + bytecode into ledger/artifacts
+	$(BIN)/python -m ledger.chain.build
+
+contracts-test: setup  ## forge unit, fuzz and invariant tests
+	@if [ -d contracts/src ] && ls contracts/src/*.sol >/dev/null 2>&1; then cd contracts && ../$(FORGE) test; fi
+
+bugs: setup  ## show that the invariant suite catches each planted bug in contracts/bugs/
+	@if ls contracts/bugs/*.patch >/dev/null 2>&1; then bash contracts/bugs/check.sh; fi
+
+pytest: setup
+	$(BIN)/pytest
+
+test: setup lint contracts-test pytest  ## everything: lint, types, forge tests, pytest
+
+bench: setup  ## run every benchmark (prints tables and compares to baselines)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:  ## remove build output (keeps .venv and node_modules)
+	rm -rf contracts/out contracts/cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,177 @@
+"""The root of the `meshprov` command.
+
+Command groups are registered without `ledger` importing `node` or `worker`: ledger's own groups are listed in
+``_LEDGER_GROUPS``; other packages add theirs through the ``meshprov.commands`` entry-point group. Group
+modules keep heavy imports (web3, torch, celery) inside their command functions so ``meshprov --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.markup import escape
+
+from ledger import __version__
+from ledger.cli import output
+from ledger.cli.state import CliState, reset
+from ledger.errors import MeshprovError
+from ledger.exit_codes import EXIT_CODE_HELP, ExitCode
+
+# name -> "module:attribute" of a typer.Typer (a group) or a function (a single command)
+_LEDGER_GROUPS: dict[str, tuple[str, str]] = {
+    "dev": ("ledger.cli.dev:app", "Embedded development services: anvil and redis-server children."),
+    "chain": ("ledger.cli.chain:app", "Deploy the contracts and show the deployment."),
+    "store": ("ledger.cli.store:app", "Put, get and pin content in the configured store."),
+    "audit": ("ledger.cli.audit:app", "Rebuild and check the provenance of models and updates."),
+    "index": ("ledger.cli.index:app", "Follow the ledger's events into the index."),
+    "dashboard": ("ledger.cli.dashboard:app", "Serve the reward dashboard, JSON API and metrics."),
+}
+_LEDGER_COMMANDS: dict[str, tuple[str, str]] = {
+    "cid": ("ledger.cli.cid:cid_command", "Print a file's CID as `ipfs add --only-hash -Q` would."),
+}
+# Groups other packages provide; when they are not installed the group explains which extra to install.
+_EXTERNAL_GROUPS: dict[str, tuple[str, str]] = {
+    "worker": ("worker", "Validator and aggregator workers (Celery)."),
+    "node": ("node", "A consortium member: train, publish, submit."),
+    "demo": ("node", "Run a whole consortium on one machine."),
+}
+
+app = typer.Typer(
+    name="meshprov",
+    help="Blockchain-anchored model provenance for consortium training.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"meshprov {__version__}")
+        raise typer.Exit(0)
+
+
+def _exit_codes(value: bool) -> None:
+    if value:
+        for code in ExitCode:
+            typer.echo(f"{int(code):>4}  {code.name:<15} {EXIT_CODE_HELP[code]}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    help_exit_codes: Annotated[
+        bool,
+        typer.Option("--help-exit-codes", callback=_exit_codes, is_eager=True, help="List exit codes and exit."),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Machine-readable JSON on stdout; human text goes to stderr.")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (overrides $MESHPROV_CONFIG).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Data directory (overrides MESHPROV_DATA_DIR).")
+    ] = None,
+) -> None:
+    """meshprov: anchor, verify and audit the lineage of consortium-trained models."""
+    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    reset(CliState(json=json_output, config_file=config, overrides=overrides))
+
+
+def _load(target: str) -> object:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _missing_group(name: str, extra: str, help_text: str) -> typer.Typer:
+    stub = typer.Typer(help=f"{help_text} (not installed: pip install 'meshprov[{extra}]')")
+
+    @stub.callback(invoke_without_command=True)
+    def _explain() -> None:
+        raise MeshprovError(
+            f"`meshprov {name}` needs the `{extra}` extra, which is not installed",
+            hint=f"pip install 'meshprov[{extra}]'",
+        )
+
+    return stub
+
+
+def _register() -> None:
+    for name, (target, help_text) in _LEDGER_GROUPS.items():
+        try:
+            group = _load(target)
+        except ModuleNotFoundError as exc:
+            if exc.name != target.partition(":")[0]:
+                raise
+            continue  # a group whose module is not written yet
+        assert isinstance(group, typer.Typer)
+        app.add_typer(group, name=name, help=help_text)
+    for name, (target, help_text) in _LEDGER_COMMANDS.items():
+        try:
+            func = _load(target)
+        except ModuleNotFoundError as exc:
+            if exc.name != target.partition(":")[0]:
+                raise
+            continue
+        app.command(name=name, help=help_text)(func)  # type: ignore[arg-type]
+    found = {ep.name: ep for ep in entry_points(group="meshprov.commands")}
+    for name, (package, help_text) in _EXTERNAL_GROUPS.items():
+        ep = found.get(name)
+        group = None
+        if ep is not None:
+            try:
+                group = ep.load()
+            except ModuleNotFoundError:
+                group = None
+        if isinstance(group, typer.Typer):
+            app.add_typer(group, name=name, help=help_text)
+        else:
+            app.add_typer(_missing_group(name, "worker" if package == "worker" else "node", help_text), name=name)
+
+
+_register()
+
+
+def _report(exc: MeshprovError) -> int:
+    output.stderr.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+    if exc.hint:
+        output.stderr.print(f"  [yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+    return int(exc.exit_code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the CLI and turn every foreseen failure into a message and an exit code."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="meshprov", standalone_mode=False)
+    except MeshprovError as exc:
+        return _report(exc)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        output.stderr.print("interrupted", highlight=False)
+        return int(ExitCode.INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        return int(ExitCode.USAGE)
+    except KeyboardInterrupt:
+        output.stderr.print("interrupted", highlight=False)
+        return int(ExitCode.INTERRUPTED)
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
