@@ -219,15 +219,19 @@ def load_settings(
     if config_file is not None:
         file_values = _read_toml(config_file)
     else:
-        data_dir = flags.get("data_dir") or env.get(ENV_PREFIX + "DATA_DIR") or Settings.model_fields[
-            "data_dir"
-        ].default
+        data_dir = (
+            flags.get("data_dir")
+            or env.get(ENV_PREFIX + "DATA_DIR")
+            or Settings.model_fields["data_dir"].default
+        )
         implicit = Path(data_dir) / "meshprov.toml"
         if implicit.is_file():
             file_values = _read_toml(implicit)
 
     env_values = {
-        k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX) and k not in _NON_FIELD_ENV
+        k[len(ENV_PREFIX) :].lower(): v
+        for k, v in env.items()
+        if k.startswith(ENV_PREFIX) and k not in _NON_FIELD_ENV
     }
     # pydantic-settings would read os.environ itself; we pass the merged values explicitly instead so that the
     # precedence is ours, tests can inject an environment, and unknown keys are caught above with a hint.

@@ -14,7 +14,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.markup import escape
 
@@ -37,10 +36,11 @@ _LEDGER_COMMANDS: dict[str, tuple[str, str]] = {
     "cid": ("ledger.cli.cid:cid_command", "Print a file's CID as `ipfs add --only-hash -Q` would."),
 }
 # Groups other packages provide; when they are not installed the group explains which extra to install.
-_EXTERNAL_GROUPS: dict[str, tuple[str, str]] = {
+_EXTERNAL_GROUPS: dict[str, tuple[str, str]] = {  # name -> (extra that provides it, help)
     "worker": ("worker", "Validator and aggregator workers (Celery)."),
     "node": ("node", "A consortium member: train, publish, submit."),
     "demo": ("node", "Run a whole consortium on one machine."),
+    "experiment": ("node", "Robustness experiments: Byzantine members and fault injection."),
 }
 
 app = typer.Typer(
@@ -73,7 +73,9 @@ def root(
     ] = False,
     help_exit_codes: Annotated[
         bool,
-        typer.Option("--help-exit-codes", callback=_exit_codes, is_eager=True, help="List exit codes and exit."),
+        typer.Option(
+            "--help-exit-codes", callback=_exit_codes, is_eager=True, help="List exit codes and exit."
+        ),
     ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Machine-readable JSON on stdout; human text goes to stderr.")
@@ -125,23 +127,48 @@ def _register() -> None:
             if exc.name != target.partition(":")[0]:
                 raise
             continue
-        app.command(name=name, help=help_text)(func)  # type: ignore[arg-type]
+        assert callable(func)
+        app.command(name=name, help=help_text)(func)
+
+
+_register()
+
+
+def _register_external(invoked: str | None) -> None:
+    """Add the groups other packages provide. Only the invoked one is imported: `meshprov audit` must not pay
+    for (or need) torch or Celery; the others appear in `--help` by name and help text."""
+    already = {info.name for info in app.registered_groups}
     found = {ep.name: ep for ep in entry_points(group="meshprov.commands")}
-    for name, (package, help_text) in _EXTERNAL_GROUPS.items():
+    for name, (extra, help_text) in _EXTERNAL_GROUPS.items():
+        if name in already:
+            continue
         ep = found.get(name)
-        group = None
-        if ep is not None:
+        group: object = None
+        if ep is not None and name == invoked:
             try:
                 group = ep.load()
             except ModuleNotFoundError:
                 group = None
         if isinstance(group, typer.Typer):
             app.add_typer(group, name=name, help=help_text)
+        elif ep is not None and name != invoked:
+            app.add_typer(typer.Typer(help=help_text), name=name, help=help_text)
         else:
-            app.add_typer(_missing_group(name, "worker" if package == "worker" else "node", help_text), name=name)
+            app.add_typer(_missing_group(name, extra, help_text), name=name)
 
 
-_register()
+def _invoked_group(argv: list[str]) -> str | None:
+    """The first positional word of the command line (the group), skipping global options and their values."""
+    takes_value = {"--config", "--data-dir"}
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _report(exc: MeshprovError) -> int:
@@ -153,24 +180,23 @@ def _report(exc: MeshprovError) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI and turn every foreseen failure into a message and an exit code."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    args = list(sys.argv[1:] if argv is None else argv)
+    _register_external(_invoked_group(args))
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="meshprov", standalone_mode=False)
+        # Standalone mode: click reports usage errors (exit 2) and turns Ctrl-C into exit 130 itself.
+        command.main(args=args, prog_name="meshprov", standalone_mode=True)
     except MeshprovError as exc:
         return _report(exc)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        output.stderr.print("interrupted", highlight=False)
-        return int(ExitCode.INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        return int(ExitCode.USAGE)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         output.stderr.print("interrupted", highlight=False)
         return int(ExitCode.INTERRUPTED)
-    return int(result) if isinstance(result, int) else 0
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
