@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     """Configuration shared by every meshprov role. Each field is documented below its declaration."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True, use_attribute_docstrings=True
     )
 
     data_dir: Path = Path(".meshprov")
@@ -157,6 +157,23 @@ class Settings(BaseSettings):
 
 
 FIELDS = tuple(Settings.model_fields)
+
+
+def markdown_table() -> str:
+    """The configuration table of README.md, generated from the fields so the two cannot drift apart."""
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = "unset" if default is None else f"`{default}`"
+        if isinstance(default, str) and name == "anvil_mnemonic":
+            shown = "anvil's public test mnemonic"
+        description = (info.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m ledger.settings` prints the README table
+    print(markdown_table(), end="")
 
 
 def _suggest(key: str) -> str:

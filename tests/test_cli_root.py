@@ -66,3 +66,11 @@ def test_ledger_sources_never_import_node_or_worker() -> None:
             if stripped.startswith(("import node", "import worker", "from node", "from worker")):
                 offenders.append(f"{path}: {stripped}")
     assert offenders == []
+
+
+def test_readme_lists_every_exit_code() -> None:
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for code in ExitCode:
+        assert f"| {int(code)} | {code.name} |" in readme

@@ -9,7 +9,7 @@ import pytest
 from ledger.cli.app import main
 from ledger.errors import ConfigError
 from ledger.exit_codes import ExitCode
-from ledger.settings import Settings, load_settings
+from ledger.settings import Settings, load_settings, markdown_table
 
 
 def test_defaults_run_everything_embedded() -> None:
@@ -117,11 +117,15 @@ def test_unreadable_private_key_file() -> None:
 
 
 def test_every_field_is_documented() -> None:
-    source = Path(__import__("ledger.settings").settings.__file__).read_text()
-    for name in Settings.model_fields:
-        decl = source.index(f"    {name}:")
-        after = source[decl:].splitlines()[1:4]
-        assert any(line.strip().startswith('"""') for line in after), f"setting {name} has no docstring"
+    undocumented = [name for name, info in Settings.model_fields.items() if not (info.description or "").strip()]
+    assert undocumented == []
+
+
+def test_readme_configuration_table_is_current() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    begin, end = "<!-- settings-table:begin -->\n", "<!-- settings-table:end -->"
+    table = readme[readme.index(begin) + len(begin) : readme.index(end)]
+    assert table == markdown_table(), "README's table is stale: regenerate it with `python -m ledger.settings`"
 
 
 def test_cli_reports_config_error_with_exit_code(
