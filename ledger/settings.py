@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     """Configuration shared by every meshprov role. Each field is documented below its declaration."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True, use_attribute_docstrings=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+        use_attribute_docstrings=True,
     )
 
     data_dir: Path = Path(".meshprov")

@@ -117,7 +117,9 @@ def test_unreadable_private_key_file() -> None:
 
 
 def test_every_field_is_documented() -> None:
-    undocumented = [name for name, info in Settings.model_fields.items() if not (info.description or "").strip()]
+    undocumented = [
+        name for name, info in Settings.model_fields.items() if not (info.description or "").strip()
+    ]
     assert undocumented == []
 
 
@@ -125,7 +127,9 @@ def test_readme_configuration_table_is_current() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     begin, end = "<!-- settings-table:begin -->\n", "<!-- settings-table:end -->"
     table = readme[readme.index(begin) + len(begin) : readme.index(end)]
-    assert table == markdown_table(), "README's table is stale: regenerate it with `python -m ledger.settings`"
+    assert table == markdown_table(), (
+        "README's table is stale: regenerate it with `python -m ledger.settings`"
+    )
 
 
 def test_cli_reports_config_error_with_exit_code(
