@@ -32,7 +32,9 @@ $(SYS_STAMP):
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@# `npm install`, not `npm ci`: npm 11 leaves other platforms' optional Foundry binaries out of the lock file,
+	@# which `npm ci` then refuses; install still honours every version the lock file pins.
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(PY_STAMP): pyproject.toml
