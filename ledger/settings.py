@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     private_key_file: Path | None = None
     """File holding this member's hex private key (first line). Takes precedence over `private_key`."""
 
+    deployment_file: Path | None = None
+    """Deployment record (chain id, contract addresses, block) of `meshprov chain deploy`.
+    Unset: `<data_dir>/deployment.json`."""
+
     task_id: int = Field(default=1, ge=1)
     """The consortium task this process works on."""
 
@@ -126,6 +130,10 @@ class Settings(BaseSettings):
         return self.store_dir if self.store_dir is not None else self.data_dir / "blocks"
 
     @property
+    def resolved_deployment_file(self) -> Path:
+        return self.deployment_file if self.deployment_file is not None else self.data_dir / "deployment.json"
+
+    @property
     def resolved_index_url(self) -> str:
         if self.index_url:
             return self.index_url
@@ -171,7 +179,7 @@ def markdown_table() -> str:
         shown = "unset" if default is None else f"`{default}`"
         if isinstance(default, str) and name == "anvil_mnemonic":
             shown = "anvil's public test mnemonic"
-        description = (info.description or "").replace("|", "\\|")
+        description = " ".join((info.description or "").split()).replace("|", "\\|")
         rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {description} |")
     return "\n".join(rows) + "\n"
 
