@@ -1,0 +1,42 @@
+"""Deterministic, streamed aggregation of model updates (pure: no Celery, no chain).
+
+    spec.py      rule ids and the packed on-chain parameter; the digest order of inputs
+    rules.py     the rules as NumPy functions on lists of arrays (fedavg, trimmed mean, median, multi-krum, clipping)
+    stream.py    the driver: memory-mapped update files in, one aggregated tensor at a time out
+    numerics.py  the fixed-order float64 sums and sorting networks every machine computes bit for bit
+    source.py    the `TensorSource` protocol the driver and the checks read
+    errors.py    AggregationError and its subclasses
+
+The same inputs give the same bytes, and so the same CID, on every machine: see docs/aggregation.md.
+"""
+
+from ledger.aggregation.errors import (
+    AggregationError,
+    DuplicateInput,
+    InputMismatch,
+    NoInputs,
+    NonFiniteAggregate,
+    SpecError,
+)
+from ledger.aggregation.source import ArraySource, TensorSource
+from ledger.aggregation.spec import AggregationSpec, ClipBound, Rule, sort_by_digest
+from ledger.aggregation.stream import Aggregation, Contribution, aggregate, prepare
+
+__all__ = [
+    "Aggregation",
+    "AggregationError",
+    "AggregationSpec",
+    "ArraySource",
+    "ClipBound",
+    "Contribution",
+    "DuplicateInput",
+    "InputMismatch",
+    "NoInputs",
+    "NonFiniteAggregate",
+    "Rule",
+    "SpecError",
+    "TensorSource",
+    "aggregate",
+    "prepare",
+    "sort_by_digest",
+]

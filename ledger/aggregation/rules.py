@@ -1,0 +1,194 @@
+"""The aggregation rules as pure NumPy functions on lists of arrays (in the manner of Flower's ``aggregate.py``).
+
+Each rule takes the N contributors' values for the *same* coordinates (a whole tensor, or one block of it: the
+streaming driver in :mod:`ledger.aggregation.stream` calls these on blocks) and returns the aggregated delta in
+float64. Inputs are in the protocol's order (ascending digest); ``scales`` are the per-input norm-clipping factors
+(:func:`clip_factors`), 1.0 when there is no clipping. The selection maths of multi-krum works on the N x N
+matrix of squared distances, which the driver builds in a streaming pass.
+
+All arithmetic follows :mod:`ledger.aggregation.numerics`: float64, fixed order, no BLAS.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ledger.aggregation.numerics import F64, load_f64, selection_network, sort_rows
+
+Array = NDArray[Any]
+
+
+def weighted_sum(
+    arrays: Sequence[Array], coeffs: Sequence[float], *, out: F64 | None = None, scratch: F64 | None = None
+) -> F64:
+    """``sum_i coeffs[i] * arrays[i]`` in float64, accumulated in list order (the deterministic core of fedavg)."""
+    shape = np.shape(arrays[0])
+    acc = np.empty(shape, np.float64) if out is None else out
+    tmp = np.empty(shape, np.float64) if scratch is None else scratch
+    acc.fill(0.0)
+    for x, c in zip(arrays, coeffs, strict=True):
+        load_f64(x, tmp)
+        np.multiply(tmp, c, out=tmp)
+        np.add(acc, tmp, out=acc)
+    return acc
+
+
+def fedavg(
+    arrays: Sequence[Array],
+    num_samples: Sequence[int],
+    scales: Sequence[float] | None = None,
+    *,
+    out: F64 | None = None,
+    scratch: F64 | None = None,
+) -> F64:
+    """Mean weighted by sample counts: ``sum_i (n_i * s_i) * x_i / sum_i n_i``."""
+    total = fedavg_divisor(num_samples)
+    scales = [1.0] * len(arrays) if scales is None else scales
+    coeffs = [float(n) * s for n, s in zip(num_samples, scales, strict=True)]
+    acc = weighted_sum(arrays, coeffs, out=out, scratch=scratch)
+    np.divide(acc, total, out=acc)
+    return acc
+
+
+def fedavg_divisor(num_samples: Sequence[int]) -> float:
+    """``sum(num_samples)`` as an exact float; every count must be a positive integer below 2**53."""
+    if any(isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1 for n in num_samples):
+        raise ValueError(f"fedavg needs positive integer sample counts, got {list(num_samples)}")
+    total = sum(int(n) for n in num_samples)
+    if total >= 2**53:
+        raise ValueError(f"sample counts sum to {total}, beyond exact float64 integers")
+    return float(total)
+
+
+def mean(
+    arrays: Sequence[Array],
+    scales: Sequence[float] | None = None,
+    *,
+    out: F64 | None = None,
+    scratch: F64 | None = None,
+) -> F64:
+    """Unweighted mean (multi-krum's average of the selected updates)."""
+    scales = [1.0] * len(arrays) if scales is None else scales
+    acc = weighted_sum(arrays, scales, out=out, scratch=scratch)
+    np.divide(acc, float(len(arrays)), out=acc)
+    return acc
+
+
+def trimmed_mean(
+    arrays: Sequence[Array],
+    trim: int,
+    scales: Sequence[float] | None = None,
+    *,
+    stack: F64 | None = None,
+    out: F64 | None = None,
+) -> F64:
+    """Per coordinate: sort the N values, drop ``trim`` from each end, average the rest.
+
+    The kept values are summed in ascending order and divided by their count. Ties cannot be broken differently
+    on different machines: the sorted values are the same whatever order equal values arrive in, and the sign of
+    a zero result is normalised (``+ 0.0``).
+    """
+    n = len(arrays)
+    if not 0 <= 2 * trim < n:
+        raise ValueError(f"cannot trim {trim} from each end of {n} values")
+    shape = np.shape(arrays[0])
+    size = int(np.prod(shape))
+    buf = np.empty((n + 1, size), np.float64) if stack is None else stack
+    rows = [buf[i, :size] for i in range(n)]
+    for i, x in enumerate(arrays):
+        load_f64(x, rows[i])
+        if scales is not None and scales[i] != 1.0:
+            np.multiply(rows[i], scales[i], out=rows[i])
+    wanted = tuple(range(trim, n - trim))
+    ordered, _ = sort_rows(rows, selection_network(n, wanted), buf[n, :size])
+    acc = np.empty(size, np.float64) if out is None else out.reshape(size)
+    np.copyto(acc, ordered[trim])
+    for row in ordered[trim + 1 : n - trim]:
+        np.add(acc, row, out=acc)
+    np.divide(acc, float(n - 2 * trim), out=acc)
+    np.add(acc, 0.0, out=acc)  # -0.0 -> +0.0: min/max may order signed zeros either way
+    return acc.reshape(shape)
+
+
+def median(
+    arrays: Sequence[Array],
+    scales: Sequence[float] | None = None,
+    *,
+    stack: F64 | None = None,
+    out: F64 | None = None,
+) -> F64:
+    """Coordinate-wise median; for even N the mean of the two middle values (``(a + b) / 2``)."""
+    return trimmed_mean(arrays, (len(arrays) - 1) // 2, scales, stack=stack, out=out)
+
+
+# --- norms, clipping, multi-krum ----------------------------------------------------------------------------
+
+
+def clip_factors(norms: Sequence[float], bound: float | None) -> list[float]:
+    """Per-input factor ``min(1, bound / norm)``: scaling by it brings every update's L2 norm to at most ``bound``."""
+    if bound is None:
+        return [1.0] * len(norms)
+    if not bound > 0:
+        raise ValueError(f"clip bound must be positive, got {bound}")
+    return [1.0 if norm <= bound else bound / norm for norm in norms]
+
+
+def sq_distances(gram: F64, scales: Sequence[float]) -> F64:
+    """Squared distances between the clipped inputs from their Gram matrix: ``|s_i x_i - s_j x_j|^2``.
+
+    Expanded as ``s_i^2 G_ii + s_j^2 G_jj - 2 s_i s_j G_ij`` (clamped at 0) so that one streaming pass yields
+    both the norms (for clipping) and the distances.
+    """
+    n = gram.shape[0]
+    out = np.zeros((n, n), np.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            si, sj = float(scales[i]), float(scales[j])
+            d = (si * si * float(gram[i, i]) + sj * sj * float(gram[j, j])) - 2.0 * si * sj * float(
+                gram[i, j]
+            )
+            out[i, j] = out[j, i] = max(d, 0.0)
+    return out
+
+
+def krum_scores(sq_dist: F64, f: int) -> list[float]:
+    """Krum score of each input: the sum of its ``n - f - 2`` smallest squared distances to the others.
+
+    The neighbour count is clamped to ``1 .. n - 1`` so that small rounds still get a score (with n < 2f + 3
+    Krum's guarantee does not hold; the selection is still deterministic). Sums run in ascending order.
+    """
+    n = sq_dist.shape[0]
+    if n == 1:
+        return [0.0]
+    k = min(max(n - f - 2, 1), n - 1)
+    scores = []
+    for i in range(n):
+        others = sorted(float(sq_dist[i, j]) for j in range(n) if j != i)
+        total = 0.0
+        for d in others[:k]:
+            total += d
+        scores.append(total)
+    return scores
+
+
+def multi_krum_select(sq_dist: F64, f: int, m: int = 0) -> list[int]:
+    """Indices (ascending) of the ``m`` inputs with the lowest Krum scores; ``m = 0`` keeps ``n - f``.
+
+    ``m`` is clamped to ``1 .. n``. Equal scores go to the input that comes first in digest order.
+    """
+    n = sq_dist.shape[0]
+    keep = m if m > 0 else n - f
+    keep = min(max(keep, 1), n)
+    scores = krum_scores(sq_dist, f)
+    ranked = sorted(range(n), key=lambda i: (scores[i], i))
+    return sorted(ranked[:keep])
+
+
+def l2_norm(sumsq: float) -> float:
+    """Norm from a protocol sum of squares (``math.sqrt`` is correctly rounded)."""
+    return math.sqrt(sumsq)
