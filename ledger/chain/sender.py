@@ -1,0 +1,191 @@
+"""Sending transactions from one key: nonces, EIP-1559 fees, receipts, and reverts as named exceptions.
+
+Several threads of one process may send from the same key: a nonce is reserved and the transaction handed to the
+node under one lock, so no nonce is skipped or used twice; receipts are awaited outside the lock. Another process
+using the same key shows up as a "nonce too low" answer, which resynchronises from the node and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.types import Nonce, TxParams, TxReceipt, Wei
+
+from ledger.chain.revert import ChainError, ContractRevert, RevertDecoder, UnknownRevert
+
+log = logging.getLogger(__name__)
+
+_NONCE_ERRORS = ("nonce too low", "already known", "nonce too high", "replacement transaction underpriced")
+
+
+class TxTimeout(ChainError):
+    def __init__(self, tx_hash: str, timeout: float) -> None:
+        self.tx_hash = tx_hash
+        self.timeout = timeout
+        super().__init__(
+            f"transaction {tx_hash} was not mined within {timeout:.0f} s",
+            hint="the node may be congested or stopped; raise MESHPROV_TX_TIMEOUT_S or check the RPC endpoint",
+        )
+
+
+class TxRejected(ChainError):
+    """The node refused the transaction itself (not a revert): bad nonce, fee, funds."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the node rejected the transaction: {reason}")
+
+
+@dataclass(frozen=True)
+class Fees:
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+
+class TxSender:
+    """Signs and sends transactions for one account; thread-safe."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        private_key: str,
+        *,
+        decoder: RevertDecoder | None = None,
+        timeout: float = 60.0,
+        gas_margin: float = 1.2,
+        poll_latency: float = 0.05,
+    ) -> None:
+        self.w3 = w3
+        self.account: LocalAccount = Account.from_key(private_key)
+        self.address = self.account.address
+        self.decoder = decoder or RevertDecoder([])
+        self.timeout = timeout
+        self.gas_margin = gas_margin
+        self.poll_latency = poll_latency
+        self._lock = threading.Lock()
+        self._next_nonce: int | None = None
+        self._chain_id: int | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"TxSender({self.address})"
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
+
+    def fees(self) -> Fees:
+        """EIP-1559 fees: twice the latest base fee plus the node's suggested tip, so a tx survives a few full
+        blocks of base-fee growth."""
+        block = self.w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas", 0) or 0)
+        try:
+            tip = int(self.w3.eth.max_priority_fee)
+        except (Web3RPCError, ValueError):
+            tip = 1_000_000_000
+        return Fees(max_fee_per_gas=2 * base + tip, max_priority_fee_per_gas=tip)
+
+    def _revert(self, exc: ContractLogicError) -> ContractRevert:
+        return self.decoder.decode(exc.data, exc.message or "")
+
+    def estimate(self, fn: ContractFunction) -> int:
+        try:
+            return int(fn.estimate_gas({"from": self.address}))
+        except ContractLogicError as exc:
+            raise self._revert(exc) from None
+
+    def call(self, fn: ContractFunction) -> Any:
+        try:
+            return fn.call({"from": self.address})
+        except ContractLogicError as exc:
+            raise self._revert(exc) from None
+
+    def send(self, fn: ContractFunction, *, gas: int | None = None, wait: bool = True) -> TxReceipt:
+        """Estimate (a revert raises its named exception before any nonce is used), sign, send, await the receipt."""
+        gas_limit = gas if gas is not None else int(self.estimate(fn) * self.gas_margin) + 10_000
+        tx_hash = self._sign_and_send(lambda nonce, fees: self._build(fn, nonce, fees, gas_limit))
+        if not wait:
+            return cast(TxReceipt, {"transactionHash": tx_hash})
+        return self.wait(tx_hash, fn)
+
+    def _build(self, fn: ContractFunction, nonce: int, fees: Fees, gas: int) -> TxParams:
+        params: TxParams = {
+            "from": self.address,
+            "nonce": Nonce(nonce),
+            "gas": gas,
+            "maxFeePerGas": Wei(fees.max_fee_per_gas),
+            "maxPriorityFeePerGas": Wei(fees.max_priority_fee_per_gas),
+            "chainId": self.chain_id,
+        }
+        return fn.build_transaction(params)
+
+    def _sign_and_send(self, build: Callable[[int, Fees], TxParams], attempts: int = 3) -> bytes:
+        fees = self.fees()
+        for attempt in range(attempts):
+            with self._lock:
+                if self._next_nonce is None:
+                    self._next_nonce = int(self.w3.eth.get_transaction_count(self.address, "pending"))
+                nonce = self._next_nonce
+                signed = self.account.sign_transaction(cast(dict[str, Any], build(nonce, fees)))
+                try:
+                    tx_hash = bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+                except Web3RPCError as exc:
+                    text = str(exc).lower()
+                    if any(marker in text for marker in _NONCE_ERRORS) and attempt + 1 < attempts:
+                        log.info("nonce %d of %s was stale (%s); resynchronising", nonce, self.address, text)
+                        self._next_nonce = None
+                        continue
+                    self._next_nonce = None
+                    raise TxRejected(str(exc)) from None
+                self._next_nonce = nonce + 1
+                return tx_hash
+        raise TxRejected("could not find a usable nonce")  # pragma: no cover - loop always returns or raises
+
+    def wait(self, tx_hash: bytes, fn: ContractFunction | None = None) -> TxReceipt:
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                Hash32(tx_hash), timeout=self.timeout, poll_latency=self.poll_latency
+            )
+        except TimeExhausted:
+            raise TxTimeout("0x" + tx_hash.hex(), self.timeout) from None
+        if receipt["status"] != 1:
+            raise self._explain_failure(receipt, fn)
+        return receipt
+
+    def _explain_failure(self, receipt: TxReceipt, fn: ContractFunction | None) -> ContractRevert:
+        """Replay a mined-but-reverted transaction as a call at its block to recover the revert data."""
+        if fn is None:
+            return UnknownRevert(b"", "reverted")
+        try:
+            fn.call({"from": self.address}, block_identifier=receipt["blockNumber"] - 1)
+        except ContractLogicError as exc:
+            return self._revert(exc)
+        return UnknownRevert(b"", f"reverted in block {receipt['blockNumber']} (out of gas?)")
+
+
+def wait_for_chain(url: str, timeout: float = 10.0) -> Web3:
+    """A Web3 on ``url`` that has answered once (bounded wait, for freshly started nodes)."""
+    from web3 import HTTPProvider
+
+    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _ = w3.eth.chain_id
+            return w3
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
