@@ -1,0 +1,360 @@
+"""The UnixFS file importer, byte-for-byte what stock Kubo's ``ipfs add`` does with its defaults.
+
+Kubo's defaults (``--cid-version=0``): a fixed-size chunker of 262144 bytes; every chunk wrapped in a dag-pb
+leaf whose UnixFS ``Data`` is ``{Type: File, Data: chunk, filesize: len(chunk)}`` (not raw leaves); leaves joined
+by the balanced layout into dag-pb nodes of at most 174 links, every leaf at the same depth; a file of one chunk
+is that single leaf, and the empty file is a leaf without data. Each link carries the child's cumulative block
+size (``Tsize``) and an empty name; each branch records its children's file sizes in ``blocksizes``.
+
+The importer works in constant memory: it keeps one pending list of links per tree level (at most 174 each) and a
+bounded window of chunk buffers. Hashing the leaves dominates; ``hashlib`` releases the GIL on large buffers, so
+with ``workers > 1`` the leaves of a window are hashed by a thread pool while the main thread reads ahead.
+
+Blocks are handed to an optional ``on_block(digest, parts)`` sink as a tuple of buffers (prefix, chunk, suffix
+for leaves) so a store can write them without joining them; leaves come before their parent and the root last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ledger.content.multiformats import CID
+
+CHUNK_SIZE = 262144
+MAX_LINKS = 174
+# Chunks per unit of work handed to a hashing thread: large enough that the pool's overhead is noise next to
+# hashing 4 MiB, small enough that the read-ahead window stays a few tens of MiB.
+BATCH_CHUNKS = 16
+
+Buffer = bytes | bytearray | memoryview
+BlockSink = Callable[[bytes, Sequence[Buffer]], None]
+Progress = Callable[[int], None]
+
+
+class Readable(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def varint(n: int) -> bytes:
+    """Protobuf unsigned varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A child of a dag-pb node: its digest, its cumulative block size (``Tsize``) and its file bytes."""
+
+    digest: bytes
+    tsize: int
+    filesize: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What importing a file produced: the root and the file's size."""
+
+    digest: bytes
+    size: int
+    dag_size: int
+    blocks: int
+
+    @property
+    def cid(self) -> str:
+        """The CIDv0, exactly what ``ipfs add --only-hash -Q`` prints."""
+        return CID(self.digest).v0
+
+    @property
+    def cid_v1(self) -> str:
+        return CID(self.digest).v1
+
+
+def leaf_frame(size: int) -> tuple[bytes, bytes]:
+    """The bytes before and after a chunk of ``size`` bytes in its dag-pb leaf block."""
+    if size == 0:
+        # Kubo's empty file: UnixFS {Type: File, filesize: 0} with no Data field at all.
+        unixfs = b"\x08\x02\x18\x00"
+        return b"\x0a" + varint(len(unixfs)) + unixfs, b""
+    head = b"\x08\x02\x12" + varint(size)
+    tail = b"\x18" + varint(size)
+    return b"\x0a" + varint(len(head) + size + len(tail)) + head, tail
+
+
+_FULL_PREFIX, _FULL_SUFFIX = leaf_frame(CHUNK_SIZE)
+
+
+def _frame(size: int) -> tuple[bytes, bytes]:
+    return (_FULL_PREFIX, _FULL_SUFFIX) if size == CHUNK_SIZE else leaf_frame(size)
+
+
+def encode_leaf(chunk: Buffer) -> bytes:
+    """The whole dag-pb leaf block for one chunk (for tests and small data; the importer never joins)."""
+    prefix, suffix = leaf_frame(len(chunk))
+    return prefix + bytes(chunk) + suffix
+
+
+def encode_branch(children: Sequence[Link]) -> bytes:
+    """A dag-pb node linking ``children`` in order, with UnixFS ``{Type: File, filesize, blocksizes}``."""
+    parts = []
+    for child in children:
+        body = b"\x0a\x22\x12\x20" + child.digest + b"\x12\x00\x18" + varint(child.tsize)
+        parts.append(b"\x12" + varint(len(body)) + body)
+    filesize = sum(c.filesize for c in children)
+    unixfs = b"\x08\x02\x18" + varint(filesize) + b"".join(b"\x20" + varint(c.filesize) for c in children)
+    parts.append(b"\x0a" + varint(len(unixfs)) + unixfs)
+    return b"".join(parts)
+
+
+class DagBuilder:
+    """Joins leaves into Kubo's balanced layout as they arrive, holding at most 174 links per level.
+
+    A level is closed into a branch only when one more link arrives for it (or at :meth:`finish`), so a level
+    that holds exactly 174 links at the end becomes the root rather than the only child of another node.
+    """
+
+    def __init__(self, on_block: BlockSink | None = None) -> None:
+        self._levels: list[list[Link]] = [[]]
+        self._on_block = on_block
+        self.blocks = 0
+        self.leaves = 0
+
+    def add_leaf(self, link: Link) -> None:
+        self.leaves += 1
+        self.blocks += 1
+        self._push(0, link)
+
+    def _push(self, level: int, link: Link) -> None:
+        if level == len(self._levels):
+            self._levels.append([])
+        pending = self._levels[level]
+        if len(pending) == MAX_LINKS:
+            self._levels[level] = []
+            self._push(level + 1, self._branch(pending))
+            pending = self._levels[level]
+        pending.append(link)
+
+    def _branch(self, children: Sequence[Link]) -> Link:
+        block = encode_branch(children)
+        digest = hashlib.sha256(block).digest()
+        if self._on_block is not None:
+            self._on_block(digest, (block,))
+        self.blocks += 1
+        return Link(digest, len(block) + sum(c.tsize for c in children), sum(c.filesize for c in children))
+
+    def finish(self) -> Link:
+        """Close every level and return the root (the empty leaf when no leaf was added)."""
+        if self.leaves == 0:
+            prefix, suffix = leaf_frame(0)
+            digest = hashlib.sha256(prefix + suffix).digest()
+            if self._on_block is not None:
+                self._on_block(digest, (prefix, suffix))
+            self.blocks += 1
+            return Link(digest, len(prefix) + len(suffix), 0)
+        level = 0
+        while True:
+            pending = self._levels[level]
+            top = level == len(self._levels) - 1
+            if top and len(pending) == 1:
+                return pending[0]
+            self._levels[level] = []
+            self._push(level + 1, self._branch(pending))
+            level += 1
+
+
+def _hash_leaves(view: memoryview, length: int) -> list[tuple[bytes, int]]:
+    """Digest and chunk size of each leaf in ``view[:length]`` (runs in a worker thread; hashlib drops the GIL)."""
+    out = []
+    sha256 = hashlib.sha256
+    for offset in range(0, length, CHUNK_SIZE):
+        size = min(CHUNK_SIZE, length - offset)
+        prefix, suffix = _frame(size)
+        h = sha256(prefix)
+        h.update(view[offset : offset + size])
+        h.update(suffix)
+        out.append((h.digest(), size))
+    return out
+
+
+def _read_full(stream: Readable, view: memoryview) -> int:
+    """Fill ``view`` from ``stream``; fewer bytes only at end of stream."""
+    filled = 0
+    while filled < len(view):
+        n = stream.readinto(view[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+def default_workers() -> int:
+    """Hashing threads to use by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def import_stream(
+    stream: Readable,
+    *,
+    workers: int | None = 1,
+    on_block: BlockSink | None = None,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Import everything ``stream`` yields (until EOF) and return the root, as ``ipfs add`` would.
+
+    ``stream`` needs only ``readinto`` (open files with ``buffering=0`` for speed). ``workers`` threads hash the
+    leaves (``None``: one per core); memory stays bounded by ``2 * workers + 1`` buffers of 4 MiB.
+    """
+    threads = default_workers() if workers is None else workers
+    if threads < 1:
+        raise ValueError(f"workers must be at least 1, got {threads}")
+    builder = DagBuilder(on_block)
+    batch_bytes = BATCH_CHUNKS * CHUNK_SIZE
+    size = 0
+
+    def consume(view: memoryview, leaves: list[tuple[bytes, int]]) -> None:
+        nonlocal size
+        offset = 0
+        for digest, chunk_size in leaves:
+            prefix, suffix = _frame(chunk_size)
+            if on_block is not None:
+                on_block(digest, (prefix, view[offset : offset + chunk_size], suffix))
+            builder.add_leaf(Link(digest, len(prefix) + chunk_size + len(suffix), chunk_size))
+            offset += chunk_size
+        size += offset
+        if progress is not None and offset:
+            progress(offset)
+
+    if threads == 1:
+        view = memoryview(bytearray(batch_bytes))
+        while True:
+            n = _read_full(stream, view)
+            consume(view, _hash_leaves(view, n))
+            if n < batch_bytes:
+                break
+    else:
+        window = 2 * threads
+        free = [memoryview(bytearray(batch_bytes)) for _ in range(window + 1)]
+        in_flight: deque[tuple[memoryview, Future[list[tuple[bytes, int]]]]] = deque()
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meshprov-cid") as pool:
+            try:
+                eof = False
+                while not eof or in_flight:
+                    if not eof and free:
+                        view = free.pop()
+                        n = _read_full(stream, view)
+                        eof = n < batch_bytes
+                        in_flight.append((view, pool.submit(_hash_leaves, view, n)))
+                        if len(in_flight) < window and not eof:
+                            continue
+                    done_view, future = in_flight.popleft()
+                    consume(done_view, future.result())
+                    free.append(done_view)
+            finally:
+                for _, future in in_flight:
+                    future.cancel()
+    root = builder.finish()
+    return ImportResult(digest=root.digest, size=size, dag_size=root.tsize, blocks=builder.blocks)
+
+
+def import_file(
+    path: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    on_block: BlockSink | None = None,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Import a file from disk (see :func:`import_stream`); ``workers=None`` uses every core."""
+    with open(path, "rb", buffering=0) as stream:
+        return import_stream(stream, workers=workers, on_block=on_block, progress=progress)
+
+
+def import_bytes(data: Buffer, *, on_block: BlockSink | None = None) -> ImportResult:
+    """Import bytes already in memory."""
+    hasher = UnixfsHasher(on_block=on_block)
+    hasher.update(data)
+    return hasher.finish()
+
+
+def cid_of_file(path: str | os.PathLike[str], *, workers: int | None = None, v1: bool = False) -> str:
+    """The CID ``ipfs add --only-hash -Q`` prints for this file (CIDv1 of the same DAG if ``v1``)."""
+    result = import_file(Path(path), workers=workers)
+    return result.cid_v1 if v1 else result.cid
+
+
+def cid_of_bytes(data: Buffer, *, v1: bool = False) -> str:
+    result = import_bytes(data)
+    return result.cid_v1 if v1 else result.cid
+
+
+class UnixfsHasher:
+    """Push-style importer: feed bytes with :meth:`update` as they arrive (a download), then :meth:`finish`.
+
+    Holds one chunk buffer; single-threaded (use :func:`import_stream` to hash a file with several cores).
+    """
+
+    def __init__(self, *, on_block: BlockSink | None = None) -> None:
+        self._buffer = bytearray(CHUNK_SIZE)
+        self._view = memoryview(self._buffer)
+        self._fill = 0
+        self._size = 0
+        self._on_block = on_block
+        self._builder = DagBuilder(on_block)
+        self._finished = False
+
+    @property
+    def size(self) -> int:
+        """Bytes fed so far."""
+        return self._size
+
+    def update(self, data: Buffer) -> None:
+        if self._finished:
+            raise ValueError("update() after finish()")
+        src = memoryview(data).cast("B")
+        self._size += len(src)
+        while len(src):
+            if self._fill == 0 and len(src) >= CHUNK_SIZE:
+                # A whole chunk straight from the caller's buffer, without copying it first.
+                self._leaf(src[:CHUNK_SIZE])
+                src = src[CHUNK_SIZE:]
+                continue
+            take = min(CHUNK_SIZE - self._fill, len(src))
+            self._view[self._fill : self._fill + take] = src[:take]
+            self._fill += take
+            src = src[take:]
+            if self._fill == CHUNK_SIZE:
+                self._leaf(self._view)
+                self._fill = 0
+
+    def _leaf(self, chunk: memoryview) -> None:
+        size = len(chunk)
+        prefix, suffix = _frame(size)
+        h = hashlib.sha256(prefix)
+        h.update(chunk)
+        h.update(suffix)
+        digest = h.digest()
+        if self._on_block is not None:
+            self._on_block(digest, (prefix, chunk, suffix))
+        self._builder.add_leaf(Link(digest, len(prefix) + size + len(suffix), size))
+
+    def finish(self) -> ImportResult:
+        if not self._finished:
+            self._finished = True
+            if self._fill:
+                self._leaf(self._view[: self._fill])
+        root = self._builder.finish()
+        return ImportResult(
+            digest=root.digest, size=self._size, dag_size=root.tsize, blocks=self._builder.blocks
+        )
