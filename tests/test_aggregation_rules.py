@@ -84,8 +84,8 @@ def make_round(
 
     def draw(shape: tuple[int, ...]) -> np.ndarray:
         if ties:
-            return rng.integers(-2, 3, size=shape).astype(dtype)
-        return rng.standard_normal(shape).astype(dtype)
+            return np.asarray(rng.integers(-2, 3, size=shape), dtype=dtype)
+        return np.asarray(rng.standard_normal(shape), dtype=dtype)
 
     base = {k: draw(s) for k, s in shapes.items()}
     models = [{k: draw(s) for k, s in shapes.items()} for _ in range(n)]

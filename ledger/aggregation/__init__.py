@@ -12,6 +12,7 @@ The same inputs give the same bytes, and so the same CID, on every machine: see 
 
 from ledger.aggregation.errors import (
     AggregationError,
+    BadSampleCount,
     DuplicateInput,
     InputMismatch,
     NoInputs,
@@ -27,6 +28,7 @@ __all__ = [
     "AggregationError",
     "AggregationSpec",
     "ArraySource",
+    "BadSampleCount",
     "ClipBound",
     "Contribution",
     "DuplicateInput",

@@ -43,6 +43,12 @@ class DuplicateInput(AggregationError, ValueError):
         super().__init__(f"input digest {digest.hex()} is given more than once")
 
 
+class BadSampleCount(AggregationError, ValueError):
+    def __init__(self, counts: list[int], why: str) -> None:
+        self.counts = counts
+        super().__init__(f"fedavg cannot weight by sample counts {counts}: {why}")
+
+
 class InputMismatch(AggregationError, Mismatch):
     def __init__(self, digest: bytes, key: str, what: str, got: object, expected: object) -> None:
         self.digest = digest

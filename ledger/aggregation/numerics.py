@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 F64 = NDArray[np.float64]
 
-CHUNK = 1 << 16
+CHUNK = 1 << 13
 """Elements per reduction chunk. Part of the protocol: changing it changes norms in the last bits."""
 
 

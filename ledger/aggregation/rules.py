@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ledger.aggregation.errors import BadSampleCount
 from ledger.aggregation.numerics import F64, load_f64, selection_network, sort_rows
 
 Array = NDArray[Any]
@@ -58,10 +59,10 @@ def fedavg(
 def fedavg_divisor(num_samples: Sequence[int]) -> float:
     """``sum(num_samples)`` as an exact float; every count must be a positive integer below 2**53."""
     if any(isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1 for n in num_samples):
-        raise ValueError(f"fedavg needs positive integer sample counts, got {list(num_samples)}")
+        raise BadSampleCount(list(num_samples), "each must be a positive integer")
     total = sum(int(n) for n in num_samples)
     if total >= 2**53:
-        raise ValueError(f"sample counts sum to {total}, beyond exact float64 integers")
+        raise BadSampleCount(list(num_samples), "their sum is beyond exact float64 integers")
     return float(total)
 
 

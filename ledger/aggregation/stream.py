@@ -307,7 +307,8 @@ def _store(weights: F64, out: NDArray[Any], key: str) -> None:
     if not np.isfinite(weights).all():
         raise NonFiniteAggregate(key, "the aggregate")
     if out.dtype.kind == "f":
-        np.copyto(out, weights, casting="unsafe")
+        with np.errstate(over="ignore"):  # reported below, with the tensor's name
+            np.copyto(out, weights, casting="unsafe")
         if not np.isfinite(out).all():
             raise NonFiniteAggregate(key, f"the aggregate cast to {out.dtype}")
         return
