@@ -8,7 +8,7 @@ cast to the base's dtype.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -36,6 +36,10 @@ def fedavg(deltas: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float])
             acc += np.asarray(delta[key], dtype=np.float64) * (float(weight) / total)
         out[key] = acc.astype(first.dtype)
     return out
+
+
+Aggregator = Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float]], StateDict]
+"""(deltas, num_samples per delta) -> aggregated delta: ``fedavg`` or a robust rule for experiments."""
 
 
 def round_seed(seed: int, round_index: int, node_index: int) -> int:
@@ -81,16 +85,21 @@ def simulate_fedavg(
     config: TrainConfig | None = None,
     seed: int = 0,
     behaviours: Mapping[int, Behaviour] | None = None,
+    aggregate: Aggregator = fedavg,
 ) -> SimulationResult:
     """Run ``rounds`` of FedAvg over ``num_nodes`` non-IID nodes and evaluate every aggregate on the test set.
 
     ``config`` defaults to ``default_config(model)``; each node's seed is replaced by ``round_seed(…)``.
 
     ``behaviours`` maps node indices to a non-honest behaviour (all others are honest); copycats copy the first
-    honest node, and little-is-enough attackers use every honest delta of the round.
+    honest node, and little-is-enough attackers use every honest delta of the round. ``aggregate`` replaces
+    FedAvg, e.g. by a robust rule.
     """
     config = config if config is not None else default_config(model)
-    behaviours = dict(behaviours or {})
+    behaviours = {index: Behaviour(kind) for index, kind in (behaviours or {}).items()}
+    if any(not 0 <= index < num_nodes for index in behaviours):
+        raise InvalidParameter("behaviours", sorted(behaviours), f"node indices must be in [0, {num_nodes})")
+    num_lie = max(1, sum(b is Behaviour.LITTLE_IS_ENOUGH for b in behaviours.values()))
     federation = make_federation(num_nodes, alpha, seed)
     shards = [federation.node_data(i) for i in range(num_nodes)]
     base = genesis_state(model, seed)
@@ -123,10 +132,12 @@ def simulate_fedavg(
                 seed=round_seed(seed, round_index, i),
                 copy_from=honest[0] if honest else None,
                 benign=honest,
+                lie_num_nodes=num_nodes,
+                lie_num_malicious=num_lie,
             )
             for i, delta in enumerate(deltas)
         ]
-        base = apply_delta(base, fedavg(published, sizes))
+        base = apply_delta(base, aggregate(published, sizes))
         evaluation = evaluate(model, base, federation.test, threads=config.threads)
         result.rounds.append(
             RoundRecord(
