@@ -230,3 +230,46 @@ def test_release_pages_gives_mapped_pages_back(tmp_path: Path) -> None:
     assert touched - after > 16 << 10
     assert float(mapped[-1]) == (8 << 20) - 1  # still readable after release
     release_pages(np.zeros(1 << 20, np.float32))  # plain arrays are left alone
+
+
+class Bf16Source:
+    """Tensors declared ``BF16`` and given as uint16 bit patterns, as ledger.updatefile reads them."""
+
+    def __init__(self, values: dict[str, np.ndarray]) -> None:
+        self._bits = {
+            k: (np.asarray(v, np.float32).view(np.uint32) >> 16).astype(np.uint16) for k, v in values.items()
+        }
+
+    def keys(self) -> list[str]:
+        return sorted(self._bits)
+
+    def dtype(self, key: str) -> str:
+        return "BF16"
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._bits[key].shape)
+
+    def tensor(self, key: str) -> np.ndarray:
+        return self._bits[key]
+
+
+def test_bfloat16_tensors_are_parameters_and_come_back_as_bfloat16_bits() -> None:
+    base = Bf16Source({"w": np.array([1.0, -2.0, 0.0], np.float32)})
+    updates = [
+        Contribution(b"\x01" * 32, Bf16Source({"w": np.array([0.5, 0.0, 3.0], np.float32)}), 1),
+        Contribution(b"\x02" * 32, Bf16Source({"w": np.array([0.25, 0.0, 4.0], np.float32)}), 3),
+    ]
+    agg = prepare(base, updates, AggregationSpec.fedavg(clip="10"))
+    assert agg.norms == (pytest.approx(np.sqrt(0.25 + 9)), pytest.approx(np.sqrt(0.0625 + 16)))
+    out = dict(agg.tensors())["w"]
+    assert out.dtype == np.uint16
+    as_float = (out.astype(np.uint32) << 16).view(np.float32)
+    # (1*0.5 + 3*0.25)/4 = 0.3125; (1*3 + 3*4)/4 = 3.75: all exact in bfloat16
+    assert as_float.tolist() == [1.3125, -2.0, 3.75]
+
+
+def test_bfloat16_inputs_must_match_a_bfloat16_base() -> None:
+    base = Bf16Source({"w": np.zeros(3, np.float32)})
+    wrong = Contribution(b"\x01" * 32, ArraySource({"w": np.zeros(3, np.uint16)}), 1)
+    with pytest.raises(InputMismatch, match="dtype"):
+        prepare(base, [wrong], AggregationSpec.fedavg())

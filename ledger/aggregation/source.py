@@ -2,15 +2,38 @@
 
 `ledger.updatefile.UpdateFile` satisfies it structurally (memory-mapped tensors); `ArraySource` wraps in-memory
 arrays for tests, the list-of-arrays rules and callers that already hold a model.
+
+A tensor's declared dtype may be a numpy dtype or a safetensors name (``"F32"``, ``"BF16"``, …). numpy has no
+bfloat16, so ``BF16`` tensors arrive as their ``uint16`` bit patterns: :class:`TensorInfo` remembers that, and
+:func:`load_values` / :func:`store_values` convert, so the rules only ever see float64.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+F64 = NDArray[np.float64]
+
+_SAFETENSORS_NAMES = {
+    "BOOL": "?",
+    "U8": "u1",
+    "I8": "i1",
+    "I16": "<i2",
+    "U16": "<u2",
+    "I32": "<i4",
+    "U32": "<u4",
+    "I64": "<i8",
+    "U64": "<u8",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "F32": "<f4",
+    "F64": "<f8",
+}
 
 
 class TensorSource(Protocol):
@@ -29,7 +52,7 @@ class ArraySource:
     """A `TensorSource` over arrays held in memory."""
 
     def __init__(self, tensors: Mapping[str, NDArray[Any]]) -> None:
-        self._tensors = dict(tensors)
+        self._tensors = {k: np.asarray(v) for k, v in tensors.items()}
 
     def keys(self) -> list[str]:
         return sorted(self._tensors)
@@ -44,18 +67,90 @@ class ArraySource:
         return self._tensors[key]
 
 
-def numpy_dtype(source: TensorSource, key: str) -> np.dtype[Any]:
-    """The numpy dtype of a tensor, whatever form the source reports its dtype in."""
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's layout: key, storage dtype (``uint16`` for bfloat16), shape, and whether it is bfloat16."""
+
+    key: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    bfloat16: bool = False
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def parameter(self) -> bool:
+        """Floating tensors are parameters: they count in norms, clipping, distances and the fingerprint.
+
+        Integer and bool tensors are buffers (BatchNorm's ``num_batches_tracked``): a batch counter's delta would
+        swamp the norm of the weights, so buffers are aggregated by the rule but take no part in norms.
+        """
+        return self.bfloat16 or self.dtype.kind == "f"
+
+    @property
+    def label(self) -> str:
+        return "BF16" if self.bfloat16 else str(self.dtype)
+
+
+def tensor_info(source: TensorSource, key: str) -> TensorInfo:
     declared = source.dtype(key)
+    shape = tuple(int(d) for d in source.shape(key))
     if isinstance(declared, np.dtype):
-        return declared
-    return source.tensor(key).dtype
+        return TensorInfo(key, declared, shape)
+    name = declared if isinstance(declared, str) else getattr(declared, "name", None)
+    if isinstance(name, str) and name.upper() in _SAFETENSORS_NAMES:
+        return TensorInfo(
+            key, np.dtype(_SAFETENSORS_NAMES[name.upper()]), shape, bfloat16=name.upper() == "BF16"
+        )
+    return TensorInfo(key, source.tensor(key).dtype, shape)
 
 
-def is_parameter(dtype: np.dtype[Any]) -> bool:
-    """Floating tensors are parameters: they count in norms, clipping and distances.
+def describe_source(source: TensorSource) -> list[TensorInfo]:
+    """The source's tensors in protocol order (sorted keys)."""
+    return [tensor_info(source, k) for k in sorted(source.keys())]
 
-    Integer and bool tensors are buffers (BatchNorm's ``num_batches_tracked``): a batch counter's delta would swamp
-    the norm of the weights, so buffers are aggregated by the rule but take no part in norms.
+
+def load_values(info: TensorInfo, x: NDArray[Any], out: F64) -> F64:
+    """Copy ``x`` (a slice of the tensor, possibly memory-mapped) into the float64 buffer ``out``."""
+    if info.bfloat16:
+        widened = np.left_shift(x.astype(np.uint32), 16).view(np.float32)
+        np.copyto(out, widened.reshape(out.shape))
+    else:
+        np.copyto(out, x.reshape(out.shape), casting="safe")
+    return out
+
+
+def store_values(info: TensorInfo, values: F64, out: NDArray[Any]) -> None:
+    """Cast float64 ``values`` into ``out`` (the tensor's storage dtype), the same way on every machine.
+
+    Floats round to nearest even (bfloat16 through float32: deterministic, though it may differ from a direct
+    rounding in the last bit); integer buffers round half to even and saturate; bool is ``value >= 0.5``.
+    Non-finite results are left for the caller to detect.
     """
-    return dtype.kind == "f"
+    with np.errstate(over="ignore", invalid="ignore"):
+        if info.bfloat16:
+            as32 = values.astype(np.float32).view(np.uint32)
+            rounded = as32 + (np.uint32(0x7FFF) + ((as32 >> 16) & np.uint32(1)))
+            np.copyto(out, (rounded >> 16).astype(np.uint16))
+        elif info.dtype.kind == "f":
+            np.copyto(out, values, casting="unsafe")
+        elif info.dtype.kind == "b":
+            np.copyto(out, values >= 0.5)
+        else:
+            limits = np.iinfo(info.dtype)
+            high = float(limits.max)
+            if int(high) > limits.max:  # 2**63 - 1 rounds up to 2**63 in float64
+                high = float(np.nextafter(high, 0.0))
+            rounded = np.clip(np.rint(values), float(limits.min), high)
+            np.copyto(out, rounded, casting="unsafe")
+
+
+def finite_storage(info: TensorInfo, stored: NDArray[Any]) -> bool:
+    """Whether stored values are all finite (integers always are)."""
+    if info.bfloat16:
+        return bool(((stored & np.uint16(0x7F80)) != np.uint16(0x7F80)).all())
+    if info.dtype.kind == "f":
+        return bool(np.isfinite(stored).all())
+    return True

@@ -25,8 +25,16 @@ from numpy.typing import NDArray
 
 from ledger.aggregation import rules
 from ledger.aggregation.errors import InputMismatch, NoInputs, NonFiniteAggregate
-from ledger.aggregation.numerics import CHUNK, F64, accumulate_chunks, add_sumsq, chunk_sums, load_f64
-from ledger.aggregation.source import TensorSource, is_parameter, numpy_dtype
+from ledger.aggregation.numerics import CHUNK, F64, accumulate_chunks, add_sumsq, chunk_sums
+from ledger.aggregation.source import (
+    TensorInfo,
+    TensorSource,
+    describe_source,
+    finite_storage,
+    load_values,
+    store_values,
+    tensor_info,
+)
 from ledger.aggregation.spec import AggregationSpec, Rule, sort_by_digest
 
 DEFAULT_MEMORY_BUDGET = 64 << 20
@@ -42,29 +50,6 @@ class Contribution:
     digest: bytes
     source: TensorSource = field(compare=False, repr=False)
     num_samples: int = 1
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    key: str
-    dtype: np.dtype[Any]
-    shape: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def parameter(self) -> bool:
-        return is_parameter(self.dtype)
-
-
-def describe_source(source: TensorSource) -> list[TensorInfo]:
-    """The source's tensors in protocol order (sorted keys)."""
-    return [
-        TensorInfo(k, numpy_dtype(source, k), tuple(int(d) for d in source.shape(k)))
-        for k in sorted(source.keys())
-    ]
 
 
 class Aggregation:
@@ -136,18 +121,20 @@ class Aggregation:
                 stop = min(start + width, info.size)
                 blocks = [s[start:stop] for s in sources]
                 length = stop - start
+                if info.bfloat16:  # the rules read float arrays: widen bfloat16 blocks first
+                    blocks = [load_values(info, b, np.empty(length)) for b in blocks]
                 if stack is not None:
                     delta = rules.trimmed_mean(blocks, trim, scales, stack=stack, out=acc[:length])
                 elif self.spec.rule is Rule.FEDAVG:
                     delta = rules.fedavg(blocks, counts, scales, out=acc[:length], scratch=scratch[:length])
                 else:
                     delta = rules.mean(blocks, scales, out=acc[:length], scratch=scratch[:length])
-                for block in blocks:
-                    release_pages(block)
-                weights = load_f64(base[start:stop], scratch[:length])
+                for s in sources:
+                    release_pages(s[start:stop])
+                weights = load_values(info, base[start:stop], scratch[:length])
                 np.add(weights, delta, out=weights)
                 release_pages(base[start:stop])
-                _store(weights, result[start:stop], info.key)
+                _store(info, weights, result[start:stop])
             yield info.key, result.reshape(info.shape)
 
 
@@ -228,7 +215,7 @@ def sumsq(
         flat = _flat(source.tensor(info.key))
         for start in range(0, info.size, width):
             stop = min(start + width, info.size)
-            block = load_f64(flat[start:stop], buf[: stop - start])
+            block = load_values(info, flat[start:stop], buf[: stop - start])
             release_pages(flat[start:stop])
             total = add_sumsq(total, block, sq[: stop - start])
     return total
@@ -254,7 +241,7 @@ def gram_matrix(
             stop = min(start + width, info.size)
             length = stop - start
             for i, flat in enumerate(flats):
-                load_f64(flat[start:stop], stack[i, :length])
+                load_values(info, flat[start:stop], stack[i, :length])
                 release_pages(flat[start:stop])
             for i in range(n):
                 np.multiply(stack[i:, :length], stack[i, :length], out=prod[: n - i, :length])
@@ -275,12 +262,11 @@ def _check_layout(c: Contribution, layout: Sequence[TensorInfo]) -> None:
         missing = sorted(set(expected) - set(keys))
         raise InputMismatch(c.digest, ",".join(extra or missing) or "?", "key set", keys, expected)
     for info in layout:
-        shape = tuple(int(d) for d in c.source.shape(info.key))
-        if shape != info.shape:
-            raise InputMismatch(c.digest, info.key, "shape", shape, info.shape)
-        dtype = numpy_dtype(c.source, info.key)
-        if dtype != info.dtype:
-            raise InputMismatch(c.digest, info.key, "dtype", str(dtype), str(info.dtype))
+        got = tensor_info(c.source, info.key)
+        if got.shape != info.shape:
+            raise InputMismatch(c.digest, info.key, "shape", got.shape, info.shape)
+        if got.label != info.label:
+            raise InputMismatch(c.digest, info.key, "dtype", got.label, info.label)
 
 
 def _sum_block(budget: int) -> int:
@@ -302,23 +288,12 @@ def _flat(array: NDArray[Any]) -> NDArray[Any]:
     return array.reshape(-1)
 
 
-def _store(weights: F64, out: NDArray[Any], key: str) -> None:
-    """Cast float64 weights into the output's dtype (integer buffers round half to even and saturate)."""
+def _store(info: TensorInfo, weights: F64, out: NDArray[Any]) -> None:
     if not np.isfinite(weights).all():
-        raise NonFiniteAggregate(key, "the aggregate")
-    if out.dtype.kind == "f":
-        with np.errstate(over="ignore"):  # reported below, with the tensor's name
-            np.copyto(out, weights, casting="unsafe")
-        if not np.isfinite(out).all():
-            raise NonFiniteAggregate(key, f"the aggregate cast to {out.dtype}")
-        return
-    np.rint(weights, out=weights)
-    if out.dtype.kind == "b":
-        np.clip(weights, 0, 1, out=weights)
-    else:
-        info = np.iinfo(out.dtype)
-        np.clip(weights, float(info.min), float(info.max), out=weights)
-    np.copyto(out, weights, casting="unsafe")
+        raise NonFiniteAggregate(info.key, "the aggregate")
+    store_values(info, weights, out)
+    if not finite_storage(info, out):
+        raise NonFiniteAggregate(info.key, f"the aggregate cast to {info.label}")
 
 
 def release_pages(view: NDArray[Any]) -> None:
