@@ -17,6 +17,7 @@ from node.behaviours import Behaviour, apply_behaviour
 from node.data import DEFAULT_ALPHA, make_federation
 from node.errors import InvalidParameter
 from node.models import DEFAULT_MODEL, StateDict, genesis_state
+from node.privacy import DPConfig, privatize
 from node.training import TrainConfig, apply_delta, default_config, evaluate, local_train
 
 
@@ -55,6 +56,8 @@ class RoundRecord:
     loss: float
     train_seconds: list[float]
     """Wall-clock seconds of each node's local round."""
+    epsilon: float | None = None
+    """With DP: the ε each honest node has spent after this many updates (None without DP)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ def simulate_fedavg(
     seed: int = 0,
     behaviours: Mapping[int, Behaviour] | None = None,
     aggregate: Aggregator = fedavg,
+    dp: DPConfig | None = None,
 ) -> SimulationResult:
     """Run ``rounds`` of FedAvg over ``num_nodes`` non-IID nodes and evaluate every aggregate on the test set.
 
@@ -93,7 +97,8 @@ def simulate_fedavg(
 
     ``behaviours`` maps node indices to a non-honest behaviour (all others are honest); copycats copy the first
     honest node, and little-is-enough attackers use every honest delta of the round. ``aggregate`` replaces
-    FedAvg, e.g. by a robust rule.
+    FedAvg, e.g. by a robust rule. With ``dp``, honest nodes privatize every update (their ε composes over
+    the rounds); attackers do not.
     """
     config = config if config is not None else default_config(model)
     behaviours = {index: Behaviour(kind) for index, kind in (behaviours or {}).items()}
@@ -124,6 +129,15 @@ def simulate_fedavg(
             seconds.append(time.perf_counter() - started)
             deltas.append(local.delta)
             sizes.append(local.num_samples)
+        epsilon: float | None = None
+        if dp is not None:
+            for i in range(num_nodes):
+                if behaviours.get(i, Behaviour.HONEST) is Behaviour.HONEST:
+                    private = privatize(
+                        deltas[i], dp, seed=round_seed(seed, round_index, i), steps=round_index
+                    )
+                    deltas[i] = private.delta
+                    epsilon = private.params["epsilon"]
         honest = [d for i, d in enumerate(deltas) if behaviours.get(i, Behaviour.HONEST) is Behaviour.HONEST]
         published = [
             apply_behaviour(
@@ -141,7 +155,11 @@ def simulate_fedavg(
         evaluation = evaluate(model, base, federation.test, threads=config.threads)
         result.rounds.append(
             RoundRecord(
-                round=round_index, accuracy=evaluation.accuracy, loss=evaluation.loss, train_seconds=seconds
+                round=round_index,
+                accuracy=evaluation.accuracy,
+                loss=evaluation.loss,
+                train_seconds=seconds,
+                epsilon=epsilon,
             )
         )
     return result

@@ -9,6 +9,7 @@ import pytest
 
 from node.behaviours import Behaviour
 from node.errors import InvalidParameter
+from node.privacy import DPConfig, compute_epsilon
 from node.simulate import SimulationResult, fedavg, simulate_fedavg
 
 
@@ -72,3 +73,13 @@ def test_a_scaling_attacker_hurts_plain_fedavg() -> None:
 def test_behaviours_must_name_existing_nodes() -> None:
     with pytest.raises(InvalidParameter):
         simulate_fedavg(rounds=1, num_nodes=3, behaviours={3: Behaviour.SIGN_FLIP})
+
+
+def test_dp_in_the_simulation_noises_honest_updates_and_composes_epsilon() -> None:
+    plain = simulate_fedavg(rounds=2)
+    assert [r.epsilon for r in plain.rounds] == [None, None]
+    light = simulate_fedavg(rounds=2, dp=DPConfig(clip=3.0, noise_multiplier=0.03))
+    assert [r.epsilon for r in light.rounds] == [compute_epsilon(0.03, 1.0, 1), compute_epsilon(0.03, 1.0, 2)]
+    assert [r.accuracy for r in light.rounds] != [r.accuracy for r in plain.rounds]
+    drowned = simulate_fedavg(rounds=2, dp=DPConfig(clip=1.0, noise_multiplier=5.0))
+    assert drowned.final_accuracy < 0.4  # the noise (‖·‖ ≈ 5·√9738 ≈ 490) swamps every update
