@@ -27,8 +27,9 @@ CIDV1_PREFIX = bytes([CIDV1, DAG_PB, SHA2_256, DIGEST_LEN])
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
-# Longest text we try to decode: every valid form is at most 59 characters; more is refused before any work.
-_MAX_CID_TEXT = 100
+# Longest text we try to decode: meshprov CIDs are at most 59 characters, CIDs of other hashes (which get a
+# precise message) up to about 115; anything longer is refused before any work.
+_MAX_CID_TEXT = 160
 _CODEC_NAMES = {0x55: "raw", 0x71: "dag-cbor", 0x0129: "dag-json", 0x72: "libp2p-key", 0x78: "git-raw"}
 _HASH_NAMES = {
     0x11: "sha1",

@@ -91,11 +91,11 @@ def leaf_frame(size: int) -> tuple[bytes, bytes]:
     return b"\x0a" + varint(len(head) + size + len(tail)) + head, tail
 
 
-_FULL_PREFIX, _FULL_SUFFIX = leaf_frame(CHUNK_SIZE)
+_FULL_FRAME = leaf_frame(CHUNK_SIZE)
 
 
 def _frame(size: int) -> tuple[bytes, bytes]:
-    return (_FULL_PREFIX, _FULL_SUFFIX) if size == CHUNK_SIZE else leaf_frame(size)
+    return _FULL_FRAME if size == CHUNK_SIZE else leaf_frame(size)
 
 
 def encode_leaf(chunk: Buffer) -> bytes:
@@ -123,8 +123,11 @@ class DagBuilder:
     that holds exactly 174 links at the end becomes the root rather than the only child of another node.
     """
 
-    def __init__(self, on_block: BlockSink | None = None) -> None:
+    def __init__(self, on_block: BlockSink | None = None, *, max_links: int = MAX_LINKS) -> None:
+        if max_links < 2:
+            raise ValueError(f"max_links must be at least 2, got {max_links}")
         self._levels: list[list[Link]] = [[]]
+        self._max_links = max_links
         self._on_block = on_block
         self.blocks = 0
         self.leaves = 0
@@ -138,7 +141,7 @@ class DagBuilder:
         if level == len(self._levels):
             self._levels.append([])
         pending = self._levels[level]
-        if len(pending) == MAX_LINKS:
+        if len(pending) == self._max_links:
             self._levels[level] = []
             self._push(level + 1, self._branch(pending))
             pending = self._levels[level]
@@ -172,12 +175,12 @@ class DagBuilder:
             level += 1
 
 
-def _hash_leaves(view: memoryview, length: int) -> list[tuple[bytes, int]]:
+def _hash_leaves(view: memoryview, length: int, chunk_size: int) -> list[tuple[bytes, int]]:
     """Digest and chunk size of each leaf in ``view[:length]`` (runs in a worker thread; hashlib drops the GIL)."""
     out = []
     sha256 = hashlib.sha256
-    for offset in range(0, length, CHUNK_SIZE):
-        size = min(CHUNK_SIZE, length - offset)
+    for offset in range(0, length, chunk_size):
+        size = min(chunk_size, length - offset)
         prefix, suffix = _frame(size)
         h = sha256(prefix)
         h.update(view[offset : offset + size])
@@ -211,28 +214,33 @@ def import_stream(
     workers: int | None = 1,
     on_block: BlockSink | None = None,
     progress: Progress | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    max_links: int = MAX_LINKS,
 ) -> ImportResult:
     """Import everything ``stream`` yields (until EOF) and return the root, as ``ipfs add`` would.
 
     ``stream`` needs only ``readinto`` (open files with ``buffering=0`` for speed). ``workers`` threads hash the
     leaves (``None``: one per core); memory stays bounded by ``2 * workers + 1`` buffers of 4 MiB.
+    ``chunk_size`` and ``max_links`` are Kubo's defaults; other values exist to test the tree's shape.
     """
     threads = default_workers() if workers is None else workers
     if threads < 1:
         raise ValueError(f"workers must be at least 1, got {threads}")
-    builder = DagBuilder(on_block)
-    batch_bytes = BATCH_CHUNKS * CHUNK_SIZE
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    builder = DagBuilder(on_block, max_links=max_links)
+    batch_bytes = BATCH_CHUNKS * chunk_size
     size = 0
 
     def consume(view: memoryview, leaves: list[tuple[bytes, int]]) -> None:
         nonlocal size
         offset = 0
-        for digest, chunk_size in leaves:
-            prefix, suffix = _frame(chunk_size)
+        for digest, leaf_size in leaves:
+            prefix, suffix = _frame(leaf_size)
             if on_block is not None:
-                on_block(digest, (prefix, view[offset : offset + chunk_size], suffix))
-            builder.add_leaf(Link(digest, len(prefix) + chunk_size + len(suffix), chunk_size))
-            offset += chunk_size
+                on_block(digest, (prefix, view[offset : offset + leaf_size], suffix))
+            builder.add_leaf(Link(digest, len(prefix) + leaf_size + len(suffix), leaf_size))
+            offset += leaf_size
         size += offset
         if progress is not None and offset:
             progress(offset)
@@ -241,7 +249,7 @@ def import_stream(
         view = memoryview(bytearray(batch_bytes))
         while True:
             n = _read_full(stream, view)
-            consume(view, _hash_leaves(view, n))
+            consume(view, _hash_leaves(view, n, chunk_size))
             if n < batch_bytes:
                 break
     else:
@@ -256,7 +264,7 @@ def import_stream(
                         view = free.pop()
                         n = _read_full(stream, view)
                         eof = n < batch_bytes
-                        in_flight.append((view, pool.submit(_hash_leaves, view, n)))
+                        in_flight.append((view, pool.submit(_hash_leaves, view, n, chunk_size)))
                         if len(in_flight) < window and not eof:
                             continue
                     done_view, future = in_flight.popleft()
@@ -281,9 +289,15 @@ def import_file(
         return import_stream(stream, workers=workers, on_block=on_block, progress=progress)
 
 
-def import_bytes(data: Buffer, *, on_block: BlockSink | None = None) -> ImportResult:
+def import_bytes(
+    data: Buffer,
+    *,
+    on_block: BlockSink | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    max_links: int = MAX_LINKS,
+) -> ImportResult:
     """Import bytes already in memory."""
-    hasher = UnixfsHasher(on_block=on_block)
+    hasher = UnixfsHasher(on_block=on_block, chunk_size=chunk_size, max_links=max_links)
     hasher.update(data)
     return hasher.finish()
 
@@ -305,13 +319,18 @@ class UnixfsHasher:
     Holds one chunk buffer; single-threaded (use :func:`import_stream` to hash a file with several cores).
     """
 
-    def __init__(self, *, on_block: BlockSink | None = None) -> None:
-        self._buffer = bytearray(CHUNK_SIZE)
+    def __init__(
+        self, *, on_block: BlockSink | None = None, chunk_size: int = CHUNK_SIZE, max_links: int = MAX_LINKS
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        self._chunk_size = chunk_size
+        self._buffer = bytearray(chunk_size)
         self._view = memoryview(self._buffer)
         self._fill = 0
         self._size = 0
         self._on_block = on_block
-        self._builder = DagBuilder(on_block)
+        self._builder = DagBuilder(on_block, max_links=max_links)
         self._finished = False
 
     @property
@@ -325,16 +344,17 @@ class UnixfsHasher:
         src = memoryview(data).cast("B")
         self._size += len(src)
         while len(src):
-            if self._fill == 0 and len(src) >= CHUNK_SIZE:
+            chunk = self._chunk_size
+            if self._fill == 0 and len(src) >= chunk:
                 # A whole chunk straight from the caller's buffer, without copying it first.
-                self._leaf(src[:CHUNK_SIZE])
-                src = src[CHUNK_SIZE:]
+                self._leaf(src[:chunk])
+                src = src[chunk:]
                 continue
-            take = min(CHUNK_SIZE - self._fill, len(src))
+            take = min(chunk - self._fill, len(src))
             self._view[self._fill : self._fill + take] = src[:take]
             self._fill += take
             src = src[take:]
-            if self._fill == CHUNK_SIZE:
+            if self._fill == chunk:
                 self._leaf(self._view)
                 self._fill = 0
 
