@@ -63,8 +63,12 @@ def accumulate_chunks(acc: F64, sums: F64) -> None:
 
 
 def add_sumsq(acc: float, block: F64, scratch: F64) -> float:
-    """``acc`` plus the sum of squares of a 1-D float64 block that starts on a chunk boundary."""
-    np.multiply(block, block, out=scratch)
+    """``acc`` plus the sum of squares of a 1-D float64 block that starts on a chunk boundary.
+
+    Squares that overflow give inf (no warning): callers decide whether that is an error.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.multiply(block, block, out=scratch)
     sums = chunk_sums(scratch.reshape(1, -1))
     for value in sums[0].tolist():
         acc += value

@@ -244,8 +244,9 @@ def gram_matrix(
                 load_values(info, flat[start:stop], stack[i, :length])
                 release_pages(flat[start:stop])
             for i in range(n):
-                np.multiply(stack[i:, :length], stack[i, :length], out=prod[: n - i, :length])
-                accumulate_chunks(gram[i, i:], chunk_sums(prod[: n - i, :length]))
+                with np.errstate(over="ignore", invalid="ignore"):  # inf norms are refused by prepare()
+                    np.multiply(stack[i:, :length], stack[i, :length], out=prod[: n - i, :length])
+                    accumulate_chunks(gram[i, i:], chunk_sums(prod[: n - i, :length]))
     upper = np.triu_indices(n, 1)
     gram[upper[1], upper[0]] = gram[upper]
     return gram

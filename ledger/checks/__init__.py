@@ -1,0 +1,58 @@
+"""The validator checks (pure: no Celery, no chain, no torch): each failure is a stable `ledger.reasons.Reason`.
+
+    limits.py         CheckLimits: size, header, norm bounds, z-score, duplicates, loss margin
+    update_checks.py  the checks in order (verify_update, judge_in_round, check_loss, check_update)
+    profile.py        the one streaming pass: finite, L2 norm, fingerprint -> UpdateProfile
+    round.py          round-level statistics: robust z-score of the log norm, duplicates
+    verdict.py        Verdict and UpdateRejected
+
+See docs/aggregation.md ("Validator checks") for the list with reason codes.
+"""
+
+from ledger.checks.limits import CheckLimits
+from ledger.checks.profile import FINGERPRINT_SIZE, UpdateProfile, scan
+from ledger.checks.round import RoundStats, cosine, is_duplicate, round_stats
+from ledger.checks.update_checks import (
+    ChainRecord,
+    DigestFn,
+    LossFn,
+    check_digest,
+    check_in_round,
+    check_layout,
+    check_loss,
+    check_metadata,
+    check_size,
+    check_update,
+    check_values,
+    judge_in_round,
+    kubo_digest,
+    verify_update,
+)
+from ledger.checks.verdict import UpdateRejected, Verdict
+
+__all__ = [
+    "FINGERPRINT_SIZE",
+    "ChainRecord",
+    "CheckLimits",
+    "DigestFn",
+    "LossFn",
+    "RoundStats",
+    "UpdateProfile",
+    "UpdateRejected",
+    "Verdict",
+    "check_digest",
+    "check_in_round",
+    "check_layout",
+    "check_loss",
+    "check_metadata",
+    "check_size",
+    "check_update",
+    "check_values",
+    "cosine",
+    "is_duplicate",
+    "judge_in_round",
+    "kubo_digest",
+    "round_stats",
+    "scan",
+    "verify_update",
+]

@@ -1,0 +1,65 @@
+"""The parameters of the validator checks: one frozen dataclass, every field documented, safe defaults."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ledger.errors import ConfigError
+
+DEFAULT_MAX_UPDATE_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CheckLimits:
+    """Bounds an update must respect. A validator and an auditor replaying it must use the same values."""
+
+    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
+    """Largest update file (``TOO_LARGE``); the fetcher stops the download as soon as it is exceeded."""
+
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    """Largest safetensors JSON header (``HEADER_TOO_LARGE``), checked before the header is read."""
+
+    max_norm: float | None = None
+    """Absolute bound on the update's L2 norm over its floating-point tensors (``NORM_TOO_LARGE``); None: none."""
+
+    min_norm: float = 0.0
+    """An update whose norm is at most this is a free-rider (``NORM_TOO_SMALL``); 0 rejects all-zero deltas."""
+
+    zscore_threshold: float | None = 3.5
+    """Reject when the robust z-score of the log norm against the round exceeds this (``NORM_OUTLIER``); None: off.
+
+    z = 0.6745 * (ln|u| - median(ln|peers|)) / max(MAD(ln|peers|), ``zscore_min_mad``) — the modified z-score of
+    Iglewicz and Hoaglin on log norms, so that scaling an update up or down by a factor k is equally far."""
+
+    zscore_min_peers: int = 3
+    """The z-score needs at least this many other updates in the round; with fewer it is not applied."""
+
+    zscore_min_mad: float = 0.25
+    """Floor on the MAD (in natural-log units) so that a round of near-identical norms does not turn honest
+    variation into outliers: with the defaults, a norm must be about 3.7x off the median to be rejected."""
+
+    duplicate_cosine: float | None = 1.0 - 1e-6
+    """Two updates are duplicates when their fingerprints' cosine is at least this and their norms agree within
+    ``duplicate_norm_rtol`` (``DUPLICATE``, the later submission is rejected); None: off."""
+
+    duplicate_norm_rtol: float = 1e-4
+    """Relative norm difference under which two updates with near-identical direction count as one."""
+
+    loss_delta: float | None = None
+    """Allowed increase of the held-out loss over the base's (``LOSS_REGRESSION``); None: no loss check."""
+
+    def __post_init__(self) -> None:
+        if self.max_update_bytes <= 0 or self.max_header_bytes <= 0:
+            raise ConfigError("size limits must be positive")
+        for name in ("max_norm", "zscore_threshold", "loss_delta"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite non-negative number or None, got {value}")
+        if not (math.isfinite(self.min_norm) and self.min_norm >= 0):
+            raise ConfigError(f"min_norm must be finite and non-negative, got {self.min_norm}")
+        if self.zscore_min_peers < 1 or not self.zscore_min_mad > 0:
+            raise ConfigError("zscore_min_peers must be >= 1 and zscore_min_mad > 0")
+        if self.duplicate_cosine is not None and not 0 < self.duplicate_cosine <= 1:
+            raise ConfigError(f"duplicate_cosine must be in (0, 1], got {self.duplicate_cosine}")

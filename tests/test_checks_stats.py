@@ -1,0 +1,181 @@
+"""The streaming scan (finite, norm, fingerprint) and the round-level statistics (z-score, duplicates)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ledger.aggregation import AggregationSpec, ArraySource, Contribution, prepare
+from ledger.aggregation.source import describe_source
+from ledger.checks import CheckLimits, UpdateProfile, check_values, cosine, is_duplicate, round_stats, scan
+from ledger.checks.profile import fingerprint_positions
+from ledger.errors import ConfigError
+from ledger.reasons import Reason
+
+
+def test_scan_norm_is_the_aggregation_norm_bit_for_bit() -> None:
+    rng = np.random.default_rng(0)
+    tensors = {
+        "a": rng.standard_normal((700, 300)).astype(np.float32),
+        "b": rng.standard_normal(5).astype(np.float16),
+        "c": np.arange(4, dtype=np.int64),
+    }
+    source = ArraySource(tensors)
+    result = scan(source, describe_source(source))
+    base = ArraySource({k: np.zeros_like(v) for k, v in tensors.items()})
+    agg = prepare(base, [Contribution(b"\x01" * 32, source, 1)], AggregationSpec.fedavg(clip="1"))
+    assert agg.norms == (result.norm,)
+    floats = np.concatenate([tensors["a"].ravel(), tensors["b"]]).astype(np.float64)
+    assert result.norm == pytest.approx(float(np.linalg.norm(floats)), rel=1e-12)
+
+
+def test_fingerprint_samples_fixed_positions_across_tensors() -> None:
+    assert fingerprint_positions(10, 4) == [0, 2, 5, 7]
+    assert fingerprint_positions(3, 256) == [0, 1, 2]
+    a = np.arange(600, dtype=np.float32)
+    b = np.arange(600, 1000, dtype=np.float32)
+    source = ArraySource({"a": a, "b": b, "n": np.zeros(3, np.int32)})
+    result = scan(source, describe_source(source))
+    assert list(result.fingerprint) == [float(p) for p in fingerprint_positions(1000)]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_scan_names_the_first_non_finite_tensor(bad: float) -> None:
+    good = np.ones(10, np.float32)
+    poisoned = np.ones(10, np.float32)
+    poisoned[7] = bad
+    source = ArraySource({"a": good, "b": poisoned, "c": poisoned.copy()})
+    result = scan(source, describe_source(source))
+    assert result.non_finite == "b"
+    verdict = check_values(result, CheckLimits())
+    assert verdict is not None
+    assert verdict.reason is Reason.NON_FINITE
+
+
+def test_float64_values_whose_squares_overflow_are_too_large_not_non_finite() -> None:
+    source = ArraySource({"a": np.full(4, 1e200)})
+    result = scan(source, describe_source(source))
+    assert result.non_finite is None
+    verdict = check_values(result, CheckLimits())
+    assert verdict is not None
+    assert verdict.reason is Reason.NORM_TOO_LARGE
+
+
+def test_nan_after_an_overflow_is_still_non_finite() -> None:
+    source = ArraySource({"a": np.full(4, 1e200), "b": np.array([0.0, np.nan])})
+    assert scan(source, describe_source(source)).non_finite == "b"
+
+
+def test_norm_bounds() -> None:
+    source = ArraySource({"a": np.array([3.0, 4.0], np.float32)})
+    result = scan(source, describe_source(source))
+    assert result.norm == 5.0
+    assert check_values(result, CheckLimits(max_norm=5.0)) is None
+    too_large = check_values(result, CheckLimits(max_norm=4.99))
+    assert too_large is not None
+    assert too_large.reason is Reason.NORM_TOO_LARGE
+    too_small = check_values(result, CheckLimits(min_norm=5.0))
+    assert too_small is not None
+    assert too_small.reason is Reason.NORM_TOO_SMALL
+
+
+# --- round statistics ---------------------------------------------------------------------------------------
+
+
+def profile(i: int, norm: float, direction: np.ndarray | None = None) -> UpdateProfile:
+    rng = np.random.default_rng(i)
+    d = rng.standard_normal(256) if direction is None else direction
+    fp = tuple(float(x) for x in d / np.linalg.norm(d) * norm / 16)
+    return UpdateProfile(bytes([i]) * 32, norm, fp)
+
+
+def test_zscore_is_leave_one_out_on_log_norms() -> None:
+    norms = [1.0, 1.1, 0.9, 1.2, 0.8, 10.0]
+    stats = round_stats([profile(i, n) for i, n in enumerate(norms)])
+    limits = CheckLimits(zscore_min_mad=1e-9)
+    peers = np.log([1.0, 1.1, 0.9, 1.2, 0.8])
+    med = float(np.median(peers))
+    mad = float(np.median(np.abs(peers - med)))
+    z = stats.zscore(bytes([5]) * 32, limits)
+    assert z == pytest.approx(0.6745 * (math.log(10.0) - med) / mad)
+    # scaling up and scaling down by the same factor are equally far on a log scale
+    up = round_stats([profile(i, n) for i, n in enumerate([1.0, 1.0, 1.0, 1.0, 4.0])])
+    down = round_stats([profile(i, n) for i, n in enumerate([1.0, 1.0, 1.0, 1.0, 0.25])])
+    z_up = up.zscore(bytes([4]) * 32, CheckLimits())
+    z_down = down.zscore(bytes([4]) * 32, CheckLimits())
+    assert z_up is not None
+    assert z_down is not None
+    assert z_up == pytest.approx(-z_down)
+
+
+def test_small_rounds_have_no_zscore() -> None:
+    stats = round_stats([profile(i, n) for i, n in enumerate([1.0, 1.0, 100.0])])
+    assert stats.zscore(bytes([2]) * 32, CheckLimits()) is None  # two peers < zscore_min_peers = 3
+    stats = round_stats([profile(i, n) for i, n in enumerate([1.0, 1.0, 1.0, 100.0])])
+    z = stats.zscore(bytes([3]) * 32, CheckLimits())
+    assert z is not None
+    assert z > 3.5
+
+
+def test_mad_floor_keeps_honest_variation_in_a_tight_round() -> None:
+    norms = [1.0, 1.0, 1.0, 1.0, 1.0, 1.5]  # MAD of the peers is 0
+    stats = round_stats([profile(i, n) for i, n in enumerate(norms)])
+    z = stats.zscore(bytes([5]) * 32, CheckLimits())
+    assert z is not None
+    assert abs(z) < 3.5
+    z_unfloored = stats.zscore(bytes([5]) * 32, CheckLimits(zscore_min_mad=1e-12))
+    assert z_unfloored is not None
+    assert z_unfloored > 1e6
+
+
+def test_duplicates_are_near_copies_and_the_earliest_is_kept() -> None:
+    rng = np.random.default_rng(5)
+    d = rng.standard_normal(256)
+    original = profile(1, 2.0, d)
+    noisy = profile(2, 2.0 * (1 + 1e-7), d + 1e-5 * rng.standard_normal(256))
+    scaled = profile(3, 4.0, d)
+    unrelated = profile(4, 2.0)
+    limits = CheckLimits()
+    assert is_duplicate(noisy, original, limits)
+    assert not is_duplicate(scaled, original, limits)  # same direction, another norm
+    assert not is_duplicate(unrelated, original, limits)
+    stats = round_stats([original, unrelated, noisy, scaled])
+    assert stats.duplicate_of(original.digest, limits) is None
+    dup = stats.duplicate_of(noisy.digest, limits)
+    assert dup is not None
+    assert dup.digest == original.digest
+    assert stats.duplicate_of(noisy.digest, CheckLimits(duplicate_cosine=None)) is None
+
+
+def test_cosine_is_undefined_for_zero_fingerprints() -> None:
+    assert cosine([0.0, 0.0], [1.0, 2.0]) is None
+    assert cosine([1.0, 2.0], [2.0, 4.0]) == pytest.approx(1.0)
+    assert cosine([], []) is None
+
+
+def test_round_stats_refuse_a_digest_twice() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        round_stats([profile(1, 1.0), profile(1, 1.0)])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_norm": -1.0},
+        {"max_norm": math.inf},
+        {"min_norm": math.nan},
+        {"zscore_min_mad": 0.0},
+        {"duplicate_cosine": 1.5},
+        {"max_update_bytes": 0},
+    ],
+)
+def test_limits_refuse_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        CheckLimits(**kwargs)  # type: ignore[arg-type]
+
+
+def test_profile_round_trips_through_json() -> None:
+    p = profile(9, 1.2345)
+    assert UpdateProfile.from_dict(p.to_dict()) == p
