@@ -3,6 +3,7 @@
     spec.py      rule ids and the packed on-chain parameter; the digest order of inputs
     rules.py     the rules as NumPy functions on lists of arrays (fedavg, trimmed mean, median, multi-krum, clipping)
     stream.py    the driver: memory-mapped update files in, one aggregated tensor at a time out
+    output.py    writing the streamed aggregate to an aggregate file (metadata: rule, parameter, input CIDs)
     numerics.py  the fixed-order float64 sums and sorting networks every machine computes bit for bit
     source.py    the `TensorSource` protocol the driver and the checks read
     errors.py    AggregationError and its subclasses
@@ -19,6 +20,7 @@ from ledger.aggregation.errors import (
     NonFiniteAggregate,
     SpecError,
 )
+from ledger.aggregation.output import aggregate_meta, write_aggregation
 from ledger.aggregation.source import ArraySource, TensorSource
 from ledger.aggregation.spec import AggregationSpec, ClipBound, Rule, sort_by_digest
 from ledger.aggregation.stream import Aggregation, Contribution, aggregate, prepare
@@ -39,6 +41,8 @@ __all__ = [
     "SpecError",
     "TensorSource",
     "aggregate",
+    "aggregate_meta",
     "prepare",
     "sort_by_digest",
+    "write_aggregation",
 ]
