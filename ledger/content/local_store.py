@@ -50,20 +50,19 @@ class _BlockWriter:
     def __call__(self, digest: bytes, parts: Sequence[Buffer]) -> None:
         final = self._store.block_path(digest)
         expected = sum(len(p) for p in parts)
+        self._release()
         with contextlib.suppress(FileNotFoundError):
             if final.stat().st_size == expected:
-                self._release()
                 return  # deduplicated: the same name means the same bytes (checked again on every read)
-        tmp = self._store.write_temp(parts)
-        self._release()
-        self._held = (tmp, final)
+        self._held = (self._store.write_temp(parts), final)
 
     def _release(self) -> None:
+        """Rename the held block into place (it stays held, for :meth:`abort` to remove, if that fails)."""
         if self._held is not None:
             tmp, final = self._held
-            self._held = None
             self._ensure_dir(final.parent)
             os.replace(tmp, final)
+            self._held = None
             self._dirs.add(final.parent)
             self.written += 1
 
@@ -74,15 +73,14 @@ class _BlockWriter:
 
     def commit(self) -> None:
         """Make every block durable, then rename the last one (the root) into place."""
-        held = self._held
-        self._held = None
-        if held is not None:
-            self._ensure_dir(held[1].parent)
+        if self._held is not None:
+            self._ensure_dir(self._held[1].parent)
         for directory in sorted(self._dirs):
             _fsync_dir(directory)
-        if held is not None:
-            tmp, final = held
+        if self._held is not None:
+            tmp, final = self._held
             os.replace(tmp, final)
+            self._held = None
             _fsync_dir(final.parent)
             self.written += 1
 
