@@ -1,0 +1,16 @@
+"""The validator and aggregator workers: a Celery app whose thin tasks call ledger's pure checks and rules.
+
+    config.py      WorkerConfig: time limits, retries, polling, leases, failpoints
+    celery_app.py  the Celery app (Redis broker and results, JSON only, late acks, visibility timeout)
+    tasks.py       verify_round / aggregate_round: validate the message, retry transient faults, record faults
+    verify.py      the validator's job: fetch, ledger.checks, one voteBatch per round
+    aggregate.py   the aggregator's job: accepted set from the chain, ledger.aggregation, finalizeRound
+    watcher.py     polls the chain and (re-)enqueues what is still to do
+    chain_port.py  the few chain reads and writes the pipeline needs (over ledger's LedgerClient)
+    fetch.py       store -> local files, sorting the member's faults (verdicts) from ours (retries)
+    state.py       job claims, round locks, faults, health and counters in Redis
+    runtime.py     the per-process context (settings, handles opened after fork)
+    cli.py         `meshprov worker run | watch | check | status`
+
+See docs/worker.md.
+"""

@@ -1,0 +1,580 @@
+"""`meshprov worker run | watch | check | status`: the validator and aggregator workers from the command line.
+
+Heavy imports (Celery, web3, numpy) stay inside the command bodies so that `meshprov --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ledger.cli.output import JsonFlag, emit, info, want_json
+from ledger.cli.state import settings as load_settings
+from ledger.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ledger.checks import CheckLimits, LossFn
+    from ledger.settings import Settings
+    from worker.config import WorkerConfig
+
+app = typer.Typer(no_args_is_help=True, help="Validator and aggregator workers (Celery).")
+log = logging.getLogger(__name__)
+
+# --- shared options -------------------------------------------------------------------------------------------
+_TUNING = "Tuning"
+_CHECKS = "Checks"
+PollInterval = Annotated[
+    float,
+    typer.Option(
+        "--poll-interval", help="Seconds between the watcher's looks at the chain.", rich_help_panel=_TUNING
+    ),
+]
+JobTtl = Annotated[
+    int,
+    typer.Option(
+        "--job-ttl", help="Seconds before the watcher enqueues a job again.", rich_help_panel=_TUNING
+    ),
+]
+TimeLimit = Annotated[
+    int, typer.Option("--time-limit", help="Hard time limit of a job, seconds.", rich_help_panel=_TUNING)
+]
+SoftTimeLimit = Annotated[
+    int | None,
+    typer.Option(
+        "--soft-time-limit", help="Soft time limit (default: 90% of the hard one).", rich_help_panel=_TUNING
+    ),
+]
+Visibility = Annotated[
+    int | None,
+    typer.Option(
+        "--visibility-timeout",
+        help="Seconds before Redis redelivers an unacknowledged job (default: 3x the hard time limit).",
+        rich_help_panel=_TUNING,
+    ),
+]
+LockLease = Annotated[
+    int | None,
+    typer.Option(
+        "--lock-lease",
+        help="Round lock lease, seconds (default: the hard time limit).",
+        rich_help_panel=_TUNING,
+    ),
+]
+MaxRetries = Annotated[
+    int,
+    typer.Option(
+        "--max-retries", help="Retries of a transient fault before giving up.", rich_help_panel=_TUNING
+    ),
+]
+Backoff = Annotated[
+    int,
+    typer.Option(
+        "--retry-backoff", help="First retry delay bound, seconds (doubles).", rich_help_panel=_TUNING
+    ),
+]
+BackoffMax = Annotated[
+    int, typer.Option("--retry-backoff-max", help="Largest retry delay, seconds.", rich_help_panel=_TUNING)
+]
+Heartbeat = Annotated[
+    float, typer.Option("--heartbeat", help="Seconds between health records.", rich_help_panel=_TUNING)
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Downloads and verdict cache (default: <data_dir>/worker).",
+        rich_help_panel=_TUNING,
+    ),
+]
+Failpoints = Annotated[
+    list[str] | None,
+    typer.Option("--failpoint", help="STAGE=SECONDS: pause there (fault-injection tests).", hidden=True),
+]
+MaxNorm = Annotated[
+    float | None,
+    typer.Option("--max-norm", help="Absolute bound on an update's L2 norm.", rich_help_panel=_CHECKS),
+]
+MinNorm = Annotated[
+    float,
+    typer.Option(
+        "--min-norm", help="Free-rider floor on the norm (0 rejects all-zero).", rich_help_panel=_CHECKS
+    ),
+]
+ZScore = Annotated[
+    float,
+    typer.Option(
+        "--zscore", min=0, help="Robust z-score threshold of the log norm (0: off).", rich_help_panel=_CHECKS
+    ),
+]
+LossDelta = Annotated[
+    float | None,
+    typer.Option(
+        "--loss-delta", help="Allowed held-out loss increase (needs --evaluator).", rich_help_panel=_CHECKS
+    ),
+]
+Evaluator = Annotated[
+    str | None,
+    typer.Option(
+        "--evaluator",
+        help="MODULE:FUNCTION returning the held-out loss of full weights (dict of arrays) for LOSS_REGRESSION.",
+        rich_help_panel=_CHECKS,
+    ),
+]
+
+
+def _limits(
+    settings: Settings, max_norm: float | None, min_norm: float, zscore: float, loss_delta: float | None
+) -> CheckLimits:
+    from ledger.checks import CheckLimits
+
+    return CheckLimits(
+        max_update_bytes=settings.max_update_bytes,
+        max_norm=max_norm,
+        min_norm=min_norm,
+        zscore_threshold=zscore or None,
+        loss_delta=loss_delta,
+    )
+
+
+def _config(
+    *,
+    poll_interval: float,
+    job_ttl: int,
+    time_limit: int,
+    soft_time_limit: int | None,
+    visibility_timeout: int | None,
+    lock_lease: int | None,
+    max_retries: int,
+    retry_backoff: int,
+    retry_backoff_max: int,
+    heartbeat: float,
+    cache_dir: Path | None,
+    failpoints: list[str] | None,
+) -> WorkerConfig:
+    from worker.config import WorkerConfig, parse_failpoints
+
+    return WorkerConfig(
+        soft_time_limit_s=soft_time_limit if soft_time_limit is not None else max(1, time_limit * 9 // 10),
+        time_limit_s=time_limit,
+        visibility_timeout_s=visibility_timeout if visibility_timeout is not None else 3 * time_limit,
+        max_retries=max_retries,
+        retry_backoff_s=retry_backoff,
+        retry_backoff_max_s=retry_backoff_max,
+        poll_interval_s=poll_interval,
+        job_ttl_s=job_ttl,
+        lock_lease_s=lock_lease if lock_lease is not None else time_limit,
+        heartbeat_s=heartbeat,
+        cache_dir=cache_dir,
+        failpoints=parse_failpoints(failpoints),
+    )
+
+
+def _load_evaluator(spec: str | None) -> LossFn | None:
+    if spec is None:
+        return None
+    import importlib
+
+    from ledger.errors import ConfigError
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot load the evaluator {spec!r}: {exc}", hint="give MODULE:FUNCTION") from None
+    if not callable(fn):
+        raise ConfigError(f"the evaluator {spec!r} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+# --- run ------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    *,
+    role: Annotated[str, typer.Option("--role", help="validator or aggregator.", show_default=False)],
+    watch: Annotated[bool, typer.Option("--watch", help="Also run the watcher in this process.")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=64, help="Jobs at once.")] = 1,
+    pool: Annotated[str, typer.Option("--pool", help="Celery pool: prefork, threads or solo.")] = "prefork",
+    loglevel: Annotated[str, typer.Option("--loglevel", help="Log level of the worker.")] = "INFO",
+    poll_interval: PollInterval = 2.0,
+    job_ttl: JobTtl = 120,
+    time_limit: TimeLimit = 600,
+    soft_time_limit: SoftTimeLimit = None,
+    visibility_timeout: Visibility = None,
+    lock_lease: LockLease = None,
+    max_retries: MaxRetries = 6,
+    retry_backoff: Backoff = 2,
+    retry_backoff_max: BackoffMax = 120,
+    heartbeat: Heartbeat = 5.0,
+    cache_dir: CacheDir = None,
+    max_norm: MaxNorm = None,
+    min_norm: MinNorm = 0.0,
+    zscore: ZScore = 3.5,
+    loss_delta: LossDelta = None,
+    evaluator: Evaluator = None,
+    failpoint: Failpoints = None,
+) -> None:
+    """Start a Celery worker for ROLE with this member's key (refused, exit 9, when the key lacks the role)."""
+    from ledger.errors import ConfigError
+
+    if role not in ("validator", "aggregator"):
+        raise typer.BadParameter("choose validator or aggregator", param_hint="--role")
+    if pool not in ("prefork", "threads", "solo"):
+        raise typer.BadParameter("choose prefork, threads or solo", param_hint="--pool")
+    if watch and role != "aggregator":
+        raise typer.BadParameter("the watcher runs beside the aggregator (or alone: `meshprov worker watch`)")
+    s = load_settings()
+    config = _config(
+        poll_interval=poll_interval,
+        job_ttl=job_ttl,
+        time_limit=time_limit,
+        soft_time_limit=soft_time_limit,
+        visibility_timeout=visibility_timeout,
+        lock_lease=lock_lease,
+        max_retries=max_retries,
+        retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max,
+        heartbeat=heartbeat,
+        cache_dir=cache_dir,
+        failpoints=failpoint,
+    )
+    key = s.signing_key()
+    if key is None:
+        raise ConfigError(
+            f"a {role} needs this member's key",
+            hint="set MESHPROV_PRIVATE_KEY_FILE (or MESHPROV_PRIVATE_KEY)",
+        )
+    limits = _limits(s, max_norm, min_norm, zscore, loss_delta)
+    rt = _runtime(s, config=config, role=role, key=key, limits=limits, evaluator=evaluator)
+    _preflight(rt)
+    _serve(rt, concurrency=concurrency, pool=pool, loglevel=loglevel, watch=watch)
+
+
+def _runtime(
+    s: Settings,
+    *,
+    config: WorkerConfig,
+    role: str,
+    key: str | None,
+    limits: CheckLimits,
+    evaluator: str | None,
+) -> Any:
+    from ledger.devservices import ensure_redis
+    from worker import runtime
+
+    rt = runtime.Runtime(
+        settings=s,
+        config=config,
+        role=role,
+        redis_url=ensure_redis(s),
+        private_key=key,
+        limits=limits,
+        evaluate=_load_evaluator(evaluator),
+    )
+    runtime.configure(rt)
+    return rt
+
+
+def _preflight(rt: Any) -> None:
+    """Refuse to start with a key that does not hold the role on chain."""
+    from worker.errors import NotMember
+
+    roles = rt.chain().roles(rt.address)
+    if not roles.has(rt.role):
+        raise NotMember(rt.address, rt.role)
+    info(f"{rt.role} {rt.address}: role confirmed on chain")
+
+
+def _serve(rt: Any, *, concurrency: int, pool: str, loglevel: str, watch: bool) -> None:
+    from celery import signals
+
+    from worker.celery_app import make_app
+    from worker.tasks import AGGREGATOR_QUEUE, validator_queue
+
+    app = make_app(rt.redis_url, rt.config)
+    queue = validator_queue(rt.address) if rt.role == "validator" else AGGREGATOR_QUEUE
+    stop = threading.Event()
+
+    def after_fork(**_: Any) -> None:
+        rt.after_fork()
+
+    def ready(**_: Any) -> None:
+        threading.Thread(
+            target=_heartbeats, args=(rt, stop, queue), name="meshprov-heartbeat", daemon=True
+        ).start()
+        if watch:
+            _watcher(rt, app, stop).start_thread()
+
+    def shutdown(**_: Any) -> None:
+        stop.set()
+
+    signals.worker_process_init.connect(after_fork, weak=False)
+    signals.worker_ready.connect(ready, weak=False)
+    signals.worker_shutdown.connect(shutdown, weak=False)
+    name = f"{rt.role}.{rt.address[2:10].lower()}@%h"
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={loglevel}",
+            "--queues",
+            queue,
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            pool,
+            "--hostname",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+def _heartbeats(rt: Any, stop: threading.Event, queue: str) -> None:
+    ttl = max(3, int(3 * rt.config.heartbeat_s))
+    while not stop.is_set():
+        try:
+            rt.state().heartbeat(ttl, "worker", role=rt.role, address=rt.address, queue=queue)
+        except Exception as exc:
+            log.debug("heartbeat failed: %s", exc)
+        stop.wait(rt.config.heartbeat_s)
+
+
+def _watcher(rt: Any, app: Any, stop: threading.Event) -> Any:
+    from worker.chain_port import LedgerChainPort
+    from worker.state import WorkerState
+    from worker.watcher import Watcher
+
+    # Its own chain port and Redis client: the watcher thread must not share the job's connections.
+    chain = LedgerChainPort.from_settings(rt.settings)
+    state = WorkerState.from_url(rt.redis_url, f"watcher:{rt.address.lower()}")
+    return Watcher(chain, app, state, rt.config, [rt.settings.task_id], stop=stop)
+
+
+# --- watch ----------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def watch(
+    *,
+    task: Annotated[
+        list[int] | None,
+        typer.Option("--task", help="Task to watch (repeatable; default: the task_id setting)."),
+    ] = None,
+    poll_interval: PollInterval = 2.0,
+    job_ttl: JobTtl = 120,
+    time_limit: TimeLimit = 600,
+    heartbeat: Heartbeat = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="Poll once, print what was enqueued, exit.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Poll the chain and enqueue verification and aggregation jobs for whatever is still to do."""
+    from ledger.devservices import ensure_redis
+    from worker.celery_app import make_app
+    from worker.chain_port import LedgerChainPort
+    from worker.state import WorkerState
+    from worker.watcher import Watcher
+
+    s = load_settings()
+    config = _config(
+        poll_interval=poll_interval,
+        job_ttl=job_ttl,
+        time_limit=time_limit,
+        soft_time_limit=None,
+        visibility_timeout=None,
+        lock_lease=None,
+        max_retries=0,
+        retry_backoff=1,
+        retry_backoff_max=1,
+        heartbeat=heartbeat,
+        cache_dir=None,
+        failpoints=None,
+    )
+    redis_url = ensure_redis(s)
+    chain = LedgerChainPort.from_settings(s)
+    watcher = Watcher(
+        chain, make_app(redis_url, config, with_tasks=False), WorkerState.from_url(redis_url, "watcher"), config,
+        task or [s.task_id],
+    )  # fmt: skip
+    if once:
+        enqueued = watcher.poll_once()
+        emit(enqueued, json_mode=want_json(json_output), human=lambda c: _print_enqueued(c, enqueued))
+        return
+    info(f"watching task(s) {', '.join(map(str, watcher.task_ids))} every {poll_interval:g} s (Ctrl-C stops)")
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        watcher.stop.set()
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _print_enqueued(console: Console, enqueued: list[dict[str, Any]]) -> None:
+    if not enqueued:
+        console.print("nothing to enqueue")
+    for job in enqueued:
+        console.print(f"{job['job']}({job['task']}, {job['round']}) -> {job['queue']}")
+
+
+# --- check ----------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def check(
+    update_file: Annotated[Path, typer.Argument(help="The update file to check.", show_default=False)],
+    *,
+    base: Annotated[Path, typer.Option("--base", help="The round's base model file.", show_default=False)],
+    task: Annotated[int | None, typer.Option("--task", help="Expected task id.")] = None,
+    round_: Annotated[int | None, typer.Option("--round", help="Expected round.")] = None,
+    contributor: Annotated[
+        str | None, typer.Option("--contributor", help="Expected contributor address.")
+    ] = None,
+    num_samples: Annotated[int | None, typer.Option("--num-samples", help="Expected sample count.")] = None,
+    cid: Annotated[
+        str | None, typer.Option("--cid", help="Expected CID (as the chain would record it).")
+    ] = None,
+    peer: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--peer", help="Another update of the same round (repeatable): enables z-score and duplicates."
+        ),
+    ] = None,
+    max_norm: MaxNorm = None,
+    min_norm: MinNorm = 0.0,
+    zscore: ZScore = 3.5,
+    json_output: JsonFlag = False,
+) -> None:
+    """Run the offline checks on UPDATE_FILE against BASE (no chain): verdict and reason code; exit 8 on reject."""
+    from ledger.checks import ChainRecord, kubo_digest
+    from ledger.content import cid_to_digest
+    from ledger.errors import NotFound
+
+    for path in [update_file, base, *(peer or [])]:
+        if not path.is_file():
+            raise NotFound(f"no such file: {path}")
+    s = load_settings()
+    limits = _limits(s, max_norm, min_norm, zscore, None)
+    record = ChainRecord(
+        digest=cid_to_digest(cid) if cid else None,
+        task=task,
+        round=round_,
+        base=kubo_digest(base),
+        contributor=contributor,
+        num_samples=num_samples,
+    )
+    verdict = offline_verdict(update_file, base, record, limits, peers=peer or [])
+    data = {"file": str(update_file), **verdict.to_dict()}
+    data.pop("profile", None)
+
+    def human(console: Console) -> None:
+        if verdict.accepted:
+            console.print(f"[green]accepted[/] {update_file} (norm {verdict.norm:.6g})", highlight=False)
+        else:
+            console.print(
+                f"[red]rejected[/] {update_file}: [bold]{verdict.reason.slug}[/] ({int(verdict.reason)})",
+                highlight=False,
+            )
+            console.print(f"  {verdict.reason.help}", highlight=False)
+            if verdict.detail:
+                console.print(f"  detail: {verdict.detail}", highlight=False)
+
+    emit(data, json_mode=want_json(json_output), human=human)
+    if not verdict.accepted:
+        raise typer.Exit(int(ExitCode.REJECTED))
+
+
+def offline_verdict(
+    update_file: Path, base: Path, record: Any, limits: CheckLimits, *, peers: list[Path]
+) -> Any:
+    """The verdict `worker check` prints: per-update checks, then the round checks against ``peers``."""
+    from ledger.checks import ChainRecord
+    from ledger.errors import MeshprovError
+    from ledger.updatefile import FileRejected, UpdateFile
+    from worker.verify import judge_round, judge_update
+
+    try:
+        base_file = UpdateFile.open(base)
+    except FileRejected as exc:
+        raise MeshprovError(f"the base {base} is not a usable model file: {exc.detail}") from None
+    with base_file as model:
+        from ledger.aggregation.source import describe_source
+
+        layout = describe_source(model)
+        peer_record = ChainRecord(base=record.base)
+        judged = [
+            judge_update(p, base=model, layout=layout, record=peer_record, limits=limits) for p in peers
+        ]
+        judged.append(judge_update(update_file, base=model, layout=layout, record=record, limits=limits))
+    return judge_round(judged, limits)[-1]
+
+
+# --- status ---------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def status(json_output: JsonFlag = False) -> None:
+    """Workers alive, their faults, jobs in progress, queue lengths and counters. Exit 6 while a fault is set."""
+    from ledger.devservices import DevServices, redis_ping
+    from ledger.errors import ServiceUnavailable
+    from worker.state import WorkerState
+
+    s = load_settings()
+    url = s.redis_url
+    if url is None:
+        record = DevServices(s).read().get("redis")
+        url = record.url if record is not None and (record.external or record.alive()) else None
+    if url is None:
+        raise ServiceUnavailable(
+            "Redis", "(not configured)", "no redis_url and no embedded redis-server running",
+            hint="set MESHPROV_REDIS_URL or run `meshprov dev up`",
+        )  # fmt: skip
+    redis_ping(url)
+    state = WorkerState.from_url(url)
+    faults = state.faults()
+    report = {
+        "redis": url,
+        "workers": state.workers(),
+        "faults": faults,
+        "progress": state.all_progress(),
+        "queues": state.queue_lengths(state.known_queues()),
+        "metrics": state.metrics(),
+    }
+    emit(report, json_mode=want_json(json_output), human=lambda c: _print_status(c, report))
+    if faults:
+        raise typer.Exit(int(ExitCode.UNAVAILABLE))
+
+
+def _print_status(console: Console, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    workers = Table("worker", "component", "pid", "host", "queue / state", title="workers")
+    for w in report["workers"]:
+        extra = w.get("queue") or ("ok" if w.get("ok") else f"error: {w.get('error')}")
+        workers.add_row(
+            str(w.get("worker")), str(w.get("component")), str(w.get("pid")), str(w.get("host")), extra
+        )
+    console.print(workers)
+    if report["faults"]:
+        faults = Table("worker", "kind", "count", "gave up", "detail", title="[red]faults[/]")
+        for f in report["faults"]:
+            faults.add_row(
+                str(f["worker"]), f["kind"], str(f.get("count")), str(f.get("gave_up")), f["detail"]
+            )
+        console.print(faults)
+    else:
+        console.print("no faults")
+    for job in report["progress"]:
+        console.print(
+            f"{job['job']} task {job['task']} round {job['round']}: {job['stage']} ({job.get('worker')})"
+        )
+    for queue, length in report["queues"].items():
+        console.print(f"queue {queue}: {length} waiting")
+    for metric, value in report["metrics"].items():
+        console.print(f"{metric} = {value}")

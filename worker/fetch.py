@@ -1,0 +1,76 @@
+"""Getting content from the store to local files, with the size bound, and sorting failures into two kinds.
+
+* The member's fault (a verdict): the content is larger than the limit (``TOO_LARGE``, found before the download
+  completes), or its DAG is not one meshprov can read (``CID_MISMATCH``: it was not added with Kubo's defaults).
+* Our fault (:class:`~worker.errors.StoreFault`, retried, never a verdict): the store is down or slow, does not
+  hold the content (yet), or hands back bytes that do not match the CID (a corrupt or lying store).
+
+Downloads go to a temporary file renamed into place only once the store has verified the whole content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ledger.checks import Verdict
+from ledger.content import (
+    CidMismatch,
+    ContentNotFound,
+    ContentTooLarge,
+    CorruptBlock,
+    InvalidCID,
+    MalformedDag,
+    StoreError,
+    StoreUnavailable,
+    digest_to_cid,
+    fetch_to_file,
+)
+from ledger.reasons import Reason
+from worker.errors import StoreFault
+
+if TYPE_CHECKING:
+    from ledger.content import ContentStore
+
+
+def fetch(store: ContentStore, digest: bytes, dest: Path, *, max_bytes: int) -> Verdict | None:
+    """Download ``digest`` to ``dest``; a reject verdict if the content is the member's fault, else None."""
+    cid = digest_to_cid(digest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fetch_to_file(store, cid, dest, max_bytes=max_bytes)
+    except ContentTooLarge as exc:
+        got = f"{exc.size} bytes" if exc.size is not None else "more bytes"
+        return Verdict(Reason.TOO_LARGE, f"{got} than the limit of {max_bytes}", digest=digest)
+    except MalformedDag as exc:
+        return Verdict(Reason.CID_MISMATCH, f"not a Kubo-default UnixFS file: {exc.problem}", digest=digest)
+    except ContentNotFound as exc:
+        raise StoreFault(f"{cid} is not available in the {exc.store} store (yet)") from None
+    except (CorruptBlock, CidMismatch) as exc:
+        raise StoreFault(f"the store returned bytes that do not match {cid}: {exc.message}") from None
+    except (StoreUnavailable, StoreError) as exc:
+        raise StoreFault(f"fetching {cid}: {exc.message}") from None
+    except InvalidCID as exc:  # pragma: no cover - a digest from the chain always makes a valid CID
+        raise StoreFault(f"cannot name {digest.hex()} as a CID: {exc.problem}") from None
+    except OSError as exc:
+        raise StoreFault(f"fetching {cid} to {dest}: {exc}") from None
+    return None
+
+
+def ensure_base(store: ContentStore, digest: bytes, cache: Path, *, max_bytes: int) -> Path:
+    """The round's base model on local disk (downloaded once per process tree, then reused)."""
+    path = cache / "bases" / f"{digest_to_cid(digest)}.safetensors"
+    if path.is_file():
+        return path
+    rejected = fetch(store, digest, path, max_bytes=max_bytes)
+    if rejected is not None:
+        # The base is anchored on chain (genesis or a finalized aggregate): if we cannot read it, no update of
+        # the round can be judged. That is an operator problem, reported and retried, never a verdict.
+        raise StoreFault(f"the base model {digest_to_cid(digest)} cannot be used: {rejected.detail}")
+    return path
+
+
+def remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
