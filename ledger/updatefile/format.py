@@ -296,6 +296,9 @@ class UpdateFile:
         """Tensor names, sorted."""
         return list(self.header.tensors)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.header.tensors)
+
     def __contains__(self, key: object) -> bool:
         return key in self.header.tensors
 
