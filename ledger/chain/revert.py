@@ -3,14 +3,23 @@
 A contract revert reaches web3.py as hex data: a 4-byte selector and ABI-encoded arguments. The selector table is
 built from the ABIs of our contracts (custom errors, including OpenZeppelin's) plus Solidity's built-in
 ``Error(string)`` and ``Panic(uint256)``; each decoded error becomes the Python class registered for its name in
-:mod:`ledger.chain.errors`, carrying the decoded arguments as fields.
+:mod:`ledger.chain.errors`, carrying the decoded arguments as fields (``exc.args_by_name``) and a hint written
+for that error, filled in with its arguments.
+
+    ChainError                       anything that comes from the chain (ledger.errors.MeshprovError)
+    ├── ContractRevert               a decoded revert: error_name, args_by_name, signature
+    │   ├── UnknownRevert            no data, or a selector that is in no ABI we know
+    │   └── (one class per ABI error, in ledger.chain.errors)
+    ├── TxTimeout, TxRejected        (ledger.chain.sender)
+    └── ...
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from eth_abi.abi import decode as abi_decode
 from eth_utils.crypto import keccak
@@ -18,6 +27,7 @@ from eth_utils.crypto import keccak
 from ledger.errors import MeshprovError
 
 PANIC_CODES = {
+    0x00: "generic compiler panic",
     0x01: "assertion failed",
     0x11: "arithmetic overflow or underflow",
     0x12: "division or modulo by zero",
@@ -35,9 +45,14 @@ class ChainError(MeshprovError):
 
 
 class ContractRevert(ChainError):
-    """A revert decoded from its data. Subclasses exist for every custom error of our contracts."""
+    """A revert decoded from its data. Subclasses exist for every error in our contracts' ABIs.
+
+    ``default_hint`` may name the error's arguments in braces (``{taskId}``); they are filled in from the
+    decoded values, so the hint can say *which* round is live or *which* nonce was expected.
+    """
 
     error_name: str = "unknown"
+    default_hint: ClassVar[str | None] = None
 
     def __init__(
         self, name: str, args: Mapping[str, Any], *, signature: str = "", hint: str | None = None
@@ -45,8 +60,21 @@ class ContractRevert(ChainError):
         self.error_name = name
         self.args_by_name = dict(args)
         self.signature = signature
-        shown = ", ".join(f"{k}={_show(v)}" for k, v in self.args_by_name.items())
+        shown = ", ".join(f"{k}={show_value(v)}" for k, v in self.args_by_name.items())
+        if hint is None:
+            hint = self.hint_for(self.args_by_name)
         super().__init__(f"the contract reverted with {name}({shown})", hint=hint)
+
+    @classmethod
+    def hint_for(cls, args: Mapping[str, Any]) -> str | None:
+        """``default_hint`` with the decoded arguments filled in (unknown placeholders are left as they are)."""
+        if cls.default_hint is None:
+            return None
+        return _SafeFormatter().vformat(cls.default_hint, (), {k: show_value(v) for k, v in args.items()})
+
+    def __getitem__(self, name: str) -> Any:
+        """A decoded argument by its ABI name: ``exc["taskId"]``."""
+        return self.args_by_name[name]
 
 
 class UnknownRevert(ContractRevert):
@@ -55,13 +83,27 @@ class UnknownRevert(ContractRevert):
     def __init__(self, data: bytes, message: str = "") -> None:
         self.data = data
         detail = f"0x{data.hex()}" if data else (message or "no revert data")
-        ChainError.__init__(self, f"the transaction reverted: {detail}")
         self.error_name = "unknown"
         self.args_by_name = {"data": data}
         self.signature = ""
+        ChainError.__init__(
+            self,
+            f"the transaction reverted: {detail}",
+            hint="the revert data matches no error of MeshLedger or MeshToken: is the address the right contract?"
+            if data
+            else None,
+        )
 
 
-def _show(value: Any) -> str:
+class _SafeFormatter(string.Formatter):
+    def get_value(self, key: int | str, args: Any, kwargs: Mapping[str, Any]) -> Any:
+        if isinstance(key, str) and key not in kwargs:
+            return "{" + key + "}"
+        return super().get_value(key, args, kwargs)
+
+
+def show_value(value: Any) -> str:
+    """How an error argument is shown to people: bytes as 0x-hex, the rest as str."""
     if isinstance(value, bytes):
         return "0x" + value.hex()
     return str(value)
@@ -106,7 +148,10 @@ def error_specs(abi: Iterable[Mapping[str, Any]]) -> list[ErrorSpec]:
 
 
 class RevertDecoder:
-    """Selector table over one or more ABIs, mapping revert data to exception instances."""
+    """Selector table over one or more ABIs, mapping revert data to exception instances.
+
+    ``classes`` maps error names to exception classes; by default the table of :mod:`ledger.chain.errors`.
+    """
 
     def __init__(
         self,
@@ -117,7 +162,11 @@ class RevertDecoder:
         for abi in abis:
             for spec in error_specs(abi):
                 self.by_selector[spec.selector] = spec
-        self.classes = dict(classes or {})
+        if classes is None:
+            from ledger.chain.errors import REVERT_CLASSES  # errors.py imports this module
+
+            classes = REVERT_CLASSES
+        self.classes = dict(classes)
 
     def decode(self, data: object, message: str = "") -> ContractRevert:
         raw = _as_bytes(data)
@@ -130,14 +179,9 @@ class RevertDecoder:
             return UnknownRevert(raw, message)
         args = dict(zip(spec.names, values, strict=True))
         if spec.name == "Panic":
-            code = int(args["code"])
-            args["meaning"] = PANIC_CODES.get(code, "unknown panic code")
+            args["meaning"] = PANIC_CODES.get(int(args["code"]), "unknown panic code")
         cls = self.classes.get(spec.name, ContractRevert)
-        error = cls.__new__(cls)
-        ContractRevert.__init__(
-            error, spec.name, args, signature=spec.signature, hint=getattr(cls, "default_hint", None)
-        )
-        return error
+        return cls(spec.name, args, signature=spec.signature)
 
 
 def _as_bytes(data: object) -> bytes:

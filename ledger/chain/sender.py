@@ -2,7 +2,8 @@
 
 Several threads of one process may send from the same key: a nonce is reserved and the transaction handed to the
 node under one lock, so no nonce is skipped or used twice; receipts are awaited outside the lock. Another process
-using the same key shows up as a "nonce too low" answer, which resynchronises from the node and retries.
+using the same key shows up as a "nonce too low" answer, which resynchronises from the node and retries. Gas is
+estimated before a nonce is reserved, so a call that would revert raises its named exception and uses no nonce.
 """
 
 from __future__ import annotations
@@ -12,21 +13,31 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
-from web3 import Web3
-from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import Nonce, TxParams, TxReceipt, Wei
 
 from ledger.chain.revert import ChainError, ContractRevert, RevertDecoder, UnknownRevert
+from ledger.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from web3 import Web3
 
 log = logging.getLogger(__name__)
 
 _NONCE_ERRORS = ("nonce too low", "already known", "nonce too high", "replacement transaction underpriced")
+
+
+class Transactable(Protocol):
+    """What the sender needs of a call: a web3 ContractFunction or ContractConstructor."""
+
+    def estimate_gas(self, transaction: TxParams | None = None) -> int: ...
+
+    def build_transaction(self, transaction: TxParams | None = None) -> TxParams: ...
 
 
 class TxTimeout(ChainError):
@@ -34,7 +45,7 @@ class TxTimeout(ChainError):
         self.tx_hash = tx_hash
         self.timeout = timeout
         super().__init__(
-            f"transaction {tx_hash} was not mined within {timeout:.0f} s",
+            f"transaction {tx_hash} was not mined within {timeout:g} s",
             hint="the node may be congested or stopped; raise MESHPROV_TX_TIMEOUT_S or check the RPC endpoint",
         )
 
@@ -44,7 +55,10 @@ class TxRejected(ChainError):
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
-        super().__init__(f"the node rejected the transaction: {reason}")
+        hint = None
+        if "insufficient funds" in reason.lower():
+            hint = "the sending account cannot pay for gas: fund it (on a dev chain, use one of anvil's accounts)"
+        super().__init__(f"the node rejected the transaction: {reason}", hint=hint)
 
 
 @dataclass(frozen=True)
@@ -81,10 +95,19 @@ class TxSender:
         return f"TxSender({self.address})"
 
     @property
+    def endpoint(self) -> str:
+        return str(getattr(self.w3.provider, "endpoint_uri", "") or "the chain")
+
+    @property
     def chain_id(self) -> int:
         if self._chain_id is None:
             self._chain_id = int(self.w3.eth.chain_id)
         return self._chain_id
+
+    def resync(self) -> None:
+        """Forget the cached nonce: the next send asks the node (after a chain revert, or another sender)."""
+        with self._lock:
+            self._next_nonce = None
 
     def fees(self) -> Fees:
         """EIP-1559 fees: twice the latest base fee plus the node's suggested tip, so a tx survives a few full
@@ -100,27 +123,36 @@ class TxSender:
     def _revert(self, exc: ContractLogicError) -> ContractRevert:
         return self.decoder.decode(exc.data, exc.message or "")
 
-    def estimate(self, fn: ContractFunction) -> int:
+    def estimate(self, fn: Transactable) -> int:
         try:
             return int(fn.estimate_gas({"from": self.address}))
         except ContractLogicError as exc:
             raise self._revert(exc) from None
 
-    def call(self, fn: ContractFunction) -> Any:
+    def call(self, fn: Any) -> Any:
         try:
             return fn.call({"from": self.address})
         except ContractLogicError as exc:
             raise self._revert(exc) from None
 
-    def send(self, fn: ContractFunction, *, gas: int | None = None, wait: bool = True) -> TxReceipt:
+    def send(self, fn: Transactable, *, gas: int | None = None) -> TxReceipt:
         """Estimate (a revert raises its named exception before any nonce is used), sign, send, await the receipt."""
-        gas_limit = gas if gas is not None else int(self.estimate(fn) * self.gas_margin) + 10_000
-        tx_hash = self._sign_and_send(lambda nonce, fees: self._build(fn, nonce, fees, gas_limit))
-        if not wait:
-            return cast(TxReceipt, {"transactionHash": tx_hash})
-        return self.wait(tx_hash, fn)
+        return self.wait(self.submit(fn, gas=gas), fn)
 
-    def _build(self, fn: ContractFunction, nonce: int, fees: Fees, gas: int) -> TxParams:
+    def submit(self, fn: Transactable, *, gas: int | None = None) -> bytes:
+        """Estimate, sign and hand the transaction to the node; returns its hash without waiting."""
+        gas_limit = gas if gas is not None else int(self.estimate(fn) * self.gas_margin) + 10_000
+        return self._sign_and_send(lambda nonce, fees: self._build(fn, nonce, fees, gas_limit))
+
+    def deploy(self, constructor: Transactable) -> tuple[str, TxReceipt]:
+        """Deploy a contract; returns its address and the receipt."""
+        receipt = self.send(constructor)
+        address = receipt.get("contractAddress")
+        if not address:
+            raise ChainError("the deployment was mined but created no contract")
+        return str(address), receipt
+
+    def _build(self, fn: Transactable, nonce: int, fees: Fees, gas: int) -> TxParams:
         params: TxParams = {
             "from": self.address,
             "nonce": Nonce(nonce),
@@ -143,17 +175,21 @@ class TxSender:
                     tx_hash = bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
                 except Web3RPCError as exc:
                     text = str(exc).lower()
+                    self._next_nonce = None
                     if any(marker in text for marker in _NONCE_ERRORS) and attempt + 1 < attempts:
                         log.info("nonce %d of %s was stale (%s); resynchronising", nonce, self.address, text)
-                        self._next_nonce = None
                         continue
-                    self._next_nonce = None
                     raise TxRejected(str(exc)) from None
+                except OSError as exc:
+                    # The node may or may not have the transaction: ask it for the nonce next time.
+                    self._next_nonce = None
+                    raise ServiceUnavailable("chain RPC", self.endpoint, str(exc)) from None
                 self._next_nonce = nonce + 1
                 return tx_hash
         raise TxRejected("could not find a usable nonce")  # pragma: no cover - loop always returns or raises
 
-    def wait(self, tx_hash: bytes, fn: ContractFunction | None = None) -> TxReceipt:
+    def wait(self, tx_hash: bytes, fn: Any = None) -> TxReceipt:
+        """Await the receipt (``TxTimeout`` after ``timeout`` s); a mined revert raises its named exception."""
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(
                 Hash32(tx_hash), timeout=self.timeout, poll_latency=self.poll_latency
@@ -164,10 +200,10 @@ class TxSender:
             raise self._explain_failure(receipt, fn)
         return receipt
 
-    def _explain_failure(self, receipt: TxReceipt, fn: ContractFunction | None) -> ContractRevert:
+    def _explain_failure(self, receipt: TxReceipt, fn: Any) -> ContractRevert:
         """Replay a mined-but-reverted transaction as a call at its block to recover the revert data."""
-        if fn is None:
-            return UnknownRevert(b"", "reverted")
+        if fn is None or not hasattr(fn, "call"):
+            return UnknownRevert(b"", f"reverted in block {receipt['blockNumber']}")
         try:
             fn.call({"from": self.address}, block_identifier=receipt["blockNumber"] - 1)
         except ContractLogicError as exc:
@@ -177,7 +213,7 @@ class TxSender:
 
 def wait_for_chain(url: str, timeout: float = 10.0) -> Web3:
     """A Web3 on ``url`` that has answered once (bounded wait, for freshly started nodes)."""
-    from web3 import HTTPProvider
+    from web3 import HTTPProvider, Web3
 
     w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
     deadline = time.monotonic() + timeout
@@ -185,7 +221,7 @@ def wait_for_chain(url: str, timeout: float = 10.0) -> Web3:
         try:
             _ = w3.eth.chain_id
             return w3
-        except Exception:
+        except Exception as exc:
             if time.monotonic() > deadline:
-                raise
+                raise ServiceUnavailable("chain RPC", url, str(exc) or type(exc).__name__) from None
             time.sleep(0.1)
