@@ -128,7 +128,7 @@ def judge_round(judged: Sequence[Judged], limits: CheckLimits) -> list[Verdict]:
             )
             continue
         v = judge_in_round(v, stats, limits)
-        if v.accepted and j.loss is not None and not j.loss.accepted:
+        if v.accepted and j.loss is not None:
             v = v.but(
                 reason=j.loss.reason, detail=j.loss.detail, loss=j.loss.loss, base_loss=j.loss.base_loss
             )
