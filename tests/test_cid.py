@@ -300,3 +300,16 @@ def test_arbitrary_text_parses_or_raises_invalid_cid_only(text: str) -> None:
     except InvalidCID:
         return
     assert text in (parsed.v0, parsed.v1, parsed.v1.upper()) or text.startswith("z")
+
+
+@pytest.mark.parametrize("buffering", [0, -1])
+def test_a_file_read_from_its_current_position_with_several_threads(buffering: int, tmp_path: Path) -> None:
+    data = random.Random(11).randbytes(40 * C + 123)
+    path = tmp_path / "f"
+    path.write_bytes(b"HEADER" + data)
+    with open(path, "rb", buffering=buffering) as f:
+        assert f.read(6) == b"HEADER"
+        result = import_stream(f, workers=2)
+        assert f.read() == b""  # the whole rest was consumed
+    assert result.digest == reference_import(data).root.digest
+    assert result.size == len(data)

@@ -7,8 +7,9 @@ is that single leaf, and the empty file is a leaf without data. Each link carrie
 size (``Tsize``) and an empty name; each branch records its children's file sizes in ``blocksizes``.
 
 The importer works in constant memory: it keeps one pending list of links per tree level (at most 174 each) and a
-bounded window of chunk buffers. Hashing the leaves dominates; ``hashlib`` releases the GIL on large buffers, so
-with ``workers > 1`` the leaves of a window are hashed by a thread pool while the main thread reads ahead.
+bounded window of chunk buffers. Hashing the leaves dominates; ``hashlib`` and ``os.preadv`` release the GIL on
+large buffers, so with ``workers > 1`` a thread pool reads and hashes a window of 4 MiB batches in parallel while
+the main thread assembles the tree in order.
 
 Blocks are handed to an optional ``on_block(digest, parts)`` sink as a tuple of buffers (prefix, chunk, suffix
 for leaves) so a store can write them without joining them; leaves come before their parent and the root last.
@@ -17,7 +18,9 @@ for leaves) so a store can write them without joining them; leaves come before t
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import stat
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -189,6 +192,40 @@ def _hash_leaves(view: memoryview, length: int, chunk_size: int) -> list[tuple[b
     return out
 
 
+def _hashed(length: int, view: memoryview, chunk_size: int) -> tuple[int, list[tuple[bytes, int]]]:
+    return length, _hash_leaves(view, length, chunk_size)
+
+
+def _pread_and_hash(
+    fd: int, offset: int, view: memoryview, chunk_size: int
+) -> tuple[int, list[tuple[bytes, int]]]:
+    """Read the batch at ``offset`` of a file (os.preadv drops the GIL) and hash its leaves."""
+    filled = 0
+    while filled < len(view):
+        n = os.preadv(fd, [view[filled:]], offset + filled)
+        if not n:
+            break
+        filled += n
+    return filled, _hash_leaves(view, filled, chunk_size)
+
+
+def _positional(stream: Readable) -> tuple[int | None, int]:
+    """The descriptor and position of a regular file that can be read at offsets, else (None, 0)."""
+    fileno = getattr(stream, "fileno", None)
+    tell = getattr(stream, "tell", None)
+    if fileno is None or tell is None or getattr(stream, "seekable", lambda: False)() is False:
+        return None, 0
+    try:
+        fd = fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, 0
+        if isinstance(stream, io.BufferedIOBase):
+            return None, 0  # its buffer may hold bytes already read ahead of the descriptor's position
+        return fd, int(tell())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None, 0
+
+
 def _read_full(stream: Readable, view: memoryview) -> int:
     """Fill ``view`` from ``stream``; fewer bytes only at end of stream."""
     filled = 0
@@ -220,7 +257,9 @@ def import_stream(
     """Import everything ``stream`` yields (until EOF) and return the root, as ``ipfs add`` would.
 
     ``stream`` needs only ``readinto`` (open files with ``buffering=0`` for speed). ``workers`` threads hash the
-    leaves (``None``: one per core); memory stays bounded by ``2 * workers + 1`` buffers of 4 MiB.
+    leaves (``None``: one per core); with more than one, an unbuffered regular file is read from its current
+    position with ``pread`` by the threads themselves, and left positioned at its end. Memory stays bounded by
+    ``2 * workers + 1`` buffers of 4 MiB.
     ``chunk_size`` and ``max_links`` are Kubo's defaults; other values exist to test the tree's shape.
     """
     threads = default_workers() if workers is None else workers
@@ -252,27 +291,47 @@ def import_stream(
             consume(view, _hash_leaves(view, n, chunk_size))
             if n < batch_bytes:
                 break
-    else:
-        window = 2 * threads
-        free = [memoryview(bytearray(batch_bytes)) for _ in range(window + 1)]
-        in_flight: deque[tuple[memoryview, Future[list[tuple[bytes, int]]]]] = deque()
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meshprov-cid") as pool:
-            try:
-                eof = False
-                while not eof or in_flight:
-                    if not eof and free:
-                        view = free.pop()
+        root = builder.finish()
+        return ImportResult(digest=root.digest, size=size, dag_size=root.tsize, blocks=builder.blocks)
+
+    # Several threads. From a regular file each task reads its own batch with pread and hashes it, so copying
+    # from the page cache runs in parallel too; from any other stream the main thread reads ahead in order.
+    fd, start = _positional(stream)
+    window = 2 * threads
+    free = [memoryview(bytearray(batch_bytes)) for _ in range(window + 1)]
+    in_flight: deque[tuple[memoryview, Future[tuple[int, list[tuple[bytes, int]]]]]] = deque()
+    offset = start
+    scheduling = True
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meshprov-cid") as pool:
+        try:
+            while True:
+                while scheduling and free and len(in_flight) < window:
+                    view = free.pop()
+                    if fd is not None:
+                        future = pool.submit(_pread_and_hash, fd, offset, view, chunk_size)
+                        offset += batch_bytes
+                    else:
                         n = _read_full(stream, view)
-                        eof = n < batch_bytes
-                        in_flight.append((view, pool.submit(_hash_leaves, view, n, chunk_size)))
-                        if len(in_flight) < window and not eof:
-                            continue
-                    done_view, future = in_flight.popleft()
-                    consume(done_view, future.result())
-                    free.append(done_view)
-            finally:
-                for _, future in in_flight:
-                    future.cancel()
+                        scheduling = n == batch_bytes
+                        future = pool.submit(_hashed, n, view, chunk_size)
+                    in_flight.append((view, future))
+                if not in_flight:
+                    break
+                view, future = in_flight.popleft()
+                n, leaves = future.result()
+                consume(view, leaves)
+                free.append(view)
+                if n < batch_bytes:
+                    # End of the stream: batches read past it (pread mode) hold nothing and are dropped.
+                    scheduling = False
+                    for _, late in in_flight:
+                        late.cancel()
+                    in_flight.clear()
+        finally:
+            for _, future in in_flight:
+                future.cancel()
+    if fd is not None:
+        os.lseek(fd, start + size, os.SEEK_SET)
     root = builder.finish()
     return ImportResult(digest=root.digest, size=size, dag_size=root.tsize, blocks=builder.blocks)
 
