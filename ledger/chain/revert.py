@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from eth_abi.abi import decode as abi_decode
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from ledger.errors import MeshprovError
@@ -177,7 +178,10 @@ class RevertDecoder:
             values = abi_decode(list(spec.types), raw[4:])
         except Exception:  # malformed revert data from an untrusted node: report it, never crash
             return UnknownRevert(raw, message)
-        args = dict(zip(spec.names, values, strict=True))
+        args = {
+            name: to_checksum_address(value) if kind == "address" else value
+            for name, kind, value in zip(spec.names, spec.types, values, strict=True)
+        }
         if spec.name == "Panic":
             args["meaning"] = PANIC_CODES.get(int(args["code"]), "unknown panic code")
         cls = self.classes.get(spec.name, ContractRevert)

@@ -128,6 +128,8 @@ class TxSender:
             return int(fn.estimate_gas({"from": self.address}))
         except ContractLogicError as exc:
             raise self._revert(exc) from None
+        except Web3RPCError as exc:  # not a revert: the node cannot run it at all (funds, code size, …)
+            raise TxRejected(_rpc_message(exc)) from None
 
     def call(self, fn: Any) -> Any:
         try:
@@ -179,7 +181,7 @@ class TxSender:
                     if any(marker in text for marker in _NONCE_ERRORS) and attempt + 1 < attempts:
                         log.info("nonce %d of %s was stale (%s); resynchronising", nonce, self.address, text)
                         continue
-                    raise TxRejected(str(exc)) from None
+                    raise TxRejected(_rpc_message(exc)) from None
                 except OSError as exc:
                     # The node may or may not have the transaction: ask it for the nonce next time.
                     self._next_nonce = None
@@ -209,6 +211,14 @@ class TxSender:
         except ContractLogicError as exc:
             return self._revert(exc)
         return UnknownRevert(b"", f"reverted in block {receipt['blockNumber']} (out of gas?)")
+
+
+def _rpc_message(exc: Web3RPCError) -> str:
+    """The node's own message from a JSON-RPC error (web3.py wraps it in a repr of the whole error object)."""
+    response = getattr(exc, "rpc_response", None)
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        return str(response["error"].get("message") or exc)
+    return str(exc)
 
 
 def wait_for_chain(url: str, timeout: float = 10.0) -> Web3:
