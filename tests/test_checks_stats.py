@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ledger.aggregation import AggregationSpec, ArraySource, Contribution, prepare
+from ledger.aggregation.numerics import CHUNK
 from ledger.aggregation.source import describe_source
 from ledger.checks import CheckLimits, UpdateProfile, check_values, cosine, is_duplicate, round_stats, scan
-from ledger.checks.profile import fingerprint_positions
+from ledger.checks.profile import fingerprint_positions, scan_file
+from ledger.content.unixfs import import_file
 from ledger.errors import ConfigError
 from ledger.reasons import Reason
+from ledger.updatefile import BF16, UpdateFile, UpdateMeta, write_update
 
 
 def test_scan_norm_is_the_aggregation_norm_bit_for_bit() -> None:
     rng = np.random.default_rng(0)
     tensors = {
         "a": rng.standard_normal((700, 300)).astype(np.float32),
-        "b": rng.standard_normal(5).astype(np.float16),
+        "b": rng.standard_normal(3 * CHUNK + 5).astype(np.float16),
         "c": np.arange(4, dtype=np.int64),
     }
     source = ArraySource(tensors)
@@ -179,3 +183,56 @@ def test_limits_refuse_nonsense(kwargs: dict[str, float]) -> None:
 def test_profile_round_trips_through_json() -> None:
     p = profile(9, 1.2345)
     assert UpdateProfile.from_dict(p.to_dict()) == p
+
+
+def _update_file(tmp_path: Path, tensors: dict[str, object]) -> Path:
+    path = tmp_path / "u.safetensors"
+    meta = UpdateMeta(
+        task=1,
+        round=1,
+        base="QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n",
+        contributor="0x5B38Da6a701c568545dCfcB03FcB875f56beddC4",
+        num_samples=1,
+    )
+    write_update(path, tensors, meta)  # type: ignore[arg-type]
+    return path
+
+
+@pytest.mark.parametrize("batch", [262144, 4 << 20, 1000, 4093])
+def test_scan_file_hashes_and_scans_in_one_pass_like_the_separate_passes(tmp_path: Path, batch: int) -> None:
+    rng = np.random.default_rng(3)
+    bits = (rng.standard_normal(CHUNK + 3).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    path = _update_file(
+        tmp_path,
+        {
+            "z.first_in_sort_last_in_file": rng.standard_normal(2 * CHUNK + 11).astype(np.float16),
+            "a.weight": rng.standard_normal((300, 100)).astype(np.float32),
+            "m.double": rng.standard_normal(CHUNK + 1),
+            "b.bf16": BF16(bits),
+            "n.steps": np.array(5, np.int64),
+        },
+    )
+    with UpdateFile.open(path) as update:
+        layout = describe_source(update)
+        spans = {k: (t.start, t.end) for k, t in update.header.tensors.items()}
+        separate = scan(update, layout)
+    fused = scan_file(path, spans, layout, batch_bytes=batch)
+    assert fused.digest == import_file(path).digest
+    assert fused.sumsq == separate.sumsq
+    assert fused.fingerprint == separate.fingerprint
+    assert len(fused.fingerprint) == 256
+    assert fused.non_finite is None
+
+
+def test_scan_file_finds_nan_and_can_skip_hashing(tmp_path: Path) -> None:
+    values = np.ones(3 * CHUNK, np.float32)
+    values[2 * CHUNK + 7] = np.nan
+    path = _update_file(tmp_path, {"w": values, "a": np.ones(3, np.float32)})
+    with UpdateFile.open(path) as update:
+        layout = describe_source(update)
+        spans = {k: (t.start, t.end) for k, t in update.header.tensors.items()}
+    result = scan_file(path, spans, layout, hash_cid=False, batch_bytes=5000)
+    assert result.non_finite == "w"
+    assert result.digest is None
+    only_cid = scan_file(path, spans, None)
+    assert only_cid.digest == import_file(path).digest

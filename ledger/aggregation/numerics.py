@@ -10,10 +10,12 @@ computed here in an order fixed by the protocol, so that every machine gets the 
   chunks of :data:`CHUNK` consecutive elements (C order, starting at its first element; the last chunk may be
   shorter); each chunk is summed by ``np.add.reduce`` on a contiguous float64 row, which is NumPy's pairwise
   summation (blocks of 128 with 8 accumulators, halving above that: a fixed tree that depends only on the
-  length, compiled without reassociation); chunk sums are then added sequentially, chunk after chunk, tensor
-  after tensor in sorted key order. ``tests/test_aggregation_numerics.py`` pins that algorithm against a
-  pure-Python transcription, so a NumPy that summed differently would fail the suite rather than change CIDs.
-  BLAS (``np.dot``, ``@``) is never used: its blocking and threading vary by machine.
+  length, compiled without reassociation); a tensor's chunk sums are added sequentially, starting from 0.0, into
+  the tensor's sum; the tensors' sums are added sequentially in sorted key order. Per-tensor sums let a
+  validator compute a norm in file order while it hashes the file, and still get the same bits.
+  ``tests/test_aggregation_numerics.py`` pins that algorithm against a pure-Python transcription, so a NumPy
+  that summed differently would fail the suite rather than change CIDs. BLAS (``np.dot``, ``@``) is never used:
+  its blocking and threading vary by machine.
 * **Order statistics** (median, trimmed mean) use a sorting network of elementwise ``minimum``/``maximum`` over
   the N inputs: it is vectorised across coordinates (much faster than sorting each coordinate's N values), and
   its output is the sorted values whatever the input order, so ties cannot be broken differently.
@@ -63,9 +65,10 @@ def accumulate_chunks(acc: F64, sums: F64) -> None:
 
 
 def add_sumsq(acc: float, block: F64, scratch: F64) -> float:
-    """``acc`` plus the sum of squares of a 1-D float64 block that starts on a chunk boundary.
+    """``acc`` plus the sum of squares of a 1-D float64 block that starts on a chunk boundary of its tensor.
 
-    Squares that overflow give inf (no warning): callers decide whether that is an error.
+    ``scratch`` may be ``block`` itself (squared in place: fastest). Squares that overflow give inf (no
+    warning): callers decide whether that is an error.
     """
     with np.errstate(over="ignore", invalid="ignore"):
         np.multiply(block, block, out=scratch)

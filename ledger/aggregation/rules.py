@@ -12,7 +12,7 @@ All arithmetic follows :mod:`ledger.aggregation.numerics`: float64, fixed order,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,10 +22,17 @@ from ledger.aggregation.errors import BadSampleCount
 from ledger.aggregation.numerics import F64, load_f64, selection_network, sort_rows
 
 Array = NDArray[Any]
+Consumed = Callable[[Array], None] | None
+"""Called with each input right after it has been read, so a streaming caller can release its pages."""
 
 
 def weighted_sum(
-    arrays: Sequence[Array], coeffs: Sequence[float], *, out: F64 | None = None, scratch: F64 | None = None
+    arrays: Sequence[Array],
+    coeffs: Sequence[float],
+    *,
+    out: F64 | None = None,
+    scratch: F64 | None = None,
+    consumed: Consumed = None,
 ) -> F64:
     """``sum_i coeffs[i] * arrays[i]`` in float64, accumulated in list order (the deterministic core of fedavg)."""
     shape = np.shape(arrays[0])
@@ -34,6 +41,8 @@ def weighted_sum(
     acc.fill(0.0)
     for x, c in zip(arrays, coeffs, strict=True):
         load_f64(x, tmp)
+        if consumed is not None:
+            consumed(x)
         np.multiply(tmp, c, out=tmp)
         np.add(acc, tmp, out=acc)
     return acc
@@ -46,12 +55,13 @@ def fedavg(
     *,
     out: F64 | None = None,
     scratch: F64 | None = None,
+    consumed: Consumed = None,
 ) -> F64:
     """Mean weighted by sample counts: ``sum_i (n_i * s_i) * x_i / sum_i n_i``."""
     total = fedavg_divisor(num_samples)
     scales = [1.0] * len(arrays) if scales is None else scales
     coeffs = [float(n) * s for n, s in zip(num_samples, scales, strict=True)]
-    acc = weighted_sum(arrays, coeffs, out=out, scratch=scratch)
+    acc = weighted_sum(arrays, coeffs, out=out, scratch=scratch, consumed=consumed)
     np.divide(acc, total, out=acc)
     return acc
 
@@ -72,10 +82,11 @@ def mean(
     *,
     out: F64 | None = None,
     scratch: F64 | None = None,
+    consumed: Consumed = None,
 ) -> F64:
     """Unweighted mean (multi-krum's average of the selected updates)."""
     scales = [1.0] * len(arrays) if scales is None else scales
-    acc = weighted_sum(arrays, scales, out=out, scratch=scratch)
+    acc = weighted_sum(arrays, scales, out=out, scratch=scratch, consumed=consumed)
     np.divide(acc, float(len(arrays)), out=acc)
     return acc
 
@@ -87,6 +98,7 @@ def trimmed_mean(
     *,
     stack: F64 | None = None,
     out: F64 | None = None,
+    consumed: Consumed = None,
 ) -> F64:
     """Per coordinate: sort the N values, drop ``trim`` from each end, average the rest.
 
@@ -103,6 +115,8 @@ def trimmed_mean(
     rows = [buf[i, :size] for i in range(n)]
     for i, x in enumerate(arrays):
         load_f64(x, rows[i])
+        if consumed is not None:
+            consumed(x)
         if scales is not None and scales[i] != 1.0:
             np.multiply(rows[i], scales[i], out=rows[i])
     wanted = tuple(range(trim, n - trim))
@@ -122,9 +136,10 @@ def median(
     *,
     stack: F64 | None = None,
     out: F64 | None = None,
+    consumed: Consumed = None,
 ) -> F64:
     """Coordinate-wise median; for even N the mean of the two middle values (``(a + b) / 2``)."""
-    return trimmed_mean(arrays, (len(arrays) - 1) // 2, scales, stack=stack, out=out)
+    return trimmed_mean(arrays, (len(arrays) - 1) // 2, scales, stack=stack, out=out, consumed=consumed)
 
 
 # --- norms, clipping, multi-krum ----------------------------------------------------------------------------

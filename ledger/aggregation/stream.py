@@ -41,6 +41,7 @@ DEFAULT_MEMORY_BUDGET = 64 << 20
 """Bytes of float64 scratch buffers the driver may use (on top of the output tensor being produced)."""
 
 _PAGE = mmap.PAGESIZE
+_AHEAD = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -121,16 +122,23 @@ class Aggregation:
                 stop = min(start + width, info.size)
                 blocks = [s[start:stop] for s in sources]
                 length = stop - start
+                release: rules.Consumed = release_pages
                 if info.bfloat16:  # the rules read float arrays: widen bfloat16 blocks first
-                    blocks = [load_values(info, b, np.empty(length)) for b in blocks]
+                    widened = []
+                    for b in blocks:
+                        widened.append(load_values(info, b, np.empty(length)))
+                        release_pages(b)
+                    blocks, release = widened, None
                 if stack is not None:
-                    delta = rules.trimmed_mean(blocks, trim, scales, stack=stack, out=acc[:length])
+                    delta = rules.trimmed_mean(
+                        blocks, trim, scales, stack=stack, out=acc[:length], consumed=release
+                    )
                 elif self.spec.rule is Rule.FEDAVG:
-                    delta = rules.fedavg(blocks, counts, scales, out=acc[:length], scratch=scratch[:length])
+                    out, tmp = acc[:length], scratch[:length]
+                    delta = rules.fedavg(blocks, counts, scales, out=out, scratch=tmp, consumed=release)
                 else:
-                    delta = rules.mean(blocks, scales, out=acc[:length], scratch=scratch[:length])
-                for s in sources:
-                    release_pages(s[start:stop])
+                    out, tmp = acc[:length], scratch[:length]
+                    delta = rules.mean(blocks, scales, out=out, scratch=tmp, consumed=release)
                 weights = load_values(info, base[start:stop], scratch[:length])
                 np.add(weights, delta, out=weights)
                 release_pages(base[start:stop])
@@ -207,17 +215,18 @@ def sumsq(
     """The protocol sum of squares of a source's parameter tensors (its squared L2 norm)."""
     width = _sum_block(memory_budget)
     buf = np.empty(width, np.float64)
-    sq = np.empty(width, np.float64)
     total = 0.0
     for info in layout:
         if not info.parameter:
             continue
         flat = _flat(source.tensor(info.key))
+        tensor_total = 0.0
         for start in range(0, info.size, width):
             stop = min(start + width, info.size)
             block = load_values(info, flat[start:stop], buf[: stop - start])
             release_pages(flat[start:stop])
-            total = add_sumsq(total, block, sq[: stop - start])
+            tensor_total = add_sumsq(tensor_total, block, block)
+        total += tensor_total
     return total
 
 
@@ -233,9 +242,11 @@ def gram_matrix(
     stack = np.empty((n, width), np.float64)
     prod = np.empty((n, width), np.float64)
     gram = np.zeros((n, n), np.float64)
+    per_tensor = np.empty((n, n), np.float64)
     for info in layout:
         if not info.parameter:
             continue
+        per_tensor.fill(0.0)
         flats = [_flat(s.tensor(info.key)) for s in sources]
         for start in range(0, info.size, width):
             stop = min(start + width, info.size)
@@ -246,7 +257,9 @@ def gram_matrix(
             for i in range(n):
                 with np.errstate(over="ignore", invalid="ignore"):  # inf norms are refused by prepare()
                     np.multiply(stack[i:, :length], stack[i, :length], out=prod[: n - i, :length])
-                    accumulate_chunks(gram[i, i:], chunk_sums(prod[: n - i, :length]))
+                    accumulate_chunks(per_tensor[i, i:], chunk_sums(prod[: n - i, :length]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.add(gram, per_tensor, out=gram)
     upper = np.triu_indices(n, 1)
     gram[upper[1], upper[0]] = gram[upper]
     return gram
@@ -297,12 +310,14 @@ def _store(info: TensorInfo, weights: F64, out: NDArray[Any]) -> None:
         raise NonFiniteAggregate(info.key, f"the aggregate cast to {info.label}")
 
 
-def release_pages(view: NDArray[Any]) -> None:
+def release_pages(view: NDArray[Any], *, ahead: int = _AHEAD) -> None:
     """Hand a consumed slice of a memory map back to the page cache (no-op for other arrays).
 
     Pages of a mapping that has been read stay in the process's resident set until unmapped; without this a
     pass over N memory-mapped updates would show N models of resident memory. ``MADV_DONTNEED`` on a read-only
     file mapping only drops our page-table entries; the data stays cached and is re-read on the next access.
+    A fault maps a whole page-cache folio (up to 2 MiB), so ``ahead`` bytes past the slice are dropped too:
+    they are mapped again, from the cache, when their own block is read.
     """
     mm = getattr(view, "_mmap", None)
     if mm is None or not hasattr(mm, "madvise") or view.nbytes < _PAGE:
@@ -313,6 +328,6 @@ def release_pages(view: NDArray[Any]) -> None:
         return
     start = view.ctypes.data - origin
     first = -(-start // _PAGE) * _PAGE
-    last = (start + view.nbytes) // _PAGE * _PAGE
+    last = min(start + view.nbytes + ahead, len(mm)) // _PAGE * _PAGE
     if last > first:
         mm.madvise(mmap.MADV_DONTNEED, first, last - first)

@@ -10,11 +10,10 @@ See docs/aggregation.md ("Validator checks") for the list with reason codes.
 """
 
 from ledger.checks.limits import CheckLimits
-from ledger.checks.profile import FINGERPRINT_SIZE, UpdateProfile, scan
+from ledger.checks.profile import FINGERPRINT_SIZE, Scan, UpdateProfile, scan, scan_file
 from ledger.checks.round import RoundStats, cosine, is_duplicate, round_stats
 from ledger.checks.update_checks import (
     ChainRecord,
-    DigestFn,
     LossFn,
     check_digest,
     check_in_round,
@@ -34,9 +33,9 @@ __all__ = [
     "FINGERPRINT_SIZE",
     "ChainRecord",
     "CheckLimits",
-    "DigestFn",
     "LossFn",
     "RoundStats",
+    "Scan",
     "UpdateProfile",
     "UpdateRejected",
     "Verdict",
@@ -54,5 +53,6 @@ __all__ = [
     "kubo_digest",
     "round_stats",
     "scan",
+    "scan_file",
     "verify_update",
 ]

@@ -46,14 +46,11 @@ from ledger.aggregation.source import (
     tensor_info,
 )
 from ledger.checks.limits import CheckLimits
-from ledger.checks.profile import Scan, UpdateProfile, scan
+from ledger.checks.profile import Scan, UpdateProfile, scan_file
 from ledger.checks.round import RoundStats
 from ledger.checks.verdict import Verdict
 from ledger.content.multiformats import digest_to_cid
 from ledger.reasons import Reason
-
-DigestFn = Callable[[Path], bytes]
-"""The 32-byte digest inside a file's Kubo CID (``ledger.content.import_file(path).digest``)."""
 
 LossFn = Callable[[Mapping[str, NDArray[Any]]], float]
 """Held-out loss of full model weights (by state_dict key; bfloat16 tensors given as float32). The caller owns
@@ -74,7 +71,7 @@ class ChainRecord:
 
 
 def kubo_digest(path: Path) -> bytes:
-    """Default :data:`DigestFn`: one hashing thread (a validator verifies several updates at once)."""
+    """The 32-byte digest inside a file's Kubo CID, hashed on one thread."""
     from ledger.content.unixfs import import_file
 
     return import_file(path, workers=1).digest
@@ -210,12 +207,14 @@ def verify_update(
     base: TensorSource,
     record: ChainRecord | None = None,
     limits: CheckLimits | None = None,
-    digest_of: DigestFn = kubo_digest,
+    digest: bytes | None = None,
     base_layout: Sequence[TensorInfo] | None = None,
 ) -> Verdict:
     """Run the per-update checks (1-17) on a downloaded file; an accepted verdict carries the update's profile.
 
-    ``base_layout`` (``describe_source(base)``) may be passed to avoid re-reading the base's header per update.
+    The file is read once: its Kubo CID is computed while its values are scanned. Pass ``digest`` when the CID
+    of these bytes is already known (computed while downloading them) to skip the hashing. ``base_layout``
+    (``describe_source(base)``) may be passed to avoid re-reading the base's header per update.
     """
     from ledger.updatefile import FileRejected, HeaderLimits, UpdateFile
 
@@ -227,23 +226,21 @@ def verify_update(
     failed = check_size(target.stat().st_size, limits)
     if failed:
         return failed
-    digest = digest_of(target)
-    failed = check_digest(digest, record)
-    if failed:
-        return failed
+    # Header, metadata and layout only need the header: read it first so the values can be scanned in the same
+    # pass as the hashing, but report in the protocol's order (a CID mismatch outranks everything after it).
     header_limits = HeaderLimits(
         max_header_bytes=limits.max_header_bytes, max_file_bytes=limits.max_update_bytes
     )
     try:
-        update = UpdateFile.open(target, limits=header_limits, kind="update")
+        with UpdateFile.open(target, limits=header_limits, kind="update") as update:
+            failed = check_metadata(update.metadata, record) or check_layout(update, layout)
+            spans = {name: (t.start, t.end) for name, t in update.header.tensors.items()}
     except FileRejected as exc:
-        return Verdict(exc.reason, exc.detail, digest=digest)
-    with update:
-        failed = check_metadata(update.metadata, record) or check_layout(update, layout)
-        if failed:
-            return failed.but(digest=digest)
-        result = scan(update, layout)
-    failed = check_values(result, limits)
+        failed, spans = Verdict(exc.reason, exc.detail), {}
+    result = scan_file(target, spans, None if failed else layout, hash_cid=digest is None)
+    digest = digest if digest is not None else result.digest
+    assert digest is not None
+    failed = check_digest(digest, record) or failed or check_values(result, limits)
     if failed:
         return failed.but(digest=digest)
     profile = UpdateProfile(digest, result.norm, result.fingerprint)
@@ -270,7 +267,6 @@ def check_update(
     stats: RoundStats | None = None,
     evaluate: LossFn | None = None,
     base_loss: float | None = None,
-    digest_of: DigestFn = kubo_digest,
 ) -> Verdict:
     """Every check that applies, in order, on files: what `meshprov worker check` and an auditor's replay run.
 
@@ -281,9 +277,9 @@ def check_update(
     from ledger.updatefile import UpdateFile
 
     limits = limits or CheckLimits()
-    record = record or ChainRecord(base=digest_of(Path(base_path)))
+    record = record or ChainRecord(base=kubo_digest(Path(base_path)))
     with UpdateFile.open(base_path) as base:
-        verdict = verify_update(path, base=base, record=record, limits=limits, digest_of=digest_of)
+        verdict = verify_update(path, base=base, record=record, limits=limits)
         verdict = judge_in_round(verdict, stats, limits)
         if verdict.accepted and evaluate is not None and limits.loss_delta is not None:
             with UpdateFile.open(path) as update:
