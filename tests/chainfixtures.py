@@ -340,8 +340,8 @@ class Consortium:
         aggregate: bytes | None = None,
         finalize: bool = True,
     ) -> RoundRecord:
-        """One round where every contributor submits, every validator votes on every update, and (by default)
-        the aggregator finalizes with the quorum outcome."""
+        """One round where every contributor that has not submitted yet submits, every validator votes on every
+        update, and (by default) the aggregator finalizes with the quorum outcome."""
         reader = self.client()
         round_ = reader.current_round(task_id)
         base = reader.base_digest(task_id, round_)
@@ -350,37 +350,48 @@ class Consortium:
             list(digests) if digests is not None else [fake_digest(task_id, round_, i) for i in range(n)]
         )
         samples = list(num_samples) if num_samples is not None else [100 + 10 * i for i in range(n)]
+        pending = [
+            (i, key)
+            for i, (address, key) in enumerate(self.contributors)
+            if not reader.submission_of(task_id, round_, address).submitted
+        ]
         blocks: list[int] = []
-        if relayed:
+        if relayed and pending:
             subs = [
-                reader.sign_submission(key, task_id, round_, digests[i], samples[i])
-                for i, (_, key) in enumerate(self.contributors)
+                reader.sign_submission(key, task_id, round_, digests[i], samples[i]) for i, key in pending
             ]
             blocks.append(
                 self.client(self.aggregator[1]).submit_updates_for(task_id, round_, subs).block_number
             )
         else:
-            for i, (_, key) in enumerate(self.contributors):
+            for i, key in pending:
                 blocks.append(
                     self.client(key).submit_update(task_id, round_, digests[i], samples[i]).block_number
                 )
+        submitted = [
+            e
+            for e in reader.events(self.deployed.block, names=["UpdateSubmitted"])
+            if e.args["taskId"] == task_id and e.args["round"] == round_
+        ]
+        submitted.sort(key=lambda e: e.args["index"])
+        count = len(submitted)
         verdicts: dict[str, list[int]] = {}
         for v, (address, key) in enumerate(self.validators):
-            reasons = [verdict(v, i, round_) for i in range(n)]
+            reasons = [verdict(v, i, round_) for i in range(count)]
             verdicts[address] = reasons
-            accepts = bitmap(i for i in range(n) if reasons[i] == 0)
+            accepts = bitmap(i for i in range(count) if reasons[i] == 0)
             blocks.append(
                 self.client(key)
-                .vote_batch(task_id, round_, bitmap(range(n)), accepts, bytes(reasons))
+                .vote_batch(task_id, round_, bitmap(range(count)), accepts, bytes(reasons))
                 .block_number
             )
         record = RoundRecord(
             task_id,
             round_,
             base,
-            digests,
-            [a for a, _ in self.contributors],
-            samples,
+            [e.args["digest"] for e in submitted],
+            [e.args["contributor"] for e in submitted],
+            [e.args["numSamples"] for e in submitted],
             verdicts,
             [],
             b"",

@@ -237,15 +237,18 @@ def test_events_decode_every_ledger_event_in_order(c: Consortium) -> None:
     assert names[:1] == ["RoleGranted"]  # the constructor's admin grant
     for expected in ("TaskCreated", "RoundOpened", "UpdateSubmitted", "SubmissionsClosed", "VotesCast"):
         assert expected in names
-    assert {"Settled", "RoundFinalized", "ReputationInitialized"} <= set(names)
+    assert {"RoundFinalized", "ReputationInitialized"} <= set(names)
     assert names.index("RoundFinalized") < len(names) - 1
     assert names[-1] == "RoundOpened"
     positions = [(e.block_number, e.log_index) for e in events]
     assert positions == sorted(positions)
     created = next(e for e in events if e.name == "TaskCreated")
     assert created.args["params"]["quorum"] == 2
-    settled = [e for e in events if e.name == "Settled"]
-    assert {e.args["role"] for e in settled} == {int(Role.CONTRIBUTOR), int(Role.VALIDATOR)}
+    final = next(e for e in events if e.name == "RoundFinalized")
+    settlements = final.args["settlements"]
+    assert [s["role"] for s in settlements] == [int(Role.CONTRIBUTOR)] * 4 + [int(Role.VALIDATOR)] * 3
+    assert [s["account"] for s in settlements[:4]] == [a for a, _ in c.contributors]
+    assert sum(s["reward"] for s in settlements) > 0
     only = c.client().events(c.deployed.block, names=["VotesCast"], max_range=3)
     assert [e.name for e in only] == ["VotesCast"] * 3
     assert only[0].args["indexes"] == bitmap(range(4))

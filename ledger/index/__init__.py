@@ -1,0 +1,12 @@
+"""The event index: the ledger's events in SQL (SQLite or PostgreSQL), and the questions auditors ask of them.
+
+    schema.py       tables: checkpoint, blocks, events, insert-only projections
+    db.py           IndexDB (one SQLAlchemy URL), identity checks, rewinds; the index's errors
+    projections.py  event -> rows
+    follower.py     Follower: reorg-safe, resumable, idempotent sync from eth_getLogs
+    queries.py      Queries: lineage, round, account history, anchors, leaderboard
+    models.py       the dataclasses queries return
+    service.py      open_index / update / trustless, from settings and a LedgerClient
+
+docs/audit.md describes how it works and its trust model.
+"""

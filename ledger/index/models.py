@@ -1,0 +1,324 @@
+"""What the index's queries return: plain dataclasses with ``to_dict()`` for JSON.
+
+Digests are ``0x``-hex (as stored); ``cid`` properties give the CIDv0 people paste. Amounts are ints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ledger.reasons import Reason
+
+ROLE_NAMES = {0: "contributor", 1: "validator"}
+
+
+def cid_of(digest_hex: str | None) -> str | None:
+    if not digest_hex:
+        return None
+    from ledger.content import digest_to_cid
+
+    return digest_to_cid(digest_hex)
+
+
+def reason_name(code: int) -> str:
+    try:
+        return Reason(code).slug
+    except ValueError:
+        return f"unknown-{code}"
+
+
+class _Dict:
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)  # type: ignore[call-overload]
+        for key in dir(type(self)):
+            if isinstance(getattr(type(self), key, None), property):
+                out[key] = getattr(self, key)
+        return dict(out)
+
+
+@dataclass(frozen=True)
+class TaskRecord(_Dict):
+    task_id: int
+    admin: str
+    spec_digest: str
+    genesis_digest: str
+    rule: int
+    rule_param: int
+    quorum: int
+    submission_window: int
+    vote_window: int
+    reward_per_round: int
+    block_number: int
+    tx_hash: str
+
+    @property
+    def genesis_cid(self) -> str | None:
+        return cid_of(self.genesis_digest)
+
+    @property
+    def rule_description(self) -> str:
+        try:
+            from ledger.aggregation import AggregationSpec
+
+            return str(AggregationSpec.decode(self.rule, self.rule_param))
+        except Exception:
+            return f"rule {self.rule} (param {self.rule_param})"
+
+
+@dataclass(frozen=True)
+class Vote(_Dict):
+    validator: str
+    index: int
+    accept: bool
+    reason: int
+    block_number: int
+    tx_hash: str
+
+    @property
+    def reason_name(self) -> str:
+        return reason_name(self.reason)
+
+
+@dataclass
+class Update(_Dict):
+    """One submitted update with every validator's verdict and, once the round is finalized, the outcome."""
+
+    task_id: int
+    round: int
+    index: int
+    contributor: str
+    digest: str
+    num_samples: int
+    relayer: str
+    block_number: int
+    tx_hash: str
+    votes: list[Vote] = field(default_factory=list)
+    accepted: bool | None = None  # None while the round is not finalized
+
+    @property
+    def cid(self) -> str | None:
+        return cid_of(self.digest)
+
+    @property
+    def accept_votes(self) -> int:
+        return sum(1 for v in self.votes if v.accept)
+
+    @property
+    def reject_votes(self) -> int:
+        return sum(1 for v in self.votes if not v.accept)
+
+    @property
+    def verdict(self) -> str:
+        if self.accepted is None:
+            return "pending"
+        return "accepted" if self.accepted else "rejected"
+
+
+@dataclass(frozen=True)
+class ReputationChange(_Dict):
+    """A reputation value: the starting value at a role grant (task and round 0), or a round's settlement."""
+
+    account: str
+    role: int
+    reputation: int
+    delta: int  # from the account's previous value in this role (the starting value for the first)
+    reward: int  # tokens minted to it by this settlement
+    task_id: int
+    round: int
+    block_number: int
+    timestamp: int | None = None
+
+    @property
+    def role_name(self) -> str:
+        return ROLE_NAMES.get(self.role, str(self.role))
+
+
+@dataclass(frozen=True)
+class Reward(_Dict):
+    account: str
+    role: int
+    amount: int
+    task_id: int
+    round: int
+    block_number: int
+
+    @property
+    def role_name(self) -> str:
+        return ROLE_NAMES.get(self.role, str(self.role))
+
+
+@dataclass
+class Round(_Dict):
+    """A round as the logs record it: opening, updates with votes, finalization, settlement."""
+
+    task_id: int
+    round: int
+    base_digest: str
+    opened_by: str
+    opened_at: int
+    opened_block: int
+    closed_at: int | None = None
+    aggregate_digest: str | None = None
+    aggregator: str | None = None
+    accepted_indexes: list[int] = field(default_factory=list)
+    accepted_count: int | None = None
+    submission_count: int | None = None
+    rule: int | None = None
+    rule_param: int | None = None
+    rewards_minted: int | None = None
+    finalized_block: int | None = None
+    finalized_tx: str | None = None
+    updates: list[Update] = field(default_factory=list)
+    reputation: list[ReputationChange] = field(default_factory=list)
+    rewards: list[Reward] = field(default_factory=list)
+
+    @property
+    def finalized(self) -> bool:
+        return self.aggregate_digest is not None
+
+    @property
+    def base_cid(self) -> str | None:
+        return cid_of(self.base_digest)
+
+    @property
+    def aggregate_cid(self) -> str | None:
+        return cid_of(self.aggregate_digest)
+
+    @property
+    def accepted_updates(self) -> list[Update]:
+        wanted = set(self.accepted_indexes)
+        return [u for u in self.updates if u.index in wanted]
+
+
+@dataclass
+class Lineage(_Dict):
+    """Where a model (or update) comes from, back to its task's genesis model.
+
+    ``role`` is ``aggregate`` (a round's output), ``genesis`` (a task's initial model) or ``update`` (a member's
+    submission; ``update`` is set and ``rounds`` holds the history of the model it was trained on). ``rounds``
+    runs newest first. ``problems`` lists links that do not hold (a base that is not the previous aggregate, an
+    accepted index with no submission, …): empty for any index built from an honest node.
+    """
+
+    digest: str
+    role: str
+    task: TaskRecord
+    rounds: list[Round] = field(default_factory=list)
+    update: Update | None = None
+    used_in: Round | None = None  # for an accepted update: the round whose aggregate used it
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def cid(self) -> str | None:
+        return cid_of(self.digest)
+
+    @property
+    def depth(self) -> int:
+        return len(self.rounds)
+
+    @property
+    def verified(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class Anchor(_Dict):
+    """One place a digest appears on chain."""
+
+    role: str  # genesis | aggregate | base | update
+    task_id: int
+    round: int | None
+    block_number: int
+    tx_hash: str
+    contributor: str | None = None
+    index: int | None = None
+    verdict: str | None = None
+    accept_votes: int | None = None
+    reject_votes: int | None = None
+
+
+@dataclass
+class AccountHistory(_Dict):
+    """A member's record: submissions with verdicts, votes cast, reputation over time, rewards."""
+
+    address: str
+    roles: list[str]
+    submissions: list[Update] = field(default_factory=list)
+    votes: list[Vote] = field(default_factory=list)
+    vote_rounds: list[tuple[int, int]] = field(default_factory=list)  # (task, round) of each vote, in order
+    reputation: list[ReputationChange] = field(default_factory=list)
+    rewards: list[Reward] = field(default_factory=list)
+
+    @property
+    def contributor_reputation(self) -> int | None:
+        values = [r.reputation for r in self.reputation if r.role == 0]
+        return values[-1] if values else None
+
+    @property
+    def validator_reputation(self) -> int | None:
+        values = [r.reputation for r in self.reputation if r.role == 1]
+        return values[-1] if values else None
+
+    @property
+    def total_rewards(self) -> int:
+        return sum(r.amount for r in self.rewards)
+
+    @property
+    def accepted_count(self) -> int:
+        return sum(1 for s in self.submissions if s.accepted)
+
+    @property
+    def rejected_count(self) -> int:
+        return sum(1 for s in self.submissions if s.accepted is False)
+
+    @property
+    def known(self) -> bool:
+        return bool(self.roles or self.submissions or self.votes or self.reputation or self.rewards)
+
+
+@dataclass(frozen=True)
+class AccountSummary(_Dict):
+    """One line of the leaderboard."""
+
+    address: str
+    contributor_reputation: int | None
+    validator_reputation: int | None
+    total_rewards: int
+    submissions: int
+    accepted: int
+    votes: int
+
+
+@dataclass(frozen=True)
+class RoundSummary(_Dict):
+    task_id: int
+    round: int
+    base_digest: str
+    aggregate_digest: str | None
+    opened_at: int
+    submissions: int
+    accepted: int | None
+    rewards_minted: int | None
+    finalized_block: int | None
+
+    @property
+    def finalized(self) -> bool:
+        return self.aggregate_digest is not None
+
+
+@dataclass(frozen=True)
+class IndexStatus(_Dict):
+    chain_id: int
+    ledger: str
+    start_block: int
+    block_number: int
+    block_hash: str
+    updated_at: float
+    events: int
+    tasks: int
+    head: int | None = None
+
+    @property
+    def behind(self) -> int | None:
+        return None if self.head is None else max(0, self.head - self.block_number)

@@ -1,0 +1,250 @@
+"""The index's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+Three kinds of table:
+
+* ``checkpoint`` (one row): which chain and ledger the index is for, where it started, and the last block it
+  indexed (number and hash, for the reorg check).
+* ``blocks`` and ``events``: the blocks that hold indexed events (the reorg walk-back compares their hashes with the
+  chain's; the checkpoint row holds the last indexed block's hash) and every decoded
+  event, unique on (block hash, log index), so re-reading a range inserts nothing twice.
+* projections, insert-only, one row per fact: tasks, rounds opened, submissions, closures, votes (one per
+  validator and update, expanded from the VotesCast bitmaps), finalizations, accepted updates (expanded from the
+  accepted bitmap), reputation values (the starting value at a role grant, then one per settlement: task and
+  round 0 for the former), rewards (the nonzero settlements), role changes. Every row carries its ``block_number`` and
+  ``log_index``: a reorg rewinds by deleting the rows above the common ancestor, and "current" values (latest
+  reputation, totals) are computed by queries instead of being updated in place.
+
+Digests and hashes are ``0x``-hex text, addresses checksummed text, uint256 amounts and bitmaps decimal or hex
+text (they overflow every SQL integer type).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+HASH = String(66)
+ADDRESS = String(42)
+
+
+def _id() -> Column[int]:
+    return Column("id", Integer, primary_key=True, autoincrement=True)
+
+
+def _position() -> list[Column[int]]:
+    return [
+        Column("block_number", BigInteger, nullable=False, index=True),
+        Column("log_index", Integer, nullable=False),
+    ]
+
+
+checkpoint = Table(
+    "checkpoint",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("schema_version", Integer, nullable=False),
+    Column("chain_id", BigInteger, nullable=False),
+    Column("ledger", ADDRESS, nullable=False),
+    Column("start_block", BigInteger, nullable=False),
+    Column("block_number", BigInteger, nullable=False),
+    Column("block_hash", HASH, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", HASH, nullable=False),
+    Column("parent_hash", HASH, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    _id(),
+    *_position(),
+    Column("block_hash", HASH, nullable=False),
+    Column("tx_hash", HASH, nullable=False),
+    Column("tx_index", Integer, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("task_id", BigInteger),
+    Column("round", BigInteger),
+    Column("args", Text, nullable=False),
+    UniqueConstraint("block_hash", "log_index", name="events_block_log"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    _id(),
+    *_position(),
+    Column("tx_hash", HASH, nullable=False),
+    Column("task_id", BigInteger, nullable=False, index=True),
+    Column("admin", ADDRESS, nullable=False),
+    Column("spec_digest", HASH, nullable=False),
+    Column("genesis_digest", HASH, nullable=False, index=True),
+    Column("rule", Integer, nullable=False),
+    Column("rule_param", BigInteger, nullable=False),
+    Column("quorum", Integer, nullable=False),
+    Column("submission_window", BigInteger, nullable=False),
+    Column("vote_window", BigInteger, nullable=False),
+    Column("reward_per_round", String(80), nullable=False),
+)
+
+rounds = Table(
+    "rounds",
+    metadata,
+    _id(),
+    *_position(),
+    Column("tx_hash", HASH, nullable=False),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("opened_by", ADDRESS, nullable=False),
+    Column("base_digest", HASH, nullable=False, index=True),
+    Column("opened_at", BigInteger, nullable=False),
+    Index("rounds_task_round", "task_id", "round"),
+)
+
+submissions = Table(
+    "submissions",
+    metadata,
+    _id(),
+    *_position(),
+    Column("tx_hash", HASH, nullable=False),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("contributor", ADDRESS, nullable=False, index=True),
+    Column("digest", HASH, nullable=False, index=True),
+    Column("num_samples", BigInteger, nullable=False),
+    Column("relayer", ADDRESS, nullable=False),
+    Index("submissions_task_round", "task_id", "round", "idx"),
+)
+
+closures = Table(
+    "closures",
+    metadata,
+    _id(),
+    *_position(),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("last_contributor", ADDRESS, nullable=False),
+    Column("submission_count", Integer, nullable=False),
+    Column("closed_at", BigInteger, nullable=False),
+    Index("closures_task_round", "task_id", "round"),
+)
+
+votes = Table(
+    "votes",
+    metadata,
+    _id(),
+    *_position(),
+    Column("tx_hash", HASH, nullable=False),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("validator", ADDRESS, nullable=False, index=True),
+    Column("accept", Boolean, nullable=False),
+    Column("reason", Integer, nullable=False),
+    Index("votes_task_round", "task_id", "round", "idx"),
+)
+
+finalizations = Table(
+    "finalizations",
+    metadata,
+    _id(),
+    *_position(),
+    Column("tx_hash", HASH, nullable=False),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("aggregator", ADDRESS, nullable=False),
+    Column("aggregate_digest", HASH, nullable=False, index=True),
+    Column("accepted_bitmap", String(80), nullable=False),
+    Column("accepted_count", Integer, nullable=False),
+    Column("submission_count", Integer, nullable=False),
+    Column("rule", Integer, nullable=False),
+    Column("rule_param", BigInteger, nullable=False),
+    Column("rewards_minted", String(80), nullable=False),
+    Index("finalizations_task_round", "task_id", "round"),
+)
+
+accepted = Table(
+    "accepted",
+    metadata,
+    _id(),
+    *_position(),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Index("accepted_task_round", "task_id", "round", "idx"),
+)
+
+reputation_changes = Table(
+    "reputation_changes",
+    metadata,
+    _id(),
+    *_position(),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("account", ADDRESS, nullable=False, index=True),
+    Column("role", Integer, nullable=False),
+    Column("reputation", BigInteger, nullable=False),
+    Column("reward", String(80), nullable=False),
+)
+
+rewards = Table(
+    "rewards",
+    metadata,
+    _id(),
+    *_position(),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("account", ADDRESS, nullable=False, index=True),
+    Column("role", Integer, nullable=False),
+    Column("amount", String(80), nullable=False),
+    Index("rewards_task_round", "task_id", "round"),
+)
+
+role_changes = Table(
+    "role_changes",
+    metadata,
+    _id(),
+    *_position(),
+    Column("role", HASH, nullable=False),
+    Column("account", ADDRESS, nullable=False, index=True),
+    Column("granted", Boolean, nullable=False),
+    Column("sender", ADDRESS, nullable=False),
+)
+
+PROJECTIONS = (
+    tasks,
+    rounds,
+    submissions,
+    closures,
+    votes,
+    finalizations,
+    accepted,
+    reputation_changes,
+    rewards,
+    role_changes,
+)
+"""Tables rebuilt from events; each row carries the block number it came from."""
+
+REWINDABLE = (*PROJECTIONS, events, blocks)
