@@ -381,7 +381,11 @@ class Queries:
                 conn.execute(
                     select(schema.reputation_changes)
                     .where(schema.reputation_changes.c.account == who)
-                    .order_by(schema.reputation_changes.c.block_number, schema.reputation_changes.c.log_index)
+                    .order_by(
+                        schema.reputation_changes.c.block_number,
+                        schema.reputation_changes.c.log_index,
+                        schema.reputation_changes.c.id,
+                    )
                 ).mappings(),
                 times,
             )
@@ -390,7 +394,7 @@ class Queries:
                 for r in conn.execute(
                     select(schema.rewards)
                     .where(schema.rewards.c.account == who)
-                    .order_by(schema.rewards.c.block_number, schema.rewards.c.log_index)
+                    .order_by(schema.rewards.c.block_number, schema.rewards.c.log_index, schema.rewards.c.id)
                 ).mappings()
             ]
         return history
@@ -399,7 +403,9 @@ class Queries:
         """Every account with a reputation, its latest reputations, rewards and counts; most rewarded first."""
         with self.db.connect() as conn:
             rep_q = select(schema.reputation_changes).order_by(
-                schema.reputation_changes.c.block_number, schema.reputation_changes.c.log_index
+                schema.reputation_changes.c.block_number,
+                schema.reputation_changes.c.log_index,
+                schema.reputation_changes.c.id,
             )
             latest: dict[tuple[str, int], int] = {}
             for r in conn.execute(rep_q).mappings():
@@ -515,7 +521,11 @@ class Queries:
                 conn.execute(
                     select(schema.reputation_changes)
                     .where(within(schema.reputation_changes))
-                    .order_by(schema.reputation_changes.c.block_number, schema.reputation_changes.c.log_index)
+                    .order_by(
+                        schema.reputation_changes.c.block_number,
+                        schema.reputation_changes.c.log_index,
+                        schema.reputation_changes.c.id,
+                    )
                 )
                 .mappings()
                 .all()
@@ -532,7 +542,9 @@ class Queries:
                             schema.reputation_changes.c.block_number <= last_block,
                         )
                         .order_by(
-                            schema.reputation_changes.c.block_number, schema.reputation_changes.c.log_index
+                            schema.reputation_changes.c.block_number,
+                            schema.reputation_changes.c.log_index,
+                            schema.reputation_changes.c.id,
                         )
                     ).mappings(),
                     times,
@@ -543,7 +555,7 @@ class Queries:
             for r in conn.execute(
                 select(schema.rewards)
                 .where(within(schema.rewards))
-                .order_by(schema.rewards.c.block_number, schema.rewards.c.log_index)
+                .order_by(schema.rewards.c.block_number, schema.rewards.c.log_index, schema.rewards.c.id)
             ).mappings():
                 if int(r["round"]) in out:
                     out[int(r["round"])].rewards.append(_reward(r))
