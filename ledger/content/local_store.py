@@ -6,9 +6,9 @@
     <root>/.tmp/                         blocks being written
 
 Blocks are the exact dag-pb bytes Kubo stores, so a CID names the same bytes here as on any IPFS node. Each block
-is written to ``.tmp``, fsynced and renamed into place, and a file's blocks are written children first with the
-root last (its rename held back until every other block and directory entry is durable): a root block is
-present only when the whole file is. Identical blocks are stored once. Every block read is hashed and compared
+is written to ``.tmp``, fsynced and renamed into place (on a few threads: the fsyncs overlap), and the root is
+written last, once every other block and directory entry is durable: a root block is present only when the
+whole file is. Identical blocks are stored once. Every block read is hashed and compared
 with its name before any of its bytes are used (:class:`CorruptBlock` otherwise).
 
 Nothing is ever garbage-collected; pins record what a member intends to keep.
@@ -21,7 +21,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ledger.content.dag import MAX_BLOCK_SIZE, decode_file_node, iter_file
@@ -39,56 +41,81 @@ def block_key(digest: bytes) -> str:
 
 
 class _BlockWriter:
-    """Writes blocks durably, holding back the rename of the latest one until the next arrives or it commits."""
+    """The block sink of one put: writes blocks durably on a few threads, the root last.
 
-    def __init__(self, store: LocalStore) -> None:
+    Each block is copied out of the importer's buffer (which is reused) and handed to a thread that writes it to
+    ``.tmp``, fsyncs it and renames it into place; fsyncs are what a put waits on, and they overlap well. The
+    latest block is held back, since it may be the root: :meth:`commit` waits for every other block, makes the
+    directory entries durable, and only then writes the root. At most ``max_pending`` blocks are in flight.
+    """
+
+    def __init__(self, store: LocalStore, *, threads: int, max_pending: int = 16) -> None:
         self._store = store
-        self._held: tuple[str, Path] | None = None
+        self._threads = threads
+        self._max_pending = max_pending
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
+        self._held: tuple[bytes, Path] | None = None
         self._dirs: set[Path] = set()
-        self.written = 0
 
     def __call__(self, digest: bytes, parts: Sequence[Buffer]) -> None:
-        final = self._store.block_path(digest)
-        expected = sum(len(p) for p in parts)
-        self._release()
-        with contextlib.suppress(FileNotFoundError):
-            if final.stat().st_size == expected:
-                return  # deduplicated: the same name means the same bytes (checked again on every read)
-        self._held = (self._store.write_temp(parts), final)
-
-    def _release(self) -> None:
-        """Rename the held block into place (it stays held, for :meth:`abort` to remove, if that fails)."""
-        if self._held is not None:
-            tmp, final = self._held
-            self._ensure_dir(final.parent)
-            os.replace(tmp, final)
-            self._held = None
-            self._dirs.add(final.parent)
-            self.written += 1
+        self._submit_held()
+        self._held = (b"".join(parts), self._store.block_path(digest))
 
     def _ensure_dir(self, directory: Path) -> None:
-        if not directory.is_dir():
-            directory.mkdir(exist_ok=True)
-            self._dirs.add(directory.parent)  # the new entry in the store's root must be durable too
+        if directory not in self._dirs:
+            if not directory.is_dir():
+                directory.mkdir(exist_ok=True)
+                self._dirs.add(directory.parent)  # the new entry in the store's root must be durable too
+            self._dirs.add(directory)
+
+    def _submit_held(self) -> None:
+        if self._held is None:
+            return
+        block, final = self._held
+        self._held = None
+        self._ensure_dir(final.parent)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="meshprov-store")
+        self._pending.append(self._pool.submit(self._store.write_block, block, final))
+        while len(self._pending) > self._max_pending:
+            self._pending.popleft().result()
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
 
     def commit(self) -> None:
-        """Make every block durable, then rename the last one (the root) into place."""
-        if self._held is not None:
-            self._ensure_dir(self._held[1].parent)
-        for directory in sorted(self._dirs):
-            _fsync_dir(directory)
-        if self._held is not None:
-            tmp, final = self._held
-            os.replace(tmp, final)
-            self._held = None
-            _fsync_dir(final.parent)
-            self.written += 1
+        """Wait for every block, make the directory entries durable, then write the last block (the root)."""
+        self._drain()
+        held, self._held = self._held, None
+        if held is not None:
+            self._ensure_dir(held[1].parent)
+        if self._pool is not None and len(self._dirs) > 1:
+            list(self._pool.map(_fsync_dir, sorted(self._dirs)))
+        else:
+            for directory in self._dirs:
+                _fsync_dir(directory)
+        if held is not None:
+            self._store.write_block(*held)
+            _fsync_dir(held[1].parent)
+        self._close()
 
     def abort(self) -> None:
-        if self._held is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._held[0])
-            self._held = None
+        """Drop the held block and let the blocks in flight finish (each cleans up after itself)."""
+        self._held = None
+        for future in self._pending:
+            future.cancel()
+        for future in self._pending:
+            with contextlib.suppress(BaseException):
+                future.result()
+        self._pending.clear()
+        self._close()
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -104,9 +131,12 @@ class LocalStore:
 
     name = "local"
 
-    def __init__(self, root: str | os.PathLike[str], *, workers: int | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, workers: int | None = None, write_threads: int = 4
+    ) -> None:
         self.root = Path(root)
         self.workers = workers
+        self.write_threads = write_threads
         self._tmp = self.root / ".tmp"
         self._pins = self.root / ".pins"
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -123,29 +153,35 @@ class LocalStore:
         key = block_key(digest)
         return self.root / key[-3:-1] / f"{key}.data"
 
-    def write_temp(self, parts: Sequence[Buffer]) -> str:
-        """Write a block's bytes to a fsynced temporary file and return its name."""
-        fd, name = _mkstemp(self._tmp)
+    def write_block(self, block: bytes, final: Path) -> None:
+        """Write one block durably under its final name (temporary file, fsync, rename), unless it is there.
+
+        A block already stored under the same name with the same length is kept (deduplication): the name is
+        the hash of the bytes, and every read checks them again. One of another length was cut short and is
+        replaced.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            if final.stat().st_size == len(block):
+                return
+        fd, name = tempfile.mkstemp(prefix="block-", suffix=".tmp", dir=self._tmp)
         try:
-            view_parts = [memoryview(p) for p in parts if len(p)]
-            while view_parts:
-                n = os.writev(fd, view_parts)
-                while view_parts and n >= len(view_parts[0]):
-                    n -= len(view_parts[0])
-                    view_parts.pop(0)
-                if view_parts and n:
-                    view_parts[0] = view_parts[0][n:]
+            view = memoryview(block)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
-        except BaseException:
             os.close(fd)
-            os.unlink(name)
+            fd = -1
+            os.replace(name, final)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
             raise
-        os.close(fd)
-        return name
 
     # --- ContentStore --------------------------------------------------------------------------------------
     def put_file(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> str:
-        writer = _BlockWriter(self)
+        writer = _BlockWriter(self, threads=self.write_threads)
         try:
             result = import_file(path, workers=self.workers, on_block=writer, progress=progress)
             writer.commit()
@@ -156,7 +192,7 @@ class LocalStore:
         return result.cid
 
     def put_bytes(self, data: Buffer) -> str:
-        writer = _BlockWriter(self)
+        writer = _BlockWriter(self, threads=self.write_threads)
         try:
             hasher = UnixfsHasher(on_block=writer)
             hasher.update(data)
@@ -217,7 +253,3 @@ class LocalStore:
         if actual != digest:
             raise CorruptBlock(cid, actual, where=str(path))
         return block
-
-
-def _mkstemp(directory: Path) -> tuple[int, str]:
-    return tempfile.mkstemp(prefix="block-", suffix=".tmp", dir=directory)
