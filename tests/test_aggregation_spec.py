@@ -42,7 +42,7 @@ def test_packing_examples(spec: AggregationSpec, param: int) -> None:
 
 @given(
     st.sampled_from(list(Rule)),
-    st.integers(0, 4999),
+    st.integers(1, 4999),
     st.integers(0, 255),
     st.integers(0, 255),
     st.integers(0, 4095),
@@ -85,7 +85,7 @@ def test_clip_bounds_that_would_round_are_refused(bound: str) -> None:
         (0, 1),  # fedavg takes no argument
         (2, 7),  # nor does the median
         (1, 5000),  # trimming half from each end leaves nothing
-        (0, 3 << 28),  # clip exponent without mantissa
+        (1, 0),  # a trimmed mean that trims nothing (the contract refuses it too)
         (0, 2**32),  # not a uint32
     ],
 )
@@ -93,6 +93,14 @@ def test_invalid_chain_values_are_spec_errors(rule_id: int, param: int) -> None:
     with pytest.raises(SpecError) as info:
         AggregationSpec.decode(rule_id, param)
     assert isinstance(info.value, ConfigError)
+
+
+def test_every_parameter_the_contract_accepts_decodes() -> None:
+    # MeshLedger._ruleFits checks only the low 16 bits: an exponent without mantissa must still decode (no clip)
+    spec = AggregationSpec.decode(0, 7 << 28)
+    assert spec == AggregationSpec.fedavg()
+    assert spec.encode() == 0  # re-encoded canonically
+    assert AggregationSpec.decode(3, 0xFFFF).krum_m == 255
 
 
 def test_trim_fraction_must_be_a_whole_basis_point() -> None:

@@ -11,12 +11,14 @@ The parameter, bit by bit (bit 0 is the least significant)::
 
     bits  0-15  rule argument
                   fedavg, median: 0
-                  trimmed-mean:   trim fraction per side in basis points, 0..4999 (k = floor(n * bp / 10000))
+                  trimmed-mean:   trim fraction per side in basis points, 1..4999 (k = floor(n * bp / 10000))
                   multi-krum:     bits 0-7 f (Byzantine inputs tolerated), bits 8-15 m (updates kept; 0 = n - f)
-    bits 16-27  clip mantissa M (12 bits)    norm clipping bound = M * 10**(E - 6); M = 0: no clipping
-    bits 28-31  clip exponent E (4 bits)     (so 0.000001 up to 4095e9, with three significant digits and more)
+    bits 16-27  clip mantissa M (12 bits)    norm clipping bound = M * 10**(E - 6); M = 0: no clipping (E ignored)
+    bits 28-31  clip exponent E (4 bits)     (from 0.000001 to 4095e9; M at most 4095)
 
-The clipping bound is decimal so that the value a consortium writes ("clip at 2.5") is exactly what every
+Every parameter the contract accepts for a task decodes (a task must never become impossible to aggregate);
+:meth:`AggregationSpec.encode` writes the canonical form (E = 0 without clipping). The clipping bound is decimal
+so that the value a consortium writes ("clip at 2.5") is exactly what every
 member decodes; it is turned into a float by exact integer arithmetic, identically on every machine.
 
 Inputs are always aggregated in ascending order of their 32-byte digest (the sha-256 inside the CID, compared as
@@ -118,8 +120,8 @@ class AggregationSpec:
 
     def __post_init__(self) -> None:
         if self.rule is Rule.TRIMMED_MEAN:
-            if not 0 <= self.trim_bp < BASIS_POINTS // 2:
-                raise SpecError("trim fraction", self.trim_bp, "0..4999 basis points per side")
+            if not 0 < self.trim_bp < BASIS_POINTS // 2:
+                raise SpecError("trim fraction", self.trim_bp, "1..4999 basis points per side")
         elif self.trim_bp:
             raise SpecError("trim fraction", self.trim_bp, f"only for trimmed-mean, not {self.rule.slug}")
         if self.rule is Rule.MULTI_KRUM:
@@ -171,8 +173,6 @@ class AggregationSpec:
         low = param & 0xFFFF
         mantissa = (param >> 16) & _MANTISSA_MAX
         exponent = param >> (16 + _MANTISSA_BITS)
-        if mantissa == 0 and exponent != 0:
-            raise SpecError("parameter", param, "clip exponent set without a mantissa")
         clip = ClipBound(mantissa, exponent) if mantissa else None
         if rule is Rule.TRIMMED_MEAN:
             return cls(rule, trim_bp=low, clip=clip)
