@@ -42,7 +42,10 @@ class RoundUnderTest:
         self.store = LocalStore(root / "blocks")
         self.base_cid = self.store.put_bytes(corpus.base_file())
         self.base_path = root / "base.safetensors"
-        assert fetch(self.store, cid_to_digest(self.base_cid), self.base_path, max_bytes=1 << 20) is None
+        assert (
+            fetch(self.store, cid_to_digest(self.base_cid), self.base_path, max_bytes=1 << 20).rejected
+            is None
+        )
         self.members = [to_checksum_address(m) for m in MEMBERS]
         self.submissions: list[tuple[bytes, ChainRecord]] = []
 
@@ -83,9 +86,9 @@ class RoundUnderTest:
             layout = describe_source(base)
             for i, (digest, record) in enumerate(self.submissions):
                 path = self.root / f"update-{i}.safetensors"
-                rejected = fetch(self.store, digest, path, max_bytes=checks.max_update_bytes)
-                if rejected is not None:
-                    judged.append(Judged(rejected))
+                got = fetch(self.store, digest, path, max_bytes=checks.max_update_bytes)
+                if got.rejected is not None:
+                    judged.append(Judged(got.rejected))
                     assert not path.exists(), "a rejected download must leave nothing behind"
                     continue
                 judged.append(
@@ -95,6 +98,7 @@ class RoundUnderTest:
                         layout=layout,
                         record=record,
                         limits=checks,
+                        digest=got.digest,
                         evaluate=corpus.heldout_loss,
                     )
                 )

@@ -164,7 +164,7 @@ def test_store_failures_are_faults_never_verdicts(tmp_path: Path, exc: Exception
 def test_content_the_member_published_badly_is_a_verdict(
     tmp_path: Path, exc: Exception, reason: Reason
 ) -> None:
-    verdict = fetch(FailingStore(exc), cid_to_digest(CID), tmp_path / "u", max_bytes=1000)  # type: ignore[arg-type]
+    verdict = fetch(FailingStore(exc), cid_to_digest(CID), tmp_path / "u", max_bytes=1000).rejected  # type: ignore[arg-type]
     assert verdict is not None
     assert verdict.reason is reason
 
@@ -172,12 +172,25 @@ def test_content_the_member_published_badly_is_a_verdict(
 def test_fetch_stops_at_the_size_bound_and_leaves_nothing(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "blocks")
     cid = store.put_bytes(b"x" * 600_000)  # three chunks: the bound trips before the last one is read
-    verdict = fetch(store, cid_to_digest(cid), tmp_path / "u", max_bytes=300_000)
+    verdict = fetch(store, cid_to_digest(cid), tmp_path / "u", max_bytes=300_000).rejected
     assert verdict is not None
     assert verdict.reason is Reason.TOO_LARGE
-    assert list(tmp_path.glob("u*")) == []
-    assert fetch(store, cid_to_digest(cid), tmp_path / "u", max_bytes=600_000) is None
+    assert list(tmp_path.glob("*u*")) == []
+    got = fetch(store, cid_to_digest(cid), tmp_path / "u", max_bytes=600_000)
+    assert got.rejected is None
+    assert got.digest == cid_to_digest(cid)  # hashed while downloading: the Kubo CID of the bytes
     assert (tmp_path / "u").stat().st_size == 600_000
+
+
+def test_fetch_hashes_what_it_downloads_so_an_odd_dag_shows(tmp_path: Path) -> None:
+    data = corpus.base_file()
+    odd = corpus.put_odd_dag(tmp_path / "blocks", data)  # a valid DAG, but not Kubo's default layout
+    got = fetch(LocalStore(tmp_path / "blocks"), cid_to_digest(odd), tmp_path / "u", max_bytes=1 << 20)
+    assert got.rejected is None
+    assert (tmp_path / "u").read_bytes() == data
+    from ledger.content import cid_of_bytes
+
+    assert got.digest == cid_to_digest(cid_of_bytes(data)) != cid_to_digest(odd)
 
 
 def test_a_base_the_store_cannot_give_is_a_fault(tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def _aggregate(rt: Runtime, view: RoundInfo, chosen: Sequence[Submission], lock:
     for sub in chosen:
         path = work / f"{digest_to_cid(sub.digest)}.safetensors"
         if not path.is_file():
-            rejected = fetch(store, sub.digest, path, max_bytes=max_bytes)
+            rejected = fetch(store, sub.digest, path, max_bytes=max_bytes).rejected
             if rejected is not None:
                 # The validators accepted it, so they could fetch it within the limit: our store or limit differs.
                 raise StoreFault(

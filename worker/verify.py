@@ -86,11 +86,15 @@ def judge_update(
     layout: Sequence[TensorInfo],
     record: ChainRecord,
     limits: CheckLimits,
+    digest: bytes | None = None,
     evaluate: LossFn | None = None,
     base_loss: float | None = None,
 ) -> Judged:
-    """The per-update checks of a downloaded update file (and the loss, if the validator can evaluate it)."""
-    verdict = verify_update(path, base=base, record=record, limits=limits, base_layout=layout)
+    """The per-update checks of a downloaded update file (and the loss, if the validator can evaluate it).
+
+    ``digest`` is the Kubo digest of the file's bytes when the download computed it (the file is then read once,
+    by the value scan); None hashes the file here."""
+    verdict = verify_update(path, base=base, record=record, limits=limits, digest=digest, base_layout=layout)
     if verdict.digest is None and record.digest is not None:
         verdict = verdict.but(digest=record.digest)
     loss = None
@@ -243,10 +247,10 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
         pass
     path = ctx.directory / f"{sub.index}-{cid}.safetensors"
     try:
-        rejected = fetch(ctx.rt.store(), sub.digest, path, max_bytes=ctx.max_bytes)
+        got = fetch(ctx.rt.store(), sub.digest, path, max_bytes=ctx.max_bytes)
         ctx.rt.failpoint("verify.fetched")
-        if rejected is not None:
-            judged = Judged(rejected)
+        if got.rejected is not None:
+            judged = Judged(got.rejected)
         else:
             record = ChainRecord(
                 digest=sub.digest,
@@ -262,6 +266,7 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
                 layout=ctx.layout,
                 record=record,
                 limits=ctx.rt.limits,
+                digest=got.digest,
                 evaluate=ctx.rt.evaluate,
                 base_loss=_cached_base_loss(ctx.directory),
             )
