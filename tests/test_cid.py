@@ -313,3 +313,19 @@ def test_a_file_read_from_its_current_position_with_several_threads(buffering: i
         assert f.read() == b""  # the whole rest was consumed
     assert result.digest == reference_import(data).root.digest
     assert result.size == len(data)
+
+
+def test_verify_file_against_a_cid_or_a_chain_digest(tmp_path: Path) -> None:
+    from ledger.content import CidMismatch, verify_file
+    from ledger.reasons import Reason
+
+    path = tmp_path / "u"
+    path.write_bytes(b"hello world\n")
+    digest = cid_to_digest(HELLO_V0)
+    assert verify_file(path, digest).cid == HELLO_V0
+    assert verify_file(path, HELLO_V1).size == 12
+    path.write_bytes(b"hello world!")
+    with pytest.raises(CidMismatch) as caught:
+        verify_file(path, digest)
+    assert caught.value.reason == Reason.CID_MISMATCH
+    assert caught.value.expected == HELLO_V0

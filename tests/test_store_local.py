@@ -214,3 +214,16 @@ def test_pin_marks_and_stat_reports_it(store: LocalStore) -> None:
     assert not store.stat(cid).pinned
     store.pin(cid)
     assert store.stat(cid).pinned
+
+
+def test_stale_temporaries_of_a_crashed_put_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
+    root = tmp_path / "blocks"
+    LocalStore(root)
+    stale = root / ".tmp" / "block-crashed.tmp"
+    fresh = root / ".tmp" / "block-in-progress.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    LocalStore(root)
+    assert not stale.exists()
+    assert fresh.exists()

@@ -34,6 +34,7 @@ from ledger.content.unixfs import (
     cid_of_file,
     import_file,
     import_stream,
+    verify_file,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ __all__ = [
     "open_stream",
     "parse_cid",
     "read_bytes",
+    "verify_file",
 ]
 
 

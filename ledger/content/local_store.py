@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,7 @@ from ledger.content.store import ContentStat
 from ledger.content.unixfs import Buffer, Progress, UnixfsHasher, import_file
 
 SHARDING = "/repo/flatfs/shard/v1/next-to-last/2\n"
+STALE_TEMP_S = 24 * 3600
 
 
 def block_key(digest: bytes) -> str:
@@ -144,6 +146,7 @@ class LocalStore:
         sharding = self.root / "SHARDING"
         if not sharding.exists():
             sharding.write_text(SHARDING, encoding="ascii")
+        self._remove_stale_temporaries()
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -232,6 +235,14 @@ class LocalStore:
         """Nothing to release: files are opened per block."""
 
     # --- internals -----------------------------------------------------------------------------------------
+    def _remove_stale_temporaries(self) -> None:
+        """Remove blocks a crashed put left half-written in ``.tmp`` (a day old: no live put is that slow)."""
+        cutoff = time.time() - STALE_TEMP_S
+        for entry in os.scandir(self._tmp):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.name.startswith("block-") and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+
     def _mark_pinned(self, cid: str) -> None:
         marker = self._pins / cid
         if not marker.exists():

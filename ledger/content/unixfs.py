@@ -367,6 +367,24 @@ def cid_of_file(path: str | os.PathLike[str], *, workers: int | None = None, v1:
     return result.cid_v1 if v1 else result.cid
 
 
+def verify_file(
+    path: str | os.PathLike[str], expected: bytes | str, *, workers: int | None = None
+) -> ImportResult:
+    """Check a file against a CID or an on-chain ``bytes32`` digest; :class:`CidMismatch` if it differs."""
+    from ledger.content.errors import CidMismatch
+
+    want = CID(bytes(expected)) if isinstance(expected, bytes | bytearray) else CID.parse(expected)
+    result = import_file(path, workers=workers)
+    if result.digest != want.digest:
+        raise CidMismatch(
+            want.v0,
+            result.cid,
+            context=f"{path} ({result.size} bytes) does not hash to the expected CID",
+            hint="the file differs from the one anchored on chain: do not use it",
+        )
+    return result
+
+
 def cid_of_bytes(data: Buffer, *, v1: bool = False) -> str:
     result = import_bytes(data)
     return result.cid_v1 if v1 else result.cid
