@@ -263,18 +263,20 @@ class LedgerClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, key: str | None = None, check: bool = True) -> LedgerClient:
+    def from_settings(
+        cls, settings: Settings, *, key: str | None = None, check: bool = True, read_only: bool = False
+    ) -> LedgerClient:
         """The ledger of the deployment record, on the configured chain (or the embedded anvil, started if needed).
 
-        ``key`` defaults to the settings' signing key (None: a read-only client). ``check`` verifies the chain id
-        against the record and the settings, and that the ledger's code is there.
+        ``key`` defaults to the settings' signing key (none, or ``read_only``: a client that only reads). ``check``
+        verifies the chain id against the record and the settings, and that the ledger's code is there.
         """
         from ledger.devservices import ensure_chain
 
         deployment = Deployment.from_file(settings.resolved_deployment_file)
         url = ensure_chain(settings)
         w3 = connect_web3(url)
-        if key is None:
+        if key is None and not read_only:
             key = settings.signing_key()
         client = cls.connect(w3, deployment.ledger, key=key, timeout=settings.tx_timeout_s)
         client.endpoint = url

@@ -5,7 +5,7 @@ Digests are ``0x``-hex (as stored); ``cid`` properties give the CIDv0 people pas
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ledger.reasons import Reason
@@ -29,12 +29,24 @@ def reason_name(code: int) -> str:
 
 
 class _Dict:
+    """``to_dict()``: fields and properties, recursively, as JSON-ready values."""
+
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)  # type: ignore[call-overload]
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
         for key in dir(type(self)):
             if isinstance(getattr(type(self), key, None), property):
-                out[key] = getattr(self, key)
-        return dict(out)
+                out[key] = _plain(getattr(self, key))
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Dict):
+        return value.to_dict()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)

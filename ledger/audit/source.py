@@ -1,0 +1,119 @@
+"""Where an audit's answers come from: the index (brought up to date in-process first, unless told not to) or,
+with ``--trustless``, a throwaway index built from the chain's logs alone. Both are read by the same queries.
+
+Trust: the index is only as good as whoever filled it; a trustless answer depends on the chain endpoint alone
+(see docs/audit.md). Every report carries its :class:`Source` so a reader knows which it got and how fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ledger.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from ledger.chain.client import LedgerClient
+    from ledger.index.db import IndexDB
+    from ledger.index.queries import Queries
+    from ledger.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceInfo:
+    """How an answer was obtained."""
+
+    mode: str  # "index" or "trustless"
+    chain_id: int
+    ledger: str
+    indexed_to: int
+    head: int | None  # None when the chain could not be reached (--no-sync)
+    synced_events: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def behind(self) -> int | None:
+        return None if self.head is None else max(0, self.head - self.indexed_to)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "behind": self.behind}
+
+
+@dataclass
+class Source:
+    queries: Queries
+    info: SourceInfo
+    client: LedgerClient | None
+    db: IndexDB
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def open_source(settings: Settings, *, trustless: bool = False, sync: bool = True) -> Source:
+    """The queries an audit command runs on, with where they come from.
+
+    ``trustless``: build an in-memory index from ``eth_getLogs`` (needs the chain). Otherwise the configured index,
+    updated in-process to the chain's confirmed head unless ``sync`` is False; with ``sync`` False an unreachable
+    chain is tolerated (the answer is the index's, as of its checkpoint) and lag is reported as a warning.
+    """
+    from ledger.audit.errors import IndexEmpty
+    from ledger.chain.client import Deployment, LedgerClient
+    from ledger.index import service
+    from ledger.index.db import redact
+    from ledger.index.queries import Queries
+
+    started = time.perf_counter()
+    client: LedgerClient | None = None
+    if trustless:
+        client = LedgerClient.from_settings(settings, read_only=True)
+        memory, result = service.trustless(client, confirmations=settings.confirmations)
+        info = SourceInfo(
+            "trustless",
+            client.w3.eth.chain_id,
+            client.address,
+            result.to_block,
+            result.head,
+            synced_events=result.events,
+        )
+        info.seconds = time.perf_counter() - started
+        return Source(Queries(memory), info, client, memory)
+
+    db = service.open_index(settings)
+    if sync:
+        client = LedgerClient.from_settings(settings, read_only=True)
+        result = service.update(db, client, confirmations=settings.confirmations)
+        info = SourceInfo(
+            "index", client.w3.eth.chain_id, client.address, result.to_block, result.head, result.events
+        )
+    else:
+        deployment = Deployment.from_file(settings.resolved_deployment_file)
+        cp = db.check_identity(deployment.chain_id, deployment.ledger)
+        if cp is None:
+            raise IndexEmpty(redact(db.url))
+        head: int | None
+        try:
+            client = LedgerClient.from_settings(settings, read_only=True)
+            head = client.block_number()
+        except ServiceUnavailable as exc:
+            head = None
+            client = None
+            log.debug("chain unreachable: %s", exc)
+        info = SourceInfo("index", cp.chain_id, cp.ledger, cp.block_number, head)
+        if head is None:
+            info.warnings.append(
+                f"the chain is unreachable: answering from the index as of block {cp.block_number}; "
+                "it may be behind"
+            )
+        elif info.behind:
+            info.warnings.append(
+                f"the index is {info.behind} blocks behind the chain (block {cp.block_number} of {head}): "
+                "run `meshprov index follow --once`, or drop --no-sync to update it first"
+            )
+    info.seconds = time.perf_counter() - started
+    return Source(Queries(db), info, client, db)

@@ -1,0 +1,244 @@
+"""`meshprov audit lineage | verify | round | contributor | export | replay`: check the record of a model.
+
+Every command answers from the index, brought up to date in-process first (``--no-sync`` skips that and warns
+when the index is behind), or with ``--trustless`` from the chain's logs alone. Exit codes: 0 everything checked
+holds, 3 mismatch, 4 not found / not anchored, 2 bad input, 6 a service is unreachable (``--help-exit-codes``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ledger.cli.output import JsonFlag, emit, info, want_json
+from ledger.cli.state import settings as load_settings
+from ledger.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from ledger.audit.source import Source
+    from ledger.settings import Settings
+
+app = typer.Typer(no_args_is_help=True)
+
+Trustless = Annotated[
+    bool,
+    typer.Option(
+        "--trustless",
+        help="Ignore the index: read the ledger's logs from the chain into a throwaway index and answer from it.",
+    ),
+]
+NoSync = Annotated[
+    bool,
+    typer.Option("--no-sync", help="Answer from the index as it is (warn if it is behind the chain)."),
+]
+RpcUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--rpc-url", help="Chain JSON-RPC endpoint (overrides `chain_rpc_url`).", show_default=False
+    ),
+]
+IndexUrl = Annotated[
+    str | None,
+    typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
+]
+
+
+def _settings(rpc_url: str | None, index_url: str | None) -> Settings:
+    return load_settings(chain_rpc_url=rpc_url, index_url=index_url)
+
+
+def _source(s: Settings, *, trustless: bool, no_sync: bool) -> Source:
+    from ledger.audit.source import open_source
+
+    if trustless:
+        info("[dim]reading the ledger's logs from the chain (--trustless)…[/]")
+    source = open_source(s, trustless=trustless, sync=not no_sync)
+    for warning in source.info.warnings:
+        info(f"[yellow]warning:[/] {warning}")
+    return source
+
+
+def _finish(report: Any, json_output: bool, human: Any) -> None:
+    emit(report.to_dict(), json_mode=want_json(json_output), human=lambda console: human(console, report))
+    code = ExitCode(report.exit_code)
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
+@app.command()
+def lineage(
+    cid: Annotated[str, typer.Argument(help="CID of a model or update (Qm…, bafy…) or a 0x digest.")],
+    *,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    rpc_url: RpcUrl = None,
+    index_url: IndexUrl = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """The history of a model back to its task's genesis: rounds, accepted updates, contributors, every vote
+    with its reason, the rule. Exit 0 when every link holds, 3 when one does not, 4 when the CID is not anchored."""
+    from ledger.audit import render, reports
+
+    reports.parse_digest(cid)  # a CID that does not parse fails before any service is touched
+    source = _source(_settings(rpc_url, index_url), trustless=trustless, no_sync=no_sync)
+    try:
+        report = reports.lineage(source, cid)
+    finally:
+        source.close()
+    _finish(report, json_output, render.lineage)
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="The file to check (a model, update or any file).")],
+    *,
+    expect: Annotated[
+        str | None, typer.Option("--expect", help="The CID the file must have.", show_default=False)
+    ] = None,
+    task: Annotated[
+        int | None, typer.Option("--task", min=1, help="With --round: compare with this task's model.")
+    ] = None,
+    round_: Annotated[
+        int | None,
+        typer.Option(
+            "--round", min=0, help="With --task: the round whose aggregate the file must be (0: genesis)."
+        ),
+    ] = None,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    rpc_url: RpcUrl = None,
+    index_url: IndexUrl = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Compute a file's CID (streamed, as `ipfs add --only-hash`) and report where it is anchored: task, round,
+    role, contributor, verdict. Exit 0 anchored (and as expected), 3 mismatch, 4 not anchored."""
+    from ledger.audit import render, reports
+    from ledger.cli.store import input_file
+
+    if (task is None) != (round_ is None):
+        raise typer.BadParameter("give both --task and --round, or neither", param_hint="--task/--round")
+    if expect is not None:
+        reports.parse_digest(expect)
+    input_file(file)
+    source = _source(_settings(rpc_url, index_url), trustless=trustless, no_sync=no_sync)
+    try:
+        report = reports.verify(source, file, expect_cid=expect, task_id=task, round_=round_)
+    finally:
+        source.close()
+    _finish(report, json_output, render.verify)
+
+
+@app.command("round")
+def round_command(
+    task: Annotated[int, typer.Argument(min=1, help="Task id.")],
+    round_: Annotated[int, typer.Argument(min=1, help="Round number (from 1).", metavar="ROUND")],
+    *,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    rpc_url: RpcUrl = None,
+    index_url: IndexUrl = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """One round in full: base, updates with every vote and reason, the accepted set, the aggregate, the
+    reputation changes and rewards it settled."""
+    from ledger.audit import render, reports
+
+    source = _source(_settings(rpc_url, index_url), trustless=trustless, no_sync=no_sync)
+    try:
+        report = reports.round_detail(source, task, round_)
+    finally:
+        source.close()
+    _finish(report, json_output, render.round_)
+
+
+@app.command()
+def contributor(
+    address: Annotated[str, typer.Argument(help="The member's address (0x…).")],
+    *,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    rpc_url: RpcUrl = None,
+    index_url: IndexUrl = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """A member's history: submissions with verdicts, votes cast, reputation over time, rewards."""
+    from ledger.audit import render, reports
+    from ledger.audit.errors import parse_address
+
+    parse_address(address)
+    source = _source(_settings(rpc_url, index_url), trustless=trustless, no_sync=no_sync)
+    try:
+        report = reports.account(source, address)
+    finally:
+        source.close()
+    _finish(report, json_output, render.account)
+
+
+@app.command()
+def export(
+    *,
+    task: Annotated[
+        int | None, typer.Option("--task", min=1, help="Task id (default: the `task_id` setting).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="json, csv (one row per update) or html (self-contained).")
+    ] = "html",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.", show_default=False)
+    ] = None,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    rpc_url: RpcUrl = None,
+    index_url: IndexUrl = None,
+) -> None:
+    """A task's whole record as one report. Exit 3 if the latest model's lineage does not hold."""
+    from ledger.audit import export as exporting
+
+    if fmt not in exporting.FORMATS:
+        raise typer.BadParameter(f"choose one of {', '.join(exporting.FORMATS)}", param_hint="--format")
+    s = _settings(rpc_url, index_url)
+    task_id = task if task is not None else s.task_id
+    source = _source(s, trustless=trustless, no_sync=no_sync)
+    try:
+        collected = exporting.collect(source, task_id)
+    finally:
+        source.close()
+    text = exporting.render(collected, fmt)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        info(f"wrote {fmt} report of task {task_id} ({len(collected.rounds)} rounds) to {output}")
+    if collected.problems:
+        raise typer.Exit(int(ExitCode.MISMATCH))
+
+
+@app.command()
+def replay(
+    task: Annotated[int, typer.Argument(min=1, help="Task id.")],
+    round_: Annotated[int, typer.Argument(min=1, help="Round number.", metavar="ROUND")],
+    *,
+    keep: Annotated[
+        Path | None,
+        typer.Option("--keep", help="Keep the recomputed aggregate file here.", show_default=False),
+    ] = None,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    rpc_url: RpcUrl = None,
+    index_url: IndexUrl = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Fetch the round's accepted updates and base from the content store, recompute the aggregate with the
+    recorded rule, and compare its CID with the one on chain. Exit 0 equal, 3 different."""
+    from ledger.audit import render
+    from ledger.audit import replay as replaying
+
+    s = _settings(rpc_url, index_url)
+    source = _source(s, trustless=trustless, no_sync=no_sync)
+    try:
+        report = replaying.replay(source, s, task, round_, keep=keep)
+    finally:
+        source.close()
+    _finish(report, json_output, render.replay)
