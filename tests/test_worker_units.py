@@ -348,3 +348,9 @@ def test_check_names_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     code = main(["worker", "check", str(tmp_path / "nope"), "--base", str(tmp_path / "base")])
     assert code == ExitCode.NOT_FOUND
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_worker_docs_list_every_reason_code_with_its_slug_and_help() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "worker.md").read_text()
+    for reason in Reason:
+        assert f"| {int(reason)} | `{reason.slug}` | {reason.help} |" in text, reason

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ledger.checks import CheckLimits
 from worker.config import WorkerConfig
+from worker.errors import WorkerError
 from worker.state import WorkerState, worker_id
 
 if TYPE_CHECKING:
@@ -129,5 +130,8 @@ def configure(runtime: Runtime) -> None:
 
 def current() -> Runtime:
     if _current is None:
-        raise RuntimeError("the worker runtime is not configured (start workers with `meshprov worker run`)")
+        raise WorkerError(
+            "the worker runtime is not configured in this process",
+            hint="start workers with `meshprov worker run`",
+        )
     return _current
