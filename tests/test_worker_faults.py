@@ -195,17 +195,20 @@ def test_store_unavailable_is_retried_then_a_visible_fault_never_a_reject(
     submit_honest(net, round_, range(4))
     me = worker_id("validator", net.validator(0)[0])
 
-    def fault() -> dict[str, Any] | None:
-        code, report = net.status()
-        for f in report.get("faults", []):
-            if f["worker"] == me and f["kind"] == "store" and f["gave_up"] and code == ExitCode.UNAVAILABLE:
-                return f
-        return None
+    state = WorkerState.from_url(net.redis_url)
+
+    def gave_up() -> dict[str, Any] | None:
+        found = [f for f in state.faults() if f["worker"] == me and f["kind"] == "store" and f["gave_up"]]
+        return found[0] if found else None
 
     try:
-        record = wait_until(fault, 60, "validator 0 to report a store fault")
+        wait_until(gave_up, 60, "validator 0 to give up on the store")
     except AssertionError:
         raise AssertionError(net.diagnostics()) from None
+    code, report = net.status()  # what an operator sees
+    assert code == ExitCode.UNAVAILABLE
+    (record,) = [f for f in report["faults"] if f["worker"] == me]
+    assert record["kind"] == "store"
     assert record["count"] >= 3  # the first attempt and two retries (--max-retries 2)
     assert "content store" in record["detail"]
     assert net.ballot(round_, 0) == (0, 0)  # no vote at all: above all, no reject
