@@ -152,3 +152,55 @@ def test_a_second_round_builds_on_the_first_aggregate(
     assert net.current_round() == 3
     assert digest_to_cid(net.client().base_digest(net.task_id, 2)) == aggregates[0]
     assert aggregates[0] != aggregates[1]
+
+
+def test_the_watcher_enqueues_what_the_chain_shows_undone_once_per_ttl(
+    worker_net: Callable[..., WorkerNet], tmp_path: Path
+) -> None:
+    import json
+
+    import redis
+
+    from worker.celery_app import make_app
+    from worker.state import WorkerState
+    from worker.tasks import validator_queue
+    from worker.watcher import Watcher
+
+    net = worker_net(contributors=2)
+    config = WorkerConfig(poll_interval_s=0.2, job_ttl_s=30)
+    watcher = Watcher(
+        LedgerChainPort(net.client()),
+        make_app(net.redis_url, config, with_tasks=False),
+        WorkerState.from_url(net.redis_url, "watcher"),
+        config,
+        [net.task_id],
+    )
+    queues = redis.Redis.from_url(net.redis_url)
+    round_ = net.current_round()
+    assert watcher.poll_once() == []  # nothing submitted yet
+    net.submit(0, corpus.honest_update(net.context(0, round_)), round_=round_)
+    assert watcher.poll_once() == []  # submissions still open: nobody votes yet
+    net.submit(1, corpus.honest_update(net.context(1, round_)), round_=round_)
+
+    jobs = watcher.poll_once()
+    assert sorted(j["queue"] for j in jobs) == sorted(validator_queue(net.validator(v)[0]) for v in range(2))
+    assert all(
+        (j["job"], j["task"], j["round"]) == ("meshprov.verify_round", net.task_id, round_) for j in jobs
+    )
+    message = json.loads(queues.lindex(validator_queue(net.validator(0)[0]), 0))  # type: ignore[arg-type]
+    assert message["headers"]["task"] == "meshprov.verify_round"
+    assert message["headers"]["argsrepr"] == f"[{net.task_id}, {round_}]"
+    assert watcher.poll_once() == []  # claimed for the job TTL: not enqueued on every poll
+
+    vals = validators(net, tmp_path)
+    verify_round(vals[0], net.task_id, round_)
+    assert watcher.poll_once() == []  # validator 1 still owes its vote (claimed), not finalizable yet
+    verify_round(vals[1], net.task_id, round_)
+    (job,) = watcher.poll_once()
+    assert (job["job"], job["queue"]) == ("meshprov.aggregate_round", "aggregator")
+
+    # The CLI's one-shot poll: the claims above still hold, so nothing new.
+    done = net.run_cli("--json", "worker", "watch", "--once")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+    queues.close()
