@@ -65,7 +65,11 @@ def test_a_round_with_malicious_members_is_judged_and_finalized(
     net = worker_net(contributors=honest + len(cases))
     bound = f"{corpus.max_norm():.6g}"
     settings = {"max_update_bytes": str(corpus.OVERSIZE_LIMIT)}
-    validators = [net.start_validator(v, *CHECKS, bound, **settings) for v in range(2)]
+    # The two validators run the two pool kinds a deployment would pick from.
+    validators = [
+        net.start_validator(0, *CHECKS, bound, **settings),
+        net.start_validator(1, *CHECKS, bound, "--pool", "threads", "--concurrency", "2", **settings),
+    ]
     aggregator = net.start_aggregator(**settings)
     for proc in [*validators, aggregator]:
         net.wait_ready(proc)
