@@ -98,6 +98,9 @@ def test_a_round_with_malicious_members_is_judged_and_finalized(
         net, round_, accepted, tmp_path / "replay"
     )
     assert net.store.has(digest_to_cid(final.args["aggregateDigest"]))
+    # An auditor replaying the round from the chain's logs and the store gets the aggregator's CID.
+    replay = net.run_cli("--json", "audit", "replay", str(net.task_id), str(round_), "--trustless")
+    assert replay.returncode == ExitCode.OK, replay.stdout + replay.stderr
 
     # Every worker is still up, beating, and reports no fault.
     assert all(p.alive() for p in [*validators, aggregator]), net.diagnostics()
