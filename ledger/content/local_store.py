@@ -51,7 +51,7 @@ class _BlockWriter:
     directory entries durable, and only then writes the root. At most ``max_pending`` blocks are in flight.
     """
 
-    def __init__(self, store: LocalStore, *, threads: int, max_pending: int = 16) -> None:
+    def __init__(self, store: LocalStore, *, threads: int, max_pending: int = 32) -> None:
         self._store = store
         self._threads = threads
         self._max_pending = max_pending
@@ -62,7 +62,13 @@ class _BlockWriter:
 
     def __call__(self, digest: bytes, parts: Sequence[Buffer]) -> None:
         self._submit_held()
-        self._held = (b"".join(parts), self._store.block_path(digest))
+        final = self._store.block_path(digest)
+        with contextlib.suppress(FileNotFoundError):
+            if final.stat().st_size == sum(len(p) for p in parts):
+                # Deduplicated: the name is the hash of the bytes (and every read checks them again). A block
+                # of another length was cut short by a crash and is replaced.
+                return
+        self._held = (b"".join(parts), final)
 
     def _ensure_dir(self, directory: Path) -> None:
         if directory not in self._dirs:
@@ -134,7 +140,7 @@ class LocalStore:
     name = "local"
 
     def __init__(
-        self, root: str | os.PathLike[str], *, workers: int | None = None, write_threads: int = 4
+        self, root: str | os.PathLike[str], *, workers: int | None = None, write_threads: int = 8
     ) -> None:
         self.root = Path(root)
         self.workers = workers
@@ -157,15 +163,7 @@ class LocalStore:
         return self.root / key[-3:-1] / f"{key}.data"
 
     def write_block(self, block: bytes, final: Path) -> None:
-        """Write one block durably under its final name (temporary file, fsync, rename), unless it is there.
-
-        A block already stored under the same name with the same length is kept (deduplication): the name is
-        the hash of the bytes, and every read checks them again. One of another length was cut short and is
-        replaced.
-        """
-        with contextlib.suppress(FileNotFoundError):
-            if final.stat().st_size == len(block):
-                return
+        """Write one block durably under its final name: temporary file, fsync, rename."""
         fd, name = tempfile.mkstemp(prefix="block-", suffix=".tmp", dir=self._tmp)
         try:
             view = memoryview(block)
