@@ -58,6 +58,8 @@ _TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 _ERROR_BODY_LIMIT = 64 * 1024
 _STREAM_CHUNK = 256 * 1024
 
+Body = Callable[[], tuple[dict[str, Any], IO[bytes] | None]]
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -160,12 +162,9 @@ class KuboStore:
         local = import_file(path, workers=self.workers).cid
         name = Path(path).name
 
-        def body() -> dict[str, Any]:
-            f = open(path, "rb")  # noqa: SIM115 - closed by _add after the request
-            return {
-                "files": {"file": (name, _ProgressReader(f, progress), "application/octet-stream")},
-                "_f": f,
-            }
+        def body() -> tuple[dict[str, Any], IO[bytes] | None]:
+            f = open(path, "rb")  # noqa: SIM115 - closed by _send after the request
+            return {"files": {"file": (name, _ProgressReader(f, progress), "application/octet-stream")}}, f
 
         self._add(local, body, ADD_PARAMS)
         return local
@@ -174,7 +173,9 @@ class KuboStore:
         local = import_bytes(data).cid
         payload = bytes(data)
         self._add(
-            local, lambda: {"files": {"file": ("data", payload, "application/octet-stream")}}, ADD_PARAMS
+            local,
+            lambda: ({"files": {"file": ("data", payload, "application/octet-stream")}}, None),
+            ADD_PARAMS,
         )
         return local
 
@@ -182,9 +183,9 @@ class KuboStore:
         """The CID Kubo computes for a file with meshprov's import settings, storing nothing (``only-hash``)."""
         name = Path(path).name
 
-        def body() -> dict[str, Any]:
-            f = open(path, "rb")  # noqa: SIM115 - closed by _add_raw after the request
-            return {"files": {"file": (name, f, "application/octet-stream")}, "_f": f}
+        def body() -> tuple[dict[str, Any], IO[bytes] | None]:
+            f = open(path, "rb")  # noqa: SIM115 - closed by _send after the request
+            return {"files": {"file": (name, f, "application/octet-stream")}}, f
 
         return self._add_raw(body, {**ADD_PARAMS, "only-hash": "true", "pin": "false"})
 
@@ -226,7 +227,7 @@ class KuboStore:
         return ContentStat(cid=parsed.v0, size=node.filesize, block_size=len(block), pinned=None)
 
     # --- add -----------------------------------------------------------------------------------------------
-    def _add(self, local: str, body: Callable[[], dict[str, Any]], params: dict[str, str]) -> None:
+    def _add(self, local: str, body: Body, params: dict[str, str]) -> None:
         returned = self._add_raw(body, params)
         if _digest_or_none(returned) != CID.parse(local).digest:
             raise CidMismatch(
@@ -237,7 +238,7 @@ class KuboStore:
                 "chunker=size-262144: check the node's Import.* config and version (`ipfs config Import`)",
             )
 
-    def _add_raw(self, body: Callable[[], dict[str, Any]], params: dict[str, str]) -> str:
+    def _add_raw(self, body: Body, params: dict[str, str]) -> str:
         response = self._send("add", params, body=body)
         try:
             raw = self._read_bounded(response, self.max_reply_bytes, what="add")
@@ -319,15 +320,18 @@ class KuboStore:
         command: str,
         params: dict[str, str],
         *,
-        body: Callable[[], dict[str, Any]] | None = None,
+        body: Body | None = None,
     ) -> httpx.Response:
-        """POST a command, retrying transient failures; returns an open 200 response (the caller closes it)."""
+        """POST a command, retrying transient failures; returns an open 200 response (the caller closes it).
+
+        ``body`` makes the request body afresh for each attempt: keyword arguments for httpx and a file to close
+        once the request is sent.
+        """
         last: _KuboFailure | None = None
         for attempt in range(self.retry.attempts):
             if attempt:
                 self.retry.sleep(self.retry.delay(attempt - 1))
-            extra = body() if body is not None else {}
-            opened = extra.pop("_f", None)
+            extra, opened = body() if body is not None else ({}, None)
             try:
                 return self._attempt(command, params, extra)
             except _KuboFailure as failure:
