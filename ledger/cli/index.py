@@ -13,6 +13,7 @@ import typer
 
 from ledger.cli.output import JsonFlag, emit, info, want_json
 from ledger.cli.state import settings as load_settings
+from ledger.exit_codes import ExitCode
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -123,7 +124,7 @@ def status(
         except NotFound:
             pass  # no deployment record: show the index as it is
         except MeshprovError as exc:
-            if exc.exit_code != 6:  # an unreachable chain is reported, anything else (another ledger) raised
+            if exc.exit_code != ExitCode.UNAVAILABLE:  # an unreachable chain is reported; another ledger raised
                 raise
             chain_error = exc.message
         current = Queries(db).status(head=head)

@@ -78,7 +78,7 @@ class TaskRecord(_Dict):
             return f"rule {self.rule} (param {self.rule_param})"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Vote(_Dict):
     validator: str
     index: int
@@ -92,7 +92,7 @@ class Vote(_Dict):
         return reason_name(self.reason)
 
 
-@dataclass
+@dataclass(slots=True)
 class Update(_Dict):
     """One submitted update with every validator's verdict and, once the round is finalized, the outcome."""
 

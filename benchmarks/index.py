@@ -1,0 +1,313 @@
+"""Event index and lineage: indexing throughput and the latency of a deep lineage, from the index and trustless.
+
+Generates a real history on a fresh anvil with the real contracts: ROUNDS rounds (100) of UPDATES updates (20),
+batch-relayed with EIP-712 signatures; VALIDATORS validators (4) vote on every update with one `vote`
+transaction each (as validators do when they finish checking an update), one update per round is rejected, and
+the aggregator finalizes. That is ~103 events per round, ~10,300 in all. Then it measures, against baselines
+taken in the same run:
+
+* index build from scratch into SQLite (and PostgreSQL at 127.0.0.1:5432 when reachable) — target: 10,000
+  events in ≤ 10 s; baseline: fetching and decoding the same logs with no database (the floor of any indexer);
+* lineage of the latest model (ROUNDS deep, UPDATES updates per round, every vote) from the index — target
+  ≤ 50 ms (median of 20); baseline: walking the rounds with contract view calls (`baseDigest` and
+  `aggregateDigest` per round, which cannot return the updates or votes at all);
+* `--trustless`: the same lineage from the chain alone (in-memory index built from eth_getLogs, then the query).
+
+    python benchmarks/index.py                  # 100 rounds x 20 updates x 4 validators
+    python benchmarks/index.py --rounds 10 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def digest(*parts: object) -> bytes:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+
+
+class FastSender:
+    """Pipelined sends for generating history quickly: fixed gas, cached fees, local nonces, receipts awaited
+    once per batch (the product's TxSender estimates and awaits every transaction)."""
+
+    def __init__(self, w3: Any, key: str) -> None:
+        from eth_account import Account
+
+        self.w3 = w3
+        self.account = Account.from_key(key)
+        self.nonce = w3.eth.get_transaction_count(self.account.address)
+        self.chain_id = w3.eth.chain_id
+        base = int(w3.eth.get_block("latest")["baseFeePerGas"])
+        self.fees = {"maxFeePerGas": 4 * base + 10**9, "maxPriorityFeePerGas": 10**9}
+
+    def send(self, fn: Any, gas: int) -> bytes:
+        tx = fn.build_transaction(
+            {"from": self.account.address, "nonce": self.nonce, "gas": gas, "chainId": self.chain_id, **self.fees}
+        )
+        self.nonce += 1
+        signed = self.account.sign_transaction(tx)
+        return bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+
+
+def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, Any]:
+    """Start anvil, deploy, run the history; returns the handles the measurements need."""
+    from eth_account import Account
+
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.types import TaskParams, bitmap
+    from ledger.devservices import AnvilProcess, dev_accounts
+    from ledger.reasons import Reason
+    from ledger.settings import Settings
+    from tests.chainfixtures import deploy, meshprov_contracts, web3_for
+
+    tmp = Path(tempfile.mkdtemp(prefix="meshprov-bench-index-"))
+    anvil = AnvilProcess.start(tmp, settings=Settings(data_dir=tmp, anvil_mnemonic=Settings().anvil_mnemonic))
+    w3 = web3_for(anvil.rpc_url)
+    keys = dev_accounts(Settings().anvil_mnemonic, 20)
+    contracts = meshprov_contracts(REPO / ".pytest_cache" / "meshprov-solc")
+    deployed = deploy(w3, keys[0][1], contracts)
+    connect = lambda key=None: LedgerClient.connect(  # noqa: E731
+        w3, deployed.ledger, key=key, abi=deployed.ledger_abi, token_abi=deployed.token_abi
+    )
+    admin, aggregator = connect(keys[0][1]), connect(keys[1][1])
+    val_keys = [k for _, k in keys[2 : 2 + validators]]
+    # Contributors only sign (their submissions are relayed), so they need no ether: fresh keys will do.
+    contributors = [Account.from_key(digest("contributor", i)) for i in range(updates)]
+    admin.grant_role("aggregator", keys[1][0])
+    for address, _ in keys[2 : 2 + validators]:
+        admin.grant_role("validator", address)
+    for acct in contributors:
+        admin.grant_role("contributor", acct.address)
+    params = TaskParams(digest("spec"), digest("genesis"), 0, 0, 2, 3600, 3600, 10**18)
+    task_id = admin.create_task(params).value
+    relay = FastSender(w3, keys[1][1])
+    voters = [FastSender(w3, k) for k in val_keys]
+    fn = aggregator.contract.functions
+    started = time.perf_counter()
+    domain_client = connect()
+    for r in range(1, rounds + 1):
+        subs = [
+            domain_client.sign_submission(
+                "0x" + bytes(acct.key).hex(), task_id, r, digest(task_id, r, i), 100 + i, nonce=r - 1, deadline=2**40
+            )
+            for i, acct in enumerate(contributors)
+        ]
+        last = relay.send(fn.submitUpdatesFor(task_id, r, [s.to_abi() for s in subs]), 120_000 + 60_000 * updates)
+        w3.eth.wait_for_transaction_receipt(last)
+        for voter in voters:
+            for i in range(updates):
+                reject = i == r % updates  # one update per round rejected by everyone
+                last = voter.send(
+                    fn.vote(task_id, r, i, not reject, int(Reason.NORM_OUTLIER) if reject else 0), 120_000
+                )
+        w3.eth.wait_for_transaction_receipt(last)
+        accepted = bitmap(i for i in range(updates) if i != r % updates)
+        last = relay.send(fn.finalizeRound(task_id, r, digest("aggregate", r), accepted), 1_500_000)
+        receipt = w3.eth.wait_for_transaction_receipt(last)
+        if receipt["status"] != 1:
+            raise SystemExit(f"finalizing round {r} failed")
+        if r % 10 == 0:
+            log(f"  generated {r}/{rounds} rounds ({time.perf_counter() - started:.0f} s)")
+    return {
+        "anvil": anvil,
+        "w3": w3,
+        "client": connect(),
+        "deployed": deployed,
+        "task_id": task_id,
+        "latest": digest("aggregate", rounds),
+        "generate_seconds": time.perf_counter() - started,
+        "tmp": tmp,
+    }
+
+
+def measure(env: dict[str, Any], repeats: int, log: Any) -> dict[str, Any]:
+    from ledger.chain.events import iter_log_ranges
+    from ledger.index import service
+    from ledger.index.db import IndexDB
+    from ledger.index.queries import Queries
+
+    client = env["client"]
+    start = env["deployed"].block
+    latest = "0x" + env["latest"].hex()
+    out: dict[str, Any] = {"generate_seconds": env["generate_seconds"]}
+
+    # Baseline: fetch and decode the logs, no database.
+    t = time.perf_counter()
+    raw = [e for _, _, logs in iter_log_ranges(client.w3, client.address, start, client.block_number()) for e in logs]
+    decoded = client.events_decoder.decode_all(raw)
+    out["baseline_fetch_decode_s"] = time.perf_counter() - t
+    out["events"] = len(decoded)
+    log(f"  {len(decoded)} events; fetch+decode alone {out['baseline_fetch_decode_s']:.2f} s")
+
+    sqlite_path = env["tmp"] / "index.sqlite"
+    db = IndexDB(f"sqlite:///{sqlite_path}")
+    t = time.perf_counter()
+    result = service.update(db, client, start_block=start)
+    out["index_sqlite_s"] = time.perf_counter() - t
+    assert result.events == len(decoded), (result.events, len(decoded))
+    log(f"  SQLite index built in {out['index_sqlite_s']:.2f} s")
+
+    try:
+        pg = IndexDB(POSTGRES_URL, schema_name=f"meshprov_bench_{uuid.uuid4().hex[:8]}")
+    except Exception as exc:
+        log(f"  PostgreSQL skipped: {exc}")
+        pg = None
+    if pg is not None:
+        try:
+            t = time.perf_counter()
+            service.update(pg, client, start_block=start)
+            out["index_postgres_s"] = time.perf_counter() - t
+            log(f"  PostgreSQL index built in {out['index_postgres_s']:.2f} s")
+            out["lineage_postgres_ms"] = _median_ms(lambda: Queries(pg).lineage(latest), repeats)
+        finally:
+            pg.drop()
+            pg.dispose()
+
+    queries = Queries(db)
+    (lineage,) = queries.lineage(latest)
+    out["lineage_depth"] = lineage.depth
+    out["lineage_updates"] = sum(len(r.updates) for r in lineage.rounds)
+    out["lineage_votes"] = sum(len(u.votes) for r in lineage.rounds for u in r.updates)
+    out["lineage_verified"] = lineage.verified
+    out["lineage_sqlite_ms"] = _median_ms(lambda: queries.lineage(latest), repeats)
+    log(f"  lineage {lineage.depth} rounds deep: {out['lineage_sqlite_ms']:.1f} ms (median of {repeats})")
+
+    # Baseline: the chain's own views walk the rounds but cannot say which updates or votes made them.
+    def walk_views() -> None:
+        task_id = env["task_id"]
+        for r in range(lineage.depth, 0, -1):
+            client.aggregate_digest(task_id, r)
+            client.base_digest(task_id, r)
+
+    out["baseline_view_walk_ms"] = _median_ms(walk_views, 3)
+
+    t = time.perf_counter()
+    memory, _ = service.trustless(client, start_block=start)
+    out["trustless_build_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    Queries(memory).lineage(latest)
+    out["trustless_lineage_total_s"] = out["trustless_build_s"] + (time.perf_counter() - t)
+    out["lineage_memory_ms"] = _median_ms(lambda: Queries(memory).lineage(latest), repeats)
+    memory.dispose()
+    db.dispose()
+    log(f"  trustless lineage (build + query): {out['trustless_lineage_total_s']:.2f} s")
+    return out
+
+
+def _median_ms(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def table(r: dict[str, Any]) -> str:
+    events = r["events"]
+    per_10k = r["index_sqlite_s"] * 10_000 / events
+    rows = [
+        ("events generated on anvil", f"{events:,}", "", ""),
+        ("baseline: getLogs + decode, no DB", f"{r['baseline_fetch_decode_s']:.2f} s", "", ""),
+        (
+            "index build, SQLite",
+            f"{r['index_sqlite_s']:.2f} s ({events / r['index_sqlite_s']:,.0f} ev/s; {per_10k:.2f} s per 10k)",
+            "10k events ≤ 10 s",
+            "PASS" if per_10k <= 10 else "FAIL",
+        ),
+    ]
+    if "index_postgres_s" in r:
+        pg_10k = r["index_postgres_s"] * 10_000 / events
+        rows.append(
+            (
+                "index build, PostgreSQL",
+                f"{r['index_postgres_s']:.2f} s ({pg_10k:.2f} s per 10k)",
+                "10k events ≤ 10 s",
+                "PASS" if pg_10k <= 10 else "FAIL",
+            )
+        )
+    rows += [
+        (
+            "trustless: in-memory index from getLogs",
+            f"{r['trustless_build_s']:.2f} s",
+            "(reported)",
+            "",
+        ),
+        (
+            f"lineage {r['lineage_depth']} rounds × {r['lineage_updates'] // max(1, r['lineage_depth'])} updates "
+            f"({r['lineage_votes']:,} votes), SQLite",
+            f"{r['lineage_sqlite_ms']:.1f} ms",
+            "≤ 50 ms",
+            "PASS" if r["lineage_sqlite_ms"] <= 50 else "FAIL",
+        ),
+    ]
+    if "lineage_postgres_ms" in r:
+        rows.append(
+            (
+                "lineage, PostgreSQL",
+                f"{r['lineage_postgres_ms']:.1f} ms",
+                "≤ 50 ms",
+                "PASS" if r["lineage_postgres_ms"] <= 50 else "FAIL",
+            )
+        )
+    rows += [
+        ("lineage, in-memory (trustless query)", f"{r['lineage_memory_ms']:.1f} ms", "", ""),
+        ("lineage --trustless end to end", f"{r['trustless_lineage_total_s']:.2f} s", "(reported)", ""),
+        ("baseline: walk rounds by view calls (no updates/votes)", f"{r['baseline_view_walk_ms']:.0f} ms", "", ""),
+    ]
+    width = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    head = ("measure", "measured", "target", "")
+    width = [max(w, len(h)) for w, h in zip(width, head, strict=True)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(head, width, strict=True))]
+    lines.append("-+-".join("-" * w for w in width))
+    lines += [" | ".join(str(c).ljust(w) for c, w in zip(row, width, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    import warnings
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--validators", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=ResourceWarning)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    log(f"generating {args.rounds} rounds × {args.updates} updates × {args.validators} validators on anvil…")
+    env = generate(args.rounds, args.updates, args.validators, log)
+    try:
+        log(f"  history generated in {env['generate_seconds']:.0f} s; measuring…")
+        result = measure(env, args.repeats, log)
+    finally:
+        env["anvil"].stop()
+        import shutil
+
+        shutil.rmtree(env["tmp"], ignore_errors=True)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(table(result))
+
+
+if __name__ == "__main__":
+    main()
