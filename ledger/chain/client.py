@@ -235,6 +235,9 @@ class LedgerClient:
         if sender is not None:
             sender.decoder = self.decoder
         self.deployment: Deployment | None = None
+        self.view_block: int | str = "latest"
+        """The block every read is made at: ``latest`` (default), ``pending`` (see your own unmined transactions,
+        as a worker does) or a number (a historical view)."""
         self._domain: Eip712Domain | None = None
         self._token_address: str | None = None
 
@@ -304,11 +307,12 @@ class LedgerClient:
         except OSError as exc:  # requests' errors are OSErrors
             raise rpc_unavailable(self.endpoint, exc) from None
 
-    def _call(self, fn: ContractFunction, block: int | str = "latest") -> Any:
+    def _call(self, fn: ContractFunction, block: int | str | None = None) -> Any:
         from web3.exceptions import ContractLogicError
 
+        at = self.view_block if block is None else block
         try:
-            return self.rpc(lambda: fn.call(block_identifier=block))  # type: ignore[arg-type]
+            return self.rpc(lambda: fn.call(block_identifier=at))  # type: ignore[arg-type]
         except ContractLogicError as exc:
             raise self.decoder.decode(exc.data, exc.message or "") from None
 
