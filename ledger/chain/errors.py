@@ -205,14 +205,6 @@ class AlreadySubmitted(LedgerRevert):
 
 
 @_register
-class RoundFull(LedgerRevert):
-    error_name = "MeshLedger_RoundFull"
-    default_hint: ClassVar[str | None] = (
-        "round {round} already holds {maxUpdates} updates; wait for the next round"
-    )
-
-
-@_register
 class InvalidSamples(LedgerRevert):
     error_name = "MeshLedger_InvalidSamples"
     default_hint: ClassVar[str | None] = "an update must be trained on at least one sample (got {numSamples})"
