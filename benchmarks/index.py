@@ -56,7 +56,13 @@ class FastSender:
 
     def send(self, fn: Any, gas: int) -> bytes:
         tx = fn.build_transaction(
-            {"from": self.account.address, "nonce": self.nonce, "gas": gas, "chainId": self.chain_id, **self.fees}
+            {
+                "from": self.account.address,
+                "nonce": self.nonce,
+                "gas": gas,
+                "chainId": self.chain_id,
+                **self.fees,
+            }
         )
         self.nonce += 1
         signed = self.account.sign_transaction(tx)
@@ -102,11 +108,19 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
     for r in range(1, rounds + 1):
         subs = [
             domain_client.sign_submission(
-                "0x" + bytes(acct.key).hex(), task_id, r, digest(task_id, r, i), 100 + i, nonce=r - 1, deadline=2**40
+                "0x" + bytes(acct.key).hex(),
+                task_id,
+                r,
+                digest(task_id, r, i),
+                100 + i,
+                nonce=r - 1,
+                deadline=2**40,
             )
             for i, acct in enumerate(contributors)
         ]
-        last = relay.send(fn.submitUpdatesFor(task_id, r, [s.to_abi() for s in subs]), 120_000 + 60_000 * updates)
+        last = relay.send(
+            fn.submitUpdatesFor(task_id, r, [s.to_abi() for s in subs]), 120_000 + 60_000 * updates
+        )
         w3.eth.wait_for_transaction_receipt(last)
         for voter in voters:
             for i in range(updates):
@@ -147,7 +161,11 @@ def measure(env: dict[str, Any], repeats: int, log: Any) -> dict[str, Any]:
 
     # Baseline: fetch and decode the logs, no database.
     t = time.perf_counter()
-    raw = [e for _, _, logs in iter_log_ranges(client.w3, client.address, start, client.block_number()) for e in logs]
+    raw = [
+        e
+        for _, _, logs in iter_log_ranges(client.w3, client.address, start, client.block_number())
+        for e in logs
+    ]
     decoded = client.events_decoder.decode_all(raw)
     out["baseline_fetch_decode_s"] = time.perf_counter() - t
     out["events"] = len(decoded)
@@ -267,7 +285,12 @@ def table(r: dict[str, Any]) -> str:
     rows += [
         ("lineage, in-memory (trustless query)", f"{r['lineage_memory_ms']:.1f} ms", "", ""),
         ("lineage --trustless end to end", f"{r['trustless_lineage_total_s']:.2f} s", "(reported)", ""),
-        ("baseline: walk rounds by view calls (no updates/votes)", f"{r['baseline_view_walk_ms']:.0f} ms", "", ""),
+        (
+            "baseline: walk rounds by view calls (no updates/votes)",
+            f"{r['baseline_view_walk_ms']:.0f} ms",
+            "",
+            "",
+        ),
     ]
     width = [max(len(str(row[i])) for row in rows) for i in range(4)]
     head = ("measure", "measured", "target", "")
@@ -281,7 +304,9 @@ def table(r: dict[str, Any]) -> str:
 def main() -> None:
     import warnings
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--validators", type=int, default=4)

@@ -124,7 +124,8 @@ def status(
         except NotFound:
             pass  # no deployment record: show the index as it is
         except MeshprovError as exc:
-            if exc.exit_code != ExitCode.UNAVAILABLE:  # an unreachable chain is reported; another ledger raised
+            # An unreachable chain is reported beside the index; anything else (another ledger) is raised.
+            if exc.exit_code != ExitCode.UNAVAILABLE:
                 raise
             chain_error = exc.message
         current = Queries(db).status(head=head)
