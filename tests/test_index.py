@@ -161,3 +161,23 @@ def test_a_reorg_to_a_shorter_chain_is_handled(h: Consortium, new_index: IndexFa
     h.run_round(h.task_id)  # type: ignore[attr-defined]
     db = _reorg_and_compare(h, new_index, lambda: rpc(h.w3, "evm_revert", snapshot))
     assert db.count("finalizations") == 3
+
+
+def test_follow_polls_until_stopped(h: Consortium, new_index: IndexFactory) -> None:
+    db = new_index()
+    follower = follower_for(db, h)
+    before = len(_chain_events(h))
+    seen: list[int] = []
+
+    def on_sync(result: Any) -> None:
+        seen.append(result.events)
+        if len(seen) == 2:  # between two polls a new submission lands on chain
+            h.client(h.contributors[2][1]).submit_update(h.task_id, 4, fake_digest("while-following"), 5)  # type: ignore[attr-defined]
+
+    follower.follow(poll=0.05, stop=lambda: len(seen) >= 3, on_sync=on_sync)
+    assert seen[0] == before
+    assert seen[1] == 0
+    assert seen[2] == 1
+    with db.connect() as conn:
+        digests = set(conn.execute(select(schema.submissions.c.digest)).scalars())
+    assert "0x" + fake_digest("while-following").hex() in digests
