@@ -238,7 +238,7 @@ class Lineage(_Dict):
 class Anchor(_Dict):
     """One place a digest appears on chain."""
 
-    role: str  # genesis | aggregate | base | update
+    role: str  # genesis | aggregate | update (a base is always a genesis or an earlier aggregate)
     task_id: int
     round: int | None
     block_number: int
