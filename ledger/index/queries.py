@@ -184,7 +184,7 @@ class Queries:
 
     # ─── lineage and anchors ────────────────────────────────────────────────────────────────────────────────
     def anchors(self, digest: str) -> list[Anchor]:
-        """Every place ``digest`` appears: task genesis, round aggregate, round base, update."""
+        """Every place ``digest`` appears: a task's genesis, a round's aggregate, a submitted update."""
         d = digest.lower()
         out: list[Anchor] = []
         with self.db.connect() as conn:
