@@ -283,3 +283,12 @@ def test_an_index_of_another_chain_is_refused(cli: Any) -> None:
         assert "chain id 999" in result.err
     trustless = cli("audit", "round", "1", "1", "--trustless")  # needs no index at all
     assert trustless.code == ExitCode.OK
+
+
+def test_an_unusable_index_database_is_reported(cli: Any) -> None:
+    down = cli("audit", "round", "1", "1", "--index-url", "postgresql+psycopg://postgres@127.0.0.1:9/test")
+    assert down.code == ExitCode.UNAVAILABLE
+    assert "index database" in down.err
+    bad = cli("audit", "round", "1", "1", "--index-url", "not a url")
+    assert bad.code == ExitCode.CONFIG
+    assert "MESHPROV_INDEX_URL" in bad.err
