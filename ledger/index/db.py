@@ -255,6 +255,10 @@ def _engine(url: str, schema_name: str | None) -> Engine:
         else:
             kwargs["poolclass"] = StaticPool
             kwargs["connect_args"] = {"check_same_thread": False}
+    elif parsed.get_backend_name() == "postgresql":
+        # A host that drops packets must not hang a command for the OS's TCP timeout (minutes).
+        kwargs["connect_args"] = {"connect_timeout": 10}
+        kwargs["pool_pre_ping"] = True
     try:
         engine = create_engine(url, **kwargs)
     except (ArgumentError, ImportError) as exc:
