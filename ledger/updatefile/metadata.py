@@ -3,7 +3,7 @@
 One metadata key, ``meshprov``, holds canonical JSON (see :mod:`ledger.updatefile.canonical`) of one of:
 
     update     {"schema": 1, "kind": "update", "task": int, "round": int, "base": CIDv0,
-                "contributor": checksummed address, "num_samples": int, ["privacy": {name: number}]}
+                "contributor": checksummed address, "num_samples": int, ["privacy": {...}]}
     aggregate  {"schema": 1, "kind": "aggregate", "task": int, "round": int,
                 "rule": {"id": int, "name": str, "params": {…}}, "inputs": [CIDv0, …], "parent": CIDv0}
     genesis    {"schema": 1, "kind": "genesis", "model": str, "params": {…}}
@@ -74,13 +74,31 @@ def _json_object(name: str, value: object) -> dict[str, JSONValue]:
     return dict(value)
 
 
-def _privacy(value: object) -> dict[str, int | float]:
+PRIVACY_MECHANISM_MAX_LEN = 64
+
+
+def _privacy(value: object) -> dict[str, str | int | float]:
+    """A differential-privacy record: ``mechanism`` is a short name (e.g. ``gaussian``), ``steps`` a count of
+    accounted releases, ``sample_rate`` a probability in (0, 1]; every other entry is a finite number (clip, noise
+    multiplier, epsilon, delta, …). Enough for an auditor to recompute ε from the mechanism's parameters."""
     obj = _json_object("privacy", value)
-    for key, number in obj.items():
-        if isinstance(number, bool) or not isinstance(number, int | float):
-            raise MetadataRejected(f"`privacy.{key}` must be a number, got {type(number).__name__}")
-        if isinstance(number, float) and not math.isfinite(number):
+    for key, item in obj.items():
+        if key == "mechanism":
+            if not isinstance(item, str) or not item:
+                raise MetadataRejected(f"`privacy.mechanism` must be a non-empty string, got {item!r}")
+            if len(item) > PRIVACY_MECHANISM_MAX_LEN or not item.isascii() or not item.isprintable():
+                raise MetadataRejected(
+                    f"`privacy.mechanism` must be printable ASCII of at most {PRIVACY_MECHANISM_MAX_LEN} characters"
+                )
+            continue
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise MetadataRejected(f"`privacy.{key}` must be a number, got {type(item).__name__}")
+        if isinstance(item, float) and not math.isfinite(item):
             raise MetadataRejected(f"`privacy.{key}` must be finite")
+        if key == "steps" and (not isinstance(item, int) or item < 0):
+            raise MetadataRejected(f"`privacy.steps` must be a non-negative integer, got {item!r}")
+        if key == "sample_rate" and not 0 < item <= 1:
+            raise MetadataRejected(f"`privacy.sample_rate` must be in (0, 1], got {item!r}")
     return obj
 
 
@@ -107,8 +125,9 @@ class UpdateMeta:
     contributor: str
     """The member's address (normalised to EIP-55 checksum form)."""
     num_samples: int
-    privacy: Mapping[str, int | float] | None = None
-    """Optional differential-privacy record: numbers such as clip, noise multiplier, epsilon, delta."""
+    privacy: Mapping[str, str | int | float] | None = None
+    """Optional differential-privacy record: the ``mechanism`` name (a string) and numbers such as clip,
+    noise_multiplier, epsilon, delta, steps (an integer) and sample_rate, so auditors can recompute ε."""
 
     def __post_init__(self) -> None:
         _uint("task", self.task)
