@@ -136,11 +136,14 @@ _register()
 
 def _register_external(invoked: str | None) -> None:
     """Add the groups other packages provide. Only the invoked one is imported: `meshprov audit` must not pay
-    for (or need) torch or Celery; the others appear in `--help` by name and help text."""
-    already = {info.name for info in app.registered_groups}
+    for (or need) torch or Celery; the others appear in `--help` by name and help text.
+
+    Runs on every `main()` call: a placeholder registered by an earlier call in the same process (tests call
+    `main` many times) is swapped for the real group once that group is invoked."""
     found = {ep.name: ep for ep in entry_points(group="meshprov.commands")}
     for name, (extra, help_text) in _EXTERNAL_GROUPS.items():
-        if name in already:
+        current = next((info for info in app.registered_groups if info.name == name), None)
+        if current is not None and (name != invoked or current.typer_instance not in _PLACEHOLDERS):
             continue
         ep = found.get(name)
         group: object = None
@@ -149,12 +152,16 @@ def _register_external(invoked: str | None) -> None:
                 group = ep.load()
             except ModuleNotFoundError:
                 group = None
-        if isinstance(group, typer.Typer):
-            app.add_typer(group, name=name, help=help_text)
-        elif ep is not None and name != invoked:
-            app.add_typer(typer.Typer(help=help_text), name=name, help=help_text)
-        else:
-            app.add_typer(_missing_group(name, extra, help_text), name=name)
+        if not isinstance(group, typer.Typer):
+            group = typer.Typer(help=help_text) if ep is not None and name != invoked else None
+            group = group or _missing_group(name, extra, help_text)
+            _PLACEHOLDERS.add(group)
+        if current is not None:
+            app.registered_groups.remove(current)
+        app.add_typer(group, name=name, help=help_text)
+
+
+_PLACEHOLDERS: set[typer.Typer] = set()
 
 
 def _invoked_group(argv: list[str]) -> str | None:
