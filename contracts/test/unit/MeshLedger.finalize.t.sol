@@ -216,6 +216,35 @@ contract MeshLedgerFinalizeTest is Fixture {
         assertEq(token.balanceOf(contributors[3]) - before, share * 103 * 3_500 / total, "lower weight");
     }
 
+    function test_finalizeRound_contributorReputationFloorsAtMinimum() public {
+        uint32[5] memory expected = [uint32(3_500), 2_000, 500, 100, 100];
+        for (uint256 r; r < 5; ++r) {
+            _playRound(0x8); // contributor 3 rejected every round
+            (uint32 rep,) = ledger.reputation(contributors[3]);
+            assertEq(rep, expected[r], "down 1500 a round, never below REPUTATION_MIN");
+        }
+    }
+
+    function test_finalizeRound_contributorReputationCapsAtMaximum() public {
+        for (uint256 r; r < 11; ++r) {
+            _playRound(0);
+        }
+        (uint32 rep,) = ledger.reputation(contributors[0]);
+        assertEq(rep, ledger.REPUTATION_MAX(), "5000 + 11 x 500 capped at 10000");
+    }
+
+    function test_finalizeRound_validatorReputationFloorsAtMinimum() public {
+        for (uint256 r; r < 6; ++r) {
+            _submitAll();
+            _voteAll(0, 0xf);
+            _voteAll(1, 0xf);
+            _voteAll(2, 0x0); // always outvoted
+            _finalize(_aggregate(_round()), 0xf);
+        }
+        (, uint32 rep) = ledger.reputation(validatorAddrs[2]);
+        assertEq(rep, ledger.REPUTATION_MIN(), "5000 - 6 x 1000 floored at 100");
+    }
+
     function test_finalizeRound_emptyRoundCarriesBaseOver() public {
         vm.warp(START_TIME + SUBMISSION_WINDOW); // submissions closed with none in: nothing to vote on
         vm.recordLogs();
