@@ -1,0 +1,349 @@
+"""`meshprov node run | status | relay | genesis`: a consortium member from the command line.
+
+Heavy imports (torch, web3, redis) stay inside the command bodies so that `meshprov --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ledger.cli.output import JsonFlag, emit, info, want_json
+from ledger.cli.state import settings as load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ledger.chain.client import LedgerClient
+    from ledger.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="A consortium member: train, publish, submit.")
+
+BEHAVIOURS = ("honest", "scale", "sign-flip", "noise", "free-rider", "copycat", "little-is-enough")
+_DATA = "Data"
+_EXPERIMENTS = "Experiments"
+_PRIVACY = "Differential privacy"
+
+
+def _client(s: Settings, *, read_only: bool, wait_s: float | None) -> LedgerClient:
+    """The ledger client; while the chain does not answer yet, wait (up to ``wait_s``, None: forever)."""
+    from ledger.chain.client import LedgerClient
+    from ledger.errors import ServiceUnavailable
+
+    started = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            return LedgerClient.from_settings(s, read_only=read_only)
+        except ServiceUnavailable as exc:
+            if wait_s is not None and time.monotonic() - started > wait_s:
+                raise
+            if delay == 0.5:
+                info(f"{exc.message}; waiting for it")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@app.command()
+def run(
+    *,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Architecture (mlp, cnn); default: the one the task's base model has."),
+    ] = None,
+    shard: Annotated[
+        int,
+        typer.Option(
+            "--shard", min=0, help="This member's shard of digits (0-based).", rich_help_panel=_DATA
+        ),
+    ] = 0,
+    shards: Annotated[
+        int,
+        typer.Option("--shards", min=1, help="Number of shards digits is split into.", rich_help_panel=_DATA),
+    ] = 1,
+    alpha: Annotated[
+        float,
+        typer.Option(
+            "--alpha",
+            min=1e-6,
+            help="Dirichlet α of the non-IID split (small: skewed).",
+            rich_help_panel=_DATA,
+        ),
+    ] = 0.5,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Seed of the split and of training.", rich_help_panel=_DATA)
+    ] = 0,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="MODULE:FUNCTION returning this member's own node.data.Dataset (replaces the digits shard).",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option("--rounds", min=1, help="Stop after this many rounds (default: run forever)."),
+    ] = None,
+    task: Annotated[
+        int | None, typer.Option("--task", min=1, help="Task id (default: the task_id setting).")
+    ] = None,
+    relay: Annotated[
+        bool,
+        typer.Option("--relay", help="Sign submissions (EIP-712) for a relayer instead of paying gas."),
+    ] = False,
+    relay_via: Annotated[
+        str | None,
+        typer.Option(
+            "--relay-via", help="Redis URL of the relayer's queue (default: the redis_url setting)."
+        ),
+    ] = None,
+    behaviour: Annotated[
+        str,
+        typer.Option(
+            "--behaviour", help=f"What to publish: {', '.join(BEHAVIOURS)}.", rich_help_panel=_EXPERIMENTS
+        ),
+    ] = "honest",
+    scale: Annotated[
+        float, typer.Option("--scale", help="Factor of the scale behaviour.", rich_help_panel=_EXPERIMENTS)
+    ] = 10.0,
+    dp_clip: Annotated[
+        float | None,
+        typer.Option(
+            "--dp-clip",
+            min=0.0,
+            help="Clip each update to this L2 norm (with --dp-noise; default 1).",
+            rich_help_panel=_PRIVACY,
+        ),
+    ] = None,
+    dp_noise: Annotated[
+        float | None,
+        typer.Option(
+            "--dp-noise",
+            min=0.0,
+            help="Gaussian noise multiplier σ: turns update-level DP on.",
+            rich_help_panel=_PRIVACY,
+        ),
+    ] = None,
+    dp_delta: Annotated[
+        float,
+        typer.Option("--dp-delta", help="δ of the (ε, δ) recorded in each update.", rich_help_panel=_PRIVACY),
+    ] = 1e-5,
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.01, help="First poll interval, seconds (backs off).")
+    ] = 0.25,
+    wait_chain: Annotated[
+        float | None,
+        typer.Option(
+            "--wait-chain", min=0, help="Give up when the chain is unreachable this long (default: wait)."
+        ),
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bars on a terminal.")
+    ] = True,
+    json_output: JsonFlag = False,
+) -> None:
+    """Take part in every round: train on the base, publish the update, submit it, wait for the verdict.
+
+    Exit codes: 9 the key is not a contributor, 6 the base model cannot be fetched (after retries), 3 the base is
+    not a model of --model, 130 interrupted. Update files stay in <data_dir>/node/<address>/updates/."""
+    from ledger.content import open_store
+    from node.behaviours import Behaviour
+    from node.faults import NoSigningKey
+    from node.journal import Journal
+    from node.progress import bars_for_stderr
+    from node.runner import NodeOptions, NodeRunner
+
+    if behaviour not in BEHAVIOURS:
+        raise typer.BadParameter(f"choose one of {', '.join(BEHAVIOURS)}", param_hint="--behaviour")
+    if dp_clip is not None and dp_noise is None:
+        raise typer.BadParameter("--dp-clip needs --dp-noise (the noise multiplier)", param_hint="--dp-clip")
+    if shard >= shards:
+        raise typer.BadParameter(f"must be below --shards ({shards})", param_hint="--shard")
+    if model is not None:
+        from node.models import model_names
+
+        if model not in model_names():
+            raise typer.BadParameter(f"choose one of {', '.join(model_names())}", param_hint="--model")
+    s = load_settings(redis_url=relay_via)
+    key = s.signing_key()
+    if key is None:
+        raise NoSigningKey()
+    options = NodeOptions(
+        task=task or s.task_id,
+        model=model,
+        shard=shard,
+        shards=shards,
+        alpha=alpha,
+        seed=seed,
+        rounds=rounds,
+        behaviour=Behaviour(behaviour).value,
+        scale_factor=scale,
+        dp_clip=dp_clip,
+        dp_noise=dp_noise,
+        dp_delta=dp_delta,
+        relay=relay,
+        data_hook=data,
+        poll_s=poll,
+        outage_max_s=wait_chain,
+    )
+    client = _client(s, read_only=relay, wait_s=wait_chain)
+    redis_client = _relay_redis(s) if relay else None
+    from eth_account import Account
+
+    address = Account.from_key(key).address
+    stop = threading.Event()
+    runner = NodeRunner(
+        options,
+        client=client,
+        store=open_store(s),
+        key=key,
+        journal=Journal.for_member(s.data_dir, address),
+        max_update_bytes=s.max_update_bytes,
+        say=info,
+        bars=bars_for_stderr(progress),
+        relay_redis=redis_client,
+        stop=stop,
+    )
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `docker stop`: finish the step, exit 0
+    info(
+        f"member {address}: task {options.task} on ledger {client.address}, "
+        + (f"data {data}" if data else f"shard {shard} of {shards} (α={alpha}, seed {seed})")
+        + (f", behaviour {behaviour}" if behaviour != "honest" else "")
+        + (", relayed" if relay else "")
+    )
+    try:
+        records = runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if redis_client is not None:
+            redis_client.close()
+    result = {"address": address, "rounds": [r.to_dict() for r in records]}
+    emit(result, json_mode=want_json(json_output), human=lambda c: _print_rounds(c, records))
+
+
+def _relay_redis(s: Settings) -> Any:
+    import redis
+
+    from ledger.devservices import ensure_redis
+
+    return redis.Redis.from_url(ensure_redis(s), socket_timeout=30, socket_connect_timeout=5)
+
+
+def _print_rounds(console: Console, records: list[Any]) -> None:
+    for r in records:
+        extra = f" ({', '.join(r.reasons)})" if r.reasons else ""
+        console.print(f"round {r.round}: {r.status}{extra} {r.cid}", highlight=False)
+
+
+@app.command()
+def status(
+    *,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Member to show (default: this member's key).")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """This member's submissions with verdicts and reasons, reputation and rewards (index synced first)."""
+    from eth_account import Account
+
+    from ledger.chain.types import checksum
+    from ledger.errors import ConfigError
+    from node.status import member_status, render
+
+    s = load_settings()
+    if address is None:
+        key = s.signing_key()
+        if key is None:
+            raise ConfigError("no member to show", hint="pass --address or set MESHPROV_PRIVATE_KEY_FILE")
+        address = Account.from_key(key).address
+    try:
+        who = checksum(address)
+    except ValueError:
+        raise typer.BadParameter("not an address", param_hint="--address") from None
+    from ledger.chain.client import LedgerClient
+
+    client = LedgerClient.from_settings(s, read_only=True)
+    report = member_status(s, client, who)
+    emit(report.to_dict(), json_mode=want_json(json_output), human=lambda c: render(c, report))
+
+
+@app.command("relay")
+def relay_command(
+    *,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, max=112, help="Submissions per transaction.")
+    ] = 16,
+    batch_wait: Annotated[
+        float,
+        typer.Option("--batch-wait", min=0.0, help="Seconds to gather a batch after the first message."),
+    ] = 0.5,
+    once: Annotated[bool, typer.Option("--once", help="Handle what is queued now, then exit.")] = False,
+) -> None:
+    """Relay members' signed submissions from the Redis queue in batches (this key pays the gas)."""
+    import redis
+
+    from ledger.chain.client import LedgerClient
+    from ledger.devservices import ensure_redis
+    from node.faults import NoSigningKey
+    from node.relay import Relayer
+
+    s = load_settings()
+    if s.signing_key() is None:
+        raise NoSigningKey("relayer")
+    client = LedgerClient.from_settings(s)
+    client.view_block = "pending"
+    r = redis.Redis.from_url(ensure_redis(s), socket_timeout=30, socket_connect_timeout=5)
+    relayer = Relayer(client, r, max_batch=max_batch, batch_wait_s=batch_wait, say=info)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    info(f"relaying to ledger {client.address} from {relayer.queue} as {client.sender_address}")
+    try:
+        if once:
+            relayer.handle(relayer.next_batch(1.0))
+        else:
+            relayer.run(stop.is_set)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        r.close()
+    info(f"relayed {relayer.relayed}, refused {relayer.rejected}")
+
+
+@app.command()
+def genesis(
+    *,
+    model: Annotated[str, typer.Option("--model", help="Architecture (mlp, cnn).")] = "mlp",
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Initialisation seed.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Where to write the file (default: <data_dir>/genesis-<model>.safetensors)."
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Write a task's genesis model (full weights, metadata to rebuild it), put it in the store, print its CID."""
+    from ledger.content import open_store
+    from node.packaging import put_update, write_genesis
+
+    s = load_settings()
+    path = out or s.data_dir / f"genesis-{model}-{seed}.safetensors"
+    written = write_genesis(path, model, seed)
+    store = open_store(s)
+    try:
+        cid = put_update(store, written)
+    finally:
+        store.close()
+    data = {"cid": cid, "digest": "0x" + _digest(cid).hex(), "file": str(path), "model": model, "seed": seed}
+    emit(data, json_mode=want_json(json_output), human=lambda c: c.print(f"{cid}  {path}", highlight=False))
+
+
+def _digest(cid: str) -> bytes:
+    from ledger.content import cid_to_digest
+
+    return cid_to_digest(cid)

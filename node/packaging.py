@@ -1,0 +1,122 @@
+"""From a trained delta to a submission on chain: the update file, the store, the transaction.
+
+    written = write_update_file(path, delta, task=1, round=3, base=cid, contributor=addr, num_samples=150,
+                                privacy=record)                         # safetensors + canonical metadata
+    cid = put_update(store, written, progress=bar)                     # the store's CID must be the file's
+    outcome = submit_direct(client, task=1, round=3, cid=cid, num_samples=150)
+
+Also the genesis file of a task (:func:`write_genesis`): full weights of a registered model with the metadata
+that rebuilds it, so that round 1's base is a model file like any aggregate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ledger.content import ContentStore, cid_to_digest
+from ledger.errors import Mismatch
+
+if TYPE_CHECKING:
+    from ledger.chain.client import LedgerClient
+    from ledger.updatefile import WrittenFile
+
+
+class StoreMismatch(Mismatch):
+    def __init__(self, path: Path, expected: str, got: str) -> None:
+        self.path = path
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"the store named {path} {got}, but the file's CID is {expected}",
+            hint="the content store does not compute Kubo's default CIDs (check MESHPROV_KUBO_API_URL)",
+        )
+
+
+def update_file_name(task: int, round_: int) -> str:
+    return f"task-{task}-round-{round_}.safetensors"
+
+
+def write_update_file(
+    path: Path,
+    delta: Mapping[str, np.ndarray],
+    *,
+    task: int,
+    round_: int,
+    base: str,
+    contributor: str,
+    num_samples: int,
+    privacy: Mapping[str, Any] | None = None,
+) -> WrittenFile:
+    """Write the update (delta against ``base``, in the base's dtypes) atomically; returns its size and CID."""
+    from ledger.updatefile import UpdateMeta, write_update
+
+    meta = UpdateMeta(
+        task=task,
+        round=round_,
+        base=base,
+        contributor=contributor,
+        num_samples=num_samples,
+        privacy=dict(privacy) if privacy is not None else None,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_update(path, dict(delta), meta)
+
+
+def write_genesis(path: Path, model: str, seed: int = 0) -> WrittenFile:
+    """The genesis model of a task: ``genesis_state(model, seed)`` with metadata naming how to rebuild it."""
+    from ledger.updatefile import GenesisMeta, write_aggregate
+    from node.models import genesis_state
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_aggregate(path, genesis_state(model, seed), GenesisMeta(model=model, params={"seed": seed}))
+
+
+def put_update(
+    store: ContentStore, written: WrittenFile, *, progress: Callable[[int], None] | None = None
+) -> str:
+    """Put the file in the store (pinned) and check the store's CID is the one computed when writing."""
+    cid = store.put_file(written.path, progress=progress)
+    if cid != written.cid:
+        raise StoreMismatch(written.path, written.cid, cid)
+    return cid
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of a submission: ``submitted`` (index and transaction), ``already`` (the chain already has
+    this member's update for the round) or ``closed`` (the round no longer takes submissions)."""
+
+    status: str
+    index: int | None = None
+    tx_hash: str | None = None
+    block: int | None = None
+    detail: str = ""
+
+
+# Reverts meaning the round moved on (or its submission window ended) while the update was being made.
+CLOSED_REVERTS = frozenset(
+    {"MeshLedger_SubmissionsClosed", "MeshLedger_WrongRound", "MeshLedger_RoundNotLive"}
+)
+
+
+def submit_direct(client: LedgerClient, *, task: int, round_: int, cid: str, num_samples: int) -> Submitted:
+    """``submitUpdate`` from the member's own key (it pays the gas)."""
+    from ledger.chain.revert import ContractRevert
+
+    try:
+        result = client.submit_update(task, round_, cid_to_digest(cid), num_samples)
+    except ContractRevert as exc:
+        name = exc.error_name
+        if name in CLOSED_REVERTS:
+            return Submitted("closed", detail=exc.message)
+        if name == "MeshLedger_AlreadySubmitted":
+            me = client.sender_address or ""
+            status = client.submission_of(task, round_, me)
+            return Submitted("already", index=status.index, detail=exc.message)
+        raise
+    return Submitted("submitted", index=result.value, tx_hash=result.tx_hash, block=result.block_number)

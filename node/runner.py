@@ -1,0 +1,572 @@
+"""The member's round loop: wait for an open round, train on the base, publish the update, wait for the verdict.
+
+One round, as :meth:`NodeRunner.step` runs it (every step re-reads the chain, so any step may be repeated):
+
+1. the task's live round; if this member already submitted to it, go to 6; if it is not open, wait for the next;
+2. the base (genesis or the previous aggregate) from the store by the digest the chain records, CID verified;
+3. local training on the member's data (or reuse the update file an earlier run left for this round);
+4. the update file (delta, canonical metadata, optional DP record) in ``<data_dir>/node/<address>/updates/``,
+   kept for good, then put in the store;
+5. the submission, direct (the member pays gas) or relayed (EIP-712 signature, see :mod:`node.relay`); a round
+   that closed meanwhile keeps the file, is logged as ``missed``, and the loop moves on;
+6. polling (with backoff) until the round is finalized, then the verdict from the chain's events: accepted or
+   rejected with the validators' reason codes, the reward and the new reputation.
+
+Faults: a chain that stops answering (or restarts) is waited for and reconnected to, then the step is repeated;
+a base the store cannot give is retried with backoff and then ends the node with :class:`BaseUnavailable`
+(exit 6); a key without the contributor role ends it with :class:`NotMember` (exit 9). See docs/node.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ledger.chain.types import Phase, bits
+from ledger.content import ContentStore, digest_to_cid
+from ledger.errors import ConfigError, MeshprovError, ServiceUnavailable
+from ledger.reasons import Reason
+from node.faults import NotMember
+from node.journal import Journal, RoundRecord
+from node.packaging import Submitted, put_update, submit_direct, write_update_file
+from node.progress import Bars, NoBars
+
+if TYPE_CHECKING:
+    import redis
+
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.events import LedgerEvent
+    from node.data import Dataset
+
+StateDict = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """What `meshprov node run` was asked to do (see its --help for each option)."""
+
+    task: int = 1
+    model: str | None = None
+    """Architecture name; None: inferred from the first base model."""
+    shard: int = 0
+    shards: int = 1
+    alpha: float = 0.5
+    seed: int = 0
+    rounds: int | None = None
+    """Stop after this many rounds (each submitted-and-finalized or missed round counts); None: forever."""
+    behaviour: str = "honest"
+    scale_factor: float = 10.0
+    dp_clip: float | None = None
+    dp_noise: float | None = None
+    dp_delta: float = 1e-5
+    relay: bool = False
+    data_hook: str | None = None
+    """MODULE:FUNCTION returning the member's own ``node.data.Dataset`` instead of a digits shard."""
+    poll_s: float = 0.25
+    max_poll_s: float = 2.0
+    base_attempts: int = 6
+    base_backoff_s: float = 0.5
+    outage_max_s: float | None = None
+    """Give up after the chain has been unreachable this long (None: wait forever)."""
+    copy_wait_s: float = 60.0
+    """copycat / little-is-enough: how long to wait for other members' updates of the round."""
+
+
+class Stopped(Exception):
+    """The runner was asked to stop (Ctrl-C, SIGTERM, a test)."""
+
+
+def _short(text: str) -> str:
+    return text.splitlines()[0] if text else text
+
+
+def tokens(amount: int, decimals: int = 18) -> str:
+    """A token amount in base units as a decimal number of tokens (4 decimals)."""
+    return f"{amount / 10**decimals:.4f}"
+
+
+class NodeRunner:
+    """One member's loop over the rounds of one task. Chain, store, clock and output are injected."""
+
+    def __init__(
+        self,
+        options: NodeOptions,
+        *,
+        client: LedgerClient,
+        store: ContentStore,
+        key: str,
+        journal: Journal,
+        max_update_bytes: int,
+        say: Callable[[str], None] = print,
+        bars: Bars | None = None,
+        relay_redis: redis.Redis[bytes] | None = None,
+        data: Dataset | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        from eth_account import Account
+
+        self.options = options
+        self.client = client
+        self.client.view_block = "pending"  # a round's phase depends on the time the next block will have
+        self.store = store
+        self.key = key
+        self.address: str = Account.from_key(key).address
+        self.journal = journal
+        self.max_update_bytes = max_update_bytes
+        self.say = say
+        self.bars = bars or NoBars()
+        self.relay_redis = relay_redis
+        self.stop = stop or threading.Event()
+        self._data = data
+        self._model: str | None = options.model
+        self._from_block = client.deployment.block if client.deployment is not None else 0
+        self._done: set[int] = set()
+
+    # ─── the loop ───────────────────────────────────────────────────────────────────────────────────────────
+    def run(self) -> list[RoundRecord]:
+        """Rounds until ``options.rounds`` are done (or forever); returns their records."""
+        self._resilient(self.ensure_member)
+        done: list[RoundRecord] = []
+        try:
+            while self.options.rounds is None or len(done) < self.options.rounds:
+                record = self._resilient(self.step)
+                if record is not None:
+                    done.append(record)
+        except Stopped:
+            self.say("stopped")
+        return done
+
+    def ensure_member(self) -> None:
+        """Refuse to run with a key that does not hold the contributor role."""
+        if not self.client.account(self.address).contributor:
+            raise NotMember(self.address, "contributor", self.client.address)
+
+    def step(self) -> RoundRecord | None:
+        """Handle the live round once: its record when this member is done with it, None after waiting for the
+        next round to open."""
+        task = self.options.task
+        round_ = self.client.current_round(task)
+        if round_ in self._done:
+            self._wait_new_round(round_)
+            return None
+        record = self.journal.load(task, round_)
+        status = self.client.submission_of(task, round_, self.address)
+        if status.submitted:
+            if record is None or record.status in ("trained", "stored", "missed"):
+                record = self._adopt(record, round_, status.index, status.num_samples)
+            return self._await_outcome(record)
+        view = self.client.round_view(task, round_)
+        if view.phase is not Phase.OPEN:
+            if record is not None and record.status in ("trained", "stored"):
+                return self._missed(record, f"round {round_} closed before the update was submitted")
+            self._wait_new_round(round_)
+            return None
+        base_cid = digest_to_cid(view.base_digest)
+        if record is None or record.base != base_cid or not self._file_intact(record):
+            record = self._train(round_, base_cid, view.submission_end)
+        else:
+            self.say(f"round {round_}: reusing the update trained earlier ({record.cid})")
+        if record.status == "trained":
+            record = self._store(record)
+        submitted = self._submit(record)
+        if submitted.status == "closed":
+            return self._missed(record, submitted.detail or "the round closed while the update was made")
+        record.status = "submitted"
+        record.index = submitted.index
+        record.tx_hash = submitted.tx_hash
+        self.journal.save(record)
+        how = "relayed" if record.relayed else "submitted"
+        self.say(
+            f"round {round_}: {how} as update #{record.index}"
+            + (f" (tx {submitted.tx_hash})" if submitted.tx_hash else "")
+        )
+        return self._await_outcome(record)
+
+    # ─── training ───────────────────────────────────────────────────────────────────────────────────────────
+    def _dataset(self) -> Dataset:
+        if self._data is None:
+            self._data = load_dataset(self.options)
+        return self._data
+
+    def _train(self, round_: int, base_cid: str, submission_end: int) -> RoundRecord:
+        from node.basemodel import check_architecture, fetch_base, infer_model, load_weights
+        from node.simulate import round_seed
+        from node.training import default_config, local_train, update_norm
+
+        o = self.options
+        with self.bars.task(f"round {round_}: base", None, unit="bytes") as advance:
+            path = fetch_base(
+                self.store,
+                base_cid,
+                self.journal.models,
+                round_=round_,
+                max_bytes=self.max_update_bytes,
+                attempts=o.base_attempts,
+                backoff_s=o.base_backoff_s,
+                sleep=self._sleep,
+                progress=advance,
+                on_retry=lambda n, err: self.say(
+                    f"round {round_}: base {base_cid} not fetched ({err}); retry {n}"
+                ),
+            )
+        base = load_weights(path, base_cid)
+        if self._model is None:
+            self._model = infer_model(base)
+            if self._model is None:
+                raise ConfigError(
+                    f"the base model {base_cid} matches no registered architecture",
+                    hint="pass --model with the task's architecture",
+                )
+            self.say(f"model: {self._model} (from the base's layout)")
+        check_architecture(base, self._model, base_cid)
+        data = self._dataset()
+        seed = round_seed(o.seed, round_, o.shard)
+        config = replace(default_config(self._model), seed=seed)
+        steps = config.epochs * -(-len(data) // config.batch_size)
+        with self.bars.task(f"round {round_}: training", steps) as advance:
+            result = local_train(self._model, base, data, config, progress=lambda _d, _t: advance(1))
+        delta = self._behave(result.delta, round_, seed, submission_end)
+        privacy = None
+        if o.dp_noise is not None:
+            delta, privacy = self._privatize(delta, round_, seed)
+        path = self.journal.update_path(o.task, round_)
+        written = write_update_file(
+            path,
+            delta,
+            task=o.task,
+            round_=round_,
+            base=base_cid,
+            contributor=self.address,
+            num_samples=result.num_samples,
+            privacy=privacy,
+        )
+        record = RoundRecord(
+            task=o.task,
+            round=round_,
+            status="trained",
+            file=str(path),
+            cid=written.cid,
+            base=base_cid,
+            num_samples=result.num_samples,
+            behaviour=o.behaviour,
+            train_loss=result.train_loss,
+            norm=update_norm(delta),
+            privacy=privacy,
+            relayed=o.relay,
+        )
+        self.journal.save(record)
+        self.say(
+            f"round {round_}: trained on {result.num_samples} samples in {result.seconds:.2f} s "
+            f"(loss {result.train_loss:.3f}, update norm {record.norm:.3g}"
+            + (f", {o.behaviour}" if o.behaviour != "honest" else "")
+            + (f", ε={privacy['epsilon']:.3g}" if privacy else "")
+            + ")"
+        )
+        return record
+
+    def _behave(self, delta: StateDict, round_: int, seed: int, submission_end: int) -> StateDict:
+        from node.behaviours import Behaviour, apply_behaviour
+
+        kind = Behaviour(self.options.behaviour)
+        copy_from = None
+        benign: list[StateDict] = []
+        if kind is Behaviour.COPYCAT:
+            others = self._others(round_, need=1, submission_end=submission_end)
+            if others:
+                copy_from = others[0]
+            else:
+                self.say(f"round {round_}: no other update to copy; publishing our own")
+                kind = Behaviour.HONEST
+        elif kind is Behaviour.LITTLE_IS_ENOUGH:
+            need = max(1, self.client.contributor_count() - 1)
+            benign = [*self._others(round_, need=need, submission_end=submission_end), delta]
+        return apply_behaviour(
+            kind,
+            delta,
+            seed=seed,
+            copy_from=copy_from,
+            benign=benign,
+            scale_factor=self.options.scale_factor,
+            lie_num_nodes=self.client.contributor_count() or None,
+        )
+
+    def _others(self, round_: int, *, need: int, submission_end: int) -> list[StateDict]:
+        """Other members' published deltas of this round (read from the store via the chain's submissions),
+        waiting until ``need`` are there or the submission window is about to end."""
+        from ledger.content import read_bytes
+        from ledger.updatefile import FileRejected, UpdateFile
+
+        now = int(self.client.rpc(lambda: self.client.w3.eth.get_block("pending"))["timestamp"])
+        deadline = time.monotonic() + min(self.options.copy_wait_s, max(0, submission_end - now - 3))
+        while True:
+            subs = [
+                e for e in self._events(["UpdateSubmitted"], round_) if e.args["contributor"] != self.address
+            ]
+            if len(subs) >= need or time.monotonic() >= deadline:
+                break
+            self._sleep(self.options.poll_s)
+        out: list[StateDict] = []
+        for event in sorted(subs, key=lambda e: int(e.args["index"])):
+            cid = digest_to_cid(event.args["digest"])
+            try:
+                data = read_bytes(self.store, cid, max_bytes=self.max_update_bytes)
+                with UpdateFile.from_bytes(data) as update:
+                    out.append({k: np.array(update.tensor(k)) for k in update})
+            except (FileRejected, MeshprovError) as exc:
+                self.say(f"round {round_}: cannot use {cid}: {_short(str(exc))}")
+        return out
+
+    def _privatize(self, delta: StateDict, round_: int, seed: int) -> tuple[StateDict, dict[str, Any]]:
+        from node.privacy import DPConfig, privatize
+
+        o = self.options
+        config = DPConfig(
+            clip=o.dp_clip if o.dp_clip is not None else 1.0,
+            noise_multiplier=float(o.dp_noise or 0.0),
+            delta=o.dp_delta,
+        )
+        steps = self.journal.dp_releases(o.task, round_) + 1
+        private = privatize(delta, config, seed=seed, steps=steps)
+        return private.delta, {**private.params, "steps": steps, "sample_rate": config.sample_rate}
+
+    def _file_intact(self, record: RoundRecord) -> bool:
+        from ledger.content import cid_of_file
+
+        path = Path(record.file)
+        return path.is_file() and cid_of_file(path) == record.cid
+
+    # ─── publishing ─────────────────────────────────────────────────────────────────────────────────────────
+    def _store(self, record: RoundRecord) -> RoundRecord:
+        from ledger.updatefile import WrittenFile
+
+        path = Path(record.file)
+        written = WrittenFile(path, path.stat().st_size, record.cid)
+        with self.bars.task(f"round {record.round}: upload", written.size, unit="bytes") as advance:
+            put_update(self.store, written, progress=advance)
+        record.status = "stored"
+        self.journal.save(record)
+        self.say(f"round {record.round}: update {record.cid} stored ({written.size} bytes)")
+        return record
+
+    def _submit(self, record: RoundRecord) -> Submitted:
+        from ledger.chain.errors import EnforcedPause, NotContributor
+
+        o = self.options
+        while True:
+            try:
+                if o.relay:
+                    from node.relay import submit_relayed
+
+                    if self.relay_redis is None:
+                        raise ConfigError("--relay needs a Redis connection to the relayer's queue")
+                    return submit_relayed(
+                        self.client,
+                        self.relay_redis,
+                        self.key,
+                        task=o.task,
+                        round_=record.round,
+                        cid=record.cid,
+                        num_samples=record.num_samples,
+                        poll_s=o.poll_s,
+                        sleep=self._sleep,
+                    )
+                return submit_direct(
+                    self.client,
+                    task=o.task,
+                    round_=record.round,
+                    cid=record.cid,
+                    num_samples=record.num_samples,
+                )
+            except NotContributor:
+                raise NotMember(self.address, "contributor", self.client.address) from None
+            except EnforcedPause:
+                self.say("the ledger is paused; waiting")
+                self._sleep(self.options.max_poll_s)
+
+    def _missed(self, record: RoundRecord, detail: str) -> RoundRecord:
+        record.status = "missed"
+        record.detail = detail
+        self.journal.save(record)
+        self._done.add(record.round)
+        self.say(f"round {record.round}: missed ({detail}); the update stays in {record.file}")
+        return record
+
+    def _adopt(self, record: RoundRecord | None, round_: int, index: int, num_samples: int) -> RoundRecord:
+        """The chain has this member's update for the round (an earlier run submitted it): record that."""
+        if record is None:
+            subs = [
+                e for e in self._events(["UpdateSubmitted"], round_) if e.args["contributor"] == self.address
+            ]
+            cid = digest_to_cid(subs[0].args["digest"]) if subs else ""
+            record = RoundRecord(
+                task=self.options.task, round=round_, status="submitted", file="", cid=cid, base="",
+                num_samples=num_samples,
+            )  # fmt: skip
+        record.status = "submitted"
+        record.index = index
+        self.journal.save(record)
+        return record
+
+    # ─── the verdict ────────────────────────────────────────────────────────────────────────────────────────
+    def _await_outcome(self, record: RoundRecord) -> RoundRecord:
+        task, round_ = self.options.task, record.round
+        delay = self.options.poll_s
+        announced = False
+        while self.client.round_view(task, round_).phase is not Phase.FINALIZED:
+            if not announced:
+                self.say(f"round {round_}: waiting for the validators and the aggregator")
+                announced = True
+            self._sleep(delay)
+            delay = min(delay * 1.5, self.options.max_poll_s)
+        self._verdict(record)
+        self.journal.save(record)
+        self._done.add(round_)
+        if record.status == "accepted":
+            self.say(
+                f"round {round_}: accepted; reward {tokens(record.reward or 0)} tokens, "
+                f"reputation {record.reputation}"
+            )
+        else:
+            reasons = ", ".join(record.reasons) or "no quorum of accept votes"
+            self.say(f"round {round_}: rejected ({reasons}); reputation {record.reputation}")
+        return record
+
+    def _verdict(self, record: RoundRecord) -> None:
+        """Accepted or not, why, and what it earned, from the round's VotesCast and RoundFinalized events."""
+        round_ = record.round
+        events = self._events(["VotesCast", "RoundFinalized"], round_)
+        index = record.index if record.index is not None else -1
+        reasons = vote_reasons(events, index)
+        record.reasons = sorted({reason_slug(code) for _, ok, code in reasons if not ok})
+        final = next((e for e in events if e.name == "RoundFinalized"), None)
+        if final is None:
+            record.status = "rejected"
+            record.detail = "finalization event not found"
+            return
+        accepted = index >= 0 and bool(int(final.args["acceptedBitmap"]) >> index & 1)
+        record.status = "accepted" if accepted else "rejected"
+        record.aggregate = digest_to_cid(final.args["aggregateDigest"])
+        for s in final.args["settlements"]:
+            if s["account"] == self.address and int(s["role"]) == 0:
+                record.reward = int(s["reward"])
+                record.reputation = int(s["reputation"])
+        self._from_block = max(self._from_block, final.block_number - 1)
+
+    def _events(self, names: Sequence[str], round_: int) -> list[LedgerEvent]:
+        task = self.options.task
+        return [
+            e
+            for e in self.client.events(self._from_block, names=names)
+            if int(e.args["taskId"]) == task and int(e.args["round"]) == round_
+        ]
+
+    # ─── waiting and faults ─────────────────────────────────────────────────────────────────────────────────
+    def _wait_new_round(self, round_: int) -> None:
+        delay = self.options.poll_s
+        while self.client.current_round(self.options.task) <= round_:
+            self._sleep(delay)
+            delay = min(delay * 1.5, self.options.max_poll_s)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopped
+
+    def _resilient(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn``; while the chain (or the store) is unreachable, wait with backoff, reconnect, run it again."""
+        from ledger.chain.sender import TxTimeout
+
+        delay = self.options.poll_s
+        down_since: float | None = None
+        while True:
+            try:
+                result = fn()
+            except (ServiceUnavailable, TxTimeout) as exc:
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                    what = _short(str(exc))
+                    self.say(f"{what}; waiting and retrying (the update files are kept)")
+                limit = self.options.outage_max_s
+                if limit is not None and now - down_since > limit:
+                    raise
+                self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._reconnect()
+                continue
+            if down_since is not None:
+                self.say(f"reconnected after {time.monotonic() - down_since:.1f} s")
+            return result
+
+    def _reconnect(self) -> None:
+        """After an outage: forget cached nonces; refuse a chain that came back without the ledger."""
+        if self.client.sender is not None:
+            self.client.sender.resync()
+        deployment = self.client.deployment
+        if deployment is not None:
+            with contextlib.suppress(ServiceUnavailable):  # still down: the caller waits again
+                self.client.check_chain(deployment.chain_id)
+
+
+def vote_reasons(events: Sequence[LedgerEvent], index: int) -> list[tuple[str, bool, int]]:
+    """Every validator's verdict on update ``index``: (validator, accepted, reason code), in event order."""
+    out = []
+    for e in events:
+        if e.name != "VotesCast" or index < 0:
+            continue
+        voted = int(e.args["indexes"])
+        if not voted >> index & 1:
+            continue
+        position = sum(1 for i in bits(voted) if i < index)
+        reasons: bytes = e.args["reasons"]
+        out.append(
+            (str(e.args["validator"]), bool(int(e.args["accepts"]) >> index & 1), int(reasons[position]))
+        )
+    return out
+
+
+def reason_slug(code: int) -> str:
+    """The slug of a reason code (`norm-outlier`), or the number for a code this version does not know."""
+    try:
+        return Reason(code).slug
+    except ValueError:
+        return str(code)
+
+
+def load_dataset(options: NodeOptions) -> Dataset:
+    """The member's training data: the ``--data`` hook's dataset, or shard ``shard`` of ``shards`` of digits."""
+    if options.data_hook:
+        import importlib
+
+        from node.data import Dataset
+
+        module_name, _, attr = options.data_hook.partition(":")
+        try:
+            hook = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load the data hook {options.data_hook!r}: {exc}", hint="give MODULE:FUNCTION"
+            ) from None
+        data = hook()
+        if not isinstance(data, Dataset):
+            raise ConfigError(
+                f"the data hook {options.data_hook!r} returned {type(data).__name__}, not node.data.Dataset"
+            )
+        return data
+    from node.data import make_federation
+
+    return make_federation(options.shards, options.alpha, options.seed).node_data(options.shard)
+
+
+def summarise(records: Sequence[RoundRecord]) -> Mapping[str, int]:
+    """Counts of the records' statuses."""
+    out: dict[str, int] = {}
+    for r in records:
+        out[r.status] = out.get(r.status, 0) + 1
+    return out
