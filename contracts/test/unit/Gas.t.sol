@@ -4,9 +4,10 @@ pragma solidity 0.8.30;
 import {IMeshLedger} from "../../src/interfaces/IMeshLedger.sol";
 import {Fixture} from "../utils/Fixture.sol";
 
-/// @notice The four operations of the gas targets on a 16-update round with 3 validators, first round and
-/// steady state (round 2: every slot already written once). The snapshot (.gas-snapshot) tracks them;
-/// benchmarks/gas.py measures the same on a real anvil, with the transaction's intrinsic and calldata gas.
+/// @notice The four operations of the gas targets on a 16-update round with 3 validators, in a task's first round
+/// and in its second (steady state), for the snapshot (.gas-snapshot) so that gas changes show in review. A forge
+/// test is a single transaction, so slots the setup part touched are warm and intrinsic gas is not counted: these
+/// figures track changes; benchmarks/gas.py measures what transactions really pay, on anvil.
 contract GasTest is Fixture {
     function setUp() public override {
         _deploy(16, 3);

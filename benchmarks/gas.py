@@ -1,0 +1,335 @@
+"""Gas of the ledger's four hot operations on a 16-update round, measured on a real anvil.
+
+Deploys MeshToken + MeshLedger from the exported artifacts (``ledger/artifacts``) on an embedded anvil, with 16
+contributors, 3 validators (quorum 2) and an aggregator, and reads ``gasUsed`` from the receipts:
+
+* ``submit_update`` — one direct ``submitUpdate`` (the median of the round's 16; the last one, which also closes
+  submissions, is reported as ``submit_update_closing``);
+* ``relayed_submit_per_update_16`` — one ``submitUpdatesFor`` of 16 EIP-712-signed submissions, divided by 16;
+* ``votes_round_16`` — one validator's ``voteBatch`` on all 16 updates;
+* ``finalize_round_16`` — ``finalizeRound`` of the 16 (3 validators settled, 19 rewards minted).
+
+Each is measured twice: in a task's **first round** (the round's storage slots and the members' token balances
+are written for the first time: a zero-to-nonzero store costs 22,100 gas, a later one 5,000) and in its **second
+round** (steady state, what a running consortium pays every round). The top-level numbers of ``--json`` are the
+steady state; ``first_round`` holds the others. The baseline, measured in the same run, is a naive registry that
+stores each update's CIDv0 as a string (what the issue's "about 86,000 gas" refers to).
+
+    python benchmarks/gas.py            # a table
+    python benchmarks/gas.py --json     # JSON on stdout (the table goes to stderr)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "submit_update": 75_000,
+    "relayed_submit_per_update_16": 50_000,
+    "votes_round_16": 80_000,
+    "finalize_round_16": 400_000,
+}
+N_UPDATES = 16
+N_VALIDATORS = 3
+QUORUM = 2
+BUDGET = 1_000 * 10**18
+
+NAIVE_SOURCE = """
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+/// The design the ledger avoids: every update's CIDv0 kept as a string in storage.
+contract NaiveRegistry {
+    struct Update { address contributor; uint64 numSamples; string cid; }
+    mapping(uint256 => mapping(uint256 => Update[])) public updates;
+    event UpdateSubmitted(uint256 indexed taskId, uint256 indexed round, address indexed contributor, string cid, uint64 numSamples);
+    function submit(uint256 taskId, uint256 round, string calldata cid, uint64 numSamples) external {
+        updates[taskId][round].push(Update(msg.sender, numSamples, cid));
+        emit UpdateSubmitted(taskId, round, msg.sender, cid, numSamples);
+    }
+}
+"""
+
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def cid_v0(digest: bytes) -> str:
+    n = int.from_bytes(b"\x12\x20" + digest, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = B58[r] + out
+    return out
+
+
+def digest_of(*parts: object) -> bytes:
+    return hashlib.sha256(json.dumps(parts).encode()).digest()
+
+
+class Bench:
+    def __init__(self, rpc_url: str) -> None:
+        from eth_account import Account
+        from web3 import HTTPProvider, Web3
+
+        from ledger.chain.artifacts import load_artifact
+        from ledger.devservices import dev_accounts
+        from ledger.settings import Settings
+
+        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+        keys = dev_accounts(Settings().anvil_mnemonic, 10)
+        self.admin = keys[0][0]
+        self.aggregator = keys[1][0]
+        self.relayer = keys[2][0]
+        self.validators = [address for address, _ in keys[3 : 3 + N_VALIDATORS]]
+        self.contributors = [
+            Account.from_key(hashlib.sha256(f"meshprov gas contributor {i}".encode()).digest())
+            for i in range(N_UPDATES)
+        ]
+        token_art, ledger_art = load_artifact("MeshToken"), load_artifact("MeshLedger")
+        token_factory = self.w3.eth.contract(abi=token_art.abi, bytecode=token_art.bytecode)
+        self.token = self.w3.eth.contract(
+            address=self._send(token_factory.constructor(), self.admin)["contractAddress"], abi=token_art.abi
+        )
+        ledger_factory = self.w3.eth.contract(abi=ledger_art.abi, bytecode=ledger_art.bytecode)
+        receipt = self._send(ledger_factory.constructor(self.admin, self.token.address), self.admin)
+        self.ledger = self.w3.eth.contract(address=receipt["contractAddress"], abi=ledger_art.abi)
+        self._send(self.token.functions.setMinter(self.ledger.address), self.admin)
+        roles = self.ledger.functions
+        self._send(roles.grantRole(roles.AGGREGATOR_ROLE().call(), self.aggregator), self.admin)
+        for v in self.validators:
+            self._send(roles.grantRole(roles.VALIDATOR_ROLE().call(), v), self.admin)
+        for c in self.contributors:
+            self._send(roles.grantRole(roles.CONTRIBUTOR_ROLE().call(), c.address), self.admin)
+            self.w3.eth.send_transaction({"from": self.admin, "to": c.address, "value": 10**18})
+        _, name, version, chain_id, verifying, _, _ = self.ledger.functions.eip712Domain().call()
+        self.domain = {"name": name, "version": version, "chainId": chain_id, "verifyingContract": verifying}
+
+    # ─── plumbing ───
+    def _send(self, fn: Any, sender: str) -> Any:
+        receipt = self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender}), timeout=60)
+        if receipt["status"] != 1:
+            raise RuntimeError(f"transaction reverted: {fn}")
+        return receipt
+
+    def _send_signed(self, fn: Any, account: Any) -> Any:
+        tx = fn.build_transaction(
+            {"from": account.address, "nonce": self.w3.eth.get_transaction_count(account.address)}
+        )
+        signed = account.sign_transaction(tx)
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            self.w3.eth.send_raw_transaction(signed.raw_transaction), timeout=60
+        )
+        if receipt["status"] != 1:
+            raise RuntimeError("transaction reverted")
+        return receipt
+
+    def create_task(self) -> int:
+        params = (digest_of("spec"), digest_of("genesis"), 0, 0, QUORUM, 3600, 1800, BUDGET)
+        from web3.logs import DISCARD
+
+        receipt = self._send(self.ledger.functions.createTask(params), self.admin)
+        logs = self.ledger.events.TaskCreated().process_receipt(receipt, errors=DISCARD)
+        return int(logs[0]["args"]["taskId"])
+
+    def _signed(
+        self, account: Any, task_id: int, round_: int, digest: bytes, samples: int
+    ) -> tuple[Any, ...]:
+        from eth_account import Account
+        from eth_account.messages import encode_typed_data
+
+        nonce = self.ledger.functions.nonces(account.address).call()
+        deadline = self.w3.eth.get_block("latest")["timestamp"] + 3600
+        message = {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Submission": [
+                    {"name": "taskId", "type": "uint256"},
+                    {"name": "round", "type": "uint32"},
+                    {"name": "digest", "type": "bytes32"},
+                    {"name": "numSamples", "type": "uint64"},
+                    {"name": "nonce", "type": "uint64"},
+                    {"name": "deadline", "type": "uint64"},
+                ],
+            },
+            "primaryType": "Submission",
+            "domain": self.domain,
+            "message": {
+                "taskId": task_id,
+                "round": round_,
+                "digest": digest,
+                "numSamples": samples,
+                "nonce": nonce,
+                "deadline": deadline,
+            },
+        }
+        sig = Account.sign_message(encode_typed_data(full_message=message), account.key)
+        return (
+            account.address,
+            digest,
+            samples,
+            nonce,
+            deadline,
+            sig.v,
+            sig.r.to_bytes(32, "big"),
+            sig.s.to_bytes(32, "big"),
+        )
+
+    # ─── one round ───
+    def relayed_round(self, task_id: int) -> dict[str, int]:
+        """Every contributor's update relayed in one batch, every validator votes, the aggregator finalizes."""
+        round_ = self.ledger.functions.currentRound(task_id).call()
+        subs = [
+            self._signed(c, task_id, round_, digest_of(task_id, round_, i), 1_000 + i)
+            for i, c in enumerate(self.contributors)
+        ]
+        batch = self._send(self.ledger.functions.submitUpdatesFor(task_id, round_, subs), self.relayer)
+        out = {"relayed_submit_per_update_16": round(batch["gasUsed"] / N_UPDATES)}
+        out.update(self._vote_and_finalize(task_id, round_))
+        return out
+
+    def direct_round(self, task_id: int) -> dict[str, int]:
+        """Every contributor submits its own update; then votes and finalization (not reported here)."""
+        round_ = self.ledger.functions.currentRound(task_id).call()
+        gas = []
+        for i, c in enumerate(self.contributors):
+            fn = self.ledger.functions.submitUpdate(
+                task_id, round_, digest_of("direct", task_id, round_, i), 500 + i
+            )
+            gas.append(int(self._send_signed(fn, c)["gasUsed"]))
+        self._vote_and_finalize(task_id, round_)
+        return {"submit_update": int(statistics.median(gas[:-1])), "submit_update_closing": gas[-1]}
+
+    def _vote_and_finalize(self, task_id: int, round_: int) -> dict[str, int]:
+        everything = (1 << N_UPDATES) - 1
+        votes = [
+            int(
+                self._send(
+                    self.ledger.functions.voteBatch(
+                        task_id, round_, everything, everything, bytes(N_UPDATES)
+                    ),
+                    v,
+                )["gasUsed"]
+            )
+            for v in self.validators
+        ]
+        final = self._send(
+            self.ledger.functions.finalizeRound(
+                task_id, round_, digest_of("aggregate", task_id, round_), everything
+            ),
+            self.aggregator,
+        )
+        return {"votes_round_16": max(votes), "finalize_round_16": int(final["gasUsed"])}
+
+    def naive_baseline(self) -> int:
+        """Median gas of a submit to a registry that stores the CIDv0 string (compiled here with the wrapper)."""
+        import solcx
+
+        from ledger.toolchain import solc_wrapper
+
+        out = solcx.compile_standard(
+            {
+                "language": "Solidity",
+                "sources": {"NaiveRegistry.sol": {"content": NAIVE_SOURCE}},
+                "settings": {
+                    "optimizer": {"enabled": True, "runs": 1000},
+                    "evmVersion": "cancun",
+                    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
+                },
+            },
+            solc_binary=str(solc_wrapper()),
+        )
+        item = out["contracts"]["NaiveRegistry.sol"]["NaiveRegistry"]
+        factory = self.w3.eth.contract(abi=item["abi"], bytecode="0x" + item["evm"]["bytecode"]["object"])
+        naive = self.w3.eth.contract(
+            address=self._send(factory.constructor(), self.admin)["contractAddress"], abi=item["abi"]
+        )
+        gas = [
+            int(
+                self._send_signed(naive.functions.submit(1, 1, cid_v0(digest_of("naive", i)), 1_000 + i), c)[
+                    "gasUsed"
+                ]
+            )
+            for i, c in enumerate(self.contributors)
+        ]
+        return int(statistics.median(gas))
+
+
+def run() -> dict[str, Any]:
+    from ledger.devservices import AnvilProcess
+
+    with tempfile.TemporaryDirectory(prefix="meshprov-gas-") as tmp, AnvilProcess.start(Path(tmp)) as anvil:
+        bench = Bench(anvil.rpc_url)
+        relayed_task, direct_task = bench.create_task(), bench.create_task()
+        first = bench.relayed_round(relayed_task)
+        steady = bench.relayed_round(relayed_task)
+        first.update(bench.direct_round(direct_task))
+        steady.update(bench.direct_round(direct_task))
+        baseline = bench.naive_baseline()
+    metrics = list(TARGETS)
+    return {
+        **{m: steady[m] for m in metrics},
+        "regime": "steady_state (a task's second round; first_round has the first)",
+        "steady_state": steady,
+        "first_round": first,
+        "targets": TARGETS,
+        "meets_target": {
+            "steady_state": {m: steady[m] <= TARGETS[m] for m in metrics},
+            "first_round": {m: first[m] <= TARGETS[m] for m in metrics},
+        },
+        "baseline": {"naive_cid_string_submit": baseline},
+        "setup": {
+            "updates": N_UPDATES,
+            "validators": N_VALIDATORS,
+            "quorum": QUORUM,
+            "rewards_minted_to": 19,
+        },
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [f"{'operation':<30} {'first round':>12} {'steady':>10} {'target':>10}  verdict"]
+    for m, target in TARGETS.items():
+        first, steady = result["first_round"][m], result["steady_state"][m]
+        verdict = (
+            "meets" if first <= target else ("meets in steady state only" if steady <= target else "MISSES")
+        )
+        rows.append(f"{m:<30} {first:>12,} {steady:>10,} {target:>10,}  {verdict}")
+    rows.append(
+        f"{'submit_update_closing':<30} {result['first_round']['submit_update_closing']:>12,} "
+        f"{result['steady_state']['submit_update_closing']:>10,} {'':>10}  (the submit that closes the round)"
+    )
+    base = result["baseline"]["naive_cid_string_submit"]
+    ours = result["steady_state"]["submit_update"]
+    rows.append(
+        f"baseline: naive registry storing the CIDv0 string: {base:,} gas per submit "
+        f"(submit_update uses {ours / base:.0%} of it)"
+    )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout (the table goes to stderr)")
+    args = parser.parse_args(argv)
+    result = run()
+    if args.json:
+        print(table(result), file=sys.stderr)
+        print(json.dumps(result, indent=2))
+    else:
+        print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The compiled contracts shipped inside the package (``ledger/artifacts/*.json``, written by ``ledger.chain.build``).
+
+Loading needs no compiler and no source checkout: the JSON files are package data, read through
+:mod:`importlib.resources`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from ledger.errors import ConfigError
+
+KNOWN = ("MeshLedger", "MeshToken")
+
+
+class ArtifactUnavailable(ConfigError):
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        super().__init__(
+            f"the compiled contract {name} is unavailable: {problem}",
+            hint="rebuild the artifacts with `make contracts` (python -m ledger.chain.build)",
+        )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One compiled contract: what web3 needs to deploy and call it, and what pins it to its sources."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: str
+    deployed_bytecode: str
+    sources_hash: str
+    compiler_version: str
+
+    def abi_entries(self, kind: str) -> list[dict[str, Any]]:
+        """The ABI entries of one kind: ``function``, ``event``, ``error``, ``constructor``."""
+        return [entry for entry in self.abi if entry.get("type") == kind]
+
+
+@cache
+def load_artifact(name: str) -> Artifact:
+    """The artifact of ``name`` (one of :data:`KNOWN`)."""
+    if name not in KNOWN:
+        raise ArtifactUnavailable(name, f"unknown contract (known: {', '.join(KNOWN)})")
+    try:
+        text = resources.files("ledger").joinpath("artifacts", f"{name}.json").read_text(encoding="utf-8")
+        data = json.loads(text)
+        return Artifact(
+            name=name,
+            abi=list(data["abi"]),
+            bytecode=str(data["bytecode"]),
+            deployed_bytecode=str(data["deployedBytecode"]),
+            sources_hash=str(data["sourcesHash"]),
+            compiler_version=str(data["compiler"]["version"]),
+        )
+    except FileNotFoundError:
+        raise ArtifactUnavailable(name, "the file is missing") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactUnavailable(name, f"the file does not parse ({exc})") from None

@@ -1,0 +1,240 @@
+"""Deploy MeshToken + MeshLedger for a consortium and record the deployment (``meshprov chain deploy``).
+
+:func:`deploy` sends, signed with the deployer's key and one at a time (each receipt waited for and checked):
+the token, the ledger, ``setMinter(ledger)``, a ``grantRole`` per member, ``createTask``; and when the deployer is
+not the consortium's admin, it hands the admin role over (grant to the admin, renounce its own) so that the
+deployer keeps no power. The result is a :class:`DeploymentRecord`, written as ``<data_dir>/deployment.json``:
+the chain id, both addresses, the block the ledger was deployed in (where an event index starts), the task id,
+the transactions, the artifacts' source hashes and the consortium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ledger.chain.artifacts import load_artifact
+from ledger.chain.consortium import Consortium
+from ledger.errors import ConfigError, MeshprovError, NotFound, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from web3 import Web3
+    from web3.types import TxReceipt
+
+RECORD_FORMAT = 1
+DEFAULT_ADMIN_ROLE = b"\x00" * 32
+
+
+class DeployFailed(MeshprovError):
+    def __init__(self, step: str, reason: str, tx_hash: str | None = None) -> None:
+        self.step = step
+        self.reason = reason
+        self.tx_hash = tx_hash
+        where = f" (transaction {tx_hash})" if tx_hash else ""
+        super().__init__(
+            f"deployment failed at {step}{where}: {reason}",
+            hint="nothing after this step was sent; fix the cause and deploy again (a new pair of contracts)",
+        )
+
+
+class RecordUnreadable(ConfigError):
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(f"the deployment record {path} is unusable: {problem}", hint="redeploy with --force")
+
+
+class RecordMissing(NotFound):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"no deployment record at {path}", hint="deploy with `meshprov chain deploy --consortium FILE`"
+        )
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """Where the consortium's contracts live; what clients, workers and the index start from."""
+
+    chain_id: int
+    ledger: str
+    token: str
+    deploy_block: int
+    task_id: int
+    deployer: str
+    consortium: dict[str, Any]
+    transactions: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": RECORD_FORMAT,
+            "chain_id": self.chain_id,
+            "ledger": self.ledger,
+            "token": self.token,
+            "deploy_block": self.deploy_block,
+            "task_id": self.task_id,
+            "deployer": self.deployer,
+            "consortium": self.consortium,
+            "transactions": self.transactions,
+            "artifacts": self.artifacts,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, path: Path) -> DeploymentRecord:
+        if not isinstance(data, dict):
+            raise RecordUnreadable(path, "not a JSON object")
+        try:
+            return cls(
+                chain_id=int(data["chain_id"]),
+                ledger=str(data["ledger"]),
+                token=str(data["token"]),
+                deploy_block=int(data["deploy_block"]),
+                task_id=int(data["task_id"]),
+                deployer=str(data.get("deployer", "")),
+                consortium=dict(data.get("consortium") or {}),
+                transactions=dict(data.get("transactions") or {}),
+                artifacts=dict(data.get("artifacts") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordUnreadable(path, f"missing or malformed field {exc}") from None
+
+    @classmethod
+    def read(cls, path: Path) -> DeploymentRecord:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RecordMissing(path) from None
+        except (OSError, ValueError) as exc:
+            raise RecordUnreadable(path, str(exc)) from None
+        return cls.from_json(data, path)
+
+    def write(self, path: Path) -> None:
+        """Write atomically: a reader sees the old record or the new one, never half of one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+
+class _Deployer:
+    """Sends the deployment's transactions from one key: local nonces, signed locally, receipts checked."""
+
+    def __init__(self, w3: Web3, key: str, timeout: float, log: Callable[[str], None]) -> None:
+        from eth_account import Account
+
+        self.w3 = w3
+        self.account = Account.from_key(key)
+        self.timeout = timeout
+        self.log = log
+        self.nonce = self._rpc(
+            "read the deployer's nonce", lambda: w3.eth.get_transaction_count(self.account.address, "pending")
+        )
+        self.transactions: dict[str, str] = {}
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def _rpc(self, step: str, thunk: Callable[[], Any]) -> Any:
+        from web3.exceptions import Web3RPCError
+
+        try:
+            return thunk()
+        except OSError as exc:  # requests' connection errors are OSErrors
+            endpoint = str(getattr(self.w3.provider, "endpoint_uri", "") or "the chain")
+            raise ServiceUnavailable("chain RPC", endpoint, str(exc) or type(exc).__name__) from None
+        except Web3RPCError as exc:  # the node refused: insufficient funds, nonce too low, …
+            raise DeployFailed(step, str(exc.message or exc)) from None
+
+    def send(self, step: str, fn: Any) -> TxReceipt:
+        """Build, sign and send ``fn`` (a contract function or constructor call); wait for a successful receipt."""
+        from web3.exceptions import ContractLogicError, TimeExhausted
+
+        try:
+            tx = self._rpc(step, lambda: fn.build_transaction({"from": self.address, "nonce": self.nonce}))
+        except ContractLogicError as exc:
+            raise DeployFailed(step, f"the call would revert: {exc.message or exc}") from None
+        signed = self.account.sign_transaction(tx)
+        tx_hash = self._rpc(step, lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        hex_hash = "0x" + bytes(tx_hash).hex()
+        self.nonce += 1
+        try:
+            receipt = self._rpc(
+                step, lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout)
+            )
+        except TimeExhausted:
+            raise DeployFailed(step, f"no receipt within {self.timeout:g} s", hex_hash) from None
+        if receipt["status"] != 1:
+            raise DeployFailed(step, "the transaction reverted", hex_hash)
+        self.transactions[step] = hex_hash
+        self.log(f"{step}: block {receipt['blockNumber']}, gas {receipt['gasUsed']:,}")
+        return receipt  # type: ignore[no-any-return]
+
+
+def deploy(
+    w3: Web3,
+    key: str,
+    consortium: Consortium,
+    *,
+    timeout: float = 60.0,
+    log: Callable[[str], None] = lambda _message: None,
+) -> DeploymentRecord:
+    """Deploy token and ledger for ``consortium`` from ``key``'s account; see the module docstring."""
+    from web3.logs import DISCARD
+
+    token_art, ledger_art = load_artifact("MeshToken"), load_artifact("MeshLedger")
+    tx = _Deployer(w3, key, timeout, log)
+    chain_id = int(tx._rpc("read the chain id", lambda: w3.eth.chain_id))
+    handover = tx.address != consortium.admin
+
+    token_factory = w3.eth.contract(abi=token_art.abi, bytecode=token_art.bytecode)
+    token_address = tx.send("deploy MeshToken", token_factory.constructor())["contractAddress"]
+    token = w3.eth.contract(address=token_address, abi=token_art.abi)
+
+    ledger_factory = w3.eth.contract(abi=ledger_art.abi, bytecode=ledger_art.bytecode)
+    # The deployer administers the ledger while it sets it up; with a different admin it hands over at the end.
+    receipt = tx.send("deploy MeshLedger", ledger_factory.constructor(tx.address, token_address))
+    ledger = w3.eth.contract(address=receipt["contractAddress"], abi=ledger_art.abi)
+    deploy_block = int(receipt["blockNumber"])
+
+    tx.send("set the ledger as minter", token.functions.setMinter(ledger.address))
+    roles = {
+        "aggregator": w3.keccak(text="AGGREGATOR_ROLE"),
+        "validator": w3.keccak(text="VALIDATOR_ROLE"),
+        "contributor": w3.keccak(text="CONTRIBUTOR_ROLE"),
+    }
+    members = (
+        [("aggregator", a) for a in consortium.aggregators]
+        + [("validator", v) for v in consortium.validators]
+        + [("contributor", c) for c in consortium.contributors]
+    )
+    for role, member in members:
+        tx.send(f"grant {role} {member}", ledger.functions.grantRole(roles[role], member))
+    receipt = tx.send("create the task", ledger.functions.createTask(consortium.task.to_abi()))
+    created = ledger.events.TaskCreated().process_receipt(receipt, errors=DISCARD)
+    task_id = int(created[0]["args"]["taskId"])
+    if handover:
+        tx.send(
+            f"grant admin {consortium.admin}",
+            ledger.functions.grantRole(DEFAULT_ADMIN_ROLE, consortium.admin),
+        )
+        tx.send(
+            "renounce the deployer's admin role",
+            ledger.functions.renounceRole(DEFAULT_ADMIN_ROLE, tx.address),
+        )
+
+    return DeploymentRecord(
+        chain_id=chain_id,
+        ledger=str(ledger.address),
+        token=str(token_address),
+        deploy_block=deploy_block,
+        task_id=task_id,
+        deployer=tx.address,
+        consortium=consortium.to_json(),
+        transactions=tx.transactions,
+        artifacts={a.name: a.sources_hash for a in (ledger_art, token_art)},
+    )

@@ -1,0 +1,165 @@
+"""`meshprov chain deploy | status`: deploy the contracts for a consortium, and show the deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ledger.cli.output import JsonFlag, emit, info, want_json
+from ledger.cli.state import settings as load
+from ledger.errors import ConfigError, Mismatch, NotFound
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from web3 import Web3
+
+    from ledger.settings import Settings
+
+app = typer.Typer(no_args_is_help=True)
+
+PHASES = ("none", "open", "voting", "closed", "finalized")
+
+
+class ChainIdChanged(Mismatch):
+    def __init__(self, expected: int, actual: int, endpoint: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"the chain at {endpoint} has chain id {actual}, but the deployment record says {expected}",
+            hint="point MESHPROV_CHAIN_RPC_URL at the deployment's chain, or redeploy there",
+        )
+
+
+class ContractGone(NotFound):
+    def __init__(self, name: str, address: str, endpoint: str) -> None:
+        self.name = name
+        self.address = address
+        super().__init__(
+            f"there is no {name} contract at {address} on the chain at {endpoint}",
+            hint="the chain was reset or the record is for another chain: redeploy with `meshprov chain deploy`",
+        )
+
+
+def _web3(url: str, timeout: float) -> Web3:
+    from web3 import HTTPProvider, Web3
+
+    return Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+
+
+def _deployer_key(s: Settings) -> str:
+    key = s.signing_key()
+    if key:
+        return key
+    if s.chain_rpc_url is None:
+        # The embedded dev chain: its first funded account (public development keys) deploys.
+        from ledger.devservices import dev_accounts
+
+        return dev_accounts(s.anvil_mnemonic, 1)[0][1]
+    raise ConfigError(
+        "no key to deploy with on the configured chain",
+        hint="set MESHPROV_PRIVATE_KEY_FILE to the deployer's (normally the admin's) key",
+    )
+
+
+@app.command()
+def deploy(
+    consortium: Annotated[
+        Path,
+        typer.Option("--consortium", help="Consortium TOML: admin, members by role, [task].", exists=False),
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Deploy anew even though a deployment record exists.")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Deploy MeshToken and MeshLedger, grant the consortium's roles, create its task, write the record."""
+    from ledger.chain.consortium import load_consortium
+    from ledger.chain.deploy import deploy as deploy_contracts
+    from ledger.devservices import ensure_chain
+
+    s = load()
+    members = load_consortium(consortium)
+    record_path = s.resolved_deployment_file
+    if record_path.exists() and not force:
+        raise ConfigError(
+            f"a deployment record already exists at {record_path}",
+            hint="`meshprov chain status` shows it; pass --force to deploy a new pair of contracts",
+        )
+    key = _deployer_key(s)
+    url = ensure_chain(s)
+    w3 = _web3(url, s.tx_timeout_s)
+    if s.chain_id is not None and int(w3.eth.chain_id) != s.chain_id:
+        raise ChainIdChanged(s.chain_id, int(w3.eth.chain_id), url)
+    info(
+        f"deploying to {url} for {len(members.contributors)} contributors, {len(members.validators)} validators"
+    )
+    record = deploy_contracts(w3, key, members, timeout=s.tx_timeout_s, log=info)
+    record.write(record_path)
+    data = {**record.to_json(), "record": str(record_path), "rpc_url": url}
+
+    def human(console: Console) -> None:
+        console.print(f"ledger   {record.ledger}")
+        console.print(f"token    {record.token}")
+        console.print(f"chain    {record.chain_id}, from block {record.deploy_block}")
+        console.print(f"task     {record.task_id} (round 1 open)")
+        info(f"record written to {record_path}")
+
+    emit(data, json_mode=want_json(json_output), human=human)
+
+
+@app.command()
+def status(json_output: JsonFlag = False) -> None:
+    """Show the deployment: chain, addresses (checked to hold code), the task's round and its phase."""
+    from ledger.chain.artifacts import load_artifact
+    from ledger.chain.deploy import DeploymentRecord
+    from ledger.devservices import ensure_chain
+
+    s = load()
+    record_path = s.resolved_deployment_file
+    record = DeploymentRecord.read(record_path)
+    url = ensure_chain(s)
+    w3 = _web3(url, s.tx_timeout_s)
+    chain_id = int(w3.eth.chain_id)
+    if chain_id != record.chain_id:
+        raise ChainIdChanged(record.chain_id, chain_id, url)
+    for name, address in (("MeshLedger", record.ledger), ("MeshToken", record.token)):
+        if not w3.eth.get_code(w3.to_checksum_address(address)):
+            raise ContractGone(name, address, url)
+    ledger = w3.eth.contract(
+        address=w3.to_checksum_address(record.ledger), abi=load_artifact("MeshLedger").abi
+    )
+    round_ = int(ledger.functions.currentRound(record.task_id).call())
+    view = ledger.functions.roundView(record.task_id, round_).call()
+    data: dict[str, Any] = {
+        "record": str(record_path),
+        "rpc_url": url,
+        "chain_id": chain_id,
+        "ledger": record.ledger,
+        "token": record.token,
+        "deploy_block": record.deploy_block,
+        "latest_block": int(w3.eth.block_number),
+        "task_id": record.task_id,
+        "round": round_,
+        "phase": PHASES[int(view[0])],
+        "submissions": int(view[6]),
+        "submission_end": int(view[4]),
+        "vote_end": int(view[5]),
+        "finalizable": bool(view[7]),
+        "paused": bool(ledger.functions.paused().call()),
+    }
+
+    def human(console: Console) -> None:
+        console.print(
+            f"chain    {chain_id} at {url} (block {data['latest_block']}, deployed at {record.deploy_block})"
+        )
+        console.print(f"ledger   {record.ledger}")
+        console.print(f"token    {record.token}")
+        paused = "  [bold red]PAUSED[/]" if data["paused"] else ""
+        console.print(
+            f"task {record.task_id}  round {round_}  {data['phase']}, {data['submissions']} submissions"
+            f"{', finalizable' if data['finalizable'] else ''}{paused}"
+        )
+
+    emit(data, json_mode=want_json(json_output), human=human)

@@ -1,0 +1,119 @@
+"""Deploying token + ledger for a consortium on a real anvil, and the deployment record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.chain.artifacts import load_artifact
+from ledger.chain.consortium import Consortium, TaskConfig
+from ledger.chain.deploy import DeployFailed, DeploymentRecord, RecordMissing, RecordUnreadable, deploy
+
+pytestmark = pytest.mark.anvil
+
+ADMIN_ROLE = b"\x00" * 32
+
+
+def consortium(keys: list[tuple[str, str]], *, admin: int = 0) -> Consortium:
+    return Consortium(
+        admin=keys[admin][0],
+        aggregators=(keys[1][0],),
+        validators=tuple(a for a, _ in keys[2:5]),
+        contributors=tuple(a for a, _ in keys[5:8]),
+        task=TaskConfig(
+            spec_digest=hashlib.sha256(b"spec").digest(),
+            genesis_digest=hashlib.sha256(b"genesis").digest(),
+            rule=1,
+            rule_param=(2_500 << 16) | 1_000,
+            quorum=2,
+            submission_window_s=600,
+            vote_window_s=300,
+            reward_per_round=10**21,
+        ),
+    )
+
+
+def contracts(w3: Any, record: DeploymentRecord) -> tuple[Any, Any]:
+    ledger = w3.eth.contract(address=record.ledger, abi=load_artifact("MeshLedger").abi)
+    token = w3.eth.contract(address=record.token, abi=load_artifact("MeshToken").abi)
+    return ledger, token
+
+
+def test_deploy_grants_roles_creates_the_task_and_names_the_minter(
+    w3: Any, dev_keys: list[tuple[str, str]]
+) -> None:
+    c = consortium(dev_keys)
+    logged: list[str] = []
+    record = deploy(w3, dev_keys[0][1], c, log=logged.append)
+    ledger, token = contracts(w3, record)
+
+    assert record.chain_id == w3.eth.chain_id
+    assert record.task_id == 1
+    assert record.deployer == dev_keys[0][0]
+    assert w3.eth.get_code(record.ledger)
+    assert w3.eth.get_code(record.token)
+    assert token.functions.minter().call() == record.ledger
+    assert ledger.functions.token().call() == record.token
+    roles = ledger.functions
+    assert roles.hasRole(ADMIN_ROLE, c.admin).call()
+    assert roles.hasRole(roles.AGGREGATOR_ROLE().call(), c.aggregators[0]).call()
+    assert all(roles.hasRole(roles.VALIDATOR_ROLE().call(), v).call() for v in c.validators)
+    assert all(roles.hasRole(roles.CONTRIBUTOR_ROLE().call(), a).call() for a in c.contributors)
+    assert roles.validators().call() == list(c.validators)
+    params, current_round = ledger.functions.task(1).call()
+    assert tuple(params) == c.task.to_abi()
+    assert current_round == 1
+    # The index starts at the ledger's deployment block: the constructor's RoleGranted is in it.
+    assert w3.eth.get_block(record.deploy_block)["transactions"]
+    assert ledger.events.RoleGranted().get_logs(from_block=record.deploy_block, to_block=record.deploy_block)
+    assert set(record.transactions) >= {"deploy MeshToken", "deploy MeshLedger", "create the task"}
+    assert record.artifacts == {
+        "MeshLedger": load_artifact("MeshLedger").sources_hash,
+        "MeshToken": load_artifact("MeshToken").sources_hash,
+    }
+    assert any(line.startswith("deploy MeshLedger: block") for line in logged)
+
+
+def test_deployer_other_than_admin_hands_the_admin_role_over(
+    w3: Any, dev_keys: list[tuple[str, str]]
+) -> None:
+    c = consortium(dev_keys, admin=9)
+    record = deploy(w3, dev_keys[0][1], c)
+    ledger, _ = contracts(w3, record)
+    assert ledger.functions.hasRole(ADMIN_ROLE, dev_keys[9][0]).call()
+    assert not ledger.functions.hasRole(ADMIN_ROLE, dev_keys[0][0]).call()
+    assert "renounce the deployer's admin role" in record.transactions
+
+
+def test_deploy_without_funds_fails_at_the_first_step(w3: Any, dev_keys: list[tuple[str, str]]) -> None:
+    poor_key = "0x" + hashlib.sha256(b"an account with no ether").hexdigest()
+    with pytest.raises(DeployFailed) as info:
+        deploy(w3, poor_key, consortium(dev_keys))
+    assert info.value.step == "deploy MeshToken"
+
+
+def test_record_round_trips_through_its_file(
+    w3: Any, dev_keys: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    record = deploy(w3, dev_keys[0][1], consortium(dev_keys))
+    path = tmp_path / "data" / "deployment.json"
+    record.write(path)
+    assert DeploymentRecord.read(path) == record
+    data = json.loads(path.read_text())
+    # The keys the chain client, the index and the auditors read.
+    assert {"chain_id", "ledger", "token", "deploy_block", "task_id", "consortium"} <= set(data)
+    assert data["consortium"]["task"]["rule"] == "trimmed-mean"
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_missing_or_broken_record_is_named(tmp_path: Path) -> None:
+    with pytest.raises(RecordMissing):
+        DeploymentRecord.read(tmp_path / "deployment.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"chain_id": 1}')
+    with pytest.raises(RecordUnreadable, match="ledger"):
+        DeploymentRecord.read(broken)
