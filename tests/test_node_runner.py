@@ -15,6 +15,7 @@ import pytest
 from ledger.chain.types import Phase
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.reasons import Reason
+from ledger.settings import Settings
 from ledger.updatefile import UpdateFile
 from node.faults import BaseUnavailable, NotMember
 from node.journal import RoundRecord
@@ -223,3 +224,60 @@ def test_round_views_use_the_pending_block(make_net: Any) -> None:
     assert runner.client.view_block == "pending"
     assert net.view(1).phase is Phase.OPEN
     assert cid_to_digest(net.genesis_cid) == net.view(1).base_digest
+
+
+def test_a_chain_that_restarts_is_waited_for_and_the_member_carries_on(
+    tmp_path: Path, dev_keys: list[tuple[str, str]], contracts: dict[str, Any], artifact_abis: None
+) -> None:
+    from ledger.devservices import AnvilProcess
+
+    chain_dir = tmp_path / "chain"
+    anvil = AnvilProcess.start(chain_dir)
+    port = anvil.port
+    net = NodeNet.create(anvil.url, tmp_path, dev_keys, contracts, contributors=1)
+    try:
+        runner = net.runner(0, NodeOptions(rounds=2, **FAST))
+        said = net.messages[runner.address]
+        thread = net.start(runner)
+        net.wait_submissions(1, 1)
+        wait_until(lambda: any("waiting for the validators" in m for m in said), 10, "the member to wait")
+        anvil.stop()  # SIGTERM: anvil writes its state, as a restarted node would have it
+        wait_until(lambda: any("waiting and retrying" in m for m in said), 20, "the member to notice")
+        anvil = restart_anvil(chain_dir, port)
+        net.resync()
+        net.judge_round(1)
+        net.judge_round(2)
+        records = thread.join_result()
+    finally:
+        net.close()
+        anvil.stop()
+    assert [(r.round, r.status) for r in records] == [(1, "accepted"), (2, "accepted")]
+    assert any(m.startswith("reconnected after") for m in said)
+
+
+def restart_anvil(data_dir: Path, port: int) -> Any:
+    """anvil again on the same port and state file. Not `AnvilProcess.start(port=…)`: its free-port probe binds
+    without SO_REUSEADDR, so it refuses a port whose old connections are still in TIME_WAIT; anvil itself binds
+    with SO_REUSEADDR and can take it at once."""
+    import subprocess
+
+    from ledger.devservices import AnvilProcess
+
+    settings = Settings(data_dir=data_dir)
+    service_dir = (data_dir / "anvil").resolve()
+    log = service_dir / "anvil.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            AnvilProcess.command(AnvilProcess.binary(settings), port, service_dir, settings),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=service_dir,
+        )
+    anvil = AnvilProcess(process, port, AnvilProcess.url_for(port), log)
+    try:
+        anvil.wait_ready(15)
+    except BaseException:
+        anvil.stop()
+        raise
+    return anvil
