@@ -1,0 +1,124 @@
+"""How values read on the pages: short addresses and CIDs (full value in the title), token amounts, times."""
+
+from __future__ import annotations
+
+import time
+
+from markupsafe import Markup, escape
+
+from ledger.reasons import Reason
+
+DECIMALS = 18
+
+
+def mesh(units: int | str | None) -> float:
+    """Base units (a uint256) as MESH tokens, for display and charts (exact amounts stay strings)."""
+    if units is None:
+        return 0.0
+    return float(int(units) / 10**DECIMALS)
+
+
+def tokens(units: int | str | float | None, digits: int = 4) -> str:
+    if units is None:
+        return "–"
+    value = units if isinstance(units, float) else mesh(units)
+    text = f"{value:,.{digits}f}".rstrip("0").rstrip(".")
+    return f"{text} MESH"
+
+
+def short(value: str | None, head: int = 6, tail: int = 4) -> str:
+    if not value:
+        return "–"
+    if len(value) <= head + tail + 1:
+        return value
+    return f"{value[:head]}…{value[-tail:]}"
+
+
+def address(value: str | None, *, link: bool = True) -> Markup:
+    """A shortened address with the full value in its title, linking to the member's page."""
+    if not value:
+        return Markup("–")
+    text = Markup('<span class="addr mono" title="{0}">{1}</span>').format(value, short(value))
+    if link:
+        return Markup('<a href="/contributors/{0}">{1}</a>').format(value, text)
+    return text
+
+
+def cid(value: str | None, *, link: bool = True, full: bool = False) -> Markup:
+    """A CIDv0, whole or shortened (title holds it whole), linking to its lineage."""
+    if not value:
+        return Markup("–")
+    shown = value if full else short(value, 8, 6)
+    text = Markup('<span class="cid mono" title="{0}">{1}</span>').format(value, shown)
+    if link:
+        return Markup('<a href="/lineage/{0}">{1}</a>').format(value, text)
+    return text
+
+
+def when(timestamp: int | float | None) -> str:
+    if timestamp is None:
+        return "–"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def ago(timestamp: int | float | None, now: float | None = None) -> str:
+    if timestamp is None:
+        return "–"
+    seconds = int((now if now is not None else time.time()) - timestamp)
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 90:
+        text = f"{seconds} s"
+    elif seconds < 90 * 60:
+        text = f"{seconds // 60} min"
+    elif seconds < 36 * 3600:
+        text = f"{seconds // 3600} h"
+    else:
+        text = f"{seconds // 86400} d"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def duration(seconds: int | float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def reason_slug(code: int) -> str:
+    try:
+        return Reason(code).slug
+    except ValueError:
+        return f"unknown-{code}"
+
+
+def reason_help(code: int) -> str:
+    try:
+        return Reason(code).help
+    except ValueError:
+        return f"Reason code {code} is not one this version of meshprov knows."
+
+
+def reason(code: int) -> Markup:
+    """A reason slug with its help text as the title."""
+    return Markup('<span class="reason" title="{0}">{1}</span>').format(reason_help(code), reason_slug(code))
+
+
+def verdict(value: str) -> Markup:
+    mark = {"accepted": "✓", "rejected": "✗"}.get(value, "…")
+    return Markup('<span class="verdict {0}">{1} {0}</span>').format(escape(value), mark)

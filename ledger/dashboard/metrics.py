@@ -1,0 +1,331 @@
+"""Prometheus metrics read from the index at scrape time (a custom collector: nothing is counted in-process, so
+every replica and restart reports the same numbers, and a reorganisation that rewinds the index rewinds them).
+
+Per member: reputation, rewards, updates by verdict. Per task: the live round, rounds finalized, round durations
+and federation latency (submission block → finalization block) as histograms, votes by reason, updates by
+verdict, participation (submissions in the last finalized round over members holding the contributor role),
+rewards minted, and bytes of updates in each of the last rounds. The index holds no sizes: they come from the
+content store's ``stat`` (see sizes.py); updates it does not hold are counted in ``..._unknown``.
+
+The expensive part is memoized per version of the index's data (memo.py), so scrapes between two ledger events
+cost a few cheap queries.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
+
+from ledger.dashboard import formatting as fmt
+from ledger.dashboard.sql import current_roles, raw
+from ledger.errors import MeshprovError
+from ledger.index import schema
+from ledger.index.models import cid_of
+
+if TYPE_CHECKING:
+    from ledger.dashboard.readmodel import ReadModel
+
+DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
+RECENT_ROUNDS = 10
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.buckets, value)
+        if i < len(self.counts):
+            self.counts[i] += 1
+        self.total += value
+        self.n += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip(self.buckets, self.counts, strict=True):
+            running += count
+            out.append((f"{bound:g}", float(running)))
+        out.append(("+Inf", float(self.n)))
+        return out
+
+
+@dataclass
+class TaskFigures:
+    current_round: int = 0
+    finalized: int = 0
+    minted: int = 0
+    durations: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
+    latency: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
+    votes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    updates: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    last_finalized_submissions: int = 0
+    last_duration: float | None = None
+    recent: list[tuple[int, list[str]]] = field(default_factory=list)  # (round, update CIDs)
+
+
+@dataclass
+class Snapshot:
+    reputation: list[tuple[str, str, int]]  # (address, role, value)
+    rewards: dict[str, int]
+    member_updates: list[tuple[str, str, int]]  # (address, verdict, count)
+    tasks: dict[int, TaskFigures]
+    contributors_now: int
+    seconds: float
+
+
+def snapshot(model: ReadModel) -> Snapshot:
+    started = time.perf_counter()
+    members = model.members(None)
+    with model.db.connect() as conn:
+        tasks: dict[int, TaskFigures] = defaultdict(TaskFigures)
+        r, f, s, v = schema.rounds.c, schema.finalizations.c, schema.submissions.c, schema.votes.c
+        for task_id, last in raw(conn, select(r.task_id, func.max(r.round)).group_by(r.task_id)):
+            tasks[int(task_id)].current_round = int(last)
+        fin_block = aliased(schema.blocks)
+        finals: dict[tuple[int, int], int] = {}
+        last_final: dict[int, int] = {}
+        for task_id, rnd, minted, count, opened_at, ts in raw(
+            conn,
+            select(
+                f.task_id, f.round, f.rewards_minted, f.submission_count, r.opened_at, fin_block.c.timestamp
+            )
+            .join(schema.rounds, (r.task_id == f.task_id) & (r.round == f.round))
+            .join(fin_block, fin_block.c.number == f.block_number)
+            .order_by(f.task_id, f.round),
+        ):
+            t = tasks[int(task_id)]
+            t.finalized += 1
+            t.minted += int(minted)
+            duration = max(0, int(ts) - int(opened_at))
+            t.durations.observe(duration)
+            t.last_duration = float(duration)
+            t.last_finalized_submissions = int(count)
+            finals[(int(task_id), int(rnd))] = int(ts)
+            last_final[int(task_id)] = int(rnd)
+        sub_block = aliased(schema.blocks)
+        for task_id, rnd, ts in raw(
+            conn,
+            select(s.task_id, s.round, sub_block.c.timestamp).join(
+                sub_block, sub_block.c.number == s.block_number
+            ),
+        ):
+            done = finals.get((int(task_id), int(rnd)))
+            if done is not None:
+                tasks[int(task_id)].latency.observe(max(0, done - int(ts)))
+        for task_id, accept, reason, n in raw(
+            conn, select(v.task_id, v.accept, v.reason, func.count()).group_by(v.task_id, v.accept, v.reason)
+        ):
+            tasks[int(task_id)].votes[fmt.reason_slug(0 if accept else int(reason))] += int(n)
+        for task_id, figures in tasks.items():
+            first = max(1, figures.current_round - RECENT_ROUNDS + 1)
+            by_round: dict[int, list[str]] = defaultdict(list)
+            for rnd, digest in raw(
+                conn,
+                select(s.round, s.digest)
+                .where(s.task_id == task_id, s.round >= first)
+                .order_by(s.round, s.idx),
+            ):
+                by_round[int(rnd)].append(cid_of(str(digest)) or "")
+            figures.recent = sorted(by_round.items())
+        roles = current_roles(conn)
+    per_task_verdicts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    with model.db.connect() as conn:
+        bitmaps = {
+            (int(t), int(n)): int(b, 16)
+            for t, n, b in raw(conn, select(f.task_id, f.round, f.accepted_bitmap))
+        }
+        for t, n, idx in raw(conn, select(s.task_id, s.round, s.idx)):
+            bitmap = bitmaps.get((int(t), int(n)))
+            verdict = "pending" if bitmap is None else ("accepted" if bitmap >> int(idx) & 1 else "rejected")
+            per_task_verdicts[int(t)][verdict] += 1
+    for task_id, verdicts in per_task_verdicts.items():
+        tasks[task_id].updates.update(verdicts)
+    reputation = []
+    member_updates = []
+    for m in members.values():
+        if m.contributor_reputation is not None:
+            reputation.append((m.address, "contributor", m.contributor_reputation))
+        if m.validator_reputation is not None:
+            reputation.append((m.address, "validator", m.validator_reputation))
+        if m.submissions:
+            member_updates += [
+                (m.address, "accepted", m.accepted),
+                (m.address, "rejected", m.rejected),
+                (m.address, "pending", m.pending),
+            ]
+    return Snapshot(
+        reputation=reputation,
+        rewards={m.address: m.rewards for m in members.values() if m.rewards or m.submissions or m.votes},
+        member_updates=member_updates,
+        tasks=dict(tasks),
+        contributors_now=sum(1 for held in roles.values() if "contributor" in held),
+        seconds=time.perf_counter() - started,
+    )
+
+
+class IndexCollector(Collector):
+    """Yields the meshprov_* metrics from the index on every scrape."""
+
+    def __init__(self, model: ReadModel) -> None:
+        self.model = model
+
+    def describe(self) -> list[Metric]:
+        return []  # metrics depend on the index's content; nothing to collect at registration
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        up = GaugeMetricFamily("meshprov_index_up", "1 when the index could be read, else 0.")
+        try:
+            info = self.model.status()
+            snap: Snapshot | None = (
+                self.model.cached(("metrics",), lambda: snapshot(self.model)) if info else None
+            )
+        except MeshprovError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        if info is None:
+            return
+        yield GaugeMetricFamily(
+            "meshprov_index_block", "Last block read into the index.", value=info.block_number
+        )
+        yield GaugeMetricFamily(
+            "meshprov_index_updated_timestamp_seconds",
+            "When the index last moved its checkpoint.",
+            value=info.updated_at,
+        )
+        yield CounterMetricFamily("meshprov_index_events", "Ledger events in the index.", value=info.events)
+        if info.behind is not None:
+            yield GaugeMetricFamily(
+                "meshprov_index_behind_blocks",
+                "Blocks between the chain's head and the index.",
+                value=info.behind,
+            )
+        assert snap is not None
+        yield from self._members(snap)
+        yield from self._tasks(snap)
+        yield GaugeMetricFamily(
+            "meshprov_metrics_compute_seconds",
+            "Seconds this scrape spent reading the index (small when the memoized figures were current).",
+            value=time.perf_counter() - started,
+        )
+
+    def _members(self, snap: Snapshot) -> Iterator[Metric]:
+        rep = GaugeMetricFamily(
+            "meshprov_reputation", "A member's latest reputation in a role.", labels=["address", "role"]
+        )
+        for address, role, value in snap.reputation:
+            rep.add_metric([address, role], value)
+        yield rep
+        rewards = CounterMetricFamily(
+            "meshprov_rewards_tokens", "Tokens (MESH) rewarded to a member, all tasks.", labels=["address"]
+        )
+        for address, units in snap.rewards.items():
+            rewards.add_metric([address], fmt.mesh(units))
+        yield rewards
+        updates = CounterMetricFamily(
+            "meshprov_contributor_updates",
+            "A member's submitted updates by verdict.",
+            labels=["address", "verdict"],
+        )
+        for address, verdict, count in snap.member_updates:
+            updates.add_metric([address, verdict], count)
+        yield updates
+
+    def _tasks(self, snap: Snapshot) -> Iterator[Metric]:
+        current = GaugeMetricFamily(
+            "meshprov_current_round", "The task's live (last opened) round.", labels=["task"]
+        )
+        finalized = CounterMetricFamily("meshprov_rounds_finalized", "Rounds finalized.", labels=["task"])
+        minted = CounterMetricFamily(
+            "meshprov_rewards_minted_tokens", "Tokens (MESH) minted.", labels=["task"]
+        )
+        durations = HistogramMetricFamily(
+            "meshprov_round_duration_seconds",
+            "From a round's opening to its finalization block.",
+            labels=["task"],
+        )
+        last_duration = GaugeMetricFamily(
+            "meshprov_last_round_duration_seconds", "Duration of the last finalized round.", labels=["task"]
+        )
+        latency = HistogramMetricFamily(
+            "meshprov_federation_latency_seconds",
+            "From an update's submission block to its round's finalization block.",
+            labels=["task"],
+        )
+        votes = CounterMetricFamily(
+            "meshprov_votes",
+            "Validators' votes by reason (accepted for an accepting vote).",
+            labels=["task", "reason"],
+        )
+        updates = CounterMetricFamily("meshprov_updates", "Updates by verdict.", labels=["task", "verdict"])
+        participation = GaugeMetricFamily(
+            "meshprov_participation_ratio",
+            "Updates in the last finalized round over members holding the contributor role now.",
+            labels=["task"],
+        )
+        sizes = GaugeMetricFamily(
+            "meshprov_round_update_bytes",
+            f"Bytes of the updates of each of the last {RECENT_ROUNDS} rounds that the content store holds.",
+            labels=["task", "round"],
+        )
+        unknown = GaugeMetricFamily(
+            "meshprov_round_update_bytes_unknown",
+            "Updates of the round whose size the content store could not give.",
+            labels=["task", "round"],
+        )
+        known_sizes: dict[str, int | None] = {}
+        if self.model.sizes.available:
+            # One lookup for every recent update: the store's time budget holds for the whole scrape.
+            known_sizes = self.model.sizes.sizes(
+                [c for t in snap.tasks.values() for _, cids in t.recent for c in cids]
+            )
+        for task_id, t in sorted(snap.tasks.items()):
+            label = str(task_id)
+            current.add_metric([label], t.current_round)
+            finalized.add_metric([label], t.finalized)
+            minted.add_metric([label], fmt.mesh(t.minted))
+            durations.add_metric([label], t.durations.cumulative(), t.durations.total)
+            if t.last_duration is not None:
+                last_duration.add_metric([label], t.last_duration)
+            latency.add_metric([label], t.latency.cumulative(), t.latency.total)
+            for reason, n in sorted(t.votes.items()):
+                votes.add_metric([label, reason], n)
+            for verdict in ("accepted", "rejected", "pending"):
+                updates.add_metric([label, verdict], t.updates.get(verdict, 0))
+            if t.finalized and snap.contributors_now:
+                participation.add_metric([label], t.last_finalized_submissions / snap.contributors_now)
+            for rnd, cids in t.recent:
+                known = [n for n in (known_sizes.get(c) for c in cids) if n is not None]
+                if known:
+                    sizes.add_metric([label, str(rnd)], sum(known))
+                unknown.add_metric([label, str(rnd)], len(cids) - len(known))
+        yield from (
+            current,
+            finalized,
+            minted,
+            durations,
+            last_duration,
+            latency,
+            votes,
+            updates,
+            participation,
+        )
+        yield from (sizes, unknown)

@@ -1,0 +1,64 @@
+"""Small SQL helpers shared by the read model: driver tuples, block times, current roles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, Select, select
+
+from ledger.index import schema
+
+
+def raw(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
+    """All rows of a SELECT as the DB-API driver returns them: building SQLAlchemy Rows costs more than the
+    query itself on the big tables (votes, submissions, reputation values)."""
+    result = conn.execute(stmt)
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
+
+
+def block_times(conn: Connection, numbers: Iterable[int]) -> dict[int, int]:
+    """Timestamps of the given blocks (the index stores every block that holds an event)."""
+    wanted = sorted(set(numbers))
+    out: dict[int, int] = {}
+    b = schema.blocks.c
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        out.update(
+            {int(n): int(t) for n, t in raw(conn, select(b.number, b.timestamp).where(b.number.in_(chunk)))}
+        )
+    return out
+
+
+@cache
+def role_names() -> dict[str, str]:
+    from eth_utils.crypto import keccak
+
+    names = {"0x" + "00" * 32: "admin"}
+    for name in ("CONTRIBUTOR", "VALIDATOR", "AGGREGATOR"):
+        names["0x" + keccak(text=f"{name}_ROLE").hex()] = name.lower()
+    return names
+
+
+def current_roles(conn: Connection, account: str | None = None) -> dict[str, list[str]]:
+    """Roles each account holds now (grants and revocations in chain order)."""
+    r = schema.role_changes.c
+    stmt = select(r.account, r.role, r.granted).order_by(r.block_number, r.log_index)
+    if account is not None:
+        stmt = stmt.where(r.account == account)
+    held: dict[str, dict[str, bool]] = {}
+    names = role_names()
+    for who, role, granted in raw(conn, stmt):
+        held.setdefault(str(who), {})[names.get(str(role), str(role))] = bool(granted)
+    return {who: sorted(k for k, v in roles.items() if v) for who, roles in held.items()}
+
+
+def newest_block(conn: Connection) -> tuple[int, str, int] | None:
+    """(number, hash, timestamp) of the newest stored block."""
+    b = schema.blocks.c
+    rows = raw(conn, select(b.number, b.hash, b.timestamp).order_by(b.number.desc()).limit(1))
+    return (int(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else None
