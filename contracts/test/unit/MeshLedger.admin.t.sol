@@ -114,6 +114,24 @@ contract MeshLedgerAdminTest is Fixture {
         vm.stopPrank();
     }
 
+    function test_grantRole_revertsWhenNoSeatIsLeft() public {
+        // Storage slot 3 packs Pausable's flag (byte 0), the task count (1-8), the contributor count (9-12) and
+        // the last seat given (13-14): `forge inspect MeshLedger storageLayout`. Pretend every seat is taken.
+        bytes32 slot = bytes32(uint256(3));
+        uint256 packed = uint256(vm.load(address(ledger), slot));
+        vm.store(address(ledger), slot, bytes32(packed | (uint256(type(uint16).max) << 104)));
+        uint256 max = ledger.MAX_SEATS();
+        vm.prank(admin);
+        vm.expectRevert(abi.encodeWithSelector(IMeshLedger.MeshLedger_TooManyMembers.selector, max));
+        ledger.grantRole(CONTRIBUTOR, address(0xF00D));
+        // A member that already holds a seat can still be granted a role again.
+        vm.startPrank(admin);
+        ledger.revokeRole(CONTRIBUTOR, contributors[0]);
+        ledger.grantRole(CONTRIBUTOR, contributors[0]);
+        vm.stopPrank();
+        assertTrue(ledger.account(contributors[0]).contributor, "re-granted on its old seat");
+    }
+
     function test_grantRole_revertsWhenNotAdmin() public {
         bytes32 role = CONTRIBUTOR;
         vm.prank(stranger);
