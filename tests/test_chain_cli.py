@@ -71,6 +71,32 @@ def test_deploy_then_status(env: Path, w3: Any, capsys: pytest.CaptureFixture[st
     assert "already exists" in err
 
 
+def test_deploy_if_absent_keeps_a_live_deployment_and_replaces_a_gone_one(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    consortium = str(env / "consortium.toml")
+    code, first, err = run(capsys, "chain", "deploy", "--consortium", consortium, "--if-absent", "--json")
+    assert code == 0, err
+    assert first is not None
+    assert first["deployed_now"] is True
+    code, again, err = run(capsys, "chain", "deploy", "--consortium", consortium, "--if-absent", "--json")
+    assert code == 0, err
+    assert again is not None
+    assert again["deployed_now"] is False
+    assert again["ledger"] == first["ledger"]
+    record_path = env / "data" / "deployment.json"
+    record = json.loads(record_path.read_text())
+    record["ledger"] = "0x" + "42" * 20  # the chain was reset under the record
+    record_path.write_text(json.dumps(record))
+    code, fresh, err = run(capsys, "chain", "deploy", "--consortium", consortium, "--if-absent", "--json")
+    assert code == 0, err
+    assert fresh is not None
+    assert fresh["deployed_now"] is True
+    assert "deploying anew" in err
+    code, _, err = run(capsys, "chain", "deploy", "--consortium", consortium, "--if-absent", "--force")
+    assert code == ExitCode.USAGE
+
+
 def test_status_without_a_record_is_not_found(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "chain", "status")
     assert code == ExitCode.NOT_FOUND

@@ -72,32 +72,56 @@ def deploy(
     force: Annotated[
         bool, typer.Option("--force", help="Deploy anew even though a deployment record exists.")
     ] = False,
+    if_absent: Annotated[
+        bool,
+        typer.Option(
+            "--if-absent",
+            help="When the record exists and its contracts are on the chain, show it and succeed (for one-shot "
+            "deployer containers); deploy when there is no record or the chain was reset.",
+        ),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Deploy MeshToken and MeshLedger, grant the consortium's roles, create its task, write the record."""
     from ledger.chain.consortium import load_consortium
+    from ledger.chain.deploy import DeploymentRecord
     from ledger.chain.deploy import deploy as deploy_contracts
     from ledger.devservices import ensure_chain
 
+    if force and if_absent:
+        raise typer.BadParameter("--force and --if-absent contradict each other", param_hint="--if-absent")
     s = load()
     members = load_consortium(consortium)
     record_path = s.resolved_deployment_file
-    if record_path.exists() and not force:
+    if record_path.exists() and not (force or if_absent):
         raise ConfigError(
             f"a deployment record already exists at {record_path}",
             hint="`meshprov chain status` shows it; pass --force to deploy a new pair of contracts",
         )
-    key = _deployer_key(s)
     url = ensure_chain(s)
     w3 = _web3(url, s.tx_timeout_s)
     if s.chain_id is not None and int(w3.eth.chain_id) != s.chain_id:
         raise ChainIdChanged(s.chain_id, int(w3.eth.chain_id), url)
+    if if_absent and record_path.exists():
+        existing = DeploymentRecord.read(record_path)
+        if int(w3.eth.chain_id) != existing.chain_id:
+            raise ChainIdChanged(existing.chain_id, int(w3.eth.chain_id), url)
+        if w3.eth.get_code(w3.to_checksum_address(existing.ledger)):
+            info(f"already deployed: ledger {existing.ledger} (record {record_path})")
+            emit(
+                {**existing.to_json(), "record": str(record_path), "rpc_url": url, "deployed_now": False},
+                json_mode=want_json(json_output),
+                human=lambda console: console.print(f"ledger   {existing.ledger} (already deployed)"),
+            )
+            return
+        info(f"the recorded ledger {existing.ledger} is gone (the chain was reset): deploying anew")
+    key = _deployer_key(s)
     info(
         f"deploying to {url} for {len(members.contributors)} contributors, {len(members.validators)} validators"
     )
     record = deploy_contracts(w3, key, members, timeout=s.tx_timeout_s, log=info)
     record.write(record_path)
-    data = {**record.to_json(), "record": str(record_path), "rpc_url": url}
+    data = {**record.to_json(), "record": str(record_path), "rpc_url": url, "deployed_now": True}
 
     def human(console: Console) -> None:
         console.print(f"ledger   {record.ledger}")
