@@ -85,5 +85,6 @@ def serve(
         log_level=s.log_level.lower(),
         access_log=s.log_level == "DEBUG",
         proxy_headers=False,
+        ws="none",  # no websockets served (and uvicorn's websockets import warns)
     )
     uvicorn.Server(config).run()

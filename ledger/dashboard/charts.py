@@ -51,14 +51,9 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     raw = (hi - lo) / max(1, count)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    start = math.floor(lo / step) * step
-    ticks = []
-    value = start
-    while value <= hi + step * 0.5:
-        ticks.append(round(value, 10))
-        value += step
-        if len(ticks) > 20:
-            break
+    ticks = [round(math.floor(lo / step) * step, 10)]
+    while ticks[-1] < hi and len(ticks) <= 20:  # the last tick is the first at or above hi
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
@@ -140,9 +135,11 @@ def _axes(
             f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>'
         )
     for x, label in x_ticks:
+        # Labels at the ends are anchored inwards so that the frame does not cut them.
+        anchor = "end" if x > width - PAD_RIGHT - 24 else ("start" if x < PAD_LEFT + 24 else "middle")
         parts.append(f'<line class="tickmark" x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 4}"/>')
         parts.append(
-            f'<text class="tick" x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{escape(label)}</text>'
+            f'<text class="tick" x="{x:.1f}" y="{bottom + 16}" text-anchor="{anchor}">{escape(label)}</text>'
         )
     parts.append(f'<line class="axis" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" y1="{bottom}" y2="{bottom}"/>')
     parts.append(f'<line class="axis" x1="{PAD_LEFT}" x2="{PAD_LEFT}" y1="{PAD_TOP}" y2="{bottom}"/>')
@@ -173,14 +170,19 @@ def line_chart(
     x_label: str,
     y_label: str,
     x_time: bool = False,
+    x_integer: bool = False,
+    x_end: float | None = None,
     y_format: Callable[[float], str] = number_label,
     y_zero: bool = True,
     width: int = WIDTH,
     height: int = HEIGHT,
 ) -> Markup:
-    """Lines (or steps) through each series' points; an empty chart says so."""
+    """Lines (or steps) through each series' points; an empty chart says so. ``x_end`` extends step series
+    (values that hold until they change) to that x, e.g. now; ``x_integer`` keeps x ticks whole (rounds)."""
     head, parts = _frame(title, desc, width, height)
     points = [p for s in series for p in s.points]
+    if x_end is not None and points and any(s.step for s in series):
+        points.append((max(x_end, *(p[0] for p in points)), points[0][1]))
     if not points:
         parts.append(
             f'<text class="empty" x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle">no data yet</text>'
@@ -207,7 +209,11 @@ def line_chart(
     if x_time:
         x_ticks = [(sx(t), time_label(t, x_hi - x_lo)) for t in time_ticks(x_lo, x_hi)]
     else:
-        x_ticks = [(sx(t), number_label(t)) for t in nice_ticks(x_lo, x_hi, 6) if x_lo <= t <= x_hi]
+        x_ticks = [
+            (sx(t), number_label(t))
+            for t in nice_ticks(x_lo, x_hi, 6)
+            if x_lo <= t <= x_hi and (not x_integer or t == int(t))
+        ]
     _axes(
         parts,
         x_ticks=x_ticks,
@@ -226,6 +232,8 @@ def line_chart(
             if s.step:
                 d.append(f"L{sx(x1):.1f},{sy(y0):.1f}")
             d.append(f"L{sx(x1):.1f},{sy(y1):.1f}")
+        if s.step and x_end is not None and x_end > pts[-1][0]:
+            d.append(f"L{sx(x_end):.1f},{sy(pts[-1][1]):.1f}")
         parts.append(f'<path class="line {s.css}" d="{" ".join(d)}"><title>{escape(s.name)}</title></path>')
         if len(pts) <= MAX_MARKERS:
             labels = s.labels if len(s.labels) == len(s.points) else []

@@ -19,7 +19,7 @@ from ledger.dashboard.formatting import short
 from ledger.dashboard.models import LineageUpdate, LineageView
 
 WIDTH = 820
-MODEL_W, MODEL_H = 300, 42
+MODEL_W, MODEL_H = 380, 42
 UPD_W, UPD_H = 90, 36
 UPD_GAP = 8
 MAX_UPDATES = 8
@@ -100,6 +100,7 @@ def lineage_graph(view: LineageView, *, detailed: int = 10) -> Markup:
     height += 8
     parts: list[str] = []
     edges: list[str] = []
+    row_lefts: list[float] = []
     model_x = (WIDTH - MODEL_W) / 2
     y = height - MODEL_H - 8
     base = _Node(model_x, y, MODEL_W, MODEL_H)
@@ -124,6 +125,7 @@ def lineage_graph(view: LineageView, *, detailed: int = 10) -> Markup:
             more = len(r.updates) - len(visible)
             y -= UPD_H
             nodes = _row(len(visible) + (1 if more else 0), y)
+            row_lefts.append(nodes[0].x - 12)
             for node, u in zip(nodes, visible, strict=False):
                 edges.append(
                     _edge(base.top, node.bottom, "trained", f"update #{u.index} was trained on this model")
@@ -190,11 +192,16 @@ def lineage_graph(view: LineageView, *, detailed: int = 10) -> Markup:
         y -= GAP + UPD_H
         (node,) = _row(1, y)
         node = _Node(node.x - 40, node.y, UPD_W + 80, UPD_H)
+        row_lefts.append(node.x - 12)
         edges.append(_edge(base.top, node.bottom, "trained", "the update was trained on this model"))
         u = view.update
         parts.append(_update(node, u, view.task_id, view.update_round or 0))
+    # The view box fits the widest row (rows are centred), so a narrow lineage is not drawn small.
+    left = max(0.0, min([model_x - 12, *row_lefts]))
+    box_w = WIDTH - 2 * left
     svg = (
-        f'<svg class="lineage-graph" viewBox="0 0 {WIDTH} {height:.0f}" width="{WIDTH}" role="img" '
+        f'<svg class="lineage-graph" viewBox="{left:.0f} 0 {box_w:.0f} {height:.0f}" width="{box_w:.0f}" '
+        f'role="img" '
         f'aria-label="lineage of {escape(view.update.cid if view.update else (rounds[-1].aggregate_cid if rounds else view.genesis_cid) or "")} '
         f'back to the genesis model of task {view.task_id}" xmlns="http://www.w3.org/2000/svg">'
         + "".join(edges)

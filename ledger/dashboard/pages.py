@@ -60,6 +60,7 @@ def _overview_charts(data: Overview) -> dict[str, Any]:
         desc="Seconds from each round's opening to its finalization block.",
         x_label="round",
         y_label="seconds",
+        x_integer=True,
     )
     return {"updates": updates, "durations": durations}
 
@@ -81,17 +82,19 @@ def contributors_page(
 
 @router.get("/contributors/{address}", response_class=HTMLResponse)
 def contributor_page(request: Request, address: str) -> Response:
-    data = model_of(request).contributor(address)
+    model = model_of(request)
+    data = model.contributor(address)
     return render(
         request,
         "contributor.html",
         title=f"Member {fmt.short(data.address)}",
         data=data,
-        charts=_contributor_charts(data),
+        charts=_contributor_charts(data, model.now()),
     )
 
 
-def _contributor_charts(data: Contributor) -> dict[str, Any]:
+def _contributor_charts(data: Contributor, now: float) -> dict[str, Any]:
+    """Reputation and cumulative rewards as steps from the role grant to now (values hold until they change)."""
     out: dict[str, Any] = {}
     series = []
     for role, css in (("contributor", "s1"), ("validator", "s4")):
@@ -111,7 +114,10 @@ def _contributor_charts(data: Contributor) -> dict[str, Any]:
                     ],
                 )
             )
-    x_time = all(p.timestamp is not None for p in data.reputation)
+    x_time = all(p.timestamp is not None for p in data.reputation) and all(
+        p.timestamp is not None for p in data.rewards_history
+    )
+    end = now if x_time else None
     out["reputation"] = charts.line_chart(
         series,
         title="Reputation over time",
@@ -119,26 +125,26 @@ def _contributor_charts(data: Contributor) -> dict[str, Any]:
         x_label="time (UTC)" if x_time else "block",
         y_label="reputation",
         x_time=x_time,
+        x_end=end,
     )
     rewards = data.rewards_history
+    reward_points = [(float(p.timestamp or p.block_number), p.cumulative_mesh) for p in rewards]
+    labels = [
+        f"+{fmt.tokens(p.amount)} (task {p.task_id} round {p.round}) → {fmt.tokens(p.cumulative_mesh)}"
+        for p in rewards
+    ]
+    if data.reputation and reward_points:
+        first = data.reputation[0]
+        reward_points.insert(0, (float(first.timestamp or first.block_number), 0.0))
+        labels.insert(0, "no rewards yet")
     out["rewards"] = charts.line_chart(
-        [
-            charts.Series(
-                "rewards",
-                [(float(p.timestamp or p.block_number), p.cumulative_mesh) for p in rewards],
-                "s1",
-                step=True,
-                labels=[
-                    f"+{fmt.tokens(p.amount)} (task {p.task_id} round {p.round}) → {fmt.tokens(p.cumulative_mesh)}"
-                    for p in rewards
-                ],
-            )
-        ],
+        [charts.Series("rewards", reward_points, "s1", step=True, labels=labels)],
         title="Rewards over time",
         desc="Cumulative tokens rewarded to the member, in MESH.",
-        x_label="time (UTC)" if all(p.timestamp is not None for p in rewards) else "block",
+        x_label="time (UTC)" if x_time else "block",
         y_label="MESH",
-        x_time=all(p.timestamp is not None for p in rewards),
+        x_time=x_time,
+        x_end=end,
         y_format=lambda v: f"{v:g}",
     )
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from typing import Any
 
@@ -11,6 +12,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from ledger import __version__
 from ledger.dashboard import formatting as fmt
+from ledger.errors import MeshprovError
 
 
 @cache
@@ -51,5 +53,11 @@ def render(request: Request, template: str, *, status_code: int = 200, **context
         if path.startswith("/api")
         else ""
     )
-    html = environment().get_template(template).render(request=request, section=section, **context)
+    # Times read relative to the chain's clock when it runs ahead of the wall clock (a dev chain moved forward).
+    model = getattr(request.app.state, "model", None)
+    try:
+        now = model.now() if model is not None else time.time()
+    except MeshprovError:
+        now = time.time()
+    html = environment().get_template(template).render(request=request, section=section, now=now, **context)
     return HTMLResponse(html, status_code=status_code)
