@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +79,20 @@ def load_weights(path: Path, cid: str) -> StateDict:
         raise BaseMismatch(cid, "?", f"not a readable model file ({exc.detail})") from None
 
 
-def infer_model(state: Mapping[str, Any]) -> str | None:
-    """The registered architecture whose state_dict has exactly these keys and shapes, if any."""
+@cache
+def _layouts() -> tuple[tuple[str, dict[str, tuple[int, ...]]], ...]:
     from node.models import genesis_state, model_names
 
+    return tuple(
+        (name, {k: tuple(v.shape) for k, v in genesis_state(name).items()}) for name in model_names()
+    )
+
+
+def infer_model(state: Mapping[str, Any]) -> str | None:
+    """The registered architecture whose state_dict has exactly these keys and shapes, if any."""
     shapes = {k: tuple(np.shape(v)) for k, v in state.items()}
-    for name in model_names():
-        reference = genesis_state(name)
-        if {k: tuple(v.shape) for k, v in reference.items()} == shapes:
+    for name, layout in _layouts():
+        if layout == shapes:
             return name
     return None
 

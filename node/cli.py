@@ -137,6 +137,9 @@ def run(
     poll: Annotated[
         float, typer.Option("--poll", min=0.01, help="First poll interval, seconds (backs off).")
     ] = 0.25,
+    max_poll: Annotated[
+        float, typer.Option("--max-poll", min=0.01, help="Longest poll interval, seconds.", hidden=True)
+    ] = 2.0,
     wait_chain: Annotated[
         float | None,
         typer.Option(
@@ -190,6 +193,7 @@ def run(
         relay=relay,
         data_hook=data,
         poll_s=poll,
+        max_poll_s=max(poll, max_poll),
         outage_max_s=wait_chain,
     )
     client = _client(s, read_only=relay, wait_s=wait_chain)
@@ -205,7 +209,7 @@ def run(
         key=key,
         journal=Journal.for_member(s.data_dir, address),
         max_update_bytes=s.max_update_bytes,
-        say=info,
+        say=lambda message: info(f"{time.strftime('%H:%M:%S')} {message}"),
         bars=bars_for_stderr(progress),
         relay_redis=redis_client,
         stop=stop,
