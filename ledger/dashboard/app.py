@@ -55,16 +55,15 @@ def create_app(
     from ledger.settings import Settings
 
     owned = not isinstance(source, IndexDB)
+    # Opened without creating tables: the database may not be up yet (the read model creates them on first use).
     if isinstance(source, Settings):
-        from ledger.index.service import open_index
-
-        db = open_index(source)
+        db = IndexDB(source.resolved_index_url, create=False)
         if store is None:
             store = _configured_store(source)
     elif isinstance(source, IndexDB):
         db = source
     else:
-        db = IndexDB(source)
+        db = IndexDB(source, create=False)
     sizes = SizeLookup(store)
     model = ReadModel(db, sizes=sizes, head=(lambda: follower.head) if follower is not None else None)
 

@@ -79,9 +79,19 @@ class ReadModel:
         self.sizes = sizes or SizeLookup(None)
         self.head = head or (lambda: None)
         self.memo = VersionedMemo()
+        self._tables = False
+
+    def _ensure_tables(self) -> None:
+        """Create the index's (empty) tables if the database has none yet, so that a dashboard started before
+        its indexer shows an empty index rather than failing; idempotent, and it touches no index data. Raises
+        IndexUnavailable (→ 503) while the database cannot be reached."""
+        if not self._tables:
+            self.db.create()
+            self._tables = True
 
     # ─── versions and status ────────────────────────────────────────────────────────────────────────────────
     def version(self) -> Version:
+        self._ensure_tables()
         with self.db.connect() as conn:
             newest = newest_block(conn)
         return (newest[0], newest[1]) if newest else None
@@ -90,6 +100,7 @@ class ReadModel:
         return self.memo.get(self.version(), key, compute)
 
     def status(self) -> IndexInfo | None:
+        self._ensure_tables()
         cp = self.db.checkpoint()
         if cp is None:
             return None
@@ -121,6 +132,7 @@ class ReadModel:
 
     def now(self) -> float:
         """The later of the wall clock and the newest indexed block (a dev chain may run ahead of the clock)."""
+        self._ensure_tables()
         with self.db.connect() as conn:
             newest = newest_block(conn)
         return max(time.time(), float(newest[2]) if newest else 0.0)
