@@ -1,0 +1,237 @@
+"""The pure pipeline against the real system: one Byzantine configuration per attack (30 % malicious, the default
+pipeline) through anvil, redis-server and real validator and aggregator processes, compared round by round with
+``node.experiment.run_experiment`` on the same inputs.
+
+Agreement means, in every round: the same members submitted in the same order, every validator's on-chain reason
+codes equal the pure verdicts, the accepted set (the contract's quorum outcome) is the same, the aggregate has the
+same CID (so the same bytes), every contributor's reward and reputation in ``RoundFinalized`` equals the mirror's,
+and the model's test accuracy is the same.
+
+    python benchmarks/byzantine.py --e2e [--attack scale,sign-flip] [--rounds 10] [--seed 0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [
+    str(HERE),
+    str(HERE.parent),
+]  # this directory's modules, and the repo (not a site `benchmarks`)
+
+from meshnet import MeshNet  # noqa: E402
+
+from node.experiment import (  # noqa: E402
+    ATTACKS,
+    DEFAULT_PIPELINE,
+    ExperimentConfig,
+    ExperimentResult,
+    RoundResult,
+    dev_roles,
+    malicious_members,
+    publish_round,
+    read_weights,
+    run_experiment,
+    write_genesis_file,
+)
+
+
+def run_on_mesh(
+    config: ExperimentConfig, root: Path, log: Any = print
+) -> tuple[ExperimentResult, dict[str, Any]]:
+    """Run ``config`` through real processes; returns the result in the pure pipeline's terms, and per-validator
+    reason codes."""
+    from ledger.chain.types import Role, bits
+    from ledger.content import digest_to_cid
+    from ledger.updatefile import UpdateMeta, write_update
+    from node.data import make_federation
+    from node.training import evaluate
+
+    started = time.perf_counter()
+    roles = dev_roles(config.validators, config.num_nodes)
+    genesis_path = root / "genesis.safetensors"
+    genesis_cid = write_genesis_file(genesis_path, config.model, config.seed)
+    spec = config.spec
+    net = MeshNet(
+        root / "net",
+        validators=config.validators,
+        contributors=config.num_nodes,
+        quorum=config.quorum,
+        rule=spec.rule_id,
+        rule_param=spec.encode(),
+        budget=config.budget,
+    )
+    validator_reasons: dict[str, list[list[int]]] = {}
+    with net:
+        net.start(genesis_path)
+        assert net.task_id == config.task_id
+        assert [net.contributor(i)[0] for i in range(config.num_nodes)] == list(roles.contributors)
+        net.start_all()
+        federation = make_federation(config.num_nodes, config.alpha, config.seed)
+        malicious = malicious_members(config.num_nodes, config.num_malicious, config.seed)
+        base = read_weights(genesis_path)
+        base_cid = genesis_cid
+        initial = evaluate(config.model, base, federation.test, threads=1).accuracy
+        reader = net.client()
+        rounds = []
+        for r in range(1, config.rounds + 1):
+            round_started = time.perf_counter()
+            published = publish_round(config, federation, base, r, malicious)
+            for k, p in enumerate(published):
+                meta = UpdateMeta(
+                    task=config.task_id,
+                    round=r,
+                    base=base_cid,
+                    contributor=roles.contributors[p.node],
+                    num_samples=p.num_samples,
+                )
+                path = root / f"update-{r}-{p.node}.safetensors"
+                write_update(path, p.delta, meta)
+                sub = net.submit(p.node, path, p.num_samples, r)
+                path.unlink()
+                if sub.index != k:
+                    raise RuntimeError(f"round {r}: member {p.node} got index {sub.index}, expected {k}")
+            final = net.wait_finalized(r)
+            votes = net.events("VotesCast", r)
+            per_validator: dict[str, list[int]] = {}
+            for v in votes:
+                codes = per_validator.setdefault(v.args["validator"], [0] * len(published))
+                for position, i in enumerate(bits(v.args["indexes"])):
+                    codes[i] = v.args["reasons"][position]
+            for address, codes in per_validator.items():
+                validator_reasons.setdefault(address, []).append(codes)
+            accepted = bits(final.args["acceptedBitmap"])
+            aggregate_cid = digest_to_cid(final.args["aggregateDigest"])
+            if accepted:
+                base = read_weights(net.fetch(aggregate_cid, root / f"aggregate-{r}.safetensors"))
+            base_cid = aggregate_cid
+            evaluation = evaluate(config.model, base, federation.test, threads=1)
+            index_of = {a.lower(): i for i, a in enumerate(roles.contributors)}
+            rewards = {
+                index_of[s["account"].lower()]: int(s["reward"])
+                for s in final.args["settlements"]
+                if s["role"] == Role.CONTRIBUTOR
+            }
+            reputations = {i: int(reader.reputation(a).contributor) for i, a in enumerate(roles.contributors)}
+            first = per_validator.get(roles.validators[0], [])
+            rounds.append(
+                RoundResult(
+                    round=r,
+                    accuracy=evaluation.accuracy,
+                    loss=evaluation.loss,
+                    submitted=[p.node for p in published],
+                    reasons=first,
+                    accepted=sorted(published[i].node for i in accepted),
+                    rewards=rewards,
+                    reputations=reputations,
+                    validator_rewards=sum(
+                        int(s["reward"]) for s in final.args["settlements"] if s["role"] == Role.VALIDATOR
+                    ),
+                    aggregate_cid=aggregate_cid,
+                    seconds=time.perf_counter() - round_started,
+                )
+            )
+            log(
+                f"  round {r}: accepted {len(accepted)}/{len(published)}, accuracy {evaluation.accuracy:.3f}, "
+                f"{time.perf_counter() - round_started:.1f} s"
+            )
+    result = ExperimentResult(
+        config, malicious, initial, genesis_cid, rounds, seconds=time.perf_counter() - started
+    )
+    return result, {"validator_reasons": validator_reasons}
+
+
+def compare(pure: ExperimentResult, real: ExperimentResult, extra: dict[str, Any]) -> dict[str, Any]:
+    """Round by round: which fields agree."""
+    fields = ("submitted", "reasons", "accepted", "aggregate_cid", "rewards", "reputations", "accuracy")
+    mismatches: list[str] = []
+    for a, b in zip(pure.rounds, real.rounds, strict=True):
+        for name in fields:
+            if getattr(a, name) != getattr(b, name):
+                mismatches.append(
+                    f"round {a.round} {name}: pure {getattr(a, name)!r} real {getattr(b, name)!r}"
+                )
+    for address, per_round in extra["validator_reasons"].items():
+        for r, codes in enumerate(per_round, start=1):
+            if codes != pure.rounds[r - 1].reasons:
+                mismatches.append(f"round {r} validator {address}: {codes} != {pure.rounds[r - 1].reasons}")
+    return {
+        "attack": pure.config.attack,
+        "f": pure.config.num_malicious,
+        "rounds": len(pure.rounds),
+        "agree": not mismatches and pure.genesis_cid == real.genesis_cid,
+        "mismatches": mismatches,
+        "final_accuracy": {"pure": pure.final_accuracy, "real": real.final_accuracy},
+        "malicious_reward_share": {"pure": pure.malicious_reward_share, "real": real.malicious_reward_share},
+        "malicious_rejected": sum(
+            1
+            for r in real.rounds
+            for node, code in zip(r.submitted, r.reasons, strict=True)
+            if node in set(real.malicious) and code
+        ),
+        "seconds": {"pure": pure.seconds, "real": real.seconds},
+        "aggregates": [r.aggregate_cid for r in real.rounds],
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--attack", default=",".join(ATTACKS))
+    parser.add_argument("--fraction", type=float, default=0.3)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", type=Path, help="Keep the data directories (logs, chain state) here.")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    for attack in [a.strip() for a in args.attack.split(",") if a.strip()]:
+        config = ExperimentConfig(
+            attack, round(args.fraction * 10), DEFAULT_PIPELINE, args.seed, rounds=args.rounds
+        )
+        print(f"{config.label}: pure pipeline…", file=sys.stderr)
+        pure = run_experiment(config)
+        print(f"{config.label}: anvil + redis + 2 validators + aggregator…", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="meshprov-e2e-") as tmp:
+            root = args.keep / attack if args.keep else Path(tmp)
+            root.mkdir(parents=True, exist_ok=True)
+            real, extra = run_on_mesh(config, root, log=lambda m: print(m, file=sys.stderr))
+        row = compare(pure, real, extra)
+        rows.append(row)
+        print(
+            f"  agree: {row['agree']}" + "".join(f"\n    {m}" for m in row["mismatches"][:10]),
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(
+            "| attack | f | rounds | pure = real | final acc % pure / real | malicious reward % pure / real "
+            "| malicious rejected | seconds pure / real |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for row in rows:
+            acc, share, sec = row["final_accuracy"], row["malicious_reward_share"], row["seconds"]
+            print(
+                f"| {row['attack']} | {row['f']} | {row['rounds']} | {'yes' if row['agree'] else '**no**'} "
+                f"| {100 * acc['pure']:.1f} / {100 * acc['real']:.1f} "
+                f"| {100 * share['pure']:.1f} / {100 * share['real']:.1f} | {row['malicious_rejected']} "
+                f"| {sec['pure']:.0f} / {sec['real']:.0f} |"
+            )
+    return 0 if all(r["agree"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
