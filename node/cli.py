@@ -140,6 +140,12 @@ def run(
     max_poll: Annotated[
         float, typer.Option("--max-poll", min=0.01, help="Longest poll interval, seconds.", hidden=True)
     ] = 2.0,
+    base_attempts: Annotated[
+        int,
+        typer.Option(
+            "--base-attempts", min=1, help="Attempts to fetch a round's base model before exiting (6)."
+        ),
+    ] = 6,
     wait_chain: Annotated[
         float | None,
         typer.Option(
@@ -156,7 +162,6 @@ def run(
     Exit codes: 9 the key is not a contributor, 6 the base model cannot be fetched (after retries), 3 the base is
     not a model of --model, 130 interrupted. Update files stay in <data_dir>/node/<address>/updates/."""
     from ledger.content import open_store
-    from node.behaviours import Behaviour
     from node.faults import NoSigningKey
     from node.journal import Journal
     from node.progress import bars_for_stderr
@@ -169,7 +174,7 @@ def run(
     if shard >= shards:
         raise typer.BadParameter(f"must be below --shards ({shards})", param_hint="--shard")
     if model is not None:
-        from node.models import model_names
+        from node.models import model_names  # imports torch: only when a model is named
 
         if model not in model_names():
             raise typer.BadParameter(f"choose one of {', '.join(model_names())}", param_hint="--model")
@@ -185,7 +190,7 @@ def run(
         alpha=alpha,
         seed=seed,
         rounds=rounds,
-        behaviour=Behaviour(behaviour).value,
+        behaviour=behaviour,
         scale_factor=scale,
         dp_clip=dp_clip,
         dp_noise=dp_noise,
@@ -194,6 +199,7 @@ def run(
         data_hook=data,
         poll_s=poll,
         max_poll_s=max(poll, max_poll),
+        base_attempts=base_attempts,
         outage_max_s=wait_chain,
     )
     client = _client(s, read_only=relay, wait_s=wait_chain)
