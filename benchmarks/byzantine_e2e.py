@@ -43,6 +43,15 @@ from node.experiment import (  # noqa: E402
 )
 
 
+def validator_args(config: ExperimentConfig) -> list[str]:
+    """The demo's validator options: the held-out loss check (``node.heldout``, seed 0's split)."""
+    if config.loss_delta is None:
+        return []
+    if config.seed != 0:
+        raise SystemExit("node.heldout:loss holds seed 0's split: run the end-to-end check with --seed 0")
+    return ["--evaluator", "node.heldout:loss", "--loss-delta", f"{config.loss_delta:g}"]
+
+
 def run_on_mesh(
     config: ExperimentConfig, root: Path, log: Any = print
 ) -> tuple[ExperimentResult, dict[str, Any]]:
@@ -73,7 +82,7 @@ def run_on_mesh(
         net.start(genesis_path)
         assert net.task_id == config.task_id
         assert [net.contributor(i)[0] for i in range(config.num_nodes)] == list(roles.contributors)
-        net.start_all()
+        net.start_all(validator_args(config))
         federation = make_federation(config.num_nodes, config.alpha, config.seed)
         malicious = malicious_members(config.num_nodes, config.num_malicious, config.seed)
         base = read_weights(genesis_path)
@@ -189,6 +198,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--fraction", type=float, default=0.3)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-loss-check", action="store_true", help="Validators without held-out data.")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", type=Path, help="Keep the data directories (logs, chain state) here.")
     args = parser.parse_args(argv)

@@ -261,8 +261,15 @@ def run(rounds: int, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     follower_restarts = 0
     with net:
         net.start(genesis)
+        checks = [
+            "--evaluator",
+            "node.heldout:loss",
+            "--loss-delta",
+            f"{config.loss_delta:g}",
+        ]  # as the demo's
         for i in range(net.validators):
-            net.start_validator(i, *(["--failpoint", f"verify.before_vote={HOLD_S}"] if i == 0 else []))
+            hold = ["--failpoint", f"verify.before_vote={HOLD_S}"] if i == 0 else []
+            net.start_validator(i, *checks, *hold)
         net.start_aggregator("--failpoint", f"aggregate.stored={HOLD_S}")
         net.start_follower()
         net.wait_ready()

@@ -287,9 +287,9 @@ class MeshNet:
     def start_follower(self) -> Proc:
         return self._spawn("follower", ["index", "follow", "--poll", "0.5"], None)
 
-    def start_all(self) -> None:
+    def start_all(self, validator_args: Sequence[str] = ()) -> None:
         for i in range(self.validators):
-            self.start_validator(i)
+            self.start_validator(i, *validator_args)
         self.start_aggregator()
         self.start_follower()
         self.wait_ready()
@@ -300,7 +300,7 @@ class MeshNet:
         proc.env = self.env(proc.env.get("MESHPROV_PRIVATE_KEY"))  # the services may have moved
         return proc.start()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 90.0) -> None:
         """Until every worker's heartbeat is in Redis."""
         import redis
 

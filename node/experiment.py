@@ -4,11 +4,11 @@ validators' checks, settled by the contract's rules and aggregated by the ledger
 It is the pipeline minus transport. Members train with ``node.training`` and publish with ``node.behaviours``;
 every published delta is written as a real update file (``ledger.updatefile``) with the metadata the chain would
 record; the verdicts come from the validator's own functions (``worker.verify.judge_update`` / ``judge_round``,
-which call ``ledger.checks``); the accepted set is the quorum outcome of the validators' ballots and the rewards and
-reputations are settled by ``ledger.rewards`` (the contract's integer formulas); the aggregate is written by
-``ledger.aggregation`` exactly as the aggregator writes it. So an update's CID, the aggregate's CID and every
-settlement are the ones the real system produces for the same inputs (``benchmarks/byzantine.py --e2e`` checks
-that against anvil and real worker processes).
+which call ``ledger.checks``, with the demo's held-out loss check); the accepted set is the quorum outcome of the
+validators' ballots; rewards and reputations are settled by ``ledger.rewards`` (the contract's integer formulas);
+the aggregate is written by ``ledger.aggregation`` exactly as the aggregator writes it. So an update's CID, the
+aggregate's CID and every settlement are the ones the real system produces for the same inputs
+(``benchmarks/byzantine.py --e2e`` checks that against anvil and real worker processes).
 
     config = ExperimentConfig(attack="sign-flip", num_malicious=3, pipeline=Pipeline.FEDAVG, seed=0)
     result = run_experiment(config)
@@ -63,12 +63,13 @@ from an honest difference. The rescaled norms stay inside the benign range to wi
 
 
 class Pipeline(StrEnum):
-    """What judges and combines a round's updates."""
+    """What judges and combines a round's updates. Every pipeline but ``fedavg-unchecked`` runs the demo's
+    validators: the default checks, the held-out loss check (``node.heldout``, δ = 5 nats) and quorum voting."""
 
     FEDAVG_UNCHECKED = "fedavg-unchecked"
     """FedAvg of every update: no checks, every update accepted (the baseline of no defence)."""
     FEDAVG = "fedavg"
-    """The validators' default checks + quorum voting, then FedAvg of the accepted updates."""
+    """The validators' checks + quorum voting, then FedAvg of the accepted updates (the demo's default)."""
     TRIMMED_MEAN = "trimmed-mean"
     MEDIAN = "median"
     MULTI_KRUM = "multi-krum"
@@ -80,7 +81,11 @@ class Pipeline(StrEnum):
 
 PIPELINES: tuple[Pipeline, ...] = tuple(Pipeline)
 DEFAULT_PIPELINE = Pipeline.FEDAVG
-"""The demo's default: FedAvg over the accepted set, validators with the default checks, quorum voting."""
+"""The demo's default (``meshprov demo``): FedAvg over the accepted set; 2 validators, quorum 2, each running the
+worker's default checks and the held-out loss check ``--evaluator node.heldout:loss --loss-delta 5``."""
+
+DEFAULT_LOSS_DELTA = 5.0
+"""The demo's ``--loss-delta`` (node/heldout.py explains the value)."""
 
 DEFAULT_TOLERATED = 3
 """The robust rules are configured for this many malicious members (30 % of 10, the goal's level): trimmed mean
@@ -102,12 +107,33 @@ def aggregation_spec(pipeline: Pipeline, *, num_nodes: int, tolerated: int) -> A
     return AggregationSpec.multi_krum(tolerated)
 
 
-def default_limits() -> CheckLimits:
-    """What ``meshprov worker run --role validator`` checks with no options: the z-score of the log norm at 3.5,
-    duplicates, the zero-update floor; no absolute norm bound and no held-out loss."""
+def default_limits(loss_delta: float | None = DEFAULT_LOSS_DELTA) -> CheckLimits:
+    """The demo's validator limits: the worker's defaults (z-score of the log norm at 3.5, duplicates, the
+    zero-update floor, no absolute norm bound) and the held-out loss margin (None: no loss check)."""
     from ledger.checks import CheckLimits
 
-    return CheckLimits()
+    return CheckLimits(loss_delta=loss_delta)
+
+
+def heldout_loss(seed: int) -> Callable[[Mapping[str, Any]], float]:
+    """The validators' held-out loss (``node.heldout``): the even half of the run's test split.
+
+    ``node.heldout:loss``, which the demo's workers load, uses seed 0's split; for other seeds the experiment
+    takes the same half of that seed's split, so the held-out images are never in a member's shard."""
+    from node.basemodel import infer_model
+    from node.heldout import heldout_data
+    from node.training import evaluate
+
+    data = heldout_data(seed)
+
+    def loss(weights: Mapping[str, Any]) -> float:
+        state = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+        model = infer_model(state)
+        if model is None:
+            raise InvalidParameter("weights", sorted(state), "no registered architecture has these keys")
+        return evaluate(model, state, data, threads=1).loss
+
+    return loss
 
 
 # --- configuration -------------------------------------------------------------------------------------------
@@ -130,6 +156,8 @@ class ExperimentConfig:
     """Tokens (base units) minted per round (``rewardPerRound``)."""
     tolerated: int = DEFAULT_TOLERATED
     task_id: int = 1
+    loss_delta: float | None = DEFAULT_LOSS_DELTA
+    """The validators' held-out loss margin (None: validators without held-out data)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pipeline", Pipeline(self.pipeline))
@@ -407,6 +435,7 @@ def judge_files(
     base_path: Path,
     records: Sequence[Any],
     limits: CheckLimits,
+    evaluate: Callable[[Mapping[str, Any]], float] | None = None,
 ) -> Judgement:
     """The validator's verdicts on a round's update files (``records``: the ``ChainRecord`` of each)."""
     # The validator's own pure functions, so that the experiment judges exactly as a worker does.
@@ -416,10 +445,21 @@ def judge_files(
 
     with UpdateFile.open(base_path) as base:
         layout = describe_source(base)
-        judged = [
-            judge_update(path, base=base, layout=layout, record=record, limits=limits)
-            for path, record in zip(paths, records, strict=True)
-        ]
+        judged = []
+        base_loss: float | None = None  # the worker evaluates the base once per round, then remembers it
+        for path, record in zip(paths, records, strict=True):
+            one = judge_update(
+                path,
+                base=base,
+                layout=layout,
+                record=record,
+                limits=limits,
+                evaluate=evaluate,
+                base_loss=base_loss,
+            )
+            if one.loss is not None and one.loss.base_loss is not None:
+                base_loss = one.loss.base_loss
+            judged.append(one)
     return Judgement([int(v.reason) for v in judge_round(judged, limits)])
 
 
@@ -473,7 +513,8 @@ def run_experiment(
     from node.training import evaluate
 
     started = time.perf_counter()
-    limits = limits if limits is not None else default_limits()
+    limits = limits if limits is not None else default_limits(config.loss_delta)
+    evaluator = heldout_loss(config.seed) if limits.loss_delta is not None else None
     roles = dev_roles(config.validators, config.num_nodes)
     federation = make_federation(config.num_nodes, config.alpha, config.seed)
     malicious = malicious_members(config.num_nodes, config.num_malicious, config.seed)
@@ -518,7 +559,9 @@ def run_experiment(
                 )
             )
         if config.pipeline.checked:
-            judgement = judge_files(paths, base_path=base_path, records=records, limits=limits)
+            judgement = judge_files(
+                paths, base_path=base_path, records=records, limits=limits, evaluate=evaluator
+            )
         else:
             judgement = Judgement([0] * len(published))
         ballots = [Ballot.unanimous(v, judgement.accepted) for v in roles.validators]

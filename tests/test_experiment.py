@@ -97,11 +97,15 @@ def test_free_riders_and_copycats_get_their_reason_codes() -> None:
     assert copy.malicious_rewards == 0
 
 
-def test_sign_flip_passes_the_checks_and_hurts_plain_fedavg_more_than_the_median() -> None:
+def test_sign_flip_passes_the_norm_checks_and_only_the_held_out_loss_catches_some() -> None:
+    unseen = run("sign-flip", 2, Pipeline.FEDAVG, rounds=3, loss_delta=None)
+    assert malicious_reasons(unseen) == [0] * 6
     flip = run("sign-flip", 2, Pipeline.FEDAVG, rounds=3)
-    assert malicious_reasons(flip) == [0] * 6
-    median = run("sign-flip", 2, Pipeline.MEDIAN, rounds=3)
-    assert median.final_accuracy > flip.final_accuracy
+    reasons = malicious_reasons(flip)
+    assert Reason.LOSS_REGRESSION in reasons
+    assert set(reasons) <= {0, Reason.LOSS_REGRESSION}
+    median = run("sign-flip", 2, Pipeline.MEDIAN, rounds=3, loss_delta=None)
+    assert median.final_accuracy > unseen.final_accuracy
 
 
 def test_absent_members_neither_submit_nor_settle() -> None:
