@@ -144,7 +144,9 @@ def test_follow_keeps_the_index_current(
     def finalized(n: int) -> Callable[[], bool]:
         def check() -> bool:
             response = httpx.get(served.url + "/api/overview", timeout=5)
-            return response.status_code == 200 and response.json()["task"]["finalized"] == n
+            # The index may exist before its first batch is in (no task yet): not ready.
+            task = response.json().get("task") if response.status_code == 200 else None
+            return task is not None and task["finalized"] == n
 
         return check
 
