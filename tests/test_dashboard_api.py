@@ -4,6 +4,9 @@ OpenAPI schema, the numbers are the run's (and agree with the index's own querie
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -360,3 +363,20 @@ def test_metrics_report_the_run(client: httpx.Client, demo_run: DemoRun) -> None
     assert m[("meshprov_round_update_bytes", (("round", "4"), *t))] == open_size
     # The dashboard's own request metrics are there too.
     assert any(name == "meshprov_dashboard_requests_total" for name, _ in m)
+
+
+def test_the_grafana_dashboard_queries_only_metrics_we_export(client: httpx.Client) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    dashboard = json.loads((repo / "deploy" / "grafana" / "dashboards" / "meshprov.json").read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    wanted = set(re.findall(r"\bmeshprov_[a-z_]+", exprs))
+    exported = {name for name, _ in metrics(client)}
+    only_when_following = {"meshprov_index_behind_blocks"}
+    assert wanted - exported - only_when_following == set()
+    assert len(wanted) >= 15
+    datasource = (repo / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    assert "uid: meshprov-prometheus" in datasource
+    assert {p["datasource"]["uid"] for p in panels} == {"meshprov-prometheus"}
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
