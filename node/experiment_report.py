@@ -264,8 +264,9 @@ def plot(results: Sequence[ExperimentResult], out_dir: Path, *, headline_f: int 
                     values = cell.final_accuracy if metric == "accuracy" else cell.reward_share
                     xs.append(100 * f / cell.num_nodes)
                     ys.append(100 * statistics.fmean(values))
-                    lo.append(100 * (statistics.fmean(values) - min(values)))
-                    hi.append(100 * (max(values) - statistics.fmean(values)))
+                    mean = statistics.fmean(values)
+                    lo.append(max(0.0, 100 * (mean - min(values))))  # a float mean can fall a hair outside
+                    hi.append(max(0.0, 100 * (max(values) - mean)))
                 if xs:
                     style = "-" if pipeline.checked else "--"
                     ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style + "o", ms=3, capsize=2, label=str(pipeline))
