@@ -10,8 +10,8 @@ of 1,000 members × 100 rounds (benchmarks/dashboard.py). The tests check both a
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from sqlalchemy import Connection, func, select, tuple_
 
@@ -55,68 +55,93 @@ class Member:
         return True
 
 
-def members(conn: Connection, task_id: int | None) -> dict[str, Member]:
-    """Every account with a role, reputation, reward, submission or vote; counts within ``task_id`` if given
-    (reputation is the ledger's, across tasks)."""
-    out: dict[str, Member] = {}
+class MemberFold:
+    """Every account with a role, reputation, reward, submission or vote, kept current by folding in only the rows
+    the index gained since the last call; counts within ``task_id`` if given (reputation is the ledger's).
 
-    def member(address: str) -> Member:
-        m = out.get(address)
+    Sound because the index is insert-only and the follower commits a batch's rows with the blocks holding them:
+    every row of a block at or below the newest stored block ``upto`` is in, and rows added later belong to later
+    blocks. A reorganisation deletes rows and their blocks together, so if block ``upto`` is gone or has another
+    hash, :meth:`advance` says so and the caller starts a new fold from scratch (the same code from block -1).
+    A submission's verdict waits in ``pending`` until its round's finalization is folded in.
+    """
+
+    def __init__(self, task_id: int | None) -> None:
+        self.task_id = task_id
+        self.upto = -1
+        self.upto_hash = ""
+        self.members: dict[str, Member] = {}
+        self.pending: dict[tuple[int, int], list[tuple[str, int]]] = defaultdict(list)
+
+    def _member(self, address: str) -> Member:
+        m = self.members.get(address)
         if m is None:
-            m = out[address] = Member(address)
+            m = self.members[address] = Member(address)
         return m
 
-    rc = schema.reputation_changes.c
-    latest: dict[tuple[str, int], int] = {}
-    for account, role, value in raw(
-        conn, select(rc.account, rc.role, rc.reputation).order_by(rc.block_number, rc.log_index, rc.id)
-    ):
-        latest[(account, role)] = value
-    for (account, role), value in latest.items():
-        if role == 0:
-            member(account).contributor_reputation = int(value)
-        elif role == 1:
-            member(account).validator_reputation = int(value)
+    def advance(self, conn: Connection, newest: tuple[int, str]) -> bool:
+        """Fold in the rows of blocks (upto, newest]; False when the folded history was rewound."""
+        if self.upto >= 0:
+            b = schema.blocks.c
+            still = conn.execute(select(b.hash).where(b.number == self.upto)).scalar()
+            if still != self.upto_hash or newest[0] < self.upto:
+                return False
+        lo, hi = self.upto, newest[0]
 
-    rw = schema.rewards.c
-    rq = select(rw.account, rw.amount)
-    if task_id is not None:
-        rq = rq.where(rw.task_id == task_id)
-    sums: dict[str, int] = defaultdict(int)
-    for account, amount in raw(conn, rq):
-        sums[account] += int(amount)
-    for account, total in sums.items():
-        member(account).rewards = total
+        def new(table: Any, *, by_task: bool = True) -> Any:
+            cond = (table.c.block_number > lo) & (table.c.block_number <= hi)
+            if by_task and self.task_id is not None:
+                cond = cond & (table.c.task_id == self.task_id)
+            return cond
 
-    f = schema.finalizations.c
-    fq = select(f.task_id, f.round, f.accepted_bitmap)
-    s = schema.submissions.c
-    sq = select(s.contributor, s.task_id, s.round, s.idx)
-    if task_id is not None:
-        fq = fq.where(f.task_id == task_id)
-        sq = sq.where(s.task_id == task_id)
-    bitmaps = {(t, r): int(b, 16) for t, r, b in raw(conn, fq)}
-    for contributor, t, r, idx in raw(conn, sq):
-        m = member(contributor)
-        m.submissions += 1
-        bitmap = bitmaps.get((t, r))
-        if bitmap is None:
+        rc = schema.reputation_changes.c
+        for account, role, value in raw(
+            conn,
+            select(rc.account, rc.role, rc.reputation)
+            .where(new(schema.reputation_changes, by_task=False))
+            .order_by(rc.block_number, rc.log_index, rc.id),
+        ):
+            if role == 0:
+                self._member(account).contributor_reputation = int(value)
+            elif role == 1:
+                self._member(account).validator_reputation = int(value)
+        rw = schema.rewards.c
+        for account, amount in raw(conn, select(rw.account, rw.amount).where(new(schema.rewards))):
+            self._member(account).rewards += int(amount)
+        # Submissions before finalizations: a round's finalization comes after all of its submissions.
+        s = schema.submissions.c
+        for contributor, t, r, idx in raw(
+            conn, select(s.contributor, s.task_id, s.round, s.idx).where(new(schema.submissions))
+        ):
+            m = self._member(contributor)
+            m.submissions += 1
             m.pending += 1
-        elif bitmap >> idx & 1:
-            m.accepted += 1
-        else:
-            m.rejected += 1
+            self.pending[(int(t), int(r))].append((contributor, int(idx)))
+        f = schema.finalizations.c
+        for t, r, bitmap_hex in raw(
+            conn, select(f.task_id, f.round, f.accepted_bitmap).where(new(schema.finalizations))
+        ):
+            bitmap = int(bitmap_hex, 16)
+            for contributor, idx in self.pending.pop((int(t), int(r)), []):
+                m = self._member(contributor)
+                m.pending -= 1
+                if bitmap >> idx & 1:
+                    m.accepted += 1
+                else:
+                    m.rejected += 1
+        v = schema.votes.c
+        for validator, count in raw(
+            conn, select(v.validator, func.count()).where(new(schema.votes)).group_by(v.validator)
+        ):
+            self._member(validator).votes += int(count)
+        for account, roles in current_roles(conn).items():
+            self._member(account).roles = roles
+        self.upto, self.upto_hash = newest
+        return True
 
-    v = schema.votes.c
-    vq = select(v.validator, func.count()).group_by(v.validator)
-    if task_id is not None:
-        vq = vq.where(v.task_id == task_id)
-    for validator, count in raw(conn, vq):
-        member(validator).votes = int(count)
-
-    for account, roles in current_roles(conn).items():
-        member(account).roles = roles
-    return out
+    def snapshot(self) -> dict[str, Member]:
+        """Copies: a ranking memoized for one version must not change when the fold moves on."""
+        return {a: replace(m, roles=list(m.roles)) for a, m in self.members.items()}
 
 
 def ranked(all_members: dict[str, Member], role: RoleFilter, sort: str) -> list[Member]:

@@ -7,6 +7,7 @@ request once computed.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -80,6 +81,8 @@ class ReadModel:
         self.head = head or (lambda: None)
         self.memo = VersionedMemo()
         self._tables = False
+        self._folds: dict[int | None, accounts.MemberFold] = {}
+        self._fold_lock = threading.Lock()
 
     def _ensure_tables(self) -> None:
         """Create the index's (empty) tables if the database has none yet, so that a dashboard started before
@@ -312,9 +315,20 @@ class ReadModel:
 
     # ─── members ────────────────────────────────────────────────────────────────────────────────────────────
     def members(self, task_id: int | None) -> dict[str, accounts.Member]:
+        """Every member's figures (within a task if given) at the index's current version."""
+
         def compute() -> dict[str, accounts.Member]:
-            with self.db.connect() as conn:
-                return accounts.members(conn, task_id)
+            with self._fold_lock, self.db.connect() as conn:
+                newest = newest_block(conn)
+                if newest is None:
+                    return {}
+                head = (newest[0], newest[1])
+                fold = self._folds.get(task_id)
+                if fold is None or not fold.advance(conn, head):
+                    fold = accounts.MemberFold(task_id)  # first use, or the index was rewound: from scratch
+                    fold.advance(conn, head)
+                    self._folds[task_id] = fold
+                return fold.snapshot()
 
         return dict(self.cached(("members", task_id), compute))
 
