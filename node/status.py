@@ -127,8 +127,6 @@ def _cid(digest: str) -> str:
 
 
 def render(console: Console, status: MemberStatus) -> None:
-    from rich.table import Table
-
     console.print(f"member   {status.address} ({', '.join(status.roles) or 'no role'})", highlight=False)
     console.print(f"ledger   {status.ledger}", highlight=False)
     console.print(
@@ -136,20 +134,15 @@ def render(console: Console, status: MemberStatus) -> None:
         f"balance {tokens(status.balance)} tokens",
         highlight=False,
     )
-    table = Table("task", "round", "#", "update", "samples", "verdict", "reasons", "reward")
-    for s in status.submissions:
-        colour = {"accepted": "green", "rejected": "red"}.get(s["verdict"], "yellow")
-        table.add_row(
-            str(s["task"]),
-            str(s["round"]),
-            str(s["index"]),
-            s["cid"],
-            str(s["num_samples"]),
-            f"[{colour}]{s['verdict']}[/]",
-            ", ".join(s["reasons"]),
-            tokens(int(s["reward"])),
+    # One line per update, the CID last and whole (CIDs are never shortened).
+    for u in status.submissions:
+        colour = {"accepted": "green", "rejected": "red"}.get(u["verdict"], "yellow")
+        reasons = f"  ({', '.join(u['reasons'])})" if u["reasons"] else ""
+        console.print(
+            f"task {u['task']} round {u['round']:>3} #{u['index']:<3} [{colour}]{u['verdict']:<8}[/] "
+            f"reward {tokens(int(u['reward'])):>12}  {u['num_samples']:>6} samples  {u['cid']}{reasons}",
+            highlight=False,
         )
-    console.print(table)
     for r in status.local_only:
         console.print(
             f"not on chain: task {r['task']} round {r['round']} {r['status']} {r['file']} {r['detail']}"
