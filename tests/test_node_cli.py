@@ -228,5 +228,5 @@ def test_the_cli_offers_every_behaviour_the_node_implements() -> None:
     from node.cli import BEHAVIOURS
     from node.demo import BEHAVIOURS as DEMO_BEHAVIOURS
 
-    assert BEHAVIOURS == tuple(b.value for b in Behaviour)
-    assert DEMO_BEHAVIOURS == BEHAVIOURS[1:]  # the demo's malicious members: every behaviour but honest
+    assert tuple(b.value for b in Behaviour) == BEHAVIOURS
+    assert BEHAVIOURS[1:] == DEMO_BEHAVIOURS  # the demo's malicious members: every behaviour but honest
