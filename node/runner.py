@@ -173,8 +173,8 @@ class NodeRunner:
             record = self._train(round_, base_cid, view.submission_end)
         else:
             self.say(f"round {round_}: reusing the update trained earlier ({record.cid})")
-        if record.status == "trained":
-            record = self._store(record)
+        # Put it (again) even when an earlier run did: the store may have been reset since; a put is idempotent.
+        record = self._store(record)
         submitted = self._submit(record)
         if submitted.status == "closed":
             return self._missed(record, submitted.detail or "the round closed while the update was made")
