@@ -7,6 +7,7 @@ uvicorn (and optionally a background follower that keeps the index current).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -71,6 +72,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if follower is not None:
             follower.start()
+        # Fold every member's figures once in the background, so the first visitor does not wait for it.
+        threading.Thread(target=model.warm_up, name="meshprov-dashboard-warm-up", daemon=True).start()
         try:
             yield
         finally:

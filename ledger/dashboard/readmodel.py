@@ -7,6 +7,7 @@ request once computed.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -45,6 +46,8 @@ from ledger.index import schema
 from ledger.index.db import IndexDB, redact
 from ledger.index.models import Round, TaskRecord, Update, cid_of
 from ledger.index.queries import Queries
+
+log = logging.getLogger(__name__)
 
 
 def parse_cid(text: str) -> str:
@@ -312,6 +315,16 @@ class ReadModel:
             ),
             "verdicts": accounts.reason_counts(grouped),
         }
+
+    def warm_up(self) -> None:
+        """Compute the costly answers once (the full member fold, the overview) so that later requests only fold
+        in what is new; failures are left for the requests to report."""
+        try:
+            if self.status() is not None:
+                self.leaderboard()
+                self.overview()
+        except Exception as exc:  # a warm-up must never take the server down; requests will say what is wrong
+            log.debug("warm-up skipped: %s", exc)
 
     # ─── members ────────────────────────────────────────────────────────────────────────────────────────────
     def members(self, task_id: int | None) -> dict[str, accounts.Member]:
