@@ -255,6 +255,31 @@ def test_a_chain_that_restarts_is_waited_for_and_the_member_carries_on(
     assert any(m.startswith("reconnected after") for m in said)
 
 
+def test_a_chain_that_comes_back_without_the_ledger_ends_the_member(
+    tmp_path: Path, dev_keys: list[tuple[str, str]], contracts: dict[str, Any], artifact_abis: None
+) -> None:
+    from ledger.chain.client import NoContract
+    from ledger.devservices import AnvilProcess
+
+    anvil = AnvilProcess.start(tmp_path / "chain")
+    net = NodeNet.create(anvil.url, tmp_path, dev_keys, contracts, contributors=1)
+    try:
+        runner = net.runner(0, NodeOptions(rounds=1, **FAST))
+        said = net.messages[runner.address]
+        thread = net.start(runner)
+        net.wait_submissions(1, 1)
+        anvil.stop()
+        wait_until(lambda: any("waiting and retrying" in m for m in said), 20, "the member to notice")
+        anvil = restart_anvil(tmp_path / "another-chain", anvil.port)  # a fresh chain: the ledger is gone
+        with pytest.raises(NoContract) as caught:
+            thread.join_result(30)
+    finally:
+        net.close()
+        anvil.stop()
+    assert caught.value.exit_code == 4
+    assert net.deployed.ledger in caught.value.message
+
+
 def restart_anvil(data_dir: Path, port: int) -> Any:
     """anvil again on the same port and state file. Not `AnvilProcess.start(port=…)`: its free-port probe binds
     without SO_REUSEADDR, so it refuses a port whose old connections are still in TIME_WAIT; anvil itself binds
@@ -265,6 +290,7 @@ def restart_anvil(data_dir: Path, port: int) -> Any:
 
     settings = Settings(data_dir=data_dir)
     service_dir = (data_dir / "anvil").resolve()
+    service_dir.mkdir(parents=True, exist_ok=True)
     log = service_dir / "anvil.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
