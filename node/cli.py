@@ -338,7 +338,7 @@ def genesis(
     json_output: JsonFlag = False,
 ) -> None:
     """Write a task's genesis model (full weights, metadata to rebuild it), put it in the store, print its CID."""
-    from ledger.content import open_store
+    from ledger.content import cid_to_digest, open_store
     from node.packaging import put_update, write_genesis
 
     s = load_settings()
@@ -349,11 +349,11 @@ def genesis(
         cid = put_update(store, written)
     finally:
         store.close()
-    data = {"cid": cid, "digest": "0x" + _digest(cid).hex(), "file": str(path), "model": model, "seed": seed}
+    data = {
+        "cid": cid,
+        "digest": "0x" + cid_to_digest(cid).hex(),
+        "file": str(path),
+        "model": model,
+        "seed": seed,
+    }
     emit(data, json_mode=want_json(json_output), human=lambda c: c.print(f"{cid}  {path}", highlight=False))
-
-
-def _digest(cid: str) -> bytes:
-    from ledger.content import cid_to_digest
-
-    return cid_to_digest(cid)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ledger.chain.types import Phase, SignedSubmission, checksum
-from node.faults import InvalidRelayMessage, RelayRejected
+from node.faults import InvalidRelayMessage, NoSigningKey, RelayRejected
 from node.packaging import CLOSED_REVERTS, Submitted
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ class Relayer:
         say: Callable[[str], None] = log.info,
     ) -> None:
         if client.sender is None:
-            raise InvalidRelayMessage("the relayer needs a funded key to pay for transactions")
+            raise NoSigningKey("relayer")
         self.client = client
         self.redis = redis_client
         self.max_batch = max_batch

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -562,11 +562,3 @@ def load_dataset(options: NodeOptions) -> Dataset:
     from node.data import make_federation
 
     return make_federation(options.shards, options.alpha, options.seed).node_data(options.shard)
-
-
-def summarise(records: Sequence[RoundRecord]) -> Mapping[str, int]:
-    """Counts of the records' statuses."""
-    out: dict[str, int] = {}
-    for r in records:
-        out[r.status] = out.get(r.status, 0) + 1
-    return out

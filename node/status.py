@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ledger.content import digest_to_cid
 from node.journal import Journal
 from node.runner import reason_slug, tokens
 
@@ -93,7 +94,7 @@ def member_status(settings: Settings, client: LedgerClient, address: str) -> Mem
                 "task": u.task_id,
                 "round": u.round,
                 "index": u.index,
-                "cid": _cid(u.digest),
+                "cid": digest_to_cid(u.digest),
                 "num_samples": u.num_samples,
                 "relayed": u.relayer != u.contributor,
                 "verdict": verdict,
@@ -118,12 +119,6 @@ def member_status(settings: Settings, client: LedgerClient, address: str) -> Mem
                  "file": record.file, "detail": record.detail}
             )  # fmt: skip
     return status
-
-
-def _cid(digest: str) -> str:
-    from ledger.content import digest_to_cid
-
-    return digest_to_cid(digest)
 
 
 def render(console: Console, status: MemberStatus) -> None:

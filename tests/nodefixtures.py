@@ -13,7 +13,6 @@ Keys: dev account 0 is the admin, 1 the aggregator, 2.. the validators, then the
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +26,7 @@ from ledger.settings import Settings
 from node.journal import Journal
 from node.runner import NodeOptions, NodeRunner
 from tests.chainfixtures import Deployed, deploy, fake_digest, web3_for
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+from tests.workerfixtures import wait_until
 
 
 class RunnerThread(threading.Thread):

@@ -22,7 +22,8 @@ from node.journal import RoundRecord
 from node.runner import NodeOptions
 from tests import chainfixtures
 from tests.chainfixtures import advance_time, fake_digest, web3_for
-from tests.nodefixtures import NodeNet, wait_until
+from tests.nodefixtures import NodeNet
+from tests.workerfixtures import wait_until
 
 pytestmark = [pytest.mark.anvil]
 
