@@ -74,21 +74,25 @@ class Children:
         logs = self.directory / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                list(argv),
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        record = ChildRecord(name, popen.pid, _proc_start_time(popen.pid), str(log), list(argv))
-        child = Child(name, popen, log, record)
-        self.children.append(child)
+        popen: subprocess.Popen[bytes] | None = None
+        try:
+            with log.open("ab") as out:
+                popen = subprocess.Popen(
+                    list(argv),
+                    env=dict(env),
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        finally:
+            # Registered even when Ctrl-C lands right after the fork, so the clean-up still finds it.
+            if popen is not None:
+                record = ChildRecord(name, popen.pid, _proc_start_time(popen.pid), str(log), list(argv))
+                self.children.append(Child(name, popen, log, record))
         self._write()
-        return child
+        return self.children[-1]
 
     def _write(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
