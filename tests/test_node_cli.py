@@ -118,6 +118,7 @@ def test_bad_options_exit_2(args: list[str], problem: str) -> None:
 
 
 @pytest.mark.anvil
+@pytest.mark.slow
 def test_a_member_runs_rounds_and_status_shows_verdicts_rewards_and_what_never_reached_the_chain(
     make_net: Any,
 ) -> None:
