@@ -41,6 +41,8 @@ def free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves do: a port whose old connections linger in TIME_WAIT is free to listen on.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -48,7 +50,7 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _proc_start_time(pid: int) -> int | None:
+def proc_start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), or None when no such process lives."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -114,7 +116,7 @@ class ServiceRecord:
     def alive(self) -> bool:
         if self.pid is None:
             return False
-        return _proc_start_time(self.pid) == self.start_time
+        return proc_start_time(self.pid) == self.start_time
 
 
 class ChildService:
@@ -215,7 +217,7 @@ class ChildService:
             name=self.name,
             url=self.url,
             pid=self.process.pid,
-            start_time=_proc_start_time(self.process.pid),
+            start_time=proc_start_time(self.process.pid),
             port=self.port,
             log=str(self.log),
         )
@@ -428,18 +430,18 @@ class DevServices:
 
 def _terminate(pid: int, start_time: int | None, timeout: float = 10.0) -> None:
     """SIGTERM a recorded process and wait for it to go; SIGKILL if it does not. Never signals a reused pid."""
-    if _proc_start_time(pid) != start_time:
+    if proc_start_time(pid) != start_time:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _proc_start_time(pid) != start_time:
+        if proc_start_time(pid) != start_time:
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    while _proc_start_time(pid) == start_time:
+    while proc_start_time(pid) == start_time:
         time.sleep(0.05)
 
 

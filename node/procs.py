@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ledger.devservices import _proc_start_time
+from ledger.devservices import proc_start_time
 
 REGISTRY = "processes.json"
 
@@ -32,7 +32,7 @@ class ChildRecord:
     argv: list[str]
 
     def alive(self) -> bool:
-        return _proc_start_time(self.pid) == self.start_time and self.start_time is not None
+        return proc_start_time(self.pid) == self.start_time and self.start_time is not None
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Children:
         finally:
             # Registered even when Ctrl-C lands right after the fork, so the clean-up still finds it.
             if popen is not None:
-                record = ChildRecord(name, popen.pid, _proc_start_time(popen.pid), str(log), list(argv))
+                record = ChildRecord(name, popen.pid, proc_start_time(popen.pid), str(log), list(argv))
                 self.children.append(Child(name, popen, log, record))
         self._write()
         return self.children[-1]

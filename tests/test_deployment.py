@@ -125,12 +125,10 @@ def meshprov_commands(compose: dict[str, Any]) -> dict[str, list[list[str]]]:
 def full_parse(args: list[str]) -> list[str]:
     """Parse ``meshprov ARGS`` with the real CLI down to the command (types, choices, required options) without
     running it; returns the command path. Raises the CLI's UsageError on anything `meshprov` would refuse."""
-    import typer
 
     from ledger.cli import app as root
 
-    root._register_external(root._invoked_group(args))  # the node/worker/demo groups, as main() would
-    command: Any = typer.main.get_command(root.app)
+    command: Any = root.root_command(args)  # with the node/worker/demo group loaded, as main() would
     ctx = command.make_context("meshprov", list(args))
     path = ["meshprov"]
     while hasattr(command, "resolve_command"):

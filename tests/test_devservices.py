@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from ledger.devservices import _proc_start_time
+from ledger.devservices import proc_start_time
 
 pytestmark = [pytest.mark.anvil, pytest.mark.redis]
 
@@ -96,7 +96,7 @@ def test_up_gives_answering_services_within_5s_and_down_leaves_nothing(data_dir:
     down = meshprov(data_dir, "dev", "down")
     assert down.returncode == 0
     assert sorted(json.loads(down.stdout)["stopped"]) == ["anvil", "redis"]
-    assert all(_proc_start_time(pid) is None for pid in pids)
+    assert all(proc_start_time(pid) is None for pid in pids)
     assert our_pids(data_dir) == []
     assert not (data_dir / "services.json").exists()
     assert meshprov(data_dir, "dev", "status").returncode == 6

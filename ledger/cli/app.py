@@ -12,7 +12,7 @@ import logging
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -178,6 +178,13 @@ def _invoked_group(argv: list[str]) -> str | None:
     return None
 
 
+def root_command(argv: list[str] | None = None) -> Any:
+    """The click command of the whole CLI with the group ``argv`` invokes loaded, as `main` runs it (for tools
+    and tests that parse command lines without running them)."""
+    _register_external(_invoked_group(list(argv or [])))
+    return typer.main.get_command(app)
+
+
 def _report(exc: MeshprovError) -> int:
     output.stderr.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
     if exc.hint:
@@ -191,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     args = list(sys.argv[1:] if argv is None else argv)
-    _register_external(_invoked_group(args))
-    command = typer.main.get_command(app)
+    command = root_command(args)
     try:
         # Standalone mode: click reports usage errors (exit 2) and turns Ctrl-C into exit 130 itself.
         command.main(args=args, prog_name="meshprov", standalone_mode=True)
