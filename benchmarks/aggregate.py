@@ -218,8 +218,11 @@ def child_krum(job: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 def run_child(kind: str, arg: str, job_file: Path) -> dict[str, Any]:
+    # Flower pins old typer/fastapi releases that meshprov's environment cannot share, so `make bench` installs
+    # it into its own venv and names that interpreter here; the Flower child imports only flwr, numpy, safetensors.
+    python = os.environ.get("FLOWER_PYTHON", sys.executable) if kind == "flower" else sys.executable
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", kind, arg, str(job_file)],
+        [python, __file__, "--child", kind, arg, str(job_file)],
         capture_output=True,
         text=True,
         check=False,
