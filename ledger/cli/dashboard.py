@@ -62,13 +62,18 @@ def serve(
     follower = None
     if follow:
         from ledger.index import service
+        from ledger.index.db import IndexDB
         from ledger.index.follower import Follower
+
+        writer: list[IndexDB] = []  # the follower's own pool, opened once it can be (retried every poll)
 
         def make_follower() -> Follower:
             from ledger.chain.client import LedgerClient
 
             client = LedgerClient.from_settings(s, read_only=True)
-            return service.follower(service.open_index(s), client, confirmations=s.confirmations)
+            if not writer:
+                writer.append(service.open_index(s))
+            return service.follower(writer[0], client, confirmations=s.confirmations)
 
         follower = BackgroundFollower(make_follower, poll=poll)
     application = create_app(s, follower=follower)
