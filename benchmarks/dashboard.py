@@ -34,6 +34,7 @@ import asyncio
 import hashlib
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -463,6 +464,7 @@ def main() -> int:
             if db.dialect == "postgresql":
                 db.drop()
             db.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)  # the SQLite index is ~150 MB
     if args.json:
         print(json.dumps({"shape": shape, "generated": generated, "results": results}, indent=2))
     else:
