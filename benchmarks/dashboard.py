@@ -244,7 +244,7 @@ def synthesize(
         "held_back_from": last_round_from,
         "contributors": [c for g in groups for c in g],
         "validators": vals,
-        "latest": _hex("agg", 1, rounds),
+        "latest": _hex("agg", 1, rounds if tasks > 1 else rounds - 1),  # task 1's newest model in the index
     }
 
 
@@ -411,6 +411,33 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_backends(
+    backends: list[tuple[str, Callable[[], Any]]],
+    shape: dict[str, int],
+    repeats: int,
+    results: dict[str, dict[str, Any]],
+    generated: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    for name, make in backends:
+        try:
+            db = make()
+        except Exception as exc:
+            log(f"{name}: skipped ({exc})")
+            continue
+        try:
+            started = time.perf_counter()
+            data = synthesize(db, **shape)
+            generated.update(rows=data["rows"], seconds=time.perf_counter() - started)
+            log(f"{name}: synthetic index of {len(data['contributors'])} contributors × {shape['rounds']} rounds "
+                f"({sum(data['rows'].values()):,} rows) in {generated['seconds']:.1f} s")  # fmt: skip
+            results[name] = measure(db, data, repeats, log)
+        finally:
+            if db.dialect == "postgresql":
+                db.drop()
+            db.dispose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -447,24 +474,10 @@ def main() -> int:
             ("postgres", lambda: IndexDB(POSTGRES_URL, schema_name=f"meshprov_bench_{uuid.uuid4().hex[:8]}"))
         )
     generated: dict[str, Any] = {}
-    for name, make in backends:
-        try:
-            db = make()
-        except Exception as exc:
-            log(f"{name}: skipped ({exc})")
-            continue
-        try:
-            started = time.perf_counter()
-            data = synthesize(db, **shape)
-            generated = {"rows": data["rows"], "seconds": time.perf_counter() - started}
-            log(f"{name}: synthetic index of {len(data['contributors'])} contributors × {args.rounds} rounds "
-                f"({sum(data['rows'].values()):,} rows) in {generated['seconds']:.1f} s")  # fmt: skip
-            results[name] = measure(db, data, args.repeats, log)
-        finally:
-            if db.dialect == "postgresql":
-                db.drop()
-            db.dispose()
-    shutil.rmtree(tmp, ignore_errors=True)  # the SQLite index is ~150 MB
+    try:
+        run_backends(backends, shape, args.repeats, results, generated, log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the SQLite index is ~150 MB
     if args.json:
         print(json.dumps({"shape": shape, "generated": generated, "results": results}, indent=2))
     else:
