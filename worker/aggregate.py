@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.aggregation import AggregationSpec, Contribution, prepare
 from ledger.aggregation.output import write_aggregation
+from ledger.chain.types import Phase
 from ledger.content import cid_to_digest, digest_to_cid
-from worker.chain_port import Phase, RoundInfo, Submission
+from worker.chain_port import RoundInfo, Submission
 from worker.errors import NotReady, StoreFault
 from worker.fetch import ensure_base, fetch
 from worker.state import renew

@@ -16,22 +16,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ledger.chain.types import Phase
 from worker.errors import ChainFault
 
 if TYPE_CHECKING:
     from ledger.chain.client import LedgerClient
     from ledger.settings import Settings
-
-
-class Phase(IntEnum):
-    NONE = 0
-    OPEN = 1
-    VOTING = 2
-    CLOSED = 3
-    FINALIZED = 4
 
 
 @dataclass(frozen=True)

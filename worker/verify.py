@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.aggregation.source import TensorInfo, TensorSource, describe_source
+from ledger.chain.types import Phase
 from ledger.checks import (
     ChainRecord,
     CheckLimits,
@@ -37,7 +38,7 @@ from ledger.checks import (
 )
 from ledger.content import digest_to_cid
 from ledger.reasons import Reason
-from worker.chain_port import Phase, RoundInfo, Submission
+from worker.chain_port import RoundInfo, Submission
 from worker.errors import NotReady, StoreFault
 from worker.fetch import ensure_base, fetch, remove
 from worker.state import renew

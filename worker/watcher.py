@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from worker.chain_port import Phase
+from ledger.chain.types import Phase
 from worker.state import job_key
 from worker.tasks import AGGREGATE, AGGREGATOR_QUEUE, VERIFY, validator_queue
 
