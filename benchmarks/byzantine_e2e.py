@@ -35,7 +35,6 @@ from node.experiment import (  # noqa: E402
     ExperimentResult,
     RoundResult,
     dev_roles,
-    malicious_members,
     publish_round,
     read_weights,
     run_experiment,
@@ -84,7 +83,7 @@ def run_on_mesh(
         assert [net.contributor(i)[0] for i in range(config.num_nodes)] == list(roles.contributors)
         net.start_all(validator_args(config))
         federation = make_federation(config.num_nodes, config.alpha, config.seed)
-        malicious = malicious_members(config.num_nodes, config.num_malicious, config.seed)
+        malicious = config.malicious_set
         base = read_weights(genesis_path)
         base_cid = genesis_cid
         initial = evaluate(config.model, base, federation.test, threads=1).accuracy
@@ -190,7 +189,80 @@ def compare(pure: ExperimentResult, real: ExperimentResult, extra: dict[str, Any
     }
 
 
+def compare_demo(summary_path: Path) -> dict[str, Any]:
+    """A `meshprov demo --json` run (its demo-summary.json) against the pure pipeline on the same members.
+
+    The demo's member k trains shard k - 1 of ``make_federation(nodes, alpha, seed)`` with
+    ``round_seed(seed, round, k - 1)``, its last ``malicious`` members misbehave, and its accounts are laid out as
+    ``dev_roles``: so the pure pipeline, told which members are malicious and the demo's budget, must produce
+    the same update CIDs, verdicts, aggregates, rewards and reputations. Only the submission order differs (the
+    demo's members submit as they finish), which no result here depends on: aggregation sorts by digest and
+    a settlement is per update."""
+    demo = json.loads(summary_path.read_text())
+    d = demo["demo"]
+    if d["rule"] != "fedavg" or d["validators"] != 2 or d["quorum"] != 2 or d.get("relay"):
+        raise SystemExit("compare a demo run with the default rule, 2 validators, quorum 2 and no relay")
+    minted = int(demo["rounds"][0]["rewards_minted"])
+    validators = sum(int(v) for v in demo["rounds"][0]["validator_rewards"].values())
+    budget = validators * 10  # the validators' share is exactly 10 % of the budget
+    nodes, f = int(d["nodes"]), int(d["malicious"])
+    config = ExperimentConfig(
+        d["behaviour"] if f else "honest",
+        f,
+        DEFAULT_PIPELINE,
+        int(d["seed"]),
+        num_nodes=nodes,
+        alpha=float(d["alpha"]),
+        rounds=len(demo["rounds"]),
+        model=d["model"],
+        budget=budget,
+        loss_delta=float(d["loss_delta"]),
+        malicious=tuple(range(nodes - f, nodes)),
+    )
+    pure = run_experiment(config)
+    mismatches: list[str] = []
+    for mine, theirs in zip(pure.rounds, demo["rounds"], strict=True):
+        r = mine.round
+        updates = {u["node"] - 1: u for u in theirs["updates"]}
+        if set(updates) != set(mine.submitted):
+            mismatches.append(f"round {r}: members {sorted(updates)} != {sorted(mine.submitted)}")
+            continue
+        for k, node in enumerate(mine.submitted):
+            u = updates[node]
+            codes = {v["reason"] for v in u["votes"]}
+            checks = [
+                ("cid", u["cid"], mine.cids[k]),
+                ("verdict", codes, {mine.reasons[k]}),
+                ("accepted", u["accepted"], node in mine.accepted),
+                ("reward", int(u["reward"]), mine.rewards[node]),
+                ("reputation", u["reputation"], mine.reputations[node]),
+            ]
+            mismatches += [
+                f"round {r} member {node + 1} {n}: demo {a!r} pure {b!r}" for n, a, b in checks if a != b
+            ]
+        if theirs["aggregate"] != mine.aggregate_cid:
+            mismatches.append(f"round {r}: aggregate {theirs['aggregate']} != {mine.aggregate_cid}")
+        if abs(theirs["accuracy"] - mine.accuracy) > 1e-12:
+            mismatches.append(f"round {r}: accuracy {theirs['accuracy']} != {mine.accuracy}")
+    bad = {node for node in range(nodes - f, nodes)}
+    demo_paid = {m["node"] - 1: int(m["reward"]) for m in demo["members"]}
+    share = sum(v for k, v in demo_paid.items() if k in bad) / max(1, sum(demo_paid.values()))
+    return {
+        "config": config.label,
+        "agree": not mismatches,
+        "mismatches": mismatches,
+        "rounds": len(pure.rounds),
+        "final_accuracy": {"pure": pure.final_accuracy, "demo": demo["rounds"][-1]["accuracy"]},
+        "malicious_reward_share": {"pure": pure.malicious_reward_share, "demo": share},
+        "minted_round_1": minted,
+    }
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--demo-summary"]:
+        row = compare_demo(Path(argv[1]))
+        print(json.dumps(row, indent=1))
+        return 0 if row["agree"] else 1
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

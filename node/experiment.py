@@ -158,6 +158,8 @@ class ExperimentConfig:
     task_id: int = 1
     loss_delta: float | None = DEFAULT_LOSS_DELTA
     """The validators' held-out loss margin (None: validators without held-out data)."""
+    malicious: tuple[int, ...] | None = None
+    """Which members are malicious (None: a seeded choice, :func:`malicious_members`); e.g. the demo's last f."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pipeline", Pipeline(self.pipeline))
@@ -169,6 +171,16 @@ class ExperimentConfig:
             raise InvalidParameter(
                 "attack", self.attack, "use `honest` exactly when there are no malicious members"
             )
+        if self.malicious is not None:
+            object.__setattr__(self, "malicious", tuple(sorted(int(m) for m in self.malicious)))
+            if len(set(self.malicious)) != self.num_malicious or not all(
+                0 <= m < self.num_nodes for m in self.malicious
+            ):
+                raise InvalidParameter(
+                    "malicious",
+                    self.malicious,
+                    f"{self.num_malicious} distinct members in [0, {self.num_nodes})",
+                )
         if self.rounds < 1 or self.validators < 1 or not 1 <= self.quorum <= self.validators:
             raise InvalidParameter(
                 "rounds/validators/quorum",
@@ -188,8 +200,16 @@ class ExperimentConfig:
     def spec(self) -> AggregationSpec:
         return aggregation_spec(self.pipeline, num_nodes=self.num_nodes, tolerated=self.tolerated)
 
+    @property
+    def malicious_set(self) -> list[int]:
+        if self.malicious is not None:
+            return list(self.malicious)
+        return malicious_members(self.num_nodes, self.num_malicious, self.seed)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "pipeline": str(self.pipeline)}
+        out = {**asdict(self), "pipeline": str(self.pipeline)}
+        out["malicious"] = None if self.malicious is None else list(self.malicious)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
@@ -313,6 +333,8 @@ class RoundResult:
     validator_rewards: int
     aggregate_cid: str
     seconds: float
+    cids: list[str] = field(default_factory=list)
+    """The update files' CIDs, in submission order."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -517,7 +539,7 @@ def run_experiment(
     evaluator = heldout_loss(config.seed) if limits.loss_delta is not None else None
     roles = dev_roles(config.validators, config.num_nodes)
     federation = make_federation(config.num_nodes, config.alpha, config.seed)
-    malicious = malicious_members(config.num_nodes, config.num_malicious, config.seed)
+    malicious = config.malicious_set
     workdir.mkdir(parents=True, exist_ok=True)
     base_path = workdir / "genesis.safetensors"
     base_cid = genesis_cid = write_genesis_file(base_path, config.model, config.seed)
@@ -535,7 +557,7 @@ def run_experiment(
         round_dir = workdir / f"round-{r}"
         round_dir.mkdir(exist_ok=True)
         published = publish_round(config, federation, base, r, malicious)
-        paths, records, digests = [], [], []
+        paths, records, digests, cids = [], [], [], []
         for p in published:
             meta = UpdateMeta(
                 task=config.task_id,
@@ -545,7 +567,9 @@ def run_experiment(
                 num_samples=p.num_samples,
             )
             path = round_dir / f"update-{p.node}.safetensors"
-            digest = cid_to_digest(write_update(path, p.delta, meta).cid)
+            cid = write_update(path, p.delta, meta).cid
+            digest = cid_to_digest(cid)
+            cids.append(cid)
             paths.append(path)
             digests.append(digest)
             records.append(
@@ -605,6 +629,7 @@ def run_experiment(
             validator_rewards=sum(s.reward for s in settled.settlements if s.role is Role.VALIDATOR),
             aggregate_cid=base_cid,
             seconds=time.perf_counter() - round_started,
+            cids=cids,
         )
         for path in paths:
             path.unlink()

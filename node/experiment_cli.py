@@ -77,6 +77,18 @@ def byzantine(
             rich_help_panel=_SWEEP,
         ),
     ] = 3,
+    loss_check: Annotated[
+        bool,
+        typer.Option(
+            "--loss-check/--no-loss-check",
+            help="Validators with the demo's held-out loss check (node.heldout, --loss-delta) or without.",
+            rich_help_panel=_SWEEP,
+        ),
+    ] = True,
+    loss_delta: Annotated[
+        float,
+        typer.Option("--loss-delta", min=0.0, help="Held-out loss margin (nats).", rich_help_panel=_SWEEP),
+    ] = 5.0,
     absent: Annotated[
         bool,
         typer.Option(
@@ -131,6 +143,7 @@ def byzantine(
             "num_nodes": nodes,
             "alpha": alpha,
             "tolerated": tolerated,
+            "loss_delta": loss_delta if loss_check else None,
         }
         configs = sweep_configs(
             attacks=attacks,
@@ -191,6 +204,7 @@ def _summary(runs: list[ExperimentResult], cells: list[Any], rows: list[Any]) ->
             "validators": first.validators,
             "quorum": first.quorum,
             "tolerated": first.tolerated,
+            "loss_delta": first.loss_delta,
         },
         "goal": [
             {

@@ -13,6 +13,7 @@ import pytest
 
 from ledger.reasons import Reason
 from ledger.rewards import DEFAULT_CONSTANTS
+from node.errors import InvalidParameter
 from node.experiment import (
     ABSENT,
     HONEST,
@@ -129,6 +130,17 @@ def test_the_pure_pipeline_is_deterministic_and_trains_like_the_reference_simula
         assert mine.accuracy == pytest.approx(theirs.accuracy, abs=0.01)
 
 
+def test_an_explicit_malicious_set_and_the_update_cids_are_recorded() -> None:
+    result = run("free-rider", 2, Pipeline.FEDAVG, rounds=1, malicious=(5, 4))
+    assert result.malicious == [4, 5]
+    (r,) = result.rounds
+    assert r.submitted[-2:] == [4, 5]
+    assert len(r.cids) == len(set(r.cids)) == 6
+    assert all(cid.startswith("Qm") for cid in r.cids)
+    with pytest.raises(InvalidParameter):
+        ExperimentConfig("scale", 2, Pipeline.FEDAVG, malicious=(1,))
+
+
 def test_malicious_sets_are_nested_and_seeded() -> None:
     sets = [malicious_members(10, f, seed=1) for f in range(5)]
     for smaller, larger in itertools.pairwise(sets):
@@ -148,8 +160,6 @@ def test_sweep_has_one_honest_run_per_pipeline_and_seed_and_refuses_fractional_m
         ("noise", 3, 0),
         ("noise", 3, 1),
     ]
-    from node.errors import InvalidParameter
-
     with pytest.raises(InvalidParameter):
         sweep_configs(fractions=[0.25])
     with pytest.raises(InvalidParameter):
