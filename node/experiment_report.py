@@ -2,7 +2,7 @@
 
 A *cell* is one (attack, f, pipeline) over every seed run. The goal (issue 9): with 30 % malicious members the
 default pipeline's final accuracy stays within 2 points of the honest-only run, and the malicious members earn at
-most 5 % of the contributors' rewards. Plots need matplotlib (the ``bench`` extra) and use the Agg backend.
+most 5 % of the contributors' rewards. Plots need matplotlib (the ``experiment`` extra) and use the Agg backend.
 """
 
 from __future__ import annotations
