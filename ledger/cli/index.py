@@ -46,6 +46,7 @@ def follow(
 ) -> None:
     """Follow the ledger's events into the index (reorg-safe, resumable). Ctrl-C stops it cleanly."""
     from ledger.chain.client import LedgerClient
+    from ledger.errors import ServiceUnavailable
     from ledger.index import service
     from ledger.index.db import redact
     from ledger.index.follower import SyncResult
@@ -88,8 +89,17 @@ def follow(
             report(result)
             emit(summary(result), json_mode=json_mode, human=lambda console: None)
             return
+        backoff = poll
         while True:
-            result = follower.sync(progress=progress)
+            try:
+                result = follower.sync(progress=progress)
+            except ServiceUnavailable as exc:
+                # A follower outlives chain restarts: wait and resume from the checkpoint instead of exiting.
+                backoff = min(backoff * 2, 30.0)
+                info(f"[yellow]{exc.service} unavailable[/] ({exc.reason}); retrying in {backoff:.0f} s")
+                time.sleep(backoff)
+                continue
+            backoff = poll
             report(result)
             if json_mode:
                 emit(summary(result), json_mode=True)
