@@ -156,16 +156,19 @@ def demo_settings(data_dir: Path, environ: dict[str, str] | None = None) -> Sett
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the demo the way Ctrl-C does (cleanup runs)."""
+    """SIGTERM stops the demo the way Ctrl-C does (cleanup runs). SIGINT is installed explicitly too: a process
+    started in the background by a non-interactive shell inherits SIGINT *ignored*, and Ctrl-C (or a supervisor's
+    SIGINT) must still stop it."""
 
     def handler(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
