@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ledger.chain.errors import RoundNotLive
 from ledger.chain.types import Phase, bits
 from ledger.content import ContentStore, digest_to_cid
 from ledger.errors import ConfigError, MeshprovError, ServiceUnavailable
@@ -128,6 +129,7 @@ class NodeRunner:
         self._model: str | None = options.model
         self._from_block = client.deployment.block if client.deployment is not None else 0
         self._done: set[int] = set()
+        self._awaiting: RoundRecord | None = None  # submitted, verdict not yet read
 
     # ─── the loop ───────────────────────────────────────────────────────────────────────────────────────────
     def run(self) -> list[RoundRecord]:
@@ -153,11 +155,18 @@ class NodeRunner:
         next round to open."""
         task = self.options.task
         round_ = self.client.current_round(task)
+        awaiting = self._awaiting
+        if awaiting is not None and awaiting.round < round_ and awaiting.round not in self._done:
+            # The round we submitted to was finalized while the chain was out of reach: settle it first.
+            return self._await_outcome(awaiting)
         if round_ in self._done:
             self._wait_new_round(round_)
             return None
         record = self.journal.load(task, round_)
-        status = self.client.submission_of(task, round_, self.address)
+        try:
+            status = self.client.submission_of(task, round_, self.address)
+        except RoundNotLive:
+            return None  # the round was finalized between the two reads: the next step sees the new one
         if status.submitted:
             if record is None or record.status in ("trained", "stored", "missed"):
                 record = self._adopt(record, round_, status.index, status.num_samples)
@@ -416,6 +425,7 @@ class NodeRunner:
 
     # ─── the verdict ────────────────────────────────────────────────────────────────────────────────────────
     def _await_outcome(self, record: RoundRecord) -> RoundRecord:
+        self._awaiting = record
         task, round_ = self.options.task, record.round
         delay = self.options.poll_s
         announced = False
@@ -428,6 +438,7 @@ class NodeRunner:
         self._verdict(record)
         self.journal.save(record)
         self._done.add(round_)
+        self._awaiting = None
         if record.status == "accepted":
             self.say(
                 f"round {round_}: accepted; reward {tokens(record.reward or 0)} tokens, "
