@@ -82,12 +82,18 @@ def input_file(path: Path) -> int:
     return st.st_size
 
 
-def open_configured_store(
+@contextlib.contextmanager
+def configured_store(
     store: str | None, store_dir: Path | None, kubo_api_url: str | None
-) -> ContentStore:
+) -> Iterator[ContentStore]:
+    """The store the settings (and these flags) name, closed when the command is done with it."""
     from ledger.content import open_store
 
-    return open_store(load_settings(store=store, store_dir=store_dir, kubo_api_url=kubo_api_url))
+    backend = open_store(load_settings(store=store, store_dir=store_dir, kubo_api_url=kubo_api_url))
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def _parse(cid: str) -> str:
@@ -108,12 +114,11 @@ def put(
     from ledger.content.multiformats import CID
 
     size = input_file(file)
-    backend = open_configured_store(store, store_dir, kubo_api_url)
-    try:
-        with progress_bar(size, f"put {file.name}") as progress:
-            cid = backend.put_file(file, progress=progress)
-    finally:
-        backend.close()
+    with (
+        configured_store(store, store_dir, kubo_api_url) as backend,
+        progress_bar(size, f"put {file.name}") as progress,
+    ):
+        cid = backend.put_file(file, progress=progress)
     parsed = CID.parse(cid)
     data = {"cid": parsed.v0, "cid_v1": parsed.v1, "digest": parsed.hex, "size": size, "store": backend.name}
     emit(
@@ -151,15 +156,10 @@ def get(
         raise NotFound(f"no such directory: {output.parent}", hint="create it first")
     s = load_settings(store=store, store_dir=store_dir, kubo_api_url=kubo_api_url)
     limit = max_bytes if max_bytes is not None else s.max_update_bytes
-    from ledger.content import open_store
-
-    backend = open_store(s)
-    try:
+    with configured_store(store, store_dir, kubo_api_url) as backend:
         size = backend.stat(v0).size
         with progress_bar(size, f"get {v0[:12]}…") as progress:
             written = fetch_to_file(backend, v0, output, max_bytes=limit, progress=progress)
-    finally:
-        backend.close()
     data = {"cid": v0, "path": str(output), "size": written, "store": backend.name}
     emit(
         data,
@@ -178,11 +178,8 @@ def pin(
 ) -> None:
     """Pin content: make sure every block is held, and keep it."""
     v0 = _parse(cid)
-    backend = open_configured_store(store, store_dir, kubo_api_url)
-    try:
+    with configured_store(store, store_dir, kubo_api_url) as backend:
         backend.pin(v0)
-    finally:
-        backend.close()
     data = {"cid": v0, "pinned": True, "store": backend.name}
     emit(data, json_mode=want_json(json_output), human=lambda console: info(f"pinned {v0}"))
 
@@ -199,11 +196,8 @@ def stat(
     from ledger.content.multiformats import CID
 
     v0 = _parse(cid)
-    backend = open_configured_store(store, store_dir, kubo_api_url)
-    try:
+    with configured_store(store, store_dir, kubo_api_url) as backend:
         result = backend.stat(v0)
-    finally:
-        backend.close()
     parsed = CID.parse(v0)
     data = {
         "cid": result.cid,
@@ -235,11 +229,8 @@ def has(
 ) -> None:
     """Say whether the store holds the content now. Exit 0 if it does, 4 if not."""
     v0 = _parse(cid)
-    backend = open_configured_store(store, store_dir, kubo_api_url)
-    try:
+    with configured_store(store, store_dir, kubo_api_url) as backend:
         present = backend.has(v0)
-    finally:
-        backend.close()
     data = {"cid": v0, "present": present, "store": backend.name}
     emit(
         data,
