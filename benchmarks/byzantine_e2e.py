@@ -1,6 +1,6 @@
 """The pure pipeline against the real system: one Byzantine configuration per attack (30 % malicious, the default
 pipeline) through anvil, redis-server and real validator and aggregator processes, compared round by round with
-``node.experiment.run_experiment`` on the same inputs.
+``lab.experiment.run_experiment`` on the same inputs.
 
 Agreement means, in every round: the same members submitted in the same order, every validator's on-chain reason
 codes equal the pure verdicts, the accepted set (the contract's quorum outcome) is the same, the aggregate has the
@@ -26,9 +26,7 @@ sys.path[:0] = [
     str(HERE.parent),
 ]  # this directory's modules, and the repo (not a site `benchmarks`)
 
-from meshnet import MeshNet  # noqa: E402
-
-from node.experiment import (  # noqa: E402
+from lab.experiment import (  # noqa: E402
     ATTACKS,
     DEFAULT_PIPELINE,
     ExperimentConfig,
@@ -40,6 +38,7 @@ from node.experiment import (  # noqa: E402
     run_experiment,
     write_genesis_file,
 )
+from lab.meshnet import MeshNet  # noqa: E402
 
 
 def validator_args(config: ExperimentConfig) -> list[str]:

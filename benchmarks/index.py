@@ -78,7 +78,7 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
     from ledger.devservices import AnvilProcess, dev_accounts
     from ledger.reasons import Reason
     from ledger.settings import Settings
-    from tests.chainfixtures import deploy, meshprov_contracts, web3_for
+    from tests.support.chain import deploy, meshprov_contracts, web3_for
 
     tmp = Path(tempfile.mkdtemp(prefix="meshprov-bench-index-"))
     anvil = AnvilProcess.start(tmp, settings=Settings(data_dir=tmp, anvil_mnemonic=Settings().anvil_mnemonic))

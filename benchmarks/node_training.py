@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from node.central import train_central
+from lab.central import train_central
+from lab.simulate import simulate_fedavg
 from node.data import make_federation
 from node.models import genesis_state
 from node.privacy import DPConfig, privatize
-from node.simulate import simulate_fedavg
 from node.training import default_config, evaluate, local_train
 
 

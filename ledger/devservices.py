@@ -330,6 +330,10 @@ def dev_accounts(mnemonic: str, count: int) -> list[tuple[str, str]]:
     return out
 
 
+_DETACHED: list[subprocess.Popen[bytes]] = []
+"""Popen objects of the services `DevServices.up` started detached (see there)."""
+
+
 class DevServices:
     """The set of embedded services recorded in one data directory."""
 
@@ -394,6 +398,9 @@ class DevServices:
                     service.stop()
                 raise
             self._write(records)
+            # The detached children outlive this call by design; keeping their Popen objects stops Python from
+            # warning, when one is garbage-collected, that its process "is still running".
+            _DETACHED.extend(service.process for service in started)
             return {n: records[n] for n in names}
 
     def down(self) -> list[str]:

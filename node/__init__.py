@@ -7,8 +7,6 @@ This package holds the machine-learning half of a node, with no chain, store or 
 - ``node.training``   one local round (base state -> local state, delta, loss) and evaluation
 - ``node.privacy``    update-level differential privacy (clip + Gaussian noise) and its (ε, δ) accounting
 - ``node.behaviours`` honest and Byzantine behaviours applied to a delta, for experiments
-- ``node.central``    a centrally trained baseline with the same model and budget
-- ``node.simulate``   an in-memory FedAvg simulation over the nodes' deltas (no chain)
 
 Weights cross every boundary as ``dict[str, numpy.ndarray]`` (float32, keys exactly the model's state_dict keys),
 so the update-file writer in ``ledger`` and the auditors never need torch. Importing ``node`` itself is cheap:

@@ -206,8 +206,7 @@ class NodeRunner:
 
     def _train(self, round_: int, base_cid: str, submission_end: int) -> RoundRecord:
         from node.basemodel import check_architecture, fetch_base, infer_model, load_weights
-        from node.simulate import round_seed
-        from node.training import default_config, local_train, update_norm
+        from node.training import default_config, local_train, round_seed, update_norm
 
         o = self.options
         with self.bars.task(f"round {round_}: base", None, unit="bytes") as advance:

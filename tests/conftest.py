@@ -1,55 +1,16 @@
-"""Shared fixtures: real anvil and redis-server children from `ledger.devservices`, stopped after the session."""
+"""The tests' shared fixtures live in ``tests/support`` and are loaded here as plugins, so every test module
+sees them without importing (or re-binding) fixture names.
 
-from __future__ import annotations
+Layout: ``tests/<package>/...`` mirrors the source tree (``ledger/chain`` -> ``tests/ledger/chain``); ``tests/lab``
+holds the whole-consortium runs; ``tests/test_layout.py`` guards the import direction and self-containment;
+``tests/data`` holds recorded replies and vectors (facts from real Kubo), ``tests/support`` the helpers.
+"""
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from ledger.devservices import AnvilProcess, RedisProcess, dev_accounts
-from ledger.settings import Settings
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-
-
-@pytest.fixture(scope="session")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilProcess]:
-    """One anvil for the session; use the `w3` fixture for per-test isolation (snapshot/revert)."""
-    with AnvilProcess.start(tmp_path_factory.mktemp("anvil")) as proc:
-        yield proc
-
-
-@pytest.fixture
-def w3(anvil: AnvilProcess) -> Iterator[object]:
-    """A Web3 on the session's anvil; every change a test makes is reverted after it."""
-    from web3 import HTTPProvider, Web3
-
-    web3 = Web3(HTTPProvider(anvil.rpc_url, request_kwargs={"timeout": 30}))
-    snapshot = web3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-    yield web3
-    web3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def dev_keys() -> list[tuple[str, str]]:
-    """(address, private key) of anvil's funded dev accounts."""
-    return dev_accounts(Settings().anvil_mnemonic, 20)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    with RedisProcess.start(tmp_path_factory.mktemp("redis")) as proc:
-        yield proc
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisProcess) -> Iterator[str]:
-    """The session's redis-server, emptied after each test."""
-    import redis
-
-    yield redis_server.url
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    client.close()
+pytest_plugins = [
+    "tests.support.services",
+    "tests.support.chain",
+    "tests.support.index",
+    "tests.support.dashboard",
+    "tests.support.worker",
+    "tests.support.node",
+]

@@ -1,0 +1,582 @@
+"""`meshprov demo`: a whole consortium on one machine, from an empty directory to an audited model.
+
+1. The data directory (default ``.meshprov/demo``) is made fresh: a directory an earlier demo left (it holds the
+   ``.meshprov-demo`` marker) is emptied after stopping whatever that run left running; any other non-empty
+   directory is refused, never deleted.
+2. The embedded services start in it: anvil (state in ``anvil/state.json``) and redis-server.
+3. The genesis model and the task's specification are put in the local store (``blocks/``); MeshToken and
+   MeshLedger are deployed (`ledger.chain.deploy`) for dev accounts: 0 admin, 1 aggregator, 2…
+   validators, then the members; the record goes to ``deployment.json``, the members' keys to ``keys/``.
+4. Real processes, each in its own session with its log in ``logs/``: the validators and the aggregator (with its
+   watcher) as `meshprov worker run`, the members as `meshprov node run` (the last ``--malicious`` of them with
+   ``--behaviour``), optionally a `meshprov node relay`.
+5. The ledger's events are followed: as each round is finalized its updates, votes, reasons, rewards and the
+   aggregate's test accuracy are printed (stderr).
+6. After ``--rounds`` rounds: members and workers are stopped, the index (``index.sqlite``) is brought up to date,
+   the final model's lineage and `audit verify` are computed, and a centrally trained baseline with the same
+   budget is measured. ``demo-summary.json`` holds all of it.
+7. Every process started is stopped (also on Ctrl-C or SIGTERM); anvil saves its state on the way out, so
+   ``meshprov --data-dir DIR audit …`` and ``meshprov --data-dir DIR dashboard serve`` work afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lab.demo_report import Member, RoundResult, RoundTracker, member_totals
+from lab.procs import Child, Children, stop_recorded
+from ledger.errors import ConfigError, MeshprovError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.deploy import DeploymentRecord
+    from ledger.settings import Settings
+
+MARKER = ".meshprov-demo"
+SUMMARY = "demo-summary.json"
+DEFAULT_DIR = Path(".meshprov/demo")
+BEHAVIOURS = ("scale", "sign-flip", "noise", "free-rider", "copycat", "little-is-enough")
+RULES = ("fedavg", "trimmed-mean", "median", "multi-krum")
+# Settings a user may need for the embedded services even in a demo (where the binaries are).
+_PASSED_SETTINGS = ("MESHPROV_ANVIL_BIN", "MESHPROV_REDIS_SERVER_BIN", "MESHPROV_SERVICE_START_TIMEOUT_S")
+FIRST_MEMBER_ACCOUNT = 2  # after the admin (0) and the aggregator (1); validators come first
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    nodes: int = 5
+    rounds: int = 5
+    malicious: int = 1
+    behaviour: str = "scale"
+    rule: str = "fedavg"
+    model: str = "mlp"
+    alpha: float = 0.5
+    seed: int = 0
+    data_dir: Path = DEFAULT_DIR
+    validators: int = 2
+    quorum: int = 2
+    submission_window_s: int = 60
+    vote_window_s: int = 60
+    loss_delta: float = 5.0
+    zscore: float = 3.5
+    relay: bool = False
+    timeout_s: float = 600.0
+    reward_per_round: str = "1000"
+
+    def validate(self, accounts: int = 20) -> None:
+        if self.validators < 1:
+            raise ConfigError("the demo needs at least one validator")
+        most = accounts - FIRST_MEMBER_ACCOUNT - self.validators
+        if not 1 <= self.nodes <= most:
+            raise ConfigError(f"--nodes must be 1..{most} (anvil's {accounts} dev accounts)")
+        if not 0 <= self.malicious <= self.nodes:
+            raise ConfigError(f"--malicious must be 0..{self.nodes}")
+        if self.rounds < 1:
+            raise ConfigError("--rounds must be at least 1")
+        if self.behaviour not in BEHAVIOURS:
+            raise ConfigError(f"--behaviour must be one of {', '.join(BEHAVIOURS)}")
+        if self.rule not in RULES:
+            raise ConfigError(f"--rule must be one of {', '.join(RULES)}")
+        if not 1 <= self.quorum <= self.validators:
+            raise ConfigError(f"the quorum must be 1..{self.validators} (the number of validators)")
+        from node.models import model_names
+
+        if self.model not in model_names():
+            raise ConfigError(f"--model must be one of {', '.join(model_names())}")
+
+    def behaviour_of(self, node_index: int) -> str:
+        """The last ``malicious`` members misbehave."""
+        return self.behaviour if node_index >= self.nodes - self.malicious else "honest"
+
+    def rule_table(self) -> dict[str, Any]:
+        """The consortium file's rule keys for ``rule`` (trimmed mean trims the malicious share, at least 10 %)."""
+        if self.rule == "trimmed-mean":
+            share = self.malicious / self.nodes
+            return {"rule": self.rule, "trim_bps": min(4_999, max(1_000, round(10_000 * share)))}
+        if self.rule == "multi-krum":
+            return {"rule": self.rule, "krum_f": self.malicious}
+        return {"rule": self.rule}
+
+
+class DemoFailed(MeshprovError):
+    def __init__(self, what: str, detail: str, *, log: Path | None = None) -> None:
+        self.what = what
+        self.detail = detail
+        super().__init__(f"the demo failed: {what}\n{detail}".rstrip(), hint=f"see {log}" if log else None)
+
+
+class NotADemoDirectory(ConfigError):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} is not empty and was not made by `meshprov demo`: refusing to delete it",
+            hint="pass another --data-dir (the demo empties its own directory on every run)",
+        )
+
+
+def prepare_directory(path: Path) -> Path:
+    """An empty demo directory at ``path`` (see the module docstring). Returns it resolved."""
+    from ledger.devservices import DevServices
+    from ledger.settings import load_settings
+
+    path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise NotADemoDirectory(path)
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            raise NotADemoDirectory(path)
+        stop_recorded(path)
+        DevServices(load_settings(environ={}, data_dir=path)).down()
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("made by `meshprov demo`; emptied by the next run\n")
+    return path
+
+
+def demo_settings(data_dir: Path, environ: dict[str, str] | None = None) -> Settings:
+    """The demo's settings: everything embedded in ``data_dir``, whatever MESHPROV_* the caller's shell has."""
+    from ledger.settings import load_settings
+
+    env = dict(os.environ if environ is None else environ)
+    kept = {k: v for k, v in env.items() if not k.startswith("MESHPROV_") or k in _PASSED_SETTINGS}
+    return load_settings(environ=kept, data_dir=data_dir)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the demo the way Ctrl-C does (cleanup runs). SIGINT is installed explicitly too: a process
+    started in the background by a non-interactive shell inherits SIGINT *ignored*, and Ctrl-C (or a supervisor's
+    SIGINT) must still stop it."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def uninterruptible() -> Iterator[None]:
+    """A second Ctrl-C must not cut the cleanup short and leave processes behind."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Demo:
+    config: DemoConfig
+    console: Console
+    say: Callable[[str], None]
+    children: Children | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # ─── the run ────────────────────────────────────────────────────────────────────────────────────────────
+    def run(self) -> dict[str, Any]:
+        from ledger.devservices import DevServices
+
+        started = time.monotonic()
+        self.config.validate()
+        data_dir = prepare_directory(self.config.data_dir)
+        settings = demo_settings(data_dir)
+        services = DevServices(settings)
+        children = self.children = Children(data_dir)
+        self.say(f"demo in {data_dir}")
+        try:
+            with sigterm_as_interrupt():
+                endpoints = services.up()
+                anvil_url, redis_url = endpoints["anvil"].url, endpoints["redis"].url
+                self.say(f"anvil {anvil_url}, redis {redis_url}")
+                record, members = self._deploy(settings, anvil_url)
+                env = self._env(settings, anvil_url, redis_url, record.task_id)
+                workers = self._start_workers(env, data_dir)
+                nodes = self._start_nodes(env, data_dir, members)
+                self.timings["startup"] = time.monotonic() - started
+                rounds = self._follow(settings, record, members, workers, nodes)
+                self.timings["rounds"] = time.monotonic() - started - self.timings["startup"]
+                self._finish_members(nodes)
+                children.signal(workers, signal.SIGTERM)  # their warm shutdown overlaps the audit
+                summary = self._summarise(settings, record, members, rounds, anvil_url)
+                children.stop(workers)
+        finally:
+            with uninterruptible():
+                children.stop()
+                services.down()  # anvil writes its state on SIGTERM: audits can restart it later
+        summary["wall_seconds"] = round(time.monotonic() - started, 2)
+        summary["timings"] = {k: round(v, 2) for k, v in self.timings.items()}
+        path = data_dir / SUMMARY
+        path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return summary
+
+    # ─── set-up ─────────────────────────────────────────────────────────────────────────────────────────────
+    def _deploy(self, settings: Settings, anvil_url: str) -> tuple[DeploymentRecord, list[Member]]:
+        from ledger.chain.client import connect_web3
+        from ledger.chain.consortium import parse_consortium
+        from ledger.chain.deploy import deploy
+        from ledger.content import open_store
+        from ledger.devservices import dev_accounts
+        from ledger.updatefile import canonical_json
+        from node.data import make_federation
+        from node.packaging import put_update, write_genesis
+
+        c = self.config
+        data_dir = settings.data_dir
+        accounts = dev_accounts(settings.anvil_mnemonic, FIRST_MEMBER_ACCOUNT + c.validators + c.nodes)
+        admin, aggregator = accounts[0], accounts[1]
+        validators = accounts[FIRST_MEMBER_ACCOUNT : FIRST_MEMBER_ACCOUNT + c.validators]
+        contributors = accounts[FIRST_MEMBER_ACCOUNT + c.validators :]
+        keys = data_dir / "keys"
+        keys.mkdir(mode=0o700, exist_ok=True)
+        named = [("admin", admin), ("aggregator", aggregator)]
+        named += [(f"validator-{i + 1}", v) for i, v in enumerate(validators)]
+        named += [(f"node-{i + 1}", m) for i, m in enumerate(contributors)]
+        for name, (_address, key) in named:
+            path = keys / f"{name}.key"
+            path.write_text(key + "\n")
+            path.chmod(0o600)
+
+        store = open_store(settings)
+        genesis = put_update(store, write_genesis(data_dir / "genesis.safetensors", c.model, c.seed))
+        federation = make_federation(c.nodes, c.alpha, c.seed)
+        spec = {
+            "dataset": "sklearn digits (8x8), fixed split",
+            "model": c.model,
+            "seed": c.seed,
+            "shards": {"kind": "dirichlet", "alpha": c.alpha, "members": c.nodes},
+            "checks": {"zscore": c.zscore, "evaluator": "node.heldout:loss", "loss_delta": c.loss_delta},
+        }
+        spec_path = data_dir / "task-spec.json"
+        spec_path.write_text(canonical_json(spec))
+        spec_cid = store.put_file(spec_path)
+        store.close()
+        consortium = {
+            "admin": admin[0],
+            "aggregator": aggregator[0],
+            "validators": [v[0] for v in validators],
+            "contributors": [m[0] for m in contributors],
+            "task": {
+                "spec": spec_cid,
+                "genesis": genesis,
+                **c.rule_table(),
+                "quorum": c.quorum,
+                "submission_window_s": c.submission_window_s,
+                "vote_window_s": c.vote_window_s,
+                "reward_per_round": c.reward_per_round,
+            },
+        }
+        (data_dir / "consortium.json").write_text(json.dumps(consortium, indent=2))
+        record = deploy(connect_web3(anvil_url), admin[1], parse_consortium(consortium, "the demo"),
+                        timeout=settings.tx_timeout_s)  # fmt: skip
+        record.write(settings.resolved_deployment_file)
+        self.say(
+            f"deployed ledger {record.ledger} (task {record.task_id}, {c.rule}, quorum {c.quorum}); "
+            f"genesis {genesis}"
+        )
+        members = [
+            Member(i + 1, m[0], c.behaviour_of(i), len(federation.shards[i]))
+            for i, m in enumerate(contributors)
+        ]
+        return record, members
+
+    def _env(self, settings: Settings, anvil_url: str, redis_url: str, task_id: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_") or k in _PASSED_SETTINGS}
+        env.update(
+            {
+                "MESHPROV_DATA_DIR": str(settings.data_dir),
+                "MESHPROV_CHAIN_RPC_URL": anvil_url,
+                "MESHPROV_REDIS_URL": redis_url,
+                "MESHPROV_STORE": "local",
+                "MESHPROV_TASK_ID": str(task_id),
+                "MESHPROV_TX_TIMEOUT_S": "30",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _meshprov(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "ledger.cli.app", *args]
+
+    def _start_workers(self, env: dict[str, str], data_dir: Path) -> list[Child]:
+        assert self.children is not None
+        c = self.config
+        tuning = [
+            "--pool", "threads", "--concurrency", "1", "--loglevel", "WARNING",
+            "--poll-interval", "0.25", "--job-ttl", "15", "--heartbeat", "1",
+            "--retry-backoff", "1", "--retry-backoff-max", "4",
+        ]  # fmt: skip
+        checks = [
+            "--evaluator",
+            "node.heldout:loss",
+            "--loss-delta",
+            f"{c.loss_delta:g}",
+            "--zscore",
+            f"{c.zscore:g}",
+        ]
+        workers = []
+        for i in range(c.validators):
+            key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"validator-{i + 1}.key")}
+            argv = self._meshprov("worker", "run", "--role", "validator", *tuning, *checks)
+            workers.append(self.children.start(f"validator-{i + 1}", argv, key_env))
+        key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / "aggregator.key")}
+        argv = self._meshprov("worker", "run", "--role", "aggregator", "--watch", *tuning)
+        workers.append(self.children.start("aggregator", argv, key_env))
+        if c.relay:
+            key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / "admin.key")}
+            workers.append(self.children.start("relayer", self._meshprov("node", "relay"), key_env))
+        self.say(
+            f"started {c.validators} validator(s) and the aggregator (+ watcher)"
+            + (" and a relayer" if c.relay else "")
+        )
+        return workers
+
+    def _start_nodes(self, env: dict[str, str], data_dir: Path, members: list[Member]) -> list[Child]:
+        assert self.children is not None
+        c = self.config
+        nodes = []
+        for m in members:
+            key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"{m.name}.key")}
+            argv = self._meshprov(
+                "node", "run",
+                "--model", c.model, "--shard", str(m.node - 1), "--shards", str(c.nodes),
+                "--alpha", f"{c.alpha:g}", "--seed", str(c.seed), "--rounds", str(c.rounds),
+                "--behaviour", m.behaviour, "--poll", "0.1", "--max-poll", "0.5", "--no-progress",
+                *(["--relay"] if c.relay else []),
+            )  # fmt: skip
+            nodes.append(self.children.start(m.name, argv, key_env))
+        bad = [m for m in members if m.malicious]
+        self.say(
+            f"started {len(members)} member(s)"
+            + (f"; {', '.join(m.name for m in bad)} {c.behaviour}" if bad else ", all honest")
+        )
+        return nodes
+
+    # ─── following the rounds ───────────────────────────────────────────────────────────────────────────────
+    def _follow(
+        self,
+        settings: Settings,
+        record: DeploymentRecord,
+        members: list[Member],
+        workers: list[Child],
+        nodes: list[Child],
+    ) -> list[RoundResult]:
+        from lab.demo_report import print_round
+        from ledger.chain.client import LedgerClient
+        from node.data import train_test_split
+
+        client = LedgerClient.from_settings(settings, read_only=True)
+        by_address = {m.address: m for m in members}
+        tracker = RoundTracker(record.task_id, by_address)
+        _, test = train_test_split(seed=self.config.seed)
+        results: list[RoundResult] = []
+        scanned = record.deploy_block - 1
+        deadline = time.monotonic() + self.config.timeout_s
+        while len(results) < self.config.rounds:
+            self._check_children(workers, nodes)
+            head = client.block_number()
+            if head > scanned:
+                for event in client.events(scanned + 1, head):
+                    result = tracker.add(event)
+                    if result is not None and len(results) < self.config.rounds:
+                        finished = self._block_time(client, event.block_number)
+                        result.seconds = max(0, finished - tracker.opened.get(result.round, finished))
+                        self._evaluate(settings, result, test, results)
+                        results.append(result)
+                        print_round(self.console, result, by_address)
+                scanned = head
+            if time.monotonic() > deadline:
+                raise DemoFailed(
+                    f"{len(results)} of {self.config.rounds} rounds finalized within {self.config.timeout_s:.0f} s",
+                    "\n".join(f"--- {c.name} ---\n{c.tail(8)}" for c in [*workers, *nodes]),
+                )
+            time.sleep(0.2)
+        return results
+
+    @staticmethod
+    def _block_time(client: LedgerClient, number: int) -> int:
+        return int(client.rpc(lambda: client.w3.eth.get_block(number))["timestamp"])
+
+    def _check_children(self, workers: list[Child], nodes: list[Child]) -> None:
+        for child in workers:
+            if not child.alive():
+                raise DemoFailed(
+                    f"{child.name} exited with code {child.returncode}", child.tail(), log=child.log
+                )
+        for child in nodes:
+            code = child.returncode
+            if code not in (None, 0):
+                raise DemoFailed(f"{child.name} exited with code {code}", child.tail(), log=child.log)
+
+    def _evaluate(self, settings: Settings, result: RoundResult, test: Any, done: list[RoundResult]) -> None:
+        """The aggregate's accuracy on the test split (the previous value when the model carried over)."""
+        if done and result.aggregate == done[-1].aggregate:
+            result.accuracy, result.loss = done[-1].accuracy, done[-1].loss
+            return
+        from ledger.content import open_store
+        from node.basemodel import fetch_base, load_weights
+        from node.training import evaluate
+
+        store = open_store(settings)
+        try:
+            path = fetch_base(
+                store, result.aggregate, settings.data_dir / "models", round_=result.round,
+                max_bytes=settings.max_update_bytes,
+            )  # fmt: skip
+        finally:
+            store.close()
+        evaluation = evaluate(self.config.model, load_weights(path, result.aggregate), test)
+        result.accuracy, result.loss = evaluation.accuracy, evaluation.loss
+
+    def _finish_members(self, nodes: list[Child]) -> None:
+        """Members exit by themselves once they have their last verdict; stop any that does not."""
+        assert self.children is not None
+        if not self.children.wait(nodes, 20.0):
+            self.say("some members did not exit after their last round; stopping them")
+        self.children.stop(nodes)
+
+    # ─── the summary ────────────────────────────────────────────────────────────────────────────────────────
+    def _summarise(
+        self,
+        settings: Settings,
+        record: DeploymentRecord,
+        members: list[Member],
+        rounds: list[RoundResult],
+        anvil_url: str,
+    ) -> dict[str, Any]:
+        from lab.central import train_central
+        from ledger.chain.client import LedgerClient
+
+        began = time.monotonic()
+        client = LedgerClient.from_settings(settings, read_only=True)
+        final_round = rounds[-1]
+        final = self._audit(settings, client, record.task_id, final_round)
+        self.timings["audit"] = time.monotonic() - began
+        began = time.monotonic()
+        central = train_central(self.config.model, rounds=self.config.rounds, seed=self.config.seed)
+        self.timings["baseline"] = time.monotonic() - began
+        validators = [
+            {
+                "address": a,
+                "reward": str(sum(r.validator_rewards.get(a, 0) for r in rounds)),
+                "reputation": client.reputation(a).validator,
+            }
+            for a in record.consortium.get("validators", [])
+        ]
+        c = self.config
+        reached = next((r.round for r in rounds if (r.accuracy or 0) >= 0.95), None)
+        return {
+            "demo": {
+                "nodes": c.nodes,
+                "rounds": c.rounds,
+                "malicious": c.malicious,
+                "behaviour": c.behaviour,
+                "rule": c.rule,
+                "model": c.model,
+                "alpha": c.alpha,
+                "seed": c.seed,
+                "validators": c.validators,
+                "quorum": c.quorum,
+                "relay": c.relay,
+                "loss_delta": c.loss_delta,
+                "zscore": c.zscore,
+            },
+            "data_dir": str(settings.data_dir),
+            "summary_file": str(settings.data_dir / SUMMARY),
+            "chain": {
+                "rpc_url": anvil_url,
+                "chain_id": record.chain_id,
+                "ledger": record.ledger,
+                "token": record.token,
+                "task_id": record.task_id,
+                "deploy_block": record.deploy_block,
+            },
+            "members": member_totals(members, rounds),
+            "validators": validators,
+            "rounds": [r.to_dict() for r in rounds],
+            "final": final,
+            "baseline": {
+                "model": central.model,
+                "accuracy": central.accuracy,
+                "epochs": central.epochs,
+                "seconds": round(central.seconds, 2),
+            },
+            "rounds_to_95": reached,
+            "processes": {"started": len(self.children.children) if self.children else 0},
+        }
+
+    def _audit(
+        self, settings: Settings, client: LedgerClient, task_id: int, final: RoundResult
+    ) -> dict[str, Any]:
+        """The final model's lineage and `audit verify` of its file, by the auditor's own code (index synced)."""
+        from ledger.audit import reports
+        from ledger.audit.source import open_source
+        from ledger.content import digest_to_cid
+
+        model_file = settings.data_dir / "models" / f"{final.aggregate}.safetensors"
+        final_copy = settings.data_dir / "final-model.safetensors"
+        shutil.copyfile(model_file, final_copy)
+        source = open_source(settings, sync=True)
+        try:
+            lineage = reports.lineage(source, final.aggregate)
+            verify = reports.verify(source, final_copy, task_id=task_id, round_=final.round)
+        finally:
+            source.close()
+        first = lineage.lineages[0] if lineage.lineages else None
+        steps = []
+        for r in (first.rounds if first else [])[::-1]:
+            steps.append(
+                {
+                    "round": r.round,
+                    "base": digest_to_cid(r.base_digest),
+                    "aggregate": digest_to_cid(r.aggregate_digest) if r.aggregate_digest else None,
+                    "accepted": len(r.accepted_indexes),
+                    "submissions": r.submission_count if r.submission_count is not None else len(r.updates),
+                }
+            )
+        anchors = verify.anchors
+        anchored_as = (
+            ", ".join(
+                f"{a.role} of task {a.task_id}" + (f" round {a.round}" if a.round else "") for a in anchors
+            )
+            or "not anchored"
+        )
+        return {
+            "model": final.aggregate,
+            "file": str(final_copy),
+            "round": final.round,
+            "accuracy": final.accuracy,
+            "loss": final.loss,
+            "lineage": {
+                "verified": lineage.verified,
+                "exit_code": int(lineage.exit_code),
+                "depth": first.depth if first else 0,
+                "genesis": digest_to_cid(first.task.genesis_digest) if first else None,
+                "problems": list(first.problems) if first else [],
+                "rounds": steps,
+            },
+            "verify": {
+                "status": verify.status,
+                "exit_code": int(verify.exit_code),
+                "cid": verify.cid,
+                "expected_from": verify.expected_from,
+                "anchored_as": anchored_as,
+            },
+        }

@@ -1,0 +1,104 @@
+"""`meshprov demo`: run a whole consortium on one machine (see :mod:`lab.demo` and docs/demo.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ledger.cli.output import JsonFlag, emit, info, stderr, want_json
+
+app = typer.Typer(
+    invoke_without_command=True,
+    help="Run a whole consortium on one machine: chain, store, workers, members, audit.",
+)
+
+_TASK = "Task"
+_MEMBERS = "Members"
+
+
+@app.callback(invoke_without_command=True)
+def demo(
+    ctx: typer.Context,
+    *,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Members.", rich_help_panel=_MEMBERS)] = 5,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds to run.", rich_help_panel=_TASK)] = 5,
+    malicious: Annotated[
+        int,
+        typer.Option(
+            "--malicious", min=0, help="Malicious members (the last ones).", rich_help_panel=_MEMBERS
+        ),
+    ] = 1,
+    behaviour: Annotated[
+        str,
+        typer.Option(
+            "--behaviour",
+            help="What the malicious members publish: scale, sign-flip, noise, free-rider, copycat, little-is-enough.",
+            rich_help_panel=_MEMBERS,
+        ),
+    ] = "scale",
+    rule: Annotated[
+        str,
+        typer.Option(
+            "--rule",
+            help="Aggregation rule: fedavg, trimmed-mean, median, multi-krum.",
+            rich_help_panel=_TASK,
+        ),
+    ] = "fedavg",
+    model: Annotated[str, typer.Option("--model", help="mlp or cnn.", rich_help_panel=_TASK)] = "mlp",
+    alpha: Annotated[
+        float,
+        typer.Option(
+            "--alpha", min=1e-6, help="Dirichlet α of the members' non-IID shards.", rich_help_panel=_MEMBERS
+        ),
+    ] = 0.5,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Seed of the split, the model and training.")
+    ] = 0,
+    relay: Annotated[
+        bool,
+        typer.Option(
+            "--relay", help="Members sign; a relayer submits for them (no gas).", rich_help_panel=_MEMBERS
+        ),
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="The demo's directory, emptied first (default: the global --data-dir, else .meshprov/demo).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
+    ] = 600.0,
+    json_output: JsonFlag = False,
+) -> None:
+    """Start anvil and redis, deploy, run validators, an aggregator and the members as real processes for
+    --rounds rounds; print each round and a summary with the final model's lineage and `audit verify`; write
+    demo-summary.json. The state stays in the data directory for `meshprov --data-dir DIR audit …` and
+    `meshprov --data-dir DIR dashboard serve`. Exit 130 on Ctrl-C, after stopping every process it started."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from lab.demo import DEFAULT_DIR, Demo, DemoConfig
+    from lab.demo_report import print_summary
+    from ledger.cli.state import current
+
+    chosen = data_dir or current().overrides.get("data_dir") or DEFAULT_DIR
+    config = DemoConfig(
+        nodes=nodes,
+        rounds=rounds,
+        malicious=malicious,
+        behaviour=behaviour,
+        rule=rule,
+        model=model,
+        alpha=alpha,
+        seed=seed,
+        data_dir=Path(chosen),
+        relay=relay,
+        timeout_s=timeout,
+    )
+    summary = Demo(config, console=stderr, say=info).run()
+    print_summary(stderr, summary)
+    if want_json(json_output):
+        emit(summary, json_mode=True)

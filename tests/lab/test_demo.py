@@ -1,0 +1,229 @@
+"""`meshprov demo`: a whole consortium end to end in real processes (small: 3 members, 2 rounds, 1 malicious),
+its summary, the state it leaves for auditors, and that it stops every process it started, also on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.demo import MARKER, SUMMARY, DemoConfig, NotADemoDirectory, demo_settings, prepare_directory
+from lab.procs import recorded
+from ledger.exit_codes import ExitCode
+from tests.support import REPO
+
+# What a scaled update may be rejected for: the norm bounds, or (with too few peers for a z-score) the held-out loss.
+SCALE_REASONS = {"norm-too-large", "norm-outlier", "loss-regression"}
+
+
+def meshprov(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ledger.cli.app", *args]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_")}
+
+
+def processes_using(path: Path) -> list[str]:
+    """Every live process whose command line or environment names ``path`` (the demo's children and services)."""
+    needle = str(path).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline or needle in environ:
+            shown = cmdline.replace(b"\0", b" ").decode(errors="replace")[:120]
+            found.append(f"{entry.name}: {shown}")
+    return found
+
+
+# --- the directory and the configuration ----------------------------------------------------------------------
+
+
+def test_a_directory_the_demo_did_not_make_is_never_deleted(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(NotADemoDirectory) as caught:
+        prepare_directory(tmp_path)
+    assert caught.value.exit_code == ExitCode.CONFIG
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_demo_directory_is_emptied_for_the_next_run(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    assert prepare_directory(target) == target.resolve()
+    (target / "blocks").mkdir()
+    (target / SUMMARY).write_text("{}")
+    prepare_directory(target)
+    assert sorted(p.name for p in target.iterdir()) == [MARKER]
+
+
+def test_the_demo_ignores_the_callers_services_but_keeps_binary_paths(tmp_path: Path) -> None:
+    env = {
+        "MESHPROV_CHAIN_RPC_URL": "http://127.0.0.1:1",
+        "MESHPROV_REDIS_URL": "redis://127.0.0.1:1/0",
+        "MESHPROV_STORE": "kubo",
+        "MESHPROV_ANVIL_BIN": "/opt/anvil",
+    }
+    s = demo_settings(tmp_path, env)
+    assert s.chain_rpc_url is None
+    assert s.redis_url is None
+    assert s.store == "local"
+    assert s.anvil_bin == Path("/opt/anvil")
+    assert s.data_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"nodes": 17}, "--nodes"),
+        ({"malicious": 4, "nodes": 3}, "--malicious"),
+        ({"behaviour": "honest"}, "--behaviour"),
+        ({"rule": "mean"}, "--rule"),
+        ({"model": "resnet"}, "--model"),
+        ({"quorum": 3}, "quorum"),
+    ],
+)
+def test_bad_demo_settings_are_refused(change: dict[str, Any], problem: str) -> None:
+    from ledger.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=problem):
+        DemoConfig(**change).validate()
+
+
+def test_the_last_members_misbehave_and_robust_rules_get_parameters() -> None:
+    config = DemoConfig(nodes=5, malicious=2, behaviour="sign-flip")
+    assert [config.behaviour_of(i) for i in range(5)] == ["honest"] * 3 + ["sign-flip"] * 2
+    assert DemoConfig(nodes=5, malicious=2, rule="trimmed-mean").rule_table() == {
+        "rule": "trimmed-mean",
+        "trim_bps": 4000,
+    }
+    assert DemoConfig(malicious=1, rule="multi-krum").rule_table() == {"rule": "multi-krum", "krum_f": 1}
+
+
+# --- end to end -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    started = time.monotonic()
+    done = subprocess.run(
+        meshprov(
+            "demo", "--nodes", "3", "--rounds", "2", "--malicious", "1", "--json", "--data-dir", str(data_dir)
+        ),
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    assert json.loads((data_dir / SUMMARY).read_text()) == summary
+    assert summary["summary_file"] == str(data_dir.resolve() / SUMMARY)
+
+    # Nothing the demo started is still running: workers, members, anvil, redis.
+    assert processes_using(data_dir.resolve()) == []
+    assert len(recorded(data_dir)) == 3 + 2 + 1  # members, validators, aggregator
+
+    members = {m["name"]: m for m in summary["members"]}
+    assert [m["behaviour"] for m in summary["members"]] == ["honest", "honest", "scale"]
+    assert members["node-3"]["accepted"] == 0
+    assert members["node-3"]["rejected"] == 2
+    assert set(members["node-3"]["reasons"]) <= SCALE_REASONS
+    assert members["node-3"]["reasons"]
+    assert members["node-3"]["reward"] == "0"
+    for name in ("node-1", "node-2"):
+        assert members[name]["accepted"] == 2
+        assert int(members[name]["reward"]) > 0
+
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    for r in summary["rounds"]:
+        assert len(r["updates"]) == 3
+        for u in r["updates"]:
+            assert len(u["votes"]) == 2  # both validators voted on every update
+            assert u["accepted"] == (u["behaviour"] == "honest")
+            if not u["accepted"]:
+                assert {v["reason_slug"] for v in u["votes"]} <= SCALE_REASONS
+    final = summary["final"]
+    assert final["accuracy"] >= 0.9  # 2 rounds of 2 honest members; the simulation reaches ≈ 95 %
+    assert summary["baseline"]["accuracy"] >= 0.95
+    assert final["model"] == summary["rounds"][-1]["aggregate"]
+    assert final["lineage"]["verified"] is True
+    assert final["lineage"]["depth"] == 2
+    assert final["verify"]["exit_code"] == 0
+    assert final["verify"]["status"] == "anchored"
+    print(f"demo (3 members, 2 rounds) took {elapsed:.1f} s; timings {summary['timings']}")
+
+    # The data directory alone is enough for an auditor: anvil is restarted from its saved state.
+    env = clean_env()
+    try:
+        verify = subprocess.run(
+            meshprov("--data-dir", str(data_dir), "audit", "verify", final["file"], "--task", "1", "--round", "2"),
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert verify.returncode == ExitCode.OK, verify.stderr
+        lineage = subprocess.run(
+            meshprov("--data-dir", str(data_dir), "audit", "lineage", "--json", final["model"]),
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert lineage.returncode == ExitCode.OK, lineage.stderr
+        assert json.loads(lineage.stdout)["lineages"][0]["depth"] == 2
+    finally:
+        subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=env, check=False,
+                       capture_output=True, timeout=60)  # fmt: skip
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    demo = subprocess.Popen(
+        meshprov("demo", "--nodes", "2", "--malicious", "0", "--rounds", "50", "--data-dir", str(data_dir)),
+        cwd=REPO,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        # Wait until the members are training: every kind of child is up.
+        while len([r for r in recorded(data_dir) if r.name.startswith("node-")]) < 2:
+            assert demo.poll() is None, demo.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the demo did not start its members"
+            time.sleep(0.2)
+        children = recorded(data_dir)
+        assert all(c.alive() for c in children)
+        demo.send_signal(signal.SIGINT)
+        _, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == ExitCode.INTERRUPTED, err[-3000:]
+    assert not any(c.alive() for c in children)
+    assert processes_using(data_dir.resolve()) == []
+    assert not (data_dir / "services.json").exists()
+    # The next run starts from an empty directory again.
+    prepare_directory(data_dir)
+    assert sorted(p.name for p in data_dir.iterdir()) == [MARKER]

@@ -1,0 +1,57 @@
+"""After a demo stops, `meshprov audit` on its data directory restarts the embedded anvil from its saved state
+and answers: nothing but the data directory is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.cli.app import main
+from ledger.devservices import DevServices
+from ledger.exit_codes import ExitCode
+from ledger.settings import Settings
+from tests.support.chain import Consortium, web3_for
+
+pytestmark = [
+    pytest.mark.anvil,
+    pytest.mark.slow,
+]
+
+
+def test_audit_restarts_the_embedded_chain_of_a_stopped_demo(
+    tmp_path: Path,
+    dev_keys: list[tuple[str, str]],
+    contracts: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    artifact_abis: None,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("MESHPROV_"):
+            monkeypatch.delenv(name)
+    settings = Settings(data_dir=tmp_path)
+    services = DevServices(settings)
+    try:
+        url = services.up(("anvil",))["anvil"].url
+        c = Consortium.deploy(web3_for(url), dev_keys, contracts, validators=2, contributors=2)
+        task_id = c.create_task(quorum=1)
+        record = c.run_round(task_id)
+        c.deployed.write_record(tmp_path / "deployment.json")
+        assert services.down() == ["anvil"]  # anvil writes its state on SIGTERM
+
+        capsys.readouterr()
+        code = main(
+            ["--data-dir", str(tmp_path), "audit", "lineage", "--json", "0x" + record.aggregate.hex()]
+        )
+        out = capsys.readouterr()
+        assert code == ExitCode.OK, out.err
+        data = json.loads(out.out)
+        assert data["verified"] is True
+        assert data["lineages"][0]["depth"] == 1
+        assert services.status()["anvil"]["answering"]  # restarted from the saved state
+    finally:
+        services.down()

@@ -1,0 +1,194 @@
+"""`meshprov audit replay`: real update files in a local store, a round aggregated as the aggregator does it,
+and the replay reproducing (or refuting) the CID the chain records."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ledger.aggregation import AggregationSpec, Contribution, prepare
+from ledger.aggregation.output import write_aggregation
+from ledger.cli.app import main
+from ledger.content import cid_to_digest, digest_to_cid
+from ledger.content.local_store import LocalStore
+from ledger.devservices import AnvilProcess
+from ledger.exit_codes import ExitCode
+from ledger.reasons import Reason
+from ledger.updatefile import GenesisMeta, UpdateFile, UpdateMeta, write_aggregate, write_update
+from tests.support.chain import Consortium, chain_snapshot, fake_digest, web3_for
+
+pytestmark = pytest.mark.anvil
+
+SPEC = AggregationSpec.trimmed_mean("0.25")
+
+
+def _updates(
+    store: LocalStore, work: Path, c: Consortium, task_id: int, base_cid: str
+) -> list[tuple[str, int]]:
+    """One update file per contributor, put in the store; (cid, num_samples) by contributor."""
+    rng = np.random.default_rng(7)
+    out = []
+    for i, (address, _) in enumerate(c.contributors):
+        path = work / f"update-{i}.safetensors"
+        tensors = {
+            "w": rng.normal(size=(4, 3)).astype(np.float32),
+            "b": rng.normal(size=3).astype(np.float32),
+        }
+        meta = UpdateMeta(task=task_id, round=1, base=base_cid, contributor=address, num_samples=10 + i)
+        write_update(path, tensors, meta)
+        out.append((store.put_file(path), 10 + i))
+    return out
+
+
+def _aggregate_like_the_worker(
+    store: LocalStore, work: Path, base_cid: str, chosen: list[tuple[str, int]], task_id: int
+) -> str:
+    paths = {}
+    for cid, _ in chosen:
+        paths[cid] = work / f"in-{cid}.safetensors"
+        paths[cid].write_bytes(b"".join(bytes(b) for b in store.get(cid)))
+    base_path = work / "base-copy.safetensors"
+    base_path.write_bytes(b"".join(bytes(b) for b in store.get(base_cid)))
+    with UpdateFile.open(base_path) as base:
+        files = [UpdateFile.open(paths[cid]) for cid, _ in chosen]
+        try:
+            contributions = [
+                Contribution(cid_to_digest(cid), source=f, num_samples=n)
+                for (cid, n), f in zip(chosen, files, strict=True)
+            ]
+            agg = prepare(base, contributions, SPEC)
+            written = write_aggregation(
+                work / "aggregate.safetensors", agg, task=task_id, round=1, parent=base_cid
+            )
+        finally:
+            for f in files:
+                f.close()
+    return store.put_file(written.path)
+
+
+def _reject_second(_v: int, i: int, _r: int) -> int:
+    return int(Reason.NORM_OUTLIER) if i == 1 else 0
+
+
+@pytest.fixture(scope="module")
+def round_with_files(
+    anvil: AnvilProcess,
+    dev_keys: list[tuple[str, str]],
+    contracts: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
+    """Task 1 (trimmed mean 25 %) with a genesis file; round 1 of real updates, update 1 rejected, finalized
+    with the honestly recomputed aggregate. Yields (consortium, data_dir, chosen inputs)."""
+    data_dir = tmp_path_factory.mktemp("replay")
+    work = data_dir / "work"
+    work.mkdir()
+    store = LocalStore(data_dir / "blocks")
+    genesis = work / "genesis.safetensors"
+    write_aggregate(
+        genesis,
+        {"w": np.zeros((4, 3), np.float32), "b": np.zeros(3, np.float32)},
+        GenesisMeta(model="tiny-linear"),
+    )
+    base_cid = store.put_file(genesis)
+    w3 = web3_for(anvil.rpc_url)
+    with chain_snapshot(w3):
+        c = Consortium.deploy(w3, dev_keys, contracts, validators=3, contributors=4)
+        task_id = c.create_task(
+            rule=int(SPEC.rule_id), rule_param=SPEC.encode(), genesis=cid_to_digest(base_cid)
+        )
+        updates = _updates(store, work, c, task_id, base_cid)
+        record = c.run_round(
+            task_id,
+            verdict=_reject_second,
+            digests=[cid_to_digest(cid) for cid, _ in updates],
+            num_samples=[n for _, n in updates],
+            finalize=False,
+        )
+        chosen = [updates[i] for i in (0, 2, 3)]
+        aggregate_cid = _aggregate_like_the_worker(store, work, base_cid, chosen, task_id)
+        c.finalize(record, cid_to_digest(aggregate_cid))
+        c.deployed.write_record(data_dir / "deployment.json")
+        store.close()
+        yield c, data_dir, updates, aggregate_cid
+
+
+@pytest.fixture
+def cli(
+    round_with_files: Any,
+    w3: Any,
+    anvil: AnvilProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    artifact_abis: None,
+) -> Any:
+    for name in list(os.environ):
+        if name.startswith("MESHPROV_"):
+            monkeypatch.delenv(name)
+    c, data_dir, _, _ = round_with_files
+    c.reset_nonces()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(
+            ["--data-dir", str(data_dir), *args, "--rpc-url", anvil.rpc_url, "--index-url", "sqlite://"]
+        )
+        out = capsys.readouterr()
+        assert "Traceback" not in out.err
+        return code, out.out, out.err
+
+    return run
+
+
+def test_replay_reproduces_the_aggregate(round_with_files: Any, cli: Any, tmp_path: Path) -> None:
+    _, _, updates, aggregate_cid = round_with_files
+    kept = tmp_path / "again.safetensors"
+    code, out, _ = cli("audit", "replay", "1", "1", "--json", "--keep", str(kept))
+    assert code == ExitCode.OK
+    report = json.loads(out)
+    assert report["status"] == "match"
+    assert report["recomputed_cid"] == report["onchain_cid"] == aggregate_cid
+    assert [i["cid"] for i in report["inputs"]] == [updates[i][0] for i in (0, 2, 3)]
+    assert report["rule"].startswith("trimmed-mean")
+    with UpdateFile.open(kept) as f:
+        assert sorted(f.metadata.to_dict()["inputs"]) == sorted(updates[i][0] for i in (0, 2, 3))  # type: ignore[arg-type]
+    human = cli("audit", "replay", "1", "1", "--trustless")
+    assert human[0] == ExitCode.OK
+    assert "MATCH" in human[1]
+
+
+def test_replay_refutes_a_dishonest_aggregate(round_with_files: Any, cli: Any, w3: Any) -> None:
+    c, _, updates, _ = round_with_files
+    # Round 2: everyone accepted, but the aggregator records a digest that is not the aggregate of the inputs.
+    c.run_round(1, digests=[cid_to_digest(cid) for cid, _ in updates], aggregate=fake_digest("forged"))
+    code, out, _ = cli("audit", "replay", "1", "2", "--json")
+    assert code == ExitCode.MISMATCH
+    report = json.loads(out)
+    assert report["status"] == "mismatch"
+    assert report["onchain_cid"] == digest_to_cid(fake_digest("forged"))
+    assert report["recomputed_cid"] != report["onchain_cid"]
+
+
+def test_replay_of_a_carried_over_round_and_bad_rounds(round_with_files: Any, cli: Any) -> None:
+    c = round_with_files[0]
+    c.run_round(1, verdict=lambda v, i, r: int(Reason.NON_FINITE))  # nothing accepted
+    code, out, _ = cli("audit", "replay", "1", "2", "--json")
+    assert code == ExitCode.OK
+    assert json.loads(out)["status"] == "carried-over"
+    open_round = cli("audit", "replay", "1", "3")
+    assert open_round[0] == ExitCode.NOT_FOUND
+    assert "not finalized" in open_round[2]
+    assert cli("audit", "replay", "1", "9")[0] == ExitCode.NOT_FOUND
+
+
+def test_replay_reports_content_missing_from_the_store(round_with_files: Any, cli: Any) -> None:
+    c, _, _, _ = round_with_files
+    missing = [fake_digest("never-stored", i) for i in range(4)]
+    c.run_round(1, digests=missing, aggregate=fake_digest("agg"))
+    code, _, err = cli("audit", "replay", "1", "2")
+    assert code == ExitCode.NOT_FOUND
+    assert digest_to_cid(missing[0]) in err or "not found" in err.lower()

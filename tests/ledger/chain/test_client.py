@@ -1,0 +1,308 @@
+"""LedgerClient against the real MeshLedger on anvil: typed reads and writes, EIP-712 relays, named reverts,
+the event decoder, and construction from settings and a deployment record."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.chain import errors
+from ledger.chain.client import (
+    ChainIdMismatch,
+    DeploymentMissing,
+    LedgerClient,
+    NoContract,
+    ReadOnlyClient,
+    TokenClient,
+)
+from ledger.chain.types import Phase, Role, TaskParams, bitmap
+from ledger.devservices import AnvilProcess
+from ledger.errors import ServiceUnavailable
+from ledger.exit_codes import ExitCode
+from ledger.reasons import Reason
+from ledger.settings import Settings
+from tests.support.chain import Consortium, chain_snapshot, fake_digest, web3_for
+
+pytestmark = pytest.mark.anvil
+
+
+@pytest.fixture(scope="module")
+def consortium(
+    anvil: AnvilProcess, dev_keys: list[tuple[str, str]], contracts: dict[str, Any]
+) -> Iterator[Consortium]:
+    """Token + ledger deployed once for the module, roles granted, one task with round 1 open."""
+    w3 = web3_for(anvil.rpc_url)
+    with chain_snapshot(w3):
+        c = Consortium.deploy(w3, dev_keys, contracts, validators=3, contributors=4)
+        c.task_id = c.create_task(quorum=2)  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture
+def c(consortium: Consortium, w3: Any, artifact_abis: None) -> Iterator[Consortium]:
+    """The module's consortium, every change undone after the test (the `w3` fixture snapshots)."""
+    consortium.reset_nonces()
+    yield consortium
+    consortium.reset_nonces()
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def test_every_contract_function_has_a_typed_method(contracts: dict[str, Any]) -> None:
+    for item in contracts["MeshLedger"]["abi"]:
+        if item["type"] != "function":
+            continue
+        name = item["name"]
+        if name.isupper() and not item["inputs"]:
+            continue  # constants: LedgerClient.constant(name) / constants()
+        assert hasattr(LedgerClient, _snake(name)), f"LedgerClient lacks {_snake(name)} for {name}"
+    for item in contracts["MeshToken"]["abi"]:
+        if item["type"] == "function":
+            assert hasattr(TokenClient, _snake(item["name"])), f"TokenClient lacks {_snake(item['name'])}"
+
+
+def test_reads_return_typed_values(c: Consortium) -> None:
+    client = c.client()
+    task = client.task(c.task_id)  # type: ignore[attr-defined]
+    assert task.current_round == 1
+    assert task.params.quorum == 2
+    assert client.task_count() == 1
+    view = client.round_view(c.task_id, 1)  # type: ignore[attr-defined]
+    assert view.phase is Phase.OPEN
+    assert view.base_digest == task.params.genesis_digest
+    assert client.base_digest(c.task_id, 1) == task.params.genesis_digest  # type: ignore[attr-defined]
+    assert client.validators() == [a for a, _ in c.validators]
+    assert client.contributor_count() == 4
+    account = client.account(c.contributors[0][0])
+    assert account.contributor
+    assert not account.validator
+    assert account.contributor_reputation == client.constant("REPUTATION_START")
+    assert client.has_role("validator", c.validators[0][0])
+    assert client.contributor_role() == bytes.fromhex(client.constants()["CONTRIBUTOR_ROLE"].hex())
+    assert not client.paused()
+    token = client.token_client()
+    assert token.minter() == client.address
+    assert token.symbol() == "MESH"
+
+
+def test_a_round_through_the_client(c: Consortium) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    record = c.run_round(
+        task_id, verdict=lambda v, i, r: int(Reason.NON_FINITE) if i == 1 else 0, relayed=False
+    )
+    reader = c.client()
+    assert record.accepted == [0, 2, 3]
+    assert reader.current_round(task_id) == 2
+    assert reader.aggregate_digest(task_id, 1) == record.aggregate
+    assert reader.round_view(task_id, 1).phase is Phase.FINALIZED
+    assert reader.base_digest(task_id, 2) == record.aggregate
+    # the rejected contributor lost reputation, an accepted one gained, and rewards were minted
+    start = reader.constant("REPUTATION_START")
+    assert reader.reputation(c.contributors[1][0]).contributor < start
+    assert reader.reputation(c.contributors[0][0]).contributor > start
+    assert reader.token_client().balance_of(c.contributors[0][0]) > 0
+
+
+def test_submit_update_returns_the_index_and_its_event(c: Consortium) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    first = c.client(c.contributors[0][1]).submit_update(task_id, 1, fake_digest("a"), 10)
+    second = c.client(c.contributors[1][1]).submit_update(task_id, 1, fake_digest("b"), 20)
+    assert (first.value, second.value) == (0, 1)
+    assert first.tx_hash.startswith("0x")
+    assert first.gas_used > 0
+    (event,) = [e for e in second.events if e.name == "UpdateSubmitted"]
+    assert event.args["digest"] == fake_digest("b")
+    assert event.args["contributor"] == c.contributors[1][0]
+    status = c.client().submission_of(task_id, 1, c.contributors[1][0])
+    assert (status.submitted, status.index, status.num_samples) == (True, 1, 20)
+    info = c.client().submission(task_id, 1, 0)
+    assert (info.contributor, info.num_samples) == (c.contributors[0][0], 10)
+
+
+def test_the_eip712_digest_matches_the_contract(c: Consortium) -> None:
+    client = c.client()
+    domain = client.eip712_domain()
+    assert (domain.name, domain.version, domain.verifying_contract) == ("MeshLedger", "1", client.address)
+    args = (1, 3, fake_digest("x"), 77)
+    assert client.submission_hash(*args, nonce=5, deadline=2**40) == client.hash_submission(
+        *args, nonce=5, deadline=2**40
+    )
+
+
+def test_relayed_and_batch_relayed_submissions(c: Consortium) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    relayer = c.client(c.aggregator[1])
+    one = relayer.sign_submission(c.contributors[0][1], task_id, 1, fake_digest("r0"), 5)
+    assert relayer.submit_update_for(task_id, 1, one).value == 0
+    batch = [
+        relayer.sign_submission(key, task_id, 1, fake_digest("r", i), 5 + i)
+        for i, (_, key) in enumerate(c.contributors[1:], start=1)
+    ]
+    result = relayer.submit_updates_for(task_id, 1, batch)
+    assert result.value == 1
+    submitted = [e for e in result.events if e.name == "UpdateSubmitted"]
+    assert [e.args["relayer"] for e in submitted] == [c.aggregator[0]] * 3
+    assert any(e.name == "SubmissionsClosed" for e in result.events)
+    assert relayer.nonces(c.contributors[0][0]) == 1
+
+
+def test_signature_problems_raise_named_errors(c: Consortium) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    relayer = c.client(c.aggregator[1])
+    contributor, key = c.contributors[0]
+    good = relayer.sign_submission(key, task_id, 1, fake_digest("s"), 5)
+    forged = type(good)(**{**good.__dict__, "num_samples": 6})
+    with pytest.raises(errors.InvalidSignature) as bad_sig:
+        relayer.submit_update_for(task_id, 1, forged)
+    assert bad_sig.value["contributor"] == contributor
+    stale = relayer.sign_submission(key, task_id, 1, fake_digest("s"), 5, nonce=3)
+    with pytest.raises(errors.InvalidNonce) as bad_nonce:
+        relayer.submit_update_for(task_id, 1, stale)
+    assert (bad_nonce.value["expected"], bad_nonce.value["given"]) == (0, 3)
+    assert "next nonce is 0" in (bad_nonce.value.hint or "")
+    expired = relayer.sign_submission(key, task_id, 1, fake_digest("s"), 5, deadline=1)
+    with pytest.raises(errors.SignatureExpired):
+        relayer.submit_update_for(task_id, 1, expired)
+    with pytest.raises(errors.EmptyBatch):
+        relayer.submit_updates_for(task_id, 1, [])
+
+
+def test_reverts_of_reads_and_writes_are_named(c: Consortium) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    reader = c.client()
+    with pytest.raises(errors.UnknownTask) as unknown:
+        reader.task(99)
+    assert unknown.value.exit_code == ExitCode.NOT_FOUND
+    with pytest.raises(errors.UnknownRound):
+        reader.round_view(task_id, 7)
+    validator = c.client(c.validators[0][1])
+    with pytest.raises(errors.NotContributor) as not_member:
+        validator.submit_update(task_id, 1, fake_digest("v"), 1)
+    assert not_member.value.exit_code == ExitCode.NOT_MEMBER
+    contributor = c.client(c.contributors[0][1])
+    with pytest.raises(errors.WrongRound) as wrong:
+        contributor.submit_update(task_id, 2, fake_digest("w"), 1)
+    assert wrong.value["currentRound"] == 1
+    contributor.submit_update(task_id, 1, fake_digest("once"), 1)
+    with pytest.raises(errors.AlreadySubmitted):
+        contributor.submit_update(task_id, 1, fake_digest("twice"), 1)
+    with pytest.raises(errors.InvalidReason):
+        validator.vote(task_id, 1, 0, True, int(Reason.NON_FINITE))
+    with pytest.raises(errors.AccessControlUnauthorizedAccount):
+        contributor.grant_role("validator", c.contributors[1][0])
+    with pytest.raises(errors.FinalizeTooEarly):
+        c.client(c.aggregator[1]).finalize_round(task_id, 1, fake_digest("agg"), 0)
+
+
+def test_pause_stops_submissions(c: Consortium) -> None:
+    admin = c.admin_client
+    admin.pause()
+    assert admin.paused()
+    with pytest.raises(errors.EnforcedPause):
+        c.client(c.contributors[0][1]).submit_update(c.task_id, 1, fake_digest("p"), 1)  # type: ignore[attr-defined]
+    admin.unpause()
+    assert not admin.paused()
+
+
+def test_tally_and_ballots(c: Consortium) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    c.run_round(
+        task_id, finalize=False, verdict=lambda v, i, r: 0 if v == 0 or i == 0 else int(Reason.NON_FINITE)
+    )
+    reader = c.client()
+    tally = reader.tally(task_id, 1)
+    assert tally.accepted == [0]  # quorum 2: only update 0 has two accepts
+    assert tally.accept_votes == (3, 1, 1, 1)
+    ballot = reader.ballot(task_id, 1, c.validators[0][0])
+    assert ballot.voted == [0, 1, 2, 3]
+    assert ballot.accepted == [0, 1, 2, 3]
+
+
+def test_events_decode_every_ledger_event_in_order(c: Consortium) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    c.run_round(task_id, relayed=True)
+    events = c.client().events(c.deployed.block)
+    names = [e.name for e in events]
+    assert names[:1] == ["RoleGranted"]  # the constructor's admin grant
+    for expected in ("TaskCreated", "RoundOpened", "UpdateSubmitted", "SubmissionsClosed", "VotesCast"):
+        assert expected in names
+    assert {"RoundFinalized", "ReputationInitialized"} <= set(names)
+    assert names.index("RoundFinalized") < len(names) - 1
+    assert names[-1] == "RoundOpened"
+    positions = [(e.block_number, e.log_index) for e in events]
+    assert positions == sorted(positions)
+    created = next(e for e in events if e.name == "TaskCreated")
+    assert created.args["params"]["quorum"] == 2
+    final = next(e for e in events if e.name == "RoundFinalized")
+    settlements = final.args["settlements"]
+    assert [s["role"] for s in settlements] == [int(Role.CONTRIBUTOR)] * 4 + [int(Role.VALIDATOR)] * 3
+    assert [s["account"] for s in settlements[:4]] == [a for a, _ in c.contributors]
+    assert sum(s["reward"] for s in settlements) > 0
+    only = c.client().events(c.deployed.block, names=["VotesCast"], max_range=3)
+    assert [e.name for e in only] == ["VotesCast"] * 3
+    assert only[0].args["indexes"] == bitmap(range(4))
+
+
+def test_a_read_only_client_refuses_to_send(c: Consortium) -> None:
+    with pytest.raises(ReadOnlyClient, match="no signing key"):
+        c.client().create_task(TaskParams(fake_digest("s"), fake_digest("g"), 0, 0, 1, 10, 10, 0))
+
+
+def test_create_task_returns_its_id(c: Consortium) -> None:
+    result = c.admin_client.create_task(TaskParams(fake_digest("s"), fake_digest("g2"), 2, 0, 1, 10, 10, 0))
+    assert result.value == 2
+    assert c.client().task(2).params.rule == 2
+    with pytest.raises(errors.InvalidRule):
+        c.admin_client.create_task(TaskParams(fake_digest("s"), fake_digest("g2"), 1, 0, 1, 10, 10, 0))
+
+
+def _settings(tmp_path: Path, url: str, **extra: Any) -> Settings:
+    return Settings(data_dir=tmp_path, chain_rpc_url=url, **extra)
+
+
+def test_from_settings_reads_the_deployment_record(
+    c: Consortium, anvil: AnvilProcess, tmp_path: Path
+) -> None:
+    c.deployed.write_record(tmp_path / "deployment.json")
+    key = c.contributors[0][1]
+    client = LedgerClient.from_settings(_settings(tmp_path, anvil.rpc_url), key=key)
+    assert client.address == c.deployed.ledger
+    assert client.sender_address == c.contributors[0][0]
+    assert client.task(1).current_round == 1
+    assert client.deployment is not None
+    assert client.deployment.block == c.deployed.block
+
+
+def test_from_settings_refuses_bad_records_and_chains(
+    c: Consortium, anvil: AnvilProcess, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, anvil.rpc_url)
+    with pytest.raises(DeploymentMissing) as missing:
+        LedgerClient.from_settings(settings)
+    assert missing.value.exit_code == ExitCode.NOT_FOUND
+    record = {**c.deployed.record(), "chain_id": 1}
+    (tmp_path / "deployment.json").write_text(json.dumps(record))
+    with pytest.raises(ChainIdMismatch) as mismatch:
+        LedgerClient.from_settings(settings)
+    assert mismatch.value.exit_code == ExitCode.CONFIG
+    record = {**c.deployed.record(), "ledger": "0x" + "12" * 20}
+    (tmp_path / "deployment.json").write_text(json.dumps(record))
+    with pytest.raises(NoContract):
+        LedgerClient.from_settings(settings)
+    (tmp_path / "deployment.json").write_text("{not json")
+    with pytest.raises(DeploymentMissing, match="unreadable"):
+        LedgerClient.from_settings(settings)
+
+
+def test_an_unreachable_rpc_is_service_unavailable(c: Consortium, tmp_path: Path) -> None:
+    c.deployed.write_record(tmp_path / "deployment.json")
+    with pytest.raises(ServiceUnavailable) as info:
+        LedgerClient.from_settings(_settings(tmp_path, "http://127.0.0.1:9"))
+    assert info.value.exit_code == ExitCode.UNAVAILABLE

@@ -1,0 +1,188 @@
+"""The index's queries on a real ledger history (SQLite and PostgreSQL): lineage back to genesis, a round's
+detail, an account's history, anchors, the leaderboard, and the same answers from a trustless index."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.chain.types import Role
+from ledger.exit_codes import ExitCode
+from ledger.index import service
+from ledger.index.db import IndexDB
+from ledger.index.queries import NotAnchored, Queries, UnknownRound, UnknownTask
+from ledger.reasons import Reason
+from tests.support.chain import Consortium, fake_digest
+from tests.support.index import REJECT_SECOND, IndexFactory, follower_for
+
+pytestmark = pytest.mark.anvil
+
+
+@pytest.fixture
+def q(h: Consortium, new_index: IndexFactory) -> Queries:
+    db = new_index()
+    follower_for(db, h).sync()
+    return Queries(db)
+
+
+def hx(digest: bytes) -> str:
+    return "0x" + digest.hex()
+
+
+def test_lineage_of_the_latest_model_goes_back_to_genesis(h: Consortium, q: Queries) -> None:
+    r1, r2, r3 = h.rounds[:3]
+    # Round 3 accepted nothing: its aggregate is round 2's, so the model's history starts at round 2.
+    assert r3.aggregate == r2.aggregate
+    (lineage,) = q.lineage(hx(r2.aggregate))
+    assert lineage.role == "aggregate"
+    assert lineage.verified
+    assert [r.round for r in lineage.rounds] == [2, 1]
+    newest, oldest = lineage.rounds
+    assert newest.aggregate_digest == hx(r2.aggregate)
+    assert newest.base_digest == hx(r1.aggregate)
+    assert oldest.base_digest == lineage.task.genesis_digest == hx(r1.base)
+    assert newest.accepted_indexes == r2.accepted == [0, 2, 3]
+    rejected = newest.updates[1]
+    assert rejected.accepted is False
+    assert rejected.verdict == "rejected"
+    assert [v.reason for v in rejected.votes] == [REJECT_SECOND] * 3
+    assert rejected.votes[0].reason_name == Reason(REJECT_SECOND).slug
+    split = newest.updates[2]
+    assert split.accepted is True
+    assert (split.accept_votes, split.reject_votes) == (2, 1)
+    assert [u.digest for u in newest.accepted_updates] == [hx(r2.digests[i]) for i in (0, 2, 3)]
+    assert [u.contributor for u in oldest.updates] == r1.contributors
+    assert lineage.task.rule == newest.rule == 0
+    assert lineage.cid is not None
+    assert lineage.cid.startswith("Qm")
+
+
+def test_lineage_of_genesis_and_of_an_update(h: Consortium, q: Queries) -> None:
+    r1, r2 = h.rounds[:2]
+    (genesis,) = q.lineage(hx(r1.base))
+    assert genesis.role == "genesis"
+    assert genesis.rounds == []
+    (update,) = q.lineage(hx(r2.digests[0]))
+    assert update.role == "update"
+    assert update.update is not None
+    assert update.update.contributor == r2.contributors[0]
+    assert update.update.relayer == h.aggregator[0]  # round 2 was batch-relayed
+    assert update.used_in is not None
+    assert update.used_in.round == 2
+    assert [r.round for r in update.rounds] == [1]  # the model it was trained on
+    (rejected,) = q.lineage(hx(r2.digests[1]))
+    assert rejected.used_in is None
+    assert rejected.update is not None
+    assert rejected.update.verdict == "rejected"
+
+
+def test_an_unknown_digest_is_not_anchored(q: Queries) -> None:
+    with pytest.raises(NotAnchored) as info:
+        q.lineage(hx(fake_digest("nobody")))
+    assert info.value.exit_code == ExitCode.NOT_FOUND
+    assert "not anchored" in str(info.value)
+    assert q.anchors(hx(fake_digest("nobody"))) == []
+
+
+def test_anchors_name_every_role_of_a_digest(h: Consortium, q: Queries) -> None:
+    r1, r2 = h.rounds[:2]
+    roles = [(a.role, a.round) for a in q.anchors(hx(r2.aggregate))]
+    assert roles == [("aggregate", 2), ("aggregate", 3)]  # round 3 carried it over
+    (update,) = q.anchors(hx(r2.digests[1]))
+    assert (update.role, update.round, update.index, update.verdict) == ("update", 2, 1, "rejected")
+    assert (update.accept_votes, update.reject_votes) == (0, 3)
+    (pending,) = q.anchors(hx(fake_digest("open", 0)))
+    assert pending.verdict == "pending"
+    assert [a.role for a in q.anchors(hx(r1.base))] == ["genesis"]
+
+
+def test_round_detail_has_updates_votes_and_settlement(h: Consortium, q: Queries) -> None:
+    task_id = h.task_id  # type: ignore[attr-defined]
+    r2 = h.rounds[1]
+    detail = q.round(task_id, 2)
+    assert detail.finalized
+    assert detail.aggregate_digest == hx(r2.aggregate)
+    assert detail.aggregator == h.aggregator[0]
+    assert len(detail.updates) == 4
+    assert all(len(u.votes) == 3 for u in detail.updates)
+    assert detail.closed_at is not None
+    contributors = [c for c in detail.reputation if c.role == Role.CONTRIBUTOR]
+    assert [c.account for c in contributors] == r2.contributors
+    rejected = contributors[1]
+    assert rejected.delta < 0
+    assert rejected.reward == 0
+    assert all(c.delta > 0 for i, c in enumerate(contributors) if i != 1)
+    assert sum(r.amount for r in detail.rewards) == detail.rewards_minted
+    assert detail.rewards_minted is not None
+    assert detail.rewards_minted > 0
+    live = q.round(task_id, 4)
+    assert not live.finalized
+    assert [u.verdict for u in live.updates] == ["pending", "pending"]
+    with pytest.raises(UnknownRound) as info:
+        q.round(task_id, 9)
+    assert info.value.exit_code == ExitCode.NOT_FOUND
+    assert "rounds 1..4" in str(info.value)
+    with pytest.raises(UnknownTask):
+        q.round(7, 1)
+
+
+def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
+    address = h.contributors[1][0]  # accepted in rounds 1, rejected in 2 and 3
+    history = q.account(address.lower())
+    assert history.address == address
+    assert history.roles == ["contributor"]
+    assert [(s.round, s.verdict) for s in history.submissions] == [
+        (1, "accepted"),
+        (2, "rejected"),
+        (3, "rejected"),
+        (4, "pending"),
+    ]
+    assert [r.round for r in history.reputation] == [0, 1, 2, 3]
+    assert history.reputation[0].delta == history.reputation[0].reputation  # the starting value
+    assert history.contributor_reputation == h.client().reputation(address).contributor
+    assert history.total_rewards == h.client().token_client().balance_of(address)
+    assert (history.accepted_count, history.rejected_count) == (1, 2)
+    validator = q.account(h.validators[0][0])
+    assert validator.roles == ["validator"]
+    assert len(validator.votes) == 12
+    assert validator.vote_rounds[0] == (h.task_id, 1)  # type: ignore[attr-defined]
+    board = q.leaderboard()
+    by_address = {s.address: s for s in board}
+    assert by_address[address].submissions == 4
+    assert by_address[address].accepted == 1
+    assert by_address[h.validators[0][0]].votes == 12
+    assert [s.total_rewards for s in board] == sorted((s.total_rewards for s in board), reverse=True)
+    assert not q.account("0x" + "77" * 20).known
+
+
+def test_tasks_and_rounds_lists(h: Consortium, q: Queries) -> None:
+    (task,) = q.tasks()
+    assert task.task_id == h.task_id  # type: ignore[attr-defined]
+    assert task.genesis_cid is not None
+    assert task.rule_description.startswith("fedavg")
+    rounds = q.rounds(task.task_id)
+    assert [(r.round, r.submissions, r.accepted) for r in rounds] == [
+        (1, 4, 4),
+        (2, 4, 3),
+        (3, 4, 0),
+        (4, 2, None),
+    ]
+    full = q.task_rounds(task.task_id)
+    assert [len(r.updates) for r in full] == [4, 4, 4, 2]
+    status = q.status(head=h.w3.eth.block_number)
+    assert status is not None
+    assert status.behind == 0
+    assert status.tasks == 1
+
+
+def test_a_trustless_index_gives_the_same_answers(h: Consortium, q: Queries) -> None:
+    client = h.client()
+    client.deployment = None
+    memory, result = service.trustless(client, start_block=h.deployed.block)
+    assert result.events == q.db.count("events")
+    assert memory.dump() == q.db.dump()
+    r2 = h.rounds[1]
+    assert Queries(memory).lineage(hx(r2.aggregate))[0].to_dict() == q.lineage(hx(r2.aggregate))[0].to_dict()
+
+
+def test_an_empty_index_has_no_status(tmp_path: object) -> None:
+    assert Queries(IndexDB.memory()).status() is None

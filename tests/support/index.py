@@ -1,0 +1,99 @@
+"""Fixtures for the index and audit tests: a ledger with a few rounds of history, and index databases on SQLite
+and PostgreSQL (one schema per test, dropped afterwards)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.chain.client import LedgerClient
+from ledger.devservices import AnvilProcess
+from ledger.index.db import IndexDB
+from ledger.index.follower import ChainReader, Follower
+from ledger.reasons import Reason
+from tests.support.chain import Consortium, chain_snapshot, fake_digest, web3_for
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+REJECT_SECOND = int(Reason.NORM_OUTLIER)
+
+
+def history_verdict(v: int, i: int, r: int) -> int:
+    """Round 1: all accepted. Round 2: update 1 rejected by everyone, update 2 by one validator (still accepted
+    with quorum 2). Round 3: everything rejected (the model carries over)."""
+    if r == 2 and i == 1:
+        return REJECT_SECOND
+    if r == 2 and i == 2 and v == 0:
+        return int(Reason.LOSS_REGRESSION)
+    if r == 3:
+        return int(Reason.NON_FINITE)
+    return 0
+
+
+def build_history(c: Consortium) -> int:
+    """Task 1 with three finalized rounds and an open round 4 holding two updates; returns the task id."""
+    task_id = c.create_task(quorum=2)
+    c.run_round(task_id, verdict=history_verdict)
+    c.run_round(task_id, verdict=history_verdict, relayed=True)
+    c.run_round(task_id, verdict=history_verdict)
+    for i, (_, key) in enumerate(c.contributors[:2]):
+        c.client(key).submit_update(task_id, 4, fake_digest("open", i), 50)
+    return task_id
+
+
+@pytest.fixture(scope="module")
+def history(
+    anvil: AnvilProcess, dev_keys: list[tuple[str, str]], contracts: dict[str, Any]
+) -> Iterator[Consortium]:
+    """A deployed ledger with `build_history` run once for the module (undone at the end)."""
+    w3 = web3_for(anvil.rpc_url)
+    with chain_snapshot(w3):
+        c = Consortium.deploy(w3, dev_keys, contracts, validators=3, contributors=4)
+        c.task_id = build_history(c)  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture
+def h(history: Consortium, w3: Any) -> Iterator[Consortium]:
+    """The module's history; whatever a test adds to the chain is undone after it."""
+    history.reset_nonces()
+    yield history
+    history.reset_nonces()
+
+
+IndexFactory = Callable[[], IndexDB]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexFactory]:
+    """Make empty indexes on the parametrized database; all are removed after the test."""
+    made: list[IndexDB] = []
+
+    def make() -> IndexDB:
+        if request.param == "sqlite":
+            db = IndexDB(f"sqlite:///{tmp_path / f'index-{len(made)}.sqlite'}")
+        else:
+            db = IndexDB(POSTGRES_URL, schema_name=f"meshprov_test_{uuid.uuid4().hex[:12]}")
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        if db.dialect == "postgresql":
+            db.drop()
+        db.dispose()
+
+
+def follower_for(db: IndexDB, c: Consortium, **kwargs: Any) -> Follower:
+    client: LedgerClient = c.client()
+    return Follower(
+        db,
+        ChainReader(client.w3, client.address),
+        client.events_decoder,
+        start_block=c.deployed.block,
+        **kwargs,
+    )

@@ -1,0 +1,300 @@
+"""Fixtures for the node's tests: a fresh ledger on an anvil, a local store holding the genesis model, member
+runners in threads, and a stand-in for the validators and the aggregator that votes as told and finalizes with a
+real aggregate (ledger's own fedavg), so the next round's base is a model file the node must fetch.
+
+    net = NodeNet.create(anvil_url, tmp_path, dev_keys, contracts, contributors=2)
+    thread = net.start(net.runner(0, NodeOptions(rounds=2)))       # a member's loop in a thread
+    net.judge_round(1)                                             # votes (accept all) + finalize
+    records = thread.join_result()
+
+Keys: dev account 0 is the admin, 1 the aggregator, 2.. the validators, then the contributors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger.chain.client import LedgerClient
+from ledger.chain.types import Phase, TaskParams, bitmap, bits
+from ledger.content import cid_to_digest, digest_to_cid, fetch_to_file
+from ledger.content.local_store import LocalStore
+from ledger.settings import Settings
+from node.journal import Journal
+from node.runner import NodeOptions, NodeRunner
+from tests.support.chain import Deployed, deploy, fake_digest, web3_for
+from tests.support.worker import wait_until
+
+
+class RunnerThread(threading.Thread):
+    """A runner's loop in a thread; the result (or the exception) is kept for the test."""
+
+    def __init__(self, runner: NodeRunner) -> None:
+        super().__init__(daemon=True, name=f"node-{runner.address[:8]}")
+        self.runner = runner
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.runner.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def join_result(self, timeout: float = 60.0) -> Any:
+        self.join(timeout)
+        if self.is_alive():
+            self.runner.stop.set()
+            self.join(10)
+            raise AssertionError(f"{self.name} did not finish within {timeout:.0f} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass
+class NodeNet:
+    url: str
+    root: Path
+    keys: Sequence[tuple[str, str]]
+    deployed: Deployed
+    validators: int
+    contributors: int
+    task_id: int
+    genesis_cid: str
+    deployment_file: Path
+    messages: dict[str, list[str]] = field(default_factory=dict)
+    threads: list[RunnerThread] = field(default_factory=list)
+    _clients: dict[str, LedgerClient] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        root: Path,
+        keys: Sequence[tuple[str, str]],
+        contracts: dict[str, dict[str, Any]],
+        *,
+        contributors: int = 2,
+        validators: int = 1,
+        quorum: int = 1,
+        submission_window: int = 120,
+        vote_window: int = 120,
+        genesis_cid: str | None = None,
+        model: str = "mlp",
+    ) -> NodeNet:
+        from node.packaging import put_update, write_genesis
+
+        w3 = web3_for(url)
+        deployed = deploy(w3, keys[0][1], contracts)
+        deployment_file = deployed.write_record(root / "deployment.json")
+        store = LocalStore(root / "blocks")
+        if genesis_cid is None:
+            genesis_cid = put_update(store, write_genesis(root / "genesis.safetensors", model, 0))
+        net = cls(
+            url=url,
+            root=root,
+            keys=keys,
+            deployed=deployed,
+            validators=validators,
+            contributors=contributors,
+            task_id=0,
+            genesis_cid=genesis_cid,
+            deployment_file=deployment_file,
+        )
+        admin = net.client(keys[0][1])
+        admin.grant_role("aggregator", keys[1][0])
+        for address, _ in net.validator_keys:
+            admin.grant_role("validator", address)
+        for address, _ in net.contributor_keys:
+            admin.grant_role("contributor", address)
+        net.task_id = admin.create_task(
+            TaskParams(
+                spec_digest=fake_digest("spec"),
+                genesis_digest=cid_to_digest(genesis_cid),
+                rule=0,
+                rule_param=0,
+                quorum=quorum,
+                submission_window=submission_window,
+                vote_window=vote_window,
+                reward_per_round=10**18,
+            )
+        ).value
+        return net
+
+    # --- keys and clients ---------------------------------------------------------------------------------
+    @property
+    def validator_keys(self) -> list[tuple[str, str]]:
+        return list(self.keys[2 : 2 + self.validators])
+
+    @property
+    def contributor_keys(self) -> list[tuple[str, str]]:
+        return list(self.keys[2 + self.validators : 2 + self.validators + self.contributors])
+
+    @property
+    def store(self) -> LocalStore:
+        return LocalStore(self.root / "blocks")
+
+    def client(self, key: str | None = None) -> LedgerClient:
+        name = key or ""
+        if name not in self._clients:
+            client = LedgerClient.connect(
+                web3_for(self.url),
+                self.deployed.ledger,
+                key=key,
+                abi=self.deployed.ledger_abi,
+                token_abi=self.deployed.token_abi,
+                timeout=20,
+            )
+            client.view_block = "pending"
+            self._clients[name] = client
+        return self._clients[name]
+
+    def resync(self) -> None:
+        for c in self._clients.values():
+            if c.sender is not None:
+                c.sender.resync()
+
+    def settings(self, key: str | None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": self.root / "data",
+            "chain_rpc_url": self.url,
+            "deployment_file": self.deployment_file,
+            "store": "local",
+            "store_dir": self.root / "blocks",
+            "task_id": self.task_id,
+            "tx_timeout_s": 20,
+            "private_key": key,
+        }
+        values.update(overrides)
+        return Settings(**{k: v for k, v in values.items() if v is not None})
+
+    # --- members ------------------------------------------------------------------------------------------
+    def runner(
+        self,
+        i: int,
+        options: NodeOptions,
+        *,
+        key: str | None = None,
+        read_only: bool = False,
+        **kwargs: Any,
+    ) -> NodeRunner:
+        """A runner for contributor ``i`` (or any ``key``), its messages collected in ``self.messages``."""
+        key = key or self.contributor_keys[i][1]
+        s = self.settings(key)
+        client = LedgerClient.from_settings(s, read_only=read_only)
+        from eth_account import Account
+
+        address = Account.from_key(key).address
+        said = self.messages.setdefault(address, [])
+        options = NodeOptions(**{**options.__dict__, "task": self.task_id})
+        kwargs.setdefault("say", said.append)
+        return NodeRunner(
+            options,
+            client=client,
+            store=self.store,
+            key=key,
+            journal=Journal.for_member(s.data_dir, address),
+            max_update_bytes=s.max_update_bytes,
+            **kwargs,
+        )
+
+    def start(self, runner: NodeRunner) -> RunnerThread:
+        thread = RunnerThread(runner)
+        self.threads.append(thread)
+        thread.start()
+        return thread
+
+    def journal_status(self, runner: NodeRunner, round_: int) -> str | None:
+        record = runner.journal.load(self.task_id, round_)
+        return record.status if record is not None else None
+
+    def close(self) -> None:
+        for t in self.threads:
+            t.runner.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+    # --- the chain ----------------------------------------------------------------------------------------
+    def current_round(self) -> int:
+        return self.client().current_round(self.task_id)
+
+    def view(self, round_: int) -> Any:
+        return self.client().round_view(self.task_id, round_)
+
+    def submissions(self, round_: int) -> list[Any]:
+        events = self.client().events(self.deployed.block, names=["UpdateSubmitted"])
+        out = [e for e in events if e.args["taskId"] == self.task_id and e.args["round"] == round_]
+        return sorted(out, key=lambda e: e.args["index"])
+
+    def wait_submissions(self, round_: int, count: int, timeout: float = 60.0) -> list[Any]:
+        def enough() -> tuple[list[Any]] | None:
+            self._check_threads()
+            subs = self.submissions(round_)
+            return (subs,) if len(subs) >= count else None
+
+        (subs,) = wait_until(enough, timeout, f"{count} submissions in round {round_}", every=0.1)
+        return subs
+
+    def _check_threads(self) -> None:
+        for t in self.threads:
+            if t.error is not None:
+                raise AssertionError(f"{t.name} failed") from t.error
+
+    def judge_round(
+        self, round_: int, reasons: Callable[[int], int] = lambda _i: 0, *, wait_for: int | None = None
+    ) -> Any:
+        """Every validator votes ``reasons(index)`` (0 accepts) on every update once ``wait_for`` (default: all
+        contributors) submitted; the aggregator finalizes with the real fedavg aggregate of the accepted ones."""
+        subs = self.wait_submissions(round_, self.contributors if wait_for is None else wait_for)
+        count = len(subs)
+        if count:
+            verdicts = [reasons(i) for i in range(count)]
+            accepts = bitmap(i for i in range(count) if verdicts[i] == 0)
+            for _address, key in self.validator_keys:
+                self.client(key).vote_batch(
+                    self.task_id, round_, bitmap(range(count)), accepts, bytes(verdicts)
+                )
+        wait_until(lambda: self.view(round_).finalizable, 30, f"round {round_} to be finalizable")
+        tally = self.client().tally(self.task_id, round_)
+        accepted = bits(tally.accepted_bitmap)
+        base = self.client().base_digest(self.task_id, round_)
+        digest = self.aggregate(round_, base, [subs[i] for i in accepted]) if accepted else base
+        self.client(self.keys[1][1]).finalize_round(self.task_id, round_, digest, tally.accepted_bitmap)
+        assert self.view(round_).phase is Phase.FINALIZED
+        return digest
+
+    def aggregate(self, round_: int, base_digest: bytes, accepted: Sequence[Any]) -> bytes:
+        from ledger.aggregation import AggregationSpec, Contribution, prepare
+        from ledger.aggregation.output import write_aggregation
+        from ledger.updatefile import UpdateFile
+
+        work = self.root / "aggregator" / str(round_)
+        work.mkdir(parents=True, exist_ok=True)
+        fetch_to_file(self.store, digest_to_cid(base_digest), work / "base")
+        files = []
+        for e in accepted:
+            path = work / f"u{e.args['index']}"
+            fetch_to_file(self.store, digest_to_cid(e.args["digest"]), path)
+            files.append((e, UpdateFile.open(path)))
+        try:
+            with UpdateFile.open(work / "base") as base:
+                contributions = [
+                    Contribution(e.args["digest"], source=f, num_samples=e.args["numSamples"])
+                    for e, f in files
+                ]
+                agg = prepare(base, contributions, AggregationSpec.fedavg())
+                written = write_aggregation(
+                    work / "aggregate",
+                    agg,
+                    task=self.task_id,
+                    round=round_,
+                    parent=digest_to_cid(base_digest),
+                )
+        finally:
+            for _, f in files:
+                f.close()
+        return cid_to_digest(self.store.put_file(written.path))

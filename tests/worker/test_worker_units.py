@@ -1,0 +1,357 @@
+"""Worker parts that need no chain: message validation, configuration invariants, Redis state, fetch triage,
+the Celery configuration and `meshprov worker check`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.checks import Verdict
+from ledger.content import (
+    CidMismatch,
+    ContentNotFound,
+    ContentTooLarge,
+    CorruptBlock,
+    MalformedDag,
+    StoreUnavailable,
+    cid_to_digest,
+)
+from ledger.content.local_store import LocalStore
+from ledger.errors import ConfigError
+from ledger.exit_codes import ExitCode
+from ledger.reasons import Reason
+from tests.support import REPO
+from tests.support import malicious as corpus
+from worker.config import WorkerConfig, parse_failpoints
+from worker.errors import InvalidJob, StoreFault
+from worker.fetch import ensure_base, fetch
+from worker.tasks import validate_job, validator_queue
+from worker.verify import ballot_for
+
+# --- broker messages are untrusted ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task_id", "round_"),
+    [(0, 1), (1, 0), (-1, 1), (True, 1), (1, False), ("1", 1), (1, 1.0), (2**256, 1), (1, 2**32), (None, 1)],
+)
+def test_invalid_job_arguments_are_refused(task_id: object, round_: object) -> None:
+    with pytest.raises(InvalidJob) as err:
+        validate_job(task_id, round_)
+    assert err.value.field in ("task_id", "round")
+
+
+def test_valid_job_arguments_pass_through() -> None:
+    assert validate_job(1, 1) == (1, 1)
+    assert validate_job(2**256 - 1, 2**32 - 1) == (2**256 - 1, 2**32 - 1)
+
+
+def test_validator_queues_are_per_address_and_case_insensitive() -> None:
+    assert validator_queue("0xAbC0000000000000000000000000000000000001") == (
+        "validator.0xabc0000000000000000000000000000000000001"
+    )
+
+
+# --- configuration invariants -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"time_limit_s": 10, "soft_time_limit_s": 10},
+        {"visibility_timeout_s": 600},  # not longer than the default hard limit
+        {"lock_lease_s": 1800},  # not shorter than the visibility timeout
+        {"job_ttl_s": 1, "poll_interval_s": 2.0},
+        {"retry_backoff_s": 0},
+        {"failpoints": {"nowhere": 1.0}},
+        {"failpoints": {"aggregate.stored": -1.0}},
+    ],
+)
+def test_worker_config_refuses_unsafe_relations(changes: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        WorkerConfig(**changes)
+
+
+def test_default_worker_config_keeps_the_reliability_relations() -> None:
+    cfg = WorkerConfig()
+    assert cfg.soft_time_limit_s < cfg.time_limit_s < cfg.visibility_timeout_s
+    assert cfg.lock_lease_s < cfg.visibility_timeout_s
+
+
+def test_failpoints_parse() -> None:
+    assert parse_failpoints(["aggregate.stored=2.5"]) == {"aggregate.stored": 2.5}
+    for bad in (["aggregate.stored"], ["aggregate.stored=soon"]):
+        with pytest.raises(ConfigError):
+            parse_failpoints(bad)
+
+
+def test_celery_configuration_is_json_only_late_ack_and_redelivers_after_the_time_limit() -> None:
+    from worker.celery_app import make_app
+
+    cfg = WorkerConfig(time_limit_s=20, soft_time_limit_s=15, visibility_timeout_s=40, lock_lease_s=10)
+    app = make_app("redis://127.0.0.1:1/0", cfg, with_tasks=False)
+    conf = app.conf
+    assert conf.task_serializer == "json"
+    assert conf.result_serializer == "json"
+    assert list(conf.accept_content) == ["json"]
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] == 40 > conf.task_time_limit == 20
+    assert conf.task_soft_time_limit == 15
+
+
+# --- ballots ----------------------------------------------------------------------------------------------------
+
+
+def test_ballot_encodes_only_the_updates_to_vote_on_in_ascending_order() -> None:
+    verdicts = [
+        Verdict(Reason.ACCEPTED),
+        Verdict(Reason.NON_FINITE),
+        Verdict(Reason.ACCEPTED),
+        Verdict(Reason.DUPLICATE),
+    ]
+    assert ballot_for(verdicts, 0b1111) == (0b1111, 0b0101, bytes([0, 14, 0, 18]))
+    assert ballot_for(verdicts, 0b1010) == (0b1010, 0, bytes([14, 18]))  # 0 and 2 already voted
+
+
+# --- fetch: the member's fault or ours --------------------------------------------------------------------------
+
+
+class FailingStore:
+    """A store whose `get` raises the given error."""
+
+    name = "fake"
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def get(self, cid: str, *, max_bytes: int | None = None) -> Iterator[memoryview]:
+        raise self.exc
+
+
+CID = "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        StoreUnavailable("http://127.0.0.1:5001", "connection refused"),
+        ContentNotFound(CID, "fake"),
+        CorruptBlock(CID, b"\x00" * 32, where="disk"),
+        CidMismatch(CID, "QmOther", context="kubo cat"),
+        OSError(28, "No space left on device"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_store_failures_are_faults_never_verdicts(tmp_path: Path, exc: Exception) -> None:
+    with pytest.raises(StoreFault):
+        fetch(FailingStore(exc), cid_to_digest(CID), tmp_path / "u", max_bytes=1000)  # type: ignore[arg-type]
+    assert not (tmp_path / "u").exists()
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (ContentTooLarge(CID, 1000, 5000), Reason.TOO_LARGE),
+        (MalformedDag(CID, "raw leaves"), Reason.CID_MISMATCH),
+    ],
+)
+def test_content_the_member_published_badly_is_a_verdict(
+    tmp_path: Path, exc: Exception, reason: Reason
+) -> None:
+    verdict = fetch(FailingStore(exc), cid_to_digest(CID), tmp_path / "u", max_bytes=1000).rejected  # type: ignore[arg-type]
+    assert verdict is not None
+    assert verdict.reason is reason
+
+
+def test_fetch_stops_at_the_size_bound_and_leaves_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "blocks")
+    cid = store.put_bytes(b"x" * 600_000)  # three chunks: the bound trips before the last one is read
+    verdict = fetch(store, cid_to_digest(cid), tmp_path / "u", max_bytes=300_000).rejected
+    assert verdict is not None
+    assert verdict.reason is Reason.TOO_LARGE
+    assert list(tmp_path.glob("*u*")) == []
+    got = fetch(store, cid_to_digest(cid), tmp_path / "u", max_bytes=600_000)
+    assert got.rejected is None
+    assert got.digest == cid_to_digest(cid)  # hashed while downloading: the Kubo CID of the bytes
+    assert (tmp_path / "u").stat().st_size == 600_000
+
+
+def test_fetch_hashes_what_it_downloads_so_an_odd_dag_shows(tmp_path: Path) -> None:
+    data = corpus.base_file()
+    odd = corpus.put_odd_dag(tmp_path / "blocks", data)  # a valid DAG, but not Kubo's default layout
+    got = fetch(LocalStore(tmp_path / "blocks"), cid_to_digest(odd), tmp_path / "u", max_bytes=1 << 20)
+    assert got.rejected is None
+    assert (tmp_path / "u").read_bytes() == data
+    from ledger.content import cid_of_bytes
+
+    assert got.digest == cid_to_digest(cid_of_bytes(data)) != cid_to_digest(odd)
+
+
+def test_a_base_the_store_cannot_give_is_a_fault(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "blocks")
+    with pytest.raises(StoreFault):
+        ensure_base(store, cid_to_digest(CID), tmp_path / "cache", max_bytes=1000)
+    too_big = store.put_bytes(b"y" * 5000)
+    with pytest.raises(StoreFault):
+        ensure_base(store, cid_to_digest(too_big), tmp_path / "cache", max_bytes=1000)
+    ok = store.put_bytes(corpus.base_file())
+    path = ensure_base(store, cid_to_digest(ok), tmp_path / "cache", max_bytes=1 << 20)
+    assert path.read_bytes() == corpus.base_file()
+
+
+# --- Redis state --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_job_claims_dedupe_until_their_ttl(redis_url: str) -> None:
+    from worker.state import WorkerState, job_key
+
+    state = WorkerState.from_url(redis_url, "watcher")
+    key = job_key("verify", "0xABC", 1, 2)
+    assert key == "meshprov:job:verify:0xabc:1:2"
+    assert state.claim_job(key, 1)
+    assert not state.claim_job(key, 1)
+    time.sleep(1.1)
+    assert state.claim_job(key, 1)
+    state.release_job(key)
+    assert state.claim_job(key, 1)
+
+
+@pytest.mark.redis
+def test_round_lock_is_exclusive_and_its_lease_expires(redis_url: str) -> None:
+    from worker.state import WorkerState
+
+    a = WorkerState.from_url(redis_url, "aggregator:a")
+    b = WorkerState.from_url(redis_url, "aggregator:b")
+    with a.round_lock("aggregate", "-", 1, 1, lease_s=1) as held:
+        assert held is not None
+        with b.round_lock("aggregate", "-", 1, 1, lease_s=1) as other:
+            assert other is None
+        time.sleep(1.2)  # a holder that died (or stalled) loses the lock after its lease
+        with b.round_lock("aggregate", "-", 1, 1, lease_s=1) as other:
+            assert other is not None
+    # a's release after its lease ran out must not raise, nor free b's lock (already released here)
+    with a.round_lock("aggregate", "-", 1, 1, lease_s=1) as again:
+        assert again is not None
+
+
+@pytest.mark.redis
+def test_faults_are_recorded_counted_listed_and_cleared(redis_url: str) -> None:
+    from worker.state import WorkerState
+
+    state = WorkerState.from_url(redis_url, "validator:0xabc")
+    state.record_fault("store", "kubo down", attempt=1, gave_up=False)
+    state.record_fault("store", "kubo still down", attempt=2, gave_up=True)
+    (fault,) = state.faults()
+    assert fault["kind"] == "store"
+    assert fault["count"] == 2
+    assert fault["gave_up"] is True
+    assert fault["detail"] == "kubo still down"
+    assert state.metrics()["faults_store_total"] == 2
+    assert state.clear_fault("store")
+    assert state.faults() == []
+
+
+@pytest.mark.redis
+def test_heartbeats_and_progress_are_listed(redis_url: str) -> None:
+    from worker.state import WorkerState
+
+    state = WorkerState.from_url(redis_url, "aggregator:0xabc")
+    state.heartbeat(5, "worker", queue="aggregator")
+    state.set_progress("aggregate", 1, 4, "fetched", inputs=3)
+    (beat,) = state.workers()
+    assert beat["queue"] == "aggregator"
+    assert beat["component"] == "worker"
+    assert state.progress("aggregate", 1, 4)["stage"] == "fetched"  # type: ignore[index]
+    (job,) = state.all_progress()
+    assert (job["job"], job["task"], job["round"], job["inputs"]) == ("aggregate", 1, 4, 3)
+
+
+# --- meshprov worker check ----------------------------------------------------------------------------------------
+
+
+def _check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    from ledger.cli.app import main
+
+    code = main(["worker", "check", "--json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _files(tmp_path: Path, case: str | None) -> tuple[Path, Path, corpus.Context]:
+    from ledger.content import cid_of_bytes
+
+    base = tmp_path / "base.safetensors"
+    base.write_bytes(corpus.base_file())
+    ctx = corpus.Context(
+        task=1,
+        round=2,
+        base_cid=cid_of_bytes(corpus.base_file()),
+        contributor="0x" + "ab" * 20,
+        num_samples=50,
+        member=3,
+        other_contributor="0x" + "cd" * 20,
+        peer_delta=corpus.honest_delta(0),
+    )
+    update = tmp_path / "update.safetensors"
+    update.write_bytes(corpus.honest_update(ctx) if case is None else corpus.case(case).build(ctx))
+    return base, update, ctx
+
+
+def test_check_accepts_an_honest_update(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, update, ctx = _files(tmp_path, None)
+    code, out = _check(
+        capsys, str(update), "--base", str(base), "--round", "2", "--contributor", ctx.contributor
+    )
+    assert code == ExitCode.OK
+    assert out["accepted"] is True
+    assert out["reason"] == 0
+    assert out["norm"] > 0
+
+
+@pytest.mark.parametrize("case", ["nan", "header bomb", "wrong dtype", "metadata names another round"])
+def test_check_rejects_with_the_reason_code_and_exit_8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    base, update, _ctx = _files(tmp_path, case)
+    code, out = _check(capsys, str(update), "--base", str(base), "--round", "2")
+    expected = corpus.case(case).reason
+    assert code == ExitCode.REJECTED
+    assert out["accepted"] is False
+    assert (out["reason"], out["reason_slug"]) == (int(expected), expected.slug)
+    assert out["reason_help"] == expected.help
+
+
+def test_check_with_peers_runs_the_round_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, update, ctx = _files(tmp_path, "scaled x10")
+    peers = []
+    for m in range(corpus.HONEST_MEMBERS):
+        peer = tmp_path / f"peer{m}.safetensors"
+        peer_ctx = corpus.Context(**{**ctx.__dict__, "member": m, "contributor": f"0x{m + 1:040x}"})
+        peer.write_bytes(corpus.honest_update(peer_ctx))
+        peers += ["--peer", str(peer)]
+    code, out = _check(capsys, str(update), "--base", str(base))
+    assert code == ExitCode.OK  # alone, a x10 update is within every absolute bound
+    code, out = _check(capsys, str(update), "--base", str(base), *peers)
+    assert code == ExitCode.REJECTED
+    assert out["reason"] == Reason.NORM_OUTLIER
+
+
+def test_check_names_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ledger.cli.app import main
+
+    code = main(["worker", "check", str(tmp_path / "nope"), "--base", str(tmp_path / "base")])
+    assert code == ExitCode.NOT_FOUND
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_the_worker_docs_list_every_reason_code_with_its_slug_and_help() -> None:
+    text = (REPO / "docs" / "worker.md").read_text()
+    for reason in Reason:
+        assert f"| {int(reason)} | `{reason.slug}` | {reason.help} |" in text, reason
