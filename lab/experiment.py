@@ -526,9 +526,10 @@ def run_experiment(
         with tempfile.TemporaryDirectory(prefix="meshprov-experiment-") as tmp:
             return run_experiment(config, workdir=Path(tmp), limits=limits, observer=observer)
 
+    from ledger.chain.types import Ballot, Role, SubmissionInfo
     from ledger.checks import ChainRecord
     from ledger.content import cid_to_digest
-    from ledger.rewards import Ballot, RewardBook, Role, Submission
+    from ledger.rewards import RewardBook
     from ledger.updatefile import UpdateMeta, write_update
     from node.data import make_federation
     from node.training import evaluate
@@ -589,7 +590,7 @@ def run_experiment(
             judgement = Judgement([0] * len(published))
         ballots = [Ballot.unanimous(v, judgement.accepted) for v in roles.validators]
         settled = book.settle(
-            [Submission(roles.contributors[p.node], p.num_samples) for p in published],
+            [SubmissionInfo(roles.contributors[p.node], p.num_samples) for p in published],
             ballots,
             quorum=config.quorum,
             budget=config.budget,

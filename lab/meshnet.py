@@ -369,6 +369,7 @@ class MeshNet:
     ) -> Submitted:
         """Put the update in the store and submit its digest with the member's key; retries while the store or
         the chain is down, and finds its index when an earlier attempt went through after all."""
+        from ledger.chain.errors import AlreadySubmitted
         from ledger.chain.revert import ContractRevert
         from ledger.content import cid_to_digest
         from ledger.content.local_store import LocalStore
@@ -386,9 +387,7 @@ class MeshNet:
                     index = int(
                         client.submit_update(self.task_id, round_, cid_to_digest(cid), num_samples).value
                     )
-                except ContractRevert as exc:
-                    if exc.error_name != "MeshLedger_AlreadySubmitted":
-                        raise
+                except AlreadySubmitted:
                     index = int(client.submission_of(self.task_id, round_, address).index)
                 return Submitted(member, index, cid, num_samples, attempts)
             except (OSError, MeshprovError) as exc:

@@ -2,8 +2,10 @@
 
 What ``MeshLedger.finalizeRound`` computes (contracts/src/MeshLedger.sol, ``_settle``), without a chain, so that
 experiments can account rewards and reputation over thousands of simulated rounds and auditors can recompute a
-``RoundFinalized`` event's settlements by hand. ``tests/test_rewards_mirror.py`` drives rounds on the real
-contracts and asserts that :meth:`RewardBook.settle` predicts every settlement, reputation and token balance.
+``RoundFinalized`` event's settlements by hand. ``tests/ledger/chain/test_rewards_mirror.py`` drives rounds on the
+real contracts and asserts that :meth:`RewardBook.settle` predicts every settlement, reputation and token balance.
+It speaks the contract's vocabulary (:mod:`ledger.chain.types`): a round's updates as ``SubmissionInfo``, the
+validators' ``Ballot`` s (naming their validator), and ``Settlement`` s out, as ``RoundFinalized`` lists them.
 
 The rules, in the contract's integer arithmetic (``//`` is Solidity's rounding-down division):
 
@@ -23,19 +25,12 @@ has never seen is granted on first sight, as the contract requires the role befo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
+from ledger.chain.types import Ballot, Role, Settlement, SubmissionInfo
 from ledger.errors import ConfigError
-
-
-class Role(IntEnum):
-    """Which of an account's two reputations a settlement is about (IMeshLedger.Role)."""
-
-    CONTRIBUTOR = 0
-    VALIDATOR = 1
 
 
 @dataclass(frozen=True)
@@ -69,48 +64,6 @@ class SettlementError(ConfigError):
         self.value = value
         self.problem = problem
         super().__init__(f"{what} = {value!r}: {problem}")
-
-
-@dataclass(frozen=True)
-class Submission:
-    """Update ``index`` of a round (its position in the list): who submitted it and the samples it claims."""
-
-    contributor: str
-    num_samples: int
-
-
-@dataclass(frozen=True)
-class Ballot:
-    """One validator's ballot on the round: bitmaps of the updates it voted on and of those it accepted."""
-
-    validator: str
-    voted: int
-    accepts: int
-
-    @classmethod
-    def unanimous(cls, validator: str, accepted: Iterable[bool]) -> Ballot:
-        """A ballot on every update of the round: accept where ``accepted`` is true."""
-        flags = list(accepted)
-        return cls(validator, low_mask(len(flags)), sum(1 << i for i, ok in enumerate(flags) if ok))
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """One entry of ``RoundFinalized.settlements``: the account's new ``role`` reputation and its reward."""
-
-    account: str
-    role: Role
-    reputation: int
-    reward: int
-
-    def to_event(self) -> dict[str, Any]:
-        """As ``ledger.chain.events`` decodes the struct (the role as its integer)."""
-        return {
-            "account": self.account,
-            "role": int(self.role),
-            "reputation": self.reputation,
-            "reward": self.reward,
-        }
 
 
 @dataclass(frozen=True)
@@ -203,14 +156,15 @@ class RewardBook:
 
     def settle(
         self,
-        submissions: Sequence[Submission],
+        submissions: Sequence[SubmissionInfo],
         ballots: Sequence[Ballot],
         *,
         quorum: int,
         budget: int,
     ) -> RoundSettlement:
         """Finalize a round: ``submissions`` in update-index order, ``ballots`` of the current validators in
-        validator-list order (a validator that cast none this round has ``voted == 0`` or is left out)."""
+        validator-list order, each naming its validator (one that cast none this round has ``indexes == 0`` or
+        is left out)."""
         n = len(submissions)
         c = self.constants
         if n > c.max_updates_per_round:
@@ -219,7 +173,11 @@ class RewardBook:
             raise SettlementError("budget", budget, "rewardPerRound is a uint128")
         full = low_mask(n)
         for b in ballots:
-            if b.voted & ~full or b.accepts & ~b.voted:
+            if b.validator is None:
+                raise SettlementError(
+                    "ballot", b, "settling needs to know whose ballot it is (its validator)"
+                )
+            if b.indexes & ~full or b.accepts & ~b.indexes:
                 raise SettlementError(
                     "ballot", b, f"votes must be on updates 0..{n - 1} and accepts a subset of them"
                 )
@@ -237,7 +195,7 @@ class RewardBook:
         return RoundSettlement(outcome, tuple(out))
 
     def _settle_contributors(
-        self, submissions: Sequence[Submission], outcome: int, share: int
+        self, submissions: Sequence[SubmissionInfo], outcome: int, share: int
     ) -> list[Settlement]:
         weights: list[int] = []
         reps: list[int] = []
@@ -255,15 +213,16 @@ class RewardBook:
     def _settle_validators(
         self, ballots: Sequence[Ballot], outcome: int, full: int, share: int
     ) -> list[Settlement]:
-        voters: list[tuple[Ballot, int, int]] = []
+        voters: list[tuple[str, int, int]] = []
         for b in ballots:
-            if b.voted == 0:
+            if b.indexes == 0:
                 continue
-            agreed = (b.accepts ^ outcome) & b.voted == 0
+            assert b.validator is not None  # settle() refuses anonymous ballots
+            agreed = (b.accepts ^ outcome) & b.indexes == 0
             old, new = self._bump(b.validator, Role.VALIDATOR, agreed)
-            voters.append((b, new, old if agreed and b.voted == full else 0))
+            voters.append((b.validator, new, old if agreed and b.indexes == full else 0))
         total = sum(w for _, _, w in voters)
         return [
-            Settlement(b.validator, Role.VALIDATOR, rep, share * w // total if w else 0)
-            for b, rep, w in voters
+            Settlement(validator, Role.VALIDATOR, rep, share * w // total if w else 0)
+            for validator, rep, w in voters
         ]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ledger.chain.errors import AlreadySubmitted, RoundNotLive, SubmissionsClosed, WrongRound
 from ledger.content import ContentStore, cid_to_digest
 from ledger.errors import Mismatch
 
@@ -99,24 +100,17 @@ class Submitted:
 
 
 # Reverts meaning the round moved on (or its submission window ended) while the update was being made.
-CLOSED_REVERTS = frozenset(
-    {"MeshLedger_SubmissionsClosed", "MeshLedger_WrongRound", "MeshLedger_RoundNotLive"}
-)
+CLOSED_REVERTS = (SubmissionsClosed, WrongRound, RoundNotLive)
 
 
 def submit_direct(client: LedgerClient, *, task: int, round_: int, cid: str, num_samples: int) -> Submitted:
     """``submitUpdate`` from the member's own key (it pays the gas)."""
-    from ledger.chain.revert import ContractRevert
-
     try:
         result = client.submit_update(task, round_, cid_to_digest(cid), num_samples)
-    except ContractRevert as exc:
-        name = exc.error_name
-        if name in CLOSED_REVERTS:
-            return Submitted("closed", detail=exc.message)
-        if name == "MeshLedger_AlreadySubmitted":
-            me = client.sender_address or ""
-            status = client.submission_of(task, round_, me)
-            return Submitted("already", index=status.index, detail=exc.message)
-        raise
+    except CLOSED_REVERTS as exc:
+        return Submitted("closed", detail=exc.message)
+    except AlreadySubmitted as exc:
+        me = client.sender_address or ""
+        status = client.submission_of(task, round_, me)
+        return Submitted("already", index=status.index, detail=exc.message)
     return Submitted("submitted", index=result.value, tx_hash=result.tx_hash, block=result.block_number)

@@ -341,7 +341,7 @@ class Relayer:
             result = self.client.submit_update_for(task, round_, v.message.sub)
         except ContractRevert as exc:
             v.ok = False
-            v.status = "closed" if exc.error_name in CLOSED_REVERTS else "rejected"
+            v.status = "closed" if isinstance(exc, CLOSED_REVERTS) else "rejected"
             v.problem = exc.message
             return
         self._record(v, result.value, result.tx_hash)

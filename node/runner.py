@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ledger.chain.errors import RoundNotLive
-from ledger.chain.types import Phase, bits
+from ledger.chain.types import Phase, Role, Submission, bits
 from ledger.content import ContentStore, digest_to_cid
 from ledger.errors import ConfigError, MeshprovError, ServiceUnavailable
 from ledger.reasons import Reason
@@ -314,15 +314,13 @@ class NodeRunner:
         now = int(self.client.rpc(lambda: self.client.w3.eth.get_block("pending"))["timestamp"])
         deadline = time.monotonic() + min(self.options.copy_wait_s, max(0, submission_end - now - 3))
         while True:
-            subs = [
-                e for e in self._events(["UpdateSubmitted"], round_) if e.args["contributor"] != self.address
-            ]
+            subs = [s for s in self._submissions(round_) if s.contributor != self.address]
             if len(subs) >= need or time.monotonic() >= deadline:
                 break
             self._sleep(self.options.poll_s)
         out: list[StateDict] = []
-        for event in sorted(subs, key=lambda e: int(e.args["index"])):
-            cid = digest_to_cid(event.args["digest"])
+        for sub in subs:
+            cid = digest_to_cid(sub.digest)
             try:
                 data = read_bytes(self.store, cid, max_bytes=self.max_update_bytes)
                 with UpdateFile.from_bytes(data) as update:
@@ -409,10 +407,8 @@ class NodeRunner:
     def _adopt(self, record: RoundRecord | None, round_: int, index: int, num_samples: int) -> RoundRecord:
         """The chain has this member's update for the round (an earlier run submitted it): record that."""
         if record is None:
-            subs = [
-                e for e in self._events(["UpdateSubmitted"], round_) if e.args["contributor"] == self.address
-            ]
-            cid = digest_to_cid(subs[0].args["digest"]) if subs else ""
+            subs = [s for s in self._submissions(round_) if s.contributor == self.address]
+            cid = digest_to_cid(subs[0].digest) if subs else ""
             record = RoundRecord(
                 task=self.options.task, round=round_, status="submitted", file="", cid=cid, base="",
                 num_samples=num_samples,
@@ -450,32 +446,28 @@ class NodeRunner:
 
     def _verdict(self, record: RoundRecord) -> None:
         """Accepted or not, why, and what it earned, from the round's VotesCast and RoundFinalized events."""
-        round_ = record.round
-        events = self._events(["VotesCast", "RoundFinalized"], round_)
+        task, round_ = self.options.task, record.round
+        votes = self.client.logs("VotesCast", self._from_block, taskId=task, round=round_)
         index = record.index if record.index is not None else -1
-        reasons = vote_reasons(events, index)
+        reasons = vote_reasons(votes, index)
         record.reasons = sorted({reason_slug(code) for _, ok, code in reasons if not ok})
-        final = next((e for e in events if e.name == "RoundFinalized"), None)
+        final = next(iter(self.client.finalizations(task, round_, from_block=self._from_block)), None)
         if final is None:
             record.status = "rejected"
             record.detail = "finalization event not found"
             return
-        accepted = index >= 0 and bool(int(final.args["acceptedBitmap"]) >> index & 1)
+        accepted = index >= 0 and bool(final.accepted_bitmap >> index & 1)
         record.status = "accepted" if accepted else "rejected"
-        record.aggregate = digest_to_cid(final.args["aggregateDigest"])
-        for s in final.args["settlements"]:
-            if s["account"] == self.address and int(s["role"]) == 0:
-                record.reward = int(s["reward"])
-                record.reputation = int(s["reputation"])
+        record.aggregate = digest_to_cid(final.aggregate_digest)
+        for s in final.settlements:
+            if s.account == self.address and s.role is Role.CONTRIBUTOR:
+                record.reward = s.reward
+                record.reputation = s.reputation
         self._from_block = max(self._from_block, final.block_number - 1)
 
-    def _events(self, names: Sequence[str], round_: int) -> list[LedgerEvent]:
-        task = self.options.task
-        return [
-            e
-            for e in self.client.events(self._from_block, names=names)
-            if int(e.args["taskId"]) == task and int(e.args["round"]) == round_
-        ]
+    def _submissions(self, round_: int) -> list[Submission]:
+        """The round's submissions so far, by index (from the logs since the last round this runner settled)."""
+        return self.client.submissions(self.options.task, round_, from_block=self._from_block)
 
     # ─── waiting and faults ─────────────────────────────────────────────────────────────────────────────────
     def _wait_new_round(self, round_: int) -> None:

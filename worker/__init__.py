@@ -6,7 +6,7 @@
     verify.py      the validator's job: fetch, ledger.checks, one voteBatch per round
     aggregate.py   the aggregator's job: accepted set from the chain, ledger.aggregation, finalizeRound
     watcher.py     polls the chain and (re-)enqueues what is still to do
-    chain_port.py  the few chain reads and writes the pipeline needs (over ledger's LedgerClient)
+    chain.py       the ledger as the jobs read it (pending block; transport failures -> ChainFault)
     fetch.py       store -> local files, sorting the member's faults (verdicts) from ours (retries)
     state.py       job claims, round locks, faults, health and counters in Redis
     runtime.py     the per-process context (settings, handles opened after fork)

@@ -27,9 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.aggregation import AggregationSpec, Contribution, prepare
 from ledger.aggregation.output import write_aggregation
-from ledger.chain.types import Phase
+from ledger.chain.errors import (
+    AcceptedSetMismatch,
+    AggregateMustBeBase,
+    FinalizeTooEarly,
+    RoundNotLive,
+    WrongRound,
+)
+from ledger.chain.types import Phase, RoundView, Submission
 from ledger.content import cid_to_digest, digest_to_cid
-from worker.chain_port import RoundInfo, Submission
 from worker.errors import NotReady, StoreFault
 from worker.fetch import ensure_base, fetch
 from worker.state import renew
@@ -41,12 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Reverts of finalizeRound that say the chain is not where we thought: look again (retry), never give up silently.
-_RETRY_REVERTS = (
-    "MeshLedger_FinalizeTooEarly",
-    "MeshLedger_AcceptedSetMismatch",
-    "MeshLedger_AggregateMustBeBase",
-)
-_LOST_RACE = ("MeshLedger_WrongRound", "MeshLedger_RoundNotLive")
+_RETRY_REVERTS = (FinalizeTooEarly, AcceptedSetMismatch, AggregateMustBeBase)
+# The round moved on under us: done if another aggregator finalized it, else look again.
+_LOST_RACE = (WrongRound, RoundNotLive)
 
 
 def aggregate_round(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
@@ -65,7 +68,7 @@ def aggregate_round(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
         if lock is None:
             return {"status": "busy"}
         state.set_progress("aggregate", task_id, round_, "started")
-        accepted = chain.tally(task_id, round_)
+        accepted = chain.tally(task_id, round_).accepted_bitmap
         subs = chain.submissions(task_id, round_)
         if len(subs) != view.submission_count:
             raise NotReady(f"the node's logs show {len(subs)} of {view.submission_count} submissions")
@@ -82,13 +85,12 @@ def _round_dir(rt: Runtime, task_id: int, round_: int) -> Path:
     return rt.cache_dir / "rounds" / f"{task_id}-{round_}"
 
 
-def _aggregate(rt: Runtime, view: RoundInfo, chosen: Sequence[Submission], lock: Any) -> bytes:
-
+def _aggregate(rt: Runtime, view: RoundView, chosen: Sequence[Submission], lock: Any) -> bytes:
     chain = rt.chain()
     store = rt.store()
     state = rt.state()
-    info = chain.task(view.task_id)
-    spec = AggregationSpec.decode(info.rule, info.rule_param)
+    params = chain.task(view.task_id).params
+    spec = AggregationSpec.decode(params.rule, params.rule_param)
     max_bytes = rt.settings.max_update_bytes
     base_path = ensure_base(store, view.base_digest, rt.cache_dir, max_bytes=max_bytes)
     work = _round_dir(rt, view.task_id, view.round)
@@ -149,22 +151,18 @@ def _open_all(paths: Sequence[Path]) -> Iterator[list[UpdateFile]]:
         yield files
 
 
-def _finalize(rt: Runtime, view: RoundInfo, digest: bytes, accepted: int) -> dict[str, Any]:
-    from ledger.chain.revert import ContractRevert
-
+def _finalize(rt: Runtime, view: RoundView, digest: bytes, accepted: int) -> dict[str, Any]:
     chain = rt.chain()
     state = rt.state()
     try:
-        tx = chain.finalize_round(view.task_id, view.round, digest, accepted)
-    except ContractRevert as exc:
-        name = getattr(exc, "error_name", "")
-        if name in _LOST_RACE:
-            now = chain.round_view(view.task_id, view.round)
-            if now.phase is Phase.FINALIZED:
-                return {"status": "finalized-by-another", "aggregate": digest_to_cid(now.aggregate_digest)}
-        if name in _RETRY_REVERTS or name in _LOST_RACE:
-            raise NotReady(f"finalizeRound reverted with {name}: {exc.message}") from None
-        raise
+        tx = chain.finalize_round(view.task_id, view.round, digest, accepted).tx_hash
+    except _LOST_RACE as exc:
+        now = chain.round_view(view.task_id, view.round)
+        if now.phase is Phase.FINALIZED:
+            return {"status": "finalized-by-another", "aggregate": digest_to_cid(now.aggregate_digest)}
+        raise NotReady(f"finalizeRound reverted with {exc.error_name}: {exc.message}") from None
+    except _RETRY_REVERTS as exc:
+        raise NotReady(f"finalizeRound reverted with {exc.error_name}: {exc.message}") from None
     state.set_progress(
         "aggregate", view.task_id, view.round, "finalized", tx=tx, aggregate=digest_to_cid(digest)
     )

@@ -286,8 +286,7 @@ def _preflight(rt: Any) -> None:
     """Refuse to start with a key that does not hold the role on chain."""
     from worker.errors import NotMember
 
-    roles = rt.chain().roles(rt.address)
-    if not roles.has(rt.role):
+    if not rt.chain().account(rt.address).has_role(rt.role):
         raise NotMember(rt.address, rt.role)
     info(f"{rt.role} {rt.address}: role confirmed on chain")
 
@@ -349,12 +348,12 @@ def _heartbeats(rt: Any, stop: threading.Event, queue: str) -> None:
 
 
 def _watcher(rt: Any, app: Any, stop: threading.Event) -> Any:
-    from worker.chain_port import LedgerChainPort
+    from worker.chain import WorkerChain
     from worker.state import WorkerState
     from worker.watcher import Watcher
 
-    # Its own chain port and Redis client: the watcher thread must not share the job's connections.
-    chain = LedgerChainPort.from_settings(rt.settings)
+    # Its own chain handle and Redis client: the watcher thread must not share the job's connections.
+    chain = WorkerChain.from_settings(rt.settings)
     state = WorkerState.from_url(rt.redis_url, f"watcher:{rt.address.lower()}")
     return Watcher(chain, app, state, rt.config, [rt.settings.task_id], stop=stop)
 
@@ -379,7 +378,7 @@ def watch(
     """Poll the chain and enqueue verification and aggregation jobs for whatever is still to do."""
     from ledger.devservices import ensure_redis
     from worker.celery_app import make_app
-    from worker.chain_port import LedgerChainPort
+    from worker.chain import WorkerChain
     from worker.state import WorkerState
     from worker.watcher import Watcher
 
@@ -399,7 +398,7 @@ def watch(
         failpoints=None,
     )
     redis_url = ensure_redis(s)
-    chain = LedgerChainPort.from_settings(s)
+    chain = WorkerChain.from_settings(s)
     watcher = Watcher(
         chain, make_app(redis_url, config, with_tasks=False), WorkerState.from_url(redis_url, "watcher"), config,
         task or [s.task_id],

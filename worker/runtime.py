@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ledger.checks import LossFn
     from ledger.content import ContentStore
     from ledger.settings import Settings
-    from worker.chain_port import ChainPort
+    from worker.chain import WorkerChain
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Runtime:
     evaluate: LossFn | None = None
     """Held-out loss of full weights, for LOSS_REGRESSION (None: the loss check is off)."""
 
-    _chain: ChainPort | None = field(default=None, init=False, repr=False)
+    _chain: WorkerChain | None = field(default=None, init=False, repr=False)
     _store: ContentStore | None = field(default=None, init=False, repr=False)
     _state: WorkerState | None = field(default=None, init=False, repr=False)
     _address: str | None = field(default=None, init=False, repr=False)
@@ -65,12 +65,12 @@ class Runtime:
         return worker_id(self.role, self.address)
 
     # --- handles ----------------------------------------------------------------------------------------
-    def chain(self) -> ChainPort:
+    def chain(self) -> WorkerChain:
         with self._lock:
             if self._chain is None:
-                from worker.chain_port import LedgerChainPort
+                from worker.chain import WorkerChain
 
-                self._chain = LedgerChainPort.from_settings(self.settings, key=self.private_key)
+                self._chain = WorkerChain.from_settings(self.settings, key=self.private_key)
             return self._chain
 
     def store(self) -> ContentStore:

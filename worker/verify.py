@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.aggregation.source import TensorInfo, TensorSource, describe_source
-from ledger.chain.types import Phase
+from ledger.chain.errors import AlreadyVoted, RoundNotLive, VotingClosed, WrongRound
+from ledger.chain.types import Phase, RoundView, Submission
 from ledger.checks import (
     ChainRecord,
     CheckLimits,
@@ -38,7 +39,6 @@ from ledger.checks import (
 )
 from ledger.content import digest_to_cid
 from ledger.reasons import Reason
-from worker.chain_port import RoundInfo, Submission
 from worker.errors import NotReady, StoreFault
 from worker.fetch import ensure_base, fetch, remove
 from worker.state import renew
@@ -50,11 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Reverts that mean "this ballot cannot or need not be cast any more".
-_DONE_REVERTS = {
-    "MeshLedger_VotingClosed": "vote-window-closed",
-    "MeshLedger_WrongRound": "round-over",
-    "MeshLedger_RoundNotLive": "round-over",
-}
+_ROUND_OVER = (WrongRound, RoundNotLive)
 
 
 @dataclass(frozen=True)
@@ -186,7 +182,7 @@ def verify_round(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
     return result
 
 
-def _skip_reason(view: RoundInfo) -> str | None:
+def _skip_reason(view: RoundView) -> str | None:
     if view.phase is Phase.FINALIZED:
         return "round-over"
     if view.phase is Phase.OPEN:
@@ -207,14 +203,14 @@ class _Round:
     """What judging one update of the round needs."""
 
     rt: Runtime
-    view: RoundInfo
+    view: RoundView
     base: TensorSource
     layout: Sequence[TensorInfo]
     directory: Path
     max_bytes: int
 
 
-def _verdicts(rt: Runtime, view: RoundInfo, subs: Sequence[Submission], *, lock: Any) -> list[Verdict]:
+def _verdicts(rt: Runtime, view: RoundView, subs: Sequence[Submission], *, lock: Any) -> list[Verdict]:
     from ledger.updatefile import FileRejected, UpdateFile
 
     max_bytes = min(rt.limits.max_update_bytes, rt.settings.max_update_bytes)
@@ -293,22 +289,19 @@ def _remember_base_loss(round_dir: Path, judged: Judged) -> None:
         (round_dir / "base-loss.json").write_text(json.dumps({"loss": judged.loss.base_loss}))
 
 
-def _cast(rt: Runtime, view: RoundInfo, verdicts: Sequence[Verdict], todo: int) -> dict[str, Any]:
-    from ledger.chain.revert import ContractRevert
-
+def _cast(rt: Runtime, view: RoundView, verdicts: Sequence[Verdict], todo: int) -> dict[str, Any]:
     chain = rt.chain()
     state = rt.state()
     me = rt.address
     for _attempt in range(2):
         indexes, accepts, reasons = ballot_for(verdicts, todo)
         try:
-            tx = chain.vote_batch(view.task_id, view.round, indexes, accepts, reasons)
-        except ContractRevert as exc:
-            name = getattr(exc, "error_name", "")
-            if name in _DONE_REVERTS:
-                return {"status": _DONE_REVERTS[name]}
-            if name != "MeshLedger_AlreadyVoted":
-                raise
+            tx = chain.vote_batch(view.task_id, view.round, indexes, accepts, reasons).tx_hash
+        except VotingClosed:
+            return {"status": "vote-window-closed"}
+        except _ROUND_OVER:
+            return {"status": "round-over"}
+        except AlreadyVoted:
             # Another run of this job voted on part of the round meanwhile: vote on what is left, if anything.
             todo = view.all_indexes & ~chain.ballot(view.task_id, view.round, me).indexes
             if not todo:

@@ -28,7 +28,7 @@ from worker.tasks import AGGREGATE, AGGREGATOR_QUEUE, VERIFY, validator_queue
 if TYPE_CHECKING:
     from celery import Celery
 
-    from worker.chain_port import ChainPort
+    from worker.chain import WorkerChain
     from worker.config import WorkerConfig
     from worker.state import WorkerState
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Watcher:
-    chain: ChainPort
+    chain: WorkerChain
     app: Celery
     state: WorkerState
     config: WorkerConfig

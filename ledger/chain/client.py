@@ -1,8 +1,10 @@
 """A typed client of the MeshLedger contract: one method per contract function, reads and writes.
 
-Reads return the dataclasses of :mod:`ledger.chain.types`; writes go through a :class:`TxSender` (nonces, fees,
-receipt timeout) and return a :class:`TxResult` whose ``value`` is what the function returned, recovered from the
-transaction's events. Every revert, of a read or a write, raises the named exception of
+Reads return the dataclasses of :mod:`ledger.chain.types`, views at the block asked for (``block=``: a number,
+``latest`` or ``pending``; by default the client's ``view_block``) and what only the logs keep as typed records
+too (:meth:`LedgerClient.submissions`, :meth:`LedgerClient.finalizations`); writes go through a :class:`TxSender`
+(nonces, fees, receipt timeout) and return a :class:`TxResult` whose ``value`` is what the function returned,
+recovered from the transaction's events. Every revert, of a read or a write, raises the named exception of
 :mod:`ledger.chain.errors`. Relayed submissions are signed with EIP-712 (:meth:`LedgerClient.sign_submission`)
 in the domain the contract itself reports (``eip712Domain()``), so a wrong chain or address cannot slip in.
 
@@ -28,9 +30,12 @@ from ledger.chain.types import (
     AccountView,
     Ballot,
     Eip712Domain,
+    Finalization,
     Reputation,
     RoundView,
+    Settlement,
     SignedSubmission,
+    Submission,
     SubmissionInfo,
     SubmissionStatus,
     Tally,
@@ -51,6 +56,11 @@ if TYPE_CHECKING:
     from ledger.settings import Settings
 
 R = TypeVar("R")
+
+Block = int | str | None
+"""The block a view is read at: a number, ``latest``, ``pending`` (what the next transaction will see: a round's
+phase depends on ``block.timestamp``, and a chain that mines on demand can have an old ``latest``), or None for
+the client's :attr:`LedgerClient.view_block`."""
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -98,6 +108,19 @@ class DeploymentMissing(NotFound):
             f"no usable deployment record at {path}: {problem}",
             hint="deploy with `meshprov chain deploy` (or `meshprov demo`), or point MESHPROV_DEPLOYMENT_FILE at "
             "the record",
+        )
+
+
+class LogsBehind(ChainError):
+    """The node's logs lack a round its views show: the node has not caught up yet (retry), or the round does not
+    exist."""
+
+    def __init__(self, task_id: int, round_: int, endpoint: str) -> None:
+        self.task_id = task_id
+        self.round = round_
+        super().__init__(
+            f"the logs of the chain at {endpoint} hold no RoundOpened for task {task_id} round {round_}",
+            hint="the node may still be catching up (retry), or the round does not exist yet",
         )
 
 
@@ -240,6 +263,9 @@ class LedgerClient:
         as a worker does) or a number (a historical view)."""
         self._domain: Eip712Domain | None = None
         self._token_address: str | None = None
+        # Filled from logs and never invalidated: a round opens in one block, once. Threads may both look a
+        # round up; they find the same block.
+        self._opened_block: dict[tuple[int, int], int] = {}
 
     # ─── construction ───────────────────────────────────────────────────────────────────────────────────────
     @classmethod
@@ -307,7 +333,7 @@ class LedgerClient:
         except OSError as exc:  # requests' errors are OSErrors
             raise rpc_unavailable(self.endpoint, exc) from None
 
-    def _call(self, fn: ContractFunction, block: int | str | None = None) -> Any:
+    def _call(self, fn: ContractFunction, block: Block = None) -> Any:
         from web3.exceptions import ContractLogicError
 
         at = self.view_block if block is None else block
@@ -417,58 +443,61 @@ class LedgerClient:
             self._token_address = checksum(self._call(self._fn("token")))
         return self._token_address
 
-    def task_count(self) -> int:
-        return int(self._call(self._fn("taskCount")))
+    def task_count(self, *, block: Block = None) -> int:
+        return int(self._call(self._fn("taskCount"), block))
 
-    def task(self, task_id: int) -> Task:
-        params, current = self._call(self._fn("task", task_id))
+    def task(self, task_id: int, *, block: Block = None) -> Task:
+        params, current = self._call(self._fn("task", task_id), block)
         return Task(task_id, TaskParams.from_abi(params), int(current))
 
-    def current_round(self, task_id: int) -> int:
-        return int(self._call(self._fn("currentRound", task_id)))
+    def current_round(self, task_id: int, *, block: Block = None) -> int:
+        return int(self._call(self._fn("currentRound", task_id), block))
 
-    def round_view(self, task_id: int, round_: int) -> RoundView:
-        return RoundView.from_abi(self._call(self._fn("roundView", task_id, round_)))
+    def round_view(self, task_id: int, round_: int, *, block: Block = None) -> RoundView:
+        return RoundView.from_abi(task_id, round_, self._call(self._fn("roundView", task_id, round_), block))
 
-    def base_digest(self, task_id: int, round_: int) -> bytes:
-        return bytes(self._call(self._fn("baseDigest", task_id, round_)))
+    def base_digest(self, task_id: int, round_: int, *, block: Block = None) -> bytes:
+        return bytes(self._call(self._fn("baseDigest", task_id, round_), block))
 
-    def aggregate_digest(self, task_id: int, round_: int) -> bytes:
-        return bytes(self._call(self._fn("aggregateDigest", task_id, round_)))
+    def aggregate_digest(self, task_id: int, round_: int, *, block: Block = None) -> bytes:
+        return bytes(self._call(self._fn("aggregateDigest", task_id, round_), block))
 
-    def submission(self, task_id: int, round_: int, index: int) -> SubmissionInfo:
-        contributor, num_samples = self._call(self._fn("submission", task_id, round_, index))
+    def submission(self, task_id: int, round_: int, index: int, *, block: Block = None) -> SubmissionInfo:
+        contributor, num_samples = self._call(self._fn("submission", task_id, round_, index), block)
         return SubmissionInfo(checksum(contributor), int(num_samples))
 
-    def submission_of(self, task_id: int, round_: int, contributor: str) -> SubmissionStatus:
+    def submission_of(
+        self, task_id: int, round_: int, contributor: str, *, block: Block = None
+    ) -> SubmissionStatus:
         submitted, index, num_samples = self._call(
-            self._fn("submissionOf", task_id, round_, checksum(contributor))
+            self._fn("submissionOf", task_id, round_, checksum(contributor)), block
         )
         return SubmissionStatus(bool(submitted), int(index), int(num_samples))
 
-    def ballot(self, task_id: int, round_: int, validator: str) -> Ballot:
-        indexes, accepts = self._call(self._fn("ballot", task_id, round_, checksum(validator)))
-        return Ballot(int(indexes), int(accepts))
+    def ballot(self, task_id: int, round_: int, validator: str, *, block: Block = None) -> Ballot:
+        who = checksum(validator)
+        indexes, accepts = self._call(self._fn("ballot", task_id, round_, who), block)
+        return Ballot(int(indexes), int(accepts), who)
 
-    def tally(self, task_id: int, round_: int) -> Tally:
-        accepted, votes = self._call(self._fn("tally", task_id, round_))
+    def tally(self, task_id: int, round_: int, *, block: Block = None) -> Tally:
+        accepted, votes = self._call(self._fn("tally", task_id, round_), block)
         return Tally(int(accepted), tuple(int(v) for v in votes))
 
-    def account(self, address: str) -> AccountView:
-        return AccountView.from_abi(self._call(self._fn("account", checksum(address))))
+    def account(self, address: str, *, block: Block = None) -> AccountView:
+        return AccountView.from_abi(self._call(self._fn("account", checksum(address)), block))
 
-    def reputation(self, address: str) -> Reputation:
-        contributor, validator = self._call(self._fn("reputation", checksum(address)))
+    def reputation(self, address: str, *, block: Block = None) -> Reputation:
+        contributor, validator = self._call(self._fn("reputation", checksum(address)), block)
         return Reputation(int(contributor), int(validator))
 
-    def nonces(self, address: str) -> int:
-        return int(self._call(self._fn("nonces", checksum(address))))
+    def nonces(self, address: str, *, block: Block = None) -> int:
+        return int(self._call(self._fn("nonces", checksum(address)), block))
 
-    def contributor_count(self) -> int:
-        return int(self._call(self._fn("contributorCount")))
+    def contributor_count(self, *, block: Block = None) -> int:
+        return int(self._call(self._fn("contributorCount"), block))
 
-    def validators(self) -> list[str]:
-        return [checksum(a) for a in self._call(self._fn("validators"))]
+    def validators(self, *, block: Block = None) -> list[str]:
+        return [checksum(a) for a in self._call(self._fn("validators"), block)]
 
     def hash_submission(
         self, task_id: int, round_: int, digest: bytes | str, num_samples: int, *, nonce: int, deadline: int
@@ -627,6 +656,89 @@ class LedgerClient:
                 if wanted is None or event.name in wanted:
                     out.append(event)
         return out
+
+    def logs(
+        self,
+        name: str,
+        from_block: int,
+        to_block: int | None = None,
+        *,
+        max_range: int = 2000,
+        **indexed: Any,
+    ) -> list[LedgerEvent]:
+        """The ledger's ``name`` events in [from_block, to_block] (default: up to the latest block), oldest first,
+        selected by the node with the indexed arguments given by their Solidity names (``taskId=1, round=3``)."""
+        topics = self.events_decoder.topics(name, **indexed)
+        last = self.block_number() if to_block is None else to_block
+        out: list[LedgerEvent] = []
+        for _start, _end, raw in self.rpc(
+            lambda: list(
+                iter_log_ranges(self.w3, self.address, from_block, last, max_range=max_range, topics=topics)
+            )
+        ):
+            out.extend(e for e in self.events_decoder.decode_all(raw) if e.name == name)
+        return out
+
+    @property
+    def first_block(self) -> int:
+        """Where the ledger's logs begin: the deployment record's block (0 when the client has no record)."""
+        return self.deployment.block if self.deployment is not None else 0
+
+    def round_opened_block(self, task_id: int, round_: int) -> int:
+        """The block of round ``round_``'s ``RoundOpened`` log (remembered: a round opens once)."""
+        key = (task_id, round_)
+        known = self._opened_block.get(key)
+        if known is not None:
+            return known
+        found = self.logs("RoundOpened", self.first_block, taskId=task_id, round=round_)
+        if not found:
+            raise LogsBehind(task_id, round_, self.endpoint)
+        self._opened_block[key] = found[0].block_number
+        return found[0].block_number
+
+    def submissions(self, task_id: int, round_: int, *, from_block: int | None = None) -> list[Submission]:
+        """Every update submitted to the round so far, by index, from its ``UpdateSubmitted`` logs: the digests
+        the round's views do not keep. The logs are read from ``from_block``, by default from the block of the
+        round's ``RoundOpened`` log (:class:`LogsBehind` while the node's logs do not show that yet)."""
+        start = self.round_opened_block(task_id, round_) if from_block is None else from_block
+        by_index: dict[int, Submission] = {}
+        for e in self.logs("UpdateSubmitted", start, taskId=task_id, round=round_):
+            a = e.args
+            by_index[int(a["index"])] = Submission(
+                task_id=task_id,
+                round=round_,
+                index=int(a["index"]),
+                contributor=checksum(a["contributor"]),
+                digest=bytes(a["digest"]),
+                num_samples=int(a["numSamples"]),
+                relayer=checksum(a["relayer"]),
+                tx_hash=e.tx_hash,
+                block_number=e.block_number,
+            )
+        return [by_index[i] for i in sorted(by_index)]
+
+    def finalizations(
+        self, task_id: int, round_: int | None = None, *, from_block: int | None = None
+    ) -> list[Finalization]:
+        """The task's ``RoundFinalized`` logs (of one round, or all), oldest first, from ``from_block`` (default:
+        the deployment record's block)."""
+        start = self.first_block if from_block is None else from_block
+        found = self.logs("RoundFinalized", start, taskId=task_id, round=round_)
+        return [
+            Finalization(
+                task_id=int(e.args["taskId"]),
+                round=int(e.args["round"]),
+                aggregator=checksum(e.args["aggregator"]),
+                aggregate_digest=bytes(e.args["aggregateDigest"]),
+                accepted_bitmap=int(e.args["acceptedBitmap"]),
+                rule=int(e.args["rule"]),
+                rule_param=int(e.args["ruleParam"]),
+                settlements=tuple(Settlement.from_event(s) for s in e.args["settlements"]),
+                tx_hash=e.tx_hash,
+                block_number=e.block_number,
+            )
+            for e in found
+        ]
 
     # ─── the token ──────────────────────────────────────────────────────────────────────────────────────────
     def token_client(self) -> TokenClient:

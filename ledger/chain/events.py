@@ -134,6 +134,23 @@ class EventDecoder:
     def topic(self, name: str) -> bytes:
         return self.by_name[name].topic0
 
+    def topics(self, name: str, **indexed: Any) -> list[str | None]:
+        """The ``eth_getLogs`` topics that select event ``name`` with the given indexed arguments (by their
+        Solidity names; an argument left out matches any value)."""
+        from eth_abi.abi import encode as abi_encode
+
+        spec = self.by_name[name]
+        unknown = set(indexed) - {p.name for p in spec.indexed}
+        if unknown:
+            raise ValueError(f"{name} has no indexed argument {', '.join(sorted(unknown))}")
+        out: list[str | None] = [_hex(spec.topic0)]
+        for p in spec.indexed:
+            value = indexed.get(p.name)
+            out.append(None if value is None else _hex(abi_encode([_abi_type(p)], [value])))
+        while out[-1] is None:
+            out.pop()
+        return out
+
     def decode(self, entry: Mapping[str, Any]) -> LedgerEvent | None:
         """The event a log holds, or None for a log no event of the ABI describes (or one that does not decode)."""
         topics = [_bytes(t) for t in entry["topics"]]
@@ -181,13 +198,17 @@ class EventDecoder:
         return out
 
 
-def get_logs_raw(w3: Any, address: str, from_block: int, to_block: int) -> list[dict[str, Any]]:
-    """``eth_getLogs`` for one contract over [from_block, to_block], as the node's raw JSON (no web3 formatting)."""
+def get_logs_raw(
+    w3: Any, address: str, from_block: int, to_block: int, *, topics: Sequence[str | None] | None = None
+) -> list[dict[str, Any]]:
+    """``eth_getLogs`` for one contract over [from_block, to_block], as the node's raw JSON (no web3 formatting);
+    ``topics`` narrows it to one event (:meth:`EventDecoder.topics`)."""
     from web3.exceptions import Web3RPCError
 
-    reply = w3.provider.make_request(
-        "eth_getLogs", [{"address": address, "fromBlock": hex(from_block), "toBlock": hex(to_block)}]
-    )
+    query: dict[str, Any] = {"address": address, "fromBlock": hex(from_block), "toBlock": hex(to_block)}
+    if topics:
+        query["topics"] = list(topics)
+    reply = w3.provider.make_request("eth_getLogs", [query])
     if "error" in reply:
         error = reply["error"]
         raise Web3RPCError(str(error.get("message") if isinstance(error, Mapping) else error))
@@ -198,7 +219,14 @@ def get_logs_raw(w3: Any, address: str, from_block: int, to_block: int) -> list[
 
 
 def iter_log_ranges(
-    w3: Any, address: str, from_block: int, to_block: int, *, max_range: int = 2000, min_range: int = 1
+    w3: Any,
+    address: str,
+    from_block: int,
+    to_block: int,
+    *,
+    max_range: int = 2000,
+    min_range: int = 1,
+    topics: Sequence[str | None] | None = None,
 ) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
     """``(start, end, logs)`` for consecutive ranges covering [from_block, to_block], at most ``max_range`` blocks
     each; a range the node refuses (too many results) is halved and retried."""
@@ -209,7 +237,7 @@ def iter_log_ranges(
     while start <= to_block:
         end = min(to_block, start + span - 1)
         try:
-            logs = get_logs_raw(w3, address, start, end)
+            logs = get_logs_raw(w3, address, start, end, topics=topics)
         except Web3RPCError as exc:
             text = str(exc).lower()
             if span > min_range and any(marker in text for marker in _RANGE_ERRORS):

@@ -170,7 +170,7 @@ class RevertDecoder:
         self.classes = dict(classes)
 
     def decode(self, data: object, message: str = "") -> ContractRevert:
-        raw = _as_bytes(data)
+        raw = revert_bytes(data)
         spec = self.by_selector.get(raw[:4]) if len(raw) >= 4 else None
         if spec is None:
             return UnknownRevert(raw, message)
@@ -188,7 +188,8 @@ class RevertDecoder:
         return cls(spec.name, args, signature=spec.signature)
 
 
-def _as_bytes(data: object) -> bytes:
+def revert_bytes(data: object) -> bytes:
+    """Revert data as web3.py or a node hands it over (bytes, 0x-hex, or nested in a dict) as bytes."""
     if data is None:
         return b""
     if isinstance(data, bytes):
@@ -200,5 +201,5 @@ def _as_bytes(data: object) -> bytes:
         except ValueError:
             return b""
     if isinstance(data, Mapping):  # some nodes nest it: {"data": "0x…"}
-        return _as_bytes(data.get("data"))
+        return revert_bytes(data.get("data"))
     return b""

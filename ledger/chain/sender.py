@@ -4,6 +4,8 @@ Several threads of one process may send from the same key: a nonce is reserved a
 node under one lock, so no nonce is skipped or used twice; receipts are awaited outside the lock. Another process
 using the same key shows up as a "nonce too low" answer, which resynchronises from the node and retries. Gas is
 estimated before a nonce is reserved, so a call that would revert raises its named exception and uses no nonce.
+A transaction that reverts anyway once mined (something changed between the estimate and its block) is replayed
+to recover its revert data, so it raises its named exception too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from eth_typing import Hash32
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import Nonce, TxParams, TxReceipt, Wei
 
-from ledger.chain.revert import ChainError, ContractRevert, RevertDecoder, UnknownRevert
+from ledger.chain.revert import ChainError, ContractRevert, RevertDecoder, UnknownRevert, revert_bytes
 from ledger.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -139,7 +141,7 @@ class TxSender:
 
     def send(self, fn: Transactable, *, gas: int | None = None) -> TxReceipt:
         """Estimate (a revert raises its named exception before any nonce is used), sign, send, await the receipt."""
-        return self.wait(self.submit(fn, gas=gas), fn)
+        return self.wait(self.submit(fn, gas=gas))
 
     def submit(self, fn: Transactable, *, gas: int | None = None) -> bytes:
         """Estimate, sign and hand the transaction to the node; returns its hash without waiting."""
@@ -190,7 +192,7 @@ class TxSender:
                 return tx_hash
         raise TxRejected("could not find a usable nonce")  # pragma: no cover - loop always returns or raises
 
-    def wait(self, tx_hash: bytes, fn: Any = None) -> TxReceipt:
+    def wait(self, tx_hash: bytes) -> TxReceipt:
         """Await the receipt (``TxTimeout`` after ``timeout`` s); a mined revert raises its named exception."""
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(
@@ -199,18 +201,42 @@ class TxSender:
         except TimeExhausted:
             raise TxTimeout("0x" + tx_hash.hex(), self.timeout) from None
         if receipt["status"] != 1:
-            raise self._explain_failure(receipt, fn)
+            raise self.explain_failure(receipt)
         return receipt
 
-    def _explain_failure(self, receipt: TxReceipt, fn: Any) -> ContractRevert:
-        """Replay a mined-but-reverted transaction as a call at its block to recover the revert data."""
-        if fn is None or not hasattr(fn, "call"):
-            return UnknownRevert(b"", f"reverted in block {receipt['blockNumber']}")
+    def explain_failure(self, receipt: TxReceipt) -> ContractRevert:
+        """The named exception of a mined-but-reverted transaction, recovered by replaying it.
+
+        A receipt carries no revert data, so the transaction (same sender, target, input, value and gas limit) is
+        run again with ``eth_call`` on the state its block left, where a transaction mined before it in the same
+        block (a conflicting submission, a vote that closed the round) has taken effect; then, if that answers
+        nothing, on the state before its block. Only when neither replay reverts with data is the failure put down
+        to gas, with the gas used beside the limit."""
+        block = int(receipt["blockNumber"])
+        tx = self.w3.eth.get_transaction(receipt["transactionHash"])
+        call: TxParams = {"from": tx["from"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
+        if tx.get("to"):
+            call["to"] = tx["to"]
+        for at in (block, block - 1):
+            data = self._replay(call, at)
+            if data is not None:
+                return self.decoder.decode(data)
+        used, limit = int(receipt["gasUsed"]), int(tx["gas"])
+        return UnknownRevert(
+            b"",
+            f"in block {block}, without revert data (out of gas? it used {used} of its {limit} gas limit)",
+        )
+
+    def _replay(self, call: TxParams, block: int) -> bytes | None:
+        """The revert data of ``call`` run at ``block``: None when it succeeds or reverts without data."""
         try:
-            fn.call({"from": self.address}, block_identifier=receipt["blockNumber"] - 1)
+            self.w3.eth.call(call, block_identifier=block)
         except ContractLogicError as exc:
-            return self._revert(exc)
-        return UnknownRevert(b"", f"reverted in block {receipt['blockNumber']} (out of gas?)")
+            data = revert_bytes(exc.data)
+            return data or None
+        except Web3RPCError as exc:  # out of gas, or a node that cannot replay that far back
+            log.debug("replaying a reverted transaction at block %d failed: %s", block, exc)
+        return None
 
 
 def _rpc_message(exc: Web3RPCError) -> str:

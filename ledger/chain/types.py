@@ -1,12 +1,15 @@
 """Typed values of the MeshLedger ABI (IMeshLedger.sol) as Python dataclasses, and bitmap helpers.
 
+The one vocabulary of the contract: what :class:`~ledger.chain.client.LedgerClient` reads (views and logs) and
+writes comes as these types, and the pure mirrors of the contract (``ledger.rewards``) use them too.
+
 Digests are 32-byte ``bytes`` (the sha-256 inside a CIDv0), addresses are checksummed strings, amounts are ints.
 Field names are the Solidity names in snake case.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
@@ -28,6 +31,8 @@ class Phase(IntEnum):
 
 
 class Role(IntEnum):
+    """Which of an account's two reputations (and reward kinds) a settlement is about (``IMeshLedger.Role``)."""
+
     CONTRIBUTOR = 0
     VALIDATOR = 1
 
@@ -97,8 +102,11 @@ class Task:
 
 @dataclass(frozen=True)
 class RoundView:
-    """``IMeshLedger.RoundView``: for a finalized round only phase, base and aggregate are kept on chain."""
+    """``IMeshLedger.RoundView`` of round ``round`` of task ``task_id``: for a finalized round only phase, base
+    and aggregate are kept on chain."""
 
+    task_id: int
+    round: int
     phase: Phase
     base_digest: bytes
     aggregate_digest: bytes
@@ -108,9 +116,16 @@ class RoundView:
     submission_count: int
     finalizable: bool
 
+    @property
+    def all_indexes(self) -> int:
+        """The bitmap with a bit for every update submitted so far."""
+        return (1 << self.submission_count) - 1
+
     @classmethod
-    def from_abi(cls, value: Sequence[Any]) -> RoundView:
+    def from_abi(cls, task_id: int, round_: int, value: Sequence[Any]) -> RoundView:
         return cls(
+            task_id,
+            round_,
             Phase(int(value[0])),
             bytes(value[1]),
             bytes(value[2]),
@@ -158,6 +173,12 @@ class AccountView:
     validator: bool
     aggregator: bool
 
+    def has_role(self, role: str) -> bool:
+        """Whether the account holds ``role``: contributor, validator or aggregator."""
+        if role not in ("contributor", "validator", "aggregator"):
+            raise ValueError(f"unknown role {role!r}: use contributor, validator or aggregator")
+        return bool(getattr(self, role))
+
     @classmethod
     def from_abi(cls, value: Sequence[Any]) -> AccountView:
         return cls(
@@ -173,10 +194,30 @@ class AccountView:
 
 @dataclass(frozen=True)
 class SubmissionInfo:
-    """Update ``index`` of the live round."""
+    """Update ``index`` of the live round (``submission(task, round, index)``): who submitted it and the samples
+    it claims. The settlement mirror (``ledger.rewards``) takes a round's updates as these, in index order."""
 
     contributor: str
     num_samples: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An update as its ``UpdateSubmitted`` log records it: the content digest is only in the log."""
+
+    task_id: int
+    round: int
+    index: int
+    contributor: str
+    digest: bytes
+    num_samples: int
+    relayer: str
+    tx_hash: str
+    block_number: int
+
+    @property
+    def info(self) -> SubmissionInfo:
+        return SubmissionInfo(self.contributor, self.num_samples)
 
 
 @dataclass(frozen=True)
@@ -188,10 +229,20 @@ class SubmissionStatus:
 
 @dataclass(frozen=True)
 class Ballot:
-    """A validator's verdicts on the live round as bitmaps."""
+    """A validator's verdicts on a round as bitmaps: the updates it voted on, and those it accepted.
+
+    ``validator`` is whose ballot it is, when known: :meth:`LedgerClient.ballot` fills it in from its argument,
+    and the settlement mirror (``ledger.rewards``) needs it to say who earned what."""
 
     indexes: int
     accepts: int
+    validator: str | None = None
+
+    @classmethod
+    def unanimous(cls, validator: str, accepted: Iterable[bool]) -> Ballot:
+        """A ballot on every update of the round: accept where ``accepted`` is true."""
+        flags = list(accepted)
+        return cls((1 << len(flags)) - 1, bitmap(i for i, ok in enumerate(flags) if ok), validator)
 
     @property
     def voted(self) -> list[int]:
@@ -208,6 +259,56 @@ class Tally:
 
     accepted_bitmap: int
     accept_votes: tuple[int, ...]
+
+    @property
+    def accepted(self) -> list[int]:
+        return bits(self.accepted_bitmap)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """``IMeshLedger.Settlement``: what finalizing a round did for one participant, its new ``role``
+    reputation and the reward minted to it."""
+
+    account: str
+    role: Role
+    reputation: int
+    reward: int
+
+    def to_event(self) -> dict[str, Any]:
+        """As ``ledger.chain.events`` decodes the struct (the role as its integer)."""
+        return {
+            "account": self.account,
+            "role": int(self.role),
+            "reputation": self.reputation,
+            "reward": self.reward,
+        }
+
+    @classmethod
+    def from_event(cls, value: Mapping[str, Any]) -> Settlement:
+        return cls(
+            checksum(str(value["account"])),
+            Role(int(value["role"])),
+            int(value["reputation"]),
+            int(value["reward"]),
+        )
+
+
+@dataclass(frozen=True)
+class Finalization:
+    """A round's ``RoundFinalized`` log: the aggregate, the accepted set and every settlement, in the event's
+    order (contributors by update index, then validators in validator-list order)."""
+
+    task_id: int
+    round: int
+    aggregator: str
+    aggregate_digest: bytes
+    accepted_bitmap: int
+    rule: int
+    rule_param: int
+    settlements: tuple[Settlement, ...]
+    tx_hash: str
+    block_number: int
 
     @property
     def accepted(self) -> list[int]:

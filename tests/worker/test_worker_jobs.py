@@ -11,17 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from ledger.checks import CheckLimits
-from ledger.content import digest_to_cid
+from ledger.chain.client import LedgerClient
+from ledger.chain.types import Phase
+from ledger.checks import CheckLimits, Verdict
+from ledger.content import cid_to_digest, digest_to_cid
 from ledger.reasons import Reason
 from ledger.settings import Settings
 from tests.support import malicious as corpus
+from tests.support.chain import advance_time, web3_for
 from tests.support.worker import WorkerNet
 from worker.aggregate import _finalize, aggregate_round
-from worker.chain_port import LedgerChainPort, Phase
+from worker.chain import WorkerChain
 from worker.config import WorkerConfig
+from worker.errors import ChainFault, NotReady
 from worker.runtime import Runtime
-from worker.verify import verify_round
+from worker.verify import _cast, verify_round
 
 pytestmark = [pytest.mark.anvil, pytest.mark.redis]
 
@@ -43,7 +47,7 @@ def runtime(net: WorkerNet, role: str, key: str, tmp_path: Path) -> Runtime:
         private_key=key,
         limits=CheckLimits(max_norm=corpus.max_norm()),
     )
-    rt._chain = LedgerChainPort(net.client(key))
+    rt._chain = WorkerChain(net.client(key))
     return rt
 
 
@@ -164,7 +168,7 @@ def test_the_watcher_enqueues_what_the_chain_shows_undone_once_per_ttl(
     net = worker_net(contributors=2)
     config = WorkerConfig(poll_interval_s=0.2, job_ttl_s=30)
     watcher = Watcher(
-        LedgerChainPort(net.client()),
+        WorkerChain(net.client()),
         make_app(net.redis_url, config, with_tasks=False),
         WorkerState.from_url(net.redis_url, "watcher"),
         config,
@@ -199,3 +203,88 @@ def test_the_watcher_enqueues_what_the_chain_shows_undone_once_per_ttl(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
     queues.close()
+
+
+# --- reverts the jobs expect, caught by their named classes ---------------------------------------------------
+
+
+def _accept_all(n: int) -> list[Verdict]:
+    return [Verdict(Reason.ACCEPTED)] * n
+
+
+def test_a_ballot_cast_after_the_vote_window_is_vote_window_closed(
+    worker_net: Callable[..., WorkerNet], tmp_path: Path
+) -> None:
+    net = worker_net(contributors=2, vote_window=30)
+    v0, _ = validators(net, tmp_path)
+    round_ = net.current_round()
+    for i in range(2):
+        net.submit(i, corpus.honest_update(net.context(i, round_)), round_=round_)
+    view = v0.chain().round_view(net.task_id, round_)
+    assert view.phase is Phase.VOTING
+    advance_time(web3_for(net.anvil_url), 31)
+    # The job judged the round while votes were open; its voteBatch reverts with VotingClosed.
+    assert _cast(v0, view, _accept_all(2), view.all_indexes) == {"status": "vote-window-closed"}
+    assert net.votes(round_, 0) == []
+    assert verify_round(v0, net.task_id, round_) == {"status": "vote-window-closed"}
+
+
+def test_a_ballot_another_run_already_cast_is_already_voted(
+    worker_net: Callable[..., WorkerNet], tmp_path: Path
+) -> None:
+    net = worker_net(contributors=2)
+    v0, _ = validators(net, tmp_path)
+    round_ = net.current_round()
+    for i in range(2):
+        net.submit(i, corpus.honest_update(net.context(i, round_)), round_=round_)
+    view = v0.chain().round_view(net.task_id, round_)
+    assert verify_round(v0, net.task_id, round_)["status"] == "voted"
+    # A second run that judged from the same view: the chain says AlreadyVoted, the ballot shows nothing left.
+    assert _cast(v0, view, _accept_all(2), view.all_indexes) == {"status": "already-voted"}
+    assert len(net.votes(round_, 0)) == 1
+
+
+def test_a_finalize_too_early_is_retried_not_given_up(
+    worker_net: Callable[..., WorkerNet], tmp_path: Path
+) -> None:
+    net = worker_net(contributors=2)
+    aggregator = runtime(net, "aggregator", net.aggregator[1], tmp_path)
+    round_ = net.current_round()
+    net.submit(0, corpus.honest_update(net.context(0, round_)), round_=round_)
+    view = aggregator.chain().round_view(net.task_id, round_)
+    with pytest.raises(NotReady, match="MeshLedger_FinalizeTooEarly"):
+        _finalize(aggregator, view, view.base_digest, 0)
+    assert net.finalizations(round_) == []
+
+
+def test_an_unreachable_chain_is_a_retried_chain_fault(worker_net: Callable[..., WorkerNet]) -> None:
+    net = worker_net(contributors=2)
+    client = LedgerClient.connect(
+        web3_for("http://127.0.0.1:9"), net.ledger_address, abi=net.abi, token_abi=[]
+    )
+    with pytest.raises(ChainFault, match="roundView"):
+        WorkerChain(client).round_view(net.task_id, 1)
+    with pytest.raises(ChainFault, match="UpdateSubmitted logs"):
+        WorkerChain(client).submissions(net.task_id, 1)
+
+
+def test_the_worker_reads_the_rounds_submissions_as_typed_records(
+    worker_net: Callable[..., WorkerNet],
+) -> None:
+    net = worker_net(contributors=2)
+    chain = WorkerChain(net.client())
+    assert chain.view_block == "pending"
+    round_ = net.current_round()
+    digests = []
+    for i in range(2):
+        data = corpus.honest_update(net.context(i, round_))
+        net.submit(i, data, round_=round_)
+        digests.append(cid_to_digest(net.store.put_bytes(data)))
+    subs = chain.submissions(net.task_id, round_)
+    assert [(s.index, s.contributor, s.digest, s.num_samples) for s in subs] == [
+        (i, net.contributor(i)[0], digests[i], 100 + i) for i in range(2)
+    ]
+    assert chain.account(net.validator(0)[0]).has_role("validator")
+    assert not chain.account(net.validator(0)[0]).has_role("aggregator")
+    assert chain.tally(net.task_id, round_).accepted_bitmap == 0
+    assert chain.finalizations(net.task_id) == []

@@ -16,17 +16,18 @@ from ledger.chain.client import (
     ChainIdMismatch,
     DeploymentMissing,
     LedgerClient,
+    LogsBehind,
     NoContract,
     ReadOnlyClient,
     TokenClient,
 )
-from ledger.chain.types import Phase, Role, TaskParams, bitmap
+from ledger.chain.types import Ballot, Phase, Role, Settlement, SubmissionInfo, TaskParams, bitmap
 from ledger.devservices import AnvilProcess
 from ledger.errors import ServiceUnavailable
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
 from ledger.settings import Settings
-from tests.support.chain import Consortium, chain_snapshot, fake_digest, web3_for
+from tests.support.chain import Consortium, chain_snapshot, fake_digest, rpc, web3_for
 
 pytestmark = pytest.mark.anvil
 
@@ -223,6 +224,91 @@ def test_tally_and_ballots(c: Consortium) -> None:
     ballot = reader.ballot(task_id, 1, c.validators[0][0])
     assert ballot.voted == [0, 1, 2, 3]
     assert ballot.accepted == [0, 1, 2, 3]
+    assert ballot == Ballot(0b1111, 0b1111, c.validators[0][0])  # a ballot says whose it is
+
+
+def test_submissions_and_finalizations_come_from_the_logs_as_typed_records(c: Consortium) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    reader = c.client()
+    with pytest.raises(LogsBehind, match="round 2"):
+        reader.submissions(task_id, 2)  # round 2 has not opened: no RoundOpened log
+    record = c.run_round(
+        task_id, relayed=True, verdict=lambda v, i, r: 0 if i != 2 else int(Reason.TOO_LARGE)
+    )
+    subs = reader.submissions(task_id, 1)
+    assert [s.index for s in subs] == [0, 1, 2, 3]
+    assert [s.digest for s in subs] == record.digests
+    assert [s.contributor for s in subs] == record.contributors
+    assert [s.num_samples for s in subs] == record.num_samples
+    assert {s.relayer for s in subs} == {c.aggregator[0]}
+    assert subs[0].info == SubmissionInfo(record.contributors[0], record.num_samples[0])
+    assert reader.submissions(task_id, 2) == []  # opened by the finalization, nothing submitted yet
+
+    (final,) = reader.finalizations(task_id, 1)
+    assert (final.task_id, final.round, final.aggregator) == (task_id, 1, c.aggregator[0])
+    assert final.aggregate_digest == record.aggregate
+    assert final.accepted == record.accepted == [0, 1, 3]
+    assert [s.role for s in final.settlements] == [Role.CONTRIBUTOR] * 4 + [Role.VALIDATOR] * 3
+    assert final.settlements[0] == Settlement(
+        c.contributors[0][0], Role.CONTRIBUTOR, reader.reputation(c.contributors[0][0]).contributor,
+        reader.token_client().balance_of(c.contributors[0][0]),
+    )  # fmt: skip
+    assert reader.finalizations(task_id) == [final]
+    assert reader.finalizations(task_id, 2) == []
+    assert reader.finalizations(task_id, 1, from_block=final.block_number + 1) == []
+
+
+def test_views_can_be_read_at_a_past_or_the_pending_block(c: Consortium, w3: Any) -> None:
+    task_id = c.task_id  # type: ignore[attr-defined]
+    reader = c.client()
+    before = reader.block_number()
+    c.run_round(task_id)
+    assert reader.current_round(task_id) == 2
+    assert reader.current_round(task_id, block=before) == 1
+    assert reader.round_view(task_id, 1, block=before).phase is Phase.OPEN
+    assert reader.round_view(task_id, 1).phase is Phase.FINALIZED
+    # A transaction the node holds but has not mined: only the pending block sees it.
+    address, key = c.contributors[0]
+    sender = c.client(key).sender
+    assert sender is not None
+    rpc(w3, "evm_setAutomine", False)
+    try:
+        sender.submit(
+            c.client(key).contract.functions.submitUpdate(task_id, 2, fake_digest("p"), 3), gas=300_000
+        )
+        assert not reader.submission_of(task_id, 2, address).submitted
+        assert reader.submission_of(task_id, 2, address, block="pending").submitted
+        assert reader.round_view(task_id, 2, block="pending").submission_count == 1
+    finally:
+        rpc(w3, "evm_mine")
+        rpc(w3, "evm_setAutomine", True)
+    assert reader.submission_of(task_id, 2, address).submitted
+
+
+def test_a_transaction_reverted_by_an_earlier_one_in_its_block_is_named(c: Consortium, w3: Any) -> None:
+    """Both pass their estimate; mined in one block the second reverts. The receipt has no revert data: the
+    sender replays the transaction on its block's state and raises the named error, not "out of gas?"."""
+    task_id = c.task_id  # type: ignore[attr-defined]
+    contributor = c.client(c.contributors[0][1])
+    sender = contributor.sender
+    assert sender is not None
+    first = contributor.contract.functions.submitUpdate(task_id, 1, fake_digest("first"), 1)
+    second = contributor.contract.functions.submitUpdate(task_id, 1, fake_digest("second"), 1)
+    rpc(w3, "evm_setAutomine", False)
+    try:
+        hashes = [sender.submit(first, gas=300_000), sender.submit(second, gas=300_000)]
+        rpc(w3, "evm_mine")
+    finally:
+        rpc(w3, "evm_setAutomine", True)
+    assert sender.wait(hashes[0])["status"] == 1
+    with pytest.raises(errors.AlreadySubmitted) as info:
+        sender.wait(hashes[1])
+    assert info.value["contributor"] == c.contributors[0][0]
+    assert "out of gas" not in str(info.value)
+    assert (
+        w3.eth.get_transaction_receipt(hashes[1])["blockNumber"]
+        == w3.eth.get_transaction_receipt(hashes[0])["blockNumber"]
+    )
 
 
 def test_events_decode_every_ledger_event_in_order(c: Consortium) -> None:

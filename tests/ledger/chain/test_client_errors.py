@@ -1,8 +1,10 @@
 """The revert table: every ABI error of MeshLedger and MeshToken has a named class, every class names an ABI error,
-and revert data of each decodes to its class with its arguments and a filled-in hint."""
+and revert data of each decodes to its class with its arguments and a filled-in hint. And nothing outside
+``ledger/chain`` matches a revert by its name string instead of catching its class."""
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Any
 
@@ -14,6 +16,7 @@ from ledger.chain.errors import REVERT_CLASSES
 from ledger.chain.revert import ContractRevert, ErrorSpec, RevertDecoder, UnknownRevert, error_specs
 from ledger.errors import NotFound
 from ledger.exit_codes import ExitCode
+from tests.support import REPO
 
 BUILTINS = {"Error", "Panic"}
 
@@ -115,3 +118,64 @@ def test_exit_codes_of_membership_and_missing_things() -> None:
 @pytest.mark.parametrize("cls", sorted(REVERT_CLASSES.values(), key=lambda c: c.error_name))
 def test_classes_are_contract_reverts(cls: type[ContractRevert]) -> None:
     assert issubclass(cls, ContractRevert)
+
+
+# --- reverts are caught by class, never matched by name ---------------------------------------------------------
+
+_SHIPPED = ("ledger", "node", "worker", "lab", "benchmarks")
+_REVERT_NAME = re.compile(r"(MeshLedger|MeshToken)_[A-Za-z]+")
+
+
+def _reads_error_name(node: ast.AST) -> bool:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and sub.attr == "error_name":
+            return True
+        if (
+            isinstance(sub, ast.Call)
+            and isinstance(sub.func, ast.Name)
+            and sub.func.id == "getattr"
+            and any(isinstance(a, ast.Constant) and a.value == "error_name" for a in sub.args)
+        ):
+            return True
+    return False
+
+
+def revert_name_matches(source: str) -> list[str]:
+    """Where ``source`` inspects a revert by its name string: a comparison or ``match`` on ``error_name``, or an
+    ABI error name written as a string (the key of a table of names)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and _reads_error_name(node):
+            found.append(f"line {node.lineno}: compares error_name")
+        elif isinstance(node, ast.Match) and _reads_error_name(node.subject):
+            found.append(f"line {node.lineno}: matches on error_name")
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and _REVERT_NAME.fullmatch(node.value)
+        ):
+            found.append(f"line {node.lineno}: the revert name {node.value!r} as a string")
+    return found
+
+
+def test_the_guard_sees_every_way_of_matching_a_revert_by_name() -> None:
+    assert revert_name_matches('if exc.error_name == "MeshLedger_AlreadyVoted": pass')
+    assert revert_name_matches('if getattr(exc, "error_name", "") in DONE: pass')
+    assert revert_name_matches('DONE = {"MeshLedger_VotingClosed": "vote-window-closed"}')
+    assert revert_name_matches("match exc.error_name:\n    case _: pass")
+    assert not revert_name_matches('log.info("reverted with %s", exc.error_name)')
+    assert not revert_name_matches(
+        "try:\n    vote()\nexcept (errors.VotingClosed, errors.WrongRound):\n    pass"
+    )
+    assert not revert_name_matches('"""Docs may say MeshLedger_AlreadyVoted in a sentence."""')
+
+
+def test_no_module_outside_ledger_chain_matches_a_revert_by_name() -> None:
+    """``ledger.chain.errors`` has a class per ABI error: everywhere else catches the class."""
+    offences = []
+    for package in _SHIPPED:
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path.is_relative_to(REPO / "ledger" / "chain"):
+                continue
+            offences += [f"{path.relative_to(REPO)} {o}" for o in revert_name_matches(path.read_text())]
+    assert offences == [], "catch the named class of ledger.chain.errors instead:\n" + "\n".join(offences)

@@ -109,8 +109,19 @@ def test_out_of_gas_is_reported_without_a_selector(
     w3: Any, dev_keys: list[tuple[str, str]], reverter: Any
 ) -> None:
     sender = _sender(w3, dev_keys[5][1], reverter)
-    with pytest.raises(UnknownRevert, match="out of gas"):
+    with pytest.raises(UnknownRevert, match=r"out of gas\? it used 30000 of its 30000 gas limit"):
         sender.send(reverter.functions.burn(200), gas=30_000)
+
+
+def test_a_mined_bare_revert_is_not_blamed_on_gas_it_did_not_run_out_of(
+    w3: Any, dev_keys: list[tuple[str, str]], reverter: Any
+) -> None:
+    sender = _sender(w3, dev_keys[5][1], reverter)
+    with pytest.raises(UnknownRevert) as info:
+        sender.send(reverter.functions.bare(), gas=100_000)
+    used = int(str(info.value).split("it used ")[1].split(" ")[0])
+    assert used < 100_000  # the message shows the gas used beside the limit, so the reader can tell
+    assert "of its 100000 gas limit" in str(info.value)
 
 
 def test_another_sender_with_the_same_key_is_resynchronised(

@@ -10,14 +10,12 @@ from typing import Any
 
 import pytest
 
+from ledger.chain.types import Ballot, Role, SubmissionInfo
 from ledger.rewards import (
     DEFAULT_CONSTANTS,
-    Ballot,
     RewardBook,
     RewardConstants,
-    Role,
     SettlementError,
-    Submission,
     quorum_outcome,
 )
 from tests.support.chain import Consortium, advance_time, fake_digest
@@ -32,7 +30,7 @@ BUDGET = 999_999_999_999_999_937  # odd, so every division rounds
 def test_contributor_rewards_split_by_samples_times_reputation_before_the_round() -> None:
     book = RewardBook()
     book.reputations[("0xb", Role.CONTRIBUTOR)] = 2_000
-    subs = [Submission("0xA", 100), Submission("0xB", 300), Submission("0xC", 50)]
+    subs = [SubmissionInfo("0xA", 100), SubmissionInfo("0xB", 300), SubmissionInfo("0xC", 50)]
     ballots = [Ballot.unanimous("0xV1", [True, True, False]), Ballot.unanimous("0xV2", [True, True, False])]
     result = book.settle(subs, ballots, quorum=2, budget=1_000)
     assert result.outcome == 0b011
@@ -48,12 +46,12 @@ def test_contributor_rewards_split_by_samples_times_reputation_before_the_round(
 
 def test_a_validator_that_disagrees_or_skips_an_update_earns_nothing() -> None:
     book = RewardBook()
-    subs = [Submission("0xA", 10), Submission("0xB", 10)]
+    subs = [SubmissionInfo("0xA", 10), SubmissionInfo("0xB", 10)]
     ballots = [
         Ballot.unanimous("0xV1", [True, False]),
         Ballot.unanimous("0xV2", [True, True]),  # disagrees on update 1
-        Ballot("0xV3", voted=0b01, accepts=0b01),  # agrees, but skipped update 1
-        Ballot("0xV4", voted=0, accepts=0),  # silent: no settlement at all
+        Ballot(indexes=0b01, accepts=0b01, validator="0xV3"),  # agrees, but skipped update 1
+        Ballot(indexes=0, accepts=0, validator="0xV4"),  # silent: no settlement at all
         Ballot.unanimous("0xV5", [True, False]),
     ]
     result = book.settle(subs, ballots, quorum=2, budget=10_000)
@@ -70,7 +68,7 @@ def test_reputations_are_clamped_to_their_bounds() -> None:
     book = RewardBook()
     for _ in range(30):  # 5000 + 30·200 reaches the validator maximum too
         book.settle(
-            [Submission("0xgood", 1), Submission("0xbad", 1)],
+            [SubmissionInfo("0xgood", 1), SubmissionInfo("0xbad", 1)],
             [Ballot.unanimous("0xV", [True, False])],
             quorum=1,
             budget=100,
@@ -87,14 +85,16 @@ def test_quorum_outcome_and_refusals() -> None:
     with pytest.raises(SettlementError):
         quorum_outcome([0b1], 0, 1)
     with pytest.raises(SettlementError):
-        RewardBook().settle([Submission("0xA", 1)], [Ballot("0xV", 0b10, 0)], quorum=1, budget=1)
+        RewardBook().settle([SubmissionInfo("0xA", 1)], [Ballot(0b10, 0, "0xV")], quorum=1, budget=1)
     with pytest.raises(SettlementError):
-        RewardBook().settle([Submission("0xA", 0)], [], quorum=1, budget=1)
+        RewardBook().settle([SubmissionInfo("0xA", 0)], [], quorum=1, budget=1)
+    with pytest.raises(SettlementError, match="whose ballot"):
+        RewardBook().settle([SubmissionInfo("0xA", 1)], [Ballot(0b1, 0b1)], quorum=1, budget=1)
 
 
 def test_nothing_accepted_mints_nothing_to_contributors() -> None:
     result = RewardBook().settle(
-        [Submission("0xA", 10)], [Ballot.unanimous("0xV", [False])], quorum=1, budget=1_000
+        [SubmissionInfo("0xA", 10)], [Ballot.unanimous("0xV", [False])], quorum=1, budget=1_000
     )
     assert result.outcome == 0
     assert result.rewards(Role.CONTRIBUTOR) == {"0xA": 0}
@@ -153,12 +153,14 @@ def test_the_mirror_predicts_every_settlement_reputation_and_balance(
     for r in range(1, rounds + 1):
         plan = _round_plan(rng, r, len(h.contributors), len(h.validators))
         submitters: list[int] = plan["submitters"]
-        subs = []
         for k, i in enumerate(submitters):
-            address, key = h.contributors[i]
+            key = h.contributors[i][1]
             index = h.client(key).submit_update(task, r, fake_digest(task, r, i), plan["samples"][i]).value
             assert index == k
-            subs.append(Submission(address, plan["samples"][i]))
+        # The mirror is fed what the chain recorded: the submissions' logs and the validators' ballots.
+        logged = reader.submissions(task, r)
+        assert [s.contributor for s in logged] == [h.contributors[i][0] for i in submitters]
+        subs = [s.info for s in logged]
         if len(submitters) < len(h.contributors):
             advance_time(w3, WINDOW)  # submissions close when the window runs out
         ballots = []
@@ -169,7 +171,8 @@ def test_the_mirror_predicts_every_settlement_reputation_and_balance(
             if indexes:
                 reasons = bytes(0 if k in accepted else 18 for k in sorted(voted))
                 h.client(key).vote_batch(task, r, indexes, accepts, reasons)
-            ballots.append(Ballot(address, indexes, accepts))
+            ballots.append(reader.ballot(task, r, address))
+            assert ballots[-1] == Ballot(indexes, accepts, address)
         if not reader.round_view(task, r).finalizable:
             advance_time(w3, WINDOW)  # someone did not vote on everything: wait out the vote window
         predicted = book.settle(subs, ballots, quorum=quorum, budget=BUDGET)
@@ -180,6 +183,8 @@ def test_the_mirror_predicts_every_settlement_reputation_and_balance(
         (event,) = [e for e in result.events if e.name == "RoundFinalized"]
         assert event.args["acceptedBitmap"] == predicted.outcome
         assert event.args["settlements"] == [s.to_event() for s in predicted.settlements], f"round {r}"
+        (final,) = reader.finalizations(task, r)
+        assert (final.accepted_bitmap, final.settlements) == (predicted.outcome, predicted.settlements)
 
     for address, _ in [*h.contributors, *h.validators]:
         rep = reader.reputation(address)
