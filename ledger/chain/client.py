@@ -12,16 +12,15 @@ or :meth:`LedgerClient.connect` (a Web3 and an address).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.crypto import keccak
 
+from ledger.chain.artifacts import load_artifact
+from ledger.chain.deploy import DeploymentRecord
 from ledger.chain.events import EventDecoder, LedgerEvent, iter_log_ranges
 from ledger.chain.revert import ChainError, RevertDecoder
 from ledger.chain.types import (
@@ -51,8 +50,6 @@ if TYPE_CHECKING:
     from ledger.settings import Settings
 
 R = TypeVar("R")
-
-ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "artifacts"
 
 SUBMISSION_TYPES = [
     {"name": "taskId", "type": "uint256"},
@@ -91,16 +88,6 @@ class ReadOnlyClient(ChainError):
         )
 
 
-class DeploymentMissing(NotFound):
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = path
-        super().__init__(
-            f"no usable deployment record at {path}: {problem}",
-            hint="deploy with `meshprov chain deploy` (or `meshprov demo`), or point MESHPROV_DEPLOYMENT_FILE at "
-            "the record",
-        )
-
-
 class ChainIdMismatch(ConfigError):
     def __init__(self, expected: int, actual: int, endpoint: str, source: str) -> None:
         self.expected = expected
@@ -119,80 +106,6 @@ class NoContract(NotFound):
             hint="the chain was reset or the deployment record is for another chain: redeploy with "
             "`meshprov chain deploy`",
         )
-
-
-class ArtifactMissing(ConfigError):
-    def __init__(self, name: str, path: Path) -> None:
-        super().__init__(
-            f"the compiled ABI of {name} is missing ({path})", hint="build it with `make contracts`"
-        )
-
-
-def load_abi(name: str) -> list[dict[str, Any]]:
-    """The ABI of a compiled contract (``ledger/artifacts/<name>.json``, written by ``python -m ledger.chain.build``)."""
-    path = ARTIFACTS_DIR / f"{name}.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactMissing(name, path) from None
-    abi = data["abi"] if isinstance(data, dict) else data
-    return cast(list[dict[str, Any]], abi)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """Where the contracts live: the record `meshprov chain deploy` writes."""
-
-    chain_id: int
-    ledger: str
-    token: str
-    block: int
-    task_id: int | None = None
-
-    @classmethod
-    def from_file(cls, path: Path) -> Deployment:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DeploymentMissing(path, "the file does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise DeploymentMissing(path, f"unreadable ({exc})") from None
-        if not isinstance(data, dict):
-            raise DeploymentMissing(path, "not a JSON object")
-        return cls.from_dict(data, path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path = Path("<record>")) -> Deployment:
-        contracts = data.get("contracts") if isinstance(data.get("contracts"), dict) else {}
-        assert isinstance(contracts, dict)
-
-        def pick(*names: str) -> Any:
-            for name in names:
-                for source in (data, contracts):
-                    value = source.get(name)
-                    if isinstance(value, dict):
-                        value = value.get("address")
-                    if value is not None:
-                        return value
-            return None
-
-        ledger = pick("ledger", "ledger_address", "MeshLedger")
-        token = pick("token", "token_address", "MeshToken")
-        chain_id = pick("chain_id", "chainId")
-        block = pick("block", "deploy_block", "block_number", "deployBlock", "start_block")
-        task_id = pick("task_id", "taskId")
-        if ledger is None or chain_id is None:
-            raise DeploymentMissing(path, "it names no ledger address or chain id")
-        try:
-            return cls(
-                chain_id=int(chain_id),
-                ledger=checksum(str(ledger)),
-                token=checksum(str(token)) if token else "",
-                block=int(block or 0),
-                task_id=int(task_id) if task_id is not None else None,
-            )
-        except (TypeError, ValueError) as exc:
-            raise DeploymentMissing(path, f"a field does not parse ({exc})") from None
 
 
 def connect_web3(url: str, *, timeout: float = 30.0) -> Web3:
@@ -234,7 +147,7 @@ class LedgerClient:
         self.sender = sender
         if sender is not None:
             sender.decoder = self.decoder
-        self.deployment: Deployment | None = None
+        self.deployment: DeploymentRecord | None = None
         self.view_block: int | str = "latest"
         """The block every read is made at: ``latest`` (default), ``pending`` (see your own unmined transactions,
         as a worker does) or a number (a historical view)."""
@@ -260,8 +173,8 @@ class LedgerClient:
         return cls(
             w3,
             address,
-            abi=abi if abi is not None else load_abi("MeshLedger"),
-            token_abi=token_abi if token_abi is not None else load_abi("MeshToken"),
+            abi=abi if abi is not None else load_artifact("MeshLedger").abi,
+            token_abi=token_abi if token_abi is not None else load_artifact("MeshToken").abi,
             sender=sender,
         )
 
@@ -276,7 +189,7 @@ class LedgerClient:
         """
         from ledger.devservices import ensure_chain
 
-        deployment = Deployment.from_file(settings.resolved_deployment_file)
+        deployment = DeploymentRecord.read(settings.resolved_deployment_file)
         url = ensure_chain(settings)
         w3 = connect_web3(url)
         if key is None and not read_only:
