@@ -17,7 +17,9 @@
    the final model's lineage and `audit verify` are computed, and a centrally trained baseline with the same
    budget is measured. ``demo-summary.json`` holds all of it.
 7. Every process started is stopped (also on Ctrl-C or SIGTERM); anvil saves its state on the way out, so
-   ``meshprov --data-dir DIR audit …`` and ``meshprov --data-dir DIR dashboard serve`` work afterwards.
+   ``meshprov --data-dir DIR audit …`` and ``meshprov --data-dir DIR dashboard serve`` work afterwards. The
+   commands printed at the end (``next`` in the summary) run as printed in a fresh shell
+   (:func:`meshprov_command`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -154,6 +157,36 @@ def demo_settings(data_dir: Path, environ: dict[str, str] | None = None) -> Sett
     env = dict(os.environ if environ is None else environ)
     kept = {k: v for k, v in env.items() if not k.startswith("MESHPROV_") or k in _PASSED_SETTINGS}
     return load_settings(environ=kept, data_dir=data_dir)
+
+
+def meshprov_command(cwd: Path | None = None, path: str | None = None) -> str:
+    """How a fresh shell in ``cwd`` runs the ``meshprov`` this interpreter runs.
+
+    ``meshprov`` itself when that name on ``path`` (default ``$PATH``) is the script beside this interpreter and
+    the interpreter is not a virtual environment's (whose bin directory is on PATH only while it is activated);
+    else that script's path, relative to ``cwd`` when it is inside it (``.venv/bin/meshprov`` after ``make
+    demo``); else ``python -m ledger.cli.app`` with this interpreter."""
+    here = Path(os.path.abspath(sys.executable)).parent
+    script = here / "meshprov"
+    if not script.is_file():
+        return f"{shlex.quote(os.path.abspath(sys.executable))} -m ledger.cli.app"
+    found = shutil.which("meshprov", path=path)
+    in_venv = sys.prefix != sys.base_prefix
+    if found and not in_venv and Path(found).resolve() == script.resolve():
+        return "meshprov"
+    base = Path(os.path.abspath(cwd or Path.cwd()))
+    shown = script.relative_to(base) if script.is_relative_to(base) else script
+    return shlex.quote(str(shown))
+
+
+def next_commands(data_dir: Path, model: str, cwd: Path | None = None) -> list[str]:
+    """The commands the demo suggests afterwards, each runnable as printed in a fresh shell in ``cwd``."""
+    meshprov = f"{meshprov_command(cwd)} --data-dir {shlex.quote(str(data_dir))}"
+    return [
+        f"{meshprov} audit lineage {shlex.quote(model)}",
+        f"{meshprov} dashboard serve",
+        f"{meshprov} dev down",
+    ]
 
 
 @contextlib.contextmanager
@@ -516,6 +549,7 @@ class Demo:
             },
             "rounds_to_95": reached,
             "processes": {"started": len(self.children.children) if self.children else 0},
+            "next": next_commands(settings.data_dir, final["model"]),
         }
 
     def _audit(
