@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from ledger.chain.deploy import DeploymentRecord
 
 Key = tuple[str, str]
-"""An account: (checksummed address, private key as 0x-hex)."""
+"""An account: (checksummed address, private key as 0x-hex). Only the deployer's key is needed to deploy; a
+member the caller never sends as may have an empty key."""
 
 FIRST_VALIDATOR = 2
 """The dev layout: account 0 is the admin, 1 the aggregator, the validators start here, the contributors follow."""
