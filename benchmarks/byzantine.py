@@ -9,7 +9,7 @@ defence), and the f members simply absent (what losing their data costs, with no
 
 The sweep is ``meshprov experiment byzantine`` (every option of it is accepted here). ``--e2e`` runs one
 configuration (30 % malicious, the default pipeline) through anvil, redis-server and real validator and
-aggregator processes (benchmarks/meshnet.py) and compares every round with the pure pipeline: the same update
+aggregator processes (lab/meshnet.py) and compares every round with the pure pipeline: the same update
 CIDs, verdicts, accepted sets, aggregate CIDs, settlements and accuracy.
 """
 

@@ -65,14 +65,12 @@ def run_on_mesh(
     roles = dev_roles(config.validators, config.num_nodes)
     genesis_path = root / "genesis.safetensors"
     genesis_cid = write_genesis_file(genesis_path, config.model, config.seed)
-    spec = config.spec
     net = MeshNet(
         root / "net",
         validators=config.validators,
         contributors=config.num_nodes,
         quorum=config.quorum,
-        rule=spec.rule_id,
-        rule_param=spec.encode(),
+        aggregation=config.spec,
         budget=config.budget,
     )
     validator_reasons: dict[str, list[list[int]]] = {}

@@ -1,7 +1,8 @@
 """Gas of the ledger's four hot operations on a 16-update round, measured on a real anvil.
 
-Deploys MeshToken + MeshLedger from the exported artifacts (``ledger/artifacts``) on an embedded anvil, with 16
-contributors, 3 validators (quorum 2) and an aggregator, and reads ``gasUsed`` from the receipts:
+Deploys MeshToken + MeshLedger from the exported artifacts (``ledger/artifacts``) on an embedded anvil, through
+``lab.consortium`` (the real deployment), with 16 contributors, 3 validators (quorum 2) and an aggregator, and
+reads ``gasUsed`` from the receipts:
 
 * ``submit_update`` — one direct ``submitUpdate`` (the median of the round's 16; the last one, which also closes
   submissions, is reported as ``submit_update_closing``);
@@ -75,13 +76,14 @@ def digest_of(*parts: object) -> bytes:
 class Bench:
     def __init__(self, rpc_url: str) -> None:
         from eth_account import Account
-        from web3 import HTTPProvider, Web3
 
+        from lab.consortium import RoleKeys, deploy_consortium, task_table
         from ledger.chain.artifacts import load_artifact
+        from ledger.chain.client import connect_web3
         from ledger.devservices import dev_accounts
         from ledger.settings import Settings
 
-        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+        self.w3 = connect_web3(rpc_url, timeout=60)
         keys = dev_accounts(Settings().anvil_mnemonic, 10)
         self.admin = keys[0][0]
         self.aggregator = keys[1][0]
@@ -91,21 +93,26 @@ class Bench:
             Account.from_key(hashlib.sha256(f"meshprov gas contributor {i}".encode()).digest())
             for i in range(N_UPDATES)
         ]
-        token_art, ledger_art = load_artifact("MeshToken"), load_artifact("MeshLedger")
-        token_factory = self.w3.eth.contract(abi=token_art.abi, bytecode=token_art.bytecode)
-        self.token = self.w3.eth.contract(
-            address=self._send(token_factory.constructor(), self.admin)["contractAddress"], abi=token_art.abi
+        roles = RoleKeys(
+            keys[0],
+            keys[1],
+            tuple(keys[3 : 3 + N_VALIDATORS]),
+            tuple((c.address, "0x" + bytes(c.key).hex()) for c in self.contributors),
         )
-        ledger_factory = self.w3.eth.contract(abi=ledger_art.abi, bytecode=ledger_art.bytecode)
-        receipt = self._send(ledger_factory.constructor(self.admin, self.token.address), self.admin)
-        self.ledger = self.w3.eth.contract(address=receipt["contractAddress"], abi=ledger_art.abi)
-        self._send(self.token.functions.setMinter(self.ledger.address), self.admin)
-        roles = self.ledger.functions
-        self._send(roles.grantRole(roles.AGGREGATOR_ROLE().call(), self.aggregator), self.admin)
-        for v in self.validators:
-            self._send(roles.grantRole(roles.VALIDATOR_ROLE().call(), v), self.admin)
+        task = task_table(
+            spec=digest_of("spec"),
+            genesis=digest_of("genesis"),
+            quorum=QUORUM,
+            submission_window_s=3600,
+            vote_window_s=1800,
+            reward_per_round=BUDGET,
+        )
+        deployed = deploy_consortium(self.w3, roles, task)
+        self.first_task = deployed.task_id
+        """The task the deployment created; :meth:`create_task` makes more with the same parameters."""
+        self.token = self.w3.eth.contract(address=deployed.record.token, abi=load_artifact("MeshToken").abi)
+        self.ledger = self.w3.eth.contract(address=deployed.ledger, abi=load_artifact("MeshLedger").abi)
         for c in self.contributors:
-            self._send(roles.grantRole(roles.CONTRIBUTOR_ROLE().call(), c.address), self.admin)
             self.w3.eth.send_transaction({"from": self.admin, "to": c.address, "value": 10**18})
         _, name, version, chain_id, verifying, _, _ = self.ledger.functions.eip712Domain().call()
         self.domain = {"name": name, "version": version, "chainId": chain_id, "verifyingContract": verifying}
@@ -270,7 +277,7 @@ def run() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="meshprov-gas-") as tmp, AnvilProcess.start(Path(tmp)) as anvil:
         bench = Bench(anvil.rpc_url)
-        relayed_task, direct_task = bench.create_task(), bench.create_task()
+        relayed_task, direct_task = bench.first_task, bench.create_task()
         first = bench.relayed_round(relayed_task)
         steady = bench.relayed_round(relayed_task)
         first.update(bench.direct_round(direct_task))

@@ -73,38 +73,37 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
     """Start anvil, deploy, run the history; returns the handles the measurements need."""
     from eth_account import Account
 
-    from ledger.chain.client import LedgerClient
-    from ledger.chain.types import TaskParams, bitmap
-    from ledger.devservices import AnvilProcess, dev_accounts
+    from lab.consortium import RoleKeys, deploy_consortium, task_table
+    from ledger.chain.client import connect_web3
+    from ledger.chain.types import bitmap
+    from ledger.devservices import AnvilProcess
     from ledger.reasons import Reason
     from ledger.settings import Settings
-    from tests.support.chain import deploy, meshprov_contracts, web3_for
 
     tmp = Path(tempfile.mkdtemp(prefix="meshprov-bench-index-"))
     anvil = AnvilProcess.start(tmp, settings=Settings(data_dir=tmp, anvil_mnemonic=Settings().anvil_mnemonic))
-    w3 = web3_for(anvil.rpc_url)
-    keys = dev_accounts(Settings().anvil_mnemonic, 20)
-    contracts = meshprov_contracts(REPO / ".pytest_cache" / "meshprov-solc")
-    deployed = deploy(w3, keys[0][1], contracts)
-    connect = lambda key=None: LedgerClient.connect(  # noqa: E731
-        w3, deployed.ledger, key=key, abi=deployed.ledger_abi, token_abi=deployed.token_abi
-    )
-    admin, aggregator = connect(keys[0][1]), connect(keys[1][1])
-    val_keys = [k for _, k in keys[2 : 2 + validators]]
+    w3 = connect_web3(anvil.rpc_url)
+    dev = RoleKeys.dev(validators, 0)
     # Contributors only sign (their submissions are relayed), so they need no ether: fresh keys will do.
     contributors = [Account.from_key(digest("contributor", i)) for i in range(updates)]
-    admin.grant_role("aggregator", keys[1][0])
-    for address, _ in keys[2 : 2 + validators]:
-        admin.grant_role("validator", address)
-    for acct in contributors:
-        admin.grant_role("contributor", acct.address)
-    params = TaskParams(digest("spec"), digest("genesis"), 0, 0, 2, 3600, 3600, 10**18)
-    task_id = admin.create_task(params).value
-    relay = FastSender(w3, keys[1][1])
+    roles = RoleKeys(
+        dev.admin,
+        dev.aggregator,
+        dev.validators,
+        tuple((a.address, "0x" + bytes(a.key).hex()) for a in contributors),
+    )
+    task = task_table(
+        spec=digest("spec"), genesis=digest("genesis"), quorum=2, submission_window_s=3600, vote_window_s=3600
+    )
+    deployed = deploy_consortium(w3, roles, task)
+    task_id = deployed.task_id
+    aggregator = deployed.client(roles.aggregator[1])
+    val_keys = [k for _, k in roles.validators]
+    relay = FastSender(w3, roles.aggregator[1])
     voters = [FastSender(w3, k) for k in val_keys]
     fn = aggregator.contract.functions
     started = time.perf_counter()
-    domain_client = connect()
+    domain_client = deployed.client()
     for r in range(1, rounds + 1):
         subs = [
             domain_client.sign_submission(
@@ -139,8 +138,8 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
     return {
         "anvil": anvil,
         "w3": w3,
-        "client": connect(),
-        "deployed": deployed,
+        "client": deployed.client(),
+        "deploy_block": deployed.deploy_block,
         "task_id": task_id,
         "latest": digest("aggregate", rounds),
         "generate_seconds": time.perf_counter() - started,
@@ -155,7 +154,7 @@ def measure(env: dict[str, Any], repeats: int, log: Any) -> dict[str, Any]:
     from ledger.index.queries import Queries
 
     client = env["client"]
-    start = env["deployed"].block
+    start = env["deploy_block"]
     latest = "0x" + env["latest"].hex()
     out: dict[str, Any] = {"generate_seconds": env["generate_seconds"]}
 

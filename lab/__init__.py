@@ -5,6 +5,7 @@
 - ``lab.demo``              ``meshprov demo``: real processes from an empty directory to an audited model
 - ``lab.experiment``        the Byzantine robustness experiment (the pure pipeline) and its sweeps
 - ``lab.faults``            fault injection on real processes (``meshprov experiment faults``)
+- ``lab.meshnet``           a consortium of real worker processes, with faults to inject (faults, benchmarks)
 - ``lab.procs``             child processes: started in their own sessions, recorded, always stopped
 - ``lab.central``           a centrally trained baseline; ``lab.simulate`` an in-memory FedAvg simulation
 

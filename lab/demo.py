@@ -5,8 +5,9 @@
    directory is refused, never deleted.
 2. The embedded services start in it: anvil (state in ``anvil/state.json``) and redis-server.
 3. The genesis model and the task's specification are put in the local store (``blocks/``); MeshToken and
-   MeshLedger are deployed (`ledger.chain.deploy`) for dev accounts: 0 admin, 1 aggregator, 2…
-   validators, then the members; the record goes to ``deployment.json``, the members' keys to ``keys/``.
+   MeshLedger are deployed by ``lab.consortium`` (the real `ledger.chain.deploy`) for dev accounts: 0 admin,
+   1 aggregator, 2… validators, then the members; the record goes to ``deployment.json``, the members' keys to
+   ``keys/``.
 4. Real processes, each in its own session with its log in ``logs/``: the validators and the aggregator (with its
    watcher) as `meshprov worker run`, the members as `meshprov node run` (the last ``--malicious`` of them with
    ``--behaviour``), optionally a `meshprov node relay`.
@@ -16,7 +17,9 @@
    the final model's lineage and `audit verify` are computed, and a centrally trained baseline with the same
    budget is measured. ``demo-summary.json`` holds all of it.
 7. Every process started is stopped (also on Ctrl-C or SIGTERM); anvil saves its state on the way out, so
-   ``meshprov --data-dir DIR audit …`` and ``meshprov --data-dir DIR dashboard serve`` work afterwards.
+   ``meshprov --data-dir DIR audit …`` and ``meshprov --data-dir DIR dashboard serve`` work afterwards. The
+   commands printed at the end (``next`` in the summary) run as printed in a fresh shell
+   (:func:`meshprov_command`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -51,7 +55,6 @@ BEHAVIOURS = ("scale", "sign-flip", "noise", "free-rider", "copycat", "little-is
 RULES = ("fedavg", "trimmed-mean", "median", "multi-krum")
 # Settings a user may need for the embedded services even in a demo (where the binaries are).
 _PASSED_SETTINGS = ("MESHPROV_ANVIL_BIN", "MESHPROV_REDIS_SERVER_BIN", "MESHPROV_SERVICE_START_TIMEOUT_S")
-FIRST_MEMBER_ACCOUNT = 2  # after the admin (0) and the aggregator (1); validators come first
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,9 @@ class DemoConfig:
     def validate(self, accounts: int = 20) -> None:
         if self.validators < 1:
             raise ConfigError("the demo needs at least one validator")
-        most = accounts - FIRST_MEMBER_ACCOUNT - self.validators
+        from lab.consortium import FIRST_VALIDATOR
+
+        most = accounts - FIRST_VALIDATOR - self.validators
         if not 1 <= self.nodes <= most:
             raise ConfigError(f"--nodes must be 1..{most} (anvil's {accounts} dev accounts)")
         if not 0 <= self.malicious <= self.nodes:
@@ -152,6 +157,36 @@ def demo_settings(data_dir: Path, environ: dict[str, str] | None = None) -> Sett
     env = dict(os.environ if environ is None else environ)
     kept = {k: v for k, v in env.items() if not k.startswith("MESHPROV_") or k in _PASSED_SETTINGS}
     return load_settings(environ=kept, data_dir=data_dir)
+
+
+def meshprov_command(cwd: Path | None = None, path: str | None = None) -> str:
+    """How a fresh shell in ``cwd`` runs the ``meshprov`` this interpreter runs.
+
+    ``meshprov`` itself when that name on ``path`` (default ``$PATH``) is the script beside this interpreter and
+    the interpreter is not a virtual environment's (whose bin directory is on PATH only while it is activated);
+    else that script's path, relative to ``cwd`` when it is inside it (``.venv/bin/meshprov`` after ``make
+    demo``); else ``python -m ledger.cli.app`` with this interpreter."""
+    here = Path(os.path.abspath(sys.executable)).parent
+    script = here / "meshprov"
+    if not script.is_file():
+        return f"{shlex.quote(os.path.abspath(sys.executable))} -m ledger.cli.app"
+    found = shutil.which("meshprov", path=path)
+    in_venv = sys.prefix != sys.base_prefix
+    if found and not in_venv and Path(found).resolve() == script.resolve():
+        return "meshprov"
+    base = Path(os.path.abspath(cwd or Path.cwd()))
+    shown = script.relative_to(base) if script.is_relative_to(base) else script
+    return shlex.quote(str(shown))
+
+
+def next_commands(data_dir: Path, model: str, cwd: Path | None = None) -> list[str]:
+    """The commands the demo suggests afterwards, each runnable as printed in a fresh shell in ``cwd``."""
+    meshprov = f"{meshprov_command(cwd)} --data-dir {shlex.quote(str(data_dir))}"
+    return [
+        f"{meshprov} audit lineage {shlex.quote(model)}",
+        f"{meshprov} dashboard serve",
+        f"{meshprov} dev down",
+    ]
 
 
 @contextlib.contextmanager
@@ -229,26 +264,21 @@ class Demo:
 
     # ─── set-up ─────────────────────────────────────────────────────────────────────────────────────────────
     def _deploy(self, settings: Settings, anvil_url: str) -> tuple[DeploymentRecord, list[Member]]:
+        from lab.consortium import RoleKeys, deploy_consortium
         from ledger.chain.client import connect_web3
-        from ledger.chain.consortium import parse_consortium
-        from ledger.chain.deploy import deploy
         from ledger.content import open_store
-        from ledger.devservices import dev_accounts
         from ledger.updatefile import canonical_json
         from node.data import make_federation
         from node.packaging import put_update, write_genesis
 
         c = self.config
         data_dir = settings.data_dir
-        accounts = dev_accounts(settings.anvil_mnemonic, FIRST_MEMBER_ACCOUNT + c.validators + c.nodes)
-        admin, aggregator = accounts[0], accounts[1]
-        validators = accounts[FIRST_MEMBER_ACCOUNT : FIRST_MEMBER_ACCOUNT + c.validators]
-        contributors = accounts[FIRST_MEMBER_ACCOUNT + c.validators :]
+        roles = RoleKeys.dev(c.validators, c.nodes, settings.anvil_mnemonic)
         keys = data_dir / "keys"
         keys.mkdir(mode=0o700, exist_ok=True)
-        named = [("admin", admin), ("aggregator", aggregator)]
-        named += [(f"validator-{i + 1}", v) for i, v in enumerate(validators)]
-        named += [(f"node-{i + 1}", m) for i, m in enumerate(contributors)]
+        named = [("admin", roles.admin), ("aggregator", roles.aggregator)]
+        named += [(f"validator-{i + 1}", v) for i, v in enumerate(roles.validators)]
+        named += [(f"node-{i + 1}", m) for i, m in enumerate(roles.contributors)]
         for name, (_address, key) in named:
             path = keys / f"{name}.key"
             path.write_text(key + "\n")
@@ -268,32 +298,31 @@ class Demo:
         spec_path.write_text(canonical_json(spec))
         spec_cid = store.put_file(spec_path)
         store.close()
-        consortium = {
-            "admin": admin[0],
-            "aggregator": aggregator[0],
-            "validators": [v[0] for v in validators],
-            "contributors": [m[0] for m in contributors],
-            "task": {
-                "spec": spec_cid,
-                "genesis": genesis,
-                **c.rule_table(),
-                "quorum": c.quorum,
-                "submission_window_s": c.submission_window_s,
-                "vote_window_s": c.vote_window_s,
-                "reward_per_round": c.reward_per_round,
-            },
+        task = {
+            "spec": spec_cid,
+            "genesis": genesis,
+            **c.rule_table(),
+            "quorum": c.quorum,
+            "submission_window_s": c.submission_window_s,
+            "vote_window_s": c.vote_window_s,
+            "reward_per_round": c.reward_per_round,
         }
-        (data_dir / "consortium.json").write_text(json.dumps(consortium, indent=2))
-        record = deploy(connect_web3(anvil_url), admin[1], parse_consortium(consortium, "the demo"),
-                        timeout=settings.tx_timeout_s)  # fmt: skip
-        record.write(settings.resolved_deployment_file)
+        (data_dir / "consortium.json").write_text(json.dumps(roles.document(task), indent=2))
+        record = deploy_consortium(
+            connect_web3(anvil_url),
+            roles,
+            task,
+            record_path=settings.resolved_deployment_file,
+            timeout=settings.tx_timeout_s,
+            source="the demo",
+        ).record
         self.say(
             f"deployed ledger {record.ledger} (task {record.task_id}, {c.rule}, quorum {c.quorum}); "
             f"genesis {genesis}"
         )
         members = [
             Member(i + 1, m[0], c.behaviour_of(i), len(federation.shards[i]))
-            for i, m in enumerate(contributors)
+            for i, m in enumerate(roles.contributors)
         ]
         return record, members
 
@@ -520,6 +549,7 @@ class Demo:
             },
             "rounds_to_95": reached,
             "processes": {"started": len(self.children.children) if self.children else 0},
+            "next": next_commands(settings.data_dir, final["model"]),
         }
 
     def _audit(

@@ -266,9 +266,8 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         highlight=False,
     )
     console.print(f"summary       {summary['summary_file']}", highlight=False)
-    data_dir = summary["data_dir"]
-    console.print(
-        f"next          meshprov --data-dir {data_dir} audit lineage {final['model']}\n"
-        f"              meshprov --data-dir {data_dir} dashboard serve",
-        highlight=False,
-    )
+    for i, command in enumerate(summary["next"]):
+        # One command per line, never wrapped or marked up, so each can be pasted into a shell as it is.
+        console.print(
+            f"{'next' if i == 0 else '':<14}{command}", highlight=False, markup=False, soft_wrap=True
+        )

@@ -224,8 +224,8 @@ def malicious_members(num_nodes: int, num_malicious: int, seed: int) -> list[int
 
 @dataclass(frozen=True)
 class Roles:
-    """Addresses as ``meshprov dev`` lays out anvil's dev accounts: 0 admin, 1 aggregator, then the validators,
-    then the contributors (so the pure run writes the same metadata, hence the same CIDs, as a real one)."""
+    """The addresses of a real run's members (``lab.consortium``'s dev layout: 0 admin, 1 aggregator, then the
+    validators, then the contributors), so the pure run writes the same metadata, hence the same CIDs."""
 
     admin: str
     aggregator: str
@@ -235,16 +235,14 @@ class Roles:
 
 @functools.lru_cache(maxsize=8)
 def dev_roles(validators: int, contributors: int, mnemonic: str | None = None) -> Roles:
-    from ledger.devservices import dev_accounts
-    from ledger.settings import Settings
+    from lab.consortium import RoleKeys
 
-    count = 2 + validators + contributors
-    accounts = [a for a, _ in dev_accounts(mnemonic or Settings().anvil_mnemonic, count)]
+    keys = RoleKeys.dev(validators, contributors, mnemonic)
     return Roles(
-        accounts[0],
-        accounts[1],
-        tuple(accounts[2 : 2 + validators]),
-        tuple(accounts[2 + validators : count]),
+        keys.admin[0],
+        keys.aggregator[0],
+        tuple(address for address, _ in keys.validators),
+        tuple(address for address, _ in keys.contributors),
     )
 
 

@@ -238,14 +238,12 @@ def run(rounds: int, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     roles = dev_roles(config.validators, config.num_nodes)
     genesis = root / "genesis.safetensors"
     base_cid = write_genesis_file(genesis, config.model, config.seed)
-    spec = config.spec
     net = MeshNet(
         root / "net",
         validators=config.validators,
         contributors=config.num_nodes,
         quorum=config.quorum,
-        rule=spec.rule_id,
-        rule_param=spec.encode(),
+        aggregation=config.spec,
         budget=config.budget,
     )
     table: list[dict[str, Any]] = []

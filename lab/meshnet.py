@@ -2,8 +2,8 @@
 
 * anvil and redis-server children (``ledger.devservices``), each restartable on its own port: anvil from its state
   file (SIGTERM writes it), Redis with or without its append-only file;
-* a fresh MeshToken + MeshLedger, the members' roles and one task, from anvil's dev accounts laid out as
-  ``lab.experiment.dev_roles`` (0 admin, 1 aggregator, then validators, then contributors);
+* a fresh MeshToken + MeshLedger, the members' roles and one task, deployed by ``lab.consortium`` (the real
+  ``ledger.chain.deploy``) for anvil's dev accounts (0 admin, 1 aggregator, then validators, then contributors);
 * a local block store that can be taken offline (its directory moved away and a plain file put in its place, so
   every read and write fails; the harness runs as root, so permissions would not stop anyone);
 * real ``meshprov worker run`` validators and an aggregator (with its watcher), and a ``meshprov index follow``
@@ -26,11 +26,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ledger.devservices import AnvilProcess, RedisProcess, dev_accounts
+from lab.consortium import DeployedConsortium, RoleKeys
+from ledger.devservices import AnvilProcess, RedisProcess
 from ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from ledger.aggregation import AggregationSpec
+    from ledger.chain.client import LedgerClient
 
 # Short polls and leases so that a round takes seconds (as the worker tests run them).
 FAST = [
@@ -134,20 +140,17 @@ class MeshNet:
     validators: int
     contributors: int
     quorum: int
-    rule: int
-    rule_param: int
+    aggregation: AggregationSpec
     budget: int
+    """Token base units minted per round."""
     submission_window: int = 900
     vote_window: int = 900
     worker_args: Sequence[str] = tuple(FAST)
-    keys: list[tuple[str, str]] = field(default_factory=list)
     anvil: AnvilProcess | None = None
     redis: RedisProcess | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
-    deployed: Any = None
-    task_id: int = 0
+    consortium: DeployedConsortium | None = None
     genesis_cid: str = ""
-    _clients: dict[str, Any] = field(default_factory=dict)
     redis_generation: int = 0
 
     # --- set-up --------------------------------------------------------------------------------------------
@@ -179,70 +182,66 @@ class MeshNet:
         assert self.redis is not None
         return self.redis.url
 
+    @cached_property
+    def keys(self) -> RoleKeys:
+        return RoleKeys.dev(self.validators, self.contributors)
+
     def validator(self, i: int) -> tuple[str, str]:
-        return self.keys[2 + i]
+        return self.keys.validators[i]
 
     @property
     def aggregator(self) -> tuple[str, str]:
-        return self.keys[1]
+        return self.keys.aggregator
 
     def contributor(self, i: int) -> tuple[str, str]:
-        return self.keys[2 + self.validators + i]
+        return self.keys.contributors[i]
+
+    @property
+    def deployed(self) -> DeployedConsortium:
+        if self.consortium is None:
+            raise RuntimeError("the mesh is not started: call start() first")
+        return self.consortium
+
+    @property
+    def task_id(self) -> int:
+        return self.deployed.task_id
 
     def start(self, genesis: Path) -> MeshNet:
-        """Start anvil and Redis, deploy, grant roles, put the genesis model and create the task."""
-        from ledger.chain.types import TaskParams
-        from ledger.content import cid_to_digest
+        """Start anvil and Redis, put the genesis model and the task's specification in the store, and deploy the
+        consortium (roles and task) through ``lab.consortium``."""
+        from lab.consortium import deploy_consortium, task_table
+        from ledger.chain.client import connect_web3
         from ledger.content.local_store import LocalStore
-        from tests.support.chain import deploy, fake_digest, meshprov_contracts
+        from ledger.updatefile import canonical_json
 
         self.root.mkdir(parents=True, exist_ok=True)
-        self.keys = dev_accounts(Settings().anvil_mnemonic, 2 + self.validators + self.contributors)
         self.anvil = AnvilProcess.start(self.root)
         self.redis = RedisProcess.start(self.root)
-        w3 = self._web3()
-        self.deployed = deploy(w3, self.keys[0][1], meshprov_contracts())
-        self.deployed.write_record(self.deployment_file)
-        self.genesis_cid = LocalStore(self.store_dir).put_file(genesis)
-        admin = self.client(self.keys[0][1])
-        admin.grant_role("aggregator", self.aggregator[0])
-        for i in range(self.validators):
-            admin.grant_role("validator", self.validator(i)[0])
-        for i in range(self.contributors):
-            admin.grant_role("contributor", self.contributor(i)[0])
-        self.task_id = admin.create_task(
-            TaskParams(
-                spec_digest=fake_digest("spec"),
-                genesis_digest=cid_to_digest(self.genesis_cid),
-                rule=self.rule,
-                rule_param=self.rule_param,
-                quorum=self.quorum,
-                submission_window=self.submission_window,
-                vote_window=self.vote_window,
-                reward_per_round=self.budget,
-            )
-        ).value
+        store = LocalStore(self.store_dir)
+        self.genesis_cid = store.put_file(genesis)
+        spec = {"run": "lab.meshnet", "aggregation": self.aggregation.describe()}
+        spec_cid = store.put_bytes(canonical_json(spec).encode())
+        task = task_table(
+            spec=spec_cid,
+            genesis=self.genesis_cid,
+            quorum=self.quorum,
+            aggregation=self.aggregation,
+            submission_window_s=self.submission_window,
+            vote_window_s=self.vote_window,
+            reward_per_round=self.budget,
+        )
+        self.consortium = deploy_consortium(
+            connect_web3(self.anvil_url),
+            self.keys,
+            task,
+            record_path=self.deployment_file,
+            timeout=30,
+            source="lab.meshnet",
+        )
         return self
 
-    def _web3(self) -> Any:
-        from web3 import HTTPProvider, Web3
-
-        return Web3(HTTPProvider(self.anvil_url, request_kwargs={"timeout": 30}))
-
-    def client(self, key: str | None = None) -> Any:
-        from ledger.chain.client import LedgerClient
-
-        name = key or ""
-        if name not in self._clients:
-            self._clients[name] = LedgerClient.connect(
-                self._web3(),
-                self.deployed.ledger,
-                key=key,
-                abi=self.deployed.ledger_abi,
-                token_abi=self.deployed.token_abi,
-                timeout=30,
-            )
-        return self._clients[name]
+    def client(self, key: str | None = None) -> LedgerClient:
+        return self.deployed.client(key)
 
     # --- processes ------------------------------------------------------------------------------------------
     def env(self, key: str | None = None, **settings: str) -> dict[str, str]:
@@ -336,9 +335,7 @@ class MeshNet:
         else:
             self.anvil.stop()
         self.anvil = _restart_on_port(AnvilProcess, self.anvil.port, self.root)
-        for client in self._clients.values():
-            if client.sender is not None:
-                client.sender.resync()
+        self.deployed.resync()
         return time.monotonic() - started
 
     def restart_redis(self, *, keep_data: bool = True, down_s: float = 1.0) -> None:
@@ -393,9 +390,7 @@ class MeshNet:
             except (OSError, MeshprovError) as exc:
                 if isinstance(exc, ContractRevert) or time.monotonic() > deadline:
                     raise
-                for c in self._clients.values():
-                    if c.sender is not None:
-                        c.sender.resync()
+                self.deployed.resync()
                 time.sleep(1.0)
 
     # --- reading the chain ----------------------------------------------------------------------------------
@@ -403,7 +398,7 @@ class MeshNet:
         def read() -> list[Any]:
             return [
                 e
-                for e in self.client().events(self.deployed.block, names=[name])
+                for e in self.client().events(self.deployed.deploy_block, names=[name])
                 if e.args.get("taskId") == self.task_id and (round_ is None or e.args.get("round") == round_)
             ]
 

@@ -127,7 +127,7 @@ class NodeRunner:
         self.stop = stop or threading.Event()
         self._data = data
         self._model: str | None = options.model
-        self._from_block = client.deployment.block if client.deployment is not None else 0
+        self._from_block = client.deployment.deploy_block if client.deployment is not None else 0
         self._done: set[int] = set()
         self._awaiting: RoundRecord | None = None  # submitted, verdict not yet read
 

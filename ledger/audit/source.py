@@ -63,7 +63,8 @@ def open_source(settings: Settings, *, trustless: bool = False, sync: bool = Tru
     chain is tolerated (the answer is the index's, as of its checkpoint) and lag is reported as a warning.
     """
     from ledger.audit.errors import IndexEmpty
-    from ledger.chain.client import Deployment, LedgerClient
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.deploy import DeploymentRecord
     from ledger.index import service
     from ledger.index.db import redact
     from ledger.index.queries import Queries
@@ -92,7 +93,7 @@ def open_source(settings: Settings, *, trustless: bool = False, sync: bool = Tru
             "index", client.w3.eth.chain_id, client.address, result.to_block, result.head, result.events
         )
     else:
-        deployment = Deployment.from_file(settings.resolved_deployment_file)
+        deployment = DeploymentRecord.read(settings.resolved_deployment_file)
         cp = db.check_identity(deployment.chain_id, deployment.ledger)
         if cp is None:
             raise IndexEmpty(redact(db.url))

@@ -14,16 +14,15 @@ or :meth:`LedgerClient.connect` (a Web3 and an address).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.crypto import keccak
 
+from ledger.chain.artifacts import load_artifact
+from ledger.chain.deploy import DeploymentRecord
 from ledger.chain.events import EventDecoder, LedgerEvent, iter_log_ranges
 from ledger.chain.revert import ChainError, RevertDecoder
 from ledger.chain.types import (
@@ -62,8 +61,6 @@ Block = int | str | None
 phase depends on ``block.timestamp``, and a chain that mines on demand can have an old ``latest``), or None for
 the client's :attr:`LedgerClient.view_block`."""
 
-ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "artifacts"
-
 SUBMISSION_TYPES = [
     {"name": "taskId", "type": "uint256"},
     {"name": "round", "type": "uint32"},
@@ -101,16 +98,6 @@ class ReadOnlyClient(ChainError):
         )
 
 
-class DeploymentMissing(NotFound):
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = path
-        super().__init__(
-            f"no usable deployment record at {path}: {problem}",
-            hint="deploy with `meshprov chain deploy` (or `meshprov demo`), or point MESHPROV_DEPLOYMENT_FILE at "
-            "the record",
-        )
-
-
 class LogsBehind(ChainError):
     """The node's logs lack a round its views show: the node has not caught up yet (retry), or the round does not
     exist."""
@@ -142,80 +129,6 @@ class NoContract(NotFound):
             hint="the chain was reset or the deployment record is for another chain: redeploy with "
             "`meshprov chain deploy`",
         )
-
-
-class ArtifactMissing(ConfigError):
-    def __init__(self, name: str, path: Path) -> None:
-        super().__init__(
-            f"the compiled ABI of {name} is missing ({path})", hint="build it with `make contracts`"
-        )
-
-
-def load_abi(name: str) -> list[dict[str, Any]]:
-    """The ABI of a compiled contract (``ledger/artifacts/<name>.json``, written by ``python -m ledger.chain.build``)."""
-    path = ARTIFACTS_DIR / f"{name}.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactMissing(name, path) from None
-    abi = data["abi"] if isinstance(data, dict) else data
-    return cast(list[dict[str, Any]], abi)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """Where the contracts live: the record `meshprov chain deploy` writes."""
-
-    chain_id: int
-    ledger: str
-    token: str
-    block: int
-    task_id: int | None = None
-
-    @classmethod
-    def from_file(cls, path: Path) -> Deployment:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DeploymentMissing(path, "the file does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise DeploymentMissing(path, f"unreadable ({exc})") from None
-        if not isinstance(data, dict):
-            raise DeploymentMissing(path, "not a JSON object")
-        return cls.from_dict(data, path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path = Path("<record>")) -> Deployment:
-        contracts = data.get("contracts") if isinstance(data.get("contracts"), dict) else {}
-        assert isinstance(contracts, dict)
-
-        def pick(*names: str) -> Any:
-            for name in names:
-                for source in (data, contracts):
-                    value = source.get(name)
-                    if isinstance(value, dict):
-                        value = value.get("address")
-                    if value is not None:
-                        return value
-            return None
-
-        ledger = pick("ledger", "ledger_address", "MeshLedger")
-        token = pick("token", "token_address", "MeshToken")
-        chain_id = pick("chain_id", "chainId")
-        block = pick("block", "deploy_block", "block_number", "deployBlock", "start_block")
-        task_id = pick("task_id", "taskId")
-        if ledger is None or chain_id is None:
-            raise DeploymentMissing(path, "it names no ledger address or chain id")
-        try:
-            return cls(
-                chain_id=int(chain_id),
-                ledger=checksum(str(ledger)),
-                token=checksum(str(token)) if token else "",
-                block=int(block or 0),
-                task_id=int(task_id) if task_id is not None else None,
-            )
-        except (TypeError, ValueError) as exc:
-            raise DeploymentMissing(path, f"a field does not parse ({exc})") from None
 
 
 def connect_web3(url: str, *, timeout: float = 30.0) -> Web3:
@@ -257,7 +170,7 @@ class LedgerClient:
         self.sender = sender
         if sender is not None:
             sender.decoder = self.decoder
-        self.deployment: Deployment | None = None
+        self.deployment: DeploymentRecord | None = None
         self.view_block: int | str = "latest"
         """The block every read is made at: ``latest`` (default), ``pending`` (see your own unmined transactions,
         as a worker does) or a number (a historical view)."""
@@ -286,8 +199,8 @@ class LedgerClient:
         return cls(
             w3,
             address,
-            abi=abi if abi is not None else load_abi("MeshLedger"),
-            token_abi=token_abi if token_abi is not None else load_abi("MeshToken"),
+            abi=abi if abi is not None else load_artifact("MeshLedger").abi,
+            token_abi=token_abi if token_abi is not None else load_artifact("MeshToken").abi,
             sender=sender,
         )
 
@@ -302,7 +215,7 @@ class LedgerClient:
         """
         from ledger.devservices import ensure_chain
 
-        deployment = Deployment.from_file(settings.resolved_deployment_file)
+        deployment = DeploymentRecord.read(settings.resolved_deployment_file)
         url = ensure_chain(settings)
         w3 = connect_web3(url)
         if key is None and not read_only:
@@ -682,7 +595,7 @@ class LedgerClient:
     @property
     def first_block(self) -> int:
         """Where the ledger's logs begin: the deployment record's block (0 when the client has no record)."""
-        return self.deployment.block if self.deployment is not None else 0
+        return self.deployment.deploy_block if self.deployment is not None else 0
 
     def round_opened_block(self, task_id: int, round_: int) -> int:
         """The block of round ``round_``'s ``RoundOpened`` log (remembered: a round opens once)."""

@@ -5,7 +5,8 @@ the token, the ledger, ``setMinter(ledger)``, a ``grantRole`` per member, ``crea
 not the consortium's admin, it hands the admin role over (grant to the admin, renounce its own) so that the
 deployer keeps no power. The result is a :class:`DeploymentRecord`, written as ``<data_dir>/deployment.json``:
 the chain id, both addresses, the block the ledger was deployed in (where an event index starts), the task id,
-the transactions, the artifacts' source hashes and the consortium.
+the transactions, the artifacts' source hashes and the consortium. It is the one record of a deployment: the ledger
+client, the index, the auditors, the demo and the tests all read it back with :meth:`DeploymentRecord.read`.
 """
 
 from __future__ import annotations
@@ -44,32 +45,47 @@ class DeployFailed(MeshprovError):
 class RecordUnreadable(ConfigError):
     def __init__(self, path: Path, problem: str) -> None:
         self.path = path
-        super().__init__(f"the deployment record {path} is unusable: {problem}", hint="redeploy with --force")
+        self.problem = problem
+        super().__init__(
+            f"the deployment record {path} is unusable: {problem}",
+            hint="it is not a record `meshprov chain deploy` wrote: redeploy (`meshprov chain deploy --force`), "
+            "or point MESHPROV_DEPLOYMENT_FILE at the record it wrote",
+        )
 
 
 class RecordMissing(NotFound):
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(
-            f"no deployment record at {path}", hint="deploy with `meshprov chain deploy --consortium FILE`"
+            f"no deployment record at {path}",
+            hint="deploy with `meshprov chain deploy --consortium FILE` (or `meshprov demo`), or point "
+            "MESHPROV_DEPLOYMENT_FILE at the record",
         )
+
+
+_REQUIRED = {"chain_id": int, "ledger": str, "token": str, "deploy_block": int, "task_id": int}
 
 
 @dataclass(frozen=True)
 class DeploymentRecord:
-    """Where the consortium's contracts live; what clients, workers and the index start from."""
+    """Where the consortium's contracts live; what clients, workers, the index and auditors start from.
+
+    The one record of a deployment: written by :func:`deploy` (``meshprov chain deploy``, the demo, the lab and
+    the tests), read back by :meth:`read` exactly as written.
+    """
 
     chain_id: int
     ledger: str
     token: str
     deploy_block: int
+    """The block the ledger was deployed in: where an event index starts."""
     task_id: int
     deployer: str
     consortium: dict[str, Any]
     transactions: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": RECORD_FORMAT,
             "chain_id": self.chain_id,
@@ -84,23 +100,40 @@ class DeploymentRecord:
         }
 
     @classmethod
-    def from_json(cls, data: object, path: Path) -> DeploymentRecord:
+    def from_dict(cls, data: object, path: Path = Path("<record>")) -> DeploymentRecord:
+        """The record :meth:`to_dict` wrote; anything else is :class:`RecordUnreadable`, naming the field."""
+        from eth_utils.address import is_hex_address, to_checksum_address
+
         if not isinstance(data, dict):
             raise RecordUnreadable(path, "not a JSON object")
-        try:
-            return cls(
-                chain_id=int(data["chain_id"]),
-                ledger=str(data["ledger"]),
-                token=str(data["token"]),
-                deploy_block=int(data["deploy_block"]),
-                task_id=int(data["task_id"]),
-                deployer=str(data.get("deployer", "")),
-                consortium=dict(data.get("consortium") or {}),
-                transactions=dict(data.get("transactions") or {}),
-                artifacts=dict(data.get("artifacts") or {}),
+        if data.get("format") != RECORD_FORMAT:
+            raise RecordUnreadable(
+                path,
+                f"`format` is {data.get('format')!r}, not {RECORD_FORMAT} (the format this meshprov writes)",
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RecordUnreadable(path, f"missing or malformed field {exc}") from None
+        missing = [name for name in _REQUIRED if name not in data]
+        if missing:
+            raise RecordUnreadable(path, "the field " + ", ".join(f"`{m}`" for m in missing) + " is missing")
+        for name, kind in _REQUIRED.items():
+            value = data[name]
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise RecordUnreadable(path, f"`{name}` must be a non-negative integer, got {value!r}")
+            if kind is str and not (isinstance(value, str) and is_hex_address(value)):
+                raise RecordUnreadable(path, f"`{name}` must be an address, got {value!r}")
+        for name in ("consortium", "transactions", "artifacts"):
+            if not isinstance(data.get(name, {}), dict):
+                raise RecordUnreadable(path, f"`{name}` must be a JSON object")
+        return cls(
+            chain_id=data["chain_id"],
+            ledger=str(to_checksum_address(data["ledger"])),
+            token=str(to_checksum_address(data["token"])),
+            deploy_block=data["deploy_block"],
+            task_id=data["task_id"],
+            deployer=str(data.get("deployer", "")),
+            consortium=dict(data.get("consortium", {})),
+            transactions=dict(data.get("transactions", {})),
+            artifacts=dict(data.get("artifacts", {})),
+        )
 
     @classmethod
     def read(cls, path: Path) -> DeploymentRecord:
@@ -109,15 +142,16 @@ class DeploymentRecord:
         except FileNotFoundError:
             raise RecordMissing(path) from None
         except (OSError, ValueError) as exc:
-            raise RecordUnreadable(path, str(exc)) from None
-        return cls.from_json(data, path)
+            raise RecordUnreadable(path, f"unreadable ({exc})") from None
+        return cls.from_dict(data, path)
 
-    def write(self, path: Path) -> None:
-        """Write atomically: a reader sees the old record or the new one, never half of one."""
+    def write(self, path: Path) -> Path:
+        """Write atomically: a reader sees the old record or the new one, never half of one. Returns ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, path)
+        return path
 
 
 class _Deployer:

@@ -109,7 +109,7 @@ def deploy(
         if w3.eth.get_code(w3.to_checksum_address(existing.ledger)):
             info(f"already deployed: ledger {existing.ledger} (record {record_path})")
             emit(
-                {**existing.to_json(), "record": str(record_path), "rpc_url": url, "deployed_now": False},
+                {**existing.to_dict(), "record": str(record_path), "rpc_url": url, "deployed_now": False},
                 json_mode=want_json(json_output),
                 human=lambda console: console.print(f"ledger   {existing.ledger} (already deployed)"),
             )
@@ -121,7 +121,7 @@ def deploy(
     )
     record = deploy_contracts(w3, key, members, timeout=s.tx_timeout_s, log=info)
     record.write(record_path)
-    data = {**record.to_json(), "record": str(record_path), "rpc_url": url, "deployed_now": True}
+    data = {**record.to_dict(), "record": str(record_path), "rpc_url": url, "deployed_now": True}
 
     def human(console: Console) -> None:
         console.print(f"ledger   {record.ledger}")

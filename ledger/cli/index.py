@@ -116,7 +116,8 @@ def status(
     json_output: JsonFlag = False,
 ) -> None:
     """Where the index stands: chain and ledger, last block indexed, events, and how far behind the chain it is."""
-    from ledger.chain.client import Deployment, LedgerClient
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.deploy import DeploymentRecord
     from ledger.errors import MeshprovError, NotFound
     from ledger.index import service
     from ledger.index.db import redact
@@ -128,7 +129,7 @@ def status(
         head: int | None = None
         chain_error: str | None = None
         try:
-            deployment = Deployment.from_file(s.resolved_deployment_file)
+            deployment = DeploymentRecord.read(s.resolved_deployment_file)
             db.check_identity(deployment.chain_id, deployment.ledger)
             head = LedgerClient.from_settings(s, read_only=True).block_number()
         except NotFound:

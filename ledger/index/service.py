@@ -31,7 +31,7 @@ def follower(
     batch_blocks: int = 2000,
 ) -> Follower:
     if start_block is None:
-        start_block = client.deployment.block if client.deployment is not None else 0
+        start_block = client.deployment.deploy_block if client.deployment is not None else 0
     return Follower(
         db,
         ChainReader(client.w3, client.address, client.endpoint),

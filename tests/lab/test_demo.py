@@ -1,10 +1,12 @@
 """`meshprov demo`: a whole consortium end to end in real processes (small: 3 members, 2 rounds, 1 malicious),
-its summary, the state it leaves for auditors, and that it stops every process it started, also on Ctrl-C."""
+its summary, the state it leaves for auditors, the commands it prints (each run as printed in a fresh shell), and
+that it stops every process it started, also on Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,12 +14,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from lab.demo import MARKER, SUMMARY, DemoConfig, NotADemoDirectory, demo_settings, prepare_directory
+from lab.demo import (
+    MARKER,
+    SUMMARY,
+    DemoConfig,
+    NotADemoDirectory,
+    demo_settings,
+    meshprov_command,
+    prepare_directory,
+)
 from lab.procs import recorded
 from ledger.exit_codes import ExitCode
 from tests.support import REPO
+from tests.support.dashboard import free_port
 
 # What a scaled update may be rejected for: the norm bounds, or (with too few peers for a z-score) the held-out loss.
 SCALE_REASONS = {"norm-too-large", "norm-outlier", "loss-regression"}
@@ -29,6 +41,30 @@ def meshprov(*args: str) -> list[str]:
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_")}
+
+
+VENV_BIN = Path(os.path.abspath(sys.executable)).parent
+
+
+def fresh_shell_env() -> dict[str, str]:
+    """A new terminal's environment after `make demo`: no MESHPROV_* settings, no activated virtual environment
+    (the venv's bin directory is not on PATH)."""
+    env = {k: v for k, v in clean_env().items() if k != "VIRTUAL_ENV"}
+    entries = os.environ.get("PATH", "").split(os.pathsep)
+    env["PATH"] = os.pathsep.join(e for e in entries if e and Path(os.path.abspath(e)) != VENV_BIN)
+    return env
+
+
+def printed_commands(stderr: str) -> list[str]:
+    """The command lines the demo printed after its `next` label (one per line, continuation lines indented)."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("next "))
+    commands = [lines[start].removeprefix("next").strip()]
+    for line in lines[start + 1 :]:
+        if not line.startswith(" " * 14) or not line.strip():
+            break
+        commands.append(line.strip())
+    return commands
 
 
 def processes_using(path: Path) -> list[str]:
@@ -114,6 +150,16 @@ def test_the_last_members_misbehave_and_robust_rules_get_parameters() -> None:
     assert DemoConfig(malicious=1, rule="multi-krum").rule_table() == {"rule": "multi-krum", "krum_f": 1}
 
 
+def test_the_printed_meshprov_is_the_script_beside_the_interpreter_unless_on_path(tmp_path: Path) -> None:
+    script = VENV_BIN / "meshprov"
+    assert script.is_file()  # `make setup` installs the entry point there
+    # Not on PATH (a fresh shell after `make demo`): the script, relative to the repository when run from it.
+    assert meshprov_command(REPO, path=str(tmp_path)) == str(script.relative_to(REPO))
+    assert meshprov_command(tmp_path, path=str(tmp_path)) == str(script)
+    # On PATH only because the virtual environment is activated: a fresh shell would not find it.
+    assert meshprov_command(REPO, path=str(VENV_BIN)) == str(script.relative_to(REPO))
+
+
 # --- end to end -----------------------------------------------------------------------------------------------
 
 
@@ -128,7 +174,7 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
             "demo", "--nodes", "3", "--rounds", "2", "--malicious", "1", "--json", "--data-dir", str(data_dir)
         ),
         cwd=REPO,
-        env=clean_env(),
+        env=fresh_shell_env(),  # as `make demo` runs it: the venv's bin directory is not on PATH
         capture_output=True,
         text=True,
         timeout=240,
@@ -173,23 +219,69 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
     assert final["verify"]["status"] == "anchored"
     print(f"demo (3 members, 2 rounds) took {elapsed:.1f} s; timings {summary['timings']}")
 
-    # The data directory alone is enough for an auditor: anvil is restarted from its saved state.
-    env = clean_env()
+    # Every command the demo printed runs as printed in a fresh shell from the repository (no activated venv),
+    # on the data directory alone: anvil is restarted from its saved state, and `dev down` stops it again.
+    commands = printed_commands(done.stderr)
+    assert commands == summary["next"]
+    assert [c.split()[-2:] for c in commands] == [
+        ["lineage", final["model"]],
+        ["dashboard", "serve"],
+        ["dev", "down"],
+    ]
+    fresh = fresh_shell_env()
+    assert shutil.which("meshprov", path=fresh["PATH"]) is None  # so the printed commands cannot lean on PATH
+    lineage_cmd, serve_cmd, down_cmd = commands
     try:
+        lineage = bash(lineage_cmd, fresh)
+        assert lineage.returncode == ExitCode.OK, lineage.stderr
+        assert "verified: 2 rounds back to genesis" in lineage.stdout, lineage.stdout
+        # The dashboard serves until Ctrl-C, which it reports as such (exit 130, after a clean shutdown). Only the
+        # port is moved (the machine's tests run side by side); the command line is the printed one.
+        port = free_port()
+        served = subprocess.Popen(
+            ["bash", "-c", serve_cmd],
+            cwd=REPO, env={**fresh, "MESHPROV_DASHBOARD_PORT": str(port)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            overview = wait_for_json(served, f"http://127.0.0.1:{port}/api/overview")
+            assert overview["task"]["finalized"] == 2
+        finally:
+            os.killpg(served.pid, signal.SIGINT)
+            _, serve_err = served.communicate(timeout=30)
+        assert served.returncode == ExitCode.INTERRUPTED, serve_err
         verify = subprocess.run(
             meshprov("--data-dir", str(data_dir), "audit", "verify", final["file"], "--task", "1", "--round", "2"),
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert verify.returncode == ExitCode.OK, verify.stderr
-        lineage = subprocess.run(
-            meshprov("--data-dir", str(data_dir), "audit", "lineage", "--json", final["model"]),
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert lineage.returncode == ExitCode.OK, lineage.stderr
-        assert json.loads(lineage.stdout)["lineages"][0]["depth"] == 2
+        down = bash(down_cmd, fresh)
+        assert down.returncode == ExitCode.OK, down.stderr
+        assert processes_using(data_dir.resolve()) == []  # `dev down` stopped the anvil the audit restarted
     finally:
-        subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=env, check=False,
-                       capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=clean_env(),
+                       check=False, capture_output=True, timeout=60)  # fmt: skip
+
+
+def bash(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``command`` run as a user pastes it: a fresh ``bash -c`` in the repository's root."""
+    return subprocess.run(
+        ["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def wait_for_json(proc: subprocess.Popen[str], url: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            reply = httpx.get(url, timeout=5)
+            if reply.status_code == 200:
+                return reply.json()
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout:.0f} s"
+        time.sleep(0.2)
 
 
 @pytest.mark.anvil

@@ -53,13 +53,11 @@ def make_net(
     anvil: Any,
     tmp_path: Path,
     dev_keys: list[tuple[str, str]],
-    contracts: dict[str, Any],
-    artifact_abis: None,
 ) -> Iterator[Any]:
     nets: list[NodeNet] = []
 
     def make(**kwargs: Any) -> NodeNet:
-        net = NodeNet.create(anvil.url, tmp_path, dev_keys, contracts, **kwargs)
+        net = NodeNet.create(anvil.url, tmp_path, dev_keys, **kwargs)
         nets.append(net)
         return net
 

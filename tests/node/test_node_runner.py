@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ledger.chain.client import connect_web3
 from ledger.chain.types import Phase
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.reasons import Reason
@@ -20,7 +21,7 @@ from ledger.updatefile import UpdateFile
 from node.faults import BaseUnavailable, NotMember
 from node.journal import RoundRecord
 from node.runner import NodeOptions
-from tests.support.chain import advance_time, fake_digest, web3_for
+from tests.support.chain import advance_time, fake_digest
 from tests.support.node import NodeNet
 from tests.support.worker import wait_until
 
@@ -34,13 +35,11 @@ def make_net(
     anvil: Any,
     tmp_path: Path,
     dev_keys: list[tuple[str, str]],
-    contracts: dict[str, Any],
-    artifact_abis: None,
 ) -> Iterator[Any]:
     nets: list[NodeNet] = []
 
     def make(**kwargs: Any) -> NodeNet:
-        net = NodeNet.create(anvil.url, tmp_path, dev_keys, contracts, **kwargs)
+        net = NodeNet.create(anvil.url, tmp_path, dev_keys, **kwargs)
         nets.append(net)
         return net
 
@@ -120,7 +119,7 @@ class TimeTravel:
     """Progress bars that jump the chain past the submission window while the member trains."""
 
     def __init__(self, url: str, seconds: int, rounds: set[int]) -> None:
-        self.w3 = web3_for(url)
+        self.w3 = connect_web3(url)
         self.seconds = seconds
         self.rounds = rounds
 
@@ -136,7 +135,7 @@ def test_a_round_that_closed_while_training_keeps_the_file_and_moves_on(make_net
     runner = net.runner(0, NodeOptions(rounds=2, **FAST), bars=TimeTravel(net.url, 31, {1}))
     thread = net.start(runner)
     wait_until(lambda: net.journal_status(runner, 1) == "missed", 30, "round 1 to be missed")
-    advance_time(web3_for(net.url), 31)  # the vote window of the empty round ends
+    advance_time(connect_web3(net.url), 31)  # the vote window of the empty round ends
     net.judge_round(1, wait_for=0)  # nothing submitted: finalized on its base
     net.judge_round(2)
     records = thread.join_result()
@@ -224,14 +223,14 @@ def test_round_views_use_the_pending_block(make_net: Any) -> None:
 
 
 def test_a_chain_that_restarts_is_waited_for_and_the_member_carries_on(
-    tmp_path: Path, dev_keys: list[tuple[str, str]], contracts: dict[str, Any], artifact_abis: None
+    tmp_path: Path, dev_keys: list[tuple[str, str]]
 ) -> None:
     from ledger.devservices import AnvilProcess
 
     chain_dir = tmp_path / "chain"
     anvil = AnvilProcess.start(chain_dir)
     port = anvil.port
-    net = NodeNet.create(anvil.url, tmp_path, dev_keys, contracts, contributors=1)
+    net = NodeNet.create(anvil.url, tmp_path, dev_keys, contributors=1)
     try:
         runner = net.runner(0, NodeOptions(rounds=2, **FAST))
         said = net.messages[runner.address]
@@ -253,13 +252,13 @@ def test_a_chain_that_restarts_is_waited_for_and_the_member_carries_on(
 
 
 def test_a_chain_that_comes_back_without_the_ledger_ends_the_member(
-    tmp_path: Path, dev_keys: list[tuple[str, str]], contracts: dict[str, Any], artifact_abis: None
+    tmp_path: Path, dev_keys: list[tuple[str, str]]
 ) -> None:
     from ledger.chain.client import NoContract
     from ledger.devservices import AnvilProcess
 
     anvil = AnvilProcess.start(tmp_path / "chain")
-    net = NodeNet.create(anvil.url, tmp_path, dev_keys, contracts, contributors=1)
+    net = NodeNet.create(anvil.url, tmp_path, dev_keys, contributors=1)
     try:
         runner = net.runner(0, NodeOptions(rounds=1, **FAST))
         said = net.messages[runner.address]
@@ -274,7 +273,7 @@ def test_a_chain_that_comes_back_without_the_ledger_ends_the_member(
         net.close()
         anvil.stop()
     assert caught.value.exit_code == 4
-    assert net.deployed.ledger in caught.value.message
+    assert net.consortium.ledger in caught.value.message
 
 
 def restart_anvil(data_dir: Path, port: int) -> Any:

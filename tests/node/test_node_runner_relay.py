@@ -28,10 +28,8 @@ def net(
     anvil: Any,
     tmp_path: Path,
     dev_keys: list[tuple[str, str]],
-    contracts: dict[str, Any],
-    artifact_abis: None,
 ) -> Iterator[NodeNet]:
-    n = NodeNet.create(anvil.url, tmp_path, dev_keys, contracts, contributors=2)
+    n = NodeNet.create(anvil.url, tmp_path, dev_keys, contributors=2)
     yield n
     n.close()
 

@@ -1,10 +1,14 @@
-"""Chain fixtures for the client, index and audit tests: compiled contracts, a deployment, and a scenario driver.
+"""Chain fixtures for the client, index and audit tests: the shipped contracts, a test-only contract, and a
+scenario driver.
 
-`Consortium` deploys MeshToken + MeshLedger with dev keys (admin, aggregator, validators, contributors), creates a
-task and drives rounds: submissions (direct or batch-relayed with EIP-712 signatures), validator verdicts, and
-finalization with the quorum outcome. Tests import what they need from here:
+`contracts` is the committed artifacts (``ledger.chain.artifacts``: what the client and the deployment use;
+tests/ledger/chain/test_chain_artifacts.py fails when they drift from the sources). Only a contract that is not
+shipped is compiled here (the Reverter). `Consortium` deploys through ``lab.consortium`` (the one consortium setup:
+``ledger.chain.deploy``, dev keys laid out 0 admin, 1 aggregator, validators, contributors; task 1 created by the
+deployment) and drives rounds: submissions (direct or batch-relayed with EIP-712 signatures), validator verdicts,
+and finalization with the quorum outcome. Tests import what they need from here:
 
-    from tests.support.chain import Consortium, chain_snapshot, contracts  # noqa: F401  (fixtures)
+    from tests.support.chain import Consortium, chain_snapshot, fake_digest
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +23,24 @@ from typing import Any
 
 import pytest
 
+from lab.consortium import DeployedConsortium, RoleKeys, deploy_consortium, task_table
+from ledger.chain.artifacts import KNOWN, Artifact, load_artifact
 from ledger.chain.client import LedgerClient
-from ledger.chain.sender import TxSender
+from ledger.chain.deploy import DeploymentRecord
 from ledger.chain.types import TaskParams, bitmap, bits
 from tests.support import REPO
 
-SOLC = REPO / "contracts" / "tools" / "solc"
-ARTIFACTS = REPO / "ledger" / "artifacts"
+# ─── contracts ──────────────────────────────────────────────────────────────────────────────────────────────
 
 
-# ─── compiling ──────────────────────────────────────────────────────────────────────────────────────────────
+@pytest.fixture(scope="session")
+def contracts() -> dict[str, Artifact]:
+    """The shipped artifacts of MeshLedger and MeshToken, by name."""
+    return {name: load_artifact(name) for name in KNOWN}
 
 
 def compile_sources(sources: dict[str, str], cache: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Compile Solidity sources (path -> text) with the repo's solc wrapper; {contract: {abi, bytecode}}.
+    """Compile test-only Solidity sources (path -> text) with the repo's solc wrapper; {contract: {abi, bytecode}}.
 
     The result is cached by the sources' hash (solc-js takes seconds)."""
     key = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:20]
@@ -44,18 +51,19 @@ def compile_sources(sources: dict[str, str], cache: Path | None = None) -> dict[
             return result
     import solcx
 
+    from ledger.toolchain import solc_wrapper
+
     standard = {
         "language": "Solidity",
         "sources": {path: {"content": text} for path, text in sources.items()},
         "settings": {
             "optimizer": {"enabled": True, "runs": 200},
             "evmVersion": "cancun",
-            "remappings": ["@openzeppelin/contracts/=node_modules/@openzeppelin/contracts/"],
             "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
         },
     }
     out = solcx.compile_standard(
-        standard, solc_binary=str(SOLC), base_path=str(REPO), allow_paths=[str(REPO)]
+        standard, solc_binary=str(solc_wrapper()), base_path=str(REPO), allow_paths=[str(REPO)]
     )
     result = {}
     for path in sources:
@@ -65,32 +73,6 @@ def compile_sources(sources: dict[str, str], cache: Path | None = None) -> dict[
         cache.mkdir(parents=True, exist_ok=True)
         (cache / f"solc-{key}.json").write_text(json.dumps(result))
     return result
-
-
-def meshprov_contracts(cache: Path | None = None) -> dict[str, dict[str, Any]]:
-    """ABI and bytecode of MeshLedger and MeshToken: the exported artifacts when present, else compiled here.
-
-    ``$TEST_MESHPROV_CONTRACTS`` may name a JSON file of {name: {abi, bytecode}} to test against instead."""
-    override = os.environ.get("TEST_MESHPROV_CONTRACTS")
-    if override:
-        pinned: dict[str, dict[str, Any]] = json.loads(Path(override).read_text())
-        return pinned
-    if (ARTIFACTS / "MeshLedger.json").exists() and (ARTIFACTS / "MeshToken.json").exists():
-        out = {}
-        for name in ("MeshLedger", "MeshToken"):
-            data = json.loads((ARTIFACTS / f"{name}.json").read_text())
-            bytecode = data.get("bytecode")
-            if isinstance(bytecode, dict):
-                bytecode = bytecode.get("object")
-            bytecode = str(bytecode)
-            out[name] = {
-                "abi": data["abi"],
-                "bytecode": bytecode if bytecode.startswith("0x") else "0x" + bytecode,
-            }
-        return out
-    src = REPO / "contracts" / "src"
-    sources = {str(p.relative_to(REPO / "contracts")): p.read_text() for p in sorted(src.rglob("*.sol"))}
-    return compile_sources(sources, cache)
 
 
 # A contract that reverts in every way Solidity can, for the sender and decoder tests.
@@ -119,35 +101,12 @@ def reverter_contract(cache: Path | None = None) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def contracts(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
-    cache = Path(str(request.config.cache.mkdir("meshprov-solc"))) if request.config.cache else None
-    return meshprov_contracts(cache)
-
-
-@pytest.fixture
-def artifact_abis(contracts: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``ledger.chain.client.load_abi`` answer from the contracts under test when the exported artifacts
-    (``make contracts``) are not there yet."""
-    if (ARTIFACTS / "MeshLedger.json").exists() and not os.environ.get("TEST_MESHPROV_CONTRACTS"):
-        return
-    from ledger.chain import client
-
-    monkeypatch.setattr(client, "load_abi", lambda name: contracts[name]["abi"])
-
-
-@pytest.fixture(scope="session")
 def reverter_artifact(request: pytest.FixtureRequest) -> dict[str, Any]:
     cache = Path(str(request.config.cache.mkdir("meshprov-solc"))) if request.config.cache else None
     return reverter_contract(cache)
 
 
 # ─── chain state ────────────────────────────────────────────────────────────────────────────────────────────
-
-
-def web3_for(url: str) -> Any:
-    from web3 import HTTPProvider, Web3
-
-    return Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
 
 
 def rpc(w3: Any, method: str, *params: Any) -> Any:
@@ -172,47 +131,51 @@ def advance_time(w3: Any, seconds: int) -> None:
     rpc(w3, "evm_mine")
 
 
-# ─── deployment ─────────────────────────────────────────────────────────────────────────────────────────────
-
-
-@dataclass(frozen=True)
-class Deployed:
-    ledger: str
-    token: str
-    block: int
-    chain_id: int
-    ledger_abi: list[dict[str, Any]]
-    token_abi: list[dict[str, Any]]
-
-    def record(self) -> dict[str, Any]:
-        """A deployment record as `meshprov chain deploy` writes it."""
-        return {"chain_id": self.chain_id, "ledger": self.ledger, "token": self.token, "block": self.block}
-
-    def write_record(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.record()))
-        return path
-
-
-def deploy(w3: Any, admin_key: str, contracts: dict[str, dict[str, Any]]) -> Deployed:
-    sender = TxSender(w3, admin_key)
-    token_art, ledger_art = contracts["MeshToken"], contracts["MeshLedger"]
-    token_factory = w3.eth.contract(abi=token_art["abi"], bytecode=token_art["bytecode"])
-    token, receipt = sender.deploy(token_factory.constructor())
-    ledger_factory = w3.eth.contract(abi=ledger_art["abi"], bytecode=ledger_art["bytecode"])
-    ledger, _ = sender.deploy(ledger_factory.constructor(sender.address, token))
-    sender.send(w3.eth.contract(address=token, abi=token_art["abi"]).functions.setMinter(ledger))
-    return Deployed(
-        ledger, token, int(receipt["blockNumber"]), int(w3.eth.chain_id), ledger_art["abi"], token_art["abi"]
-    )
-
-
 # ─── the scenario driver ────────────────────────────────────────────────────────────────────────────────────
 
 
 def fake_digest(*parts: object) -> bytes:
     """A deterministic nonzero digest for a named thing (a stand-in for a real file's CID)."""
     return hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+
+
+def task_params(
+    *,
+    rule: int = 0,
+    rule_param: int = 0,
+    quorum: int = 2,
+    submission_window: int = 3600,
+    vote_window: int = 3600,
+    reward: int = 10**18,
+    genesis: bytes | None = None,
+) -> TaskParams:
+    """A task's parameters for the tests (spec and genesis are stand-in digests unless ``genesis`` is given)."""
+    return TaskParams(
+        spec_digest=fake_digest("spec"),
+        genesis_digest=genesis or fake_digest("genesis", 0),
+        rule=rule,
+        rule_param=rule_param,
+        quorum=quorum,
+        submission_window=submission_window,
+        vote_window=vote_window,
+        reward_per_round=reward,
+    )
+
+
+def _task_table(**task: Any) -> dict[str, Any]:
+    """:func:`task_params`'s keywords as the consortium file's ``[task]`` table the deployment reads."""
+    from ledger.aggregation import AggregationSpec
+
+    p = task_params(**task)
+    return task_table(
+        spec=p.spec_digest,
+        genesis=p.genesis_digest,
+        quorum=p.quorum,
+        aggregation=AggregationSpec.decode(p.rule, p.rule_param),
+        submission_window_s=p.submission_window,
+        vote_window_s=p.vote_window,
+        reward_per_round=p.reward_per_round,
+    )
 
 
 @dataclass
@@ -237,26 +200,19 @@ def accept_all(_v: int, _i: int, _r: int) -> int:
 
 
 class Consortium:
-    """Dev keys in fixed roles: 0 admin, 1 aggregator, 2.. validators, then contributors."""
+    """A consortium deployed through ``lab.consortium`` from dev keys (0 admin, 1 aggregator, 2.. validators, then
+    contributors), with task 1 created by the deployment; drives rounds and records them."""
 
-    def __init__(
-        self,
-        w3: Any,
-        keys: Sequence[tuple[str, str]],
-        deployed: Deployed,
-        *,
-        validators: int = 3,
-        contributors: int = 4,
-    ) -> None:
-        self.w3 = w3
-        self.deployed = deployed
-        self.admin = keys[0]
-        self.aggregator = keys[1]
-        self.validators = list(keys[2 : 2 + validators])
-        self.contributors = list(keys[2 + validators : 2 + validators + contributors])
-        if len(self.contributors) < contributors:
-            raise ValueError("not enough dev keys")
-        self._clients: dict[str, LedgerClient] = {}
+    def __init__(self, net: DeployedConsortium) -> None:
+        self.net = net
+        self.w3 = net.w3
+        self.record: DeploymentRecord = net.record
+        self.task_id = net.task_id
+        """The task the deployment created."""
+        self.admin = net.keys.admin
+        self.aggregator = net.keys.aggregator
+        self.validators = list(net.keys.validators)
+        self.contributors = list(net.keys.contributors)
         self.rounds: list[RoundRecord] = []
 
     @classmethod
@@ -264,70 +220,38 @@ class Consortium:
         cls,
         w3: Any,
         keys: Sequence[tuple[str, str]],
-        contracts: dict[str, dict[str, Any]],
         *,
         validators: int = 3,
         contributors: int = 4,
+        **task: Any,
     ) -> Consortium:
-        deployed = deploy(w3, keys[0][1], contracts)
-        consortium = cls(w3, keys, deployed, validators=validators, contributors=contributors)
-        consortium.grant_roles()
-        return consortium
+        """Deploy for the first ``validators`` and ``contributors`` of ``keys`` (after the admin and the
+        aggregator); the deployment creates task 1 from ``task`` (:meth:`create_task`'s keywords)."""
+        net = deploy_consortium(
+            w3,
+            RoleKeys.laid_out(keys, validators, contributors),
+            _task_table(**task),
+            timeout=30,
+            source="tests.support.chain",
+        )
+        return cls(net)
 
     def client(self, key: str | None = None) -> LedgerClient:
         """A client sending with ``key`` (None: read-only). One per key, so nonces stay in one manager."""
-        name = key or ""
-        if name not in self._clients:
-            self._clients[name] = LedgerClient.connect(
-                self.w3,
-                self.deployed.ledger,
-                key=key,
-                abi=self.deployed.ledger_abi,
-                token_abi=self.deployed.token_abi,
-                timeout=30,
-            )
-        return self._clients[name]
+        return self.net.client(key)
 
     def reset_nonces(self) -> None:
         """After an evm_revert the cached nonces are wrong: forget them."""
-        for client in self._clients.values():
-            if client.sender is not None:
-                client.sender.resync()
+        self.net.resync()
 
     @property
     def admin_client(self) -> LedgerClient:
         return self.client(self.admin[1])
 
-    def grant_roles(self) -> None:
-        admin = self.admin_client
-        admin.grant_role("aggregator", self.aggregator[0])
-        for address, _ in self.validators:
-            admin.grant_role("validator", address)
-        for address, _ in self.contributors:
-            admin.grant_role("contributor", address)
-
-    def create_task(
-        self,
-        *,
-        rule: int = 0,
-        rule_param: int = 0,
-        quorum: int = 2,
-        submission_window: int = 3600,
-        vote_window: int = 3600,
-        reward: int = 10**18,
-        genesis: bytes | None = None,
-    ) -> int:
-        params = TaskParams(
-            spec_digest=fake_digest("spec"),
-            genesis_digest=genesis or fake_digest("genesis", len(self.rounds)),
-            rule=rule,
-            rule_param=rule_param,
-            quorum=quorum,
-            submission_window=submission_window,
-            vote_window=vote_window,
-            reward_per_round=reward,
-        )
-        return self.admin_client.create_task(params).value
+    def create_task(self, **task: Any) -> int:
+        """Another task (the admin's ``createTask``) with :func:`task_params`'s keywords; its id."""
+        task.setdefault("genesis", fake_digest("genesis", len(self.rounds)))
+        return self.admin_client.create_task(task_params(**task)).value
 
     def run_round(
         self,
@@ -370,7 +294,7 @@ class Consortium:
                 )
         submitted = [
             e
-            for e in reader.events(self.deployed.block, names=["UpdateSubmitted"])
+            for e in reader.events(self.record.deploy_block, names=["UpdateSubmitted"])
             if e.args["taskId"] == task_id and e.args["round"] == round_
         ]
         submitted.sort(key=lambda e: e.args["index"])

@@ -28,12 +28,13 @@ from typing import Any
 
 import pytest
 
+from ledger.chain.client import connect_web3
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.devservices import AnvilProcess
 from ledger.index.db import IndexDB
 from ledger.reasons import Reason
-from tests.support.chain import Consortium, RoundRecord, advance_time, chain_snapshot, web3_for
+from tests.support.chain import Consortium, RoundRecord, advance_time, chain_snapshot
 from tests.support.index import follower_for
 
 MALICIOUS = 4  # contributor index
@@ -91,8 +92,7 @@ def _updates(store: LocalStore, run: DemoRun, round_: int, count: int) -> list[b
 
 
 def build_demo_run(c: Consortium, store: LocalStore, run: DemoRun) -> None:
-    task_id = c.create_task(quorum=2, reward=10**18)
-    run.task_id = task_id
+    task_id = run.task_id = c.task_id
     n = len(c.contributors)
     for round_ in (1, 2, 3):
         record = c.run_round(
@@ -118,14 +118,13 @@ def build_demo_run(c: Consortium, store: LocalStore, run: DemoRun) -> None:
 def demo_run(
     anvil: AnvilProcess,
     dev_keys: list[tuple[str, str]],
-    contracts: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> DemoRun:
     work = tmp_path_factory.mktemp("dashboard-run")
     store = LocalStore(work / "blocks")
-    w3 = web3_for(anvil.rpc_url)
+    w3 = connect_web3(anvil.rpc_url)
     with chain_snapshot(w3):
-        c = Consortium.deploy(w3, dev_keys, contracts, validators=3, contributors=5)
+        c = Consortium.deploy(w3, dev_keys, validators=3, contributors=5, quorum=2, reward=10**18)
         run = DemoRun(
             index_url=f"sqlite:///{work / 'index.sqlite'}",
             store_dir=work / "blocks",

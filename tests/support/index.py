@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from ledger.chain.client import LedgerClient
+from ledger.chain.client import LedgerClient, connect_web3
 from ledger.devservices import AnvilProcess
 from ledger.index.db import IndexDB
 from ledger.index.follower import ChainReader, Follower
 from ledger.reasons import Reason
-from tests.support.chain import Consortium, chain_snapshot, fake_digest, web3_for
+from tests.support.chain import Consortium, chain_snapshot, fake_digest
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -35,8 +35,9 @@ def history_verdict(v: int, i: int, r: int) -> int:
 
 
 def build_history(c: Consortium) -> int:
-    """Task 1 with three finalized rounds and an open round 4 holding two updates; returns the task id."""
-    task_id = c.create_task(quorum=2)
+    """Task 1 (the deployment's, quorum 2) with three finalized rounds and an open round 4 holding two updates;
+    returns the task id."""
+    task_id = c.task_id
     c.run_round(task_id, verdict=history_verdict)
     c.run_round(task_id, verdict=history_verdict, relayed=True)
     c.run_round(task_id, verdict=history_verdict)
@@ -46,14 +47,12 @@ def build_history(c: Consortium) -> int:
 
 
 @pytest.fixture(scope="module")
-def history(
-    anvil: AnvilProcess, dev_keys: list[tuple[str, str]], contracts: dict[str, Any]
-) -> Iterator[Consortium]:
+def history(anvil: AnvilProcess, dev_keys: list[tuple[str, str]]) -> Iterator[Consortium]:
     """A deployed ledger with `build_history` run once for the module (undone at the end)."""
-    w3 = web3_for(anvil.rpc_url)
+    w3 = connect_web3(anvil.rpc_url)
     with chain_snapshot(w3):
-        c = Consortium.deploy(w3, dev_keys, contracts, validators=3, contributors=4)
-        c.task_id = build_history(c)  # type: ignore[attr-defined]
+        c = Consortium.deploy(w3, dev_keys, validators=3, contributors=4, quorum=2)
+        build_history(c)
         yield c
 
 
@@ -94,6 +93,6 @@ def follower_for(db: IndexDB, c: Consortium, **kwargs: Any) -> Follower:
         db,
         ChainReader(client.w3, client.address),
         client.events_decoder,
-        start_block=c.deployed.block,
+        start_block=c.record.deploy_block,
         **kwargs,
     )

@@ -2,7 +2,7 @@
 runners in threads, and a stand-in for the validators and the aggregator that votes as told and finalizes with a
 real aggregate (ledger's own fedavg), so the next round's base is a model file the node must fetch.
 
-    net = NodeNet.create(anvil_url, tmp_path, dev_keys, contracts, contributors=2)
+    net = NodeNet.create(anvil_url, tmp_path, dev_keys, contributors=2)
     thread = net.start(net.runner(0, NodeOptions(rounds=2)))       # a member's loop in a thread
     net.judge_round(1)                                             # votes (accept all) + finalize
     records = thread.join_result()
@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.chain.client import LedgerClient
-from ledger.chain.types import Phase, TaskParams, bitmap, bits
+from lab.consortium import DeployedConsortium, RoleKeys, deploy_consortium, task_table
+from ledger.chain.client import LedgerClient, connect_web3
+from ledger.chain.types import Phase, bitmap, bits
 from ledger.content import cid_to_digest, digest_to_cid, fetch_to_file
 from ledger.content.local_store import LocalStore
 from ledger.settings import Settings
 from node.journal import Journal
 from node.runner import NodeOptions, NodeRunner
-from tests.support.chain import Deployed, deploy, fake_digest, web3_for
+from tests.support.chain import fake_digest
 from tests.support.worker import wait_until
 
 
@@ -59,16 +60,10 @@ class RunnerThread(threading.Thread):
 class NodeNet:
     url: str
     root: Path
-    keys: Sequence[tuple[str, str]]
-    deployed: Deployed
-    validators: int
-    contributors: int
-    task_id: int
+    consortium: DeployedConsortium
     genesis_cid: str
-    deployment_file: Path
     messages: dict[str, list[str]] = field(default_factory=dict)
     threads: list[RunnerThread] = field(default_factory=list)
-    _clients: dict[str, LedgerClient] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -76,7 +71,6 @@ class NodeNet:
         url: str,
         root: Path,
         keys: Sequence[tuple[str, str]],
-        contracts: dict[str, dict[str, Any]],
         *,
         contributors: int = 2,
         validators: int = 1,
@@ -86,77 +80,67 @@ class NodeNet:
         genesis_cid: str | None = None,
         model: str = "mlp",
     ) -> NodeNet:
+        """A consortium deployed through ``lab.consortium`` on the chain at ``url`` (record in
+        ``root/deployment.json``), whose task starts from ``genesis_cid`` (default: a fresh ``model`` genesis
+        put in the local store)."""
         from node.packaging import put_update, write_genesis
 
-        w3 = web3_for(url)
-        deployed = deploy(w3, keys[0][1], contracts)
-        deployment_file = deployed.write_record(root / "deployment.json")
         store = LocalStore(root / "blocks")
         if genesis_cid is None:
             genesis_cid = put_update(store, write_genesis(root / "genesis.safetensors", model, 0))
-        net = cls(
-            url=url,
-            root=root,
-            keys=keys,
-            deployed=deployed,
-            validators=validators,
-            contributors=contributors,
-            task_id=0,
-            genesis_cid=genesis_cid,
-            deployment_file=deployment_file,
-        )
-        admin = net.client(keys[0][1])
-        admin.grant_role("aggregator", keys[1][0])
-        for address, _ in net.validator_keys:
-            admin.grant_role("validator", address)
-        for address, _ in net.contributor_keys:
-            admin.grant_role("contributor", address)
-        net.task_id = admin.create_task(
-            TaskParams(
-                spec_digest=fake_digest("spec"),
-                genesis_digest=cid_to_digest(genesis_cid),
-                rule=0,
-                rule_param=0,
+        consortium = deploy_consortium(
+            connect_web3(url),
+            RoleKeys.laid_out(keys, validators, contributors),
+            task_table(
+                spec=fake_digest("spec"),
+                genesis=genesis_cid,
                 quorum=quorum,
-                submission_window=submission_window,
-                vote_window=vote_window,
-                reward_per_round=10**18,
-            )
-        ).value
-        return net
+                submission_window_s=submission_window,
+                vote_window_s=vote_window,
+            ),
+            record_path=root / "deployment.json",
+            timeout=20,
+            client_timeout=20,
+            source="tests.support.node",
+        )
+        consortium.view_block = "pending"  # the stand-in workers see their own unmined votes, as workers do
+        return cls(url=url, root=root, consortium=consortium, genesis_cid=genesis_cid)
 
     # --- keys and clients ---------------------------------------------------------------------------------
     @property
+    def task_id(self) -> int:
+        return self.consortium.task_id
+
+    @property
+    def deployment_file(self) -> Path:
+        assert self.consortium.record_path is not None
+        return self.consortium.record_path
+
+    @property
+    def aggregator_key(self) -> str:
+        return self.consortium.keys.aggregator[1]
+
+    @property
     def validator_keys(self) -> list[tuple[str, str]]:
-        return list(self.keys[2 : 2 + self.validators])
+        return list(self.consortium.keys.validators)
 
     @property
     def contributor_keys(self) -> list[tuple[str, str]]:
-        return list(self.keys[2 + self.validators : 2 + self.validators + self.contributors])
+        return list(self.consortium.keys.contributors)
+
+    @property
+    def contributors(self) -> int:
+        return len(self.consortium.keys.contributors)
 
     @property
     def store(self) -> LocalStore:
         return LocalStore(self.root / "blocks")
 
     def client(self, key: str | None = None) -> LedgerClient:
-        name = key or ""
-        if name not in self._clients:
-            client = LedgerClient.connect(
-                web3_for(self.url),
-                self.deployed.ledger,
-                key=key,
-                abi=self.deployed.ledger_abi,
-                token_abi=self.deployed.token_abi,
-                timeout=20,
-            )
-            client.view_block = "pending"
-            self._clients[name] = client
-        return self._clients[name]
+        return self.consortium.client(key)
 
     def resync(self) -> None:
-        for c in self._clients.values():
-            if c.sender is not None:
-                c.sender.resync()
+        self.consortium.resync()
 
     def settings(self, key: str | None, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -226,7 +210,7 @@ class NodeNet:
         return self.client().round_view(self.task_id, round_)
 
     def submissions(self, round_: int) -> list[Any]:
-        events = self.client().events(self.deployed.block, names=["UpdateSubmitted"])
+        events = self.client().events(self.consortium.deploy_block, names=["UpdateSubmitted"])
         out = [e for e in events if e.args["taskId"] == self.task_id and e.args["round"] == round_]
         return sorted(out, key=lambda e: e.args["index"])
 
@@ -263,7 +247,7 @@ class NodeNet:
         accepted = bits(tally.accepted_bitmap)
         base = self.client().base_digest(self.task_id, round_)
         digest = self.aggregate(round_, base, [subs[i] for i in accepted]) if accepted else base
-        self.client(self.keys[1][1]).finalize_round(self.task_id, round_, digest, tally.accepted_bitmap)
+        self.client(self.aggregator_key).finalize_round(self.task_id, round_, digest, tally.accepted_bitmap)
         assert self.view(round_).phase is Phase.FINALIZED
         return digest
 

@@ -1,7 +1,7 @@
 """Fixtures for the worker's integration tests: a consortium on the session's anvil, a local block store, and real
 worker processes (validators, an aggregator with its watcher) started as subprocesses and always stopped.
 
-    net = WorkerNet.create(anvil_url, redis_url, tmp_path, dev_keys, contracts, contributors=6)
+    net = worker_net(contributors=6)                         # the fixture: WorkerNet.create on the session's anvil
     net.start_validator(0); net.start_aggregator()          # real `meshprov worker run` processes
     net.submit(i, data)                                      # put the file in the store, submitUpdate on chain
     net.wait_finalized(round_)                               # poll the chain
@@ -27,15 +27,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from lab.consortium import DeployedConsortium, RoleKeys, deploy_consortium, task_table
+from ledger.chain.client import LedgerClient
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
 from tests.support import REPO
 from tests.support import malicious as corpus
+
+if TYPE_CHECKING:
+    from ledger.aggregation import AggregationSpec
 
 # Short everything: the tests run rounds of seconds on tiny models.
 FAST = [
@@ -51,35 +56,7 @@ FAST = [
 ]  # fmt: skip
 
 
-def worker_command(artifacts: Path | None) -> list[str]:
-    """How to start `meshprov`: directly when ledger's ABI artifacts are built, else through the shim below,
-    which points the ledger client at ABIs compiled by the test session."""
-    if artifacts is None:
-        return [sys.executable, "-m", "ledger.cli.app"]
-    return [sys.executable, "-m", "tests.support.worker", str(artifacts)]
-
-
-@pytest.fixture(scope="session")
-def ledger_contracts(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
-    from tests.support.chain import meshprov_contracts
-
-    cache = Path(str(request.config.cache.mkdir("meshprov-solc"))) if request.config.cache else None
-    return meshprov_contracts(cache)
-
-
-@pytest.fixture(scope="session")
-def abi_dir(
-    tmp_path_factory: pytest.TempPathFactory, ledger_contracts: dict[str, dict[str, Any]]
-) -> Path | None:
-    """None when `ledger/artifacts` exists; else a directory of the compiled ABIs for the shim."""
-    from ledger.chain import client
-
-    if (client.ARTIFACTS_DIR / "MeshLedger.json").exists():
-        return None
-    out = tmp_path_factory.mktemp("abis")
-    for name, art in ledger_contracts.items():
-        (out / f"{name}.json").write_text(json.dumps(art))
-    return out
+MESHPROV = [sys.executable, "-m", "ledger.cli.app"]
 
 
 # --- processes ----------------------------------------------------------------------------------------------
@@ -183,22 +160,15 @@ class FakeKubo:
 
 @dataclass
 class WorkerNet:
-    """A fresh ledger (its own contract on the shared anvil), a task, a local store and worker processes."""
+    """A fresh ledger (its own contracts on the shared anvil, deployed through ``lab.consortium``), a task, a local
+    store and worker processes."""
 
     anvil_url: str
     redis_url: str
     root: Path
-    keys: Sequence[tuple[str, str]]
-    validators: int
-    contributors: int
-    deployment_file: Path
-    task_id: int
+    consortium: DeployedConsortium
     base_cid: str
-    ledger_address: str
-    abi: list[dict[str, Any]]
-    artifacts: Path | None
     processes: list[WorkerProcess] = field(default_factory=list)
-    _clients: dict[str, Any] = field(default_factory=dict)
 
     # --- set-up -----------------------------------------------------------------------------------------
     @classmethod
@@ -209,91 +179,73 @@ class WorkerNet:
         redis_url: str,
         root: Path,
         keys: Sequence[tuple[str, str]],
-        contracts: dict[str, dict[str, Any]],
-        artifacts: Path | None,
         validators: int = 2,
         contributors: int = 4,
         quorum: int = 2,
         submission_window: int = 60,
         vote_window: int = 120,
-        rule: int = 0,
-        rule_param: int = 0,
+        aggregation: AggregationSpec | None = None,
     ) -> WorkerNet:
-        from ledger.chain.client import LedgerClient
-        from ledger.chain.types import TaskParams
-        from tests.support.chain import deploy, fake_digest, web3_for
+        from ledger.chain.client import connect_web3
+        from tests.support.chain import fake_digest
 
-        w3 = web3_for(anvil_url)
-        deployed = deploy(w3, keys[0][1], contracts)
-        deployment_file = deployed.write_record(root / "deployment.json")
-        store = LocalStore(root / "blocks")
-        base_cid = store.put_bytes(corpus.base_file())
-        admin = LedgerClient.connect(
-            w3,
-            deployed.ledger,
-            key=keys[0][1],
-            abi=deployed.ledger_abi,
-            token_abi=deployed.token_abi,
-            timeout=30,
-        )
-        admin.grant_role("aggregator", keys[1][0])
-        for address, _ in keys[2 : 2 + validators]:
-            admin.grant_role("validator", address)
-        for address, _ in keys[2 + validators : 2 + validators + contributors]:
-            admin.grant_role("contributor", address)
-        task_id = admin.create_task(
-            TaskParams(
-                spec_digest=fake_digest("spec"),
-                genesis_digest=cid_to_digest(base_cid),
-                rule=rule,
-                rule_param=rule_param,
+        base_cid = LocalStore(root / "blocks").put_bytes(corpus.base_file())
+        consortium = deploy_consortium(
+            connect_web3(anvil_url),
+            RoleKeys.laid_out(keys, validators, contributors),
+            task_table(
+                spec=fake_digest("spec"),
+                genesis=base_cid,
                 quorum=quorum,
-                submission_window=submission_window,
-                vote_window=vote_window,
-                reward_per_round=10**18,
-            )
-        ).value
-        net = cls(
-            anvil_url=anvil_url,
-            redis_url=redis_url,
-            root=root,
-            keys=keys,
-            validators=validators,
-            contributors=contributors,
-            deployment_file=deployment_file,
-            task_id=task_id,
-            base_cid=base_cid,
-            ledger_address=deployed.ledger,
-            abi=deployed.ledger_abi,
-            artifacts=artifacts,
+                aggregation=aggregation,
+                submission_window_s=submission_window,
+                vote_window_s=vote_window,
+            ),
+            record_path=root / "deployment.json",
+            timeout=30,
+            source="tests.support.worker",
         )
-        net._clients[""] = admin
-        return net
+        return cls(
+            anvil_url=anvil_url, redis_url=redis_url, root=root, consortium=consortium, base_cid=base_cid
+        )
+
+    @property
+    def task_id(self) -> int:
+        return self.consortium.task_id
+
+    @property
+    def deployment_file(self) -> Path:
+        assert self.consortium.record_path is not None
+        return self.consortium.record_path
+
+    @property
+    def keys(self) -> RoleKeys:
+        return self.consortium.keys
+
+    @property
+    def validators(self) -> int:
+        return len(self.keys.validators)
+
+    @property
+    def contributors(self) -> int:
+        return len(self.keys.contributors)
 
     @property
     def store(self) -> LocalStore:
         return LocalStore(self.root / "blocks")
 
     def validator(self, i: int) -> tuple[str, str]:
-        return self.keys[2 + i]
+        return self.keys.validators[i]
 
     @property
     def aggregator(self) -> tuple[str, str]:
-        return self.keys[1]
+        return self.keys.aggregator
 
     def contributor(self, i: int) -> tuple[str, str]:
-        return self.keys[2 + self.validators + i]
+        return self.keys.contributors[i]
 
-    def client(self, key: str | None = None) -> Any:
-        from ledger.chain.client import LedgerClient
-        from tests.support.chain import web3_for
-
-        name = key or "reader"
-        if name not in self._clients:
-            self._clients[name] = LedgerClient.connect(
-                web3_for(self.anvil_url), self.ledger_address, key=key, abi=self.abi, token_abi=[], timeout=30
-            )
-        return self._clients[name]
+    def client(self, key: str | None = None) -> LedgerClient:
+        return self.consortium.client(key)
 
     # --- chain --------------------------------------------------------------------------------------------
     def current_round(self) -> int:
@@ -380,7 +332,7 @@ class WorkerNet:
         log = self.root / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
-                [*worker_command(self.artifacts), *args],
+                [*MESHPROV, *args],
                 cwd=REPO,
                 env=self.env(key, **settings),
                 stdin=subprocess.DEVNULL,
@@ -404,9 +356,9 @@ class WorkerNet:
         self, *args: str, key: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*worker_command(self.artifacts), *args],
+            [*MESHPROV, *args],
             cwd=REPO,
-            env=self.env(key or self.keys[0][1]),
+            env=self.env(key or self.keys.admin[1]),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -455,12 +407,7 @@ class WorkerNet:
 
 @pytest.fixture
 def worker_net(
-    anvil: Any,
-    redis_url: str,
-    tmp_path: Path,
-    dev_keys: list[tuple[str, str]],
-    ledger_contracts: dict[str, dict[str, Any]],
-    abi_dir: Path | None,
+    anvil: Any, redis_url: str, tmp_path: Path, dev_keys: list[tuple[str, str]]
 ) -> Iterator[Callable[..., WorkerNet]]:
     """A factory of :class:`WorkerNet` on the session's anvil and Redis; every process is stopped afterwards."""
     nets: list[WorkerNet] = []
@@ -471,8 +418,6 @@ def worker_net(
             redis_url=kwargs.pop("redis_url", redis_url),
             root=tmp_path,
             keys=dev_keys,
-            contracts=ledger_contracts,
-            artifacts=abi_dir,
             **kwargs,
         )
         nets.append(net)
@@ -483,18 +428,3 @@ def worker_net(
     finally:
         for net in nets:
             net.close()
-
-
-def _shim(argv: list[str]) -> int:
-    """`python -m tests.support.worker ABI_DIR <meshprov args>`: meshprov with the ledger client's ABIs taken
-    from ABI_DIR (used only while `ledger/artifacts` is not built)."""
-    from ledger.chain import client
-
-    client.ARTIFACTS_DIR = Path(argv[0])
-    from ledger.cli.app import main
-
-    return main(argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(_shim(sys.argv[1:]))

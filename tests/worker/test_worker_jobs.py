@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from ledger.chain.client import LedgerClient
+from ledger.chain.client import LedgerClient, connect_web3
 from ledger.chain.types import Phase
 from ledger.checks import CheckLimits, Verdict
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.reasons import Reason
 from ledger.settings import Settings
 from tests.support import malicious as corpus
-from tests.support.chain import advance_time, web3_for
+from tests.support.chain import advance_time
 from tests.support.worker import WorkerNet
 from worker.aggregate import _finalize, aggregate_round
 from worker.chain import WorkerChain
@@ -222,7 +222,7 @@ def test_a_ballot_cast_after_the_vote_window_is_vote_window_closed(
         net.submit(i, corpus.honest_update(net.context(i, round_)), round_=round_)
     view = v0.chain().round_view(net.task_id, round_)
     assert view.phase is Phase.VOTING
-    advance_time(web3_for(net.anvil_url), 31)
+    advance_time(connect_web3(net.anvil_url), 31)
     # The job judged the round while votes were open; its voteBatch reverts with VotingClosed.
     assert _cast(v0, view, _accept_all(2), view.all_indexes) == {"status": "vote-window-closed"}
     assert net.votes(round_, 0) == []
@@ -259,9 +259,7 @@ def test_a_finalize_too_early_is_retried_not_given_up(
 
 def test_an_unreachable_chain_is_a_retried_chain_fault(worker_net: Callable[..., WorkerNet]) -> None:
     net = worker_net(contributors=2)
-    client = LedgerClient.connect(
-        web3_for("http://127.0.0.1:9"), net.ledger_address, abi=net.abi, token_abi=[]
-    )
+    client = LedgerClient.connect(connect_web3("http://127.0.0.1:9"), net.consortium.record.ledger)
     with pytest.raises(ChainFault, match="roundView"):
         WorkerChain(client).round_view(net.task_id, 1)
     with pytest.raises(ChainFault, match="UpdateSubmitted logs"):

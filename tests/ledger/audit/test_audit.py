@@ -43,14 +43,13 @@ def cli(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    artifact_abis: None,
 ) -> Any:
     """Run `meshprov …` in-process against the history's chain, with a fresh data directory."""
     for name in list(os.environ):
         if name.startswith("MESHPROV_"):
             monkeypatch.delenv(name)
     data_dir = tmp_path / "data"
-    h.deployed.write_record(data_dir / "deployment.json")
+    h.record.write(data_dir / "deployment.json")
 
     def run(*args: str, rpc: str | None = anvil.rpc_url) -> Result:
         capsys.readouterr()
@@ -236,7 +235,7 @@ def test_verify_a_file(h: Consortium, cli: Any, tmp_path: Path) -> None:
 def test_index_follow_status_and_a_lagging_index(h: Consortium, cli: Any) -> None:
     followed = cli("index", "follow", "--once", "--json")
     assert followed.code == ExitCode.OK
-    assert followed.json["events"] == len(h.client().events(h.deployed.block))
+    assert followed.json["events"] == len(h.client().events(h.record.deploy_block))
     status = cli("index", "status", "--json")
     assert status.code == ExitCode.OK
     assert status.json["behind"] == 0

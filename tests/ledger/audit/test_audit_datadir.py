@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from ledger.chain.client import connect_web3
 from ledger.cli.app import main
 from ledger.devservices import DevServices
 from ledger.exit_codes import ExitCode
 from ledger.settings import Settings
-from tests.support.chain import Consortium, web3_for
+from tests.support.chain import Consortium
 
 pytestmark = [
     pytest.mark.anvil,
@@ -25,10 +25,8 @@ pytestmark = [
 def test_audit_restarts_the_embedded_chain_of_a_stopped_demo(
     tmp_path: Path,
     dev_keys: list[tuple[str, str]],
-    contracts: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    artifact_abis: None,
 ) -> None:
     for name in list(os.environ):
         if name.startswith("MESHPROV_"):
@@ -37,10 +35,10 @@ def test_audit_restarts_the_embedded_chain_of_a_stopped_demo(
     services = DevServices(settings)
     try:
         url = services.up(("anvil",))["anvil"].url
-        c = Consortium.deploy(web3_for(url), dev_keys, contracts, validators=2, contributors=2)
-        task_id = c.create_task(quorum=1)
+        c = Consortium.deploy(connect_web3(url), dev_keys, validators=2, contributors=2, quorum=1)
+        task_id = c.task_id
         record = c.run_round(task_id)
-        c.deployed.write_record(tmp_path / "deployment.json")
+        c.record.write(tmp_path / "deployment.json")
         assert services.down() == ["anvil"]  # anvil writes its state on SIGTERM
 
         capsys.readouterr()

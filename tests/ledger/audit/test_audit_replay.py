@@ -13,6 +13,7 @@ import pytest
 
 from ledger.aggregation import AggregationSpec, Contribution, prepare
 from ledger.aggregation.output import write_aggregation
+from ledger.chain.client import connect_web3
 from ledger.cli.app import main
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
@@ -20,7 +21,7 @@ from ledger.devservices import AnvilProcess
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
 from ledger.updatefile import GenesisMeta, UpdateFile, UpdateMeta, write_aggregate, write_update
-from tests.support.chain import Consortium, chain_snapshot, fake_digest, web3_for
+from tests.support.chain import Consortium, chain_snapshot, fake_digest
 
 pytestmark = pytest.mark.anvil
 
@@ -79,7 +80,6 @@ def _reject_second(_v: int, i: int, _r: int) -> int:
 def round_with_files(
     anvil: AnvilProcess,
     dev_keys: list[tuple[str, str]],
-    contracts: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Any:
     """Task 1 (trimmed mean 25 %) with a genesis file; round 1 of real updates, update 1 rejected, finalized
@@ -95,12 +95,18 @@ def round_with_files(
         GenesisMeta(model="tiny-linear"),
     )
     base_cid = store.put_file(genesis)
-    w3 = web3_for(anvil.rpc_url)
+    w3 = connect_web3(anvil.rpc_url)
     with chain_snapshot(w3):
-        c = Consortium.deploy(w3, dev_keys, contracts, validators=3, contributors=4)
-        task_id = c.create_task(
-            rule=int(SPEC.rule_id), rule_param=SPEC.encode(), genesis=cid_to_digest(base_cid)
+        c = Consortium.deploy(
+            w3,
+            dev_keys,
+            validators=3,
+            contributors=4,
+            rule=int(SPEC.rule_id),
+            rule_param=SPEC.encode(),
+            genesis=cid_to_digest(base_cid),
         )
+        task_id = c.task_id
         updates = _updates(store, work, c, task_id, base_cid)
         record = c.run_round(
             task_id,
@@ -112,7 +118,7 @@ def round_with_files(
         chosen = [updates[i] for i in (0, 2, 3)]
         aggregate_cid = _aggregate_like_the_worker(store, work, base_cid, chosen, task_id)
         c.finalize(record, cid_to_digest(aggregate_cid))
-        c.deployed.write_record(data_dir / "deployment.json")
+        c.record.write(data_dir / "deployment.json")
         store.close()
         yield c, data_dir, updates, aggregate_cid
 
@@ -124,7 +130,6 @@ def cli(
     anvil: AnvilProcess,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    artifact_abis: None,
 ) -> Any:
     for name in list(os.environ):
         if name.startswith("MESHPROV_"):

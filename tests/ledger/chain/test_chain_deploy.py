@@ -12,8 +12,7 @@ import pytest
 from ledger.chain.artifacts import load_artifact
 from ledger.chain.consortium import Consortium, TaskConfig
 from ledger.chain.deploy import DeployFailed, DeploymentRecord, RecordMissing, RecordUnreadable, deploy
-
-pytestmark = pytest.mark.anvil
+from ledger.exit_codes import ExitCode
 
 ADMIN_ROLE = b"\x00" * 32
 
@@ -43,6 +42,7 @@ def contracts(w3: Any, record: DeploymentRecord) -> tuple[Any, Any]:
     return ledger, token
 
 
+@pytest.mark.anvil
 def test_deploy_grants_roles_creates_the_task_and_names_the_minter(
     w3: Any, dev_keys: list[tuple[str, str]]
 ) -> None:
@@ -78,6 +78,7 @@ def test_deploy_grants_roles_creates_the_task_and_names_the_minter(
     assert any(line.startswith("deploy MeshLedger: block") for line in logged)
 
 
+@pytest.mark.anvil
 def test_deployer_other_than_admin_hands_the_admin_role_over(
     w3: Any, dev_keys: list[tuple[str, str]]
 ) -> None:
@@ -89,6 +90,7 @@ def test_deployer_other_than_admin_hands_the_admin_role_over(
     assert "renounce the deployer's admin role" in record.transactions
 
 
+@pytest.mark.anvil
 def test_deploy_without_funds_fails_at_the_first_step(w3: Any, dev_keys: list[tuple[str, str]]) -> None:
     poor_key = "0x" + hashlib.sha256(b"an account with no ether").hexdigest()
     with pytest.raises(DeployFailed) as info:
@@ -96,6 +98,7 @@ def test_deploy_without_funds_fails_at_the_first_step(w3: Any, dev_keys: list[tu
     assert info.value.step == "deploy MeshToken"
 
 
+@pytest.mark.anvil
 def test_record_round_trips_through_its_file(
     w3: Any, dev_keys: list[tuple[str, str]], tmp_path: Path
 ) -> None:
@@ -111,9 +114,65 @@ def test_record_round_trips_through_its_file(
 
 
 def test_missing_or_broken_record_is_named(tmp_path: Path) -> None:
-    with pytest.raises(RecordMissing):
+    with pytest.raises(RecordMissing) as missing:
         DeploymentRecord.read(tmp_path / "deployment.json")
+    assert missing.value.exit_code == ExitCode.NOT_FOUND
     broken = tmp_path / "broken.json"
-    broken.write_text('{"chain_id": 1}')
-    with pytest.raises(RecordUnreadable, match="ledger"):
+    broken.write_text("{not json")
+    with pytest.raises(RecordUnreadable, match="unreadable") as unreadable:
         DeploymentRecord.read(broken)
+    assert unreadable.value.exit_code == ExitCode.CONFIG
+    assert str(broken) in unreadable.value.message
+
+
+WRITTEN = {
+    "format": 1,
+    "chain_id": 31337,
+    "ledger": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512",
+    "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+    "deploy_block": 2,
+    "task_id": 1,
+    "deployer": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+    "consortium": {},
+    "transactions": {},
+    "artifacts": {},
+}
+
+
+def test_a_record_is_read_exactly_as_it_is_written(tmp_path: Path) -> None:
+    record = DeploymentRecord.from_dict(WRITTEN, tmp_path / "deployment.json")
+    assert record.to_dict() == WRITTEN
+    path = record.write(tmp_path / "deployment.json")
+    assert DeploymentRecord.read(path) == record
+    # Addresses written in lower case (by hand) come back checksummed, as the clients use them.
+    lower = DeploymentRecord.from_dict({**WRITTEN, "ledger": WRITTEN["ledger"].lower()})
+    assert lower.ledger == WRITTEN["ledger"]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        # Spellings other tools used for the block: not the record `meshprov chain deploy` writes.
+        ({"deploy_block": None, "block": 2}, "`deploy_block` is missing"),
+        ({"deploy_block": None, "start_block": 2}, "`deploy_block` is missing"),
+        ({"ledger": None, "ledger_address": WRITTEN["ledger"]}, "`ledger` is missing"),
+        ({"task_id": None, "chain_id": None}, "`chain_id`, `task_id` is missing"),
+        ({"format": None}, "`format` is None, not 1"),
+        ({"format": 2}, "`format` is 2, not 1"),
+        ({"chain_id": "31337"}, "`chain_id` must be a non-negative integer"),
+        ({"deploy_block": True}, "`deploy_block` must be a non-negative integer"),
+        ({"token": "0x1234"}, "`token` must be an address"),
+        ({"consortium": []}, "`consortium` must be a JSON object"),
+    ],
+)
+def test_anything_but_the_written_format_is_refused_naming_the_file_and_field(
+    tmp_path: Path, change: dict[str, Any], named: str
+) -> None:
+    data = {k: v for k, v in {**WRITTEN, **change}.items() if v is not None}  # None: the field is left out
+    path = tmp_path / "deployment.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordUnreadable) as caught:
+        DeploymentRecord.read(path)
+    assert named in caught.value.message
+    assert str(path) in caught.value.message
+    assert caught.value.exit_code == ExitCode.CONFIG

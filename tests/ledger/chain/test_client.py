@@ -12,40 +12,39 @@ from typing import Any
 import pytest
 
 from ledger.chain import errors
+from ledger.chain.artifacts import Artifact
 from ledger.chain.client import (
     ChainIdMismatch,
-    DeploymentMissing,
     LedgerClient,
     LogsBehind,
     NoContract,
     ReadOnlyClient,
     TokenClient,
+    connect_web3,
 )
+from ledger.chain.deploy import RecordMissing, RecordUnreadable
 from ledger.chain.types import Ballot, Phase, Role, Settlement, SubmissionInfo, TaskParams, bitmap
 from ledger.devservices import AnvilProcess
 from ledger.errors import ServiceUnavailable
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
 from ledger.settings import Settings
-from tests.support.chain import Consortium, chain_snapshot, fake_digest, rpc, web3_for
+from tests.support.chain import Consortium, chain_snapshot, fake_digest, rpc
 
 pytestmark = pytest.mark.anvil
 
 
 @pytest.fixture(scope="module")
-def consortium(
-    anvil: AnvilProcess, dev_keys: list[tuple[str, str]], contracts: dict[str, Any]
-) -> Iterator[Consortium]:
+def consortium(anvil: AnvilProcess, dev_keys: list[tuple[str, str]]) -> Iterator[Consortium]:
     """Token + ledger deployed once for the module, roles granted, one task with round 1 open."""
-    w3 = web3_for(anvil.rpc_url)
+    w3 = connect_web3(anvil.rpc_url)
     with chain_snapshot(w3):
-        c = Consortium.deploy(w3, dev_keys, contracts, validators=3, contributors=4)
-        c.task_id = c.create_task(quorum=2)  # type: ignore[attr-defined]
+        c = Consortium.deploy(w3, dev_keys, validators=3, contributors=4, quorum=2)
         yield c
 
 
 @pytest.fixture
-def c(consortium: Consortium, w3: Any, artifact_abis: None) -> Iterator[Consortium]:
+def c(consortium: Consortium, w3: Any) -> Iterator[Consortium]:
     """The module's consortium, every change undone after the test (the `w3` fixture snapshots)."""
     consortium.reset_nonces()
     yield consortium
@@ -56,29 +55,29 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
-def test_every_contract_function_has_a_typed_method(contracts: dict[str, Any]) -> None:
-    for item in contracts["MeshLedger"]["abi"]:
+def test_every_contract_function_has_a_typed_method(contracts: dict[str, Artifact]) -> None:
+    for item in contracts["MeshLedger"].abi:
         if item["type"] != "function":
             continue
         name = item["name"]
         if name.isupper() and not item["inputs"]:
             continue  # constants: LedgerClient.constant(name) / constants()
         assert hasattr(LedgerClient, _snake(name)), f"LedgerClient lacks {_snake(name)} for {name}"
-    for item in contracts["MeshToken"]["abi"]:
+    for item in contracts["MeshToken"].abi:
         if item["type"] == "function":
             assert hasattr(TokenClient, _snake(item["name"])), f"TokenClient lacks {_snake(item['name'])}"
 
 
 def test_reads_return_typed_values(c: Consortium) -> None:
     client = c.client()
-    task = client.task(c.task_id)  # type: ignore[attr-defined]
+    task = client.task(c.task_id)
     assert task.current_round == 1
     assert task.params.quorum == 2
     assert client.task_count() == 1
-    view = client.round_view(c.task_id, 1)  # type: ignore[attr-defined]
+    view = client.round_view(c.task_id, 1)
     assert view.phase is Phase.OPEN
     assert view.base_digest == task.params.genesis_digest
-    assert client.base_digest(c.task_id, 1) == task.params.genesis_digest  # type: ignore[attr-defined]
+    assert client.base_digest(c.task_id, 1) == task.params.genesis_digest
     assert client.validators() == [a for a, _ in c.validators]
     assert client.contributor_count() == 4
     account = client.account(c.contributors[0][0])
@@ -94,7 +93,7 @@ def test_reads_return_typed_values(c: Consortium) -> None:
 
 
 def test_a_round_through_the_client(c: Consortium) -> None:
-    task_id = c.task_id  # type: ignore[attr-defined]
+    task_id = c.task_id
     record = c.run_round(
         task_id, verdict=lambda v, i, r: int(Reason.NON_FINITE) if i == 1 else 0, relayed=False
     )
@@ -112,7 +111,7 @@ def test_a_round_through_the_client(c: Consortium) -> None:
 
 
 def test_submit_update_returns_the_index_and_its_event(c: Consortium) -> None:
-    task_id = c.task_id  # type: ignore[attr-defined]
+    task_id = c.task_id
     first = c.client(c.contributors[0][1]).submit_update(task_id, 1, fake_digest("a"), 10)
     second = c.client(c.contributors[1][1]).submit_update(task_id, 1, fake_digest("b"), 20)
     assert (first.value, second.value) == (0, 1)
@@ -138,7 +137,7 @@ def test_the_eip712_digest_matches_the_contract(c: Consortium) -> None:
 
 
 def test_relayed_and_batch_relayed_submissions(c: Consortium) -> None:
-    task_id = c.task_id  # type: ignore[attr-defined]
+    task_id = c.task_id
     relayer = c.client(c.aggregator[1])
     one = relayer.sign_submission(c.contributors[0][1], task_id, 1, fake_digest("r0"), 5)
     assert relayer.submit_update_for(task_id, 1, one).value == 0
@@ -155,7 +154,7 @@ def test_relayed_and_batch_relayed_submissions(c: Consortium) -> None:
 
 
 def test_signature_problems_raise_named_errors(c: Consortium) -> None:
-    task_id = c.task_id  # type: ignore[attr-defined]
+    task_id = c.task_id
     relayer = c.client(c.aggregator[1])
     contributor, key = c.contributors[0]
     good = relayer.sign_submission(key, task_id, 1, fake_digest("s"), 5)
@@ -176,7 +175,7 @@ def test_signature_problems_raise_named_errors(c: Consortium) -> None:
 
 
 def test_reverts_of_reads_and_writes_are_named(c: Consortium) -> None:
-    task_id = c.task_id  # type: ignore[attr-defined]
+    task_id = c.task_id
     reader = c.client()
     with pytest.raises(errors.UnknownTask) as unknown:
         reader.task(99)
@@ -207,13 +206,13 @@ def test_pause_stops_submissions(c: Consortium) -> None:
     admin.pause()
     assert admin.paused()
     with pytest.raises(errors.EnforcedPause):
-        c.client(c.contributors[0][1]).submit_update(c.task_id, 1, fake_digest("p"), 1)  # type: ignore[attr-defined]
+        c.client(c.contributors[0][1]).submit_update(c.task_id, 1, fake_digest("p"), 1)
     admin.unpause()
     assert not admin.paused()
 
 
 def test_tally_and_ballots(c: Consortium) -> None:
-    task_id = c.task_id  # type: ignore[attr-defined]
+    task_id = c.task_id
     c.run_round(
         task_id, finalize=False, verdict=lambda v, i, r: 0 if v == 0 or i == 0 else int(Reason.NON_FINITE)
     )
@@ -312,9 +311,9 @@ def test_a_transaction_reverted_by_an_earlier_one_in_its_block_is_named(c: Conso
 
 
 def test_events_decode_every_ledger_event_in_order(c: Consortium) -> None:
-    task_id = c.task_id  # type: ignore[attr-defined]
+    task_id = c.task_id
     c.run_round(task_id, relayed=True)
-    events = c.client().events(c.deployed.block)
+    events = c.client().events(c.record.deploy_block)
     names = [e.name for e in events]
     assert names[:1] == ["RoleGranted"]  # the constructor's admin grant
     for expected in ("TaskCreated", "RoundOpened", "UpdateSubmitted", "SubmissionsClosed", "VotesCast"):
@@ -331,7 +330,7 @@ def test_events_decode_every_ledger_event_in_order(c: Consortium) -> None:
     assert [s["role"] for s in settlements] == [int(Role.CONTRIBUTOR)] * 4 + [int(Role.VALIDATOR)] * 3
     assert [s["account"] for s in settlements[:4]] == [a for a, _ in c.contributors]
     assert sum(s["reward"] for s in settlements) > 0
-    only = c.client().events(c.deployed.block, names=["VotesCast"], max_range=3)
+    only = c.client().events(c.record.deploy_block, names=["VotesCast"], max_range=3)
     assert [e.name for e in only] == ["VotesCast"] * 3
     assert only[0].args["indexes"] == bitmap(range(4))
 
@@ -356,39 +355,40 @@ def _settings(tmp_path: Path, url: str, **extra: Any) -> Settings:
 def test_from_settings_reads_the_deployment_record(
     c: Consortium, anvil: AnvilProcess, tmp_path: Path
 ) -> None:
-    c.deployed.write_record(tmp_path / "deployment.json")
+    c.record.write(tmp_path / "deployment.json")
     key = c.contributors[0][1]
     client = LedgerClient.from_settings(_settings(tmp_path, anvil.rpc_url), key=key)
-    assert client.address == c.deployed.ledger
+    assert client.address == c.record.ledger
     assert client.sender_address == c.contributors[0][0]
     assert client.task(1).current_round == 1
-    assert client.deployment is not None
-    assert client.deployment.block == c.deployed.block
+    assert client.deployment == c.record
 
 
 def test_from_settings_refuses_bad_records_and_chains(
     c: Consortium, anvil: AnvilProcess, tmp_path: Path
 ) -> None:
     settings = _settings(tmp_path, anvil.rpc_url)
-    with pytest.raises(DeploymentMissing) as missing:
+    with pytest.raises(RecordMissing) as missing:
         LedgerClient.from_settings(settings)
     assert missing.value.exit_code == ExitCode.NOT_FOUND
-    record = {**c.deployed.record(), "chain_id": 1}
+    assert str(tmp_path / "deployment.json") in missing.value.message
+    record = {**c.record.to_dict(), "chain_id": 1}
     (tmp_path / "deployment.json").write_text(json.dumps(record))
     with pytest.raises(ChainIdMismatch) as mismatch:
         LedgerClient.from_settings(settings)
     assert mismatch.value.exit_code == ExitCode.CONFIG
-    record = {**c.deployed.record(), "ledger": "0x" + "12" * 20}
+    record = {**c.record.to_dict(), "ledger": "0x" + "12" * 20}
     (tmp_path / "deployment.json").write_text(json.dumps(record))
     with pytest.raises(NoContract):
         LedgerClient.from_settings(settings)
     (tmp_path / "deployment.json").write_text("{not json")
-    with pytest.raises(DeploymentMissing, match="unreadable"):
+    with pytest.raises(RecordUnreadable, match="unreadable") as broken:
         LedgerClient.from_settings(settings)
+    assert broken.value.exit_code == ExitCode.CONFIG
 
 
 def test_an_unreachable_rpc_is_service_unavailable(c: Consortium, tmp_path: Path) -> None:
-    c.deployed.write_record(tmp_path / "deployment.json")
+    c.record.write(tmp_path / "deployment.json")
     with pytest.raises(ServiceUnavailable) as info:
         LedgerClient.from_settings(_settings(tmp_path, "http://127.0.0.1:9"))
     assert info.value.exit_code == ExitCode.UNAVAILABLE

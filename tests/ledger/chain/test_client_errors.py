@@ -12,6 +12,7 @@ import pytest
 from eth_abi.abi import encode as abi_encode
 
 from ledger.chain import errors
+from ledger.chain.artifacts import Artifact
 from ledger.chain.errors import REVERT_CLASSES
 from ledger.chain.revert import ContractRevert, ErrorSpec, RevertDecoder, UnknownRevert, error_specs
 from ledger.errors import NotFound
@@ -21,25 +22,25 @@ from tests.support import REPO
 BUILTINS = {"Error", "Panic"}
 
 
-def _abi_errors(contracts: dict[str, dict[str, Any]]) -> dict[str, ErrorSpec]:
+def _abi_errors(contracts: dict[str, Artifact]) -> dict[str, ErrorSpec]:
     specs = {}
     for name in ("MeshLedger", "MeshToken"):
-        for spec in error_specs(contracts[name]["abi"]):
+        for spec in error_specs(contracts[name].abi):
             specs[spec.name] = spec
     return specs
 
 
-def test_every_abi_error_has_a_class(contracts: dict[str, dict[str, Any]]) -> None:
+def test_every_abi_error_has_a_class(contracts: dict[str, Artifact]) -> None:
     missing = sorted(set(_abi_errors(contracts)) - set(REVERT_CLASSES))
     assert missing == [], f"add classes to ledger/chain/errors.py for {missing}"
 
 
-def test_every_class_names_an_abi_error(contracts: dict[str, dict[str, Any]]) -> None:
+def test_every_class_names_an_abi_error(contracts: dict[str, Artifact]) -> None:
     stale = sorted(set(REVERT_CLASSES) - set(_abi_errors(contracts)) - BUILTINS)
     assert stale == [], f"ledger/chain/errors.py maps errors no ABI declares: {stale}"
 
 
-def test_every_class_has_a_hint_naming_only_real_arguments(contracts: dict[str, dict[str, Any]]) -> None:
+def test_every_class_has_a_hint_naming_only_real_arguments(contracts: dict[str, Artifact]) -> None:
     specs = _abi_errors(contracts)
     for name, cls in REVERT_CLASSES.items():
         assert cls.default_hint, f"{name} has no hint"
@@ -67,8 +68,8 @@ def _sample(kind: str) -> Any:
     raise AssertionError(f"no sample for {kind}")
 
 
-def test_revert_data_of_every_error_decodes_to_its_class(contracts: dict[str, dict[str, Any]]) -> None:
-    decoder = RevertDecoder([contracts["MeshLedger"]["abi"], contracts["MeshToken"]["abi"]])
+def test_revert_data_of_every_error_decodes_to_its_class(contracts: dict[str, Artifact]) -> None:
+    decoder = RevertDecoder([contracts["MeshLedger"].abi, contracts["MeshToken"].abi])
     for spec in _abi_errors(contracts).values():
         values = [_sample(t) for t in spec.types]
         data = spec.selector + abi_encode(list(spec.types), values)

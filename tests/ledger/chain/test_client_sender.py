@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ledger.chain import errors
+from ledger.chain.artifacts import Artifact
 from ledger.chain.revert import RevertDecoder, UnknownRevert
 from ledger.chain.sender import TxRejected, TxSender, TxTimeout
 from tests.support.chain import rpc
@@ -17,14 +18,17 @@ pytestmark = pytest.mark.anvil
 
 @pytest.fixture
 def reverter(
-    w3: Any, dev_keys: list[tuple[str, str]], reverter_artifact: dict[str, Any], contracts: dict[str, Any]
+    w3: Any,
+    dev_keys: list[tuple[str, str]],
+    reverter_artifact: dict[str, Any],
+    contracts: dict[str, Artifact],
 ) -> Any:
     sender = TxSender(w3, dev_keys[0][1])
     factory = w3.eth.contract(abi=reverter_artifact["abi"], bytecode=reverter_artifact["bytecode"])
     address, _ = sender.deploy(factory.constructor())
     contract = w3.eth.contract(address=address, abi=reverter_artifact["abi"])
     # Decode with the meshprov ABIs, as the ledger client does: NotInAnyAbi is then unknown.
-    contract.decoder = RevertDecoder([contracts["MeshLedger"]["abi"], contracts["MeshToken"]["abi"]])
+    contract.decoder = RevertDecoder([contracts["MeshLedger"].abi, contracts["MeshToken"].abi])
     return contract
 
 

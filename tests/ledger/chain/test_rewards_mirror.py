@@ -133,15 +133,23 @@ def _round_plan(rng: random.Random, r: int, contributors: int, validators: int) 
 
 @pytest.mark.anvil
 def test_the_mirror_predicts_every_settlement_reputation_and_balance(
-    w3: Any, dev_keys: list[tuple[str, str]], contracts: dict[str, dict[str, Any]]
+    w3: Any, dev_keys: list[tuple[str, str]]
 ) -> None:
-    h = Consortium.deploy(w3, dev_keys, contracts, validators=3, contributors=5)
+    quorum = 2
+    h = Consortium.deploy(
+        w3,
+        dev_keys,
+        validators=3,
+        contributors=5,
+        quorum=quorum,
+        submission_window=WINDOW,
+        vote_window=WINDOW,
+        reward=BUDGET,
+        genesis=fake_digest("g"),
+    )
+    task = h.task_id
     reader = h.client()
     assert RewardConstants.from_chain(reader.constants()) == DEFAULT_CONSTANTS
-    quorum = 2
-    task = h.create_task(
-        quorum=quorum, submission_window=WINDOW, vote_window=WINDOW, reward=BUDGET, genesis=fake_digest("g")
-    )
     book = RewardBook()
     for address, _ in h.contributors:
         book.grant(address, Role.CONTRIBUTOR)

@@ -119,12 +119,11 @@ def test_follow_keeps_the_index_current(
     w3: Any,
     anvil: AnvilProcess,
     dev_keys: list[tuple[str, str]],
-    contracts: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    c = Consortium.deploy(w3, dev_keys, contracts, validators=2, contributors=2)
-    c.deployed.write_record(tmp_path / "data" / "deployment.json")
-    task_id = c.create_task(quorum=2)
+    c = Consortium.deploy(w3, dev_keys, validators=2, contributors=2, quorum=2)
+    c.record.write(tmp_path / "data" / "deployment.json")
+    task_id = c.task_id
     c.run_round(task_id)
     served = serve(
         "--follow",

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anvil
 
 
 def _chain_events(c: Consortium) -> list[Any]:
-    return c.client().events(c.deployed.block)
+    return c.client().events(c.record.deploy_block)
 
 
 def test_sync_indexes_every_event_and_its_projections(h: Consortium, new_index: IndexFactory) -> None:
@@ -59,7 +59,7 @@ def test_sync_is_idempotent(h: Consortium, new_index: IndexFactory) -> None:
     # Re-reading the whole range (checkpoint moved back, rows kept) inserts nothing twice.
     with db.begin() as conn:
         db.set_checkpoint(
-            conn, h.deployed.block - 1, h.w3.eth.get_block(h.deployed.block - 1)["hash"].to_0x_hex()
+            conn, h.record.deploy_block - 1, h.w3.eth.get_block(h.record.deploy_block - 1)["hash"].to_0x_hex()
         )
     again = follower.sync()
     assert again.events == 0
@@ -118,7 +118,7 @@ def _reorg_and_compare(h: Consortium, new_index: IndexFactory, reorganise: Any) 
 def test_a_reorg_by_revert_leaves_the_index_equal_to_the_canonical_chain(
     h: Consortium, new_index: IndexFactory
 ) -> None:
-    task_id = h.task_id  # type: ignore[attr-defined]
+    task_id = h.task_id
     late = h.contributors[2:]
 
     def reorganise() -> None:
@@ -141,7 +141,7 @@ def test_a_reorg_by_revert_leaves_the_index_equal_to_the_canonical_chain(
 
 
 def test_a_reorg_by_anvil_reorg_rewinds_the_dropped_blocks(h: Consortium, new_index: IndexFactory) -> None:
-    task_id = h.task_id  # type: ignore[attr-defined]
+    task_id = h.task_id
     h.run_round(task_id)  # finalizes round 4 in the last blocks
 
     # Replace the last 4 blocks (the round's votes and finalization) by empty ones at the same height.
@@ -152,7 +152,7 @@ def test_a_reorg_by_anvil_reorg_rewinds_the_dropped_blocks(h: Consortium, new_in
 
 def test_a_reorg_to_a_shorter_chain_is_handled(h: Consortium, new_index: IndexFactory) -> None:
     snapshot = rpc(h.w3, "evm_snapshot")
-    h.run_round(h.task_id)  # type: ignore[attr-defined]
+    h.run_round(h.task_id)
     db = _reorg_and_compare(h, new_index, lambda: rpc(h.w3, "evm_revert", snapshot))
     assert db.count("finalizations") == 3
 
@@ -166,7 +166,7 @@ def test_follow_polls_until_stopped(h: Consortium, new_index: IndexFactory) -> N
     def on_sync(result: Any) -> None:
         seen.append(result.events)
         if len(seen) == 2:  # between two polls a new submission lands on chain
-            h.client(h.contributors[2][1]).submit_update(h.task_id, 4, fake_digest("while-following"), 5)  # type: ignore[attr-defined]
+            h.client(h.contributors[2][1]).submit_update(h.task_id, 4, fake_digest("while-following"), 5)
 
     follower.follow(poll=0.05, stop=lambda: len(seen) >= 3, on_sync=on_sync)
     assert seen[0] == before

@@ -96,7 +96,7 @@ def test_anchors_name_every_role_of_a_digest(h: Consortium, q: Queries) -> None:
 
 
 def test_round_detail_has_updates_votes_and_settlement(h: Consortium, q: Queries) -> None:
-    task_id = h.task_id  # type: ignore[attr-defined]
+    task_id = h.task_id
     r2 = h.rounds[1]
     detail = q.round(task_id, 2)
     assert detail.finalized
@@ -144,7 +144,7 @@ def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
     validator = q.account(h.validators[0][0])
     assert validator.roles == ["validator"]
     assert len(validator.votes) == 12
-    assert validator.vote_rounds[0] == (h.task_id, 1)  # type: ignore[attr-defined]
+    assert validator.vote_rounds[0] == (h.task_id, 1)
     board = q.leaderboard()
     by_address = {s.address: s for s in board}
     assert by_address[address].submissions == 4
@@ -156,7 +156,7 @@ def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
 
 def test_tasks_and_rounds_lists(h: Consortium, q: Queries) -> None:
     (task,) = q.tasks()
-    assert task.task_id == h.task_id  # type: ignore[attr-defined]
+    assert task.task_id == h.task_id
     assert task.genesis_cid is not None
     assert task.rule_description.startswith("fedavg")
     rounds = q.rounds(task.task_id)
@@ -177,7 +177,7 @@ def test_tasks_and_rounds_lists(h: Consortium, q: Queries) -> None:
 def test_a_trustless_index_gives_the_same_answers(h: Consortium, q: Queries) -> None:
     client = h.client()
     client.deployment = None
-    memory, result = service.trustless(client, start_block=h.deployed.block)
+    memory, result = service.trustless(client, start_block=h.record.deploy_block)
     assert result.events == q.db.count("events")
     assert memory.dump() == q.db.dump()
     r2 = h.rounds[1]
