@@ -494,10 +494,9 @@ def offline_verdict(
     update_file: Path, base: Path, record: Any, limits: CheckLimits, *, peers: list[Path]
 ) -> Any:
     """The verdict `worker check` prints: per-update checks, then the round checks against ``peers``."""
-    from ledger.checks import ChainRecord
+    from ledger.checks import ChainRecord, judge_round, judge_update
     from ledger.errors import MeshprovError
     from ledger.updatefile import FileRejected, UpdateFile
-    from worker.verify import judge_round, judge_update
 
     try:
         base_file = UpdateFile.open(base)
