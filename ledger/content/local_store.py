@@ -209,7 +209,7 @@ class LocalStore:
         root = CID.parse(cid).digest
         # Check the root before the generator starts, so a missing CID fails at the call, not the first next().
         self._read_block(root, root)
-        return iter_file(root, lambda d: self._read_block(d, root), max_bytes=max_bytes, store=self.name)
+        return iter_file(root, lambda d: self._read_block(d, root), max_bytes=max_bytes)
 
     def has(self, cid: str) -> bool:
         return self.block_path(CID.parse(cid).digest).is_file()
@@ -217,7 +217,7 @@ class LocalStore:
     def pin(self, cid: str) -> None:
         parsed = CID.parse(cid)
         # Pinning promises the whole file is here: read (and so verify) every block once.
-        for _ in iter_file(parsed.digest, lambda d: self._read_block(d, parsed.digest), store=self.name):
+        for _ in iter_file(parsed.digest, lambda d: self._read_block(d, parsed.digest)):
             pass
         self._mark_pinned(parsed.v0)
 
