@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from ledger.checks import Verdict
 from ledger.content import (
     CidMismatch,
     ContentNotFound,
@@ -31,7 +30,6 @@ from worker.config import WorkerConfig, parse_failpoints
 from worker.errors import InvalidJob, StoreFault
 from worker.fetch import ensure_base, fetch
 from worker.tasks import validate_job, validator_queue
-from worker.verify import ballot_for
 
 # --- broker messages are untrusted ------------------------------------------------------------------------------
 
@@ -106,20 +104,6 @@ def test_celery_configuration_is_json_only_late_ack_and_redelivers_after_the_tim
     assert conf.task_soft_time_limit == 15
 
 
-# --- ballots ----------------------------------------------------------------------------------------------------
-
-
-def test_ballot_encodes_only_the_updates_to_vote_on_in_ascending_order() -> None:
-    verdicts = [
-        Verdict(Reason.ACCEPTED),
-        Verdict(Reason.NON_FINITE),
-        Verdict(Reason.ACCEPTED),
-        Verdict(Reason.DUPLICATE),
-    ]
-    assert ballot_for(verdicts, 0b1111) == (0b1111, 0b0101, bytes([0, 14, 0, 18]))
-    assert ballot_for(verdicts, 0b1010) == (0b1010, 0, bytes([14, 18]))  # 0 and 2 already voted
-
-
 # --- fetch: the member's fault or ours --------------------------------------------------------------------------
 
 
@@ -179,19 +163,18 @@ def test_fetch_stops_at_the_size_bound_and_leaves_nothing(tmp_path: Path) -> Non
     assert list(tmp_path.glob("*u*")) == []
     got = fetch(store, cid_to_digest(cid), tmp_path / "u", max_bytes=600_000)
     assert got.rejected is None
-    assert got.digest == cid_to_digest(cid)  # hashed while downloading: the Kubo CID of the bytes
+    assert got.digest == cid_to_digest(cid)  # proven by the walk: the Kubo CID of the bytes
     assert (tmp_path / "u").stat().st_size == 600_000
 
 
-def test_fetch_hashes_what_it_downloads_so_an_odd_dag_shows(tmp_path: Path) -> None:
+def test_a_dag_that_is_not_kubos_default_layout_is_the_members_cid_mismatch(tmp_path: Path) -> None:
     data = corpus.base_file()
-    odd = corpus.put_odd_dag(tmp_path / "blocks", data)  # a valid DAG, but not Kubo's default layout
+    odd = corpus.put_odd_dag(tmp_path / "blocks", data)  # a valid DAG of the bytes, but not Kubo's default layout
     got = fetch(LocalStore(tmp_path / "blocks"), cid_to_digest(odd), tmp_path / "u", max_bytes=1 << 20)
-    assert got.rejected is None
-    assert (tmp_path / "u").read_bytes() == data
-    from ledger.content import cid_of_bytes
-
-    assert got.digest == cid_to_digest(cid_of_bytes(data)) != cid_to_digest(odd)
+    assert got.rejected is not None
+    assert got.rejected.reason is Reason.CID_MISMATCH
+    assert "default importer" in got.rejected.detail
+    assert list(tmp_path.glob("*u*")) == []
 
 
 def test_a_base_the_store_cannot_give_is_a_fault(tmp_path: Path) -> None:

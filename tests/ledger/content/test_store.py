@@ -155,6 +155,52 @@ def test_fetch_to_file_is_atomic(sut: StoreUnderTest, tmp_path: Path) -> None:
     assert os.listdir(out_dir) == ["update.safetensors"]
 
 
+def test_fetch_to_file_shows_every_byte_as_it_passes_and_syncs_before_renaming(
+    sut: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random.Random(5).randbytes(600_000)
+    cid = sut.store.put_bytes(data)
+    dest = tmp_path / "got"
+    seen = bytearray()
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    assert fetch_to_file(sut.store, cid, dest, on_bytes=seen.extend) == len(data)
+    assert bytes(seen) == data == dest.read_bytes()
+    assert events == ["fsync", "rename"]
+
+
+class OverflowingStore:
+    """A store that ignores ``max_bytes`` (a buggy or hostile backend)."""
+
+    name = "overflowing"
+
+    def get(self, cid: str, *, max_bytes: int | None = None) -> Iterator[memoryview]:
+        for _ in range(10):
+            yield memoryview(b"x" * 1000)
+
+
+def test_fetch_to_file_holds_the_size_bound_even_against_the_store(tmp_path: Path) -> None:
+    dest = tmp_path / "got"
+    seen: list[int] = []
+    with pytest.raises(ContentTooLarge):
+        fetch_to_file(
+            OverflowingStore(), HELLO_V0, dest, max_bytes=2500, on_bytes=lambda b: seen.append(len(b))
+        )  # type: ignore[arg-type]
+    assert sum(seen) <= 2500
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_open_stream_reads_in_any_pieces(sut: StoreUnderTest) -> None:
     data = random.Random(4).randbytes(555_555)
     cid = sut.store.put_bytes(data)
