@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.content import (
+    CidMismatch,
     ContentNotFound,
     ContentStore,
     ContentTooLarge,
@@ -198,6 +199,28 @@ def test_fetch_to_file_holds_the_size_bound_even_against_the_store(tmp_path: Pat
             OverflowingStore(), HELLO_V0, dest, max_bytes=2500, on_bytes=lambda b: seen.append(len(b))
         )  # type: ignore[arg-type]
     assert sum(seen) <= 2500
+    assert list(tmp_path.iterdir()) == []
+
+
+class BytesStore:
+    """A third-party store that hands over whatever bytes it holds, verifying nothing."""
+
+    name = "bytes"
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def get(self, cid: str, *, max_bytes: int | None = None) -> Iterator[memoryview]:
+        yield memoryview(self.data)
+
+
+def test_fetch_to_file_proves_the_kubo_cid_of_a_store_that_does_not(tmp_path: Path) -> None:
+    dest = tmp_path / "got"
+    assert fetch_to_file(BytesStore(HELLO), HELLO_V0, dest) == len(HELLO)  # type: ignore[arg-type]
+    assert dest.read_bytes() == HELLO
+    dest.unlink()
+    with pytest.raises(CidMismatch):
+        fetch_to_file(BytesStore(HELLO + b"!"), HELLO_V0, dest)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
 
 
