@@ -6,13 +6,16 @@ processes pinned to one core (CPU seconds, "per core"):
 * sha-256 of the files: the floor any content-addressed check pays (one hash pass);
 * ledger's ``verify_update`` on a file already on disk: Kubo CID and every per-update check, fused in one read
   (what ``benchmarks/aggregate.py`` reports as "verification", target >= 1 GB/s per core);
-* the worker's path for one update: ``worker.fetch.fetch`` from the store (the store checks every block's hash,
-  the worker computes the Kubo CID as the bytes stream in, the file is written) and ``worker.verify.judge_update``
-  with that CID (the checks read the file once more, from the page cache);
-* the fetch alone, to show where the time goes.
+* the worker's path for one update: ``worker.fetch.fetch`` from the store (the store hashes every block once as
+  it reads it and checks the DAG is Kubo's default layout, which proves the chain's CID; the file is written,
+  fsynced and renamed) and ``ledger.checks.judge_update`` with that proven CID (the checks read the file once
+  more, from the page cache, to scan the values: no second hashing pass);
+* the fetch alone (the verified download: what the worker pays to know it holds the anchored bytes);
+* the store's verified read alone, without writing a file (every block hashed once, the layout checked).
 
-    python benchmarks/verify.py            # 16 updates x 25M float32 parameters (1.6 GB of files)
-    python benchmarks/verify.py --small    # 16 updates x 1M parameters
+    python benchmarks/verify.py                 # 16 updates x 25M float32 parameters (1.6 GB of files)
+    python benchmarks/verify.py --updates 4     # 4 such updates (~100 MiB each)
+    python benchmarks/verify.py --small         # 16 updates x 1M parameters
     python benchmarks/verify.py --json
 """
 
@@ -34,7 +37,7 @@ import numpy as np
 FULL = {"n": 16, "params": 25_000_000}
 SMALL = {"n": 16, "params": 1_000_000}
 TASK, ROUND = 1, 1
-PARTS = ("sha256", "ledger", "worker", "fetch")
+PARTS = ("sha256", "ledger", "worker", "fetch", "read")
 
 
 def shapes(params: int) -> dict[str, tuple[int, ...]]:
@@ -77,12 +80,11 @@ def write_round(root: Path, n: int, params: int) -> dict[str, Any]:
 
 def child(job: dict[str, Any], part: str) -> dict[str, Any]:
     from ledger.aggregation.source import describe_source
-    from ledger.checks import ChainRecord, CheckLimits, verify_update
-    from ledger.content import cid_to_digest
+    from ledger.checks import ChainRecord, CheckLimits, judge_update, verify_update
+    from ledger.content import cid_to_digest, digest_to_cid
     from ledger.content.local_store import LocalStore
     from ledger.updatefile import UpdateFile
     from worker.fetch import fetch, remove
-    from worker.verify import judge_update
 
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     import eth_utils  # noqa: F401  (imported lazily by the metadata parser: not part of the measurement)
@@ -111,6 +113,10 @@ def child(job: dict[str, Any], part: str) -> dict[str, Any]:
                 )
                 assert verdict.accepted, verdict.detail
                 continue
+            if part == "read":
+                for _ in store.get(digest_to_cid(digest), max_bytes=limits.max_update_bytes):
+                    pass
+                continue
             dest = scratch / "update.safetensors"
             got = fetch(store, digest, dest, max_bytes=limits.max_update_bytes)
             assert got.rejected is None
@@ -124,8 +130,10 @@ def child(job: dict[str, Any], part: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu, "bytes": total}
 
 
-def run(small: bool) -> dict[str, Any]:
-    size = SMALL if small else FULL
+def run(small: bool, updates: int | None = None) -> dict[str, Any]:
+    size = dict(SMALL if small else FULL)
+    if updates is not None:
+        size["n"] = updates
     with tempfile.TemporaryDirectory(prefix="meshprov-verify-bench-") as tmp:
         started = time.perf_counter()
         job = write_round(Path(tmp), size["n"], size["params"])
@@ -147,8 +155,9 @@ def run(small: bool) -> dict[str, Any]:
 LABELS = {
     "sha256": ("sha-256 of the files (one hash pass: the floor)", None),
     "ledger": ("ledger verify_update on a local file (Kubo CID + checks, one read)", 1.0),
-    "worker": ("worker glue: fetch from the store (+ CID while streaming) + checks", None),
-    "fetch": ("worker fetch alone (store block hashes + Kubo CID + write)", None),
+    "worker": ("worker: verified fetch from the local store + checks", None),
+    "fetch": ("worker fetch alone (block hashes + layout check + write + fsync)", None),
+    "read": ("local store's verified read alone (block hashes + layout check)", None),
 }
 
 
@@ -176,9 +185,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="1M-parameter models: a quick run")
+    parser.add_argument("--updates", type=int, default=None, help="number of updates (default 16)")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
     args = parser.parse_args()
-    results = run(args.small)
+    results = run(args.small, args.updates)
     rows = table(results)
     if args.json:
         print(json.dumps({"results": results, "table": rows}, indent=2))
