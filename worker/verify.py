@@ -9,7 +9,7 @@ only fetches what it has not judged yet.
 
 Order, for each update (cheapest first, the first failure decides): size bound while downloading, Kubo CID of
 the bytes vs the chain's digest, header pre-parse, metadata vs the chain record, keys/shapes/dtypes vs the round's
-base, finite values, absolute norm bounds; then over the round: z-score, duplicates; then, if this validator has
+base, finite values, absolute norm bounds, the norm in proportion to the base's; then over the round: z-score, duplicates; then, if this validator has
 held-out data, the loss. All of it is ``ledger.checks``: this module only fetches, caches and votes.
 """
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.aggregation.source import TensorInfo, TensorSource, describe_source
 from ledger.chain.types import Phase
-from ledger.checks import ChainRecord, Judged, Verdict, ballot_for, judge_round, judge_update
+from ledger.checks import ChainRecord, Judged, Verdict, ballot_for, base_norm, judge_round, judge_update
 from ledger.content import digest_to_cid
 from worker.chain_port import RoundInfo, Submission
 from worker.errors import NotReady, StoreFault
@@ -104,6 +104,7 @@ class _Round:
     layout: Sequence[TensorInfo]
     directory: Path
     max_bytes: int
+    base_scale: float | None
 
 
 def _verdicts(rt: Runtime, view: RoundInfo, subs: Sequence[Submission], *, lock: Any) -> list[Verdict]:
@@ -121,7 +122,8 @@ def _verdicts(rt: Runtime, view: RoundInfo, subs: Sequence[Submission], *, lock:
             f"the base model {digest_to_cid(view.base_digest)} is unreadable: {exc.detail}"
         ) from None
     with base_file as base:
-        ctx = _Round(rt, view, base, describe_source(base), round_dir, max_bytes)
+        layout = describe_source(base)
+        ctx = _Round(rt, view, base, layout, round_dir, max_bytes, base_norm(base, layout))
         judged = []
         for sub in subs:
             one = _judge_cached(ctx, sub)
@@ -162,6 +164,7 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
                 digest=got.digest,
                 evaluate=ctx.rt.evaluate,
                 base_loss=_cached_base_loss(ctx.directory),
+                base_scale=ctx.base_scale,
             )
     finally:
         remove(path)

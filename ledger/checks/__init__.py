@@ -1,7 +1,7 @@
 """The validator checks (pure: no Celery, no chain, no torch): each failure is a stable `ledger.reasons.Reason`.
 
-    limits.py         CheckLimits: size, header, norm bounds, z-score, duplicates, loss margin
-    update_checks.py  the checks in order (verify_update, judge_in_round, check_loss, check_update)
+    limits.py         CheckLimits: size, header, norm bounds, scale against the base, z-score, duplicates, loss margin
+    update_checks.py  the checks in order (verify_update, judge_in_round, check_loss, check_update, base_norm)
     profile.py        the one streaming pass: finite, L2 norm, fingerprint -> UpdateProfile
     round.py          round-level statistics: robust z-score of the log norm, duplicates
     judge.py          a round judged from files: judge_update, judge_round, ballot_for, Judged
@@ -17,6 +17,7 @@ from ledger.checks.round import RoundStats, cosine, is_duplicate, round_stats
 from ledger.checks.update_checks import (
     ChainRecord,
     LossFn,
+    base_norm,
     check_digest,
     check_in_round,
     check_layout,
@@ -43,6 +44,7 @@ __all__ = [
     "UpdateRejected",
     "Verdict",
     "ballot_for",
+    "base_norm",
     "check_digest",
     "check_in_round",
     "check_layout",

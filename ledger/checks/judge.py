@@ -51,12 +51,22 @@ def judge_update(
     digest: bytes | None = None,
     evaluate: LossFn | None = None,
     base_loss: float | None = None,
+    base_scale: float | None = None,
 ) -> Judged:
     """The per-update checks of a downloaded update file (and the loss, if the validator can evaluate it).
 
     ``digest`` is the Kubo digest of the file's bytes when the download proved it (the file is then read once,
-    by the value scan); None hashes the file here."""
-    verdict = verify_update(path, base=base, record=record, limits=limits, digest=digest, base_layout=layout)
+    by the value scan); None hashes the file here. ``base_scale`` is the base's norm (``base_norm``), computed
+    once per round; None scans the base here when the scale check needs it."""
+    verdict = verify_update(
+        path,
+        base=base,
+        record=record,
+        limits=limits,
+        digest=digest,
+        base_layout=layout,
+        base_scale=base_scale,
+    )
     if verdict.digest is None and record.digest is not None:
         verdict = verdict.but(digest=record.digest)
     loss = None

@@ -14,6 +14,7 @@ from ledger.checks import (
     Judged,
     Verdict,
     ballot_for,
+    base_norm,
     judge_round,
     judge_update,
     kubo_digest,
@@ -67,6 +68,41 @@ def test_a_round_is_judged_per_update_then_against_the_others(base_path: Path) -
     assert all(j.verdict.accepted for j in judged[:5] + judged[6:])  # alone, x30 of a small update passes
     verdicts = judge_round(judged, limits)
     assert [v.reason for v in verdicts] == [Reason.ACCEPTED] * 5 + [Reason.NON_FINITE, Reason.NORM_OUTLIER]
+
+
+def test_a_round_of_only_scaled_updates_is_rejected_though_none_is_an_outlier_among_them(
+    base_path: Path,
+) -> None:
+    limits = CheckLimits()
+    honest = [_delta(seed, scale=0.1) for seed in range(1, 6)]  # about 0.1x the base's norm
+    assert [v.reason for v in judge_round(_judge(base_path, honest, limits), limits)] == [Reason.ACCEPTED] * 5
+    scaled = [{"w": d["w"] * 100} for d in honest]  # about 10x the base's norm, all alike
+    verdicts = judge_round(_judge(base_path, scaled, limits), limits)
+    assert [v.reason for v in verdicts] == [Reason.SCALE_OUT_OF_PROPORTION] * 5
+    unchecked = CheckLimits(max_scale_ratio=None)  # the z-score alone sees nothing wrong: they agree
+    assert [v.reason for v in judge_round(_judge(base_path, scaled, unchecked), unchecked)] == [
+        Reason.ACCEPTED
+    ] * 5
+
+
+def test_the_base_norm_can_be_given_once_per_round(base_path: Path) -> None:
+    with UpdateFile.open(base_path) as base:
+        scale = base_norm(base)
+    assert scale is not None
+    path = base_path.parent / "u.safetensors"
+    meta = UpdateMeta(
+        task=1, round=1, base=digest_to_cid(kubo_digest(base_path)), contributor=ALICE, num_samples=1
+    )
+    write_update(path, {"w": _base()["w"] * 3}, meta)  # 3x the base: inside 5x
+    record = ChainRecord(base=kubo_digest(base_path))
+    with UpdateFile.open(base_path) as base:
+        layout = describe_source(base)
+        found = judge_update(path, base=base, layout=layout, record=record, limits=CheckLimits())
+        told = judge_update(
+            path, base=base, layout=layout, record=record, limits=CheckLimits(), base_scale=scale / 2
+        )
+    assert found.verdict.accepted
+    assert told.verdict.reason is Reason.SCALE_OUT_OF_PROPORTION
 
 
 def test_the_same_bytes_twice_are_a_duplicate_of_the_earlier_submission(base_path: Path) -> None:
