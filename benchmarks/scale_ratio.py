@@ -11,8 +11,8 @@ runs in its own process.
 
     python benchmarks/scale_ratio.py [--rounds 10] [--seeds 0 1 2] [--alphas 0.1 0.5 10] [--nodes 2 5 10] [--json]
 
-docs/worker.md ("Scale against the base") has the numbers: ``--nodes 5`` and ``--nodes 10`` with seeds 0-2, ``--nodes 2``
-with seeds 0-4 (a few minutes on 2 cores).
+docs/worker.md ("Scale against the base") has the numbers of the defaults (about 10 minutes on 2 busy cores) and
+of ``--nodes 2 --seeds 3 4``.
 """
 
 from __future__ import annotations

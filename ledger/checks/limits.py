@@ -11,11 +11,11 @@ DEFAULT_MAX_UPDATE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_SCALE_RATIO = 5.0
 """Honest digits updates (``node.training`` with each model's tuned settings; MLP and CNN, 2/5/10 members,
-α = 0.1/0.5/10, 3-5 seeds, rounds 1-10 from genesis: 3,300 updates, ``benchmarks/scale_ratio.py``) measure at most
-1.69x their base's norm (99th percentile 1.44x, medians 0.01-0.19x; nearly all those over 1x are round 1's, from
-the random initial weights): 5x leaves a margin of about 3. A x10 scaled update exceeds it in 6-12 % of cases, a
-x100 one in 78-85 % (docs/worker.md); the in-round z-score sees the rest. Update-level DP noise counts in the norm:
-a federation using ``--dp-noise`` must raise the bound (docs/worker.md)."""
+α = 0.1/0.5/10, seeds 0-2, rounds 1-10 from genesis: 3,060 updates, ``benchmarks/scale_ratio.py``) measure at most
+1.61x their base's norm (1.69x with two more seeds; 99th percentile 1.35x; nearly all those over 1x are round 1's,
+from the random initial weights): 5x leaves a margin of about 3. A x10 scaled update exceeds it in 6-13 % of
+cases, a x100 one in 80-87 % (docs/worker.md); the in-round z-score sees the rest. Update-level DP noise counts in
+the norm: a federation using ``--dp-noise`` must raise the bound (docs/worker.md)."""
 
 
 @dataclass(frozen=True)
