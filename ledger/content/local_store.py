@@ -260,13 +260,15 @@ class LocalStore:
             detail = None if digest == root else f"block {CID(digest).v0} of it is missing"
             raise ContentNotFound(root_cid, self.name, detail=detail) from None
         try:
-            block = os.read(fd, MAX_BLOCK_SIZE + 1)
-            while len(block) <= MAX_BLOCK_SIZE and (more := os.read(fd, MAX_BLOCK_SIZE + 1 - len(block))):
+            size = os.fstat(fd).st_size
+            if size > MAX_BLOCK_SIZE:
+                raise MalformedDag(CID(digest).v0, f"block larger than {MAX_BLOCK_SIZE} bytes")
+            # Exactly the block's size: a larger buffer would make every read a fresh mapping to fault in.
+            block = os.read(fd, size)
+            while len(block) < size and (more := os.read(fd, size - len(block))):
                 block += more
         finally:
             os.close(fd)
-        if len(block) > MAX_BLOCK_SIZE:
-            raise MalformedDag(CID(digest).v0, f"block larger than {MAX_BLOCK_SIZE} bytes")
         actual = hashlib.sha256(block).digest()
         if actual != digest:
             raise CorruptBlock(CID(digest).v0, actual, where=path)
