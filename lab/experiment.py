@@ -3,8 +3,8 @@ validators' checks, settled by the contract's rules and aggregated by the ledger
 
 It is the pipeline minus transport. Members train with ``node.training`` and publish with ``node.behaviours``;
 every published delta is written as a real update file (``ledger.updatefile``) with the metadata the chain would
-record; the verdicts come from the validator's own functions (``worker.verify.judge_update`` / ``judge_round``,
-which call ``ledger.checks``, with the demo's held-out loss check); the accepted set is the quorum outcome of the
+record; the verdicts come from the validator's own functions (``ledger.checks.judge_update`` / ``judge_round``,
+which ``worker.verify`` calls, with the demo's held-out loss check); the accepted set is the quorum outcome of the
 validators' ballots; rewards and reputations are settled by ``ledger.rewards`` (the contract's integer formulas);
 the aggregate is written by ``ledger.aggregation`` exactly as the aggregator writes it. So an update's CID, the
 aggregate's CID and every settlement are the ones the real system produces for the same inputs
@@ -459,8 +459,8 @@ def judge_files(
     """The validator's verdicts on a round's update files (``records``: the ``ChainRecord`` of each)."""
     # The validator's own pure functions, so that the experiment judges exactly as a worker does.
     from ledger.aggregation.source import describe_source
+    from ledger.checks import judge_round, judge_update
     from ledger.updatefile import UpdateFile
-    from worker.verify import judge_round, judge_update
 
     with UpdateFile.open(base_path) as base:
         layout = describe_source(base)

@@ -31,6 +31,7 @@ class Reason(IntEnum):
     NORM_TOO_SMALL = 17
     DUPLICATE = 18
     LOSS_REGRESSION = 19
+    SCALE_OUT_OF_PROPORTION = 20
 
     @property
     def slug(self) -> str:
@@ -64,4 +65,6 @@ REASON_HELP: dict[Reason, str] = {
     Reason.DUPLICATE: "The update is a copy of another member's update in the same round.",
     Reason.LOSS_REGRESSION: "On the validator's held-out data the update makes the model worse than the base by "
     "more than the allowed margin.",
+    Reason.SCALE_OUT_OF_PROPORTION: "The update's L2 norm is out of proportion to the base model's: more than the "
+    "allowed multiple of the base's norm (a scaled or boosted update).",
 }

@@ -1,9 +1,9 @@
 """The round's base model: fetched from the store by the digest the chain records, verified, loaded as weights.
 
 A base is a genesis file or a previous round's aggregate: full weights in a safetensors file whose CID is the
-chain's digest. Downloads land in a cache directory of the node (``<cid>.safetensors``), renamed into place only
-once the store has verified the bytes against the CID; a cached file is re-hashed before use, so a file changed
-on disk is fetched again rather than trained on.
+chain's digest. Downloads land in a cache directory of the node (``<cid>.safetensors``) through
+:func:`ledger.content.fetch_to_file`, renamed into place only once the bytes are proven to have that CID; a cached
+file is re-hashed before use, so a file changed on disk is fetched again rather than trained on.
 """
 
 from __future__ import annotations
@@ -51,10 +51,7 @@ def fetch_base(
     last = ""
     for attempt in range(1, attempts + 1):
         try:
-            fetch_to_file(store, cid, path, max_bytes=max_bytes, progress=progress)
-            if cid_of_file(path) != cid:  # the stores verify; this guards a store that does not
-                path.unlink()
-                raise ContentError(f"the bytes fetched for {cid} hash to another CID")
+            fetch_to_file(store, cid, path, max_bytes=max_bytes, progress=progress)  # proves the Kubo CID
             return path
         except (ContentError, ServiceUnavailable, OSError) as exc:
             last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

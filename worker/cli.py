@@ -112,6 +112,17 @@ ZScore = Annotated[
         "--zscore", min=0, help="Robust z-score threshold of the log norm (0: off).", rich_help_panel=_CHECKS
     ),
 ]
+MaxScale = Annotated[
+    float | None,
+    typer.Option(
+        "--max-scale-ratio",
+        min=0,
+        help="Reject an update whose L2 norm exceeds this multiple of the base model's norm "
+        "(default: ledger's DEFAULT_MAX_SCALE_RATIO, 5; 0: off).",
+        show_default=False,
+        rich_help_panel=_CHECKS,
+    ),
+]
 LossDelta = Annotated[
     float | None,
     typer.Option(
@@ -129,14 +140,22 @@ Evaluator = Annotated[
 
 
 def _limits(
-    settings: Settings, max_norm: float | None, min_norm: float, zscore: float, loss_delta: float | None
+    settings: Settings,
+    max_norm: float | None,
+    min_norm: float,
+    zscore: float,
+    loss_delta: float | None,
+    *,
+    max_scale_ratio: float | None,
 ) -> CheckLimits:
     from ledger.checks import CheckLimits
+    from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
 
     return CheckLimits(
         max_update_bytes=settings.max_update_bytes,
         max_norm=max_norm,
         min_norm=min_norm,
+        max_scale_ratio=DEFAULT_MAX_SCALE_RATIO if max_scale_ratio is None else max_scale_ratio or None,
         zscore_threshold=zscore or None,
         loss_delta=loss_delta,
     )
@@ -216,6 +235,7 @@ def run(
     cache_dir: CacheDir = None,
     max_norm: MaxNorm = None,
     min_norm: MinNorm = 0.0,
+    max_scale_ratio: MaxScale = None,
     zscore: ZScore = 3.5,
     loss_delta: LossDelta = None,
     evaluator: Evaluator = None,
@@ -251,7 +271,7 @@ def run(
             f"a {role} needs this member's key",
             hint="set MESHPROV_PRIVATE_KEY_FILE (or MESHPROV_PRIVATE_KEY)",
         )
-    limits = _limits(s, max_norm, min_norm, zscore, loss_delta)
+    limits = _limits(s, max_norm, min_norm, zscore, loss_delta, max_scale_ratio=max_scale_ratio)
     rt = _runtime(s, config=config, role=role, key=key, limits=limits, evaluator=evaluator)
     _preflight(rt)
     _serve(rt, concurrency=concurrency, pool=pool, loglevel=loglevel, watch=watch)
@@ -447,6 +467,7 @@ def check(
     ] = None,
     max_norm: MaxNorm = None,
     min_norm: MinNorm = 0.0,
+    max_scale_ratio: MaxScale = None,
     zscore: ZScore = 3.5,
     json_output: JsonFlag = False,
 ) -> None:
@@ -459,7 +480,7 @@ def check(
         if not path.is_file():
             raise NotFound(f"no such file: {path}")
     s = load_settings()
-    limits = _limits(s, max_norm, min_norm, zscore, None)
+    limits = _limits(s, max_norm, min_norm, zscore, None, max_scale_ratio=max_scale_ratio)
     record = ChainRecord(
         digest=cid_to_digest(cid) if cid else None,
         task=task,
@@ -493,10 +514,9 @@ def offline_verdict(
     update_file: Path, base: Path, record: Any, limits: CheckLimits, *, peers: list[Path]
 ) -> Any:
     """The verdict `worker check` prints: per-update checks, then the round checks against ``peers``."""
-    from ledger.checks import ChainRecord
+    from ledger.checks import ChainRecord, base_norm, judge_round, judge_update
     from ledger.errors import MeshprovError
     from ledger.updatefile import FileRejected, UpdateFile
-    from worker.verify import judge_round, judge_update
 
     try:
         base_file = UpdateFile.open(base)
@@ -506,11 +526,13 @@ def offline_verdict(
         from ledger.aggregation.source import describe_source
 
         layout = describe_source(model)
+        scale = base_norm(model, layout) if limits.max_scale_ratio is not None else None
         peer_record = ChainRecord(base=record.base)
+        files = [(p, peer_record) for p in peers] + [(update_file, record)]
         judged = [
-            judge_update(p, base=model, layout=layout, record=peer_record, limits=limits) for p in peers
+            judge_update(p, base=model, layout=layout, record=r, limits=limits, base_scale=scale)
+            for p, r in files
         ]
-        judged.append(judge_update(update_file, base=model, layout=layout, record=record, limits=limits))
     return judge_round(judged, limits)[-1]
 
 

@@ -5,15 +5,13 @@
 * Our fault (:class:`~worker.errors.StoreFault`, retried, never a verdict): the store is down or slow, does not
   hold the content (yet), or hands back bytes that do not match the CID (a corrupt or lying store).
 
-Downloads go to a temporary file renamed into place only once the store has verified the whole content; the
-Kubo CID of the bytes is computed as they stream in (the checks then need not hash the file again).
+Downloads are :func:`ledger.content.fetch_to_file`: a temporary file renamed into place only once the bytes are
+proven to have the Kubo-default CID asked for, so the checks need not hash the file again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,8 +27,8 @@ from ledger.content import (
     StoreError,
     StoreUnavailable,
     digest_to_cid,
+    fetch_to_file,
 )
-from ledger.content.unixfs import UnixfsHasher
 from ledger.reasons import Reason
 from worker.errors import StoreFault
 
@@ -44,20 +42,16 @@ class Fetched:
 
     rejected: Verdict | None
     digest: bytes | None = None
-    """sha-256 inside the Kubo-default CID of the downloaded bytes, computed while they streamed in."""
-
-
-# Stores whose ``get`` already proves the bytes have the Kubo-default CID asked for (Kubo's client re-imports the
-# stream with the default importer); other stores verify blocks, not the layout, so we hash the bytes ourselves.
-_KUBO_CID_VERIFIED = frozenset({"kubo"})
+    """sha-256 inside the Kubo-default CID of the downloaded bytes: the digest asked for, which the download
+    proved (the checks then need not hash the file)."""
 
 
 def fetch(store: ContentStore, digest: bytes, dest: Path, *, max_bytes: int) -> Fetched:
-    """Download ``digest`` to ``dest`` (atomically, at most ``max_bytes``), hashing the bytes on the way."""
+    """Download ``digest`` to ``dest`` (atomically, at most ``max_bytes``) and sort any failure."""
     cid = digest_to_cid(digest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        kubo_digest = _download(store, cid, dest, max_bytes)
+        fetch_to_file(store, cid, dest, max_bytes=max_bytes)
     except ContentTooLarge as exc:
         got = f"{exc.size} bytes" if exc.size is not None else "more bytes"
         return Fetched(Verdict(Reason.TOO_LARGE, f"{got} than the limit of {max_bytes}", digest=digest))
@@ -75,27 +69,7 @@ def fetch(store: ContentStore, digest: bytes, dest: Path, *, max_bytes: int) -> 
         raise StoreFault(f"cannot name {digest.hex()} as a CID: {exc.problem}") from None
     except OSError as exc:
         raise StoreFault(f"fetching {cid} to {dest}: {exc}") from None
-    return Fetched(None, digest if store.name in _KUBO_CID_VERIFIED else kubo_digest)
-
-
-def _download(store: ContentStore, cid: str, dest: Path, max_bytes: int) -> bytes:
-    """``fetch_to_file`` that also feeds the Kubo importer, so the file is never read back just to hash it."""
-    hasher = UnixfsHasher()
-    hash_it = store.name not in _KUBO_CID_VERIFIED
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in store.get(cid, max_bytes=max_bytes):
-                if hash_it:
-                    hasher.update(chunk)
-                out.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return hasher.finish().digest if hash_it else b""
+    return Fetched(None, digest)
 
 
 def ensure_base(store: ContentStore, digest: bytes, cache: Path, *, max_bytes: int) -> Path:
@@ -104,12 +78,11 @@ def ensure_base(store: ContentStore, digest: bytes, cache: Path, *, max_bytes: i
     if path.is_file():
         return path
     got = fetch(store, digest, path, max_bytes=max_bytes)
-    if got.rejected is not None or got.digest != digest:
+    if got.rejected is not None:
         # The base is anchored on chain (genesis or a finalized aggregate): if we cannot read it, no update of
         # the round can be judged. That is an operator problem, reported and retried, never a verdict.
         remove(path)
-        detail = got.rejected.detail if got.rejected is not None else "its bytes have another Kubo CID"
-        raise StoreFault(f"the base model {digest_to_cid(digest)} cannot be used: {detail}")
+        raise StoreFault(f"the base model {digest_to_cid(digest)} cannot be used: {got.rejected.detail}")
     return path
 
 

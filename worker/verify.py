@@ -9,7 +9,7 @@ only fetches what it has not judged yet.
 
 Order, for each update (cheapest first, the first failure decides): size bound while downloading, Kubo CID of
 the bytes vs the chain's digest, header pre-parse, metadata vs the chain record, keys/shapes/dtypes vs the round's
-base, finite values, absolute norm bounds; then over the round: z-score, duplicates; then, if this validator has
+base, finite values, absolute norm bounds, the norm in proportion to the base's; then over the round: z-score, duplicates; then, if this validator has
 held-out data, the loss. All of it is ``ledger.checks``: this module only fetches, caches and votes.
 """
 
@@ -26,19 +26,8 @@ from typing import TYPE_CHECKING, Any
 from ledger.aggregation.source import TensorInfo, TensorSource, describe_source
 from ledger.chain.errors import AlreadyVoted, RoundNotLive, VotingClosed, WrongRound
 from ledger.chain.types import Phase, RoundView, Submission
-from ledger.checks import (
-    ChainRecord,
-    CheckLimits,
-    LossFn,
-    UpdateProfile,
-    Verdict,
-    check_loss,
-    judge_in_round,
-    round_stats,
-    verify_update,
-)
+from ledger.checks import ChainRecord, Judged, Verdict, ballot_for, base_norm, judge_round, judge_update
 from ledger.content import digest_to_cid
-from ledger.reasons import Reason
 from worker.errors import NotReady, StoreFault
 from worker.fetch import ensure_base, fetch, remove
 from worker.state import renew
@@ -51,103 +40,6 @@ log = logging.getLogger(__name__)
 
 # Reverts that mean "this ballot cannot or need not be cast any more".
 _ROUND_OVER = (WrongRound, RoundNotLive)
-
-
-@dataclass(frozen=True)
-class Judged:
-    """An update's per-update verdict and, when the loss check ran, its loss verdict."""
-
-    verdict: Verdict
-    loss: Verdict | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"verdict": self.verdict.to_dict(), "loss": None if self.loss is None else self.loss.to_dict()},
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Judged:
-        data = json.loads(text)
-        loss = data.get("loss")
-        return cls(Verdict.from_dict(data["verdict"]), Verdict.from_dict(loss) if loss else None)
-
-
-# --- pure parts (files in, verdicts out) --------------------------------------------------------------------
-
-
-def judge_update(
-    path: Path,
-    *,
-    base: TensorSource,
-    layout: Sequence[TensorInfo],
-    record: ChainRecord,
-    limits: CheckLimits,
-    digest: bytes | None = None,
-    evaluate: LossFn | None = None,
-    base_loss: float | None = None,
-) -> Judged:
-    """The per-update checks of a downloaded update file (and the loss, if the validator can evaluate it).
-
-    ``digest`` is the Kubo digest of the file's bytes when the download computed it (the file is then read once,
-    by the value scan); None hashes the file here."""
-    verdict = verify_update(path, base=base, record=record, limits=limits, digest=digest, base_layout=layout)
-    if verdict.digest is None and record.digest is not None:
-        verdict = verdict.but(digest=record.digest)
-    loss = None
-    if verdict.accepted and evaluate is not None and limits.loss_delta is not None:
-        from ledger.updatefile import UpdateFile
-
-        with UpdateFile.open(path) as update:
-            loss = check_loss(update, base, evaluate, limits, base_loss=base_loss)
-    return Judged(verdict, loss)
-
-
-def judge_round(judged: Sequence[Judged], limits: CheckLimits) -> list[Verdict]:
-    """Final verdicts of a round's updates (in submission order) from their per-update verdicts.
-
-    The round-level checks run over the updates that passed the per-update checks; an update whose digest an
-    earlier submission already has is a DUPLICATE (the chain lets two members submit the same digest, but only
-    one of them can have written it); the loss check comes last.
-    """
-    seen: dict[bytes, int] = {}
-    profiles: list[UpdateProfile] = []
-    for i, j in enumerate(judged):
-        p = j.verdict.profile
-        if j.verdict.accepted and p is not None and p.digest not in seen:
-            seen[p.digest] = i
-            profiles.append(p)
-    stats = round_stats(profiles) if profiles else None
-    out = []
-    for i, j in enumerate(judged):
-        v = j.verdict
-        p = v.profile
-        if v.accepted and p is not None and seen.get(p.digest) != i:
-            earlier = digest_to_cid(p.digest)
-            out.append(
-                v.but(reason=Reason.DUPLICATE, detail=f"the same bytes as {earlier}, submitted earlier")
-            )
-            continue
-        v = judge_in_round(v, stats, limits)
-        if v.accepted and j.loss is not None:
-            v = v.but(
-                reason=j.loss.reason, detail=j.loss.detail, loss=j.loss.loss, base_loss=j.loss.base_loss
-            )
-        out.append(v)
-    return out
-
-
-def ballot_for(verdicts: Sequence[Verdict], todo: int) -> tuple[int, int, bytes]:
-    """``voteBatch`` arguments for the updates in the bitmap ``todo``: (indexes, accepts, reasons)."""
-    accepts = 0
-    reasons = bytearray()
-    for i, v in enumerate(verdicts):
-        if not todo >> i & 1:
-            continue
-        reasons.append(int(v.reason))
-        if v.accepted:
-            accepts |= 1 << i
-    return todo, accepts, bytes(reasons)
 
 
 # --- the job ------------------------------------------------------------------------------------------------
@@ -208,6 +100,7 @@ class _Round:
     layout: Sequence[TensorInfo]
     directory: Path
     max_bytes: int
+    base_scale: float | None
 
 
 def _verdicts(rt: Runtime, view: RoundView, subs: Sequence[Submission], *, lock: Any) -> list[Verdict]:
@@ -225,7 +118,8 @@ def _verdicts(rt: Runtime, view: RoundView, subs: Sequence[Submission], *, lock:
             f"the base model {digest_to_cid(view.base_digest)} is unreadable: {exc.detail}"
         ) from None
     with base_file as base:
-        ctx = _Round(rt, view, base, describe_source(base), round_dir, max_bytes)
+        layout = describe_source(base)
+        ctx = _Round(rt, view, base, layout, round_dir, max_bytes, base_norm(base, layout))
         judged = []
         for sub in subs:
             one = _judge_cached(ctx, sub)
@@ -266,6 +160,7 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
                 digest=got.digest,
                 evaluate=ctx.rt.evaluate,
                 base_loss=_cached_base_loss(ctx.directory),
+                base_scale=ctx.base_scale,
             )
     finally:
         remove(path)

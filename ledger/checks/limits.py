@@ -9,6 +9,13 @@ from ledger.errors import ConfigError
 
 DEFAULT_MAX_UPDATE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_SCALE_RATIO = 5.0
+"""Honest digits updates (``node.training`` with each model's tuned settings; MLP and CNN, 2/5/10 members,
+α = 0.1/0.5/10, seeds 0-2, rounds 1-10 from genesis: 3,060 updates, ``benchmarks/scale_ratio.py``) measure at most
+1.61x their base's norm (1.69x with two more seeds; 99th percentile 1.35x; nearly all those over 1x are round 1's,
+from the random initial weights): 5x leaves a margin of about 3. A x10 scaled update exceeds it in 6-13 % of
+cases, a x100 one in 80-87 % (docs/worker.md); the in-round z-score sees the rest. Update-level DP noise counts in
+the norm: a federation using ``--dp-noise`` must raise the bound (docs/worker.md)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,11 @@ class CheckLimits:
 
     min_norm: float = 0.0
     """An update whose norm is at most this is a free-rider (``NORM_TOO_SMALL``); 0 rejects all-zero deltas."""
+
+    max_scale_ratio: float | None = DEFAULT_MAX_SCALE_RATIO
+    """Reject an update whose L2 norm exceeds this multiple of the base model's L2 norm, both over the
+    floating-point tensors (``SCALE_OUT_OF_PROPORTION``); None: off. Needs no round, so the offline check applies
+    it too; not applied when the base's norm is zero (the ratio is undefined)."""
 
     zscore_threshold: float | None = 3.5
     """Reject when the robust z-score of the log norm against the round exceeds this (``NORM_OUTLIER``); None: off.
@@ -57,6 +69,9 @@ class CheckLimits:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite non-negative number or None, got {value}")
+        ratio = self.max_scale_ratio
+        if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
+            raise ConfigError(f"max_scale_ratio must be a finite positive number or None, got {ratio}")
         if not (math.isfinite(self.min_norm) and self.min_norm >= 0):
             raise ConfigError(f"min_norm must be finite and non-negative, got {self.min_norm}")
         if self.zscore_min_peers < 1 or not self.zscore_min_mad > 0:

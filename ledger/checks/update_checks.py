@@ -10,7 +10,8 @@ Per update, as soon as it is submitted (:func:`verify_update`)::
     10 METADATA_MISMATCH   task, round, base model, contributor or num_samples differ from the chain record
  11-13 layout              KEYS_MISMATCH, then per key in sorted order SHAPE_MISMATCH, DTYPE_MISMATCH
     14 NON_FINITE          NaN or Inf anywhere                                \
-    15 NORM_TOO_LARGE      L2 norm above the absolute bound                    } one streaming pass
+    15 NORM_TOO_LARGE      L2 norm above the absolute bound                    | one streaming pass
+    20 SCALE_OUT_OF_PROPORTION  L2 norm above a multiple of the base's norm    |
     17 NORM_TOO_SMALL      L2 norm at or below the free-rider floor           /
 
 Once the submission window has closed, over the updates that passed (:func:`judge_in_round`)::
@@ -46,7 +47,7 @@ from ledger.aggregation.source import (
     tensor_info,
 )
 from ledger.checks.limits import CheckLimits
-from ledger.checks.profile import Scan, UpdateProfile, scan_file
+from ledger.checks.profile import Scan, UpdateProfile, scan, scan_file
 from ledger.checks.round import RoundStats
 from ledger.checks.verdict import Verdict
 from ledger.content.multiformats import digest_to_cid
@@ -68,6 +69,15 @@ class ChainRecord:
     """Digest of the round's base model."""
     contributor: str | None = None
     num_samples: int | None = None
+
+
+def base_norm(base: TensorSource, layout: Sequence[TensorInfo] | None = None) -> float | None:
+    """The L2 norm of a base model over its floating-point tensors (what SCALE_OUT_OF_PROPORTION compares an
+    update's norm with), computed as an update's norm is; None when it is not finite (the check then skips).
+
+    One pass over the base: compute it once per round and pass it to :func:`verify_update`."""
+    norm = scan(base, list(layout) if layout is not None else describe_source(base)).norm
+    return norm if math.isfinite(norm) else None
 
 
 def kubo_digest(path: Path) -> bytes:
@@ -137,8 +147,9 @@ def check_layout(update: TensorSource, base_layout: Sequence[TensorInfo]) -> Ver
     return None
 
 
-def check_values(result: Scan, limits: CheckLimits) -> Verdict | None:
-    """NON_FINITE, NORM_TOO_LARGE, NORM_TOO_SMALL from the streaming scan."""
+def check_values(result: Scan, limits: CheckLimits, base_scale: float | None = None) -> Verdict | None:
+    """NON_FINITE, NORM_TOO_LARGE, SCALE_OUT_OF_PROPORTION (against ``base_scale``, the base's L2 norm from
+    :func:`base_norm`; None skips it), NORM_TOO_SMALL from the streaming scan."""
     if result.non_finite is not None:
         return Verdict(Reason.NON_FINITE, f"{result.non_finite!r} holds NaN or Inf")
     norm = result.norm
@@ -146,6 +157,13 @@ def check_values(result: Scan, limits: CheckLimits) -> Verdict | None:
         return Verdict(Reason.NORM_TOO_LARGE, "the norm overflows float64", norm=norm)
     if limits.max_norm is not None and norm > limits.max_norm:
         return Verdict(Reason.NORM_TOO_LARGE, f"norm {norm:.6g} > bound {limits.max_norm:g}", norm=norm)
+    ratio = limits.max_scale_ratio
+    if ratio is not None and base_scale is not None and base_scale > 0 and norm > ratio * base_scale:
+        return Verdict(
+            Reason.SCALE_OUT_OF_PROPORTION,
+            f"norm {norm:.6g} is {norm / base_scale:.3g}x the base's {base_scale:.6g} (bound {ratio:g}x)",
+            norm=norm,
+        )
     if norm <= limits.min_norm:
         return Verdict(Reason.NORM_TOO_SMALL, f"norm {norm:.6g} <= floor {limits.min_norm:g}", norm=norm)
     return None
@@ -209,12 +227,14 @@ def verify_update(
     limits: CheckLimits | None = None,
     digest: bytes | None = None,
     base_layout: Sequence[TensorInfo] | None = None,
+    base_scale: float | None = None,
 ) -> Verdict:
-    """Run the per-update checks (1-17) on a downloaded file; an accepted verdict carries the update's profile.
+    """Run the per-update checks on a downloaded file; an accepted verdict carries the update's profile.
 
     The file is read once: its Kubo CID is computed while its values are scanned. Pass ``digest`` when the CID
-    of these bytes is already known (computed while downloading them) to skip the hashing. ``base_layout``
-    (``describe_source(base)``) may be passed to avoid re-reading the base's header per update.
+    of these bytes is already known (proven while downloading them) to skip the hashing. ``base_layout``
+    (``describe_source(base)``) and ``base_scale`` (:func:`base_norm`) may be passed to avoid re-reading the base
+    per update; without ``base_scale`` the base is scanned here when the scale check needs it.
     """
     from ledger.updatefile import FileRejected, HeaderLimits, UpdateFile
 
@@ -240,7 +260,10 @@ def verify_update(
     result = scan_file(target, spans, None if failed else layout, hash_cid=digest is None)
     digest = digest if digest is not None else result.digest
     assert digest is not None
-    failed = check_digest(digest, record) or failed or check_values(result, limits)
+    failed = check_digest(digest, record) or failed
+    if not failed and base_scale is None and limits.max_scale_ratio is not None:
+        base_scale = base_norm(base, layout)
+    failed = failed or check_values(result, limits, base_scale)
     if failed:
         return failed.but(digest=digest)
     profile = UpdateProfile(digest, result.norm, result.fingerprint)

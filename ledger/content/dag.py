@@ -1,22 +1,24 @@
 """Reading UnixFS file DAGs back: decode dag-pb nodes and walk a file's leaves in order.
 
-Only what Kubo's default importer writes is accepted (dag-pb nodes, sha2-256 links, UnixFS ``File`` data); every
-length is bounded and checked against the parent's record of it before any data is returned, so a hostile or
-damaged DAG yields a :class:`~ledger.content.errors.MalformedDag`, never a crash or an unbounded read.
+Only what Kubo's default importer writes is accepted: the walk checks that the DAG is, block for block, the one
+stock Kubo builds for a file of the root's size (dag-pb leaves of 262144 bytes, balanced layout, at most 174
+links per node, Kubo's exact encoding, every recorded size right). With the block reader verifying each block's
+hash, a walk from a digest proves the bytes yielded are the file whose Kubo CID that digest is. Everything is
+checked before the data that depends on it is returned, so a hostile or damaged DAG (or a valid DAG built with
+other settings) yields a :class:`~ledger.content.errors.MalformedDag`, never a crash or an unbounded read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ledger.content.errors import ContentTooLarge, MalformedDag
 from ledger.content.multiformats import CID, CIDV1_PREFIX, MULTIHASH_PREFIX
+from ledger.content.unixfs import CHUNK_SIZE, MAX_LINKS, Link, encode_branch, leaf_frame
 
 # Kubo refuses to exchange blocks over 1 MiB; ours are at most a chunk plus a few bytes of framing.
 MAX_BLOCK_SIZE = 1024 * 1024 + 1024
-# 174**8 chunks of 256 KiB is far beyond any file; a deeper DAG is a cycle or an attack.
-MAX_DEPTH = 8
 
 _UNIXFS_RAW = 0
 _UNIXFS_FILE = 2
@@ -148,30 +150,140 @@ def decode_file_node(block: bytes, cid: str = "?") -> FileNode:
 
 
 def iter_file(
-    root: bytes, read_block: BlockReader, *, max_bytes: int | None = None, store: str = "store"
+    root: bytes,
+    read_block: BlockReader,
+    *,
+    max_bytes: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    max_links: int = MAX_LINKS,
 ) -> Iterator[memoryview]:
     """Yield a file's bytes in order by walking its DAG from ``root`` (a digest), one block in memory at a time.
 
-    Each child must hold exactly the bytes its parent records for it, and the total must be at most
-    ``max_bytes`` (checked on the root before any content is read).
+    The DAG must be exactly the one Kubo's default importer builds for a file of the root's ``filesize``
+    (:class:`KuboLayout`): ``read_block`` verifies each block's hash once, as it is read, and the walk checks
+    every block's bytes and place in the tree, so the bytes yielded are proven to have the Kubo CID ``root``
+    with no second hashing pass. The size is checked against ``max_bytes`` on the root, before any content.
+    ``chunk_size`` and ``max_links`` are Kubo's defaults; other values exist to test the tree's shape.
     """
     root_cid = CID(root).v0
-    node = decode_file_node(read_block(root), root_cid)
+    block = read_block(root)
+    node = decode_file_node(block, root_cid)
     if max_bytes is not None and node.filesize > max_bytes:
         raise ContentTooLarge(root_cid, max_bytes, node.filesize)
-    yield from _walk(node, root_cid, read_block, depth=0)
+    layout = KuboLayout.of(node.filesize, chunk_size=chunk_size, max_links=max_links)
+    yield from _walk(block, root, read_block, layout, first=0, height=layout.height, tsize=None)
 
 
-def _walk(node: FileNode, cid: str, read_block: BlockReader, depth: int) -> Iterator[memoryview]:
-    if len(node.data):
-        yield node.data
-    if node.links and depth >= MAX_DEPTH:
-        raise MalformedDag(cid, f"deeper than {MAX_DEPTH} levels")
-    for link, expected in zip(node.links, node.blocksizes, strict=True):
-        child_cid = CID(link.digest).v0
-        child = decode_file_node(read_block(link.digest), child_cid)
-        if child.filesize != expected:
+@dataclass(frozen=True, slots=True)
+class KuboLayout:
+    """The shape of the DAG Kubo's default importer builds for a file of ``size`` bytes.
+
+    ``leaves`` leaves (the empty file is one empty leaf), all of ``chunk_size`` bytes but the last; every leaf
+    ``height`` levels below the root, the smallest height at which ``max_links ** height`` leaves fit (a file of
+    one chunk is that leaf); each branch filled left to right: a branch at height ``h`` covers the next
+    ``max_links ** h`` leaves (fewer only on the right edge) with one child per ``max_links ** (h - 1)``.
+    """
+
+    size: int
+    leaves: int
+    height: int
+    chunk_size: int = CHUNK_SIZE
+    max_links: int = MAX_LINKS
+
+    @classmethod
+    def of(cls, size: int, *, chunk_size: int = CHUNK_SIZE, max_links: int = MAX_LINKS) -> KuboLayout:
+        leaves = max(1, -(-size // chunk_size))
+        height, capacity = 0, 1
+        while capacity < leaves:  # size < 2**64: at most 6 levels with Kubo's defaults
+            height += 1
+            capacity *= max_links
+        return cls(size, leaves, height, chunk_size, max_links)
+
+    def leaf_size(self, index: int) -> int:
+        return self.chunk_size if index < self.leaves - 1 else self.size - (self.leaves - 1) * self.chunk_size
+
+    def children(self, first: int, height: int) -> list[tuple[int, int]]:
+        """(first leaf, file bytes) of each child of the branch at ``height`` whose first leaf is ``first``."""
+        span = self.max_links ** (height - 1)
+        end = min(first + span * self.max_links, self.leaves)
+        return [(a, self._bytes(a, min(a + span, end))) for a in range(first, end, span)]
+
+    def _bytes(self, first: int, end: int) -> int:
+        return min(end * self.chunk_size, self.size) - first * self.chunk_size
+
+
+_FULL_LEAF = leaf_frame(CHUNK_SIZE)
+
+
+def _walk(
+    block: bytes,
+    digest: bytes,
+    read_block: BlockReader,
+    layout: KuboLayout,
+    *,
+    first: int,
+    height: int,
+    tsize: int | None,
+) -> Iterator[memoryview]:
+    """Check ``block`` is the node Kubo writes at this place (``tsize``: what its parent records), then yield
+    its bytes: a leaf's data, or its children's, in order."""
+    if height == 0:
+        size = layout.leaf_size(first)
+        prefix, suffix = _FULL_LEAF if size == CHUNK_SIZE else leaf_frame(size)
+        end = len(prefix) + size
+        if len(block) != end + len(suffix) or block[: len(prefix)] != prefix or block[end:] != suffix:
             raise MalformedDag(
-                cid, f"child {child_cid} holds {child.filesize} bytes, parent records {expected}"
+                _cid(digest), _not_default(f"leaf {first} is not the {size}-byte leaf", layout)
             )
-        yield from _walk(child, child_cid, read_block, depth + 1)
+        if tsize is not None and tsize != len(block):
+            raise MalformedDag(
+                _cid(digest), _not_default(f"its parent records a cumulative size of {tsize}", layout)
+            )
+        if size:
+            yield memoryview(block)[len(prefix) : end]
+        return
+    cid = _cid(digest)  # a branch per 174 leaves: naming it costs nothing next to them
+    node = decode_file_node(block, cid)
+    expected = layout.children(first, height)
+    if len(node.data) or node.blocksizes != tuple(size for _, size in expected):
+        raise MalformedDag(
+            cid,
+            _not_default(
+                f"a node at height {height} holding {len(node.data)} bytes and children of "
+                f"{_sizes(node.blocksizes)} bytes, where {_sizes([s for _, s in expected])} belong",
+                layout,
+            ),
+        )
+    links = [
+        Link(link.digest, link.tsize or 0, size) for link, (_, size) in zip(node.links, expected, strict=True)
+    ]
+    if encode_branch(links) != block:
+        raise MalformedDag(cid, _not_default("a branch not encoded as Kubo encodes it", layout))
+    if tsize is not None and tsize != len(block) + sum(link.tsize for link in links):
+        raise MalformedDag(cid, _not_default(f"its parent records a cumulative size of {tsize}", layout))
+    for link, (child_first, _) in zip(links, expected, strict=True):
+        yield from _walk(
+            read_block(link.digest),
+            link.digest,
+            read_block,
+            layout,
+            first=child_first,
+            height=height - 1,
+            tsize=link.tsize,
+        )
+
+
+def _cid(digest: bytes) -> str:
+    return CID(digest).v0
+
+
+def _not_default(problem: str, layout: KuboLayout) -> str:
+    return (
+        f"not the DAG Kubo's default importer builds for {layout.size} bytes ({layout.leaves} chunks of "
+        f"{layout.chunk_size}, at most {layout.max_links} links per node): {problem}"
+    )
+
+
+def _sizes(sizes: Sequence[int], most: int = 4) -> str:
+    shown = ", ".join(str(s) for s in sizes[:most])
+    return f"[{shown}{', …' if len(sizes) > most else ''}] ({len(sizes)})"

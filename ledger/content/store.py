@@ -9,10 +9,11 @@ Contract shared by every store (one test suite checks it against each):
 
 * ``put_file``/``put_bytes`` return the CIDv0 computed locally; the content is pinned.
 * ``get`` yields the file's bytes in order, never more than ``max_bytes`` (:class:`ContentTooLarge` as soon as it
-  is known, before the rest is read). Bytes that do not hash to the CID raise :class:`CidMismatch` or
-  :class:`CorruptBlock`: the local store checks every block before yielding it; the Kubo store checks the whole
-  stream and raises at its end, so consumers that must never act on bad bytes use :func:`fetch_to_file` (which
-  only renames a verified download into place) or :func:`read_bytes`.
+  is known, before the rest is read). Bytes whose Kubo-default CID is not the one asked for raise
+  :class:`CidMismatch`, :class:`CorruptBlock` or :class:`MalformedDag`: the local store checks every block and
+  its place in Kubo's default layout before yielding it; the Kubo store re-imports the whole stream and raises at
+  its end, so consumers that must never act on bad bytes use :func:`fetch_to_file` (which only renames a verified
+  download into place) or :func:`read_bytes`.
 * ``has`` answers from what the store holds now, without fetching from elsewhere.
 * CID arguments may be CIDv0 or CIDv1 strings; bad ones raise :class:`InvalidCID`.
 """
@@ -23,7 +24,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -39,9 +40,11 @@ from ledger.content.errors import (
     StoreError,
     StoreUnavailable,
 )
-from ledger.content.unixfs import Buffer, Progress
+from ledger.content.multiformats import CID
+from ledger.content.unixfs import Buffer, ImportResult, Progress, UnixfsHasher
 
 __all__ = [
+    "PROVES_KUBO_CID",
     "CidMismatch",
     "ContentError",
     "ContentNotFound",
@@ -117,6 +120,13 @@ def read_bytes(store: ContentStore, cid: str, *, max_bytes: int) -> bytes:
     return bytes(out)
 
 
+# Stores whose ``get`` proves the bytes have the Kubo-default CID asked for: the local store walks the DAG
+# checking Kubo's default layout (ledger.content.dag), the Kubo client re-imports the stream with the default
+# importer. A store that only verified blocks would not prove the layout, so :func:`fetch_to_file` hashes its
+# bytes as they pass.
+PROVES_KUBO_CID = frozenset({"local", "kubo"})
+
+
 def fetch_to_file(
     store: ContentStore,
     cid: str,
@@ -124,22 +134,36 @@ def fetch_to_file(
     *,
     max_bytes: int | None = None,
     progress: Progress | None = None,
+    on_bytes: Callable[[memoryview], None] | None = None,
 ) -> int:
-    """Download content to ``dest`` atomically and return its size.
+    """Download content to ``dest`` atomically and return its size: the one verified download every caller uses.
 
-    The bytes go to a temporary file beside ``dest`` that is fsynced and renamed into place only after the store
-    has verified the whole content; on any failure the temporary file is removed and ``dest`` is left as it was.
+    ``dest`` is only ever the whole content, proven to have the Kubo-default CID ``cid``: the bytes go to a
+    temporary file beside it that is fsynced and renamed into place once the store has verified all of it; on
+    any failure the temporary file is removed and ``dest`` is left as it was. At most ``max_bytes`` are accepted
+    (:class:`ContentTooLarge`, also when a store hands over more than it should). ``on_bytes`` sees every piece
+    of the content, in order, as it passes (to scan it without reading the file back: the pieces are not
+    verified until the call returns); ``progress`` is told each piece's length.
     """
     target = Path(dest)
+    hasher = None if store.name in PROVES_KUBO_CID else UnixfsHasher()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent or Path("."))
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in store.get(cid, max_bytes=max_bytes):
-                out.write(chunk)
                 size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise ContentTooLarge(cid, max_bytes)
+                if hasher is not None:
+                    hasher.update(chunk)
+                if on_bytes is not None:
+                    on_bytes(chunk)
+                out.write(chunk)
                 if progress is not None:
                     progress(len(chunk))
+            if hasher is not None:
+                _check_kubo_cid(store, cid, hasher.finish())
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp_name, target)
@@ -148,6 +172,17 @@ def fetch_to_file(
             os.unlink(tmp_name)
         raise
     return size
+
+
+def _check_kubo_cid(store: ContentStore, cid: str, got: ImportResult) -> None:
+    want = CID.parse(cid)
+    if got.digest != want.digest:
+        raise CidMismatch(
+            want.v0,
+            got.cid,
+            context=f"the {got.size} bytes the {store.name} store returned",
+            hint="the store returned other content (or a DAG built with other settings); do not use these bytes",
+        )
 
 
 class _ChunkStream(io.RawIOBase):

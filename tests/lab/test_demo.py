@@ -31,8 +31,9 @@ from ledger.exit_codes import ExitCode
 from tests.support import REPO
 from tests.support.dashboard import free_port
 
-# What a scaled update may be rejected for: the norm bounds, or (with too few peers for a z-score) the held-out loss.
-SCALE_REASONS = {"norm-too-large", "norm-outlier", "loss-regression"}
+# What a scaled update may be rejected for: the norm bounds, its scale next to the base, or (with too few peers for
+# a z-score) the held-out loss.
+SCALE_REASONS = {"norm-too-large", "scale-out-of-proportion", "norm-outlier", "loss-regression"}
 
 
 def meshprov(*args: str) -> list[str]:

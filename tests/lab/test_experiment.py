@@ -49,7 +49,8 @@ def malicious_reasons(result: ExperimentResult) -> list[int]:
 def test_a_scale_attacker_is_rejected_as_an_outlier_earns_nothing_and_loses_reputation() -> None:
     result = run("scale", 2, Pipeline.FEDAVG)
     assert len(result.malicious) == 2
-    assert malicious_reasons(result) == [Reason.NORM_OUTLIER] * 4
+    # Round 1's x10 is out of proportion to the random initial base on its own; round 2's only next to the others.
+    assert malicious_reasons(result) == [Reason.SCALE_OUT_OF_PROPORTION] * 2 + [Reason.NORM_OUTLIER] * 2
     for r in result.rounds:
         assert not set(r.accepted) & set(result.malicious)
         assert r.submitted[-2:] == result.malicious  # attackers submit after the honest members

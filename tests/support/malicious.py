@@ -13,7 +13,7 @@ the submission) and names the reason code a validator must reject it with. ``lev
     round   the round-level checks (z-score, duplicates): needs the honest updates of the round beside it
     loss    the held-out loss check: needs the evaluator and ``loss_delta``
 
-``CASES`` holds 27 cases; ``SUBSET`` names those the end-to-end test sends through real worker processes.
+``CASES`` holds 28 cases; ``SUBSET`` names those the end-to-end test sends through real worker processes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ HONEST_MEMBERS = 4
 """Honest updates a round needs so that the z-score has enough peers (ledger's default minimum is 3 others)."""
 
 MAX_NORM_FACTOR = 100.0
-"""The absolute norm bound, as a multiple of an honest update's norm: far above x10, far below x1000."""
+"""The absolute norm bound, as a multiple of an honest update's norm: far above x10, far below x1000.
+
+An honest update is about 0.35x the base's norm, so the default scale bound (5x the base) lies between x10 (the
+in-round z-score's case) and x30 (a per-update reject, below this absolute bound)."""
 
 OVERSIZE_LIMIT = 64 * 1024
 """``max_update_bytes`` for the oversized case: honest files are about 1 KiB, the oversized one 256 KiB."""
@@ -313,6 +316,9 @@ CASES: list[Case] = [
     Case("cid mismatch", Reason.CID_MISMATCH, honest_update, odd_dag=True),
     Case("free rider (zero delta)", Reason.NORM_TOO_SMALL, _tensors(_zero)),
     Case("scaled x1000 (above the bound)", Reason.NORM_TOO_LARGE, _tensors(_scaled(1000.0))),
+    Case(
+        "scaled x30 (out of proportion to the base)", Reason.SCALE_OUT_OF_PROPORTION, _tensors(_scaled(30.0))
+    ),
     Case("scaled x10", Reason.NORM_OUTLIER, _tensors(_scaled(10.0)), level="round"),
     Case("duplicate of an earlier update", Reason.DUPLICATE, _copy_of_peer, level="round"),
     Case("sign flipped", Reason.LOSS_REGRESSION, _tensors(_scaled(-1.0)), level="loss"),

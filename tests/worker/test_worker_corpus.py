@@ -1,8 +1,8 @@
 """The malicious corpus through the validator's glue: store -> bounded fetch -> ledger checks -> round verdicts.
 
 Each case is one submission in a round of honest members; it goes through exactly what the worker runs for an
-update (``worker.fetch.fetch`` from a real local block store with the size bound, ``worker.verify.judge_update``
-with the chain's record, ``worker.verify.judge_round`` over the round) and must come out with its reason code,
+update (``worker.fetch.fetch`` from a real local block store with the size bound, ``ledger.checks.judge_update``
+with the chain's record, ``ledger.checks.judge_round`` over the round) and must come out with its reason code,
 while every honest update of the same round is accepted. The end-to-end test sends a subset through real worker
 processes on a real chain.
 """
@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 
 from ledger.aggregation.source import describe_source
-from ledger.checks import ChainRecord, CheckLimits, Verdict
+from ledger.checks import ChainRecord, CheckLimits, Judged, Verdict, ballot_for, judge_round, judge_update
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.reasons import Reason
 from ledger.updatefile import UpdateFile
 from tests.support import malicious as corpus
 from worker.fetch import fetch
-from worker.verify import Judged, ballot_for, judge_round, judge_update
 
 TASK, ROUND = 1, 3
 MEMBERS = [f"0x{i:040x}" for i in range(1, 8)]

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from ledger.checks import Verdict
 from ledger.content import (
     CidMismatch,
     ContentNotFound,
@@ -31,7 +30,6 @@ from worker.config import WorkerConfig, parse_failpoints
 from worker.errors import InvalidJob, StoreFault
 from worker.fetch import ensure_base, fetch
 from worker.tasks import validate_job, validator_queue
-from worker.verify import ballot_for
 
 # --- broker messages are untrusted ------------------------------------------------------------------------------
 
@@ -106,20 +104,6 @@ def test_celery_configuration_is_json_only_late_ack_and_redelivers_after_the_tim
     assert conf.task_soft_time_limit == 15
 
 
-# --- ballots ----------------------------------------------------------------------------------------------------
-
-
-def test_ballot_encodes_only_the_updates_to_vote_on_in_ascending_order() -> None:
-    verdicts = [
-        Verdict(Reason.ACCEPTED),
-        Verdict(Reason.NON_FINITE),
-        Verdict(Reason.ACCEPTED),
-        Verdict(Reason.DUPLICATE),
-    ]
-    assert ballot_for(verdicts, 0b1111) == (0b1111, 0b0101, bytes([0, 14, 0, 18]))
-    assert ballot_for(verdicts, 0b1010) == (0b1010, 0, bytes([14, 18]))  # 0 and 2 already voted
-
-
 # --- fetch: the member's fault or ours --------------------------------------------------------------------------
 
 
@@ -179,19 +163,20 @@ def test_fetch_stops_at_the_size_bound_and_leaves_nothing(tmp_path: Path) -> Non
     assert list(tmp_path.glob("*u*")) == []
     got = fetch(store, cid_to_digest(cid), tmp_path / "u", max_bytes=600_000)
     assert got.rejected is None
-    assert got.digest == cid_to_digest(cid)  # hashed while downloading: the Kubo CID of the bytes
+    assert got.digest == cid_to_digest(cid)  # proven by the walk: the Kubo CID of the bytes
     assert (tmp_path / "u").stat().st_size == 600_000
 
 
-def test_fetch_hashes_what_it_downloads_so_an_odd_dag_shows(tmp_path: Path) -> None:
+def test_a_dag_that_is_not_kubos_default_layout_is_the_members_cid_mismatch(tmp_path: Path) -> None:
     data = corpus.base_file()
-    odd = corpus.put_odd_dag(tmp_path / "blocks", data)  # a valid DAG, but not Kubo's default layout
+    odd = corpus.put_odd_dag(
+        tmp_path / "blocks", data
+    )  # a valid DAG of the bytes, but not Kubo's default layout
     got = fetch(LocalStore(tmp_path / "blocks"), cid_to_digest(odd), tmp_path / "u", max_bytes=1 << 20)
-    assert got.rejected is None
-    assert (tmp_path / "u").read_bytes() == data
-    from ledger.content import cid_of_bytes
-
-    assert got.digest == cid_to_digest(cid_of_bytes(data)) != cid_to_digest(odd)
+    assert got.rejected is not None
+    assert got.rejected.reason is Reason.CID_MISMATCH
+    assert "default importer" in got.rejected.detail
+    assert list(tmp_path.glob("*u*")) == []
 
 
 def test_a_base_the_store_cannot_give_is_a_fault(tmp_path: Path) -> None:
@@ -315,7 +300,16 @@ def test_check_accepts_an_honest_update(tmp_path: Path, capsys: pytest.CaptureFi
     assert out["norm"] > 0
 
 
-@pytest.mark.parametrize("case", ["nan", "header bomb", "wrong dtype", "metadata names another round"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "nan",
+        "header bomb",
+        "wrong dtype",
+        "metadata names another round",
+        "scaled x30 (out of proportion to the base)",
+    ],
+)
 def test_check_rejects_with_the_reason_code_and_exit_8(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
@@ -326,6 +320,30 @@ def test_check_rejects_with_the_reason_code_and_exit_8(
     assert out["accepted"] is False
     assert (out["reason"], out["reason_slug"]) == (int(expected), expected.slug)
     assert out["reason_help"] == expected.help
+
+
+def test_check_alone_rejects_an_update_out_of_proportion_to_its_base(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.updatefile import encode
+
+    base, update, ctx = _files(tmp_path, None)
+    code, out = _check(capsys, str(update), "--base", str(base))
+    assert code == ExitCode.OK
+    honest_ratio = out["norm"] / corpus.norm(corpus.base_model())
+    assert 0.2 < honest_ratio < 0.5  # so x100 is far beyond the default 5x, with no peer to compare with
+    scaled = tmp_path / "scaled.safetensors"
+    tensors = {k: v * 100 if v.dtype.kind == "f" else v for k, v in ctx.honest().items()}
+    scaled.write_bytes(encode(tensors, ctx.meta()))
+    code, out = _check(capsys, str(scaled), "--base", str(base))
+    assert code == ExitCode.REJECTED
+    assert (out["reason"], out["reason_slug"]) == (20, "scale-out-of-proportion")
+    assert out["reason_help"] == Reason.SCALE_OUT_OF_PROPORTION.help
+    assert "the base's" in out["detail"]
+    code, out = _check(capsys, str(scaled), "--base", str(base), "--max-scale-ratio", "50")
+    assert code == ExitCode.OK
+    code, out = _check(capsys, str(scaled), "--base", str(base), "--max-scale-ratio", "0")  # off
+    assert code == ExitCode.OK
 
 
 def test_check_with_peers_runs_the_round_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

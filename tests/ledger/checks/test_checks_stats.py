@@ -173,6 +173,10 @@ def test_round_stats_refuse_a_digest_twice() -> None:
         {"zscore_min_mad": 0.0},
         {"duplicate_cosine": 1.5},
         {"max_update_bytes": 0},
+        {"max_scale_ratio": 0.0},
+        {"max_scale_ratio": -2.0},
+        {"max_scale_ratio": math.inf},
+        {"max_scale_ratio": math.nan},
     ],
 )
 def test_limits_refuse_nonsense(kwargs: dict[str, float]) -> None:

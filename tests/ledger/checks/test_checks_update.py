@@ -18,6 +18,7 @@ from ledger.checks import (
     CheckLimits,
     UpdateRejected,
     Verdict,
+    base_norm,
     check_update,
     judge_in_round,
     kubo_digest,
@@ -240,6 +241,11 @@ CORPUS = [
         limits=CheckLimits(max_norm=1.0),
     ),
     Case(
+        "scaled x1000, no absolute bound",
+        Reason.SCALE_OUT_OF_PROPORTION,
+        tensors=lambda: {k: v * 1000 if v.dtype.kind == "f" else v for k, v in honest_delta().items()},
+    ),
+    Case(
         "free rider",
         Reason.NORM_TOO_SMALL,
         tensors=lambda: {
@@ -268,6 +274,39 @@ def test_the_corpus_covers_every_per_update_reason() -> None:
     per_update = set(Reason) - {Reason.NORM_OUTLIER, Reason.DUPLICATE, Reason.LOSS_REGRESSION}
     assert {c.reason for c in CORPUS} == per_update
     assert len(CORPUS) >= 20
+
+
+def test_scale_is_judged_against_the_base_norm_and_only_after_the_absolute_bound(rnd: Round) -> None:
+    with UpdateFile.open(rnd.base_path) as base:
+        scale = base_norm(base)
+    floats = np.concatenate([base_tensors()["fc.bias"], base_tensors()["fc.weight"].ravel()]).astype(
+        np.float64
+    )
+    assert scale == pytest.approx(float(np.linalg.norm(floats)), rel=1e-12)
+    delta = honest_delta()
+    norm = rnd.verify(rnd.write("honest", delta)).norm
+    assert norm is not None
+    factor = 4.0 * scale / norm  # 4x the base's norm: inside the default 5x
+    inside = rnd.write("x4", {k: v * factor if v.dtype.kind == "f" else v for k, v in delta.items()})
+    outside = rnd.write("x6", {k: v * 1.5 * factor if v.dtype.kind == "f" else v for k, v in delta.items()})
+    assert rnd.verify(inside).accepted
+    rejected = rnd.verify(outside)
+    assert rejected.reason is Reason.SCALE_OUT_OF_PROPORTION
+    assert "6x the base's" in rejected.detail
+    assert rnd.verify(outside, CheckLimits(max_scale_ratio=7.0)).accepted
+    assert rnd.verify(outside, CheckLimits(max_scale_ratio=None)).accepted
+    assert rnd.verify(inside, CheckLimits(max_scale_ratio=3.0)).reason is Reason.SCALE_OUT_OF_PROPORTION
+    assert rnd.verify(outside, CheckLimits(max_norm=norm)).reason is Reason.NORM_TOO_LARGE
+    with UpdateFile.open(rnd.base_path) as base:  # a norm given by the caller is used as is
+        given = verify_update(outside, base=base, record=rnd.record(outside), base_scale=scale * 2)
+    assert given.accepted
+
+
+def test_a_base_of_zeros_has_no_scale_to_compare_with(rnd: Round, tmp_path: Path) -> None:
+    zeros = tmp_path / "zeros.safetensors"
+    write_aggregate(zeros, {k: np.zeros_like(v) for k, v in base_tensors().items()}, GenesisMeta("mlp", {}))
+    path = rnd.write("any", honest_delta(), base=_cid(kubo_digest(zeros)))
+    assert check_update(path, zeros).accepted
 
 
 def test_an_aggregate_submitted_as_an_update_is_bad_metadata(rnd: Round) -> None:

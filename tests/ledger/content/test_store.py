@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.content import (
+    CidMismatch,
     ContentNotFound,
     ContentStore,
     ContentTooLarge,
@@ -153,6 +154,74 @@ def test_fetch_to_file_is_atomic(sut: StoreUnderTest, tmp_path: Path) -> None:
     assert dest.read_bytes() == data
     assert sum(progress) == len(data)
     assert os.listdir(out_dir) == ["update.safetensors"]
+
+
+def test_fetch_to_file_shows_every_byte_as_it_passes_and_syncs_before_renaming(
+    sut: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random.Random(5).randbytes(600_000)
+    cid = sut.store.put_bytes(data)
+    dest = tmp_path / "got"
+    seen = bytearray()
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    assert fetch_to_file(sut.store, cid, dest, on_bytes=seen.extend) == len(data)
+    assert bytes(seen) == data == dest.read_bytes()
+    assert events == ["fsync", "rename"]
+
+
+class OverflowingStore:
+    """A store that ignores ``max_bytes`` (a buggy or hostile backend)."""
+
+    name = "overflowing"
+
+    def get(self, cid: str, *, max_bytes: int | None = None) -> Iterator[memoryview]:
+        for _ in range(10):
+            yield memoryview(b"x" * 1000)
+
+
+def test_fetch_to_file_holds_the_size_bound_even_against_the_store(tmp_path: Path) -> None:
+    dest = tmp_path / "got"
+    seen: list[int] = []
+    with pytest.raises(ContentTooLarge):
+        fetch_to_file(
+            OverflowingStore(), HELLO_V0, dest, max_bytes=2500, on_bytes=lambda b: seen.append(len(b))
+        )  # type: ignore[arg-type]
+    assert sum(seen) <= 2500
+    assert list(tmp_path.iterdir()) == []
+
+
+class BytesStore:
+    """A third-party store that hands over whatever bytes it holds, verifying nothing."""
+
+    name = "bytes"
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def get(self, cid: str, *, max_bytes: int | None = None) -> Iterator[memoryview]:
+        yield memoryview(self.data)
+
+
+def test_fetch_to_file_proves_the_kubo_cid_of_a_store_that_does_not(tmp_path: Path) -> None:
+    dest = tmp_path / "got"
+    assert fetch_to_file(BytesStore(HELLO), HELLO_V0, dest) == len(HELLO)  # type: ignore[arg-type]
+    assert dest.read_bytes() == HELLO
+    dest.unlink()
+    with pytest.raises(CidMismatch):
+        fetch_to_file(BytesStore(HELLO + b"!"), HELLO_V0, dest)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_open_stream_reads_in_any_pieces(sut: StoreUnderTest) -> None:

@@ -165,11 +165,19 @@ def test_blocks_that_are_not_unixfs_files_are_malformed(store: LocalStore) -> No
     leaf_digest = leaf.root.digest
     put_block(leaf.blocks[leaf_digest])
     lying = put_block(encode_branch([Link(leaf_digest, 17, 4)]))  # the leaf holds 3 bytes, not 4
-    with pytest.raises(MalformedDag, match="parent records 4"):
+    with pytest.raises(MalformedDag, match="for 4 bytes"):  # and 4 bytes are one leaf, not a branch
         read_bytes(store, lying, max_bytes=10)
     empty_child = put_block(encode_branch([Link(leaf_digest, 17, 0)]))
     with pytest.raises(MalformedDag, match="0 bytes"):
         read_bytes(store, empty_child, max_bytes=10)
+    odd = reference_import(b"abcdefghij", chunk_size=4)  # valid UnixFS, other chunk size: not Kubo's DAG
+    for block in odd.blocks.values():
+        put_block(block)
+    with pytest.raises(MalformedDag, match="Kubo's default importer") as odd_caught:
+        read_bytes(store, odd.cid, max_bytes=10)
+    assert odd_caught.value.reason == Reason.CID_MISMATCH
+    with pytest.raises(MalformedDag):
+        store.pin(odd.cid)
     huge = put_block(b"\x0a" + b"\x00" * (2 * 1024 * 1024))
     with pytest.raises(MalformedDag, match="larger than"):
         store.stat(huge)
