@@ -132,7 +132,7 @@ class ReadModel:
             return {"task": None, "current_round": None, "rounds": [], "totals": None, "verdicts": []}
         task = next(t for t in tasks if t.task_id == task_id)
         now = self.now()
-        return views.overview(self.queries.task_overview(task_id), task, self.queries.roles(), now)
+        return views.overview(self.queries.task_overview(task_id), task, now)
 
     def warm_up(self) -> None:
         """Compute the costly answers once (the full member fold, the overview) so that later requests only fold
@@ -208,11 +208,7 @@ class ReadModel:
         return detail
 
     def _round(self, task_id: int, round_: int) -> RoundDetail:
-        r = self.queries.round(task_id, round_)
-        task = self.queries.task(task_id)
-        block = r.finalized_block
-        finalized_at = self.queries.block_times([block]).get(block) if block is not None else None
-        detail = views.round_detail(r, task, finalized_at, self.queries.last_round(task_id), self.now())
+        detail = views.round_detail(self.queries.round_context(task_id, round_), self.now())
         return self._with_sizes(detail) if self.sizes.available else detail
 
     def _with_sizes(self, detail: RoundDetail) -> RoundDetail:

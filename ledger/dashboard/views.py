@@ -72,9 +72,7 @@ def task_summary(p: index.TaskProgress) -> TaskSummary:
     )
 
 
-def overview(
-    o: index.TaskOverview, task: TaskSummary, roles: dict[str, list[str]], now: float
-) -> dict[str, Any]:
+def overview(o: index.TaskOverview, task: TaskSummary, now: float) -> dict[str, Any]:
     """The overview's fields for one task: its live round, every round as a chart point, totals, verdicts."""
     points: list[RoundPoint] = []
     totals = {"updates": 0, "accepted": 0, "rejected": 0, "pending": 0, "minted": 0}
@@ -116,9 +114,9 @@ def overview(
             submission_deadline=submission_end,
             vote_deadline=submission_end + task.vote_window,
             submissions=point.submissions,
-            contributors=sum(1 for held in roles.values() if "contributor" in held),
+            contributors=o.role_holders.get("contributor", 0),
             votes_cast=o.live_round_votes,
-            votes_expected=sum(1 for held in roles.values() if "validator" in held) * point.submissions,
+            votes_expected=o.role_holders.get("validator", 0) * point.submissions,
             aggregate_cid=point.aggregate_cid,
         )
     return {
@@ -141,10 +139,9 @@ def overview(
 
 
 # ─── a round ────────────────────────────────────────────────────────────────────────────────────────────────
-def round_detail(
-    r: index.Round, task: index.TaskRecord, finalized_at: int | None, last_round: int, now: float
-) -> RoundDetail:
+def round_detail(c: index.RoundContext, now: float) -> RoundDetail:
     """A round's page without update sizes (the read model adds those from the content store)."""
+    r, task = c.round, c.task
     return RoundDetail(
         task_id=r.task_id,
         round=r.round,
@@ -155,7 +152,7 @@ def round_detail(
         opened_by=r.opened_by,
         opened_at=r.opened_at,
         closed_at=r.closed_at,
-        finalized_at=finalized_at,
+        finalized_at=c.finalized_at,
         finalized_block=r.finalized_block,
         finalized_tx=r.finalized_tx,
         aggregator=r.aggregator,
@@ -168,7 +165,7 @@ def round_detail(
         updates=[_update_row(u) for u in r.updates],
         settlements=[_settlement(c) for c in r.reputation],
         previous_round=r.round - 1 if r.round > 1 else None,
-        next_round=r.round + 1 if r.round < last_round else None,
+        next_round=r.round + 1 if r.round < c.last_round else None,
     )
 
 

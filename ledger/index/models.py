@@ -351,6 +351,17 @@ class TaskOverview(_Dict):
     validators: int  # distinct accounts that voted in the task
     votes: list[VoteCount]
     live_round_votes: int  # votes cast in the last opened round
+    role_holders: dict[str, int]  # accounts holding each role now (roles are the ledger's, not the task's)
+
+
+@dataclass
+class RoundContext(_Dict):
+    """A round in full with what its page shows around it."""
+
+    round: Round
+    task: TaskRecord
+    finalized_at: int | None  # the finalization block's timestamp
+    last_round: int  # the task's last opened round
 
 
 @dataclass(frozen=True)

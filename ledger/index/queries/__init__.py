@@ -18,7 +18,6 @@ response models) is made from those by their readers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
@@ -32,6 +31,7 @@ from ledger.index.models import (
     Lineage,
     MemberRecord,
     Round,
+    RoundContext,
     RoundSummary,
     TaskActivity,
     TaskOverview,
@@ -83,10 +83,6 @@ class Queries:
         with self.db.connect() as conn:
             return rows.newest_block(conn)
 
-    def block_times(self, numbers: Iterable[int]) -> dict[int, int]:
-        with self.db.connect() as conn:
-            return rows.block_times(conn, numbers)
-
     def roles(self) -> dict[str, list[str]]:
         """The roles every account holds now."""
         with self.db.connect() as conn:
@@ -109,11 +105,6 @@ class Queries:
         with self.db.connect() as conn:
             return tasks.progress(conn)
 
-    def last_round(self, task_id: int) -> int:
-        """The task's last opened round (0 before the first)."""
-        with self.db.connect() as conn:
-            return tasks.last_round(conn, task_id)
-
     def rounds(self, task_id: int) -> list[RoundSummary]:
         """Every round of a task, oldest first, without per-update detail."""
         with self.db.connect() as conn:
@@ -121,18 +112,19 @@ class Queries:
             return rounds.summaries(conn, task_id)[0]
 
     def task_overview(self, task_id: int) -> TaskOverview:
-        """A task at a glance: its rounds, who took part, its votes by reason."""
+        """A task at a glance: its rounds, who took part, its votes by reason, the role holders."""
         with self.db.connect() as conn:
             return rounds.overview(conn, task_id)
 
     def round(self, task_id: int, round_: int) -> Round:
         """One round in full: updates with every vote, the outcome, reputation changes and rewards."""
         with self.db.connect() as conn:
-            tasks.task(conn, task_id)
-            found = rounds.load_rounds(conn, task_id, round_, round_, settlement=True)
-            if round_ not in found:
-                raise UnknownRound(task_id, round_, tasks.last_round(conn, task_id))
-        return found[round_]
+            return rounds.one_round(conn, task_id, round_)
+
+    def round_context(self, task_id: int, round_: int) -> RoundContext:
+        """One round in full, with its task, the time it was finalized and the task's last round."""
+        with self.db.connect() as conn:
+            return rounds.context(conn, task_id, round_)
 
     def task_rounds(self, task_id: int, *, settlement: bool = True) -> list[Round]:
         """Every round of a task in full, oldest first (the export)."""

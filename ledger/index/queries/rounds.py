@@ -14,10 +14,11 @@ from sqlalchemy import Connection, func, select
 
 from ledger.chain.types import bits
 from ledger.index import schema
-from ledger.index.models import Round, RoundSummary, TaskOverview, Update, Vote, VoteCount
-from ledger.index.queries.rows import block_times, raw
+from ledger.index.models import Round, RoundContext, RoundSummary, TaskOverview, Update, Vote, VoteCount
+from ledger.index.queries.errors import UnknownRound
+from ledger.index.queries.rows import block_times, current_roles, raw
 from ledger.index.queries.settlements import reputation_series, rewards
-from ledger.index.queries.tasks import task
+from ledger.index.queries.tasks import last_round, task
 
 
 def load_rounds(
@@ -104,6 +105,27 @@ def load_rounds(
     return out
 
 
+def one_round(conn: Connection, task_id: int, round_: int) -> Round:
+    """One round in full; UnknownTask or UnknownRound when the index has no such task or round."""
+    task(conn, task_id)
+    found = load_rounds(conn, task_id, round_, round_, settlement=True)
+    if round_ not in found:
+        raise UnknownRound(task_id, round_, last_round(conn, task_id))
+    return found[round_]
+
+
+def context(conn: Connection, task_id: int, round_: int) -> RoundContext:
+    """One round in full, with its task, the time it was finalized and the task's last round."""
+    r = one_round(conn, task_id, round_)
+    block = r.finalized_block
+    return RoundContext(
+        round=r,
+        task=task(conn, task_id),
+        finalized_at=block_times(conn, [block]).get(block) if block is not None else None,
+        last_round=last_round(conn, task_id),
+    )
+
+
 def summaries(conn: Connection, task_id: int) -> tuple[list[RoundSummary], int]:
     """Every opened round of a task, oldest first, without per-update detail; and how many rounds of the task
     were finalized."""
@@ -151,7 +173,8 @@ def summaries(conn: Connection, task_id: int) -> tuple[list[RoundSummary], int]:
 
 
 def overview(conn: Connection, task_id: int) -> TaskOverview:
-    """A task at a glance: its rounds, who took part, its votes by reason, the votes cast in its live round."""
+    """A task at a glance: its rounds, who took part, its votes by reason, the votes cast in its live round, how
+    many accounts hold each role now."""
     record = task(conn, task_id)
     rounds, finalized = summaries(conn, task_id)
     s, v = schema.submissions.c, schema.votes.c
@@ -175,6 +198,10 @@ def overview(conn: Connection, task_id: int) -> TaskOverview:
                 select(func.count()).where(v.task_id == task_id, v.round == rounds[-1].round)
             ).scalar_one()
         )
+    holders: dict[str, int] = {}
+    for held in current_roles(conn).values():
+        for role in held:
+            holders[role] = holders.get(role, 0) + 1
     return TaskOverview(
         task=record,
         rounds=rounds,
@@ -183,4 +210,5 @@ def overview(conn: Connection, task_id: int) -> TaskOverview:
         validators=int(validators),
         votes=votes,
         live_round_votes=live_votes,
+        role_holders=holders,
     )

@@ -117,6 +117,11 @@ def test_round_detail_has_updates_votes_and_settlement(h: Consortium, q: Queries
     assert sum(r.amount for r in detail.rewards) == detail.rewards_minted
     assert detail.rewards_minted is not None
     assert detail.rewards_minted > 0
+    context = q.round_context(task_id, 2)
+    assert context.round.to_dict() == detail.to_dict()
+    assert (context.task.task_id, context.last_round) == (task_id, 4)
+    assert context.finalized_at == q.rounds(task_id)[1].finalized_at
+    assert context.finalized_at is not None
     live = q.round(task_id, 4)
     assert not live.finalized
     assert [u.verdict for u in live.updates] == ["pending", "pending"]
@@ -214,6 +219,7 @@ def test_a_tasks_progress_overview_and_activity(h: Consortium, q: Queries) -> No
     # Rounds 1-3 closed when the fourth contributor submitted; round 4 waits for two more.
     assert [r.closed_at is not None for r in overview.rounds] == [True, True, True, False]
     assert (overview.contributors, overview.validators, overview.live_round_votes) == (4, 3, 0)
+    assert (overview.role_holders["contributor"], overview.role_holders["validator"]) == (4, 3)
     reasons = Counter(
         (reason == 0, reason) for r in (r1, r2, r3) for verdicts in r.verdicts.values() for reason in verdicts
     )
