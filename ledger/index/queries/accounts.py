@@ -83,6 +83,8 @@ def submissions(conn: Connection, who: str) -> tuple[list[Update], dict[int, int
             select(f.task_id, f.round, f.accepted_bitmap).where(tuple_(f.task_id, f.round).in_(chunk)),
         ):
             bitmaps[(int(t), int(r))] = int(bitmap, 16)
+    # Driver values as they come (ints and strings, as in rounds.py): a validator's member page builds these
+    # for every vote on its submissions.
     v = schema.votes.c
     votes: dict[tuple[int, int, int], list[Vote]] = defaultdict(list)
     for t, r, idx, validator, accept, reason, block, tx in raw(
@@ -92,29 +94,16 @@ def submissions(conn: Connection, who: str) -> tuple[list[Update], dict[int, int
         .where(s.contributor == who)
         .order_by(v.block_number, v.log_index),
     ):
-        votes[(int(t), int(r), int(idx))].append(
-            Vote(str(validator), int(idx), bool(accept), int(reason), int(block), str(tx))
-        )
+        votes[(t, r, idx)].append(Vote(validator, idx, bool(accept), reason, block, tx))
     out: list[Update] = []
     times: dict[int, int] = {}
     for t, r, idx, contributor, digest, samples, relayer, block, tx, ts in rows:
-        u = Update(
-            task_id=int(t),
-            round=int(r),
-            index=int(idx),
-            contributor=str(contributor),
-            digest=str(digest),
-            num_samples=int(samples),
-            relayer=str(relayer),
-            block_number=int(block),
-            tx_hash=str(tx),
-            votes=votes.get((int(t), int(r), int(idx)), []),
-        )
-        bitmap = bitmaps.get((u.task_id, u.round))
+        u = Update(t, r, idx, contributor, digest, samples, relayer, block, tx, votes.get((t, r, idx), []))
+        bitmap = bitmaps.get((t, r))
         if bitmap is not None:
-            u.accepted = bool(bitmap >> u.index & 1)
+            u.accepted = bool(bitmap >> idx & 1)
         if ts is not None:
-            times[u.block_number] = int(ts)
+            times[block] = ts
         out.append(u)
     return out, times
 
