@@ -108,22 +108,27 @@ def load_rounds(
 def one_round(conn: Connection, task_id: int, round_: int) -> Round:
     """One round in full; UnknownTask or UnknownRound when the index has no such task or round."""
     task(conn, task_id)
-    found = load_rounds(conn, task_id, round_, round_, settlement=True)
-    if round_ not in found:
-        raise UnknownRound(task_id, round_, last_round(conn, task_id))
-    return found[round_]
+    return _round_of(conn, task_id, round_)
 
 
 def context(conn: Connection, task_id: int, round_: int) -> RoundContext:
     """One round in full, with its task, the time it was finalized and the task's last round."""
-    r = one_round(conn, task_id, round_)
+    record = task(conn, task_id)
+    r = _round_of(conn, task_id, round_)
     block = r.finalized_block
     return RoundContext(
         round=r,
-        task=task(conn, task_id),
+        task=record,
         finalized_at=block_times(conn, [block]).get(block) if block is not None else None,
         last_round=last_round(conn, task_id),
     )
+
+
+def _round_of(conn: Connection, task_id: int, round_: int) -> Round:
+    found = load_rounds(conn, task_id, round_, round_, settlement=True)
+    if round_ not in found:
+        raise UnknownRound(task_id, round_, last_round(conn, task_id))
+    return found[round_]
 
 
 def summaries(conn: Connection, task_id: int) -> tuple[list[RoundSummary], int]:
