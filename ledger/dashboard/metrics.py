@@ -7,7 +7,8 @@ verdict, participation (submissions in the last finalized round over members hol
 rewards minted, and bytes of updates in each of the last rounds. The index holds no sizes: they come from the
 content store's ``stat`` (see sizes.py); updates it does not hold are counted in ``..._unknown``.
 
-The expensive part is memoized per version of the index's data (memo.py), so scrapes between two ledger events
+The figures are read through the index's queries (``Queries.activity``, the member fold of the leaderboard,
+``Queries.roles``) and memoized per version of the index's data (memo.py), so scrapes between two ledger events
 cost a few cheap queries.
 """
 
@@ -22,13 +23,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
-from sqlalchemy.orm import aliased
 
 from ledger.dashboard import formatting as fmt
-from ledger.dashboard.sql import current_roles, raw
 from ledger.errors import MeshprovError
-from ledger.index import schema
 from ledger.index.models import cid_of
 
 if TYPE_CHECKING:
@@ -91,70 +88,23 @@ class Snapshot:
 def snapshot(model: ReadModel) -> Snapshot:
     started = time.perf_counter()
     members = model.members(None)
-    with model.db.connect() as conn:
-        tasks: dict[int, TaskFigures] = defaultdict(TaskFigures)
-        r, f, s, v = schema.rounds.c, schema.finalizations.c, schema.submissions.c, schema.votes.c
-        for task_id, last in raw(conn, select(r.task_id, func.max(r.round)).group_by(r.task_id)):
-            tasks[int(task_id)].current_round = int(last)
-        fin_block = aliased(schema.blocks)
-        finals: dict[tuple[int, int], int] = {}
-        last_final: dict[int, int] = {}
-        for task_id, rnd, minted, count, opened_at, ts in raw(
-            conn,
-            select(
-                f.task_id, f.round, f.rewards_minted, f.submission_count, r.opened_at, fin_block.c.timestamp
-            )
-            .join(schema.rounds, (r.task_id == f.task_id) & (r.round == f.round))
-            .join(fin_block, fin_block.c.number == f.block_number)
-            .order_by(f.task_id, f.round),
-        ):
-            t = tasks[int(task_id)]
+    tasks: dict[int, TaskFigures] = {}
+    for task_id, done in model.queries.activity(RECENT_ROUNDS).items():
+        t = tasks[task_id] = TaskFigures(current_round=done.current_round)
+        for f in done.finalized:
             t.finalized += 1
-            t.minted += int(minted)
-            duration = max(0, int(ts) - int(opened_at))
+            t.minted += f.rewards_minted
+            duration = max(0, f.finalized_at - f.opened_at)
             t.durations.observe(duration)
             t.last_duration = float(duration)
-            t.last_finalized_submissions = int(count)
-            finals[(int(task_id), int(rnd))] = int(ts)
-            last_final[int(task_id)] = int(rnd)
-        sub_block = aliased(schema.blocks)
-        for task_id, rnd, ts in raw(
-            conn,
-            select(s.task_id, s.round, sub_block.c.timestamp).join(
-                sub_block, sub_block.c.number == s.block_number
-            ),
-        ):
-            done = finals.get((int(task_id), int(rnd)))
-            if done is not None:
-                tasks[int(task_id)].latency.observe(max(0, done - int(ts)))
-        for task_id, accept, reason, n in raw(
-            conn, select(v.task_id, v.accept, v.reason, func.count()).group_by(v.task_id, v.accept, v.reason)
-        ):
-            tasks[int(task_id)].votes[fmt.reason_slug(0 if accept else int(reason))] += int(n)
-        for task_id, figures in tasks.items():
-            first = max(1, figures.current_round - RECENT_ROUNDS + 1)
-            by_round: dict[int, list[str]] = defaultdict(list)
-            for rnd, digest in raw(
-                conn,
-                select(s.round, s.digest)
-                .where(s.task_id == task_id, s.round >= first)
-                .order_by(s.round, s.idx),
-            ):
-                by_round[int(rnd)].append(cid_of(str(digest)) or "")
-            figures.recent = sorted(by_round.items())
-        roles = current_roles(conn)
-    per_task_verdicts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    with model.db.connect() as conn:
-        bitmaps = {
-            (int(t), int(n)): int(b, 16)
-            for t, n, b in raw(conn, select(f.task_id, f.round, f.accepted_bitmap))
-        }
-        for t, n, idx in raw(conn, select(s.task_id, s.round, s.idx)):
-            bitmap = bitmaps.get((int(t), int(n)))
-            verdict = "pending" if bitmap is None else ("accepted" if bitmap >> int(idx) & 1 else "rejected")
-            per_task_verdicts[int(t)][verdict] += 1
-    for task_id, verdicts in per_task_verdicts.items():
-        tasks[task_id].updates.update(verdicts)
+            t.last_finalized_submissions = f.submissions
+        for seconds in done.latencies:
+            t.latency.observe(max(0, seconds))
+        for v in done.votes:
+            t.votes[fmt.reason_slug(0 if v.accept else v.reason)] += v.count
+        t.updates.update(done.verdicts)
+        t.recent = [(rnd, [cid_of(d) or "" for d in digests]) for rnd, digests in done.recent]
+    roles = model.queries.roles()
     reputation = []
     member_updates = []
     for m in members.values():
@@ -172,7 +122,7 @@ def snapshot(model: ReadModel) -> Snapshot:
         reputation=reputation,
         rewards={m.address: m.rewards for m in members.values() if m.rewards or m.submissions or m.votes},
         member_updates=member_updates,
-        tasks=dict(tasks),
+        tasks=tasks,
         contributors_now=sum(1 for held in roles.values() if "contributor" in held),
         seconds=time.perf_counter() - started,
     )

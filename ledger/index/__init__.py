@@ -4,7 +4,7 @@
     db.py           IndexDB (one SQLAlchemy URL), identity checks, rewinds; the index's errors
     projections.py  event -> rows
     follower.py     Follower: reorg-safe, resumable, idempotent sync from eth_getLogs
-    queries.py      Queries: lineage, round, account history, anchors, leaderboard
+    queries/        Queries, every read of the index: lineage, rounds, accounts, the member fold, metrics
     models.py       the dataclasses queries return
     service.py      open_index / update / trustless, from settings and a LedgerClient
 

@@ -313,10 +313,132 @@ class RoundSummary(_Dict):
     accepted: int | None
     rewards_minted: int | None
     finalized_block: int | None
+    closed_at: int | None = None  # when submissions closed early (every contributor submitted)
+    finalized_at: int | None = None  # the finalization block's timestamp
 
     @property
     def finalized(self) -> bool:
         return self.aggregate_digest is not None
+
+
+@dataclass(frozen=True)
+class TaskProgress(_Dict):
+    """A task and how far it got."""
+
+    task: TaskRecord
+    rounds_opened: int
+    rounds_finalized: int
+    latest_aggregate: str | None  # the model the last finalized round produced (None before the first)
+
+
+@dataclass(frozen=True, slots=True)
+class VoteCount(_Dict):
+    """Votes with one verdict and reason (an accepting vote's reason is 0)."""
+
+    accept: bool
+    reason: int
+    count: int
+
+
+@dataclass
+class TaskOverview(_Dict):
+    """A task at a glance: its rounds oldest first, who took part, its votes by reason."""
+
+    task: TaskRecord
+    rounds: list[RoundSummary]
+    rounds_finalized: int
+    contributors: int  # distinct accounts that submitted to the task
+    validators: int  # distinct accounts that voted in the task
+    votes: list[VoteCount]
+    live_round_votes: int  # votes cast in the last opened round
+    role_holders: dict[str, int]  # accounts holding each role now (roles are the ledger's, not the task's)
+
+
+@dataclass
+class RoundContext(_Dict):
+    """A round in full with what its page shows around it."""
+
+    round: Round
+    task: TaskRecord
+    finalized_at: int | None  # the finalization block's timestamp
+    last_round: int  # the task's last opened round
+
+
+@dataclass(frozen=True)
+class VoteTally(_Dict):
+    """The votes an account cast, counted rather than listed (a validator votes on every update)."""
+
+    counts: list[VoteCount]
+    rounds: int  # (task, round)s it voted in
+
+
+@dataclass
+class MemberRecord(_Dict):
+    """A member's record as a page shows it: an AccountHistory whose votes cast are a tally, with the times of the
+    blocks of its submissions and rewards."""
+
+    address: str
+    roles: list[str]
+    submissions: list[Update]  # oldest first, each with the votes on it
+    reputation: list[ReputationChange]  # oldest first
+    rewards: list[Reward]  # oldest first
+    block_times: dict[int, int]  # block number: timestamp, for the submissions and rewards
+    votes_cast: VoteTally | None  # None if it never voted
+
+    @property
+    def known(self) -> bool:
+        return bool(self.roles or self.submissions or self.reputation or self.rewards or self.votes_cast)
+
+
+@dataclass
+class Member(_Dict):
+    """One member's figures on the leaderboard (counts within a task when the fold is for one)."""
+
+    address: str
+    roles: list[str] = field(default_factory=list)
+    contributor_reputation: int | None = None
+    validator_reputation: int | None = None
+    rewards: int = 0
+    submissions: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    pending: int = 0
+    votes: int = 0
+
+    def is_(self, role: str) -> bool:
+        """Whether the member acts in ``role`` (contributor, validator; anything else: yes): it holds the role,
+        or has a record in it."""
+        if role == "contributor":
+            return (
+                "contributor" in self.roles or self.submissions > 0 or self.contributor_reputation is not None
+            )
+        if role == "validator":
+            return "validator" in self.roles or self.votes > 0 or self.validator_reputation is not None
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizedRound(_Dict):
+    round: int
+    opened_at: int
+    finalized_at: int  # the finalization block's timestamp
+    submissions: int
+    rewards_minted: int
+
+
+@dataclass
+class TaskActivity(_Dict):
+    """What a task did, for the metrics."""
+
+    task_id: int
+    current_round: int = 0  # the last opened round
+    finalized: list[FinalizedRound] = field(default_factory=list)  # in round order
+    latencies: list[int] = field(default_factory=list)  # seconds, each update's submission to finalization
+    votes: list[VoteCount] = field(default_factory=list)
+    verdicts: dict[str, int] = field(default_factory=dict)  # updates by verdict (accepted, rejected, pending)
+    recent: list[tuple[int, list[str]]] = field(
+        default_factory=list
+    )  # (round, its update digests), last rounds
 
 
 @dataclass(frozen=True)

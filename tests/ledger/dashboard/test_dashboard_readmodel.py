@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from ledger.dashboard.accounts import MemberFold
 from ledger.dashboard.readmodel import ReadModel
 from ledger.index import schema
 from ledger.index.db import IndexDB
 from ledger.index.queries import Queries
+from ledger.index.queries.members import MemberFold
 from tests.support.dashboard import DemoRun
 
 pytestmark = pytest.mark.anvil

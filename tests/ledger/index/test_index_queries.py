@@ -1,7 +1,10 @@
 """The index's queries on a real ledger history (SQLite and PostgreSQL): lineage back to genesis, a round's
-detail, an account's history, anchors, the leaderboard, and the same answers from a trustless index."""
+detail, an account's history, anchors, the leaderboard, a member's record, a task's progress and overview, the
+metrics' activity, and the same answers from a trustless index."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 
@@ -114,6 +117,11 @@ def test_round_detail_has_updates_votes_and_settlement(h: Consortium, q: Queries
     assert sum(r.amount for r in detail.rewards) == detail.rewards_minted
     assert detail.rewards_minted is not None
     assert detail.rewards_minted > 0
+    context = q.round_context(task_id, 2)
+    assert context.round.to_dict() == detail.to_dict()
+    assert (context.task.task_id, context.last_round) == (task_id, 4)
+    assert context.finalized_at == q.rounds(task_id)[1].finalized_at
+    assert context.finalized_at is not None
     live = q.round(task_id, 4)
     assert not live.finalized
     assert [u.verdict for u in live.updates] == ["pending", "pending"]
@@ -152,6 +160,82 @@ def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
     assert by_address[h.validators[0][0]].votes == 12
     assert [s.total_rewards for s in board] == sorted((s.total_rewards for s in board), reverse=True)
     assert not q.account("0x" + "77" * 20).known
+
+
+def test_the_leaderboard_is_the_chains(h: Consortium, q: Queries) -> None:
+    client = h.client()
+    tokens = client.token_client()
+    board = q.leaderboard()
+    members = {a for a, _ in h.contributors + h.validators}
+    assert {s.address for s in board} == members  # not the admin or the aggregator: they only hold a role
+    for s in board:
+        on_chain = client.reputation(s.address)
+        assert s.total_rewards == tokens.balance_of(s.address)
+        if s.contributor_reputation is not None:
+            assert s.contributor_reputation == on_chain.contributor
+        if s.validator_reputation is not None:
+            assert s.validator_reputation == on_chain.validator
+    within = q.leaderboard(h.task_id)  # type: ignore[attr-defined]
+    assert [s.to_dict() for s in within] == [s.to_dict() for s in board]  # the history has one task
+
+
+def test_a_members_record_counts_the_votes_it_cast(h: Consortium, q: Queries) -> None:
+    address = h.contributors[1][0]
+    record = q.member(address.lower())
+    history = q.account(address)
+    assert (record.address, record.roles) == (history.address, history.roles)
+    assert [u.to_dict() for u in record.submissions] == [u.to_dict() for u in history.submissions]
+    assert [(u.round, u.verdict) for u in record.submissions][:3] == [
+        (1, "accepted"),
+        (2, "rejected"),
+        (3, "rejected"),
+    ]
+    assert record.reputation == history.reputation
+    assert record.rewards == history.rewards
+    assert all(u.block_number in record.block_times for u in record.submissions)
+    assert all(r.block_number in record.block_times for r in record.rewards)
+    assert record.votes_cast is None
+    validator = h.validators[0][0]
+    tally = q.member(validator).votes_cast
+    assert tally is not None
+    expected = Counter((reason == 0, reason) for r in h.rounds[:3] for reason in r.verdicts[validator])
+    assert {(c.accept, c.reason): c.count for c in tally.counts} == dict(expected)
+    assert tally.rounds == 3
+    assert not q.member("0x" + "77" * 20).known
+
+
+def test_a_tasks_progress_overview_and_activity(h: Consortium, q: Queries) -> None:
+    task_id = h.task_id  # type: ignore[attr-defined]
+    r1, r2, r3 = h.rounds[:3]
+    (progress,) = q.task_progress()
+    assert (progress.task.task_id, progress.rounds_opened, progress.rounds_finalized) == (task_id, 4, 3)
+    assert progress.latest_aggregate == hx(r3.aggregate)
+    overview = q.task_overview(task_id)
+    assert overview.rounds == q.rounds(task_id)
+    assert overview.rounds_finalized == 3
+    finalized = overview.rounds[:3]
+    assert all(r.finalized_at is not None and r.finalized_at >= r.opened_at for r in finalized)
+    assert overview.rounds[3].finalized_at is None
+    # Rounds 1-3 closed when the fourth contributor submitted; round 4 waits for two more.
+    assert [r.closed_at is not None for r in overview.rounds] == [True, True, True, False]
+    assert (overview.contributors, overview.validators, overview.live_round_votes) == (4, 3, 0)
+    assert (overview.role_holders["contributor"], overview.role_holders["validator"]) == (4, 3)
+    reasons = Counter(
+        (reason == 0, reason) for r in (r1, r2, r3) for verdicts in r.verdicts.values() for reason in verdicts
+    )
+    assert {(v.accept, v.reason): v.count for v in overview.votes} == dict(reasons)
+    with pytest.raises(UnknownTask):
+        q.task_overview(7)
+    (activity,) = q.activity(recent_rounds=2).values()
+    assert (activity.task_id, activity.current_round) == (task_id, 4)
+    assert [(f.round, f.submissions) for f in activity.finalized] == [(1, 4), (2, 4), (3, 4)]
+    assert [f.finalized_at for f in activity.finalized] == [r.finalized_at for r in finalized]
+    assert len(activity.latencies) == 12
+    assert all(seconds >= 0 for seconds in activity.latencies)
+    assert activity.verdicts == {"accepted": 7, "rejected": 5, "pending": 2}
+    assert [n for n, _ in activity.recent] == [3, 4]
+    assert activity.recent[1][1] == [hx(fake_digest("open", i)) for i in range(2)]
+    assert sum(v.count for v in activity.votes) == 36
 
 
 def test_tasks_and_rounds_lists(h: Consortium, q: Queries) -> None:

@@ -1,4 +1,5 @@
-"""Small SQL helpers shared by the read model: driver tuples, block times, current roles."""
+"""The SQL every query shares: rows as the driver returns them, table counts, block timestamps, the newest block,
+who holds which role now."""
 
 from __future__ import annotations
 
@@ -6,19 +7,27 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, func, select
 
 from ledger.index import schema
 
 
 def raw(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
     """All rows of a SELECT as the DB-API driver returns them: building SQLAlchemy Rows costs more than the
-    query itself on the big tables (votes, submissions, reputation values)."""
+    query itself on the big tables (votes, submissions, reputation values). The columns read this way need no
+    result processing but ``int()`` or ``bool()`` (SQLite gives booleans as 0 and 1)."""
     result = conn.execute(stmt)
     try:
         return list(result.cursor.fetchall())
     finally:
         result.close()
+
+
+def counts(conn: Connection) -> tuple[int, int]:
+    """(events, tasks) in the index."""
+    events = conn.execute(select(func.count()).select_from(schema.events)).scalar_one()
+    tasks = conn.execute(select(func.count()).select_from(schema.tasks)).scalar_one()
+    return int(events), int(tasks)
 
 
 def block_times(conn: Connection, numbers: Iterable[int]) -> dict[int, int]:
@@ -34,8 +43,17 @@ def block_times(conn: Connection, numbers: Iterable[int]) -> dict[int, int]:
     return out
 
 
+def newest_block(conn: Connection) -> tuple[int, str, int] | None:
+    """(number, hash, timestamp) of the newest stored block: it changes whenever any answer can (the follower
+    commits a batch's rows with the blocks that hold them, and a rewind deletes both)."""
+    b = schema.blocks.c
+    rows = raw(conn, select(b.number, b.hash, b.timestamp).order_by(b.number.desc()).limit(1))
+    return (int(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else None
+
+
 @cache
 def role_names() -> dict[str, str]:
+    """Role ids (keccak of the contracts' role names) to names."""
     from eth_utils.crypto import keccak
 
     names = {"0x" + "00" * 32: "admin"}
@@ -45,7 +63,7 @@ def role_names() -> dict[str, str]:
 
 
 def current_roles(conn: Connection, account: str | None = None) -> dict[str, list[str]]:
-    """Roles each account holds now (grants and revocations in chain order)."""
+    """Roles each account (or just ``account``) holds now: grants and revocations in chain order."""
     r = schema.role_changes.c
     stmt = select(r.account, r.role, r.granted).order_by(r.block_number, r.log_index)
     if account is not None:
@@ -55,10 +73,3 @@ def current_roles(conn: Connection, account: str | None = None) -> dict[str, lis
     for who, role, granted in raw(conn, stmt):
         held.setdefault(str(who), {})[names.get(str(role), str(role))] = bool(granted)
     return {who: sorted(k for k, v in roles.items() if v) for who, roles in held.items()}
-
-
-def newest_block(conn: Connection) -> tuple[int, str, int] | None:
-    """(number, hash, timestamp) of the newest stored block."""
-    b = schema.blocks.c
-    rows = raw(conn, select(b.number, b.hash, b.timestamp).order_by(b.number.desc()).limit(1))
-    return (int(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else None

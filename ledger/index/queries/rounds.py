@@ -1,0 +1,219 @@
+"""Rounds: a task's rounds in full (updates, every vote, the outcome, the settlement) loaded in bulk, the rounds as
+a list, and a task at a glance (the overview).
+
+Every reader takes a handful of tables in bulk (one SELECT per table, filtered by task and round) and assembles the
+result in Python: a lineage 100 rounds deep is a few thousand rows, not thousands of queries.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from ledger.chain.types import bits
+from ledger.index import schema
+from ledger.index.models import Round, RoundContext, RoundSummary, TaskOverview, Update, Vote, VoteCount
+from ledger.index.queries.errors import UnknownRound
+from ledger.index.queries.rows import block_times, current_roles, raw
+from ledger.index.queries.settlements import reputation_series, rewards
+from ledger.index.queries.tasks import last_round, task
+
+
+def load_rounds(
+    conn: Connection, task_id: int, first: int, last: int | None, *, settlement: bool
+) -> dict[int, Round]:
+    """Rounds first..last of a task (last None: all), each with updates, votes and outcome, and with
+    ``settlement`` the reputation changes and rewards of each."""
+
+    def within(table: Any) -> Any:
+        cond = (table.c.task_id == task_id) & (table.c.round >= first)
+        if last is not None:
+            cond = cond & (table.c.round <= last)
+        return cond
+
+    out: dict[int, Round] = {}
+    for r in conn.execute(select(schema.rounds).where(within(schema.rounds))).mappings():
+        out[int(r["round"])] = Round(
+            task_id=task_id,
+            round=int(r["round"]),
+            base_digest=str(r["base_digest"]),
+            opened_by=str(r["opened_by"]),
+            opened_at=int(r["opened_at"]),
+            opened_block=int(r["block_number"]),
+        )
+    for r in conn.execute(select(schema.closures).where(within(schema.closures))).mappings():
+        if int(r["round"]) in out:
+            out[int(r["round"])].closed_at = int(r["closed_at"])
+    for r in conn.execute(select(schema.finalizations).where(within(schema.finalizations))).mappings():
+        rd = out.get(int(r["round"]))
+        if rd is None:
+            continue
+        rd.aggregate_digest = str(r["aggregate_digest"])
+        rd.aggregator = str(r["aggregator"])
+        rd.accepted_indexes = bits(int(r["accepted_bitmap"], 16))
+        rd.accepted_count = int(r["accepted_count"])
+        rd.submission_count = int(r["submission_count"])
+        rd.rule = int(r["rule"])
+        rd.rule_param = int(r["rule_param"])
+        rd.rewards_minted = int(r["rewards_minted"])
+        rd.finalized_block = int(r["block_number"])
+        rd.finalized_tx = str(r["tx_hash"])
+    # The two big reads (a vote per validator and update, an update per contributor and round) take the
+    # driver's tuples in one fetchall: building a Row per vote costs more than the query itself (a lineage
+    # 100 rounds deep has 8,000 votes).
+    votes: dict[tuple[int, int], list[Vote]] = defaultdict(list)
+    v = schema.votes.c
+    vq = (
+        select(v.round, v.idx, v.validator, v.accept, v.reason, v.block_number, v.tx_hash)
+        .where(within(schema.votes))
+        .order_by(v.block_number, v.log_index, v.idx)
+    )
+    for round_no, idx, validator, accept, reason, block, tx in raw(conn, vq):
+        votes[(round_no, idx)].append(Vote(validator, idx, bool(accept), reason, block, tx))
+    s = schema.submissions.c
+    sq = (
+        select(s.round, s.idx, s.contributor, s.digest, s.num_samples, s.relayer, s.block_number, s.tx_hash)
+        .where(within(schema.submissions))
+        .order_by(s.round, s.idx)
+    )
+    accepted_sets = {n: set(rd.accepted_indexes) for n, rd in out.items() if rd.finalized}
+    for round_no, idx, contributor, digest, samples, relayer, block, tx in raw(conn, sq):
+        rd = out.get(round_no)
+        if rd is None:
+            continue
+        u = Update(task_id, round_no, idx, contributor, digest, samples, relayer, block, tx)
+        u.votes = votes.get((round_no, idx), [])
+        chosen = accepted_sets.get(round_no)
+        if chosen is not None:
+            u.accepted = idx in chosen
+        rd.updates.append(u)
+    if settlement:
+        rc = schema.reputation_changes.c
+        settled = raw(conn, select(rc.account, rc.block_number).where(within(schema.reputation_changes)))
+        if settled:
+            # A delta needs each account's value before the round: read the series of the accounts involved.
+            accounts = sorted({str(account) for account, _ in settled})
+            last_block = max(int(block) for _, block in settled)
+            for change in reputation_series(conn, rc.account.in_(accounts), rc.block_number <= last_block):
+                if change.task_id == task_id and change.round in out:
+                    out[change.round].reputation.append(change)
+        for reward in rewards(conn, within(schema.rewards))[0]:
+            if reward.round in out:
+                out[reward.round].rewards.append(reward)
+    return out
+
+
+def one_round(conn: Connection, task_id: int, round_: int) -> Round:
+    """One round in full; UnknownTask or UnknownRound when the index has no such task or round."""
+    task(conn, task_id)
+    return _round_of(conn, task_id, round_)
+
+
+def context(conn: Connection, task_id: int, round_: int) -> RoundContext:
+    """One round in full, with its task, the time it was finalized and the task's last round."""
+    record = task(conn, task_id)
+    r = _round_of(conn, task_id, round_)
+    block = r.finalized_block
+    return RoundContext(
+        round=r,
+        task=record,
+        finalized_at=block_times(conn, [block]).get(block) if block is not None else None,
+        last_round=last_round(conn, task_id),
+    )
+
+
+def _round_of(conn: Connection, task_id: int, round_: int) -> Round:
+    found = load_rounds(conn, task_id, round_, round_, settlement=True)
+    if round_ not in found:
+        raise UnknownRound(task_id, round_, last_round(conn, task_id))
+    return found[round_]
+
+
+def summaries(conn: Connection, task_id: int) -> tuple[list[RoundSummary], int]:
+    """Every opened round of a task, oldest first, without per-update detail; and how many rounds of the task
+    were finalized."""
+    r, f, c, s = schema.rounds.c, schema.finalizations.c, schema.closures.c, schema.submissions.c
+    opened = raw(
+        conn, select(r.round, r.base_digest, r.opened_at).where(r.task_id == task_id).order_by(r.round)
+    )
+    finals = {
+        int(n): (str(digest), int(accepted), int(minted), int(block))
+        for n, digest, accepted, minted, block in raw(
+            conn,
+            select(f.round, f.aggregate_digest, f.accepted_count, f.rewards_minted, f.block_number).where(
+                f.task_id == task_id
+            ),
+        )
+    }
+    closed = {
+        int(n): int(at) for n, at in raw(conn, select(c.round, c.closed_at).where(c.task_id == task_id))
+    }
+    submitted = {
+        int(n): int(k)
+        for n, k in raw(conn, select(s.round, func.count()).where(s.task_id == task_id).group_by(s.round))
+    }
+    times = block_times(conn, [block for *_, block in finals.values()])
+    out = []
+    for number, base, opened_at in opened:
+        n = int(number)
+        final = finals.get(n)
+        out.append(
+            RoundSummary(
+                task_id=task_id,
+                round=n,
+                base_digest=str(base),
+                aggregate_digest=final[0] if final else None,
+                opened_at=int(opened_at),
+                submissions=submitted.get(n, 0),
+                accepted=final[1] if final else None,
+                rewards_minted=final[2] if final else None,
+                finalized_block=final[3] if final else None,
+                closed_at=closed.get(n),
+                finalized_at=times.get(final[3]) if final else None,
+            )
+        )
+    return out, len(finals)
+
+
+def overview(conn: Connection, task_id: int) -> TaskOverview:
+    """A task at a glance: its rounds, who took part, its votes by reason, the votes cast in its live round, how
+    many accounts hold each role now."""
+    record = task(conn, task_id)
+    rounds, finalized = summaries(conn, task_id)
+    s, v = schema.submissions.c, schema.votes.c
+    contributors = conn.execute(
+        select(func.count(func.distinct(s.contributor))).where(s.task_id == task_id)
+    ).scalar_one()
+    validators = conn.execute(
+        select(func.count(func.distinct(v.validator))).where(v.task_id == task_id)
+    ).scalar_one()
+    votes = [
+        VoteCount(bool(accept), int(reason), int(n))
+        for accept, reason, n in raw(
+            conn,
+            select(v.accept, v.reason, func.count()).where(v.task_id == task_id).group_by(v.accept, v.reason),
+        )
+    ]
+    live_votes = 0
+    if rounds:
+        live_votes = int(
+            conn.execute(
+                select(func.count()).where(v.task_id == task_id, v.round == rounds[-1].round)
+            ).scalar_one()
+        )
+    holders: dict[str, int] = {}
+    for held in current_roles(conn).values():
+        for role in held:
+            holders[role] = holders.get(role, 0) + 1
+    return TaskOverview(
+        task=record,
+        rounds=rounds,
+        rounds_finalized=finalized,
+        contributors=int(contributors),
+        validators=int(validators),
+        votes=votes,
+        live_round_votes=live_votes,
+        role_holders=holders,
+    )
