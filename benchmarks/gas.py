@@ -78,7 +78,7 @@ class Bench:
         from web3 import HTTPProvider, Web3
 
         from ledger.chain.artifacts import load_artifact
-        from ledger.devservices import dev_accounts
+        from ledger.dev.services import dev_accounts
         from ledger.settings import Settings
 
         self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
@@ -235,7 +235,7 @@ class Bench:
         """Median gas of a submit to a registry that stores the CIDv0 string (compiled here with the wrapper)."""
         import solcx
 
-        from ledger.toolchain import solc_wrapper
+        from ledger.dev.toolchain import solc_wrapper
 
         out = solcx.compile_standard(
             {
@@ -266,7 +266,7 @@ class Bench:
 
 
 def run() -> dict[str, Any]:
-    from ledger.devservices import AnvilProcess
+    from ledger.dev.services import AnvilProcess
 
     with tempfile.TemporaryDirectory(prefix="meshprov-gas-") as tmp, AnvilProcess.start(Path(tmp)) as anvil:
         bench = Bench(anvil.rpc_url)

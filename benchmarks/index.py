@@ -75,7 +75,7 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
 
     from ledger.chain.client import LedgerClient
     from ledger.chain.types import TaskParams, bitmap
-    from ledger.devservices import AnvilProcess, dev_accounts
+    from ledger.dev.services import AnvilProcess, dev_accounts
     from ledger.reasons import Reason
     from ledger.settings import Settings
     from tests.support.chain import deploy, meshprov_contracts, web3_for

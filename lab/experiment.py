@@ -235,7 +235,7 @@ class Roles:
 
 @functools.lru_cache(maxsize=8)
 def dev_roles(validators: int, contributors: int, mnemonic: str | None = None) -> Roles:
-    from ledger.devservices import dev_accounts
+    from ledger.dev.services import dev_accounts
     from ledger.settings import Settings
 
     count = 2 + validators + contributors

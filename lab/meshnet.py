@@ -1,6 +1,6 @@
 """A small consortium of real processes for the robustness benchmarks (byzantine_e2e.py, faults.py).
 
-* anvil and redis-server children (``ledger.devservices``), each restartable on its own port: anvil from its state
+* anvil and redis-server children (``ledger.dev.services``), each restartable on its own port: anvil from its state
   file (SIGTERM writes it), Redis with or without its append-only file;
 * a fresh MeshToken + MeshLedger, the members' roles and one task, from anvil's dev accounts laid out as
   ``lab.experiment.dev_roles`` (0 admin, 1 aggregator, then validators, then contributors);
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.devservices import AnvilProcess, RedisProcess, dev_accounts
+from ledger.dev.services import AnvilProcess, RedisProcess, dev_accounts
 from ledger.settings import Settings
 
 # Short polls and leases so that a round takes seconds (as the worker tests run them).

@@ -1,4 +1,4 @@
-"""The compiled contracts shipped inside the package (``ledger/artifacts/*.json``, written by ``ledger.chain.build``).
+"""The compiled contracts shipped inside the package (``ledger/artifacts/*.json``, written by ``ledger.dev.build``).
 
 Loading needs no compiler and no source checkout: the JSON files are package data, read through
 :mod:`importlib.resources`.
@@ -22,7 +22,7 @@ class ArtifactUnavailable(ConfigError):
         self.name = name
         super().__init__(
             f"the compiled contract {name} is unavailable: {problem}",
-            hint="rebuild the artifacts with `make contracts` (python -m ledger.chain.build)",
+            hint="rebuild the artifacts with `make contracts` (python -m ledger.dev.build)",
         )
 
 

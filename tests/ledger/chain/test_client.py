@@ -21,7 +21,7 @@ from ledger.chain.client import (
     TokenClient,
 )
 from ledger.chain.types import Phase, Role, TaskParams, bitmap
-from ledger.devservices import AnvilProcess
+from ledger.dev.services import AnvilProcess
 from ledger.errors import ServiceUnavailable
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
