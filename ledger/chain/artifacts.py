@@ -19,11 +19,10 @@ KNOWN = ("MeshLedger", "MeshToken")
 
 class ArtifactUnavailable(ConfigError):
     def __init__(self, name: str, problem: str) -> None:
+        from ledger.dev.toolchain import artifacts_hint
+
         self.name = name
-        super().__init__(
-            f"the compiled contract {name} is unavailable: {problem}",
-            hint="rebuild the artifacts with `make contracts` (python -m ledger.dev.build)",
-        )
+        super().__init__(f"the compiled contract {name} is unavailable: {problem}", hint=artifacts_hint())
 
 
 @dataclass(frozen=True)

@@ -123,9 +123,9 @@ class NoContract(NotFound):
 
 class ArtifactMissing(ConfigError):
     def __init__(self, name: str, path: Path) -> None:
-        super().__init__(
-            f"the compiled ABI of {name} is missing ({path})", hint="build it with `make contracts`"
-        )
+        from ledger.dev.toolchain import artifacts_hint
+
+        super().__init__(f"the compiled ABI of {name} is missing ({path})", hint=artifacts_hint())
 
 
 def load_abi(name: str) -> list[dict[str, Any]]:

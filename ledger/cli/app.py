@@ -191,7 +191,18 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     args = list(sys.argv[1:] if argv is None else argv)
+    level = logging.getLogger().level
     command = root_command(args)
+    try:
+        return _run(command, args)
+    finally:
+        # One invocation's global options (state, --log-level) never leak into what runs after it in the same
+        # process (the tests call main many times).
+        reset()
+        logging.getLogger().setLevel(level)
+
+
+def _run(command: Any, args: list[str]) -> int:
     try:
         # Standalone mode: click reports usage errors (exit 2) and turns Ctrl-C into exit 130 itself.
         command.main(args=args, prog_name="meshprov", standalone_mode=True)

@@ -27,6 +27,13 @@ def in_source_checkout() -> bool:
     return source_root() is not None
 
 
+def artifacts_hint() -> str:
+    """What to do about missing or broken contract artifacts (``ledger/artifacts``)."""
+    if in_source_checkout():
+        return "rebuild them with `make contracts` (python -m ledger.dev.build) in the source checkout"
+    return "reinstall meshprov: its package ships the compiled contracts in ledger/artifacts"
+
+
 def install_hint(what: str, otherwise: str) -> str:
     """How to get ``what``: `make setup` in a source checkout, else ``otherwise`` (what a pip user can do)."""
     if in_source_checkout():

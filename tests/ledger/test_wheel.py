@@ -73,7 +73,8 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    wheelhouse = Path(str(request.config.cache.mkdir("meshprov-wheelhouse")))
+    cache = request.config.cache
+    wheelhouse = Path(str(cache.mkdir("meshprov-wheelhouse"))) if cache else work / "wheelhouse"
     offline = ["install", "--no-compile", "--no-index", "--find-links", str(wheelhouse), str(wheel)]
     try:
         _pip(python, *offline)

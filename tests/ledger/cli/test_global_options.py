@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,15 @@ GIVEN: dict[str, tuple[list[str], str, Any]] = {
     "--rpc-url": (["--rpc-url", "http://127.0.0.1:1"], "override:chain_rpc_url", "http://127.0.0.1:1"),
 }
 EXTERNAL = ("worker", "node", "demo", "experiment")
+
+
+@pytest.fixture(autouse=True)
+def _restore_state() -> Iterator[None]:
+    """Parsing sets the global state and --log-level the root logger: undo both for the tests that follow."""
+    level = logging.getLogger().level
+    yield
+    reset()
+    logging.getLogger().setLevel(level)
 
 
 @functools.cache
