@@ -414,6 +414,7 @@ class DevServices:
                 if rec.external or rec.pid is None or not rec.alive():
                     continue
                 _terminate(rec.pid, rec.start_time)
+                _reap(rec.pid)
                 stopped.append(name)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
@@ -442,6 +443,15 @@ class DevServices:
                 "error": error,
             }
         return out
+
+
+def _reap(pid: int) -> None:
+    """When this process started ``pid`` (a detached child of `up`), collect its exit status: no zombie is left
+    and Python does not warn at exit that the child "is still running"."""
+    for process in [p for p in _DETACHED if p.pid == pid]:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        _DETACHED.remove(process)
 
 
 def _terminate(pid: int, start_time: int | None, timeout: float = 10.0) -> None:
