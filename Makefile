@@ -12,7 +12,7 @@ NODE_STAMP := node_modules/.meshprov-installed
 SYS_STAMP := .venv/.meshprov-system-packages
 FORGE := node_modules/@foundry-rs/forge-linux-amd64/bin/forge
 
-.PHONY: help setup demo test lint typecheck pytest contracts contracts-test artifacts bench bugs clean
+.PHONY: help setup demo test lint typecheck pytest contracts contracts-test gas-check gas-snapshot artifacts bench bugs bugs-quick clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,9 +32,11 @@ $(SYS_STAMP):
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
-	@# `npm install`, not `npm ci`: npm 11 leaves other platforms' optional Foundry binaries out of the lock file,
-	@# which `npm ci` then refuses; install still honours every version the lock file pins.
-	npm install --no-audit --no-fund --loglevel=error
+	@# `npm ci` installs exactly what package-lock.json pins and never writes it, so setup leaves the clone as it
+	@# was checked out. The lock file is committed as npm 11 writes it: with every platform's optional Foundry
+	@# binary listed, which `npm ci` needs on any platform. After changing package.json run `npm install` once
+	@# and commit the lock file it writes.
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(PY_STAMP): pyproject.toml
@@ -56,18 +58,32 @@ lint: setup  ## ruff lint + format check, mypy strict
 	$(BIN)/mypy
 
 contracts: setup  ## build the contracts and export ABI + bytecode into ledger/artifacts
-	$(BIN)/python -m ledger.chain.build
+	$(BIN)/python -m ledger.dev.build
 
 contracts-test: setup  ## forge unit, fuzz and invariant tests
 	@if [ -d contracts/src ] && ls contracts/src/*.sol >/dev/null 2>&1; then cd contracts && ../$(FORGE) test; fi
 
+# Gas of the unit tests against the committed contracts/.gas-snapshot, with a tolerance of 1 (percent): the gas
+# is deterministic for given sources, compiler and seed, so a contract change that costs more than 1% in any
+# test fails here, while the few gas of test-harness overhead (cheatcodes, calldata) a Foundry release may
+# shift do not. After a deliberate change, `make gas-snapshot` rewrites the file: review and commit it.
+GAS_TOLERANCE := 1
+gas-check: setup  ## compare the unit tests' gas with contracts/.gas-snapshot (GAS_TOLERANCE percent)
+	cd contracts && ../$(FORGE) snapshot --match-path 'test/unit/*' --check --tolerance $(GAS_TOLERANCE)
+
+gas-snapshot: setup  ## rewrite contracts/.gas-snapshot after a deliberate gas change
+	cd contracts && ../$(FORGE) snapshot --match-path 'test/unit/*'
+
 bugs: setup  ## show that the invariant suite catches each planted bug in contracts/bugs/
 	@if ls contracts/bugs/*.patch >/dev/null 2>&1; then bash contracts/bugs/check.sh; fi
+
+bugs-quick: setup  ## the same verdict, invariant suite only (what `make test` runs)
+	@if ls contracts/bugs/*.patch >/dev/null 2>&1; then bash contracts/bugs/check.sh --quick; fi
 
 pytest: setup
 	$(BIN)/pytest
 
-test: setup lint contracts-test pytest  ## everything: lint, types, forge tests, pytest
+test: setup lint contracts-test gas-check bugs-quick pytest  ## everything: lint, types, forge tests, gas, planted bugs, pytest
 
 BENCH_VENV := .venv-bench
 $(BENCH_VENV)/.installed:

@@ -80,7 +80,7 @@ class Bench:
         from lab.consortium import RoleKeys, deploy_consortium, task_table
         from ledger.chain.artifacts import load_artifact
         from ledger.chain.client import connect_web3
-        from ledger.devservices import dev_accounts
+        from ledger.dev.services import dev_accounts
         from ledger.settings import Settings
 
         self.w3 = connect_web3(rpc_url, timeout=60)
@@ -242,7 +242,7 @@ class Bench:
         """Median gas of a submit to a registry that stores the CIDv0 string (compiled here with the wrapper)."""
         import solcx
 
-        from ledger.toolchain import solc_wrapper
+        from ledger.dev.toolchain import solc_wrapper
 
         out = solcx.compile_standard(
             {
@@ -273,7 +273,7 @@ class Bench:
 
 
 def run() -> dict[str, Any]:
-    from ledger.devservices import AnvilProcess
+    from ledger.dev.services import AnvilProcess
 
     with tempfile.TemporaryDirectory(prefix="meshprov-gas-") as tmp, AnvilProcess.start(Path(tmp)) as anvil:
         bench = Bench(anvil.rpc_url)

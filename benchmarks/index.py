@@ -76,7 +76,7 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
     from lab.consortium import RoleKeys, deploy_consortium, task_table
     from ledger.chain.client import connect_web3
     from ledger.chain.types import bitmap
-    from ledger.devservices import AnvilProcess
+    from ledger.dev.services import AnvilProcess
     from ledger.reasons import Reason
     from ledger.settings import Settings
 

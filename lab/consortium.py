@@ -71,7 +71,7 @@ class RoleKeys:
     @classmethod
     def dev(cls, validators: int, contributors: int, mnemonic: str | None = None) -> RoleKeys:
         """Anvil's dev accounts (of ``mnemonic``, default the settings' ``anvil_mnemonic``) in the dev layout."""
-        from ledger.devservices import dev_accounts
+        from ledger.dev.services import dev_accounts
         from ledger.settings import Settings
 
         count = FIRST_VALIDATOR + validators + contributors

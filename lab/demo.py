@@ -133,7 +133,7 @@ class NotADemoDirectory(ConfigError):
 
 def prepare_directory(path: Path) -> Path:
     """An empty demo directory at ``path`` (see the module docstring). Returns it resolved."""
-    from ledger.devservices import DevServices
+    from ledger.dev.services import DevServices
     from ledger.settings import load_settings
 
     path = path.resolve()
@@ -227,7 +227,7 @@ class Demo:
 
     # ─── the run ────────────────────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict[str, Any]:
-        from ledger.devservices import DevServices
+        from ledger.dev.services import DevServices
 
         started = time.monotonic()
         self.config.validate()
@@ -240,6 +240,7 @@ class Demo:
             with sigterm_as_interrupt():
                 endpoints = services.up()
                 anvil_url, redis_url = endpoints["anvil"].url, endpoints["redis"].url
+                settings = settings.model_copy(update={"chain_rpc_url": anvil_url})  # for its clients
                 self.say(f"anvil {anvil_url}, redis {redis_url}")
                 record, members = self._deploy(settings, anvil_url)
                 env = self._env(settings, anvil_url, redis_url, record.task_id)

@@ -1,6 +1,6 @@
 """A small consortium of real processes for the robustness benchmarks (byzantine_e2e.py, faults.py).
 
-* anvil and redis-server children (``ledger.devservices``), each restartable on its own port: anvil from its state
+* anvil and redis-server children (``ledger.dev.services``), each restartable on its own port: anvil from its state
   file (SIGTERM writes it), Redis with or without its append-only file;
 * a fresh MeshToken + MeshLedger, the members' roles and one task, deployed by ``lab.consortium`` (the real
   ``ledger.chain.deploy``) for anvil's dev accounts (0 admin, 1 aggregator, then validators, then contributors);
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab.consortium import DeployedConsortium, RoleKeys
-from ledger.devservices import AnvilProcess, RedisProcess
+from ledger.dev.services import AnvilProcess, RedisProcess
 from ledger.settings import Settings
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ledger.devservices import proc_start_time
+from ledger.dev.services import proc_start_time
 
 REGISTRY = "processes.json"
 

@@ -48,7 +48,7 @@ class ServiceUnavailable(MeshprovError, ConnectionError):
 class MissingBinary(MeshprovError, FileNotFoundError):
     exit_code = ExitCode.MISSING_BINARY
 
-    def __init__(self, program: str, looked_in: list[str], *, hint: str = "run `make setup`") -> None:
+    def __init__(self, program: str, looked_in: list[str], *, hint: str) -> None:
         self.program = program
         self.looked_in = looked_in
         where = ", ".join(looked_in) if looked_in else "PATH"

@@ -34,7 +34,7 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.NOT_FOUND: "The task, round, CID, address or file asked for does not exist (or is not anchored).",
     ExitCode.CONFIG: "The configuration is invalid: an unknown key, malformed TOML or a value out of range.",
     ExitCode.UNAVAILABLE: "A service could not be reached or started: the chain RPC, Redis, the content store, a port.",
-    ExitCode.MISSING_BINARY: "A required program is missing (anvil, redis-server, solc wrapper); `make setup` installs them.",
+    ExitCode.MISSING_BINARY: "A required program is missing (anvil, redis-server, solc wrapper); the hint says how to install or configure it.",
     ExitCode.REJECTED: "An update failed a validator check; the reason code says which.",
     ExitCode.NOT_MEMBER: "The key is not a member of the consortium in the needed role; ask the admin to grant it.",
     ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); everything started by the command was stopped.",

@@ -2,7 +2,8 @@
 
 Sources, highest precedence first:
 
-1. CLI flags (passed as keyword overrides to :func:`load_settings`),
+1. CLI flags (passed as keyword overrides to :func:`load_settings`; the global ones, such as ``--data-dir`` and
+   ``--rpc-url``, through ``ledger/cli/state.py``),
 2. environment variables ``MESHPROV_<FIELD>`` (for example ``MESHPROV_CHAIN_RPC_URL``),
 3. a TOML file of flat ``field = value`` pairs: ``--config FILE``, else ``$MESHPROV_CONFIG``,
    else ``<data_dir>/meshprov.toml`` when it exists,
@@ -42,14 +43,16 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path(".meshprov")
-    """Where embedded services, the deployment record, the local block store and the index live."""
+    """Where embedded services, the deployment record, the local block store and the index live (also
+    `--data-dir`)."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    """Logging threshold for every role (logs go to stderr)."""
+    """Logging threshold for every role (logs go to stderr; also `--log-level`)."""
 
     # --- chain -------------------------------------------------------------------------------------------
     chain_rpc_url: str | None = None
-    """EVM JSON-RPC endpoint. Unset: the embedded anvil of `meshprov dev up`, started on demand."""
+    """EVM JSON-RPC endpoint (also `--rpc-url`). Unset: commands that need a chain use the embedded anvil of
+    `meshprov dev up` (started on demand when anvil is installed); audits answer from the index."""
 
     chain_id: int | None = None
     """Expected chain id; when set, every command refuses an endpoint that reports another."""
@@ -111,6 +114,42 @@ class Settings(BaseSettings):
 
     service_start_timeout_s: float = Field(default=15.0, gt=0)
     """Seconds an embedded service may take to answer before start-up is abandoned and it is stopped."""
+
+    # --- workers (validators, the aggregator and the watcher; checked together in worker/config.py) --------
+    worker_poll_interval_s: float = Field(default=2.0, gt=0)
+    """Seconds between the watcher's looks at the chain."""
+
+    worker_job_ttl_s: int = Field(default=120, ge=1)
+    """The watcher enqueues a job at most once per this many seconds while the chain shows it still to do."""
+
+    worker_time_limit_s: int = Field(default=600, ge=1)
+    """Hard time limit of a job, seconds: the pool kills its process after this long."""
+
+    worker_soft_time_limit_s: int | None = Field(default=None, ge=1)
+    """A job gets SoftTimeLimitExceeded (and is retried) after this many seconds.
+    Unset: 90% of `worker_time_limit_s`."""
+
+    worker_visibility_timeout_s: int | None = Field(default=None, ge=1)
+    """Redis redelivers a job not acknowledged within this many seconds. Unset: 3 x `worker_time_limit_s`."""
+
+    worker_lock_lease_s: int | None = Field(default=None, ge=1)
+    """Lease of the per-round Redis lock, seconds (renewed while the job progresses).
+    Unset: `worker_time_limit_s`."""
+
+    worker_max_retries: int = Field(default=6, ge=0)
+    """Retries of a transient fault before a job is given up (the watcher re-enqueues it later)."""
+
+    worker_retry_backoff_s: int = Field(default=2, ge=1)
+    """Bound of the first retry's delay, seconds (full jitter); each retry doubles it."""
+
+    worker_retry_backoff_max_s: int = Field(default=120, ge=1)
+    """Largest retry delay, seconds."""
+
+    worker_heartbeat_s: float = Field(default=5.0, gt=0)
+    """Seconds between a worker's health records (each expires after three periods)."""
+
+    worker_cache_dir: Path | None = None
+    """Downloaded bases and updates, and the verdict cache. Unset: `<data_dir>/worker`."""
 
     # --- dashboard -----------------------------------------------------------------------------------------
     dashboard_host: str = "127.0.0.1"

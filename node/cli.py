@@ -33,13 +33,14 @@ _PRIVACY = "Differential privacy"
 def _client(s: Settings, *, read_only: bool, wait_s: float | None) -> LedgerClient:
     """The ledger client; while the chain does not answer yet, wait (up to ``wait_s``, None: forever)."""
     from ledger.chain.client import LedgerClient
+    from ledger.cli.endpoints import chain_url
     from ledger.errors import ServiceUnavailable
 
     started = time.monotonic()
     delay = 0.5
     while True:
         try:
-            return LedgerClient.from_settings(s, read_only=read_only)
+            return LedgerClient.from_settings(s, endpoint=chain_url(s), read_only=read_only)
         except ServiceUnavailable as exc:
             if wait_s is not None and time.monotonic() - started > wait_s:
                 raise
@@ -240,9 +241,9 @@ def run(
 def _relay_redis(s: Settings) -> Any:
     import redis
 
-    from ledger.devservices import ensure_redis
+    from ledger.cli.endpoints import redis_url
 
-    return redis.Redis.from_url(ensure_redis(s), socket_timeout=30, socket_connect_timeout=5)
+    return redis.Redis.from_url(redis_url(s), socket_timeout=30, socket_connect_timeout=5)
 
 
 def _print_rounds(console: Console, records: list[Any]) -> None:
@@ -277,8 +278,9 @@ def status(
     except ValueError:
         raise typer.BadParameter("not an address", param_hint="--address") from None
     from ledger.chain.client import LedgerClient
+    from ledger.cli.endpoints import chain_url
 
-    client = LedgerClient.from_settings(s, read_only=True)
+    client = LedgerClient.from_settings(s, endpoint=chain_url(s), read_only=True)
     report = member_status(s, client, who)
     emit(report.to_dict(), json_mode=want_json(json_output), human=lambda c: render(c, report))
 
@@ -299,16 +301,16 @@ def relay_command(
     import redis
 
     from ledger.chain.client import LedgerClient
-    from ledger.devservices import ensure_redis
+    from ledger.cli.endpoints import chain_url, redis_url
     from node.faults import NoSigningKey
     from node.relay import Relayer
 
     s = load_settings()
     if s.signing_key() is None:
         raise NoSigningKey("relayer")
-    client = LedgerClient.from_settings(s)
+    client = LedgerClient.from_settings(s, endpoint=chain_url(s))
     client.view_block = "pending"
-    r = redis.Redis.from_url(ensure_redis(s), socket_timeout=30, socket_connect_timeout=5)
+    r = redis.Redis.from_url(redis_url(s), socket_timeout=30, socket_connect_timeout=5)
     relayer = Relayer(client, r, max_batch=max_batch, batch_wait_s=batch_wait, say=info)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -30,31 +30,43 @@ log = logging.getLogger(__name__)
 _TUNING = "Tuning"
 _CHECKS = "Checks"
 PollInterval = Annotated[
-    float,
+    float | None,
     typer.Option(
-        "--poll-interval", help="Seconds between the watcher's looks at the chain.", rich_help_panel=_TUNING
+        "--poll-interval",
+        help="Seconds between the watcher's looks at the chain (setting `worker_poll_interval_s`, 2).",
+        rich_help_panel=_TUNING,
     ),
 ]
 JobTtl = Annotated[
-    int,
+    int | None,
     typer.Option(
-        "--job-ttl", help="Seconds before the watcher enqueues a job again.", rich_help_panel=_TUNING
+        "--job-ttl",
+        help="Seconds before the watcher enqueues a job again (`worker_job_ttl_s`, 120).",
+        rich_help_panel=_TUNING,
     ),
 ]
 TimeLimit = Annotated[
-    int, typer.Option("--time-limit", help="Hard time limit of a job, seconds.", rich_help_panel=_TUNING)
+    int | None,
+    typer.Option(
+        "--time-limit",
+        help="Hard time limit of a job, seconds (`worker_time_limit_s`, 600).",
+        rich_help_panel=_TUNING,
+    ),
 ]
 SoftTimeLimit = Annotated[
     int | None,
     typer.Option(
-        "--soft-time-limit", help="Soft time limit (default: 90% of the hard one).", rich_help_panel=_TUNING
+        "--soft-time-limit",
+        help="Soft time limit (`worker_soft_time_limit_s`; default: 90% of the hard one).",
+        rich_help_panel=_TUNING,
     ),
 ]
 Visibility = Annotated[
     int | None,
     typer.Option(
         "--visibility-timeout",
-        help="Seconds before Redis redelivers an unacknowledged job (default: 3x the hard time limit).",
+        help="Seconds before Redis redelivers an unacknowledged job (`worker_visibility_timeout_s`; default: 3x "
+        "the hard time limit).",
         rich_help_panel=_TUNING,
     ),
 ]
@@ -62,33 +74,47 @@ LockLease = Annotated[
     int | None,
     typer.Option(
         "--lock-lease",
-        help="Round lock lease, seconds (default: the hard time limit).",
+        help="Round lock lease, seconds (`worker_lock_lease_s`; default: the hard time limit).",
         rich_help_panel=_TUNING,
     ),
 ]
 MaxRetries = Annotated[
-    int,
+    int | None,
     typer.Option(
-        "--max-retries", help="Retries of a transient fault before giving up.", rich_help_panel=_TUNING
+        "--max-retries",
+        help="Retries of a transient fault before giving up (`worker_max_retries`, 6).",
+        rich_help_panel=_TUNING,
     ),
 ]
 Backoff = Annotated[
-    int,
+    int | None,
     typer.Option(
-        "--retry-backoff", help="First retry delay bound, seconds (doubles).", rich_help_panel=_TUNING
+        "--retry-backoff",
+        help="First retry delay bound, seconds, doubling (`worker_retry_backoff_s`, 2).",
+        rich_help_panel=_TUNING,
     ),
 ]
 BackoffMax = Annotated[
-    int, typer.Option("--retry-backoff-max", help="Largest retry delay, seconds.", rich_help_panel=_TUNING)
+    int | None,
+    typer.Option(
+        "--retry-backoff-max",
+        help="Largest retry delay, seconds (`worker_retry_backoff_max_s`, 120).",
+        rich_help_panel=_TUNING,
+    ),
 ]
 Heartbeat = Annotated[
-    float, typer.Option("--heartbeat", help="Seconds between health records.", rich_help_panel=_TUNING)
+    float | None,
+    typer.Option(
+        "--heartbeat",
+        help="Seconds between health records (`worker_heartbeat_s`, 5).",
+        rich_help_panel=_TUNING,
+    ),
 ]
 CacheDir = Annotated[
     Path | None,
     typer.Option(
         "--cache-dir",
-        help="Downloads and verdict cache (default: <data_dir>/worker).",
+        help="Downloads and verdict cache (`worker_cache_dir`; default: <data_dir>/worker).",
         rich_help_panel=_TUNING,
     ),
 ]
@@ -161,37 +187,13 @@ def _limits(
     )
 
 
-def _config(
-    *,
-    poll_interval: float,
-    job_ttl: int,
-    time_limit: int,
-    soft_time_limit: int | None,
-    visibility_timeout: int | None,
-    lock_lease: int | None,
-    max_retries: int,
-    retry_backoff: int,
-    retry_backoff_max: int,
-    heartbeat: float,
-    cache_dir: Path | None,
-    failpoints: list[str] | None,
-) -> WorkerConfig:
+def _settings_and_config(failpoints: list[str] | None = None, **flags: Any) -> tuple[Settings, WorkerConfig]:
+    """The settings with the tuning flags given on the command line over env, file and defaults (``flags`` are
+    ``worker_*`` setting names; None: not given), and the worker configuration they make (invariants checked)."""
     from worker.config import WorkerConfig, parse_failpoints
 
-    return WorkerConfig(
-        soft_time_limit_s=soft_time_limit if soft_time_limit is not None else max(1, time_limit * 9 // 10),
-        time_limit_s=time_limit,
-        visibility_timeout_s=visibility_timeout if visibility_timeout is not None else 3 * time_limit,
-        max_retries=max_retries,
-        retry_backoff_s=retry_backoff,
-        retry_backoff_max_s=retry_backoff_max,
-        poll_interval_s=poll_interval,
-        job_ttl_s=job_ttl,
-        lock_lease_s=lock_lease if lock_lease is not None else time_limit,
-        heartbeat_s=heartbeat,
-        cache_dir=cache_dir,
-        failpoints=parse_failpoints(failpoints),
-    )
+    s = load_settings(**flags)
+    return s, WorkerConfig.from_settings(s, failpoints=parse_failpoints(failpoints))
 
 
 def _load_evaluator(spec: str | None) -> LossFn | None:
@@ -222,16 +224,16 @@ def run(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=64, help="Jobs at once.")] = 1,
     pool: Annotated[str, typer.Option("--pool", help="Celery pool: prefork, threads or solo.")] = "prefork",
     loglevel: Annotated[str, typer.Option("--loglevel", help="Log level of the worker.")] = "INFO",
-    poll_interval: PollInterval = 2.0,
-    job_ttl: JobTtl = 120,
-    time_limit: TimeLimit = 600,
+    poll_interval: PollInterval = None,
+    job_ttl: JobTtl = None,
+    time_limit: TimeLimit = None,
     soft_time_limit: SoftTimeLimit = None,
     visibility_timeout: Visibility = None,
     lock_lease: LockLease = None,
-    max_retries: MaxRetries = 6,
-    retry_backoff: Backoff = 2,
-    retry_backoff_max: BackoffMax = 120,
-    heartbeat: Heartbeat = 5.0,
+    max_retries: MaxRetries = None,
+    retry_backoff: Backoff = None,
+    retry_backoff_max: BackoffMax = None,
+    heartbeat: Heartbeat = None,
     cache_dir: CacheDir = None,
     max_norm: MaxNorm = None,
     min_norm: MinNorm = 0.0,
@@ -250,20 +252,19 @@ def run(
         raise typer.BadParameter("choose prefork, threads or solo", param_hint="--pool")
     if watch and role != "aggregator":
         raise typer.BadParameter("the watcher runs beside the aggregator (or alone: `meshprov worker watch`)")
-    s = load_settings()
-    config = _config(
-        poll_interval=poll_interval,
-        job_ttl=job_ttl,
-        time_limit=time_limit,
-        soft_time_limit=soft_time_limit,
-        visibility_timeout=visibility_timeout,
-        lock_lease=lock_lease,
-        max_retries=max_retries,
-        retry_backoff=retry_backoff,
-        retry_backoff_max=retry_backoff_max,
-        heartbeat=heartbeat,
-        cache_dir=cache_dir,
-        failpoints=failpoint,
+    s, config = _settings_and_config(
+        failpoint,
+        worker_poll_interval_s=poll_interval,
+        worker_job_ttl_s=job_ttl,
+        worker_time_limit_s=time_limit,
+        worker_soft_time_limit_s=soft_time_limit,
+        worker_visibility_timeout_s=visibility_timeout,
+        worker_lock_lease_s=lock_lease,
+        worker_max_retries=max_retries,
+        worker_retry_backoff_s=retry_backoff,
+        worker_retry_backoff_max_s=retry_backoff_max,
+        worker_heartbeat_s=heartbeat,
+        worker_cache_dir=cache_dir,
     )
     key = s.signing_key()
     if key is None:
@@ -286,14 +287,14 @@ def _runtime(
     limits: CheckLimits,
     evaluator: str | None,
 ) -> Any:
-    from ledger.devservices import ensure_redis
+    from ledger.cli.endpoints import chain_url, redis_url, with_chain
     from worker import runtime
 
     rt = runtime.Runtime(
-        settings=s,
+        settings=with_chain(s, chain_url(s)),
         config=config,
         role=role,
-        redis_url=ensure_redis(s),
+        redis_url=redis_url(s),
         private_key=key,
         limits=limits,
         evaluate=_load_evaluator(evaluator),
@@ -388,46 +389,39 @@ def watch(
         list[int] | None,
         typer.Option("--task", help="Task to watch (repeatable; default: the task_id setting)."),
     ] = None,
-    poll_interval: PollInterval = 2.0,
-    job_ttl: JobTtl = 120,
-    time_limit: TimeLimit = 600,
-    heartbeat: Heartbeat = 5.0,
+    poll_interval: PollInterval = None,
+    job_ttl: JobTtl = None,
+    time_limit: TimeLimit = None,
+    heartbeat: Heartbeat = None,
     once: Annotated[bool, typer.Option("--once", help="Poll once, print what was enqueued, exit.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Poll the chain and enqueue verification and aggregation jobs for whatever is still to do."""
-    from ledger.devservices import ensure_redis
+    from ledger.cli.endpoints import chain_url, redis_url, with_chain
     from worker.celery_app import make_app
     from worker.chain import WorkerChain
     from worker.state import WorkerState
     from worker.watcher import Watcher
 
-    s = load_settings()
-    config = _config(
-        poll_interval=poll_interval,
-        job_ttl=job_ttl,
-        time_limit=time_limit,
-        soft_time_limit=None,
-        visibility_timeout=None,
-        lock_lease=None,
-        max_retries=0,
-        retry_backoff=1,
-        retry_backoff_max=1,
-        heartbeat=heartbeat,
-        cache_dir=None,
-        failpoints=None,
+    s, config = _settings_and_config(
+        worker_poll_interval_s=poll_interval,
+        worker_job_ttl_s=job_ttl,
+        worker_time_limit_s=time_limit,
+        worker_heartbeat_s=heartbeat,
     )
-    redis_url = ensure_redis(s)
-    chain = WorkerChain.from_settings(s)
+    broker = redis_url(s)
+    chain = WorkerChain.from_settings(with_chain(s, chain_url(s)))
     watcher = Watcher(
-        chain, make_app(redis_url, config, with_tasks=False), WorkerState.from_url(redis_url, "watcher"), config,
+        chain, make_app(broker, config, with_tasks=False), WorkerState.from_url(broker, "watcher"), config,
         task or [s.task_id],
     )  # fmt: skip
     if once:
         enqueued = watcher.poll_once()
         emit(enqueued, json_mode=want_json(json_output), human=lambda c: _print_enqueued(c, enqueued))
         return
-    info(f"watching task(s) {', '.join(map(str, watcher.task_ids))} every {poll_interval:g} s (Ctrl-C stops)")
+    info(
+        f"watching task(s) {', '.join(map(str, watcher.task_ids))} every {config.poll_interval_s:g} s (Ctrl-C stops)"
+    )
     try:
         watcher.run()
     except KeyboardInterrupt:
@@ -542,7 +536,7 @@ def offline_verdict(
 @app.command()
 def status(json_output: JsonFlag = False) -> None:
     """Workers alive, their faults, jobs in progress, queue lengths and counters. Exit 6 while a fault is set."""
-    from ledger.devservices import DevServices, redis_ping
+    from ledger.dev.services import DevServices, redis_ping
     from ledger.errors import ServiceUnavailable
     from worker.state import WorkerState
 

@@ -1,7 +1,9 @@
 """The worker's own tuning: time limits, retries, polling, leases, caches, failpoints.
 
-Everything the rest of meshprov shares (chain, store, Redis, keys) comes from :class:`ledger.settings.Settings`;
-these values only concern how a worker process runs, and come from `meshprov worker run|watch` options.
+The values come from the same sources as every other setting (:class:`ledger.settings.Settings`, fields
+``worker_*``): `meshprov worker run|watch` flags > ``MESHPROV_WORKER_*`` environment variables > the TOML file >
+defaults. :meth:`WorkerConfig.from_settings` fills in the derived defaults and checks the relations between them,
+which no single field can. Failpoints (fault-injection tests only) come from the hidden ``--failpoint`` flag.
 
 The relations the reliability argument rests on are checked here (docs/worker.md, "Idempotency"):
 
@@ -17,8 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from ledger.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ledger.settings import Settings
 
 ROLES = ("validator", "aggregator")
 
@@ -93,8 +99,9 @@ class WorkerConfig:
         for ok, name, expected in checks:
             if not ok:
                 raise ConfigError(
-                    f"invalid worker setting {name}={getattr(self, name)!r}: must be {expected}",
-                    hint="see `meshprov worker run --help` and docs/worker.md",
+                    f"invalid worker setting worker_{name}={getattr(self, name)!r}: must be {expected}",
+                    hint=f"set it with its `meshprov worker run` option, MESHPROV_WORKER_{name.upper()} or "
+                    f"`worker_{name}` in the config file (docs/worker.md)",
                 )
         for stage, seconds in self.failpoints.items():
             if stage not in FAILPOINTS or not 0 <= seconds <= 3600:
@@ -103,6 +110,31 @@ class WorkerConfig:
                     hint=f"stages: {', '.join(FAILPOINTS)}; seconds 0..3600",
                 )
         object.__setattr__(self, "failpoints", MappingProxyType(dict(self.failpoints)))
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, failpoints: Mapping[str, float] | None = None
+    ) -> WorkerConfig:
+        """The tuning the settings' ``worker_*`` fields give, unset ones derived from the hard time limit."""
+        time_limit = settings.worker_time_limit_s
+
+        def or_default(value: int | None, default: int) -> int:
+            return default if value is None else value
+
+        return cls(
+            soft_time_limit_s=or_default(settings.worker_soft_time_limit_s, max(1, time_limit * 9 // 10)),
+            time_limit_s=time_limit,
+            visibility_timeout_s=or_default(settings.worker_visibility_timeout_s, 3 * time_limit),
+            max_retries=settings.worker_max_retries,
+            retry_backoff_s=settings.worker_retry_backoff_s,
+            retry_backoff_max_s=settings.worker_retry_backoff_max_s,
+            poll_interval_s=settings.worker_poll_interval_s,
+            job_ttl_s=settings.worker_job_ttl_s,
+            lock_lease_s=or_default(settings.worker_lock_lease_s, time_limit),
+            heartbeat_s=settings.worker_heartbeat_s,
+            cache_dir=settings.worker_cache_dir,
+            failpoints=failpoints or {},
+        )
 
     def resolved_cache_dir(self, data_dir: Path) -> Path:
         return self.cache_dir if self.cache_dir is not None else data_dir / "worker"

@@ -1,5 +1,6 @@
-"""Where an audit's answers come from: the index (brought up to date in-process first, unless told not to) or,
-with ``--trustless``, a throwaway index built from the chain's logs alone. Both are read by the same queries.
+"""Where an audit's answers come from: the index (brought up to date in-process first when a chain is configured,
+unless told not to) or, with ``--trustless``, a throwaway index built from the chain's logs alone. Both are read by
+the same queries. Reading the index needs no chain.
 
 Trust: the index is only as good as whoever filled it; a trustless answer depends on the chain endpoint alone
 (see docs/audit.md). Every report carries its :class:`Source` so a reader knows which it got and how fresh.
@@ -58,20 +59,19 @@ class Source:
 def open_source(settings: Settings, *, trustless: bool = False, sync: bool = True) -> Source:
     """The queries an audit command runs on, with where they come from.
 
-    ``trustless``: build an in-memory index from ``eth_getLogs`` (needs the chain). Otherwise the configured index,
-    updated in-process to the chain's confirmed head unless ``sync`` is False; with ``sync`` False an unreachable
-    chain is tolerated (the answer is the index's, as of its checkpoint) and lag is reported as a warning.
+    The chain is ``settings.chain_rpc_url``; nothing is started here. ``trustless``: build an in-memory index from
+    ``eth_getLogs`` (needs the chain). Otherwise the configured index, updated in-process to the chain's confirmed
+    head when ``sync`` and a chain is configured. Without a sync (``sync`` False, or no chain configured) the
+    answer is the index's, as of its checkpoint: a configured but unreachable chain is tolerated and the lag, or
+    the absence of a chain to measure it against, is reported as a warning.
     """
-    from ledger.audit.errors import IndexEmpty
     from ledger.chain.client import LedgerClient
-    from ledger.chain.deploy import DeploymentRecord
-    from ledger.index import service
-    from ledger.index.db import redact
-    from ledger.index.queries import Queries
 
     started = time.perf_counter()
-    client: LedgerClient | None = None
     if trustless:
+        from ledger.index import service
+        from ledger.index.queries import Queries
+
         client = LedgerClient.from_settings(settings, read_only=True)
         memory, result = service.trustless(client, confirmations=settings.confirmations)
         info = SourceInfo(
@@ -85,36 +85,61 @@ def open_source(settings: Settings, *, trustless: bool = False, sync: bool = Tru
         info.seconds = time.perf_counter() - started
         return Source(Queries(memory), info, client, memory)
 
+    from ledger.index import service
+
     db = service.open_index(settings)
+    try:
+        source = _indexed(db, settings, sync=sync and settings.chain_rpc_url is not None)
+    except BaseException:
+        db.dispose()
+        raise
+    source.info.seconds = time.perf_counter() - started
+    return source
+
+
+def _indexed(db: IndexDB, settings: Settings, *, sync: bool) -> Source:
+    from ledger.audit.errors import IndexEmpty
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.deploy import DeploymentRecord
+    from ledger.index import service
+    from ledger.index.db import redact
+    from ledger.index.queries import Queries
+
+    client: LedgerClient | None = None
     if sync:
         client = LedgerClient.from_settings(settings, read_only=True)
         result = service.update(db, client, confirmations=settings.confirmations)
         info = SourceInfo(
             "index", client.w3.eth.chain_id, client.address, result.to_block, result.head, result.events
         )
-    else:
-        deployment = DeploymentRecord.read(settings.resolved_deployment_file)
-        cp = db.check_identity(deployment.chain_id, deployment.ledger)
-        if cp is None:
-            raise IndexEmpty(redact(db.url))
-        head: int | None
+        return Source(Queries(db), info, client, db)
+
+    deployment = DeploymentRecord.read(settings.resolved_deployment_file)
+    cp = db.check_identity(deployment.chain_id, deployment.ledger)
+    if cp is None:
+        raise IndexEmpty(redact(db.url))
+    head: int | None = None
+    if settings.chain_rpc_url is not None:
         try:
             client = LedgerClient.from_settings(settings, read_only=True)
             head = client.block_number()
         except ServiceUnavailable as exc:
-            head = None
             client = None
             log.debug("chain unreachable: %s", exc)
-        info = SourceInfo("index", cp.chain_id, cp.ledger, cp.block_number, head)
-        if head is None:
-            info.warnings.append(
-                f"the chain is unreachable: answering from the index as of block {cp.block_number}; "
-                "it may be behind"
-            )
-        elif info.behind:
-            info.warnings.append(
-                f"the index is {info.behind} blocks behind the chain (block {cp.block_number} of {head}): "
-                "run `meshprov index follow --once`, or drop --no-sync to update it first"
-            )
-    info.seconds = time.perf_counter() - started
+    info = SourceInfo("index", cp.chain_id, cp.ledger, cp.block_number, head)
+    if settings.chain_rpc_url is None:
+        info.warnings.append(
+            f"no chain configured: answering from the index as of block {cp.block_number}; it may be behind "
+            "(pass --rpc-url or set MESHPROV_CHAIN_RPC_URL to check it against the chain and bring it up to date)"
+        )
+    elif head is None:
+        info.warnings.append(
+            f"the chain is unreachable: answering from the index as of block {cp.block_number}; "
+            "it may be behind"
+        )
+    elif info.behind:
+        info.warnings.append(
+            f"the index is {info.behind} blocks behind the chain (block {cp.block_number} of {head}): "
+            "run `meshprov index follow --once`, or drop --no-sync to update it first"
+        )
     return Source(Queries(db), info, client, db)

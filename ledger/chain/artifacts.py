@@ -1,4 +1,4 @@
-"""The compiled contracts shipped inside the package (``ledger/artifacts/*.json``, written by ``ledger.chain.build``).
+"""The compiled contracts shipped inside the package (``ledger/artifacts/*.json``, written by ``ledger.dev.build``).
 
 Loading needs no compiler and no source checkout: the JSON files are package data, read through
 :mod:`importlib.resources`.
@@ -19,11 +19,10 @@ KNOWN = ("MeshLedger", "MeshToken")
 
 class ArtifactUnavailable(ConfigError):
     def __init__(self, name: str, problem: str) -> None:
+        from ledger.dev.toolchain import artifacts_hint
+
         self.name = name
-        super().__init__(
-            f"the compiled contract {name} is unavailable: {problem}",
-            hint="rebuild the artifacts with `make contracts` (python -m ledger.chain.build)",
-        )
+        super().__init__(f"the compiled contract {name} is unavailable: {problem}", hint=artifacts_hint())
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ recovered from the transaction's events. Every revert, of a read or a write, rai
 :mod:`ledger.chain.errors`. Relayed submissions are signed with EIP-712 (:meth:`LedgerClient.sign_submission`)
 in the domain the contract itself reports (``eip712Domain()``), so a wrong chain or address cannot slip in.
 
-Build one with :meth:`LedgerClient.from_settings` (the deployment record and the configured or embedded chain)
+Build one with :meth:`LedgerClient.from_settings` (the deployment record and the endpoint it is given)
 or :meth:`LedgerClient.connect` (a Web3 and an address).
 """
 
@@ -206,17 +206,28 @@ class LedgerClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, key: str | None = None, check: bool = True, read_only: bool = False
+        cls,
+        settings: Settings,
+        *,
+        endpoint: str | None = None,
+        key: str | None = None,
+        check: bool = True,
+        read_only: bool = False,
     ) -> LedgerClient:
-        """The ledger of the deployment record, on the configured chain (or the embedded anvil, started if needed).
+        """The ledger of the deployment record, on ``endpoint`` (default: ``settings.chain_rpc_url``).
 
-        ``key`` defaults to the settings' signing key (none, or ``read_only``: a client that only reads). ``check``
-        verifies the chain id against the record and the settings, and that the ledger's code is there.
+        Starts nothing: a command that wants the embedded dev chain resolves its endpoint first
+        (``ledger/cli/endpoints.py``). ``key`` defaults to the settings' signing key (none, or ``read_only``: a
+        client that only reads). ``check`` verifies the chain id against the record and the settings, and that the
+        ledger's code is there.
         """
-        from ledger.devservices import ensure_chain
-
+        url = endpoint or settings.chain_rpc_url
+        if not url:
+            raise ConfigError(
+                "no chain endpoint: chain_rpc_url is not set",
+                hint="pass --rpc-url URL or set MESHPROV_CHAIN_RPC_URL",
+            )
         deployment = DeploymentRecord.read(settings.resolved_deployment_file)
-        url = ensure_chain(settings)
         w3 = connect_web3(url)
         if key is None and not read_only:
             key = settings.signing_key()

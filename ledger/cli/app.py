@@ -3,6 +3,8 @@
 Command groups are registered without `ledger` importing `node` or `worker`: ledger's own groups are listed in
 ``_LEDGER_GROUPS``; other packages add theirs through the ``meshprov.commands`` entry-point group. Group
 modules keep heavy imports (web3, torch, celery) inside their command functions so ``meshprov --help`` is fast.
+:func:`root_command` builds the click tree of one invocation and gives every command in it the global options
+(``ledger/cli/global_options.py``), so they work before or after the command.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ import importlib
 import logging
 import sys
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from ledger import __version__
-from ledger.cli import output
-from ledger.cli.state import CliState, reset
+from ledger.cli import global_options, output
+from ledger.cli.state import reset
 from ledger.errors import MeshprovError
 from ledger.exit_codes import EXIT_CODE_HELP, ExitCode
 
@@ -77,19 +78,8 @@ def root(
             "--help-exit-codes", callback=_exit_codes, is_eager=True, help="List exit codes and exit."
         ),
     ] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Machine-readable JSON on stdout; human text goes to stderr.")
-    ] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML settings file (overrides $MESHPROV_CONFIG).")
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Data directory (overrides MESHPROV_DATA_DIR).")
-    ] = None,
 ) -> None:
     """meshprov: anchor, verify and audit the lineage of consortium-trained models."""
-    overrides = {"data_dir": data_dir} if data_dir is not None else {}
-    reset(CliState(json=json_output, config_file=config, overrides=overrides))
 
 
 def _load(target: str) -> object:
@@ -166,12 +156,11 @@ _PLACEHOLDERS: set[typer.Typer] = set()
 
 def _invoked_group(argv: list[str]) -> str | None:
     """The first positional word of the command line (the group), skipping global options and their values."""
-    takes_value = {"--config", "--data-dir"}
     skip = False
     for word in argv:
         if skip:
             skip = False
-        elif word in takes_value:
+        elif word in global_options.TAKE_A_VALUE:
             skip = True
         elif not word.startswith("-"):
             return word
@@ -179,10 +168,14 @@ def _invoked_group(argv: list[str]) -> str | None:
 
 
 def root_command(argv: list[str] | None = None) -> Any:
-    """The click command of the whole CLI with the group ``argv`` invokes loaded, as `main` runs it (for tools
-    and tests that parse command lines without running them)."""
+    """The click command of the whole CLI with the group ``argv`` invokes loaded and the global options on every
+    command, as `main` runs it (also for tools and tests that parse command lines without running them). Starts
+    the invocation's state afresh."""
     _register_external(_invoked_group(list(argv or [])))
-    return typer.main.get_command(app)
+    reset()
+    command = typer.main.get_command(app)
+    global_options.add_to_tree(command)
+    return command
 
 
 def _report(exc: MeshprovError) -> int:
@@ -198,7 +191,18 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     args = list(sys.argv[1:] if argv is None else argv)
+    level = logging.getLogger().level
     command = root_command(args)
+    try:
+        return _run(command, args)
+    finally:
+        # One invocation's global options (state, --log-level) never leak into what runs after it in the same
+        # process (the tests call main many times).
+        reset()
+        logging.getLogger().setLevel(level)
+
+
+def _run(command: Any, args: list[str]) -> int:
     try:
         # Standalone mode: click reports usage errors (exit 2) and turns Ctrl-C into exit 130 itself.
         command.main(args=args, prog_name="meshprov", standalone_mode=True)

@@ -1,7 +1,8 @@
 """`meshprov audit lineage | verify | round | contributor | export | replay`: check the record of a model.
 
-Every command answers from the index, brought up to date in-process first (``--no-sync`` skips that and warns
-when the index is behind), or with ``--trustless`` from the chain's logs alone. Exit codes: 0 everything checked
+Every command answers from the index, brought up to date in-process first when there is a chain (``--no-sync``
+skips that and warns when the index is behind; with no chain configured or embedded the index answers as it is,
+with a warning), or with ``--trustless`` from the chain's logs alone. Exit codes: 0 everything checked
 holds, 3 mismatch, 4 not found / not anchored, 2 bad input, 6 a service is unreachable (``--help-exit-codes``).
 """
 
@@ -33,28 +34,26 @@ NoSync = Annotated[
     bool,
     typer.Option("--no-sync", help="Answer from the index as it is (warn if it is behind the chain)."),
 ]
-RpcUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--rpc-url", help="Chain JSON-RPC endpoint (overrides `chain_rpc_url`).", show_default=False
-    ),
-]
 IndexUrl = Annotated[
     str | None,
     typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
 ]
 
 
-def _settings(rpc_url: str | None, index_url: str | None) -> Settings:
-    return load_settings(chain_rpc_url=rpc_url, index_url=index_url)
+def _settings(index_url: str | None) -> Settings:
+    return load_settings(index_url=index_url)
 
 
 def _source(s: Settings, *, trustless: bool, no_sync: bool) -> Source:
+    """The audit's source on the chain this command may use: `--trustless` needs one; otherwise the index
+    answers, synced first when there is a chain (ledger/cli/endpoints.py says which)."""
     from ledger.audit.source import open_source
+    from ledger.cli.endpoints import audit_chain_url, chain_url, with_chain
 
+    url = chain_url(s) if trustless else audit_chain_url(s, sync=not no_sync)
     if trustless:
         info("[dim]reading the ledger's logs from the chain (--trustless)…[/]")
-    source = open_source(s, trustless=trustless, sync=not no_sync)
+    source = open_source(with_chain(s, url), trustless=trustless, sync=not no_sync)
     for warning in source.info.warnings:
         info(f"[yellow]warning:[/] {warning}")
     return source
@@ -73,7 +72,6 @@ def lineage(
     *,
     trustless: Trustless = False,
     no_sync: NoSync = False,
-    rpc_url: RpcUrl = None,
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -82,7 +80,7 @@ def lineage(
     from ledger.audit import render, reports
 
     reports.parse_digest(cid)  # a CID that does not parse fails before any service is touched
-    source = _source(_settings(rpc_url, index_url), trustless=trustless, no_sync=no_sync)
+    source = _source(_settings(index_url), trustless=trustless, no_sync=no_sync)
     try:
         report = reports.lineage(source, cid)
     finally:
@@ -108,7 +106,6 @@ def verify(
     ] = None,
     trustless: Trustless = False,
     no_sync: NoSync = False,
-    rpc_url: RpcUrl = None,
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -122,7 +119,7 @@ def verify(
     if expect is not None:
         reports.parse_digest(expect)
     input_file(file)
-    source = _source(_settings(rpc_url, index_url), trustless=trustless, no_sync=no_sync)
+    source = _source(_settings(index_url), trustless=trustless, no_sync=no_sync)
     try:
         report = reports.verify(source, file, expect_cid=expect, task_id=task, round_=round_)
     finally:
@@ -137,7 +134,6 @@ def round_command(
     *,
     trustless: Trustless = False,
     no_sync: NoSync = False,
-    rpc_url: RpcUrl = None,
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -145,7 +141,7 @@ def round_command(
     reputation changes and rewards it settled."""
     from ledger.audit import render, reports
 
-    source = _source(_settings(rpc_url, index_url), trustless=trustless, no_sync=no_sync)
+    source = _source(_settings(index_url), trustless=trustless, no_sync=no_sync)
     try:
         report = reports.round_detail(source, task, round_)
     finally:
@@ -159,7 +155,6 @@ def contributor(
     *,
     trustless: Trustless = False,
     no_sync: NoSync = False,
-    rpc_url: RpcUrl = None,
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -168,7 +163,7 @@ def contributor(
     from ledger.audit.errors import parse_address
 
     parse_address(address)
-    source = _source(_settings(rpc_url, index_url), trustless=trustless, no_sync=no_sync)
+    source = _source(_settings(index_url), trustless=trustless, no_sync=no_sync)
     try:
         report = reports.account(source, address)
     finally:
@@ -190,7 +185,6 @@ def export(
     ] = None,
     trustless: Trustless = False,
     no_sync: NoSync = False,
-    rpc_url: RpcUrl = None,
     index_url: IndexUrl = None,
 ) -> None:
     """A task's whole record as one report. Exit 3 if the latest model's lineage does not hold."""
@@ -198,7 +192,7 @@ def export(
 
     if fmt not in exporting.FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(exporting.FORMATS)}", param_hint="--format")
-    s = _settings(rpc_url, index_url)
+    s = _settings(index_url)
     task_id = task if task is not None else s.task_id
     source = _source(s, trustless=trustless, no_sync=no_sync)
     try:
@@ -226,7 +220,6 @@ def replay(
     ] = None,
     trustless: Trustless = False,
     no_sync: NoSync = False,
-    rpc_url: RpcUrl = None,
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -235,7 +228,7 @@ def replay(
     from ledger.audit import render
     from ledger.audit import replay as replaying
 
-    s = _settings(rpc_url, index_url)
+    s = _settings(index_url)
     source = _source(s, trustless=trustless, no_sync=no_sync)
     try:
         report = replaying.replay(source, s, task, round_, keep=keep)

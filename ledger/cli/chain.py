@@ -54,7 +54,7 @@ def _deployer_key(s: Settings) -> str:
         return key
     if s.chain_rpc_url is None:
         # The embedded dev chain: its first funded account (public development keys) deploys.
-        from ledger.devservices import dev_accounts
+        from ledger.dev.services import dev_accounts
 
         return dev_accounts(s.anvil_mnemonic, 1)[0][1]
     raise ConfigError(
@@ -86,7 +86,7 @@ def deploy(
     from ledger.chain.consortium import load_consortium
     from ledger.chain.deploy import DeploymentRecord
     from ledger.chain.deploy import deploy as deploy_contracts
-    from ledger.devservices import ensure_chain
+    from ledger.cli.endpoints import chain_url
 
     if force and if_absent:
         raise typer.BadParameter("--force and --if-absent contradict each other", param_hint="--if-absent")
@@ -98,7 +98,7 @@ def deploy(
             f"a deployment record already exists at {record_path}",
             hint="`meshprov chain status` shows it; pass --force to deploy a new pair of contracts",
         )
-    url = ensure_chain(s)
+    url = chain_url(s)
     w3 = _web3(url, s.tx_timeout_s)
     if s.chain_id is not None and int(w3.eth.chain_id) != s.chain_id:
         raise ChainIdChanged(s.chain_id, int(w3.eth.chain_id), url)
@@ -138,12 +138,12 @@ def status(json_output: JsonFlag = False) -> None:
     """Show the deployment: chain, addresses (checked to hold code), the task's round and its phase."""
     from ledger.chain.artifacts import load_artifact
     from ledger.chain.deploy import DeploymentRecord
-    from ledger.devservices import ensure_chain
+    from ledger.cli.endpoints import chain_url
 
     s = load()
     record_path = s.resolved_deployment_file
     record = DeploymentRecord.read(record_path)
-    url = ensure_chain(s)
+    url = chain_url(s)
     w3 = _web3(url, s.tx_timeout_s)
     chain_id = int(w3.eth.chain_id)
     if chain_id != record.chain_id:

@@ -42,14 +42,6 @@ def serve(
         ),
     ] = False,
     poll: Annotated[float, typer.Option("--poll", min=0.2, help="Seconds between follower polls.")] = 2.0,
-    rpc_url: Annotated[
-        str | None,
-        typer.Option(
-            "--rpc-url",
-            help="Chain JSON-RPC endpoint for --follow (overrides `chain_rpc_url`).",
-            show_default=False,
-        ),
-    ] = None,
 ) -> None:
     """Serve the dashboard with uvicorn until Ctrl-C: pages at /, JSON API at /api/…, /metrics, /healthz."""
     import uvicorn
@@ -58,7 +50,7 @@ def serve(
     from ledger.dashboard.follow import BackgroundFollower
     from ledger.index.db import redact
 
-    s = load_settings(index_url=index_url, chain_rpc_url=rpc_url)
+    s = load_settings(index_url=index_url)
     follower = None
     if follow:
         from ledger.index import service
@@ -69,8 +61,9 @@ def serve(
 
         def make_follower() -> Follower:
             from ledger.chain.client import LedgerClient
+            from ledger.cli.endpoints import chain_url
 
-            client = LedgerClient.from_settings(s, read_only=True)
+            client = LedgerClient.from_settings(s, endpoint=chain_url(s), read_only=True)
             if not writer:
                 writer.append(service.open_index(s))
             return service.follower(writer[0], client, confirmations=s.confirmations)

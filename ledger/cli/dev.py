@@ -1,9 +1,9 @@
-"""`meshprov dev up | status | down`: the embedded anvil and redis-server of one data directory."""
+"""`meshprov dev up | status | down`: the embedded anvil and redis-server of one data directory (the global
+``--data-dir``)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +15,6 @@ from ledger.exit_codes import ExitCode
 
 app = typer.Typer(no_args_is_help=True)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory of the services.")]
 Only = Annotated[
     list[str] | None,
     typer.Option("--only", help="Start only this service (anvil or redis); repeatable.", show_default=False),
@@ -23,15 +22,15 @@ Only = Annotated[
 
 
 @app.command()
-def up(data_dir: DataDir = None, only: Only = None, json_output: JsonFlag = False) -> None:
+def up(only: Only = None, json_output: JsonFlag = False) -> None:
     """Start anvil and redis-server (unless configured by URL); reuse those already running."""
-    from ledger.devservices import DevServices
+    from ledger.dev.services import DevServices
 
     names = tuple(only) if only else ("anvil", "redis")
     for name in names:
         if name not in ("anvil", "redis"):
             raise typer.BadParameter(f"unknown service {name!r}; choose anvil or redis", param_hint="--only")
-    s = load(data_dir=data_dir)
+    s = load()
     records = DevServices(s).up(names)
     data = {name: asdict(rec) for name, rec in records.items()}
 
@@ -45,11 +44,11 @@ def up(data_dir: DataDir = None, only: Only = None, json_output: JsonFlag = Fals
 
 
 @app.command()
-def status(data_dir: DataDir = None, json_output: JsonFlag = False) -> None:
+def status(json_output: JsonFlag = False) -> None:
     """Show each recorded service: endpoint, process, whether it answers. Exit 6 when one does not."""
-    from ledger.devservices import DevServices
+    from ledger.dev.services import DevServices
 
-    s = load(data_dir=data_dir)
+    s = load()
     report = DevServices(s).status()
 
     def human(console: object) -> None:
@@ -71,11 +70,11 @@ def status(data_dir: DataDir = None, json_output: JsonFlag = False) -> None:
 
 
 @app.command()
-def down(data_dir: DataDir = None, json_output: JsonFlag = False) -> None:
+def down(json_output: JsonFlag = False) -> None:
     """Stop exactly the processes `up` started in this data directory (anvil saves its state first)."""
-    from ledger.devservices import DevServices
+    from ledger.dev.services import DevServices
 
-    s = load(data_dir=data_dir)
+    s = load()
     stopped = DevServices(s).down()
     emit(
         {"stopped": stopped},

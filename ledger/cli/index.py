@@ -1,7 +1,8 @@
 """`meshprov index follow | status`: keep the event index up to date and see where it stands.
 
 The index lives at `index_url` (default: SQLite in the data directory); `follow` reads the ledger of the
-deployment record from the configured chain (or the embedded anvil) and honours `confirmations`.
+deployment record from the configured chain (or the embedded anvil) and honours `confirmations`. `status` reads
+the index and compares it with a chain only when one is configured or the embedded one is running.
 """
 
 from __future__ import annotations
@@ -17,12 +18,6 @@ from ledger.exit_codes import ExitCode
 
 app = typer.Typer(no_args_is_help=True)
 
-RpcUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--rpc-url", help="Chain JSON-RPC endpoint (overrides `chain_rpc_url`).", show_default=False
-    ),
-]
 IndexUrl = Annotated[
     str | None,
     typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
@@ -40,19 +35,19 @@ def follow(
         int | None,
         typer.Option("--confirmations", min=0, help="Blocks deep a log must be (overrides `confirmations`)."),
     ] = None,
-    rpc_url: RpcUrl = None,
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Follow the ledger's events into the index (reorg-safe, resumable). Ctrl-C stops it cleanly."""
     from ledger.chain.client import LedgerClient
+    from ledger.cli.endpoints import chain_url
     from ledger.errors import ServiceUnavailable
     from ledger.index import service
     from ledger.index.db import redact
     from ledger.index.follower import SyncResult
 
-    s = load_settings(chain_rpc_url=rpc_url, index_url=index_url, confirmations=confirmations)
-    client = LedgerClient.from_settings(s, read_only=True)
+    s = load_settings(index_url=index_url, confirmations=confirmations)
+    client = LedgerClient.from_settings(s, endpoint=chain_url(s), read_only=True)
     db = service.open_index(s)
     follower = service.follower(db, client, confirmations=s.confirmations)
     json_mode = want_json(json_output)
@@ -111,19 +106,20 @@ def follow(
 @app.command()
 def status(
     *,
-    rpc_url: RpcUrl = None,
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Where the index stands: chain and ledger, last block indexed, events, and how far behind the chain it is."""
     from ledger.chain.client import LedgerClient
     from ledger.chain.deploy import DeploymentRecord
+    from ledger.cli.endpoints import audit_chain_url
     from ledger.errors import MeshprovError, NotFound
     from ledger.index import service
     from ledger.index.db import redact
     from ledger.index.queries import Queries
 
-    s = load_settings(chain_rpc_url=rpc_url, index_url=index_url)
+    s = load_settings(index_url=index_url)
+    url = audit_chain_url(s, sync=False)
     db = service.open_index(s)
     try:
         head: int | None = None
@@ -131,7 +127,8 @@ def status(
         try:
             deployment = DeploymentRecord.read(s.resolved_deployment_file)
             db.check_identity(deployment.chain_id, deployment.ledger)
-            head = LedgerClient.from_settings(s, read_only=True).block_number()
+            if url is not None:
+                head = LedgerClient.from_settings(s, endpoint=url, read_only=True).block_number()
         except NotFound:
             pass  # no deployment record: show the index as it is
         except MeshprovError as exc:

@@ -1,4 +1,5 @@
-"""Global CLI state set by the root callback (``--json``, ``--config``, ``--data-dir``)."""
+"""The state of one `meshprov` invocation, written by the global options as they are parsed
+(``ledger/cli/global_options.py``: ``--json``, ``--config``, ``--data-dir``, ``--log-level``, ``--rpc-url``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class CliState:
     json: bool = False
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    """Settings given by global options (``data_dir``, ``chain_rpc_url``, ``log_level``)."""
 
 
 _state = CliState()
@@ -24,6 +26,7 @@ def current() -> CliState:
 
 
 def reset(state: CliState | None = None) -> None:
+    """Start an invocation afresh (the root does, before parsing a command line)."""
     global _state
     _state = state or CliState()
 

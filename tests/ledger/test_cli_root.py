@@ -46,7 +46,7 @@ def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_ledger_imports_neither_node_nor_worker_nor_torch() -> None:
     code = (
-        "import sys, ledger, ledger.cli.app, ledger.devservices, ledger.settings\n"
+        "import sys, ledger, ledger.cli.app, ledger.dev.services, ledger.settings\n"
         "ledger.cli.app.main(['--help'])\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('node', 'worker', 'torch', 'celery')]\n"
         "assert not bad, bad\n"

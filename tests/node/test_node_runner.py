@@ -225,7 +225,7 @@ def test_round_views_use_the_pending_block(make_net: Any) -> None:
 def test_a_chain_that_restarts_is_waited_for_and_the_member_carries_on(
     tmp_path: Path, dev_keys: list[tuple[str, str]]
 ) -> None:
-    from ledger.devservices import AnvilProcess
+    from ledger.dev.services import AnvilProcess
 
     chain_dir = tmp_path / "chain"
     anvil = AnvilProcess.start(chain_dir)
@@ -255,7 +255,7 @@ def test_a_chain_that_comes_back_without_the_ledger_ends_the_member(
     tmp_path: Path, dev_keys: list[tuple[str, str]]
 ) -> None:
     from ledger.chain.client import NoContract
-    from ledger.devservices import AnvilProcess
+    from ledger.dev.services import AnvilProcess
 
     anvil = AnvilProcess.start(tmp_path / "chain")
     net = NodeNet.create(anvil.url, tmp_path, dev_keys, contributors=1)
@@ -282,7 +282,7 @@ def restart_anvil(data_dir: Path, port: int) -> Any:
     with SO_REUSEADDR and can take it at once."""
     import subprocess
 
-    from ledger.devservices import AnvilProcess
+    from ledger.dev.services import AnvilProcess
 
     settings = Settings(data_dir=data_dir)
     service_dir = (data_dir / "anvil").resolve()

@@ -51,7 +51,7 @@ def compile_sources(sources: dict[str, str], cache: Path | None = None) -> dict[
             return result
     import solcx
 
-    from ledger.toolchain import solc_wrapper
+    from ledger.dev.toolchain import solc_wrapper
 
     standard = {
         "language": "Solidity",

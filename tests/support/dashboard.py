@@ -31,7 +31,7 @@ import pytest
 from ledger.chain.client import connect_web3
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
-from ledger.devservices import AnvilProcess
+from ledger.dev.services import AnvilProcess
 from ledger.index.db import IndexDB
 from ledger.reasons import Reason
 from tests.support.chain import Consortium, RoundRecord, advance_time, chain_snapshot

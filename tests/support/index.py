@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ledger.chain.client import LedgerClient, connect_web3
-from ledger.devservices import AnvilProcess
+from ledger.dev.services import AnvilProcess
 from ledger.index.db import IndexDB
 from ledger.index.follower import ChainReader, Follower
 from ledger.reasons import Reason

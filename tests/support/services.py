@@ -1,4 +1,4 @@
-"""Embedded services for the tests: real anvil and redis-server children from `ledger.devservices`, stopped after
+"""Embedded services for the tests: real anvil and redis-server children from `ledger.dev.services`, stopped after
 the session."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ledger.devservices import AnvilProcess, RedisProcess, dev_accounts
+from ledger.dev.services import AnvilProcess, RedisProcess, dev_accounts
 from ledger.settings import Settings
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ledger.devservices import RedisProcess, free_port
+from ledger.dev.services import RedisProcess, free_port
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
 from ledger.settings import Settings

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from ledger.cli.app import main
 from ledger.content import cid_of_file, cid_to_digest
-from ledger.devservices import AnvilProcess
+from ledger.dev.services import AnvilProcess
 from ledger.exit_codes import ExitCode
 from ledger.index import schema
 from ledger.index.db import IndexDB

@@ -11,7 +11,7 @@ import pytest
 
 from ledger.chain.client import connect_web3
 from ledger.cli.app import main
-from ledger.devservices import DevServices
+from ledger.dev.services import DevServices
 from ledger.exit_codes import ExitCode
 from ledger.settings import Settings
 from tests.support.chain import Consortium

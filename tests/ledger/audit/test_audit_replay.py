@@ -17,7 +17,7 @@ from ledger.chain.client import connect_web3
 from ledger.cli.app import main
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
-from ledger.devservices import AnvilProcess
+from ledger.dev.services import AnvilProcess
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
 from ledger.updatefile import GenesisMeta, UpdateFile, UpdateMeta, write_aggregate, write_update

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.chain import build
 from ledger.chain.artifacts import ArtifactUnavailable, load_artifact
+from ledger.dev import build
 from ledger.exit_codes import ExitCode
 from tests.support import REPO
 

@@ -24,7 +24,7 @@ from ledger.chain.client import (
 )
 from ledger.chain.deploy import RecordMissing, RecordUnreadable
 from ledger.chain.types import Ballot, Phase, Role, Settlement, SubmissionInfo, TaskParams, bitmap
-from ledger.devservices import AnvilProcess
+from ledger.dev.services import AnvilProcess
 from ledger.errors import ServiceUnavailable
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason

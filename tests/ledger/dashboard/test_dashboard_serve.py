@@ -19,7 +19,7 @@ import pytest
 from ledger.dashboard import charts, create_app
 from ledger.dashboard import formatting as fmt
 from ledger.dashboard.memo import VersionedMemo
-from ledger.devservices import AnvilProcess
+from ledger.dev.services import AnvilProcess
 from ledger.exit_codes import ExitCode
 from ledger.index.db import IndexDB
 from tests.support import REPO

@@ -15,6 +15,7 @@ def test_follow_retries_when_the_chain_is_unavailable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ledger.chain import client as client_module
+    from ledger.cli import endpoints
     from ledger.index import service
     from ledger.index.follower import SyncResult
 
@@ -32,6 +33,7 @@ def test_follow_retries_when_the_chain_is_unavailable(
             raise KeyboardInterrupt
 
     fake_client = SimpleNamespace(address="0xLedger", endpoint="http://127.0.0.1:9")
+    monkeypatch.setattr(endpoints, "chain_url", lambda s: "http://127.0.0.1:9")
     monkeypatch.setattr(
         client_module.LedgerClient, "from_settings", classmethod(lambda cls, s, **kw: fake_client)
     )

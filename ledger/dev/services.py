@@ -5,6 +5,8 @@ data in the data directory (anvil's state file, redis's append-only file) so tha
 the queue. Endpoints and process identities go to ``<data_dir>/services.json``; `down` stops exactly the processes
 recorded there (checked by pid *and* start time, so a reused pid is never killed). The same classes give the test
 suite its fixtures.
+
+Nothing in ledger's library code starts these: the CLI decides when a command may (``ledger/cli/endpoints.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
+from ledger.dev.toolchain import foundry_binary, redis_server_binary
 from ledger.errors import MeshprovError, ServiceUnavailable
 from ledger.settings import Settings
-from ledger.toolchain import foundry_binary, redis_server_binary
 
 SERVICES_FILE = "services.json"
 HOST = "127.0.0.1"
@@ -78,7 +80,7 @@ def anvil_chain_id(url: str, timeout: float = 2.0) -> int:
             "chain RPC",
             url,
             str(exc) or type(exc).__name__,
-            hint="check MESHPROV_CHAIN_RPC_URL or run `meshprov dev up`",
+            hint="check --rpc-url / MESHPROV_CHAIN_RPC_URL, or start the embedded chain with `meshprov dev up`",
         ) from None
 
 
@@ -412,10 +414,18 @@ class DevServices:
                 if rec.external or rec.pid is None or not rec.alive():
                     continue
                 _terminate(rec.pid, rec.start_time)
+                _reap(rec.pid)
                 stopped.append(name)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             return stopped
+
+    def running(self, name: str) -> ServiceRecord | None:
+        """The record of ``name`` when `up` started it here and that process still lives (nothing is started)."""
+        record = self.read().get(name)
+        if record is None or record.external or not record.alive():
+            return None
+        return record
 
     def status(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -435,6 +445,15 @@ class DevServices:
         return out
 
 
+def _reap(pid: int) -> None:
+    """When this process started ``pid`` (a detached child of `up`), collect its exit status: no zombie is left
+    and Python does not warn at exit that the child "is still running"."""
+    for process in [p for p in _DETACHED if p.pid == pid]:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        _DETACHED.remove(process)
+
+
 def _terminate(pid: int, start_time: int | None, timeout: float = 10.0) -> None:
     """SIGTERM a recorded process and wait for it to go; SIGKILL if it does not. Never signals a reused pid."""
     if proc_start_time(pid) != start_time:
@@ -450,19 +469,3 @@ def _terminate(pid: int, start_time: int | None, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
     while proc_start_time(pid) == start_time:
         time.sleep(0.05)
-
-
-def ensure_chain(settings: Settings) -> str:
-    """The chain's RPC URL: the configured one (checked), or the embedded anvil, started from its state if needed."""
-    if settings.chain_rpc_url:
-        anvil_chain_id(settings.chain_rpc_url)
-        return settings.chain_rpc_url
-    return DevServices(settings).up(("anvil",))["anvil"].url
-
-
-def ensure_redis(settings: Settings) -> str:
-    """The broker's URL: the configured one (checked), or the embedded redis-server, started if needed."""
-    if settings.redis_url:
-        redis_ping(settings.redis_url)
-        return settings.redis_url
-    return DevServices(settings).up(("redis",))["redis"].url

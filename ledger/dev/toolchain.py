@@ -1,7 +1,8 @@
 """Where the non-Python programs meshprov drives live: anvil, forge, cast, the solc wrapper, redis-server.
 
 Foundry binaries come from npm (`@foundry-rs/<tool>-<os>-<arch>`), so a source checkout finds them under
-``node_modules``; an installed meshprov (a container) finds them on PATH or through a setting.
+``node_modules``; an installed meshprov (a wheel, a container) finds them on PATH or through a setting. Hints
+name `make setup` only when running from a source checkout: a pip user has no Makefile.
 """
 
 from __future__ import annotations
@@ -18,8 +19,26 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 
 def source_root() -> Path | None:
     """The meshprov source tree this package runs from (editable install), if any."""
-    here = Path(__file__).resolve().parent.parent
-    return here if (here / "package.json").is_file() and (here / "contracts").is_dir() else None
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "package.json").is_file() and (here / "Makefile").is_file() else None
+
+
+def in_source_checkout() -> bool:
+    return source_root() is not None
+
+
+def artifacts_hint() -> str:
+    """What to do about missing or broken contract artifacts (``ledger/artifacts``)."""
+    if in_source_checkout():
+        return "rebuild them with `make contracts` (python -m ledger.dev.build) in the source checkout"
+    return "reinstall meshprov: its package ships the compiled contracts in ledger/artifacts"
+
+
+def install_hint(what: str, otherwise: str) -> str:
+    """How to get ``what``: `make setup` in a source checkout, else ``otherwise`` (what a pip user can do)."""
+    if in_source_checkout():
+        return f"run `make setup` in the source checkout (it installs {what}), or {otherwise}"
+    return otherwise
 
 
 def _npm_platform() -> str:
@@ -47,7 +66,16 @@ def foundry_binary(tool: str, configured: Path | None = None) -> Path:
     if found:
         return Path(found)
     looked.append("PATH")
-    raise MissingBinary(tool, looked, hint="run `make setup` (npm ci installs Foundry's binaries)")
+    raise MissingBinary(
+        tool,
+        looked,
+        hint=install_hint(
+            "Foundry's binaries",
+            f"install Foundry's {tool} (https://getfoundry.sh) on PATH or set MESHPROV_{tool.upper()}_BIN"
+            if tool == "anvil"
+            else f"install Foundry's {tool} (https://getfoundry.sh) on PATH",
+        ),
+    )
 
 
 def redis_server_binary(configured: Path | None = None) -> Path:
@@ -63,7 +91,10 @@ def redis_server_binary(configured: Path | None = None) -> Path:
     raise MissingBinary(
         "redis-server",
         ["PATH"],
-        hint="install Debian's redis-server package (`make setup` does), or set MESHPROV_REDIS_URL",
+        hint=install_hint(
+            "Debian's redis-server",
+            "install redis-server on PATH (Debian: `apt-get install redis-server`), or set MESHPROV_REDIS_URL",
+        ),
     )
 
 
@@ -74,5 +105,8 @@ def solc_wrapper() -> Path:
         if candidate.is_file():
             return candidate
     raise MissingBinary(
-        "solc wrapper", ["contracts/tools/solc"], hint="compile from a source checkout after `make setup`"
+        "solc wrapper",
+        ["contracts/tools/solc"],
+        hint="compiling needs a meshprov source checkout (after `make setup` there); installed packages ship "
+        "the built artifacts",
     )

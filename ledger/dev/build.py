@@ -1,11 +1,11 @@
 """Compile the contracts and export their ABI and bytecode into ``ledger/artifacts`` (``make contracts``).
 
-``python -m ledger.chain.build`` compiles ``contracts/src`` with py-solc-x through the repo's solc wrapper, using
+``python -m ledger.dev.build`` compiles ``contracts/src`` with py-solc-x through the repo's solc wrapper, using
 the settings of ``contracts/foundry.toml``'s default profile (optimizer runs, EVM version, via-IR, remappings), and
 writes ``<Name>.json`` per deployable contract: ``abi``, ``bytecode``, ``deployedBytecode``, the compiler version
 and settings, and ``sourcesHash`` — a sha-256 over every source unit the compiler read (OpenZeppelin's included)
 and the settings. The artifacts are committed, so auditors and deployments need no compiler;
-``python -m ledger.chain.build --check`` (and a test) fail when they drift from the sources.
+``python -m ledger.dev.build --check`` (and a test) fail when they drift from the sources.
 """
 
 from __future__ import annotations
@@ -209,9 +209,7 @@ def stale_sources(out_dir: Path = ARTIFACTS_DIR, root: Path | None = None) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ledger.chain.build", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m ledger.dev.build", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--check", action="store_true", help="compare with ledger/artifacts instead of writing"
     )

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from ledger.devservices import proc_start_time
+from ledger.dev.services import proc_start_time
 
 pytestmark = [pytest.mark.anvil, pytest.mark.redis]
 
