@@ -1,12 +1,17 @@
-"""The contributor actor: local training of a consortium member.
+"""The contributor actor: a consortium member, and nothing else.
 
-This package holds the machine-learning half of a node, with no chain, store or broker in it:
+Its machine-learning half has no chain, store or broker in it:
 
 - ``node.models``     the registry of models by name and the genesis state_dict
 - ``node.data``       scikit-learn's digits, the fixed train/test split and non-IID Dirichlet shards
 - ``node.training``   one local round (base state -> local state, delta, loss) and evaluation
 - ``node.privacy``    update-level differential privacy (clip + Gaussian noise) and its (ε, δ) accounting
 - ``node.behaviours`` honest and Byzantine behaviours applied to a delta, for experiments
+
+Beside them, the member's round loop (runner.py), packaging and submission (packaging.py, relay.py), the base
+model (basemodel.py), its journal and status, and the `meshprov node` commands (cli.py).
+
+Imports: `node` imports only `ledger` (never `worker`); only `lab` imports `node` (tests/test_layout.py).
 
 Weights cross every boundary as ``dict[str, numpy.ndarray]`` (float32, keys exactly the model's state_dict keys),
 so the update-file writer in ``ledger`` and the auditors never need torch. Importing ``node`` itself is cheap:

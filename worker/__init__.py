@@ -12,5 +12,6 @@
     runtime.py     the per-process context (settings, handles opened after fork)
     cli.py         `meshprov worker run | watch | check | status`
 
+Imports: `worker` imports only `ledger` (never `node`); only `lab` imports `worker` (tests/test_layout.py).
 See docs/worker.md.
 """

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from ledger.chain.client import connect_web3
 from ledger.content import cid_of_file, cid_to_digest
 from ledger.dev.services import AnvilProcess
 from ledger.exit_codes import ExitCode
 from tests.support import REPO
-from tests.support.chain import Consortium, web3_for
+from tests.support.chain import Consortium
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
@@ -114,7 +115,6 @@ def audited(
     tmp_path_factory: pytest.TempPathFactory,
     wheel_venv: Path,
     dev_keys: list[tuple[str, str]],
-    contracts: dict[str, Any],
 ) -> Iterator[Audited]:
     work = tmp_path_factory.mktemp("audited")
     data_dir = work / "data"
@@ -123,10 +123,10 @@ def audited(
     later = work / "later.bin"
     later.write_bytes(b"round 2's aggregate model\n" * 1000)
     with AnvilProcess.start(work / "anvil") as anvil:
-        c = Consortium.deploy(web3_for(anvil.rpc_url), dev_keys, contracts, validators=2, contributors=2)
-        task_id = c.create_task(quorum=1)
+        c = Consortium.deploy(connect_web3(anvil.rpc_url), dev_keys, validators=2, contributors=2, quorum=1)
+        task_id = c.task_id
         c.run_round(task_id, aggregate=cid_to_digest(cid_of_file(model)))
-        c.deployed.write_record(data_dir / "deployment.json")
+        c.record.write(data_dir / "deployment.json")
         indexed = wheel(wheel_venv, work, "index", "follow", "--once", "--json", "--rpc-url", anvil.rpc_url,
                         "--data-dir", str(data_dir))  # fmt: skip
         assert indexed.code == ExitCode.OK, indexed.err
