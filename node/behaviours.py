@@ -11,6 +11,15 @@ reproducible and the validators' checks can be tested against every attack witho
 - copycat           another member's published delta, copied
 - little-is-enough  Baruch et al. 2019, "A Little Is Enough": the benign mean shifted by z·σ per coordinate,
                     rescaled into the benign norm range so norm checks do not see it
+- sample-inflation  the honest delta, with a claimed sample count as large as the task allows (``maxSamples``)
+- noisy-copy        another member's published delta (of the previous round: this round's content is private
+                    until submissions close) slightly scaled, plus small Gaussian noise, to dodge an exact-copy
+                    check
+- front-run         another member's digest submitted as its own before the author's submission: the content
+                    is the author's file, unchanged (the claim, not the bytes, is the attack)
+
+The sample claim and the submission order are the experiment's business (``lab.experiment``); here each
+behaviour only decides the bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +46,14 @@ class Behaviour(StrEnum):
     FREE_RIDER = "free-rider"
     COPYCAT = "copycat"
     LITTLE_IS_ENOUGH = "little-is-enough"
+    SAMPLE_INFLATION = "sample-inflation"
+    NOISY_COPY = "noisy-copy"
+    FRONT_RUN = "front-run"
+
+    @property
+    def copies(self) -> bool:
+        """Whether the published bytes come from another member's update (``copy_from`` is needed)."""
+        return self in (Behaviour.COPYCAT, Behaviour.NOISY_COPY, Behaviour.FRONT_RUN)
 
 
 def scale(delta: Mapping[str, np.ndarray], factor: float = DEFAULT_SCALE) -> StateDict:
@@ -80,6 +97,35 @@ def copycat(own: Mapping[str, np.ndarray], copied: Mapping[str, np.ndarray]) -> 
     if problems:
         raise StateMismatch("copied delta", problems)
     return {k: np.array(copied[k], dtype=v.dtype, copy=True) for k, v in own.items()}
+
+
+NOISY_COPY_NOISE = 0.05
+"""The noise's expected norm relative to the copied delta's: cosine to the original ≈ 1/√(1 + 0.05²) ≈ 0.999,
+far above any near-copy threshold a validator could set without rejecting honest look-alikes, yet no byte equal."""
+NOISY_COPY_SCALE = 0.03
+"""The copy is scaled by a factor in [1 − 0.03, 1 + 0.03] (seeded), so its norm is not the original's either."""
+
+
+def noisy_copy(
+    own: Mapping[str, np.ndarray],
+    copied: Mapping[str, np.ndarray],
+    seed: int,
+    *,
+    noise: float = NOISY_COPY_NOISE,
+    max_scale: float = NOISY_COPY_SCALE,
+) -> StateDict:
+    """``copied`` × (1 + u), u uniform in [−max_scale, max_scale], plus Gaussian noise of expected norm
+    ``noise``·‖copied‖; keys, shapes and dtypes checked against our own delta (as :func:`copycat`)."""
+    if noise < 0 or not 0 <= max_scale < 1:
+        raise InvalidParameter("noise/max_scale", (noise, max_scale), "need noise ≥ 0 and 0 ≤ max_scale < 1")
+    base = copycat(own, copied)
+    rng = np.random.default_rng(seed)
+    factor = 1.0 + float(rng.uniform(-max_scale, max_scale))
+    jitter = gaussian_noise(base, int(rng.integers(2**63)), multiplier=noise)
+    return {
+        k: (v.astype(np.float64) * factor + jitter[k].astype(np.float64)).astype(v.dtype)
+        for k, v in base.items()
+    }
 
 
 def lie_z(num_nodes: int, num_malicious: int) -> float:
@@ -148,8 +194,8 @@ def apply_behaviour(
 ) -> StateDict:
     """The delta a member with ``behaviour`` publishes, given its honest ``delta``.
 
-    ``copy_from`` is the published delta a copycat copies; ``benign`` are the deltas (or an estimate of them)
-    that little-is-enough shifts. Other behaviours ignore both.
+    ``copy_from`` is the published delta a copycat, noisy copier or front-runner copies; ``benign`` are the deltas
+    (or an estimate of them) that little-is-enough shifts. Other behaviours ignore both.
     """
     try:
         kind = Behaviour(behaviour)
@@ -157,7 +203,7 @@ def apply_behaviour(
         raise InvalidParameter(
             "behaviour", behaviour, f"must be one of {', '.join(b.value for b in Behaviour)}"
         ) from None
-    if kind is Behaviour.HONEST:
+    if kind in (Behaviour.HONEST, Behaviour.SAMPLE_INFLATION):
         return {k: np.array(v, copy=True) for k, v in delta.items()}
     if kind is Behaviour.SCALE:
         return scale(delta, scale_factor)
@@ -167,8 +213,10 @@ def apply_behaviour(
         return gaussian_noise(delta, seed)
     if kind is Behaviour.FREE_RIDER:
         return free_rider(delta, seed)
-    if kind is Behaviour.COPYCAT:
+    if kind.copies:
         if copy_from is None:
-            raise InvalidParameter("copy_from", None, "a copycat needs another member's published delta")
+            raise InvalidParameter("copy_from", None, f"{kind} needs another member's published delta")
+        if kind is Behaviour.NOISY_COPY:
+            return noisy_copy(delta, copy_from, seed)
         return copycat(delta, copy_from)
     return little_is_enough(benign, num_nodes=lie_num_nodes, num_malicious=lie_num_malicious)

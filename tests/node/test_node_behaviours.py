@@ -15,6 +15,7 @@ from node.behaviours import (
     gaussian_noise,
     lie_z,
     little_is_enough,
+    noisy_copy,
     scale,
     sign_flip,
 )
@@ -82,6 +83,30 @@ def test_copycat_refuses_a_delta_of_another_layout() -> None:
         copycat(own, {"w": own["w"][:5], "b": own["b"]})
 
 
+def test_noisy_copy_points_where_the_original_does_but_equals_it_nowhere() -> None:
+    own, theirs = _delta(0), _delta(1)
+    out = noisy_copy(own, theirs, seed=3)
+    cosine = float(_flat(out) @ _flat(theirs)) / (update_norm(out) * update_norm(theirs))
+    assert 0.99 < cosine < 1.0
+    assert 0.95 < update_norm(out) / update_norm(theirs) < 1.05
+    assert all(out[k].dtype == np.float32 and not np.any(out[k] == theirs[k]) for k in own)
+    assert all(np.array_equal(out[k], noisy_copy(own, theirs, seed=3)[k]) for k in own)
+    assert any(not np.array_equal(out[k], noisy_copy(own, theirs, seed=4)[k]) for k in own)
+    with pytest.raises(StateMismatch):
+        noisy_copy(own, {"w": theirs["w"]}, seed=3)
+
+
+def test_only_the_copying_behaviours_need_another_members_delta() -> None:
+    assert {b for b in Behaviour if b.copies} == {
+        Behaviour.COPYCAT,
+        Behaviour.NOISY_COPY,
+        Behaviour.FRONT_RUN,
+    }
+    for behaviour in (Behaviour.NOISY_COPY, Behaviour.FRONT_RUN):
+        with pytest.raises(InvalidParameter, match=behaviour.value):
+            apply_behaviour(behaviour, _delta())
+
+
 def test_lie_z_follows_baruch_et_al() -> None:
     # n = 50, m = 12: s = ⌊26⌋ − 12 = 14 supporters, z = Φ⁻¹(36/50)
     assert lie_z(50, 12) == pytest.approx(NormalDist().inv_cdf(36 / 50))
@@ -137,6 +162,9 @@ def test_apply_behaviour_dispatches_every_behaviour() -> None:
         Behaviour.FREE_RIDER: free_rider(delta),
         Behaviour.COPYCAT: other,
         Behaviour.LITTLE_IS_ENOUGH: little_is_enough(benign, num_nodes=9, num_malicious=1),
+        Behaviour.SAMPLE_INFLATION: delta,
+        Behaviour.NOISY_COPY: noisy_copy(delta, other, seed=7),
+        Behaviour.FRONT_RUN: other,
     }
     assert set(expected) == set(Behaviour)
     for behaviour, want in expected.items():
