@@ -1,23 +1,27 @@
-"""The Byzantine robustness experiment: N non-IID members, f of them malicious, each round judged by the
-validators' checks, settled by the contract's rules and aggregated by the ledger's rules.
+"""The Byzantine robustness experiment (protocol v2): N non-IID members, f of them malicious, each round scored
+by V validators (K of them Byzantine), settled by the contract's consensus rules and aggregated by the ledger's.
 
 It is the pipeline minus transport. Members train with ``node.training`` and publish with ``node.behaviours``;
 every published delta is written as a real update file (``ledger.updatefile``) with the metadata the chain would
-record; the verdicts come from the validator's own functions (``ledger.checks.judge_update`` / ``judge_round``,
-which ``worker.verify`` calls, with the demo's held-out loss check); the accepted set is the quorum outcome of the
-validators' ballots; rewards and reputations are settled by ``ledger.rewards`` (the contract's integer formulas);
-the aggregate is written by ``ledger.aggregation`` exactly as the aggregator writes it. So an update's CID, the
-aggregate's CID and every settlement are the ones the real system produces for the same inputs
-(``benchmarks/byzantine.py --e2e`` checks that against anvil and real worker processes).
+record. Each honest validator runs the validator's hard checks (``ledger.checks``, the same functions the worker
+calls: −10,000 and a reason code for a hard reject) and otherwise scores the update with the worker's scorer
+against its own reference update, trained on its own slice of the held-out data (validator ``v`` of ``V`` holds
+every ``V``-th image of the even half of the test split, from the ``v``-th: disjoint slices). Byzantine
+validators score as their attack says (:class:`ValidatorAttack`). The consensus per update (the lower weighted
+median by validator reputation), the accepted set, rewards, reputations and validator distances come from the
+contract's mirror; the aggregate of the accepted updates (FedAvg weighted by consensus, or a robust rule) is
+written by ``ledger.aggregation`` exactly as the aggregator writes it. So an update's CID, the aggregate's CID
+and every settlement are the ones the real system produces for the same inputs.
 
     config = ExperimentConfig(attack="sign-flip", num_malicious=3, pipeline=Pipeline.FEDAVG, seed=0)
     result = run_experiment(config)
-    result.final_accuracy, result.rounds_to(0.9), result.malicious_reward_share, result.malicious_reputation()
+    result.final_accuracy, result.malicious_reward_share, result.malicious_reputation()
 
-Validators are honest and run identical deterministic checks, so they cast identical ballots: the checks run
-once per update and every validator's ballot is that verdict. Malicious members submit after the honest ones
-(a copycat must see what it copies; little-is-enough uses the honest deltas of the round: an omniscient
-attacker). The ``absent`` pseudo-attack leaves the f members out altogether: what is lost with their data alone.
+Malicious members submit after the honest ones (a little-is-enough attacker is omniscient: it uses the honest
+deltas of the round), except front-runners, which put another member's digest on chain first. The ``absent``
+pseudo-attack leaves the f members out altogether: what is lost with their data alone. With Byzantine
+validators every round also records what the honest validators alone would have decided on the same updates
+(``RoundResult.honest_accepted``), so their effect is measured per update, not only through the accuracy.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -39,7 +44,7 @@ from node.errors import InvalidParameter
 if TYPE_CHECKING:
     from ledger.aggregation import AggregationSpec
     from ledger.checks import CheckLimits
-    from node.data import Federation
+    from node.data import Dataset, Federation
     from node.models import StateDict
 
 HONEST = "honest"
@@ -53,6 +58,9 @@ ATTACKS: tuple[str, ...] = (
     Behaviour.FREE_RIDER.value,
     Behaviour.COPYCAT.value,
     Behaviour.LITTLE_IS_ENOUGH.value,
+    Behaviour.SAMPLE_INFLATION.value,
+    Behaviour.NOISY_COPY.value,
+    Behaviour.FRONT_RUN.value,
 )
 FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)
 TARGET_ACCURACY = 0.90
@@ -61,15 +69,43 @@ LIE_DEDUP_STEP = 1e-3
 rejected as duplicates; each scales its copy by ``1 + k·step`` (k its rank), which no duplicate check can tell
 from an honest difference. The rescaled norms stay inside the benign range to within 1 %."""
 
+SCORE_ONE = 10_000
+"""Scores are fixed point in [−SCORE_ONE, SCORE_ONE] (the contract's int16 scale, ``ledger.chain.scores``)."""
+DEFAULT_MAX_SAMPLES = 2**32
+"""The task's ``maxSamples`` (the largest the contract allows): what a sample inflater claims."""
+NEAR_COPY_ROUNDS = 3
+"""How many earlier rounds' published updates a validator compares a new update with (protocol R1)."""
+
+
+class ValidatorAttack(StrEnum):
+    """How a Byzantine validator scores (it still commits and reveals in time: absence is not an attack)."""
+
+    ALWAYS_REJECT = "always-reject"
+    """−SCORE_ONE for every update."""
+    ALWAYS_ACCEPT = "always-accept"
+    """+SCORE_ONE for every update."""
+    RANDOM = "random"
+    """Uniform integers in [−SCORE_ONE, SCORE_ONE] (seeded per round and validator)."""
+    COLLUDE = "collude"
+    """+SCORE_ONE for the malicious members' updates, −SCORE_ONE for the honest members'."""
+    LAZY = "lazy"
+    """No work: commit–reveal hides this round's scores, so it copies each member's consensus of the previous
+    round (published at finalization), or :data:`LAZY_SCORE` for a member without one."""
+
+
+VALIDATOR_ATTACKS: tuple[ValidatorAttack, ...] = tuple(ValidatorAttack)
+LAZY_SCORE = SCORE_ONE // 2
+"""A lazy validator's guess for a member with no previous consensus: "probably useful"."""
+
 
 class Pipeline(StrEnum):
-    """What judges and combines a round's updates. Every pipeline but ``fedavg-unchecked`` runs the demo's
-    validators: the default checks, the held-out loss check (``node.heldout``, δ = 5 nats) and quorum voting."""
+    """What judges and combines a round's updates. Every pipeline but ``fedavg-unchecked`` runs the v2
+    validators: hard checks, then each validator's score against its own reference update; consensus decides."""
 
     FEDAVG_UNCHECKED = "fedavg-unchecked"
-    """FedAvg of every update: no checks, every update accepted (the baseline of no defence)."""
+    """Every validator scores every update SCORE_ONE: all accepted, equal weights (the baseline of no defence)."""
     FEDAVG = "fedavg"
-    """The validators' checks + quorum voting, then FedAvg of the accepted updates (the demo's default)."""
+    """The validators' scores, consensus, then FedAvg of the accepted updates weighted by consensus (default)."""
     TRIMMED_MEAN = "trimmed-mean"
     MEDIAN = "median"
     MULTI_KRUM = "multi-krum"
@@ -81,11 +117,10 @@ class Pipeline(StrEnum):
 
 PIPELINES: tuple[Pipeline, ...] = tuple(Pipeline)
 DEFAULT_PIPELINE = Pipeline.FEDAVG
-"""The demo's default (``meshprov demo``): FedAvg over the accepted set; 2 validators, quorum 2, each running the
-worker's default checks and the held-out loss check ``--evaluator node.heldout:loss --loss-delta 5``."""
+"""The protocol's default: FedAvg over the accepted set, weighted by consensus; 3 validators, quorum 2."""
 
 DEFAULT_LOSS_DELTA = 5.0
-"""The demo's ``--loss-delta`` (node/heldout.py explains the value)."""
+"""The validators' held-out loss margin in nats (node/heldout.py explains the value): the scorer's loss gate."""
 
 DEFAULT_TOLERATED = 3
 """The robust rules are configured for this many malicious members (30 % of 10, the goal's level): trimmed mean
@@ -107,19 +142,26 @@ def aggregation_spec(pipeline: Pipeline, *, num_nodes: int, tolerated: int) -> A
     return AggregationSpec.multi_krum(tolerated)
 
 
-def default_limits(loss_delta: float | None = DEFAULT_LOSS_DELTA) -> CheckLimits:
-    """The demo's validator limits: the worker's defaults (z-score of the log norm at 3.5, duplicates, the
-    zero-update floor, no absolute norm bound) and the held-out loss margin (None: no loss check)."""
+def default_limits() -> CheckLimits:
+    """The validators' hard-check limits: the worker's defaults (z-score of the log norm at 3.5, duplicates, the
+    zero-update floor, the norm in proportion to the base's, no absolute norm bound). The held-out loss is not a
+    hard check in v2: each validator's data differs, so it is part of the score (the loss gate)."""
     from ledger.checks import CheckLimits
 
-    return CheckLimits(loss_delta=loss_delta)
+    return CheckLimits(loss_delta=None)
+
+
+def validator_heldout(seed: int, validator: int, validators: int) -> Dataset:
+    """Validator ``validator``'s private held-out slice: every ``validators``-th image of the even half of the
+    run's test split (``node.heldout``), from the ``validator``-th. Slices are disjoint and never in a shard."""
+    from node.heldout import heldout_data
+
+    data = heldout_data(seed)
+    return data.subset(np.arange(validator, len(data), validators))
 
 
 def heldout_loss(seed: int) -> Callable[[Mapping[str, Any]], float]:
-    """The validators' held-out loss (``node.heldout``): the even half of the run's test split.
-
-    ``node.heldout:loss``, which the demo's workers load, uses seed 0's split; for other seeds the experiment
-    takes the same half of that seed's split, so the held-out images are never in a member's shard."""
+    """The whole held-out half's loss (``node.heldout``) for full weights: the v1 validators' evaluator."""
     from node.basemodel import infer_model
     from node.heldout import heldout_data
     from node.training import evaluate
@@ -150,14 +192,20 @@ class ExperimentConfig:
     alpha: float = 0.5
     rounds: int = 10
     model: str = "mlp"
-    validators: int = 2
+    validators: int = 3
     quorum: int = 2
+    byzantine_validators: int = 0
+    """How many of the validators (the last ones of the set) are Byzantine."""
+    validator_attack: str | None = None
+    """A :class:`ValidatorAttack`, exactly when ``byzantine_validators`` > 0."""
     budget: int = 10**18
     """Tokens (base units) minted per round (``rewardPerRound``)."""
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    """The task's ``maxSamples``: the largest claim the chain accepts."""
     tolerated: int = DEFAULT_TOLERATED
     task_id: int = 1
     loss_delta: float | None = DEFAULT_LOSS_DELTA
-    """The validators' held-out loss margin (None: validators without held-out data)."""
+    """The validators' held-out loss margin (the scorer's loss gate; None: no gate)."""
     malicious: tuple[int, ...] | None = None
     """Which members are malicious (None: a seeded choice, :func:`malicious_members`); e.g. the demo's last f."""
 
@@ -187,6 +235,24 @@ class ExperimentConfig:
                 (self.rounds, self.validators, self.quorum),
                 "need rounds ≥ 1 and 1 ≤ quorum ≤ validators",
             )
+        if not 0 <= self.byzantine_validators < self.validators:
+            raise InvalidParameter(
+                "byzantine_validators",
+                self.byzantine_validators,
+                f"must be in [0, {self.validators}): at least one validator is honest",
+            )
+        if self.validator_attack is not None:
+            object.__setattr__(self, "validator_attack", str(ValidatorAttack(self.validator_attack)))
+        if (self.validator_attack is None) != (self.byzantine_validators == 0):
+            raise InvalidParameter(
+                "validator_attack",
+                self.validator_attack,
+                "name a validator attack exactly when there are Byzantine validators",
+            )
+        if not 1 <= self.max_samples <= 2**32:
+            raise InvalidParameter(
+                "max_samples", self.max_samples, "must be in [1, 2**32] (the contract's bound)"
+            )
 
     @property
     def fraction(self) -> float:
@@ -194,7 +260,12 @@ class ExperimentConfig:
 
     @property
     def label(self) -> str:
-        return f"{self.attack} f={self.num_malicious}/{self.num_nodes} {self.pipeline} seed={self.seed}"
+        byzantine = (
+            f" byz={self.byzantine_validators}/{self.validators}:{self.validator_attack}"
+            if self.byzantine_validators
+            else ""
+        )
+        return f"{self.attack} f={self.num_malicious}/{self.num_nodes} {self.pipeline}{byzantine} seed={self.seed}"
 
     @property
     def spec(self) -> AggregationSpec:
@@ -205,6 +276,11 @@ class ExperimentConfig:
         if self.malicious is not None:
             return list(self.malicious)
         return malicious_members(self.num_nodes, self.num_malicious, self.seed)
+
+    @property
+    def byzantine_set(self) -> list[int]:
+        """Indexes (in the validator set) of the Byzantine validators: the last ``byzantine_validators``."""
+        return list(range(self.validators - self.byzantine_validators, self.validators))
 
     def to_dict(self) -> dict[str, Any]:
         out = {**asdict(self), "pipeline": str(self.pipeline)}
@@ -251,12 +327,15 @@ def dev_roles(validators: int, contributors: int, mnemonic: str | None = None) -
 
 @dataclass(frozen=True)
 class Published:
-    """One member's update of a round, in submission order."""
+    """One member's submission of a round, in submission order."""
 
     node: int
     delta: StateDict = field(repr=False)
     num_samples: int
     malicious: bool
+    digest_of: int | None = None
+    """A front-runner's submission names another member's digest: that member (the bytes are the author's file,
+    whose metadata names the author). None: the member's own file."""
 
 
 def publish_round(
@@ -265,9 +344,14 @@ def publish_round(
     base: Mapping[str, np.ndarray],
     round_: int,
     malicious: Sequence[int],
+    *,
+    previous: Sequence[Published] = (),
 ) -> list[Published]:
-    """Every member's update for ``round_`` on ``base``: honest members first (by index), then the malicious.
+    """Every member's submission for ``round_`` on ``base``: honest members first (by index), then the malicious;
+    front-runners go first (each ahead of the author whose digest it copies).
 
+    ``previous`` is the last round's submissions (their content is public once that round's submissions closed):
+    what a noisy copier copies; in round 1 it copies this round's content as if it had leaked (a collusion).
     Deterministic for a given config, base and round: the pure pipeline and the real one call this same function.
     """
     from node.training import default_config, local_train, round_seed
@@ -276,7 +360,12 @@ def publish_round(
     train_config = default_config(config.model)
     honest: list[Published] = []
     attackers = [] if config.attack == ABSENT else sorted(bad)
-    needs_own_delta = config.attack in (Behaviour.SCALE, Behaviour.SIGN_FLIP, Behaviour.NOISE)
+    needs_own_delta = config.attack in (
+        Behaviour.SCALE,
+        Behaviour.SIGN_FLIP,
+        Behaviour.NOISE,
+        Behaviour.SAMPLE_INFLATION,
+    )
     own: dict[int, StateDict] = {}
     for node in range(config.num_nodes):
         if node in bad and not needs_own_delta:
@@ -289,14 +378,20 @@ def publish_round(
             own[node] = local.delta
         else:
             honest.append(Published(node, local.delta, local.num_samples, malicious=False))
-    out = list(honest)
     benign = [p.delta for p in honest]
+    earlier = [p for p in previous if not p.malicious and p.digest_of is None]
+    front: list[Published] = []
+    late: list[Published] = []
     for rank, node in enumerate(attackers):
+        victim = honest[rank % len(honest)]
+        copied = victim.delta
+        if config.attack == Behaviour.NOISY_COPY and earlier:
+            copied = earlier[rank % len(earlier)].delta
         delta = apply_behaviour(
             config.attack,
             own.get(node, benign[0]),
             seed=round_seed(config.seed, round_, node),
-            copy_from=benign[0],  # the first honest member's published update
+            copy_from=benign[0] if config.attack == Behaviour.COPYCAT else copied,
             benign=benign,
             lie_num_nodes=config.num_nodes,
             lie_num_malicious=len(attackers),
@@ -304,9 +399,17 @@ def publish_round(
         if config.attack == Behaviour.LITTLE_IS_ENOUGH and rank:
             factor = 1.0 + LIE_DEDUP_STEP * rank
             delta = {k: (v * v.dtype.type(factor)).astype(v.dtype) for k, v in delta.items()}
-        claimed = len(federation.shards[node])  # what it would have trained on: it claims the full reward
-        out.append(Published(node, delta, claimed, malicious=True))
-    return out
+        # What it claims: the task's maximum for an inflater, the author's count for a front-runner (its claim
+        # must match the copied file's metadata to get past anything), else what it would have trained on.
+        claimed = len(federation.shards[node])
+        if config.attack == Behaviour.SAMPLE_INFLATION:
+            claimed = config.max_samples
+        if config.attack == Behaviour.FRONT_RUN:
+            claimed = victim.num_samples
+            front.append(Published(node, delta, claimed, malicious=True, digest_of=victim.node))
+        else:
+            late.append(Published(node, delta, claimed, malicious=True))
+    return front + honest + late
 
 
 # --- results -------------------------------------------------------------------------------------------------
@@ -320,18 +423,31 @@ class RoundResult:
     submitted: list[int]
     """Members in submission order (update index → member)."""
     reasons: list[int]
-    """The verdict's reason code per update index (0 = accepted by the checks; all 0 without checks)."""
+    """The honest validators' hard-check reason code per update index (0 = passed; all 0 without checks)."""
     accepted: list[int]
-    """Members whose update is in the accepted set (the quorum outcome)."""
+    """Members whose update is in the accepted set (consensus > 0 with a quorum of reveals)."""
     rewards: dict[int, int]
     """Contributor reward per member this round (token base units)."""
     reputations: dict[int, int]
     """Contributor reputation of every member after this round's settlement."""
     validator_rewards: int
+    """Everything paid to validators this round (``validator_pay`` per validator)."""
     aggregate_cid: str
     seconds: float
     cids: list[str] = field(default_factory=list)
-    """The update files' CIDs, in submission order."""
+    """The update files' CIDs, in submission order (a front-runner's is its author's)."""
+    consensus: list[int] = field(default_factory=list)
+    """The consensus score per update index."""
+    scores: list[list[int]] = field(default_factory=list)
+    """Each validator's revealed scores (validator-set order, then update index)."""
+    distances: list[int] = field(default_factory=list)
+    """Each validator's distance to the consensus (mean capped |s − c|)."""
+    validator_pay: list[int] = field(default_factory=list)
+    """Each validator's reward this round."""
+    validator_reputations: list[int] = field(default_factory=list)
+    """Each validator's reputation after this round's settlement."""
+    honest_accepted: list[int] = field(default_factory=list)
+    """Members the honest validators alone would have accepted on the same updates (their scores and weights)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -341,7 +457,7 @@ class RoundResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RoundResult:
-        values = dict(data)
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         values["rewards"] = {int(k): int(v) for k, v in data["rewards"].items()}
         values["reputations"] = {int(k): int(v) for k, v in data["reputations"].items()}
         return cls(**values)
@@ -379,6 +495,20 @@ class ExperimentResult:
         total = self.contributor_rewards
         return self.malicious_rewards / total if total else 0.0
 
+    @property
+    def byzantine_validator_reward_share(self) -> float:
+        """The Byzantine validators' part of everything paid to validators over the run (0 when nothing was)."""
+        byzantine = self.config.byzantine_set
+        total = sum(sum(r.validator_pay) for r in self.rounds)
+        theirs = sum(r.validator_pay[v] for r in self.rounds for v in byzantine if v < len(r.validator_pay))
+        return theirs / total if total else 0.0
+
+    def validator_reward_shares(self) -> list[float]:
+        """Each validator's part of everything paid to validators over the run."""
+        total = sum(sum(r.validator_pay) for r in self.rounds)
+        per = [sum(col) for col in zip(*(r.validator_pay for r in self.rounds), strict=True)]
+        return [p / total if total else 0.0 for p in per]
+
     def malicious_reputation(self) -> list[float]:
         """Mean contributor reputation of the malicious members after each round (empty without them)."""
         if not self.malicious or self.config.attack == ABSENT:
@@ -394,6 +524,25 @@ class ExperimentResult:
         """Honest updates left out of an accepted set (false positives), over all rounds."""
         bad = set(self.malicious)
         return sum(1 for r in self.rounds for m in r.submitted if m not in bad and m not in r.accepted)
+
+    def honest_validators_honest_rejected(self) -> int:
+        """Honest updates the honest validators alone would have left out, over all rounds (the comparison for
+        :meth:`honest_rejected` with Byzantine validators; equal to it without them)."""
+        bad = set(self.malicious)
+        return sum(1 for r in self.rounds for m in r.submitted if m not in bad and m not in r.honest_accepted)
+
+    def byzantine_flips(self) -> tuple[int, int]:
+        """(honest updates rejected that the honest validators accepted, malicious updates accepted that the honest
+        validators rejected), over all rounds: what the Byzantine validators changed. (0, 0) without them."""
+        bad = set(self.malicious)
+        rejected = sum(
+            1
+            for r in self.rounds
+            for m in r.submitted
+            if m not in bad and m in r.honest_accepted and m not in r.accepted
+        )
+        accepted = sum(1 for r in self.rounds for m in r.accepted if m in bad and m not in r.honest_accepted)
+        return rejected, accepted
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -417,7 +566,7 @@ class ExperimentResult:
         )
 
 
-# --- the pure pipeline ---------------------------------------------------------------------------------------
+# --- the pure pipeline: files ----------------------------------------------------------------------------------
 
 
 def write_genesis_file(path: Path, model: str, seed: int) -> str:
@@ -437,9 +586,17 @@ def read_weights(path: Path) -> StateDict:
         return {k: np.array(v, copy=True) for k, v in f.tensors()}
 
 
+def flatten(delta: Mapping[str, np.ndarray]) -> np.ndarray:
+    """An update's values as one float64 vector, in key order (the update file's tensor order)."""
+    return np.concatenate([np.asarray(delta[k], dtype=np.float64).ravel() for k in sorted(delta)])
+
+
+# --- the validators: one call site per protocol function -----------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Judgement:
-    """A round's verdicts: one reason code per update index, in submission order."""
+    """A round's hard-check verdicts: one reason code per update index, in submission order."""
 
     reasons: list[int]
 
@@ -456,7 +613,7 @@ def judge_files(
     limits: CheckLimits,
     evaluate: Callable[[Mapping[str, Any]], float] | None = None,
 ) -> Judgement:
-    """The validator's verdicts on a round's update files (``records``: the ``ChainRecord`` of each)."""
+    """The validator's hard checks on a round's update files (``records``: the ``ChainRecord`` of each)."""
     # The validator's own pure functions, so that the experiment judges exactly as a worker does.
     from ledger.aggregation.source import describe_source
     from ledger.checks import judge_round, judge_update
@@ -482,6 +639,229 @@ def judge_files(
     return Judgement([int(v.reason) for v in judge_round(judged, limits)])
 
 
+NEAR_COPY_COSINE = 0.95
+
+
+def near_copy_reasons(
+    vectors: Sequence[np.ndarray | None],
+    authors: Sequence[int],
+    history: Sequence[Sequence[tuple[int, np.ndarray]]],
+) -> list[int]:
+    """Protocol R1 over whole vectors: ``NEAR_COPY`` for cosine ≥ 0.95 to another member's update of the last
+    rounds, ``DUPLICATE`` for the later of two members' updates of this round with cosine ≥ 0.95 (0: neither).
+    ``vectors[i]`` None: update i is not judged here (it failed a hard check already)."""
+    # TODO(HS): replace by ledger.checks' near-copy check once it lands (the worker's function).
+    from ledger.reasons import Reason
+
+    near_copy = int(getattr(Reason, "NEAR_COPY", Reason.DUPLICATE))
+
+    def cos(a: np.ndarray, b: np.ndarray) -> float:
+        na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+        return float(a @ b) / (na * nb) if na and nb else 0.0
+
+    out = []
+    for i, v in enumerate(vectors):
+        reason = 0
+        if v is not None:
+            if any(
+                m != authors[i] and cos(v, old) >= NEAR_COPY_COSINE for past in history for m, old in past
+            ):
+                reason = near_copy
+            elif any(
+                w is not None and authors[j] != authors[i] and cos(v, w) >= NEAR_COPY_COSINE
+                for j, w in enumerate(vectors[:i])
+            ):
+                reason = int(Reason.DUPLICATE)
+        out.append(reason)
+    return out
+
+
+def reference_update(
+    config: ExperimentConfig, base: Mapping[str, np.ndarray], data: Dataset, round_: int, validator: int
+) -> StateDict:
+    """Validator ``validator``'s reference update for the round: the members' training recipe on its own slice."""
+    # TODO(HS): worker.reference's function once it lands.
+    from node.training import default_config, local_train, round_seed
+
+    recipe = replace(default_config(config.model), seed=round_seed(config.seed, round_, 10_000 + validator))
+    return local_train(config.model, base, data, recipe).delta
+
+
+def to_fixed(x: float) -> int:
+    """A score in [−1, 1] as the contract's fixed point (round half away from zero, clamped)."""
+    scaled = float(np.clip(x, -1.0, 1.0)) * SCORE_ONE
+    return int(np.sign(scaled) * np.floor(abs(scaled) + 0.5))
+
+
+def honest_scores(
+    config: ExperimentConfig,
+    base: Mapping[str, np.ndarray],
+    *,
+    deltas: Sequence[Mapping[str, np.ndarray]],
+    reasons: Sequence[int],
+    data: Dataset,
+    round_: int,
+    validator: int,
+) -> list[int]:
+    """An honest validator's scores: −SCORE_ONE for a hard reject, else the scorer's measure against its own
+    reference update and held-out slice."""
+    # TODO(HS): worker.scoring's scorer once it lands; this stand-in is cosine to the reference, with a loss
+    # gate (an update that raises the slice's loss by more than loss_delta scores at most 0) and a magnitude
+    # discount (an update longer than 3× the reference counts as if it were 3× long).
+    from node.training import apply_delta, evaluate
+
+    reference = flatten(reference_update(config, base, data, round_, validator))
+    ref_norm = float(np.linalg.norm(reference))
+    base_loss = evaluate(config.model, base, data, threads=1).loss if config.loss_delta is not None else 0.0
+    out = []
+    for delta, reason in zip(deltas, reasons, strict=True):
+        if reason:
+            out.append(-SCORE_ONE)
+            continue
+        v = flatten(delta)
+        norm = float(np.linalg.norm(v))
+        if norm == 0 or ref_norm == 0:
+            out.append(0)
+            continue
+        score = float(v @ reference) / (norm * ref_norm) * min(1.0, 3 * ref_norm / norm)
+        if config.loss_delta is not None:
+            loss = evaluate(config.model, apply_delta(base, delta), data, threads=1).loss
+            if loss - base_loss > config.loss_delta:
+                score = min(score, 0.0)
+        out.append(to_fixed(score))
+    return out
+
+
+def byzantine_scores(
+    attack: ValidatorAttack,
+    authors: Sequence[int],
+    malicious: Sequence[int],
+    previous_consensus: Mapping[int, int],
+    *,
+    seed: int,
+) -> list[int]:
+    """A Byzantine validator's scores for updates by ``authors`` (member per update index)."""
+    if attack is ValidatorAttack.ALWAYS_REJECT:
+        return [-SCORE_ONE] * len(authors)
+    if attack is ValidatorAttack.ALWAYS_ACCEPT:
+        return [SCORE_ONE] * len(authors)
+    if attack is ValidatorAttack.RANDOM:
+        rng = np.random.default_rng(seed)
+        return [int(x) for x in rng.integers(-SCORE_ONE, SCORE_ONE, size=len(authors), endpoint=True)]
+    if attack is ValidatorAttack.COLLUDE:
+        bad = set(malicious)
+        return [SCORE_ONE if m in bad else -SCORE_ONE for m in authors]
+    return [previous_consensus.get(m, LAZY_SCORE) for m in authors]
+
+
+# --- consensus and settlement (the contract's mirror) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What finalizing a round settles, per update index and per validator (validator-set order)."""
+
+    consensus: list[int]
+    accepted: list[bool]
+    rewards: list[int]
+    """Contributor reward per update index."""
+    distances: list[int]
+    validator_pay: list[int]
+
+
+def lower_weighted_median(values: Sequence[int], weights: Sequence[int]) -> int:
+    """The smallest value v such that twice the weight of the values ≤ v is at least the total weight."""
+    # TODO(HP): ledger.consensus.lower_weighted_median once it lands.
+    total = sum(weights)
+    below = 0
+    for value, weight in sorted(zip(values, weights, strict=True)):
+        below += weight
+        if 2 * below >= total:
+            return value
+    raise InvalidParameter("weights", list(weights), "need a positive total weight")
+
+
+class ConsensusStandIn:
+    """Reputations and R4–R5 settlement in the contract's integer arithmetic (docs/protocol.md)."""
+
+    # TODO(HP): replace by ledger.consensus.ConsensusBook once it lands (same role: the contract's mirror).
+
+    START, LOW, HIGH = 5_000, 100, 10_000
+
+    def __init__(self) -> None:
+        self._rep: dict[tuple[str, str], int] = {}
+
+    def reputation(self, account: str, role: str) -> int:
+        return self._rep.get((account.lower(), role), self.START)
+
+    def _set(self, account: str, role: str, value: int) -> None:
+        self._rep[(account.lower(), role)] = max(self.LOW, min(self.HIGH, value))
+
+    def settle(
+        self,
+        contributors: Sequence[str],
+        validators: Sequence[str],
+        scores: Sequence[Sequence[int] | None],
+        *,
+        quorum: int,
+        budget: int,
+    ) -> Settled:
+        n = len(contributors)
+        weights = [self.reputation(v, "validator") for v in validators]
+        revealed = sum(s is not None for s in scores)
+        table = [list(s) if s is not None else [0] * n for s in scores]
+        consensus = [lower_weighted_median([row[i] for row in table], weights) for i in range(n)]
+        quorate = revealed >= quorum
+        accepted = [quorate and c > 0 for c in consensus]
+        validator_share = budget * 1_000 // 10_000
+        share = budget - validator_share
+        before = [self.reputation(a, "contributor") for a in contributors]
+        pay_weights = [
+            c * c * rep if ok else 0 for c, rep, ok in zip(consensus, before, accepted, strict=True)
+        ]
+        total = sum(pay_weights)
+        rewards = [share * w // total if total else 0 for w in pay_weights]
+        if quorate:
+            for account, c, rep in zip(contributors, consensus, before, strict=True):
+                step = 500 * c // SCORE_ONE if c > 0 else -(1_500 * -c // SCORE_ONE)
+                self._set(account, "contributor", rep + step)
+        distances, agreements = [], []
+        for s in scores:
+            if s is None or not n:
+                distances.append(0)
+                agreements.append(0)
+                continue
+            d = sum(min(abs(x - c), SCORE_ONE) for x, c in zip(s, consensus, strict=True)) // n
+            distances.append(d)
+            agreements.append(max(0, SCORE_ONE - 2 * d))
+        paid = [w * a if s is not None else 0 for w, a, s in zip(weights, agreements, scores, strict=True)]
+        pay_total = sum(paid)
+        pay = [validator_share * p // pay_total if pay_total else 0 for p in paid]
+        for v, w, a, s in zip(validators, weights, agreements, scores, strict=True):
+            if s is None:
+                self._set(v, "validator", w - 500)
+            elif a >= SCORE_ONE // 2:
+                self._set(v, "validator", w + 200)
+            else:
+                self._set(v, "validator", w - 1_000 * (SCORE_ONE // 2 - a) // (SCORE_ONE // 2))
+        return Settled(consensus, accepted, rewards, distances, pay)
+
+
+def honest_outcome(
+    scores: Sequence[Sequence[int]], weights: Sequence[int], honest: Sequence[int], quorum: int
+) -> list[bool]:
+    """What the honest validators alone (their scores, their weights) would have accepted."""
+    if len(honest) < quorum or not scores:
+        return [False] * (len(scores[0]) if scores else 0)
+    return [
+        lower_weighted_median([scores[v][i] for v in honest], [weights[v] for v in honest]) > 0
+        for i in range(len(scores[0]))
+    ]
+
+
+# --- aggregation ---------------------------------------------------------------------------------------------
+
+
 def aggregate_files(
     base_path: Path,
     inputs: Sequence[tuple[bytes, Path, int]],
@@ -492,24 +872,129 @@ def aggregate_files(
     round_: int,
     parent: str,
 ) -> str:
-    """Aggregate ``(digest, update file, num_samples)`` inputs as the aggregator does; returns the file's CID."""
+    """Aggregate ``(digest, update file, weight)`` inputs as the aggregator does (FedAvg weights by the
+    consensus score, protocol R5); returns the file's CID."""
     import contextlib
 
     from ledger.aggregation import Contribution, prepare
     from ledger.aggregation.output import write_aggregation
     from ledger.updatefile import UpdateFile
 
+    # TODO(HS): the consensus-weighted Contribution of ledger.aggregation once it lands; until then the weight
+    # rides in num_samples, which FedAvg divides by their sum exactly as it would divide consensus weights.
     with contextlib.ExitStack() as stack:
         base = stack.enter_context(UpdateFile.open(base_path))
         contributions = [
-            Contribution(digest, source=stack.enter_context(UpdateFile.open(path)), num_samples=n)
-            for digest, path, n in inputs
+            Contribution(digest, source=stack.enter_context(UpdateFile.open(path)), num_samples=w)
+            for digest, path, w in inputs
         ]
         agg = prepare(base, contributions, spec)
         return write_aggregation(out, agg, task=task, round=round_, parent=parent).cid
 
 
+# --- the pure pipeline ---------------------------------------------------------------------------------------
+
+
 Observer = Callable[[ExperimentConfig, RoundResult], None]
+
+
+@dataclass
+class _Round:
+    """One round's submissions as files and chain records, in submission order."""
+
+    paths: list[Path] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)
+    cids: list[str] = field(default_factory=list)
+
+
+def _write_round(
+    config: ExperimentConfig,
+    roles: Roles,
+    *,
+    published: Sequence[Published],
+    base_cid: str,
+    round_: int,
+    where: Path,
+) -> _Round:
+    """Each member's update file with the metadata the chain records; a front-runner's submission records the
+    author's digest (the chain accepts a digest twice) under the front-runner's name."""
+    from ledger.checks import ChainRecord
+    from ledger.content import cid_to_digest
+    from ledger.updatefile import UpdateMeta, write_update
+
+    files: dict[int, tuple[Path, str]] = {}
+    for p in published:
+        if p.digest_of is None:
+            meta = UpdateMeta(
+                task=config.task_id,
+                round=round_,
+                base=base_cid,
+                contributor=roles.contributors[p.node],
+                num_samples=p.num_samples,
+            )
+            path = where / f"update-{p.node}.safetensors"
+            files[p.node] = (path, write_update(path, p.delta, meta).cid)
+    out = _Round()
+    for p in published:
+        path, cid = files[p.node if p.digest_of is None else p.digest_of]
+        digest = cid_to_digest(cid)
+        out.paths.append(path)
+        out.cids.append(cid)
+        out.digests.append(digest)
+        out.records.append(
+            ChainRecord(
+                digest=digest,
+                task=config.task_id,
+                round=round_,
+                base=cid_to_digest(base_cid),
+                contributor=roles.contributors[p.node],
+                num_samples=p.num_samples,
+            )
+        )
+    return out
+
+
+def score_round(
+    config: ExperimentConfig,
+    published: Sequence[Published],
+    files: _Round,
+    *,
+    base: Mapping[str, np.ndarray],
+    base_path: Path,
+    limits: CheckLimits,
+    history: Sequence[Sequence[tuple[int, np.ndarray]]],
+    malicious: Sequence[int],
+    previous_consensus: Mapping[int, int],
+    round_: int,
+) -> tuple[list[int], list[list[int]]]:
+    """(hard-check reason per update, every validator's scores): what each validator reveals."""
+    n = len(published)
+    if not config.pipeline.checked:
+        return [0] * n, [[SCORE_ONE] * n for _ in range(config.validators)]
+    reasons = judge_files(files.paths, base_path=base_path, records=files.records, limits=limits).reasons
+    # The bytes a submission points at are its author's (a front-runner's are its victim's).
+    content = {p.node: p.delta for p in published if p.digest_of is None}
+    deltas = [content[p.node if p.digest_of is None else p.digest_of] for p in published]
+    vectors = [None if reason else flatten(d) for d, reason in zip(deltas, reasons, strict=True)]
+    copies = near_copy_reasons(vectors, [p.node for p in published], history)
+    reasons = [r or c for r, c in zip(reasons, copies, strict=True)]
+    byzantine = set(config.byzantine_set)
+    authors = [p.node for p in published]
+    scores = []
+    for v in range(config.validators):
+        if v in byzantine:
+            attack = ValidatorAttack(str(config.validator_attack))
+            seed = int(np.random.default_rng([config.seed, round_, v]).integers(2**63))
+            scores.append(byzantine_scores(attack, authors, malicious, previous_consensus, seed=seed))
+        else:
+            data = validator_heldout(config.seed, v, config.validators)
+            scores.append(
+                honest_scores(
+                    config, base, deltas=deltas, reasons=reasons, data=data, round_=round_, validator=v
+                )
+            )
+    return reasons, scores
 
 
 def run_experiment(
@@ -524,17 +1009,11 @@ def run_experiment(
         with tempfile.TemporaryDirectory(prefix="meshprov-experiment-") as tmp:
             return run_experiment(config, workdir=Path(tmp), limits=limits, observer=observer)
 
-    from ledger.chain.types import Ballot, Role, SubmissionInfo
-    from ledger.checks import ChainRecord
-    from ledger.content import cid_to_digest
-    from ledger.rewards import RewardBook
-    from ledger.updatefile import UpdateMeta, write_update
     from node.data import make_federation
     from node.training import evaluate
 
     started = time.perf_counter()
-    limits = limits if limits is not None else default_limits(config.loss_delta)
-    evaluator = heldout_loss(config.seed) if limits.loss_delta is not None else None
+    limits = limits if limits is not None else default_limits()
     roles = dev_roles(config.validators, config.num_nodes)
     federation = make_federation(config.num_nodes, config.alpha, config.seed)
     malicious = config.malicious_set
@@ -543,62 +1022,45 @@ def run_experiment(
     base_cid = genesis_cid = write_genesis_file(base_path, config.model, config.seed)
     base = read_weights(base_path)
     initial = evaluate(config.model, base, federation.test, threads=1).accuracy
-    book = RewardBook()
-    for address in roles.contributors:
-        book.grant(address, Role.CONTRIBUTOR)
-    for address in roles.validators:
-        book.grant(address, Role.VALIDATOR)
+    book = ConsensusStandIn()
+    honest_validators = [v for v in range(config.validators) if v not in set(config.byzantine_set)]
     spec = config.spec
+    history: deque[list[tuple[int, np.ndarray]]] = deque(maxlen=NEAR_COPY_ROUNDS)
+    previous: list[Published] = []
+    previous_consensus: dict[int, int] = {}
     rounds: list[RoundResult] = []
     for r in range(1, config.rounds + 1):
         round_started = time.perf_counter()
         round_dir = workdir / f"round-{r}"
         round_dir.mkdir(exist_ok=True)
-        published = publish_round(config, federation, base, r, malicious)
-        paths, records, digests, cids = [], [], [], []
-        for p in published:
-            meta = UpdateMeta(
-                task=config.task_id,
-                round=r,
-                base=base_cid,
-                contributor=roles.contributors[p.node],
-                num_samples=p.num_samples,
-            )
-            path = round_dir / f"update-{p.node}.safetensors"
-            cid = write_update(path, p.delta, meta).cid
-            digest = cid_to_digest(cid)
-            cids.append(cid)
-            paths.append(path)
-            digests.append(digest)
-            records.append(
-                ChainRecord(
-                    digest=digest,
-                    task=config.task_id,
-                    round=r,
-                    base=cid_to_digest(base_cid),
-                    contributor=roles.contributors[p.node],
-                    num_samples=p.num_samples,
-                )
-            )
-        if config.pipeline.checked:
-            judgement = judge_files(
-                paths, base_path=base_path, records=records, limits=limits, evaluate=evaluator
-            )
-        else:
-            judgement = Judgement([0] * len(published))
-        ballots = [Ballot.unanimous(v, judgement.accepted) for v in roles.validators]
+        published = publish_round(config, federation, base, r, malicious, previous=previous)
+        files = _write_round(config, roles, published=published, base_cid=base_cid, round_=r, where=round_dir)
+        weights = [book.reputation(v, "validator") for v in roles.validators]  # frozen at round open
+        reasons, scores = score_round(
+            config,
+            published,
+            files,
+            base=base,
+            base_path=base_path,
+            limits=limits,
+            history=history,
+            malicious=malicious,
+            previous_consensus=previous_consensus,
+            round_=r,
+        )
         settled = book.settle(
-            [SubmissionInfo(roles.contributors[p.node], p.num_samples) for p in published],
-            ballots,
+            [roles.contributors[p.node] for p in published],
+            roles.validators,
+            scores,
             quorum=config.quorum,
             budget=config.budget,
         )
-        chosen = [i for i in range(len(published)) if settled.outcome >> i & 1]
+        chosen = [i for i, ok in enumerate(settled.accepted) if ok]
         if chosen:
             out = round_dir / "aggregate.safetensors"
             base_cid = aggregate_files(
                 base_path,
-                [(digests[i], paths[i], published[i].num_samples) for i in chosen],
+                [(files.digests[i], files.paths[i], settled.consensus[i]) for i in chosen],
                 spec,
                 out,
                 task=config.task_id,
@@ -611,26 +1073,32 @@ def run_experiment(
             base_path.unlink()
             base_path = next_base
         evaluation = evaluate(config.model, base, federation.test, threads=1)
-        index_of = {a.lower(): i for i, a in enumerate(roles.contributors)}
-        rewards = {
-            index_of[s.account.lower()]: s.reward for s in settled.settlements if s.role is Role.CONTRIBUTOR
-        }
+        honest_view = honest_outcome(scores, weights, honest_validators, config.quorum)
         result = RoundResult(
             round=r,
             accuracy=evaluation.accuracy,
             loss=evaluation.loss,
             submitted=[p.node for p in published],
-            reasons=judgement.reasons,
+            reasons=reasons,
             accepted=sorted(published[i].node for i in chosen),
-            rewards=rewards,
-            reputations={i: book.reputation(a) for i, a in enumerate(roles.contributors)},
-            validator_rewards=sum(s.reward for s in settled.settlements if s.role is Role.VALIDATOR),
+            rewards={p.node: settled.rewards[i] for i, p in enumerate(published)},
+            reputations={i: book.reputation(a, "contributor") for i, a in enumerate(roles.contributors)},
+            validator_rewards=sum(settled.validator_pay),
             aggregate_cid=base_cid,
             seconds=time.perf_counter() - round_started,
-            cids=cids,
+            cids=files.cids,
+            consensus=settled.consensus,
+            scores=scores,
+            distances=settled.distances,
+            validator_pay=settled.validator_pay,
+            validator_reputations=[book.reputation(v, "validator") for v in roles.validators],
+            honest_accepted=sorted(p.node for p, ok in zip(published, honest_view, strict=True) if ok),
         )
-        for path in paths:
+        for path in set(files.paths):
             path.unlink()
+        history.append([(p.node, flatten(p.delta)) for p in published if p.digest_of is None])
+        previous = list(published)
+        previous_consensus = {p.node: c for p, c in zip(published, settled.consensus, strict=True)}
         rounds.append(result)
         if observer is not None:
             observer(config, result)
