@@ -1116,21 +1116,32 @@ def sweep_configs(
     fractions: Sequence[float] = FRACTIONS,
     pipelines: Sequence[Pipeline] = PIPELINES,
     seeds: Sequence[int] = (0, 1, 2),
+    validator_attacks: Sequence[str | None] = (None,),
+    byzantine_validators: int = 1,
     **common: Any,
 ) -> list[ExperimentConfig]:
-    """Every (attack, f, pipeline, seed); f = 0 is one ``honest`` run per pipeline and seed, not one per attack."""
+    """Every (validator attack, f, attack, pipeline, seed); f = 0 is one ``honest`` run per pipeline and seed, not
+    one per attack. A validator attack None is the run with honest validators; any other has
+    ``byzantine_validators`` Byzantine validators."""
     num_nodes = int(common.get("num_nodes", 10))
     out: list[ExperimentConfig] = []
-    for fraction in fractions:
-        f = round(fraction * num_nodes)
-        if abs(f - fraction * num_nodes) > 1e-9:
-            raise InvalidParameter(
-                "fractions", fraction, f"must make a whole number of the {num_nodes} members"
-            )
-        for attack in [HONEST] if f == 0 else attacks:
-            for pipeline in pipelines:
-                for seed in seeds:
-                    out.append(ExperimentConfig(attack, f, Pipeline(pipeline), seed, **common))
+    for va in validator_attacks:
+        byzantine: dict[str, Any] = {
+            "validator_attack": va,
+            "byzantine_validators": 0 if va is None else byzantine_validators,
+        }
+        for fraction in fractions:
+            f = round(fraction * num_nodes)
+            if abs(f - fraction * num_nodes) > 1e-9:
+                raise InvalidParameter(
+                    "fractions", fraction, f"must make a whole number of the {num_nodes} members"
+                )
+            for attack in [HONEST] if f == 0 else attacks:
+                for pipeline in pipelines:
+                    for seed in seeds:
+                        out.append(
+                            ExperimentConfig(attack, f, Pipeline(pipeline), seed, **common, **byzantine)
+                        )
     return out
 
 

@@ -1,8 +1,8 @@
 """`meshprov experiment byzantine | faults`: the robustness study (docs/robustness.md).
 
-``byzantine`` runs the pure pipeline (node training, the validators' checks, the contract's settlement, the
-ledger's aggregation; no transport) over attacks × fractions of malicious members × pipelines × seeds and prints
-the goal check and the tables; ``--out`` also writes the plots and a summary. ``faults`` runs
+``byzantine`` runs the pure pipeline (node training, the validators' checks and scores, the contract's consensus
+and settlement, the ledger's aggregation; no transport) over attacks × fractions of malicious members × pipelines
+× seeds, optionally with Byzantine validators, and prints the goal checks and the tables; ``--out`` also writes the plots and a summary. ``faults`` runs
 ``lab.faults`` (real anvil, redis-server and worker processes).
 """
 
@@ -40,7 +40,7 @@ def byzantine(
         typer.Option(
             "--attack",
             help="Attacks (repeatable or comma-separated): scale, sign-flip, noise, free-rider, copycat, "
-            "little-is-enough [default: all].",
+            "little-is-enough, sample-inflation, noisy-copy, front-run [default: all].",
             rich_help_panel=_SWEEP,
         ),
     ] = None,
@@ -75,11 +75,37 @@ def byzantine(
             rich_help_panel=_SWEEP,
         ),
     ] = 3,
+    validators: Annotated[
+        int, typer.Option("--validators", min=1, help="Validators per round.", rich_help_panel=_SWEEP)
+    ] = 3,
+    quorum: Annotated[
+        int,
+        typer.Option("--quorum", min=1, help="Reveals needed to accept anything.", rich_help_panel=_SWEEP),
+    ] = 2,
+    byzantine_validators: Annotated[
+        int,
+        typer.Option(
+            "--byzantine-validators",
+            min=0,
+            help="Byzantine validators (the last of the set) in the runs with a --validator-attack; the runs "
+            "with honest validators are always made too, for comparison.",
+            rich_help_panel=_SWEEP,
+        ),
+    ] = 0,
+    validator_attack: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--validator-attack",
+            help="How Byzantine validators score (repeatable or comma-separated): always-reject, always-accept, "
+            "random, collude, lazy [default: all, when --byzantine-validators > 0].",
+            rich_help_panel=_SWEEP,
+        ),
+    ] = None,
     loss_check: Annotated[
         bool,
         typer.Option(
             "--loss-check/--no-loss-check",
-            help="Validators with the demo's held-out loss check (node.heldout, --loss-delta) or without.",
+            help="Validators' scores with the held-out loss gate (--loss-delta) or without.",
             rich_help_panel=_SWEEP,
         ),
     ] = True,
@@ -122,13 +148,15 @@ def byzantine(
         ATTACKS,
         FRACTIONS,
         PIPELINES,
+        VALIDATOR_ATTACKS,
         ExperimentConfig,
         ExperimentResult,
         Pipeline,
+        ValidatorAttack,
         run_sweep,
         sweep_configs,
     )
-    from lab.experiment_report import goal, summarise
+    from lab.experiment_report import goal, goal_f, summarise, validator_goal
 
     if from_results is not None:
         runs = [ExperimentResult.from_dict(r) for r in json.loads(from_results.read_text())]
@@ -136,7 +164,20 @@ def byzantine(
         attacks = _split(attack) or list(ATTACKS)
         fractions = [float(f) for f in _split(fraction)] or list(FRACTIONS)
         pipelines = [Pipeline(p) for p in _split(pipeline)] or list(PIPELINES)
+        if quorum > validators or byzantine_validators >= validators:
+            raise typer.BadParameter(
+                f"need --quorum ≤ --validators and --byzantine-validators < --validators (got {quorum}, "
+                f"{byzantine_validators}, {validators})"
+            )
+        chosen = [str(ValidatorAttack(a)) for a in _split(validator_attack)]
+        if chosen and not byzantine_validators:
+            raise typer.BadParameter("--validator-attack needs --byzantine-validators K with K ≥ 1")
+        byzantine_runs: list[str | None] = []
+        if byzantine_validators:
+            byzantine_runs += chosen or [str(a) for a in VALIDATOR_ATTACKS]
         common: dict[str, Any] = {
+            "validators": validators,
+            "quorum": quorum,
             "rounds": rounds,
             "num_nodes": nodes,
             "alpha": alpha,
@@ -148,6 +189,8 @@ def byzantine(
             fractions=fractions,
             pipelines=pipelines,
             seeds=range(seeds),
+            validator_attacks=[None, *byzantine_runs],
+            byzantine_validators=byzantine_validators,
             **common,
         )
         if absent:
@@ -171,8 +214,10 @@ def byzantine(
             info(f"every run saved to {results}")
 
     cells = summarise(runs)
-    rows = goal(cells)
-    summary = _summary(runs, cells, rows)
+    at = goal_f(cells)
+    rows = goal(cells, f=at)
+    validator_rows = validator_goal(cells)
+    summary = _summary(runs, cells, rows, validator_rows)
     if out is not None:
         from lab.experiment_report import plot
 
@@ -180,11 +225,18 @@ def byzantine(
         (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
         for path in plot(runs, out):
             info(f"wrote {path}")
-    emit(summary, json_mode=want_json(json_output), human=lambda console: _human(console, cells, rows))
+    emit(
+        summary,
+        json_mode=want_json(json_output),
+        human=lambda console: _human(console, cells, rows, validator_rows),
+    )
 
 
-def _summary(runs: list[ExperimentResult], cells: list[Any], rows: list[Any]) -> dict[str, Any]:
+def _summary(
+    runs: list[ExperimentResult], cells: list[Any], rows: list[Any], validator_rows: list[Any]
+) -> dict[str, Any]:
     from lab.experiment import DEFAULT_PIPELINE, TARGET_ACCURACY
+    from lab.experiment_report import goal_f
 
     first = runs[0].config if runs else None
     return {
@@ -204,18 +256,39 @@ def _summary(runs: list[ExperimentResult], cells: list[Any], rows: list[Any]) ->
             "tolerated": first.tolerated,
             "loss_delta": first.loss_delta,
         },
+        "goal_f": goal_f(cells),
         "goal": [
             {
                 "attack": r.attack,
                 "accuracy": r.accuracy,
+                "absent_accuracy": r.reference,
                 "honest_accuracy": r.honest,
                 "drop": r.drop,
                 "reward_share": r.share,
                 "reward_share_max": r.share_max,
+                "reward_share_bound": r.share_bound,
                 "accuracy_ok": r.accuracy_ok,
                 "reward_ok": r.reward_ok,
             }
             for r in rows
+        ],
+        "validator_goal": [
+            {
+                "validator_attack": r.validator_attack,
+                "byzantine_validators": r.byzantine_validators,
+                "validators": r.validators,
+                "attack": r.attack,
+                "f": r.num_malicious,
+                "honest_rejected": r.honest_rejected,
+                "honest_rejected_by_honest_validators": r.honest_rejected_by_honest,
+                "honest_rejected_flipped": r.flips[0],
+                "malicious_accepted_flipped": r.flips[1],
+                "validator_reward_share_max": r.share_max,
+                "rejection_ok": r.rejection_ok,
+                "acceptance_ok": r.acceptance_ok,
+                "reward_ok": r.reward_ok,
+            }
+            for r in validator_rows
         ],
         "cells": [
             {
@@ -230,21 +303,40 @@ def _summary(runs: list[ExperimentResult], cells: list[Any], rows: list[Any]) ->
                 "malicious_accepted": c.malicious_accepted,
                 "malicious_submitted": c.malicious_submitted,
                 "honest_rejected": c.honest_rejected,
+                "validator_attack": c.validator_attack,
+                "byzantine_validators": c.byzantine_validators,
+                "honest_rejected_by_honest_validators": c.honest_rejected_by_honest,
+                "byzantine_flips": list(c.byzantine_flips),
+                "validator_reward_share": list(c.validator_share),
             }
             for c in cells
         ],
     }
 
 
-def _human(console: Console, cells: list[Any], rows: list[Any]) -> None:
+def _human(console: Console, cells: list[Any], rows: list[Any], validator_rows: list[Any]) -> None:
     from lab.experiment import DEFAULT_PIPELINE
-    from lab.experiment_report import accuracy_grid, cell_table, goal_table, share_grid
+    from lab.experiment_report import (
+        accuracy_grid,
+        cell_table,
+        goal_f,
+        goal_table,
+        share_grid,
+        validator_goal_table,
+    )
 
     fs = sorted({c.num_malicious for c in cells})
-    console.print(f"## Goal: 3 malicious of 10, default pipeline ({DEFAULT_PIPELINE})\n", markup=False)
+    at = goal_f(cells)
+    nodes = cells[0].num_nodes if cells else 0
+    console.print(
+        f"## Goal: {at} malicious of {nodes}, default pipeline ({DEFAULT_PIPELINE})\n", markup=False
+    )
     console.print(goal_table(rows) + "\n", markup=False)
-    console.print("## Every pipeline at f = 3\n", markup=False)
-    console.print(cell_table(cells, f=3) + "\n", markup=False)
+    if validator_rows:
+        console.print("## Byzantine validators (below half the weight), default pipeline\n", markup=False)
+        console.print(validator_goal_table(validator_rows) + "\n", markup=False)
+    console.print(f"## Every pipeline at f = {at}\n", markup=False)
+    console.print(cell_table(cells, f=at) + "\n", markup=False)
     console.print("## Final accuracy (%) by number of malicious members\n", markup=False)
     console.print(accuracy_grid(cells, fs) + "\n", markup=False)
     console.print("## Malicious share of contributor rewards (%)\n", markup=False)

@@ -1,8 +1,15 @@
 """Summaries of Byzantine experiment runs: per-cell statistics over seeds, the goal check, markdown tables, plots.
 
-A *cell* is one (attack, f, pipeline) over every seed run. The goal (issue 9): with 30 % malicious members the
-default pipeline's final accuracy stays within 2 points of the honest-only run, and the malicious members earn at
-most 5 % of the contributors' rewards. Plots need matplotlib (the ``experiment`` extra) and use the Agg backend.
+A *cell* is one (attack, f, pipeline, Byzantine validators) over every seed run. The goals (issue 13):
+
+* members: with 30 % malicious members the default pipeline's final accuracy stays within 2 points of the run
+  where the same members are simply ``absent``, and the malicious members earn at most 5 % of the contributors'
+  rewards (a sample inflater, which trains honestly, at most the share the same members earn in the honest run);
+* validators: Byzantine validators below half the weight reject no more honest updates than the honest
+  validators alone would on the same updates, accept no malicious update the honest ones reject, and earn at most
+  5 % of the validators' rewards.
+
+Plots need matplotlib (the ``experiment`` extra) and use the Agg backend.
 """
 
 from __future__ import annotations
@@ -24,9 +31,15 @@ from lab.experiment import (
     ExperimentResult,
     Pipeline,
 )
+from node.behaviours import Behaviour
 
 GOAL_ACCURACY_DROP = 0.02
 GOAL_REWARD_SHARE = 0.05
+GOAL_VALIDATOR_SHARE = 0.05
+INFLATION_TOLERANCE = 0.005
+"""A sample inflater's updates are its honest ones, but its claim changes its files' CIDs, hence the order the
+aggregator sums in and the float rounding of every later model: its share may differ from the honest run's by
+rounding noise, not by a factor."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,20 @@ class Cell:
     """Malicious updates accepted per run (mean over seeds)."""
     malicious_submitted: float
     honest_rejected: float
+    validator_attack: str | None = None
+    byzantine_validators: int = 0
+    validators: int = 3
+    honest_rejected_by_honest: float = 0.0
+    """Honest updates the honest validators alone would have rejected per run (mean over seeds)."""
+    byzantine_flips: tuple[float, float] = (0.0, 0.0)
+    """Per run (mean over seeds): honest updates rejected and malicious updates accepted against the honest
+    validators' outcome on the same updates."""
+    validator_share: tuple[float, ...] = ()
+    """Per seed: the Byzantine validators' share of the validators' rewards."""
+    malicious_sets: tuple[tuple[int, ...], ...] = ()
+    """Per seed: the malicious members."""
+    member_shares: tuple[tuple[float, ...], ...] = ()
+    """Per seed: each member's share of the contributors' rewards."""
 
     @property
     def fraction(self) -> float:
@@ -77,12 +104,27 @@ class Cell:
         return text + (f" ({missed}× never)" if missed else "")
 
 
+def member_shares(result: ExperimentResult) -> tuple[float, ...]:
+    """Each member's share of everything paid to contributors over the run."""
+    total = result.contributor_rewards
+    paid = [sum(r.rewards.get(m, 0) for r in result.rounds) for m in range(result.config.num_nodes)]
+    return tuple(p / total if total else 0.0 for p in paid)
+
+
+CellKey = tuple[str, int, Pipeline, str | None, int]
+
+
+def cell_key(result: ExperimentResult) -> CellKey:
+    c = result.config
+    return (c.attack, c.num_malicious, c.pipeline, c.validator_attack, c.byzantine_validators)
+
+
 def summarise(results: Sequence[ExperimentResult]) -> list[Cell]:
-    groups: dict[tuple[str, int, Pipeline], list[ExperimentResult]] = defaultdict(list)
+    groups: dict[CellKey, list[ExperimentResult]] = defaultdict(list)
     for r in results:
-        groups[(r.config.attack, r.config.num_malicious, r.config.pipeline)].append(r)
+        groups[cell_key(r)].append(r)
     cells = []
-    for (attack, f, pipeline), group in groups.items():
+    for (attack, f, pipeline, validator_attack, byzantine), group in groups.items():
         runs = sorted(group, key=lambda r: r.config.seed)
         curves = [r.malicious_reputation() for r in runs]
         reputation: tuple[float, ...] = ()
@@ -104,28 +146,71 @@ def summarise(results: Sequence[ExperimentResult]) -> list[Cell]:
                     sum(1 for rr in r.rounds for m in rr.submitted if m in set(r.malicious)) for r in runs
                 ),
                 honest_rejected=statistics.fmean(r.honest_rejected() for r in runs),
+                validator_attack=validator_attack,
+                byzantine_validators=byzantine,
+                validators=runs[0].config.validators,
+                honest_rejected_by_honest=statistics.fmean(
+                    r.honest_validators_honest_rejected() for r in runs
+                ),
+                byzantine_flips=(
+                    statistics.fmean(r.byzantine_flips()[0] for r in runs),
+                    statistics.fmean(r.byzantine_flips()[1] for r in runs),
+                ),
+                validator_share=tuple(r.byzantine_validator_reward_share for r in runs),
+                malicious_sets=tuple(tuple(r.malicious) for r in runs),
+                member_shares=tuple(member_shares(r) for r in runs),
             )
         )
     order = {a: i for i, a in enumerate((HONEST, *ATTACKS, ABSENT))}
     porder = {p: i for i, p in enumerate(PIPELINES)}
-    return sorted(cells, key=lambda c: (order.get(c.attack, 99), c.num_malicious, porder[c.pipeline]))
+    return sorted(
+        cells,
+        key=lambda c: (
+            c.byzantine_validators,
+            str(c.validator_attack),
+            order.get(c.attack, 99),
+            c.num_malicious,
+            porder[c.pipeline],
+        ),
+    )
 
 
-def find(cells: Sequence[Cell], attack: str, f: int, pipeline: Pipeline) -> Cell | None:
-    return next((c for c in cells if (c.attack, c.num_malicious, c.pipeline) == (attack, f, pipeline)), None)
+def find(
+    cells: Sequence[Cell],
+    attack: str,
+    f: int,
+    pipeline: Pipeline,
+    *,
+    validator_attack: str | None = None,
+    byzantine_validators: int = 0,
+) -> Cell | None:
+    key = (attack, f, pipeline, validator_attack, byzantine_validators)
+    return next(
+        (
+            c
+            for c in cells
+            if (c.attack, c.num_malicious, c.pipeline, c.validator_attack, c.byzantine_validators) == key
+        ),
+        None,
+    )
 
 
 @dataclass(frozen=True)
 class GoalRow:
     attack: str
     accuracy: float
-    honest: float
+    reference: float
+    """The final accuracy with the same members ``absent`` (the honest-only run's when there is no such cell)."""
     share: float
     share_max: float
+    share_bound: float = GOAL_REWARD_SHARE
+    """The most the malicious members may earn: 5 %, or for a sample inflater the same members' honest share."""
+    honest: float | None = None
+    """The honest-only run's final accuracy (for reading, not for the goal)."""
 
     @property
     def drop(self) -> float:
-        return self.honest - self.accuracy
+        return self.reference - self.accuracy
 
     @property
     def accuracy_ok(self) -> bool:
@@ -133,20 +218,108 @@ class GoalRow:
 
     @property
     def reward_ok(self) -> bool:
-        return self.share_max <= GOAL_REWARD_SHARE + 1e-9
+        return self.share_max <= self.share_bound + 1e-9
+
+
+def _honest_share(honest: Cell, attacked: Cell) -> float:
+    """The most, over seeds, the attacked cell's malicious members earned in the honest run of the same seed."""
+    shares = []
+    for seed, members in zip(attacked.seeds, attacked.malicious_sets, strict=True):
+        if seed in honest.seeds:
+            per_member = honest.member_shares[honest.seeds.index(seed)]
+            shares.append(sum(per_member[m] for m in members))
+    return max(shares, default=GOAL_REWARD_SHARE)
+
+
+GOAL_FRACTION = 0.3
+
+
+def goal_f(cells: Sequence[Cell]) -> int:
+    """The number of malicious members the goal is checked at: the one nearest 30 % of the members among the
+    cells (3 of 10 by default)."""
+    fs = {(c.num_malicious, c.num_nodes) for c in cells if c.num_malicious}
+    if not fs:
+        return 0
+    return min(fs, key=lambda fn: (abs(fn[0] / fn[1] - GOAL_FRACTION), -fn[0]))[0]
 
 
 def goal(cells: Sequence[Cell], *, f: int = 3, pipeline: Pipeline = DEFAULT_PIPELINE) -> list[GoalRow]:
-    """The goal check for every attack at ``f`` malicious members, against the honest-only run."""
+    """The members' goal for every attack at ``f`` malicious members (honest validators), against the run with the
+    same members absent."""
     honest = find(cells, HONEST, 0, pipeline)
-    if honest is None:
+    absent = find(cells, ABSENT, f, pipeline)
+    reference = absent if absent is not None else honest
+    if reference is None:
         return []
     rows = []
     for attack in ATTACKS:
         cell = find(cells, attack, f, pipeline)
-        if cell is not None:
-            rows.append(GoalRow(attack, cell.accuracy, honest.accuracy, cell.share, cell.share_max))
+        if cell is None:
+            continue
+        bound = GOAL_REWARD_SHARE
+        if attack == Behaviour.SAMPLE_INFLATION and honest is not None:
+            bound = _honest_share(honest, cell) + INFLATION_TOLERANCE
+        rows.append(
+            GoalRow(
+                attack,
+                cell.accuracy,
+                reference.accuracy,
+                cell.share,
+                cell.share_max,
+                share_bound=bound,
+                honest=None if honest is None else honest.accuracy,
+            )
+        )
     return rows
+
+
+@dataclass(frozen=True)
+class ValidatorGoalRow:
+    validator_attack: str
+    byzantine_validators: int
+    validators: int
+    attack: str
+    num_malicious: int
+    honest_rejected: float
+    honest_rejected_by_honest: float
+    flips: tuple[float, float]
+    share_max: float
+
+    @property
+    def rejection_ok(self) -> bool:
+        return self.honest_rejected <= self.honest_rejected_by_honest + 1e-9
+
+    @property
+    def acceptance_ok(self) -> bool:
+        return self.flips[1] == 0
+
+    @property
+    def reward_ok(self) -> bool:
+        return self.share_max <= GOAL_VALIDATOR_SHARE + 1e-9
+
+    @property
+    def ok(self) -> bool:
+        return self.rejection_ok and self.acceptance_ok and self.reward_ok
+
+
+def validator_goal(cells: Sequence[Cell], *, pipeline: Pipeline = DEFAULT_PIPELINE) -> list[ValidatorGoalRow]:
+    """The validators' goal for every cell of the pipeline with Byzantine validators below half the count (their
+    weight starts equal, so below half the weight)."""
+    return [
+        ValidatorGoalRow(
+            str(c.validator_attack),
+            c.byzantine_validators,
+            c.validators,
+            c.attack,
+            c.num_malicious,
+            c.honest_rejected,
+            c.honest_rejected_by_honest,
+            c.byzantine_flips,
+            max(c.validator_share, default=0.0),
+        )
+        for c in cells
+        if c.pipeline is pipeline and c.byzantine_validators and 2 * c.byzantine_validators < c.validators
+    ]
 
 
 # --- markdown ------------------------------------------------------------------------------------------------
@@ -158,8 +331,9 @@ def _pct(x: float) -> str:
 
 def goal_table(rows: Sequence[GoalRow]) -> str:
     lines = [
-        "| attack | final accuracy % | drop vs honest (points) | malicious reward share % (max over seeds) | goal |",
-        "|---|---|---|---|---|",
+        "| attack | final accuracy % | drop vs absent (points) | malicious reward share % (max over seeds) "
+        "| bound % | goal |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         verdict = (
@@ -171,7 +345,32 @@ def goal_table(rows: Sequence[GoalRow]) -> str:
         )
         lines.append(
             f"| {r.attack} | {_pct(r.accuracy)} | {100 * r.drop:+.1f} | {_pct(r.share)} ({_pct(r.share_max)}) "
-            f"| {verdict} |"
+            f"| {_pct(r.share_bound)} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def validator_goal_table(rows: Sequence[ValidatorGoalRow]) -> str:
+    lines = [
+        "| validator attack | Byzantine / validators | member attack | honest rejected (honest validators alone) "
+        "| flips: honest rejected / malicious accepted | Byzantine validators' reward % (max) | goal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        missed = [
+            name
+            for name, ok in (
+                ("rejections", r.rejection_ok),
+                ("acceptances", r.acceptance_ok),
+                ("rewards", r.reward_ok),
+            )
+            if not ok
+        ]
+        verdict = "met" if not missed else f"**missed** ({', '.join(missed)})"
+        lines.append(
+            f"| {r.validator_attack} | {r.byzantine_validators} / {r.validators} | {r.attack} f={r.num_malicious} "
+            f"| {r.honest_rejected:.1f} ({r.honest_rejected_by_honest:.1f}) | {r.flips[0]:.1f} / {r.flips[1]:.1f} "
+            f"| {_pct(r.share_max)} | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -180,9 +379,9 @@ def cell_table(cells: Sequence[Cell], *, f: int | None = None) -> str:
     """One row per cell (optionally only f malicious): accuracy mean [min–max], rounds to 90 %, reward share,
     accepted malicious updates, rejected honest updates, the malicious reputation after the last round."""
     lines = [
-        "| attack | f | pipeline | final acc % mean [min–max] | rounds to 90 % | malicious reward % mean (max) "
-        "| malicious accepted / submitted | honest rejected | malicious rep. at end |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| attack | f | pipeline | validators | final acc % mean [min–max] | rounds to 90 % "
+        "| malicious reward % mean (max) | malicious accepted / submitted | honest rejected | malicious rep. at end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         if f is not None and c.num_malicious not in (0, f):
@@ -191,8 +390,13 @@ def cell_table(cells: Sequence[Cell], *, f: int | None = None) -> str:
         rep = f"{c.reputation[-1]:.0f}" if c.reputation else "–"
         acc = f"{c.malicious_accepted:.1f} / {c.malicious_submitted:.0f}" if c.num_malicious else "–"
         share = f"{_pct(c.share)} ({_pct(c.share_max)})" if c.num_malicious else "–"
+        who = (
+            f"{c.validator_attack} {c.byzantine_validators}/{c.validators}"
+            if c.byzantine_validators
+            else "honest"
+        )
         lines.append(
-            f"| {c.attack} | {c.num_malicious} | {c.pipeline} | {_pct(c.accuracy)} [{_pct(lo)}–{_pct(hi)}] "
+            f"| {c.attack} | {c.num_malicious} | {c.pipeline} | {who} | {_pct(c.accuracy)} [{_pct(lo)}–{_pct(hi)}] "
             f"| {c.rounds_text()} | {share} | {acc} | {c.honest_rejected:.1f} | {rep} |"
         )
     return "\n".join(lines)
@@ -251,7 +455,7 @@ def plot(results: Sequence[ExperimentResult], out_dir: Path, *, headline_f: int 
             ax.legend(fontsize=8)
 
     def per_attack(metric: str, ylabel: str, name: str) -> Path:
-        fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharex=True, sharey=True)
+        fig, axes = plt.subplots(3, 3, figsize=(13, 11), sharex=True, sharey=True)
         for ax, attack in zip(axes.flat, ATTACKS, strict=True):
             for pipeline in PIPELINES:
                 xs, ys, lo, hi = [], [], [], []
@@ -313,6 +517,7 @@ def plot(results: Sequence[ExperimentResult], out_dir: Path, *, headline_f: int 
                 r
                 for r in results
                 if (r.config.attack, r.config.num_malicious, r.config.pipeline) == (attack, f, pipeline)
+                and not r.config.byzantine_validators
             ]
             if not runs:
                 continue
