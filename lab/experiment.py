@@ -847,12 +847,12 @@ class ConsensusStandIn:
         return Settled(consensus, accepted, rewards, distances, pay)
 
 
-def honest_outcome(
-    scores: Sequence[Sequence[int]], weights: Sequence[int], honest: Sequence[int], quorum: int
-) -> list[bool]:
-    """What the honest validators alone (their scores, their weights) would have accepted."""
-    if len(honest) < quorum or not scores:
-        return [False] * (len(scores[0]) if scores else 0)
+def honest_outcome(scores: Sequence[Sequence[int]], weights: Sequence[int], honest: Sequence[int]) -> list[bool]:
+    """What the honest validators' scores alone (with their weights) accept: the outcome the Byzantine ones are
+    measured against. Quorum aside: every one of them revealed, and fewer of them than a quorum is the question
+    of liveness, not of who decides."""
+    if not scores:
+        return []
     return [
         lower_weighted_median([scores[v][i] for v in honest], [weights[v] for v in honest]) > 0
         for i in range(len(scores[0]))
@@ -1073,7 +1073,7 @@ def run_experiment(
             base_path.unlink()
             base_path = next_base
         evaluation = evaluate(config.model, base, federation.test, threads=1)
-        honest_view = honest_outcome(scores, weights, honest_validators, config.quorum)
+        honest_view = honest_outcome(scores, weights, honest_validators)
         result = RoundResult(
             round=r,
             accuracy=evaluation.accuracy,

@@ -2,7 +2,9 @@
 
 It answers "do these defaults train?" in seconds, and is the reference curve the full pipeline should match.
 Aggregation is the ledger's own FedAvg rule (:func:`ledger.aggregation.rules.fedavg`): inputs in a fixed order,
-weights by num_samples, float64 accumulation, cast to the base's dtype.
+weights by num_samples, float64 accumulation, cast to the base's dtype. This is protocol v1's weighting, which a
+member's claim steers: a ``sample-inflation`` node claims ``max_samples`` here, to show what R2 (docs/protocol.md)
+takes away; the v2 pipeline (``lab.experiment``) weights by consensus instead.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def simulate_fedavg(
     behaviours: Mapping[int, Behaviour] | None = None,
     aggregate: Aggregator = fedavg,
     dp: DPConfig | None = None,
+    max_samples: int = 2**32,
 ) -> SimulationResult:
     """Run ``rounds`` of FedAvg over ``num_nodes`` non-IID nodes and evaluate every aggregate on the test set.
 
@@ -95,7 +98,8 @@ def simulate_fedavg(
     ``behaviours`` maps node indices to a non-honest behaviour (all others are honest); copycats copy the first
     honest node, and little-is-enough attackers use every honest delta of the round. ``aggregate`` replaces
     FedAvg, e.g. by a robust rule. With ``dp``, honest nodes privatize every update (their ε composes over
-    the rounds); attackers do not.
+    the rounds); attackers do not. Sample inflaters send their honest delta and claim ``max_samples``; noisy
+    copiers and front-runners copy the first honest node's delta (a noisy copy with noise, a front-run as is).
     """
     config = config if config is not None else default_config(model)
     behaviours = {index: Behaviour(kind) for index, kind in (behaviours or {}).items()}
@@ -148,7 +152,11 @@ def simulate_fedavg(
             )
             for i, delta in enumerate(deltas)
         ]
-        base = apply_delta(base, aggregate(published, sizes))
+        claims = [
+            max_samples if behaviours.get(i) is Behaviour.SAMPLE_INFLATION else size
+            for i, size in enumerate(sizes)
+        ]
+        base = apply_delta(base, aggregate(published, claims))
         evaluation = evaluate(model, base, federation.test, threads=config.threads)
         result.rounds.append(
             RoundRecord(

@@ -68,6 +68,21 @@ def test_a_scaling_attacker_hurts_plain_fedavg() -> None:
     assert attacked.final_accuracy < honest.final_accuracy - 0.1
 
 
+def test_a_sample_inflater_captures_plain_fedavg_with_honest_work() -> None:
+    # v1's weighting: one member's claim of 2**32 samples makes the average its own (non-IID) update.
+    honest = simulate_fedavg(rounds=2, alpha=0.3)
+    inflated = simulate_fedavg(rounds=2, alpha=0.3, behaviours={0: Behaviour.SAMPLE_INFLATION})
+    assert inflated.final_accuracy < honest.final_accuracy - 0.1
+    modest = simulate_fedavg(rounds=2, alpha=0.3, behaviours={0: Behaviour.SAMPLE_INFLATION}, max_samples=1)
+    assert modest.final_accuracy != inflated.final_accuracy
+
+
+def test_every_behaviour_runs_in_the_simulation() -> None:
+    for behaviour in (Behaviour.NOISY_COPY, Behaviour.FRONT_RUN):
+        result = simulate_fedavg(rounds=1, num_nodes=3, behaviours={2: behaviour})
+        assert 0.0 < result.final_accuracy <= 1.0
+
+
 def test_behaviours_must_name_existing_nodes() -> None:
     with pytest.raises(InvalidParameter):
         simulate_fedavg(rounds=1, num_nodes=3, behaviours={3: Behaviour.SIGN_FLIP})
