@@ -49,7 +49,7 @@ def test_fedavg_weights_by_num_samples_in_float64() -> None:
 @pytest.mark.parametrize(
     ("deltas", "weights"), [([], []), ([{"w": np.zeros(1, np.float32)}], [0]), ([{}], [1, 2])]
 )
-def test_fedavg_rejects_bad_inputs(deltas: list[dict[str, np.ndarray]], weights: list[float]) -> None:
+def test_fedavg_rejects_bad_inputs(deltas: list[dict[str, np.ndarray]], weights: list[int]) -> None:
     with pytest.raises(InvalidParameter):
         fedavg(deltas, weights)
 
