@@ -40,6 +40,10 @@ member the caller never sends as may have an empty key."""
 FIRST_VALIDATOR = 2
 """The dev layout: account 0 is the admin, 1 the aggregator, the validators start here, the contributors follow."""
 
+DEV_ROLE_DELAY_S = 60
+"""The role-change delay of a lab consortium: short, but not zero, so that the demo and the tests go through the
+delay a real consortium has (every role is granted before the task exists, when grants are still immediate)."""
+
 
 @dataclass(frozen=True)
 class RoleKeys:
@@ -79,13 +83,14 @@ class RoleKeys:
             dev_accounts(mnemonic or Settings().anvil_mnemonic, count), validators, contributors
         )
 
-    def document(self, task: Mapping[str, Any]) -> dict[str, Any]:
+    def document(self, task: Mapping[str, Any], *, role_delay_s: int = DEV_ROLE_DELAY_S) -> dict[str, Any]:
         """The consortium file's content (``meshprov chain deploy --consortium``) for these members and ``task``."""
         return {
             "admin": self.admin[0],
             "aggregator": self.aggregator[0],
             "validators": [address for address, _ in self.validators],
             "contributors": [address for address, _ in self.contributors],
+            "role_delay_s": role_delay_s,
             "task": dict(task),
         }
 
@@ -97,12 +102,24 @@ def task_table(
     quorum: int,
     aggregation: AggregationSpec | None = None,
     submission_window_s: int = 600,
-    vote_window_s: int = 300,
+    commit_window_s: int = 300,
+    reveal_window_s: int = 300,
+    finalize_grace_s: int = 600,
+    max_samples: int = 1_000_000,
     reward_per_round: int = 10**18,
+    **v1: Any,
 ) -> dict[str, Any]:
     """A consortium file's ``[task]`` table from what a program holds: ``spec`` and ``genesis`` as CIDs or 32-byte
-    digests, the rule as an :class:`~ledger.aggregation.AggregationSpec` (default fedavg), the reward in token
-    base units."""
+    digests, the rule as an :class:`~ledger.aggregation.AggregationSpec` (default fedavg), windows and the grace
+    in seconds of ledger time, the reward in token base units. Protocol v1's ``vote_window_s`` is refused."""
+    if v1:
+        name = next(iter(v1))
+        hint = (
+            "validators commit, then reveal scores: pass commit_window_s and reveal_window_s (and finalize_grace_s)"
+            if name == "vote_window_s"
+            else "see lab.consortium.task_table's keywords"
+        )
+        raise ConfigError(f"task_table() has no parameter {name!r}", hint=hint)
     from ledger.aggregation.spec import Rule
     from ledger.chain.consortium import TOKEN_DECIMALS
 
@@ -125,7 +142,10 @@ def task_table(
     table.update(
         quorum=quorum,
         submission_window_s=submission_window_s,
-        vote_window_s=vote_window_s,
+        commit_window_s=commit_window_s,
+        reveal_window_s=reveal_window_s,
+        finalize_grace_s=finalize_grace_s,
+        max_samples=max_samples,
         reward_per_round=format(Decimal(reward_per_round).scaleb(-TOKEN_DECIMALS), "f"),
     )
     return table
@@ -186,19 +206,20 @@ def deploy_consortium(
     *,
     record_path: Path | None = None,
     deployer_key: str | None = None,
+    role_delay_s: int = DEV_ROLE_DELAY_S,
     timeout: float = 60.0,
     client_timeout: float = 30.0,
     log: Callable[[str], None] = lambda _message: None,
     source: str = "the lab's consortium",
 ) -> DeployedConsortium:
     """Deploy the consortium of ``keys`` with ``task`` (a consortium file's ``[task]`` table, e.g. from
-    :func:`task_table`) through ``ledger.chain.deploy``, from ``deployer_key`` (default: the admin's); write the
-    record to ``record_path`` when given. A document the real deploy would refuse is refused here too, as a
+    :func:`task_table`) through ``ledger.chain.deploy``, from ``deployer_key`` (default: the admin's), with the
+    ledger's role-change delay ``role_delay_s``; write the record to ``record_path`` when given. A document the real deploy would refuse is refused here too, as a
     :class:`~ledger.chain.consortium.ConsortiumError` naming ``source``."""
     from ledger.chain.consortium import parse_consortium
     from ledger.chain.deploy import deploy
 
-    document = keys.document(task)
+    document = keys.document(task, role_delay_s=role_delay_s)
     consortium = parse_consortium(document, source)
     record = deploy(w3, deployer_key or keys.admin[1], consortium, timeout=timeout, log=log)
     if record_path is not None:

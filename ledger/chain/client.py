@@ -25,13 +25,29 @@ from ledger.chain.artifacts import load_artifact
 from ledger.chain.deploy import DeploymentRecord
 from ledger.chain.events import EventDecoder, LedgerEvent, iter_log_ranges
 from ledger.chain.revert import ChainError, RevertDecoder
+from ledger.chain.scores import (
+    InvalidScores,
+    ScoreSheet,
+    check_scores,
+    decode_reasons,
+    decode_scores,
+    encode_reasons,
+    encode_scores,
+    score_commitment,
+)
 from ledger.chain.types import (
     AccountView,
-    Ballot,
+    Clock,
     Eip712Domain,
     Finalization,
     Reputation,
+    RevealedScores,
+    RewardsClaimed,
+    RoleChangeScheduled,
+    RoundOpened,
     RoundView,
+    ScoresCommitted,
+    ScoresRevealed,
     Settlement,
     SignedSubmission,
     Submission,
@@ -41,6 +57,7 @@ from ledger.chain.types import (
     Task,
     TaskParams,
     TxResult,
+    ValidatorSet,
     checksum,
 )
 from ledger.errors import ConfigError, MeshprovError, NotFound, ServiceUnavailable
@@ -51,6 +68,7 @@ if TYPE_CHECKING:
     from web3.contract.contract import ContractFunction
     from web3.types import TxReceipt
 
+    from ledger.chain.consortium import TaskConfig
     from ledger.chain.sender import TxSender
     from ledger.settings import Settings
 
@@ -176,6 +194,7 @@ class LedgerClient:
         as a worker does) or a number (a historical view)."""
         self._domain: Eip712Domain | None = None
         self._token_address: str | None = None
+        self._chain_id: int | None = None
         # Filled from logs and never invalidated: a round opens in one block, once. Threads may both look a
         # round up; they find the same block.
         self._opened_block: dict[tuple[int, int], int] = {}
@@ -293,8 +312,8 @@ class LedgerClient:
         return cast("ContractFunction", getattr(self.contract.functions, name)(*args))
 
     # ─── administration ─────────────────────────────────────────────────────────────────────────────────────
-    def create_task(self, params: TaskParams) -> TxResult[int]:
-        """Create a task (round 1 opens with it); the value is the new task id."""
+    def create_task(self, params: TaskParams | TaskConfig) -> TxResult[int]:
+        """Create a task (round 1 opens with it, its validator set frozen); the value is the new task id."""
         receipt, events = self._send(self._fn("createTask", params.to_abi()), "create a task")
         task_id = next(int(e.args["taskId"]) for e in events if e.name == "TaskCreated")
         return self._result(task_id, receipt, events)
@@ -317,6 +336,23 @@ class LedgerClient:
     def renounce_role(self, role: bytes | str, account: str) -> TxResult[None]:
         fn = self._fn("renounceRole", role_id(role), checksum(account))
         return self._result(None, *self._send(fn, "renounce a role"))
+
+    def schedule_role_change(self, role: bytes | str, account: str, grant: bool) -> TxResult[int]:
+        """Schedule granting (``grant``) or revoking ``role`` for ``account`` (admin; needed once a task exists);
+        the value is the wall time from which anyone may execute it."""
+        fn = self._fn("scheduleRoleChange", role_id(role), checksum(account), grant)
+        receipt, events = self._send(fn, "schedule a role change")
+        after = next(int(e.args["executeAfter"]) for e in events if e.name == "RoleChangeScheduled")
+        return self._result(after, receipt, events)
+
+    def execute_role_change(self, role: bytes | str, account: str, grant: bool) -> TxResult[None]:
+        """Carry out a scheduled role change whose delay is over (anyone may)."""
+        fn = self._fn("executeRoleChange", role_id(role), checksum(account), grant)
+        return self._result(None, *self._send(fn, "execute a role change"))
+
+    def cancel_role_change(self, role: bytes | str, account: str, grant: bool) -> TxResult[None]:
+        fn = self._fn("cancelRoleChange", role_id(role), checksum(account), grant)
+        return self._result(None, *self._send(fn, "cancel a role change"))
 
     # ─── submissions ────────────────────────────────────────────────────────────────────────────────────────
     def submit_update(
@@ -342,24 +378,106 @@ class LedgerClient:
         receipt, events = self._send(fn, "relay updates")
         return self._result(_first_index(events), receipt, events)
 
-    # ─── votes ──────────────────────────────────────────────────────────────────────────────────────────────
-    def vote(self, task_id: int, round_: int, index: int, accept: bool, reason: int = 0) -> TxResult[None]:
-        fn = self._fn("vote", task_id, round_, index, accept, int(reason))
-        return self._result(None, *self._send(fn, "vote"))
+    # ─── scores (commit, then reveal) ───────────────────────────────────────────────────────────────────────
+    def score_commitment(
+        self,
+        task_id: int,
+        round_: int,
+        validator: str,
+        scores: Sequence[int] | bytes,
+        reasons: Sequence[int] | bytes,
+        *,
+        salt: bytes,
+    ) -> bytes:
+        """The commitment ``commitScores`` expects, computed here (no call): the same bytes as the contract's
+        ``scoreCommitment`` view (:meth:`score_commitment_view`), bound to this chain and this ledger."""
+        return score_commitment(
+            chain_id=self.chain_id(),
+            ledger=self.address,
+            task_id=task_id,
+            round_=round_,
+            validator=checksum(validator),
+            scores=scores,
+            reasons=reasons,
+            salt=salt,
+        )
 
-    def vote_batch(
-        self, task_id: int, round_: int, indexes: int, accepts: int, reasons: bytes | Sequence[int]
-    ) -> TxResult[None]:
-        """Many verdicts at once: bitmaps of voted and accepted updates, one reason per voted update."""
-        fn = self._fn("voteBatch", task_id, round_, indexes, accepts, bytes(reasons))
-        return self._result(None, *self._send(fn, "vote"))
+    def score_commitment_view(
+        self,
+        task_id: int,
+        round_: int,
+        validator: str,
+        scores: Sequence[int] | bytes,
+        reasons: Sequence[int] | bytes,
+        *,
+        salt: bytes,
+        block: Block = None,
+    ) -> bytes:
+        """The contract's own ``scoreCommitment`` (a call; :meth:`score_commitment` computes it locally)."""
+        fn = self._fn(
+            "scoreCommitment",
+            task_id,
+            round_,
+            checksum(validator),
+            scores if isinstance(scores, bytes) else encode_scores(scores),
+            reasons if isinstance(reasons, bytes) else encode_reasons(reasons),
+            salt,
+        )
+        return bytes(self._call(fn, block))
 
-    # ─── finalization ───────────────────────────────────────────────────────────────────────────────────────
-    def finalize_round(
-        self, task_id: int, round_: int, aggregate_digest: bytes | str, accepted_bitmap: int
+    def commit_scores(self, task_id: int, round_: int, commitment: bytes) -> TxResult[None]:
+        """Bind the sender's scores of the round (in the commit phase, once; the sender must be in the round's
+        validator set). Keep the :class:`~ledger.chain.scores.ScoreSheet`: revealing needs its salt."""
+        if len(commitment) != 32:
+            raise InvalidScores(f"a commitment is 32 bytes, got {len(commitment)}")
+        fn = self._fn("commitScores", task_id, round_, commitment)
+        return self._result(None, *self._send(fn, "commit scores"))
+
+    def commit_sheet(self, task_id: int, round_: int, sheet: ScoreSheet) -> TxResult[bytes]:
+        """Commit ``sheet`` for the sender; the value is the commitment sent."""
+        if self.sender is None:
+            raise ReadOnlyClient("commit scores")
+        commitment = self.score_commitment(
+            task_id, round_, self.sender.address, sheet.score_bytes, sheet.reason_bytes, salt=sheet.salt
+        )
+        result = self.commit_scores(task_id, round_, commitment)
+        return TxResult(commitment, result.tx_hash, result.block_number, result.gas_used, result.events)
+
+    def reveal_scores(
+        self,
+        task_id: int,
+        round_: int,
+        scores: Sequence[int],
+        reasons: Sequence[int],
+        salt: bytes,
     ) -> TxResult[None]:
-        fn = self._fn("finalizeRound", task_id, round_, as_digest(aggregate_digest), accepted_bitmap)
+        """Reveal the committed scores (one per update in index order, in [-10000, 10000]) with their reasons (0,
+        or a hard reject's code with the score -10000) and salt. Checked here first (:class:`InvalidScores`)."""
+        check_scores(scores, reasons)
+        fn = self._fn("revealScores", task_id, round_, encode_scores(scores), encode_reasons(reasons), salt)
+        return self._result(None, *self._send(fn, "reveal scores"))
+
+    def reveal_sheet(self, task_id: int, round_: int, sheet: ScoreSheet) -> TxResult[None]:
+        return self.reveal_scores(task_id, round_, sheet.scores, sheet.reasons, sheet.salt)
+
+    # ─── finalization and rewards ───────────────────────────────────────────────────────────────────────────
+    def finalize_round(self, task_id: int, round_: int, aggregate_digest: bytes | str) -> TxResult[None]:
+        """End the round with the aggregate of the updates the consensus accepted (the base when none was);
+        the contract computes the accepted set and every settlement from the revealed scores."""
+        fn = self._fn("finalizeRound", task_id, round_, as_digest(aggregate_digest))
         return self._result(None, *self._send(fn, "finalize a round"))
+
+    def finalize_carry_over(self, task_id: int, round_: int) -> TxResult[None]:
+        """Carry a round the aggregator left unfinalized past its grace over (anyone may): the base becomes its
+        aggregate, reputations settle, no reward accrues, the next round opens."""
+        fn = self._fn("finalizeCarryOver", task_id, round_)
+        return self._result(None, *self._send(fn, "carry a round over"))
+
+    def claim_rewards(self) -> TxResult[int]:
+        """Mint the sender's accrued rewards to it; the value is the amount (:class:`NothingToClaim` when none)."""
+        receipt, events = self._send(self._fn("claimRewards"), "claim rewards")
+        amount = next((int(e.args["amount"]) for e in events if e.name == "RewardsClaimed"), 0)
+        return self._result(amount, receipt, events)
 
     # ─── views ──────────────────────────────────────────────────────────────────────────────────────────────
     def token(self) -> str:
@@ -398,14 +516,43 @@ class LedgerClient:
         )
         return SubmissionStatus(bool(submitted), int(index), int(num_samples))
 
-    def ballot(self, task_id: int, round_: int, validator: str, *, block: Block = None) -> Ballot:
+    def validator_set(self, task_id: int, round_: int, *, block: Block = None) -> ValidatorSet:
+        """The live round's validator set (frozen at its opening), weights, and who committed and revealed."""
+        members, weights, committed, revealed = self._call(self._fn("validatorSet", task_id, round_), block)
+        return ValidatorSet(
+            tuple(checksum(m) for m in members), tuple(int(w) for w in weights), int(committed), int(revealed)
+        )
+
+    def revealed_scores(
+        self, task_id: int, round_: int, validator: str, *, block: Block = None
+    ) -> RevealedScores:
         who = checksum(validator)
-        indexes, accepts = self._call(self._fn("ballot", task_id, round_, who), block)
-        return Ballot(int(indexes), int(accepts), who)
+        revealed, scores = self._call(self._fn("revealedScores", task_id, round_, who), block)
+        return RevealedScores(who, bool(revealed), tuple(int(s) for s in scores))
 
     def tally(self, task_id: int, round_: int, *, block: Block = None) -> Tally:
-        accepted, votes = self._call(self._fn("tally", task_id, round_), block)
-        return Tally(int(accepted), tuple(int(v) for v in votes))
+        """The consensus from the reveals so far and the updates it accepts (live round)."""
+        consensus, accepted = self._call(self._fn("tally", task_id, round_), block)
+        return Tally(tuple(int(c) for c in consensus), int(accepted))
+
+    def clock(self, *, block: Block = None) -> Clock:
+        """The ledger clock: every round time is ledger time (wall time minus the time spent paused)."""
+        now, paused_at, paused_total = self._call(self._fn("clock"), block)
+        return Clock(int(now), int(paused_at), int(paused_total))
+
+    def role_delay(self) -> int:
+        return int(self._call(self._fn("roleDelay")))
+
+    def pending_role_change(
+        self, role: bytes | str, account: str, grant: bool, *, block: Block = None
+    ) -> int:
+        """When the scheduled role change becomes executable (wall time); 0 when none is pending."""
+        fn = self._fn("pendingRoleChange", role_id(role), checksum(account), grant)
+        return int(self._call(fn, block))
+
+    def accrued(self, address: str, *, block: Block = None) -> int:
+        """``address``'s rewards accrued and not yet claimed."""
+        return self.account(address, block=block).accrued
 
     def account(self, address: str, *, block: Block = None) -> AccountView:
         return AccountView.from_abi(self._call(self._fn("account", checksum(address)), block))
@@ -430,8 +577,14 @@ class LedgerClient:
         fn = self._fn("hashSubmission", task_id, round_, as_digest(digest), num_samples, nonce, deadline)
         return bytes(self._call(fn))
 
-    def paused(self) -> bool:
-        return bool(self._call(self._fn("paused")))
+    def paused(self, *, block: Block = None) -> bool:
+        return bool(self._call(self._fn("paused"), block))
+
+    def chain_id(self) -> int:
+        """The chain's id (read once: it binds signatures and score commitments)."""
+        if self._chain_id is None:
+            self._chain_id = self.rpc(lambda: int(self.w3.eth.chain_id))
+        return self._chain_id
 
     def has_role(self, role: bytes | str, account: str) -> bool:
         return bool(self._call(self._fn("hasRole", role_id(role), checksum(account))))
@@ -652,16 +805,105 @@ class LedgerClient:
             Finalization(
                 task_id=int(e.args["taskId"]),
                 round=int(e.args["round"]),
-                aggregator=checksum(e.args["aggregator"]),
+                by=checksum(e.args["by"]),
                 aggregate_digest=bytes(e.args["aggregateDigest"]),
                 accepted_bitmap=int(e.args["acceptedBitmap"]),
                 rule=int(e.args["rule"]),
                 rule_param=int(e.args["ruleParam"]),
+                carried_over=bool(e.args["carriedOver"]),
                 settlements=tuple(Settlement.from_event(s) for s in e.args["settlements"]),
                 tx_hash=e.tx_hash,
                 block_number=e.block_number,
             )
             for e in found
+        ]
+
+    def round_openings(
+        self, task_id: int, round_: int | None = None, *, from_block: int | None = None
+    ) -> list[RoundOpened]:
+        """The task's ``RoundOpened`` logs (of one round, or all), oldest first: each round's base and its
+        validator set with the weights frozen at opening (what settles a finalized round's validators)."""
+        start = self.first_block if from_block is None else from_block
+        out = []
+        for e in self.logs("RoundOpened", start, taskId=task_id, round=round_):
+            a = e.args
+            out.append(
+                RoundOpened(
+                    task_id=int(a["taskId"]),
+                    round=int(a["round"]),
+                    by=checksum(a["by"]),
+                    base_digest=bytes(a["baseDigest"]),
+                    opened_at=int(a["openedAt"]),
+                    validators=tuple(checksum(v) for v in a["validators"]),
+                    weights=tuple(int(w) for w in a["weights"]),
+                    tx_hash=e.tx_hash,
+                    block_number=e.block_number,
+                )
+            )
+            self._opened_block.setdefault((int(a["taskId"]), int(a["round"])), e.block_number)
+        return out
+
+    def commitments(
+        self, task_id: int, round_: int, *, from_block: int | None = None
+    ) -> list[ScoresCommitted]:
+        """The round's ``ScoresCommitted`` logs, oldest first (from the round's opening by default)."""
+        start = self.round_opened_block(task_id, round_) if from_block is None else from_block
+        return [
+            ScoresCommitted(
+                task_id=task_id,
+                round=round_,
+                validator=checksum(e.args["validator"]),
+                commitment=bytes(e.args["commitment"]),
+                tx_hash=e.tx_hash,
+                block_number=e.block_number,
+            )
+            for e in self.logs("ScoresCommitted", start, taskId=task_id, round=round_)
+        ]
+
+    def reveals(self, task_id: int, round_: int, *, from_block: int | None = None) -> list[ScoresRevealed]:
+        """The round's ``ScoresRevealed`` logs, oldest first, their bytes decoded and bounded (a log whose bytes
+        are not valid scores raises :class:`~ledger.chain.scores.InvalidScores`: the contract never emits one)."""
+        start = self.round_opened_block(task_id, round_) if from_block is None else from_block
+        return [
+            ScoresRevealed(
+                task_id=task_id,
+                round=round_,
+                validator=checksum(e.args["validator"]),
+                scores=tuple(decode_scores(bytes(e.args["scores"]))),
+                reasons=tuple(decode_reasons(bytes(e.args["reasons"]))),
+                tx_hash=e.tx_hash,
+                block_number=e.block_number,
+            )
+            for e in self.logs("ScoresRevealed", start, taskId=task_id, round=round_)
+        ]
+
+    def reward_claims(
+        self, account: str | None = None, *, from_block: int | None = None
+    ) -> list[RewardsClaimed]:
+        """``RewardsClaimed`` logs (of one account, or all), oldest first."""
+        start = self.first_block if from_block is None else from_block
+        who = checksum(account) if account is not None else None
+        return [
+            RewardsClaimed(checksum(e.args["account"]), int(e.args["amount"]), e.tx_hash, e.block_number)
+            for e in self.logs("RewardsClaimed", start, account=who)
+        ]
+
+    def scheduled_role_changes(
+        self, account: str | None = None, *, from_block: int | None = None
+    ) -> list[RoleChangeScheduled]:
+        """``RoleChangeScheduled`` logs (of one account, or all), oldest first: the admin's announced changes."""
+        start = self.first_block if from_block is None else from_block
+        who = checksum(account) if account is not None else None
+        return [
+            RoleChangeScheduled(
+                role=bytes(e.args["role"]),
+                account=checksum(e.args["account"]),
+                grant=bool(e.args["grant"]),
+                execute_after=int(e.args["executeAfter"]),
+                tx_hash=e.tx_hash,
+                block_number=e.block_number,
+            )
+            for e in self.logs("RoleChangeScheduled", start, account=who)
         ]
 
     # ─── the token ──────────────────────────────────────────────────────────────────────────────────────────

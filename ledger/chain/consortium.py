@@ -2,10 +2,11 @@
 
 A TOML file, read by ``meshprov chain deploy --consortium FILE``::
 
-    admin = "0x…"                      # grants roles, creates the task, may pause the ledger
+    admin = "0x…"                      # grants roles, creates the task, may pause the ledger (bounded)
     aggregators = ["0x…"]              # or: aggregator = "0x…"
     contributors = ["0x…", "0x…"]
     validators = ["0x…", "0x…", "0x…"]
+    role_delay_s = 86400               # optional (default 1 day): once a task exists, every role change waits this
 
     [task]
     spec = "Qm…"                       # CID (v0 or v1) or 0x-hex sha-256 digest of the task specification
@@ -14,14 +15,18 @@ A TOML file, read by ``meshprov chain deploy --consortium FILE``::
     trim_bps = 1000                    # trimmed-mean only: fraction cut from each side, basis points
     krum_f = 1                         # multi-krum only: faulty updates tolerated
     norm_clip = 2.5                    # optional, any rule: clip each update's L2 norm first (0.001 steps)
-    quorum = 2                         # accepting votes an update needs
-    submission_window_s = 600
-    vote_window_s = 300
+    quorum = 2                         # validators that must reveal for any update to be accepted
+    submission_window_s = 600          # windows are ledger time (a pause stops them)
+    commit_window_s = 300              # validators commit their score hashes
+    reveal_window_s = 300              # then reveal the scores
+    finalize_grace_s = 600             # after which anyone may carry an unfinalized round over
+    max_samples = 100000               # the largest sample count a submission may claim (1 .. 2**32)
     reward_per_round = "1000"          # MESH tokens per round (decimal; the token has 18 decimals)
 
 Addresses may be EIP-55 checksummed or all lowercase; a mixed-case address with a wrong checksum is refused, as
 is any member listed twice or as both contributor and validator (the ledger forbids that pairing). Every problem
-is a :class:`~ledger.errors.ConfigError` that names the file and the key.
+is a :class:`~ledger.errors.ConfigError` that names the file and the key. A protocol-v1 file (``vote_window_s``) is
+refused with what to write instead.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ledger.errors import ConfigError
 RULES = {"fedavg": 0, "trimmed-mean": 1, "median": 2, "multi-krum": 3}
 RULE_NAMES = {number: name for name, number in RULES.items()}
 TOKEN_DECIMALS = 18
-_MEMBER_KEYS = ("admin", "aggregator", "aggregators", "contributors", "validators", "task")
+_MEMBER_KEYS = ("admin", "aggregator", "aggregators", "contributors", "validators", "role_delay_s", "task")
 _TASK_KEYS = (
     "spec",
     "genesis",
@@ -48,11 +53,20 @@ _TASK_KEYS = (
     "norm_clip",
     "quorum",
     "submission_window_s",
-    "vote_window_s",
+    "commit_window_s",
+    "reveal_window_s",
+    "finalize_grace_s",
+    "max_samples",
     "reward_per_round",
 )
 _MAX_UINT16 = 2**16 - 1
 _MAX_UINT32 = 2**32 - 1
+MAX_SAMPLES_CAP = 2**32
+"""The contract's MAX_SAMPLES_CAP: no task may let a submission claim more samples."""
+REWARD_CAP = 2**96
+"""rewardPerRound must be below this."""
+DEFAULT_ROLE_DELAY_S = 86_400
+"""A consortium file without ``role_delay_s``: a day to see an announced role change coming."""
 
 
 class ConsortiumError(ConfigError):
@@ -65,7 +79,8 @@ class ConsortiumError(ConfigError):
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """A task's parameters as ``createTask`` takes them (digests as 32 bytes, the rule parameter packed)."""
+    """A task's parameters as ``createTask`` takes them (digests as 32 bytes, the rule parameter packed, windows
+    and the grace in seconds of ledger time)."""
 
     spec_digest: bytes
     genesis_digest: bytes
@@ -73,10 +88,13 @@ class TaskConfig:
     rule_param: int
     quorum: int
     submission_window_s: int
-    vote_window_s: int
+    commit_window_s: int
+    reveal_window_s: int
+    finalize_grace_s: int
+    max_samples: int
     reward_per_round: int  # token base units
 
-    def to_abi(self) -> tuple[bytes, bytes, int, int, int, int, int, int]:
+    def to_abi(self) -> tuple[bytes, bytes, int, int, int, int, int, int, int, int, int]:
         """The ``TaskParams`` tuple of ``createTask``."""
         return (
             self.spec_digest,
@@ -85,7 +103,10 @@ class TaskConfig:
             self.rule_param,
             self.quorum,
             self.submission_window_s,
-            self.vote_window_s,
+            self.commit_window_s,
+            self.reveal_window_s,
+            self.finalize_grace_s,
+            self.max_samples,
             self.reward_per_round,
         )
 
@@ -97,20 +118,24 @@ class TaskConfig:
             "rule_param": self.rule_param,
             "quorum": self.quorum,
             "submission_window_s": self.submission_window_s,
-            "vote_window_s": self.vote_window_s,
+            "commit_window_s": self.commit_window_s,
+            "reveal_window_s": self.reveal_window_s,
+            "finalize_grace_s": self.finalize_grace_s,
+            "max_samples": self.max_samples,
             "reward_per_round": str(self.reward_per_round),
         }
 
 
 @dataclass(frozen=True)
 class Consortium:
-    """The members by role (checksummed addresses) and the task."""
+    """The members by role (checksummed addresses), the ledger's role-change delay, and the task."""
 
     admin: str
     aggregators: tuple[str, ...]
     contributors: tuple[str, ...]
     validators: tuple[str, ...]
     task: TaskConfig
+    role_delay_s: int = DEFAULT_ROLE_DELAY_S
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +143,7 @@ class Consortium:
             "aggregators": list(self.aggregators),
             "contributors": list(self.contributors),
             "validators": list(self.validators),
+            "role_delay_s": self.role_delay_s,
             "task": self.task.to_json(),
         }
 
@@ -163,7 +189,15 @@ def parse_consortium(data: dict[str, Any], source: str = "<consortium>") -> Cons
     if not isinstance(task_data, dict):
         raise ConsortiumError(source, "task", "is missing (a [task] table)")
     task = _task(task_data, source, len(validators))
-    return Consortium(admin, tuple(aggregators), tuple(contributors), tuple(validators), task)
+    delay = data.get("role_delay_s", DEFAULT_ROLE_DELAY_S)
+    if isinstance(delay, bool) or not isinstance(delay, int) or not 1 <= delay <= _MAX_UINT32:
+        raise ConsortiumError(
+            source,
+            "role_delay_s",
+            f"must be a whole number of seconds from 1 to {_MAX_UINT32}, got {delay!r}",
+            hint="a zero delay would let the admin change roles unannounced; dev setups use 60",
+        )
+    return Consortium(admin, tuple(aggregators), tuple(contributors), tuple(validators), task, delay)
 
 
 def _no_unknown_keys(data: dict[str, Any], known: tuple[str, ...], source: str, prefix: str) -> None:
@@ -245,6 +279,14 @@ def _int(
 
 
 def _task(data: dict[str, Any], source: str, n_validators: int) -> TaskConfig:
+    if "vote_window_s" in data:
+        raise ConsortiumError(
+            source,
+            "task.vote_window_s",
+            "is a protocol-v1 key: validators no longer vote, they commit scores and then reveal them",
+            hint="replace it by commit_window_s and reveal_window_s (and add finalize_grace_s and max_samples); "
+            "see docs/protocol.md R3",
+        )
     _no_unknown_keys(data, _TASK_KEYS, source, "task.")
     for key in ("spec", "genesis"):
         if key not in data:
@@ -286,8 +328,12 @@ def _task(data: dict[str, Any], source: str, n_validators: int) -> TaskConfig:
         raise ConsortiumError(
             source, "task.reward_per_round", f"must be a non-negative token amount, got {reward!r}"
         ) from None
-    if base_units >= 2**128:
-        raise ConsortiumError(source, "task.reward_per_round", "does not fit the ledger's 128-bit budget")
+    if base_units >= REWARD_CAP:
+        raise ConsortiumError(
+            source,
+            "task.reward_per_round",
+            f"must be below 2**96 base units ({REWARD_CAP / 10**TOKEN_DECIMALS:.0f} tokens)",
+        )
     return TaskConfig(
         spec_digest=_digest(data["spec"], source, "task.spec"),
         genesis_digest=_digest(data["genesis"], source, "task.genesis"),
@@ -295,6 +341,9 @@ def _task(data: dict[str, Any], source: str, n_validators: int) -> TaskConfig:
         rule_param=(clip_milli << 16) | argument,
         quorum=quorum,
         submission_window_s=_int(data, "submission_window_s", source, low=1, high=_MAX_UINT32),
-        vote_window_s=_int(data, "vote_window_s", source, low=1, high=_MAX_UINT32),
+        commit_window_s=_int(data, "commit_window_s", source, low=1, high=_MAX_UINT32),
+        reveal_window_s=_int(data, "reveal_window_s", source, low=1, high=_MAX_UINT32),
+        finalize_grace_s=_int(data, "finalize_grace_s", source, low=1, high=_MAX_UINT32),
+        max_samples=_int(data, "max_samples", source, low=1, high=MAX_SAMPLES_CAP),
         reward_per_round=int(base_units),
     )

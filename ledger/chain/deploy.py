@@ -1,9 +1,11 @@
 """Deploy MeshToken + MeshLedger for a consortium and record the deployment (``meshprov chain deploy``).
 
 :func:`deploy` sends, signed with the deployer's key and one at a time (each receipt waited for and checked):
-the token, the ledger, ``setMinter(ledger)``, a ``grantRole`` per member, ``createTask``; and when the deployer is
-not the consortium's admin, it hands the admin role over (grant to the admin, renounce its own) so that the
-deployer keeps no power. The result is a :class:`DeploymentRecord`, written as ``<data_dir>/deployment.json``:
+the token, the ledger (with the consortium's ``role_delay_s`` as its immutable ``roleDelay``), ``setMinter(ledger)``,
+a ``grantRole`` per member (and to the consortium's admin when the deployer is not it), ``createTask``, and then the
+deployer renounces its own admin role so that it keeps no power. Every grant comes before ``createTask``: until the
+first task exists role changes are immediate, afterwards each waits ``roleDelay`` (docs/protocol.md R6); renouncing
+stays immediate. The result is a :class:`DeploymentRecord`, written as ``<data_dir>/deployment.json``:
 the chain id, both addresses, the block the ledger was deployed in (where an event index starts), the task id,
 the transactions, the artifacts' source hashes and the consortium. It is the one record of a deployment: the ledger
 client, the index, the auditors, the demo and the tests all read it back with :meth:`DeploymentRecord.read`.
@@ -231,7 +233,10 @@ def deploy(
 
     ledger_factory = w3.eth.contract(abi=ledger_art.abi, bytecode=ledger_art.bytecode)
     # The deployer administers the ledger while it sets it up; with a different admin it hands over at the end.
-    receipt = tx.send("deploy MeshLedger", ledger_factory.constructor(tx.address, token_address))
+    receipt = tx.send(
+        "deploy MeshLedger",
+        ledger_factory.constructor(tx.address, token_address, consortium.role_delay_s),
+    )
     ledger = w3.eth.contract(address=receipt["contractAddress"], abi=ledger_art.abi)
     deploy_block = int(receipt["blockNumber"])
 
@@ -248,14 +253,16 @@ def deploy(
     )
     for role, member in members:
         tx.send(f"grant {role} {member}", ledger.functions.grantRole(roles[role], member))
-    receipt = tx.send("create the task", ledger.functions.createTask(consortium.task.to_abi()))
-    created = ledger.events.TaskCreated().process_receipt(receipt, errors=DISCARD)
-    task_id = int(created[0]["args"]["taskId"])
     if handover:
+        # Before createTask: afterwards a grant (the admin role's too) waits roleDelay.
         tx.send(
             f"grant admin {consortium.admin}",
             ledger.functions.grantRole(DEFAULT_ADMIN_ROLE, consortium.admin),
         )
+    receipt = tx.send("create the task", ledger.functions.createTask(consortium.task.to_abi()))
+    created = ledger.events.TaskCreated().process_receipt(receipt, errors=DISCARD)
+    task_id = int(created[0]["args"]["taskId"])
+    if handover:
         tx.send(
             "renounce the deployer's admin role",
             ledger.functions.renounceRole(DEFAULT_ADMIN_ROLE, tx.address),

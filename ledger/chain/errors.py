@@ -7,8 +7,10 @@ error has a class here and every class here names an ABI error.
     ContractRevert (ledger.chain.revert)
     ├── Panic, SolidityError           Solidity's built-in Panic(uint256) and Error(string)
     ├── LedgerRevert                   MeshLedger_* errors
-    │   ├── NotMemberRevert            the caller lacks a role (exit code NOT_MEMBER)
+    │   ├── NotMemberRevert            the caller lacks a role or a seat in the round's set (exit NOT_MEMBER)
     │   ├── LedgerNotFound             an unknown task or round (exit code NOT_FOUND)
+    │   ├── TooEarlyRevert             a phase, grace or delay not reached yet: retry later
+    │   ├── TooLateRevert              a window that is over: the round moved on
     │   └── ...                        one class per error
     ├── TokenRevert                    MeshToken_* errors
     └── LibraryRevert                  OpenZeppelin errors (AccessControl, Pausable, ECDSA, ERC-20, ...)
@@ -69,6 +71,14 @@ class LedgerNotFound(LedgerRevert, NotFound):
     exit_code = ExitCode.NOT_FOUND
 
 
+class TooEarlyRevert(LedgerRevert):
+    """A phase, the finalize grace or a role-change delay has not been reached yet: the same call succeeds later."""
+
+
+class TooLateRevert(LedgerRevert):
+    """A window is over: the same call will never succeed in this round."""
+
+
 @_register
 class ZeroToken(LedgerRevert):
     error_name = "MeshLedger_ZeroToken"
@@ -92,10 +102,11 @@ class NotContributor(NotMemberRevert):
 
 
 @_register
-class NotValidator(NotMemberRevert):
-    error_name = "MeshLedger_NotValidator"
+class NotInValidatorSet(NotMemberRevert):
+    error_name = "MeshLedger_NotInValidatorSet"
     default_hint: ClassVar[str | None] = (
-        "{account} is not a validator: ask the consortium admin to grant it the validator role"
+        "{account} is not in the validator set frozen when round {round} of task {taskId} opened: only those "
+        "validators score it (a validator granted since takes part from the next round)"
     )
 
 
@@ -130,6 +141,40 @@ class TooManyMembers(LedgerRevert):
 
 
 @_register
+class RoleChangeDelayed(LedgerRevert):
+    error_name = "MeshLedger_RoleChangeDelayed"
+    default_hint: ClassVar[str | None] = (
+        "a task exists, so role changes are delayed: schedule it (`meshprov chain role schedule`, "
+        "LedgerClient.schedule_role_change) and execute it after the ledger's roleDelay"
+    )
+
+
+@_register
+class RoleChangePending(LedgerRevert):
+    error_name = "MeshLedger_RoleChangePending"
+    default_hint: ClassVar[str | None] = (
+        "this role change for {account} is already scheduled, executable from {executeAfter} (wall time): "
+        "execute it then, or cancel it first"
+    )
+
+
+@_register
+class RoleChangeNotScheduled(LedgerRevert):
+    error_name = "MeshLedger_RoleChangeNotScheduled"
+    default_hint: ClassVar[str | None] = (
+        "no such role change for {account} is scheduled (never scheduled, cancelled or already executed)"
+    )
+
+
+@_register
+class RoleChangeNotReady(TooEarlyRevert):
+    error_name = "MeshLedger_RoleChangeNotReady"
+    default_hint: ClassVar[str | None] = (
+        "the role change for {account} can be executed from {executeAfter}; the chain's time is {timestamp}"
+    )
+
+
+@_register
 class UnknownTask(LedgerNotFound):
     error_name = "MeshLedger_UnknownTask"
     default_hint: ClassVar[str | None] = (
@@ -156,13 +201,36 @@ class InvalidRule(LedgerRevert):
 @_register
 class InvalidQuorum(LedgerRevert):
     error_name = "MeshLedger_InvalidQuorum"
-    default_hint: ClassVar[str | None] = "the quorum must be at least 1 accepting vote"
+    default_hint: ClassVar[str | None] = "the quorum must be at least 1 revealing validator"
+
+
+@_register
+class QuorumAboveValidators(LedgerRevert):
+    error_name = "MeshLedger_QuorumAboveValidators"
+    default_hint: ClassVar[str | None] = (
+        "a quorum of {quorum} with {validators} validators could never accept an update: grant validators "
+        "first, or lower the quorum"
+    )
 
 
 @_register
 class InvalidWindows(LedgerRevert):
     error_name = "MeshLedger_InvalidWindows"
-    default_hint: ClassVar[str | None] = "both the submission and the vote window must be at least 1 second"
+    default_hint: ClassVar[str | None] = (
+        "the submission, commit and reveal windows and the finalize grace must each be at least 1 second"
+    )
+
+
+@_register
+class InvalidMaxSamples(LedgerRevert):
+    error_name = "MeshLedger_InvalidMaxSamples"
+    default_hint: ClassVar[str | None] = "max_samples must be from 1 to {cap}, not {maxSamples}"
+
+
+@_register
+class InvalidReward(LedgerRevert):
+    error_name = "MeshLedger_InvalidReward"
+    default_hint: ClassVar[str | None] = "the reward per round must be below {cap} base units"
 
 
 @_register
@@ -189,7 +257,7 @@ class UnknownRound(LedgerNotFound):
 
 
 @_register
-class SubmissionsClosed(LedgerRevert):
+class SubmissionsClosed(TooLateRevert):
     error_name = "MeshLedger_SubmissionsClosed"
     default_hint: ClassVar[str | None] = (
         "submissions to round {round} closed at {submissionEnd}; train on the next round's base model"
@@ -208,6 +276,15 @@ class AlreadySubmitted(LedgerRevert):
 class InvalidSamples(LedgerRevert):
     error_name = "MeshLedger_InvalidSamples"
     default_hint: ClassVar[str | None] = "an update must be trained on at least one sample (got {numSamples})"
+
+
+@_register
+class TooManySamples(LedgerRevert):
+    error_name = "MeshLedger_TooManySamples"
+    default_hint: ClassVar[str | None] = (
+        "{contributor} claims {numSamples} samples but the task allows at most {maxSamples} (sample counts are "
+        "recorded for the audit and weigh nothing)"
+    )
 
 
 @_register
@@ -241,64 +318,137 @@ class InvalidSignature(LedgerRevert):
 
 
 @_register
-class VotingClosed(LedgerRevert):
-    error_name = "MeshLedger_VotingClosed"
+class CommitNotOpen(TooEarlyRevert):
+    error_name = "MeshLedger_CommitNotOpen"
     default_hint: ClassVar[str | None] = (
-        "votes on round {round} closed at {voteEnd}; the verdict came too late"
+        "commitments to round {round} open when submissions close, at {submissionEnd} (ledger time) at the latest"
     )
 
 
 @_register
-class UnknownUpdates(LedgerRevert):
-    error_name = "MeshLedger_UnknownUpdates"
+class CommitClosed(TooLateRevert):
+    error_name = "MeshLedger_CommitClosed"
     default_hint: ClassVar[str | None] = (
-        "the ballot names updates the round does not have (it has {submissionCount}); re-read the submissions"
+        "the commit phase of round {round} ended at {commitEnd} (ledger time): a late commitment is refused, and "
+        "the validator counts as absent this round"
     )
 
 
 @_register
-class AlreadyVoted(LedgerRevert):
-    error_name = "MeshLedger_AlreadyVoted"
+class AlreadyCommitted(LedgerRevert):
+    error_name = "MeshLedger_AlreadyCommitted"
     default_hint: ClassVar[str | None] = (
-        "{validator} already voted on some of these updates (bitmap {indexes}); votes are final"
+        "{validator} already committed in round {round}: a commitment cannot be replaced; reveal it"
     )
 
 
 @_register
-class InvalidBallot(LedgerRevert):
-    error_name = "MeshLedger_InvalidBallot"
+class RevealNotOpen(TooEarlyRevert):
+    error_name = "MeshLedger_RevealNotOpen"
     default_hint: ClassVar[str | None] = (
-        "the accept bitmap {accepts} must be a subset of the voted bitmap {indexes}"
+        "reveals of round {round} open when the commit phase ends, at {commitEnd} (ledger time) at the latest"
     )
 
 
 @_register
-class ReasonCount(LedgerRevert):
-    error_name = "MeshLedger_ReasonCount"
-    default_hint: ClassVar[str | None] = "pass one reason code per voted update: {expected}, not {given}"
+class RevealClosed(TooLateRevert):
+    error_name = "MeshLedger_RevealClosed"
+    default_hint: ClassVar[str | None] = (
+        "the reveal window of round {round} ended at {revealEnd} (ledger time): the validator counts as absent"
+    )
+
+
+@_register
+class NotCommitted(LedgerRevert):
+    error_name = "MeshLedger_NotCommitted"
+    default_hint: ClassVar[str | None] = (
+        "{validator} did not commit in round {round}, so it has nothing to reveal"
+    )
+
+
+@_register
+class AlreadyRevealed(LedgerRevert):
+    error_name = "MeshLedger_AlreadyRevealed"
+    default_hint: ClassVar[str | None] = "{validator} already revealed its scores of round {round}"
+
+
+@_register
+class RevealMismatch(LedgerRevert):
+    error_name = "MeshLedger_RevealMismatch"
+    default_hint: ClassVar[str | None] = (
+        "the scores, reasons and salt hash to {computed}, not to the commitment {committed}: reveal exactly what "
+        "was committed, with the same salt (ledger.chain.scores.ScoreSheet)"
+    )
+
+
+@_register
+class RevealLength(LedgerRevert):
+    error_name = "MeshLedger_RevealLength"
+    default_hint: ClassVar[str | None] = (
+        "the round needs {expectedScoreBytes} bytes of scores and {expectedReasonBytes} of reasons (one score and "
+        "one reason per update), not {givenScoreBytes} and {givenReasonBytes}"
+    )
+
+
+@_register
+class InvalidScore(LedgerRevert):
+    error_name = "MeshLedger_InvalidScore"
+    default_hint: ClassVar[str | None] = "the score {score} of update {index} is outside [-10000, 10000]"
 
 
 @_register
 class InvalidReason(LedgerRevert):
     error_name = "MeshLedger_InvalidReason"
     default_hint: ClassVar[str | None] = (
-        "update {index}: an accept carries reason 0, a reject a nonzero code from ledger.reasons.Reason"
+        "update {index} has the hard-reject reason {reason} but the score {score}: a hard reject scores -10000"
     )
 
 
 @_register
-class FinalizeTooEarly(LedgerRevert):
+class FinalizeTooEarly(TooEarlyRevert):
     error_name = "MeshLedger_FinalizeTooEarly"
     default_hint: ClassVar[str | None] = (
-        "round {round} can be finalized from {voteEnd}, or earlier once every validator voted on every update"
+        "round {round} can be finalized from {revealEnd} (ledger time), or earlier once every committer revealed"
     )
 
 
 @_register
-class AcceptedSetMismatch(LedgerRevert):
-    error_name = "MeshLedger_AcceptedSetMismatch"
+class GraceNotOver(TooEarlyRevert):
+    error_name = "MeshLedger_GraceNotOver"
     default_hint: ClassVar[str | None] = (
-        "the accepted set must equal the quorum outcome of the votes ({expected}); read it with `tally()`"
+        "until {graceEnd} (ledger time; now {ledgerNow}) only the aggregator ends round {round}; anyone may carry "
+        "it over afterwards"
+    )
+
+
+@_register
+class NothingToClaim(LedgerRevert):
+    error_name = "MeshLedger_NothingToClaim"
+    default_hint: ClassVar[str | None] = "{account} has no accrued reward to claim"
+
+
+@_register
+class LedgerPaused(LedgerRevert):
+    error_name = "MeshLedger_Paused"
+    default_hint: ClassVar[str | None] = (
+        "the ledger is paused (every window is stopped, nobody misses one); it lapses by itself at {lapsesAt} "
+        "(wall time) unless the admin unpauses earlier"
+    )
+
+
+@_register
+class NotPaused(LedgerRevert):
+    error_name = "MeshLedger_NotPaused"
+    default_hint: ClassVar[str | None] = (
+        "the ledger is not paused (never paused, unpaused, or the pause lapsed)"
+    )
+
+
+@_register
+class PauseCooldown(TooEarlyRevert):
+    error_name = "MeshLedger_PauseCooldown"
+    default_hint: ClassVar[str | None] = (
+        "another pause can start only from {pausableAt} (wall time; now {timestamp}): pauses are bounded"
     )
 
 
@@ -371,20 +521,6 @@ class AccessControlUnauthorizedAccount(LibraryRevert):
 class AccessControlBadConfirmation(LibraryRevert):
     error_name = "AccessControlBadConfirmation"
     default_hint: ClassVar[str | None] = "renounceRole must name the caller's own address"
-
-
-@_register
-class EnforcedPause(LibraryRevert):
-    error_name = "EnforcedPause"
-    default_hint: ClassVar[str | None] = (
-        "the ledger is paused by the consortium admin; retry after it is unpaused"
-    )
-
-
-@_register
-class ExpectedPause(LibraryRevert):
-    error_name = "ExpectedPause"
-    default_hint: ClassVar[str | None] = "the ledger is not paused, so it cannot be unpaused"
 
 
 @_register

@@ -1,4 +1,5 @@
-"""`meshprov chain deploy | status`: deploy the contracts for a consortium, and show the deployment."""
+"""`meshprov chain deploy | status | claim | role …`: deploy the contracts for a consortium, show the deployment,
+claim accrued rewards, and schedule, execute or cancel role changes (delayed once a task exists)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ if TYPE_CHECKING:
     from rich.console import Console
     from web3 import Web3
 
+    from ledger.chain.client import LedgerClient
     from ledger.settings import Settings
 
 app = typer.Typer(no_args_is_help=True)
 
-PHASES = ("none", "open", "voting", "closed", "finalized")
+PHASES = ("none", "open", "commit", "reveal", "closed", "finalized")
 
 
 class ChainIdChanged(Mismatch):
@@ -137,6 +139,7 @@ def deploy(
 def status(json_output: JsonFlag = False) -> None:
     """Show the deployment: chain, addresses (checked to hold code), the task's round and its phase."""
     from ledger.chain.artifacts import load_artifact
+    from ledger.chain.client import LedgerClient
     from ledger.chain.deploy import DeploymentRecord
     from ledger.cli.endpoints import chain_url
 
@@ -151,11 +154,10 @@ def status(json_output: JsonFlag = False) -> None:
     for name, address in (("MeshLedger", record.ledger), ("MeshToken", record.token)):
         if not w3.eth.get_code(w3.to_checksum_address(address)):
             raise ContractGone(name, address, url)
-    ledger = w3.eth.contract(
-        address=w3.to_checksum_address(record.ledger), abi=load_artifact("MeshLedger").abi
-    )
-    round_ = int(ledger.functions.currentRound(record.task_id).call())
-    view = ledger.functions.roundView(record.task_id, round_).call()
+    client = LedgerClient(w3, record.ledger, abi=load_artifact("MeshLedger").abi, endpoint=url)
+    round_ = client.current_round(record.task_id)
+    view = client.round_view(record.task_id, round_)
+    clock = client.clock()
     data: dict[str, Any] = {
         "record": str(record_path),
         "rpc_url": url,
@@ -166,12 +168,19 @@ def status(json_output: JsonFlag = False) -> None:
         "latest_block": int(w3.eth.block_number),
         "task_id": record.task_id,
         "round": round_,
-        "phase": PHASES[int(view[0])],
-        "submissions": int(view[6]),
-        "submission_end": int(view[4]),
-        "vote_end": int(view[5]),
-        "finalizable": bool(view[7]),
-        "paused": bool(ledger.functions.paused().call()),
+        "phase": PHASES[int(view.phase)],
+        "submissions": view.submission_count,
+        "validators": view.validator_count,
+        "commits": view.commit_count,
+        "reveals": view.reveal_count,
+        "ledger_now": clock.ledger_now,
+        "submission_end": view.submission_end,
+        "commit_end": view.commit_end,
+        "reveal_end": view.reveal_end,
+        "grace_end": view.grace_end,
+        "finalizable": view.finalizable,
+        "paused": client.paused(),
+        "role_delay_s": client.role_delay(),
     }
 
     def human(console: Console) -> None:
@@ -182,8 +191,142 @@ def status(json_output: JsonFlag = False) -> None:
         console.print(f"token    {record.token}")
         paused = "  [bold red]PAUSED[/]" if data["paused"] else ""
         console.print(
-            f"task {record.task_id}  round {round_}  {data['phase']}, {data['submissions']} submissions"
+            f"task {record.task_id}  round {round_}  {data['phase']}, {data['submissions']} submissions, "
+            f"{data['commits']}/{data['validators']} committed, {data['reveals']} revealed"
             f"{', finalizable' if data['finalizable'] else ''}{paused}"
         )
 
     emit(data, json_mode=want_json(json_output), human=human)
+
+
+def _client(s: Settings, *, need_key: bool) -> LedgerClient:
+    from ledger.chain.client import LedgerClient
+    from ledger.cli.endpoints import chain_url
+
+    client = LedgerClient.from_settings(s, endpoint=chain_url(s), read_only=not need_key)
+    if need_key and client.sender is None:
+        raise ConfigError(
+            "this command sends a transaction but no signing key is configured",
+            hint="set MESHPROV_PRIVATE_KEY_FILE (or MESHPROV_PRIVATE_KEY) to the account's key",
+        )
+    return client
+
+
+@app.command()
+def claim(json_output: JsonFlag = False) -> None:
+    """Mint the rewards accrued to this account (the configured key) since its last claim."""
+    from ledger.chain.errors import NothingToClaim
+
+    client = _client(load(), need_key=True)
+    account = client.sender_address or ""
+    try:
+        result = client.claim_rewards()
+    except NothingToClaim:
+        emit(
+            {"account": account, "claimed": "0", "tx_hash": None},
+            json_mode=want_json(json_output),
+            human=lambda console: console.print(f"{account} has no accrued reward to claim"),
+        )
+        return
+    data = {"account": account, "claimed": str(result.value), "tx_hash": result.tx_hash}
+    emit(
+        data,
+        json_mode=want_json(json_output),
+        human=lambda console: console.print(
+            f"claimed {result.value} base units for {account} (transaction {result.tx_hash})"
+        ),
+    )
+
+
+role_app = typer.Typer(
+    no_args_is_help=True,
+    help="Role changes once a task exists: scheduled by the admin, executable by anyone after the ledger's "
+    "role delay, cancellable by the admin until then.",
+)
+app.add_typer(role_app, name="role")
+
+RoleName = Annotated[str, typer.Argument(help="admin, contributor, validator or aggregator.")]
+Account = Annotated[str, typer.Argument(help="The account's address.")]
+Revoke = Annotated[bool, typer.Option("--revoke", help="A revocation (default: a grant).")]
+
+
+def _role_change(what: str, role: str, account: str, revoke: bool) -> dict[str, Any]:
+    from ledger.chain.client import role_id
+    from ledger.chain.types import checksum
+
+    return {
+        "action": what,
+        "role": role,
+        "role_id": "0x" + role_id(role).hex(),
+        "account": checksum(account),
+        "grant": not revoke,
+    }
+
+
+@role_app.command("schedule")
+def role_schedule(
+    role: RoleName, account: Account, revoke: Revoke = False, json_output: JsonFlag = False
+) -> None:
+    """Schedule granting (or, with --revoke, revoking) ROLE for ACCOUNT (admin key)."""
+    client = _client(load(), need_key=True)
+    result = client.schedule_role_change(role, account, not revoke)
+    data = {**_role_change("schedule", role, account, revoke), "execute_after": result.value,
+            "tx_hash": result.tx_hash}  # fmt: skip
+    emit(
+        data,
+        json_mode=want_json(json_output),
+        human=lambda console: console.print(
+            f"{'revoking' if revoke else 'granting'} {role} for {data['account']} is executable by anyone from "
+            f"{result.value} (unix time): `meshprov chain role execute {role} {data['account']}"
+            f"{' --revoke' if revoke else ''}`"
+        ),
+    )
+
+
+@role_app.command("execute")
+def role_execute(
+    role: RoleName, account: Account, revoke: Revoke = False, json_output: JsonFlag = False
+) -> None:
+    """Carry out a scheduled role change whose delay is over (any key)."""
+    client = _client(load(), need_key=True)
+    result = client.execute_role_change(role, account, not revoke)
+    data = {**_role_change("execute", role, account, revoke), "tx_hash": result.tx_hash}
+    emit(
+        data,
+        json_mode=want_json(json_output),
+        human=lambda console: console.print(
+            f"{'revoked' if revoke else 'granted'} {role} for {data['account']} (transaction {result.tx_hash})"
+        ),
+    )
+
+
+@role_app.command("cancel")
+def role_cancel(
+    role: RoleName, account: Account, revoke: Revoke = False, json_output: JsonFlag = False
+) -> None:
+    """Cancel a scheduled role change before it executes (admin key)."""
+    client = _client(load(), need_key=True)
+    result = client.cancel_role_change(role, account, not revoke)
+    data = {**_role_change("cancel", role, account, revoke), "tx_hash": result.tx_hash}
+    emit(
+        data,
+        json_mode=want_json(json_output),
+        human=lambda console: console.print(f"cancelled: {role} for {data['account']} stays as it is"),
+    )
+
+
+@role_app.command("pending")
+def role_pending(
+    role: RoleName, account: Account, revoke: Revoke = False, json_output: JsonFlag = False
+) -> None:
+    """When a scheduled role change becomes executable (0: none is pending)."""
+    client = _client(load(), need_key=False)
+    after = client.pending_role_change(role, account, not revoke)
+    data = {**_role_change("pending", role, account, revoke), "execute_after": after}
+    emit(
+        data,
+        json_mode=want_json(json_output),
+        human=lambda console: console.print(
+            f"executable from {after} (unix time)" if after else "no such role change is scheduled"
+        ),
+    )

@@ -5,8 +5,10 @@ scenario driver.
 tests/ledger/chain/test_chain_artifacts.py fails when they drift from the sources). Only a contract that is not
 shipped is compiled here (the Reverter). `Consortium` deploys through ``lab.consortium`` (the one consortium setup:
 ``ledger.chain.deploy``, dev keys laid out 0 admin, 1 aggregator, validators, contributors; task 1 created by the
-deployment) and drives rounds: submissions (direct or batch-relayed with EIP-712 signatures), validator verdicts,
-and finalization with the quorum outcome. Tests import what they need from here:
+deployment) and drives protocol-v2 rounds: submissions (direct or batch-relayed with EIP-712 signatures), every
+validator's scores committed then revealed (some absent, some committing without revealing), the ledger clock
+warped past a window when a phase must end by time, finalization by the aggregator or a carry-over by anyone.
+Tests import what they need from here:
 
     from tests.support.chain import Consortium, chain_snapshot, fake_digest
 """
@@ -27,7 +29,8 @@ from lab.consortium import DeployedConsortium, RoleKeys, deploy_consortium, task
 from ledger.chain.artifacts import KNOWN, Artifact, load_artifact
 from ledger.chain.client import LedgerClient
 from ledger.chain.deploy import DeploymentRecord
-from ledger.chain.types import TaskParams, bitmap, bits
+from ledger.chain.scores import SCORE_ONE, ScoreSheet
+from ledger.chain.types import Phase, RoundView, TaskParams, bits
 from tests.support import REPO
 
 # ─── contracts ──────────────────────────────────────────────────────────────────────────────────────────────
@@ -131,6 +134,14 @@ def advance_time(w3: Any, seconds: int) -> None:
     rpc(w3, "evm_mine")
 
 
+def warp_past(client: LedgerClient, ledger_time: int) -> None:
+    """Move the chain's clock until the ledger clock (wall time minus paused time) is past ``ledger_time``: the
+    next transaction sees every window that ends at ``ledger_time`` over."""
+    now = client.clock(block="latest").ledger_now
+    if now <= ledger_time:
+        advance_time(client.w3, ledger_time - now + 1)
+
+
 # ─── the scenario driver ────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -145,7 +156,10 @@ def task_params(
     rule_param: int = 0,
     quorum: int = 2,
     submission_window: int = 3600,
-    vote_window: int = 3600,
+    commit_window: int = 600,
+    reveal_window: int = 600,
+    finalize_grace: int = 600,
+    max_samples: int = 1_000_000,
     reward: int = 10**18,
     genesis: bytes | None = None,
 ) -> TaskParams:
@@ -157,7 +171,10 @@ def task_params(
         rule_param=rule_param,
         quorum=quorum,
         submission_window=submission_window,
-        vote_window=vote_window,
+        commit_window=commit_window,
+        reveal_window=reveal_window,
+        finalize_grace=finalize_grace,
+        max_samples=max_samples,
         reward_per_round=reward,
     )
 
@@ -173,9 +190,20 @@ def _task_table(**task: Any) -> dict[str, Any]:
         quorum=p.quorum,
         aggregation=AggregationSpec.decode(p.rule, p.rule_param),
         submission_window_s=p.submission_window,
-        vote_window_s=p.vote_window,
+        commit_window_s=p.commit_window,
+        reveal_window_s=p.reveal_window,
+        finalize_grace_s=p.finalize_grace,
+        max_samples=p.max_samples,
         reward_per_round=p.reward_per_round,
     )
+
+
+Scorer = Callable[[int, int, int], "int | tuple[int, int]"]
+"""(validator index in the consortium, update index, round) -> score, or (score, reason) for a hard reject."""
+
+
+def score_all_half(_v: int, _i: int, _r: int) -> int:
+    return SCORE_ONE // 2
 
 
 @dataclass
@@ -186,17 +214,19 @@ class RoundRecord:
     digests: list[bytes]  # by update index
     contributors: list[str]  # by update index
     num_samples: list[int]
-    verdicts: dict[str, list[int]]  # validator -> reason per update index (0 = accept)
-    accepted: list[int]
-    aggregate: bytes
+    validators: list[str]  # the round's set, in set order
+    weights: list[int]  # frozen at the round's opening
+    sheets: dict[str, ScoreSheet]  # validator -> what it committed
+    revealed: list[str]  # validators that revealed, in reveal order
+    consensus: list[int] = field(default_factory=list)
+    accepted: list[int] = field(default_factory=list)
+    aggregate: bytes = b""
+    carried_over: bool = False
     blocks: list[int] = field(default_factory=list)
 
-
-Verdict = Callable[[int, int, int], int]  # (validator index, update index, round) -> reason (0 = accept)
-
-
-def accept_all(_v: int, _i: int, _r: int) -> int:
-    return 0
+    def scores(self) -> list[list[int] | None]:
+        """Per set member (set order): its revealed scores, or None when absent (what settlement takes)."""
+        return [list(self.sheets[v].scores) if v in self.revealed else None for v in self.validators]
 
 
 class Consortium:
@@ -223,14 +253,16 @@ class Consortium:
         *,
         validators: int = 3,
         contributors: int = 4,
+        role_delay: int = 60,
         **task: Any,
     ) -> Consortium:
         """Deploy for the first ``validators`` and ``contributors`` of ``keys`` (after the admin and the
-        aggregator); the deployment creates task 1 from ``task`` (:meth:`create_task`'s keywords)."""
+        aggregator); the deployment creates task 1 from ``task`` (:func:`task_params`'s keywords)."""
         net = deploy_consortium(
             w3,
             RoleKeys.laid_out(keys, validators, contributors),
             _task_table(**task),
+            role_delay_s=role_delay,
             timeout=30,
             source="tests.support.chain",
         )
@@ -248,78 +280,143 @@ class Consortium:
     def admin_client(self) -> LedgerClient:
         return self.client(self.admin[1])
 
+    @property
+    def aggregator_client(self) -> LedgerClient:
+        return self.client(self.aggregator[1])
+
+    def key_of(self, address: str) -> str:
+        for a, k in (self.admin, self.aggregator, *self.validators, *self.contributors):
+            if a.lower() == address.lower():
+                return k
+        raise KeyError(address)
+
     def create_task(self, **task: Any) -> int:
         """Another task (the admin's ``createTask``) with :func:`task_params`'s keywords; its id."""
         task.setdefault("genesis", fake_digest("genesis", len(self.rounds)))
         return self.admin_client.create_task(task_params(**task)).value
 
+    def view(self, task_id: int, round_: int) -> RoundView:
+        return self.client().round_view(task_id, round_, block="latest")
+
+    # ─── phases ─────────────────────────────────────────────────────────────────────────────────────────────
+    def submit(
+        self,
+        task_id: int,
+        round_: int,
+        *,
+        who: Sequence[int] | None = None,
+        relayed: bool = False,
+        digests: Sequence[bytes] | None = None,
+        num_samples: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Contributors ``who`` (indexes; default all) that have not submitted yet submit; the blocks."""
+        reader = self.client()
+        n = len(self.contributors)
+        digests = (
+            list(digests) if digests is not None else [fake_digest(task_id, round_, i) for i in range(n)]
+        )
+        samples = list(num_samples) if num_samples is not None else [100 + 10 * i for i in range(n)]
+        chosen = range(n) if who is None else who
+        pending = [
+            (i, self.contributors[i][1])
+            for i in chosen
+            if not reader.submission_of(task_id, round_, self.contributors[i][0], block="latest").submitted
+        ]
+        if relayed and pending:
+            subs = [
+                reader.sign_submission(key, task_id, round_, digests[i], samples[i]) for i, key in pending
+            ]
+            return [self.aggregator_client.submit_updates_for(task_id, round_, subs).block_number]
+        return [
+            self.client(key).submit_update(task_id, round_, digests[i], samples[i]).block_number
+            for i, key in pending
+        ]
+
+    def close_submissions(self, task_id: int, round_: int) -> None:
+        """End the submission window by time when not every contributor submitted."""
+        view = self.view(task_id, round_)
+        if view.phase is Phase.OPEN:
+            warp_past(self.client(), view.submission_end)
+
+    def end_commits(self, task_id: int, round_: int) -> None:
+        view = self.view(task_id, round_)
+        if view.phase in (Phase.OPEN, Phase.COMMIT):
+            warp_past(self.client(), view.commit_end)
+
+    def end_reveals(self, task_id: int, round_: int) -> None:
+        view = self.view(task_id, round_)
+        if not view.finalizable:
+            warp_past(self.client(), view.reveal_end)
+
+    def commit(
+        self,
+        task_id: int,
+        round_: int,
+        validator: str,
+        scores: Sequence[int],
+        reasons: Sequence[int] | None = None,
+    ) -> ScoreSheet:
+        sheet = ScoreSheet.new(scores, reasons)
+        self.client(self.key_of(validator)).commit_sheet(task_id, round_, sheet)
+        return sheet
+
     def run_round(
         self,
         task_id: int,
         *,
-        verdict: Verdict = accept_all,
+        scores: Scorer = score_all_half,
+        absent: Sequence[int] = (),
+        unrevealed: Sequence[int] = (),
+        submitters: Sequence[int] | None = None,
         relayed: bool = False,
         digests: Sequence[bytes] | None = None,
         num_samples: Sequence[int] | None = None,
         aggregate: bytes | None = None,
         finalize: bool = True,
     ) -> RoundRecord:
-        """One round where every contributor that has not submitted yet submits, every validator votes on every
-        update, and (by default) the aggregator finalizes with the quorum outcome."""
+        """One round: ``submitters`` (default every contributor) submit; every member of the round's validator
+        set except those in ``absent`` (consortium validator indexes) commits ``scores``; every committer except
+        those in ``unrevealed`` reveals; windows that do not end early are warped past; and (by default) the
+        aggregator finalizes with the consensus outcome."""
         reader = self.client()
-        round_ = reader.current_round(task_id)
-        base = reader.base_digest(task_id, round_)
-        n = len(self.contributors)
-        digests = (
-            list(digests) if digests is not None else [fake_digest(task_id, round_, i) for i in range(n)]
+        round_ = reader.current_round(task_id, block="latest")
+        base = reader.base_digest(task_id, round_, block="latest")
+        blocks = self.submit(
+            task_id, round_, who=submitters, relayed=relayed, digests=digests, num_samples=num_samples
         )
-        samples = list(num_samples) if num_samples is not None else [100 + 10 * i for i in range(n)]
-        pending = [
-            (i, key)
-            for i, (address, key) in enumerate(self.contributors)
-            if not reader.submission_of(task_id, round_, address).submitted
-        ]
-        blocks: list[int] = []
-        if relayed and pending:
-            subs = [
-                reader.sign_submission(key, task_id, round_, digests[i], samples[i]) for i, key in pending
-            ]
-            blocks.append(
-                self.client(self.aggregator[1]).submit_updates_for(task_id, round_, subs).block_number
-            )
-        else:
-            for i, key in pending:
-                blocks.append(
-                    self.client(key).submit_update(task_id, round_, digests[i], samples[i]).block_number
-                )
-        submitted = [
-            e
-            for e in reader.events(self.record.deploy_block, names=["UpdateSubmitted"])
-            if e.args["taskId"] == task_id and e.args["round"] == round_
-        ]
-        submitted.sort(key=lambda e: e.args["index"])
+        self.close_submissions(task_id, round_)
+        submitted = reader.submissions(task_id, round_)
         count = len(submitted)
-        verdicts: dict[str, list[int]] = {}
-        for v, (address, key) in enumerate(self.validators):
-            reasons = [verdict(v, i, round_) for i in range(count)]
-            verdicts[address] = reasons
-            accepts = bitmap(i for i in range(count) if reasons[i] == 0)
-            blocks.append(
-                self.client(key)
-                .vote_batch(task_id, round_, bitmap(range(count)), accepts, bytes(reasons))
-                .block_number
-            )
+        vset = reader.validator_set(task_id, round_, block="latest")
+        index_of = {a: v for v, (a, _) in enumerate(self.validators)}
+        sheets: dict[str, ScoreSheet] = {}
+        for member in vset.members:
+            v = index_of[member]
+            if v in absent:
+                continue
+            given = [scores(v, i, round_) for i in range(count)]
+            values = [g if isinstance(g, int) else g[0] for g in given]
+            reasons = [0 if isinstance(g, int) else g[1] for g in given]
+            sheets[member] = self.commit(task_id, round_, member, values, reasons)
+        self.end_commits(task_id, round_)
+        revealed: list[str] = []
+        for member, sheet in sheets.items():
+            if index_of[member] in unrevealed:
+                continue
+            blocks.append(self.client(self.key_of(member)).reveal_sheet(task_id, round_, sheet).block_number)
+            revealed.append(member)
         record = RoundRecord(
             task_id,
             round_,
             base,
-            [e.args["digest"] for e in submitted],
-            [e.args["contributor"] for e in submitted],
-            [e.args["numSamples"] for e in submitted],
-            verdicts,
-            [],
-            b"",
-            blocks,
+            [s.digest for s in submitted],
+            [s.contributor for s in submitted],
+            [s.num_samples for s in submitted],
+            list(vset.members),
+            list(vset.weights),
+            sheets,
+            revealed,
+            blocks=blocks,
         )
         if finalize:
             self.finalize(record, aggregate)
@@ -327,13 +424,26 @@ class Consortium:
         return record
 
     def finalize(self, record: RoundRecord, aggregate: bytes | None = None) -> None:
-        tally = self.client().tally(record.task_id, record.round)
+        """The aggregator ends the round with the consensus outcome (after the reveals are over)."""
+        self.end_reveals(record.task_id, record.round)
+        tally = self.client().tally(record.task_id, record.round, block="latest")
+        record.consensus = list(tally.consensus)
         record.accepted = bits(tally.accepted_bitmap)
         if not record.accepted:
             record.aggregate = record.base
         else:
             record.aggregate = aggregate or fake_digest("aggregate", record.task_id, record.round)
-        result = self.client(self.aggregator[1]).finalize_round(
-            record.task_id, record.round, record.aggregate, tally.accepted_bitmap
-        )
+        result = self.aggregator_client.finalize_round(record.task_id, record.round, record.aggregate)
         record.blocks.append(result.block_number)
+
+    def carry_over(self, record: RoundRecord, by: str | None = None) -> None:
+        """Anyone (``by``'s key; default the first contributor) carries the round over after its grace."""
+        view = self.view(record.task_id, record.round)
+        warp_past(self.client(), view.grace_end)
+        tally = self.client().tally(record.task_id, record.round, block="latest")
+        record.consensus = list(tally.consensus)
+        record.accepted = bits(tally.accepted_bitmap)
+        record.aggregate = record.base
+        record.carried_over = True
+        client = self.client(by or self.contributors[0][1])
+        record.blocks.append(client.finalize_carry_over(record.task_id, record.round).block_number)
