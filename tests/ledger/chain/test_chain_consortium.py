@@ -25,24 +25,30 @@ SPEC = hashlib.sha256(b"spec").digest()
 GENESIS = hashlib.sha256(b"genesis").digest()
 
 
-def doc(**task: Any) -> dict[str, Any]:
+def doc(role_delay_s: int | None = None, **task: Any) -> dict[str, Any]:
     base_task: dict[str, Any] = {
         "spec": digest_to_cid(SPEC),
         "genesis": "0x" + GENESIS.hex(),
         "rule": "fedavg",
         "quorum": 2,
         "submission_window_s": 600,
-        "vote_window_s": 300,
+        "commit_window_s": 300,
+        "reveal_window_s": 200,
+        "finalize_grace_s": 900,
+        "max_samples": 50_000,
         "reward_per_round": "1000",
     }
     base_task.update(task)
-    return {
+    out: dict[str, Any] = {
         "admin": ADMIN,
         "aggregator": AGG,
         "validators": list(VALS),
         "contributors": list(CONTRIBS),
         "task": {k: v for k, v in base_task.items() if v is not None},
     }
+    if role_delay_s is not None:
+        out["role_delay_s"] = role_delay_s
+    return out
 
 
 def error(data: dict[str, Any]) -> ConfigError:
@@ -61,7 +67,7 @@ def test_parses_members_and_task() -> None:
     assert c.contributors == tuple(CONTRIBS)
     assert c.task.spec_digest == SPEC  # from the CIDv0
     assert c.task.genesis_digest == GENESIS  # from hex
-    assert c.task.to_abi() == (SPEC, GENESIS, 0, 0, 2, 600, 300, 1000 * 10**18)
+    assert c.task.to_abi() == (SPEC, GENESIS, 0, 0, 2, 600, 300, 200, 900, 50_000, 1000 * 10**18)
 
 
 def test_reads_a_toml_file(tmp_path: Path) -> None:
@@ -70,7 +76,8 @@ def test_reads_a_toml_file(tmp_path: Path) -> None:
         f'admin = "{ADMIN}"\naggregators = ["{AGG}"]\nvalidators = ["{VALS[0]}"]\n'
         f'contributors = ["{CONTRIBS[0]}"]\n[task]\nspec = "0x{SPEC.hex()}"\n'
         f'genesis = "{digest_to_cid(GENESIS, v1=True)}"\nquorum = 1\nsubmission_window_s = 60\n'
-        'vote_window_s = 60\nreward_per_round = "0.5"\n'
+        "commit_window_s = 30\nreveal_window_s = 40\nfinalize_grace_s = 50\nmax_samples = 7\n"
+        'reward_per_round = "0.5"\n'
     )
     c = load_consortium(path)
     assert c.task.genesis_digest == GENESIS  # from the CIDv1
@@ -175,10 +182,14 @@ def test_quorum_above_the_validators_is_refused() -> None:
         ({"norm_clip": 0.0001}, "rounds to 0"),
         ({"quorum": 0}, "from 1 to"),
         ({"submission_window_s": 0}, "from 1 to"),
-        ({"vote_window_s": True}, "whole number"),
+        ({"commit_window_s": True}, "whole number"),
+        ({"reveal_window_s": 0}, "from 1 to"),
+        ({"finalize_grace_s": None}, "task.finalize_grace_s` is missing"),
+        ({"max_samples": 0}, "from 1 to 4294967296"),
+        ({"max_samples": 2**32 + 1}, "from 1 to 4294967296"),
         ({"reward_per_round": "-1"}, "non-negative token amount"),
         ({"reward_per_round": "1e-19"}, "non-negative token amount"),
-        ({"reward_per_round": "1e40"}, "128-bit"),
+        ({"reward_per_round": str(2**96 // 10**18 + 1)}, "below 2**96"),
         ({"spec": "0x" + "00" * 32}, "zero digest"),
         ({"spec": "0x1234"}, "32-byte hex digest"),
         ({"genesis": "QmNotACid"}, "not a usable CID"),
@@ -196,3 +207,33 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("admin = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_consortium(bad)
+
+
+def test_the_v2_task_parameters_are_read_and_packed_in_the_contract_order() -> None:
+    c = parse_consortium(doc(), "c.toml")
+    t = c.task
+    assert (t.submission_window_s, t.commit_window_s, t.reveal_window_s, t.finalize_grace_s) == (
+        600,
+        300,
+        200,
+        900,
+    )
+    assert t.max_samples == 50_000
+    assert t.to_abi()[5:10] == (600, 300, 200, 900, 50_000)
+    assert t.to_json()["finalize_grace_s"] == 900
+
+
+def test_a_v1_vote_window_is_refused_saying_what_replaced_it() -> None:
+    refused = error(doc(vote_window_s=300))
+    assert "task.vote_window_s" in refused.message
+    assert "protocol-v1" in refused.message
+    assert "commit_window_s and reveal_window_s" in (refused.hint or "")
+
+
+def test_the_role_delay_defaults_to_a_day_and_zero_is_refused() -> None:
+    assert parse_consortium(doc(), "c.toml").role_delay_s == 86_400
+    assert parse_consortium(doc(role_delay_s=60), "c.toml").role_delay_s == 60
+    assert parse_consortium(doc(role_delay_s=60), "c.toml").to_json()["role_delay_s"] == 60
+    refused = error(doc(role_delay_s=0))
+    assert "`role_delay_s`" in refused.message
+    assert "unannounced" in (refused.hint or "")
