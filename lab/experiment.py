@@ -8,8 +8,8 @@ calls: −10,000 and a reason code for a hard reject) and otherwise scores the u
 against its own reference update, trained on its own slice of the held-out data (validator ``v`` of ``V`` holds
 every ``V``-th image of the even half of the test split, from the ``v``-th: disjoint slices). Byzantine
 validators score as their attack says (:class:`ValidatorAttack`). The consensus per update (the lower weighted
-median by validator reputation), the accepted set, rewards, reputations and validator distances come from the
-contract's mirror; the aggregate of the accepted updates (FedAvg weighted by consensus, or a robust rule) is
+median by validator reputation), the accepted set, rewards, reputations and validator distances come from
+``ledger.consensus``, the contract's integer-exact mirror; the aggregate of the accepted updates (FedAvg weighted by consensus, or a robust rule) is
 written by ``ledger.aggregation`` exactly as the aggregator writes it. So an update's CID, the aggregate's CID
 and every settlement are the ones the real system produces for the same inputs.
 
@@ -20,8 +20,9 @@ and every settlement are the ones the real system produces for the same inputs.
 Malicious members submit after the honest ones (a little-is-enough attacker is omniscient: it uses the honest
 deltas of the round), except front-runners, which put another member's digest on chain first. The ``absent``
 pseudo-attack leaves the f members out altogether: what is lost with their data alone. With Byzantine
-validators every round also records what the honest validators alone would have decided on the same updates
-(``RoundResult.honest_accepted``), so their effect is measured per update, not only through the accuracy.
+validators every round also records where the honest validators agree on an update (``RoundResult.honest_verdicts``:
+all of them score it > 0, or all ≤ 0), so an outcome the Byzantine ones turned is counted per update (protocol R4
+says there is none below half the weight), not guessed from the accuracy.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ledger.chain.scores import SCORE_ONE, to_fixed
 from node.behaviours import Behaviour, apply_behaviour
 from node.errors import InvalidParameter
 
@@ -69,8 +71,6 @@ LIE_DEDUP_STEP = 1e-3
 rejected as duplicates; each scales its copy by ``1 + k·step`` (k its rank), which no duplicate check can tell
 from an honest difference. The rescaled norms stay inside the benign range to within 1 %."""
 
-SCORE_ONE = 10_000
-"""Scores are fixed point in [−SCORE_ONE, SCORE_ONE] (the contract's int16 scale, ``ledger.chain.scores``)."""
 DEFAULT_MAX_SAMPLES = 2**32
 """The task's ``maxSamples`` (the largest the contract allows): what a sample inflater claims."""
 NEAR_COPY_ROUNDS = 3
@@ -446,8 +446,9 @@ class RoundResult:
     """Each validator's reward this round."""
     validator_reputations: list[int] = field(default_factory=list)
     """Each validator's reputation after this round's settlement."""
-    honest_accepted: list[int] = field(default_factory=list)
-    """Members the honest validators alone would have accepted on the same updates (their scores and weights)."""
+    honest_verdicts: list[int] = field(default_factory=list)
+    """Per update index, the honest validators' unanimous say: +1 every one scored it > 0, −1 every one scored it
+    ≤ 0, 0 they differ (then the outcome is theirs to split and a Byzantine minority may tip it)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -525,23 +526,18 @@ class ExperimentResult:
         bad = set(self.malicious)
         return sum(1 for r in self.rounds for m in r.submitted if m not in bad and m not in r.accepted)
 
-    def honest_validators_honest_rejected(self) -> int:
-        """Honest updates the honest validators alone would have left out, over all rounds (the comparison for
-        :meth:`honest_rejected` with Byzantine validators; equal to it without them)."""
-        bad = set(self.malicious)
-        return sum(1 for r in self.rounds for m in r.submitted if m not in bad and m not in r.honest_accepted)
-
     def byzantine_flips(self) -> tuple[int, int]:
-        """(honest updates rejected that the honest validators accepted, malicious updates accepted that the honest
-        validators rejected), over all rounds: what the Byzantine validators changed. (0, 0) without them."""
+        """(honest updates rejected although every honest validator scored them > 0, malicious updates accepted
+        although every honest validator scored them ≤ 0), over all rounds: outcomes the Byzantine validators turned
+        against the honest ones' unanimous say. (0, 0) whenever they hold less than half the weight (R4)."""
         bad = set(self.malicious)
-        rejected = sum(
-            1
-            for r in self.rounds
-            for m in r.submitted
-            if m not in bad and m in r.honest_accepted and m not in r.accepted
-        )
-        accepted = sum(1 for r in self.rounds for m in r.accepted if m in bad and m not in r.honest_accepted)
+        rejected = accepted = 0
+        for r in self.rounds:
+            for node, verdict in zip(r.submitted, r.honest_verdicts, strict=True):
+                if node not in bad and verdict > 0 and node not in r.accepted:
+                    rejected += 1
+                elif node in bad and verdict < 0 and node in r.accepted:
+                    accepted += 1
         return rejected, accepted
 
     def to_dict(self) -> dict[str, Any]:
@@ -687,12 +683,6 @@ def reference_update(
     return local_train(config.model, base, data, recipe).delta
 
 
-def to_fixed(x: float) -> int:
-    """A score in [−1, 1] as the contract's fixed point (round half away from zero, clamped)."""
-    scaled = float(np.clip(x, -1.0, 1.0)) * SCORE_ONE
-    return int(np.sign(scaled) * np.floor(abs(scaled) + 0.5))
-
-
 def honest_scores(
     config: ExperimentConfig,
     base: Mapping[str, np.ndarray],
@@ -754,109 +744,18 @@ def byzantine_scores(
     return [previous_consensus.get(m, LAZY_SCORE) for m in authors]
 
 
-# --- consensus and settlement (the contract's mirror) ---------------------------------------------------------
+# --- what the honest validators agree on ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Settled:
-    """What finalizing a round settles, per update index and per validator (validator-set order)."""
-
-    consensus: list[int]
-    accepted: list[bool]
-    rewards: list[int]
-    """Contributor reward per update index."""
-    distances: list[int]
-    validator_pay: list[int]
-
-
-def lower_weighted_median(values: Sequence[int], weights: Sequence[int]) -> int:
-    """The smallest value v such that twice the weight of the values ≤ v is at least the total weight."""
-    # TODO(HP): ledger.consensus.lower_weighted_median once it lands.
-    total = sum(weights)
-    below = 0
-    for value, weight in sorted(zip(values, weights, strict=True)):
-        below += weight
-        if 2 * below >= total:
-            return value
-    raise InvalidParameter("weights", list(weights), "need a positive total weight")
-
-
-class ConsensusStandIn:
-    """Reputations and R4–R5 settlement in the contract's integer arithmetic (docs/protocol.md)."""
-
-    # TODO(HP): replace by ledger.consensus.ConsensusBook once it lands (same role: the contract's mirror).
-
-    START, LOW, HIGH = 5_000, 100, 10_000
-
-    def __init__(self) -> None:
-        self._rep: dict[tuple[str, str], int] = {}
-
-    def reputation(self, account: str, role: str) -> int:
-        return self._rep.get((account.lower(), role), self.START)
-
-    def _set(self, account: str, role: str, value: int) -> None:
-        self._rep[(account.lower(), role)] = max(self.LOW, min(self.HIGH, value))
-
-    def settle(
-        self,
-        contributors: Sequence[str],
-        validators: Sequence[str],
-        scores: Sequence[Sequence[int] | None],
-        *,
-        quorum: int,
-        budget: int,
-    ) -> Settled:
-        n = len(contributors)
-        weights = [self.reputation(v, "validator") for v in validators]
-        revealed = sum(s is not None for s in scores)
-        table = [list(s) if s is not None else [0] * n for s in scores]
-        consensus = [lower_weighted_median([row[i] for row in table], weights) for i in range(n)]
-        quorate = revealed >= quorum
-        accepted = [quorate and c > 0 for c in consensus]
-        validator_share = budget * 1_000 // 10_000
-        share = budget - validator_share
-        before = [self.reputation(a, "contributor") for a in contributors]
-        pay_weights = [
-            c * c * rep if ok else 0 for c, rep, ok in zip(consensus, before, accepted, strict=True)
-        ]
-        total = sum(pay_weights)
-        rewards = [share * w // total if total else 0 for w in pay_weights]
-        if quorate:
-            for account, c, rep in zip(contributors, consensus, before, strict=True):
-                step = 500 * c // SCORE_ONE if c > 0 else -(1_500 * -c // SCORE_ONE)
-                self._set(account, "contributor", rep + step)
-        distances, agreements = [], []
-        for s in scores:
-            if s is None or not n:
-                distances.append(0)
-                agreements.append(0)
-                continue
-            d = sum(min(abs(x - c), SCORE_ONE) for x, c in zip(s, consensus, strict=True)) // n
-            distances.append(d)
-            agreements.append(max(0, SCORE_ONE - 2 * d))
-        paid = [w * a if s is not None else 0 for w, a, s in zip(weights, agreements, scores, strict=True)]
-        pay_total = sum(paid)
-        pay = [validator_share * p // pay_total if pay_total else 0 for p in paid]
-        for v, w, a, s in zip(validators, weights, agreements, scores, strict=True):
-            if s is None:
-                self._set(v, "validator", w - 500)
-            elif a >= SCORE_ONE // 2:
-                self._set(v, "validator", w + 200)
-            else:
-                self._set(v, "validator", w - 1_000 * (SCORE_ONE // 2 - a) // (SCORE_ONE // 2))
-        return Settled(consensus, accepted, rewards, distances, pay)
-
-
-def honest_outcome(scores: Sequence[Sequence[int]], weights: Sequence[int], honest: Sequence[int]) -> list[bool]:
-    """What the honest validators' scores alone (with their weights) accept: the outcome the Byzantine ones are
-    measured against. Quorum aside: every one of them revealed, and fewer of them than a quorum is the question
-    of liveness, not of who decides."""
+def honest_verdicts(scores: Sequence[Sequence[int]], honest: Sequence[int]) -> list[int]:
+    """Per update: +1 if every honest validator scored it > 0, −1 if every one scored it ≤ 0, else 0."""
     if not scores:
         return []
-    return [
-        lower_weighted_median([scores[v][i] for v in honest], [weights[v] for v in honest]) > 0
-        for i in range(len(scores[0]))
-    ]
+    out = []
+    for i in range(len(scores[0])):
+        says = [scores[v][i] > 0 for v in honest]
+        out.append(1 if all(says) else -1 if not any(says) else 0)
+    return out
 
 
 # --- aggregation ---------------------------------------------------------------------------------------------
@@ -1009,6 +908,8 @@ def run_experiment(
         with tempfile.TemporaryDirectory(prefix="meshprov-experiment-") as tmp:
             return run_experiment(config, workdir=Path(tmp), limits=limits, observer=observer)
 
+    from ledger.chain.types import Role
+    from ledger.consensus import ConsensusBook
     from node.data import make_federation
     from node.training import evaluate
 
@@ -1022,7 +923,9 @@ def run_experiment(
     base_cid = genesis_cid = write_genesis_file(base_path, config.model, config.seed)
     base = read_weights(base_path)
     initial = evaluate(config.model, base, federation.test, threads=1).accuracy
-    book = ConsensusStandIn()
+    book = ConsensusBook()
+    for address in roles.contributors:
+        book.grant(address, Role.CONTRIBUTOR)
     honest_validators = [v for v in range(config.validators) if v not in set(config.byzantine_set)]
     spec = config.spec
     history: deque[list[tuple[int, np.ndarray]]] = deque(maxlen=NEAR_COPY_ROUNDS)
@@ -1035,7 +938,7 @@ def run_experiment(
         round_dir.mkdir(exist_ok=True)
         published = publish_round(config, federation, base, r, malicious, previous=previous)
         files = _write_round(config, roles, published=published, base_cid=base_cid, round_=r, where=round_dir)
-        weights = [book.reputation(v, "validator") for v in roles.validators]  # frozen at round open
+        weights = book.freeze(roles.validators)  # the validator set's weights, frozen at round open
         reasons, scores = score_round(
             config,
             published,
@@ -1051,16 +954,22 @@ def run_experiment(
         settled = book.settle(
             [roles.contributors[p.node] for p in published],
             roles.validators,
+            weights,
             scores,
             quorum=config.quorum,
             budget=config.budget,
         )
-        chosen = [i for i, ok in enumerate(settled.accepted) if ok]
+        consensus = list(settled.consensus)
+        contributors, validators = (
+            settled.settlements[: len(published)],
+            settled.settlements[len(published) :],
+        )
+        chosen = settled.accepted
         if chosen:
             out = round_dir / "aggregate.safetensors"
             base_cid = aggregate_files(
                 base_path,
-                [(files.digests[i], files.paths[i], settled.consensus[i]) for i in chosen],
+                [(files.digests[i], files.paths[i], consensus[i]) for i in chosen],
                 spec,
                 out,
                 task=config.task_id,
@@ -1073,7 +982,6 @@ def run_experiment(
             base_path.unlink()
             base_path = next_base
         evaluation = evaluate(config.model, base, federation.test, threads=1)
-        honest_view = honest_outcome(scores, weights, honest_validators)
         result = RoundResult(
             round=r,
             accuracy=evaluation.accuracy,
@@ -1081,24 +989,24 @@ def run_experiment(
             submitted=[p.node for p in published],
             reasons=reasons,
             accepted=sorted(published[i].node for i in chosen),
-            rewards={p.node: settled.rewards[i] for i, p in enumerate(published)},
-            reputations={i: book.reputation(a, "contributor") for i, a in enumerate(roles.contributors)},
-            validator_rewards=sum(settled.validator_pay),
+            rewards={p.node: s.reward for p, s in zip(published, contributors, strict=True)},
+            reputations={i: book.reputation(a, Role.CONTRIBUTOR) for i, a in enumerate(roles.contributors)},
+            validator_rewards=sum(s.reward for s in validators),
             aggregate_cid=base_cid,
             seconds=time.perf_counter() - round_started,
             cids=files.cids,
-            consensus=settled.consensus,
+            consensus=consensus,
             scores=scores,
-            distances=settled.distances,
-            validator_pay=settled.validator_pay,
-            validator_reputations=[book.reputation(v, "validator") for v in roles.validators],
-            honest_accepted=sorted(p.node for p, ok in zip(published, honest_view, strict=True) if ok),
+            distances=[s.distance for s in validators],
+            validator_pay=[s.reward for s in validators],
+            validator_reputations=[book.reputation(v, Role.VALIDATOR) for v in roles.validators],
+            honest_verdicts=honest_verdicts(scores, honest_validators),
         )
         for path in set(files.paths):
             path.unlink()
         history.append([(p.node, flatten(p.delta)) for p in published if p.digest_of is None])
         previous = list(published)
-        previous_consensus = {p.node: c for p, c in zip(published, settled.consensus, strict=True)}
+        previous_consensus = {p.node: c for p, c in zip(published, consensus, strict=True)}
         rounds.append(result)
         if observer is not None:
             observer(config, result)

@@ -280,7 +280,7 @@ def _summary(
                 "attack": r.attack,
                 "f": r.num_malicious,
                 "honest_rejected": r.honest_rejected,
-                "honest_rejected_by_honest_validators": r.honest_rejected_by_honest,
+                "honest_rejected_with_honest_validators": r.honest_rejected_by_honest,
                 "honest_rejected_flipped": r.flips[0],
                 "malicious_accepted_flipped": r.flips[1],
                 "validator_reward_share_max": r.share_max,
@@ -305,7 +305,6 @@ def _summary(
                 "honest_rejected": c.honest_rejected,
                 "validator_attack": c.validator_attack,
                 "byzantine_validators": c.byzantine_validators,
-                "honest_rejected_by_honest_validators": c.honest_rejected_by_honest,
                 "byzantine_flips": list(c.byzantine_flips),
                 "validator_reward_share": list(c.validator_share),
             }

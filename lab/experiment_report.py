@@ -62,11 +62,9 @@ class Cell:
     validator_attack: str | None = None
     byzantine_validators: int = 0
     validators: int = 3
-    honest_rejected_by_honest: float = 0.0
-    """Honest updates the honest validators alone would have rejected per run (mean over seeds)."""
     byzantine_flips: tuple[float, float] = (0.0, 0.0)
     """Per run (mean over seeds): honest updates rejected and malicious updates accepted against the honest
-    validators' outcome on the same updates."""
+    validators' unanimous say on the same updates (``ExperimentResult.byzantine_flips``)."""
     validator_share: tuple[float, ...] = ()
     """Per seed: the Byzantine validators' share of the validators' rewards."""
     malicious_sets: tuple[tuple[int, ...], ...] = ()
@@ -149,9 +147,6 @@ def summarise(results: Sequence[ExperimentResult]) -> list[Cell]:
                 validator_attack=validator_attack,
                 byzantine_validators=byzantine,
                 validators=runs[0].config.validators,
-                honest_rejected_by_honest=statistics.fmean(
-                    r.honest_validators_honest_rejected() for r in runs
-                ),
                 byzantine_flips=(
                     statistics.fmean(r.byzantine_flips()[0] for r in runs),
                     statistics.fmean(r.byzantine_flips()[1] for r in runs),
@@ -282,12 +277,13 @@ class ValidatorGoalRow:
     num_malicious: int
     honest_rejected: float
     honest_rejected_by_honest: float
+    """Honest updates rejected per run in the same cell with honest validators only (the comparison)."""
     flips: tuple[float, float]
     share_max: float
 
     @property
     def rejection_ok(self) -> bool:
-        return self.honest_rejected <= self.honest_rejected_by_honest + 1e-9
+        return self.flips[0] == 0 and self.honest_rejected <= self.honest_rejected_by_honest + 1e-9
 
     @property
     def acceptance_ok(self) -> bool:
@@ -304,22 +300,30 @@ class ValidatorGoalRow:
 
 def validator_goal(cells: Sequence[Cell], *, pipeline: Pipeline = DEFAULT_PIPELINE) -> list[ValidatorGoalRow]:
     """The validators' goal for every cell of the pipeline with Byzantine validators below half the count (their
-    weight starts equal, so below half the weight)."""
-    return [
-        ValidatorGoalRow(
-            str(c.validator_attack),
-            c.byzantine_validators,
-            c.validators,
-            c.attack,
-            c.num_malicious,
-            c.honest_rejected,
-            c.honest_rejected_by_honest,
-            c.byzantine_flips,
-            max(c.validator_share, default=0.0),
+    weight starts equal, so below half the weight), against the same cell with honest validators only."""
+    rows = []
+    for c in cells:
+        if (
+            c.pipeline is not pipeline
+            or not c.byzantine_validators
+            or 2 * c.byzantine_validators >= c.validators
+        ):
+            continue
+        honest = find(cells, c.attack, c.num_malicious, pipeline)
+        rows.append(
+            ValidatorGoalRow(
+                str(c.validator_attack),
+                c.byzantine_validators,
+                c.validators,
+                c.attack,
+                c.num_malicious,
+                c.honest_rejected,
+                c.honest_rejected if honest is None else honest.honest_rejected,
+                c.byzantine_flips,
+                max(c.validator_share, default=0.0),
+            )
         )
-        for c in cells
-        if c.pipeline is pipeline and c.byzantine_validators and 2 * c.byzantine_validators < c.validators
-    ]
+    return rows
 
 
 # --- markdown ------------------------------------------------------------------------------------------------
@@ -352,7 +356,7 @@ def goal_table(rows: Sequence[GoalRow]) -> str:
 
 def validator_goal_table(rows: Sequence[ValidatorGoalRow]) -> str:
     lines = [
-        "| validator attack | Byzantine / validators | member attack | honest rejected (honest validators alone) "
+        "| validator attack | Byzantine / validators | member attack | honest rejected (with honest validators) "
         "| flips: honest rejected / malicious accepted | Byzantine validators' reward % (max) | goal |",
         "|---|---|---|---|---|---|---|",
     ]
