@@ -1,16 +1,19 @@
-"""Byzantine members against every pipeline (issue 9): final accuracy, rounds to 90 %, rewards and reputation of
-the malicious members, for each attack, fraction of malicious members and pipeline, over seeds.
+"""Byzantine members and validators against every pipeline (issues 9 and 13): final accuracy, rounds to 90 %,
+rewards and reputation of the malicious members, for each attack, fraction of malicious members and pipeline,
+over seeds; with ``--byzantine-validators K``, the same with K Byzantine validators per validator attack.
 
-Baselines, measured in the same run: the honest-only run (f = 0) of each pipeline, FedAvg without checks (no
-defence), and the f members simply absent (what losing their data costs, with no attack).
+Baselines, measured in the same run: the f members simply absent (the goal's reference: what losing their data
+costs, with no attack), the honest-only run (f = 0) of each pipeline, FedAvg without checks (no defence), and for
+Byzantine validators the same cells with honest validators only.
 
     python benchmarks/byzantine.py [--seeds 3] [--jobs 2] [--out docs/robustness] [--results runs.json] [--json]
+    python benchmarks/byzantine.py --byzantine-validators 1 [--validator-attack collude,lazy] --fraction 0,0.3
     python benchmarks/byzantine.py --e2e [--attack sign-flip] [--rounds 10]   # the real chain and workers agree
 
 The sweep is ``meshprov experiment byzantine`` (every option of it is accepted here). ``--e2e`` runs one
 configuration (30 % malicious, the default pipeline) through anvil, redis-server and real validator and
 aggregator processes (lab/meshnet.py) and compares every round with the pure pipeline: the same update
-CIDs, verdicts, accepted sets, aggregate CIDs, settlements and accuracy.
+CIDs, scores, consensus, accepted sets, aggregate CIDs, settlements and accuracy.
 """
 
 from __future__ import annotations
