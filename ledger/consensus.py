@@ -11,14 +11,16 @@ The rules, in the contract's integer arithmetic (``//`` rounds down, as Solidity
 * **Consensus** of update *i*: the :func:`lower_weighted_median` of the scores of the round's validator set, each
   weighted by the member's validator reputation frozen when the round opened; a member that did not reveal counts
   as score 0. Accepted iff consensus > 0 and at least ``quorum`` members revealed.
-* **Budget.** ``validator_share = budget * 1000 // 10000``, contributors share the rest; a carry-over pays nothing.
+* **Budget.** ``validator_share = budget * 1000 // 10000``, contributors share the rest; a carry-over pays nothing
+  and records an empty accepted set (its consensus still settles the reputations).
 * **Contributors** (update-index order): reward ``share * w_i // Σ w`` with ``w_i = c_i² * reputation`` for an
   accepted update, else 0. Reputation (only when the quorum was met): ``c > 0`` → ``+500 * c // 10000``;
   ``c < 0`` → ``-(1500 * |c| // 10000)``; clamped to [100, 10000].
 * **Validators** (set order): a member that revealed has distance ``d = Σ min(|s_i - c_i|, 10000) // n`` (0 when
   the round had no update) and agreement ``A = max(0, 10000 - 2d)`` (basis points); reputation ``+200`` if
-  ``A ≥ 5000``, else ``-(1000 * (5000 - A) // 5000)``; reward ``validator_share * weight * A // Σ``. A member that
-  did not reveal is absent: ``-500``, no reward.
+  ``A ≥ 5000``, else ``-(1000 * (5000 - A) // 5000)``; reward ``validator_share * rep * A // Σ`` with ``rep`` its
+  validator reputation before this round's step (the weight frozen at opening only weighs the median). A member
+  that did not reveal is absent: ``-500``, no reward.
 * Rounding dust and shares nobody earned are not accrued. Rewards accrue (``accrued``) until claimed.
 
 A member starts at reputation 5000 when it is first granted a role (:meth:`ConsensusBook.grant`; an account the
@@ -234,12 +236,13 @@ class ConsensusBook:
         pay = 0 if carried_over else budget
         validator_share = pay * c.validator_share_bps // 10_000
         out = self._settle_contributors(contributors, consensus, accepted, quorate, pay - validator_share)
-        out += self._settle_validators(validators, weights, scores, consensus, validator_share)
+        out += self._settle_validators(validators, scores, consensus, validator_share)
         for s in out:
             if s.reward:
                 key = s.account.lower()
                 self.accrued[key] = self.accrued.get(key, 0) + s.reward
-        return RoundSettlement(tuple(consensus), accepted, tuple(out), carried_over)
+        # A carry-over uses no update: the event records an empty accepted set (the base carries over).
+        return RoundSettlement(tuple(consensus), 0 if carried_over else accepted, tuple(out), carried_over)
 
     def _settle_contributors(
         self, contributors: Sequence[str], consensus: Sequence[int], accepted: int, quorate: bool, share: int
@@ -267,7 +270,6 @@ class ConsensusBook:
     def _settle_validators(
         self,
         validators: Sequence[str],
-        weights: Sequence[int],
         scores: Sequence[Sequence[int] | None],
         consensus: Sequence[int],
         share: int,
@@ -276,7 +278,7 @@ class ConsensusBook:
         n = len(consensus)
         rows: list[tuple[str, int, int, bool]] = []  # account, new reputation, distance, absent
         pay_weights: list[int] = []
-        for v, weight, row in zip(validators, weights, scores, strict=True):
+        for v, row in zip(validators, scores, strict=True):
             self.grant(v, Role.VALIDATOR)
             old = self.reputation(v, Role.VALIDATOR)
             if row is None:
@@ -292,7 +294,8 @@ class ConsensusBook:
                 else:
                     new = lower_reputation(old, c.validator_loss * (half - a) // half, c)
                 rows.append((v, new, d, False))
-                pay_weights.append(weight * a)
+                # Paid by its reputation at settlement (before this round's step), not the frozen weight.
+                pay_weights.append(old * a)
             self._set(v, Role.VALIDATOR, new)
         total = sum(pay_weights)
         return [

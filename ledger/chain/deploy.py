@@ -1,7 +1,7 @@
 """Deploy MeshToken + MeshLedger for a consortium and record the deployment (``meshprov chain deploy``).
 
 :func:`deploy` sends, signed with the deployer's key and one at a time (each receipt waited for and checked):
-the token, the ledger (with the consortium's ``role_delay_s`` as its immutable ``roleDelay``), ``setMinter(ledger)``,
+the token, the libraries the ledger's bytecode links (RoundSettlement), the ledger (linked to them, with the consortium's ``role_delay_s`` as its immutable ``roleDelay``), ``setMinter(ledger)``,
 a ``grantRole`` per member (and to the consortium's admin when the deployer is not it), ``createTask``, and then the
 deployer renounces its own admin role so that it keeps no power. Every grant comes before ``createTask``: until the
 first task exists role changes are immediate, afterwards each waits ``roleDelay`` (docs/protocol.md R6); renouncing
@@ -86,6 +86,8 @@ class DeploymentRecord:
     consortium: dict[str, Any]
     transactions: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    libraries: dict[str, str] = field(default_factory=dict)
+    """The linked libraries' addresses by name (RoundSettlement)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class DeploymentRecord:
             "consortium": self.consortium,
             "transactions": self.transactions,
             "artifacts": self.artifacts,
+            "libraries": self.libraries,
         }
 
     @classmethod
@@ -122,7 +125,7 @@ class DeploymentRecord:
                 raise RecordUnreadable(path, f"`{name}` must be a non-negative integer, got {value!r}")
             if kind is str and not (isinstance(value, str) and is_hex_address(value)):
                 raise RecordUnreadable(path, f"`{name}` must be an address, got {value!r}")
-        for name in ("consortium", "transactions", "artifacts"):
+        for name in ("consortium", "transactions", "artifacts", "libraries"):
             if not isinstance(data.get(name, {}), dict):
                 raise RecordUnreadable(path, f"`{name}` must be a JSON object")
         return cls(
@@ -135,6 +138,7 @@ class DeploymentRecord:
             consortium=dict(data.get("consortium", {})),
             transactions=dict(data.get("transactions", {})),
             artifacts=dict(data.get("artifacts", {})),
+            libraries=dict(data.get("libraries", {})),
         )
 
     @classmethod
@@ -231,7 +235,12 @@ def deploy(
     token_address = tx.send("deploy MeshToken", token_factory.constructor())["contractAddress"]
     token = w3.eth.contract(address=token_address, abi=token_art.abi)
 
-    ledger_factory = w3.eth.contract(abi=ledger_art.abi, bytecode=ledger_art.bytecode)
+    libraries: dict[str, str] = {}
+    for name in ledger_art.libraries:
+        library = load_artifact(name)
+        factory = w3.eth.contract(abi=library.abi, bytecode=library.bytecode)
+        libraries[name] = str(tx.send(f"deploy {name}", factory.constructor())["contractAddress"])
+    ledger_factory = w3.eth.contract(abi=ledger_art.abi, bytecode=ledger_art.linked_bytecode(libraries))
     # The deployer administers the ledger while it sets it up; with a different admin it hands over at the end.
     receipt = tx.send(
         "deploy MeshLedger",
@@ -278,4 +287,5 @@ def deploy(
         consortium=consortium.to_json(),
         transactions=tx.transactions,
         artifacts={a.name: a.sources_hash for a in (ledger_art, token_art)},
+        libraries=libraries,
     )
