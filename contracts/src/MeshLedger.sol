@@ -4,30 +4,37 @@ pragma solidity 0.8.30;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 
 import {IMeshLedger} from "./interfaces/IMeshLedger.sol";
 import {IMeshToken} from "./interfaces/IMeshToken.sol";
 import {Bits} from "./libraries/Bits.sol";
+import {Consensus} from "./libraries/Consensus.sol";
+import {
+    Account, Config, Entry, Globals, LedgerStore, Live, Member, Position, Reputations, Seated, Times
+} from "./libraries/LedgerStore.sol";
+import {RoundSettlement} from "./RoundSettlement.sol";
 
-/// @title MeshLedger
-/// @notice The provenance ledger of consortium training runs. See {IMeshLedger} and docs/contracts.md.
-/// @dev Storage keeps what the contract enforces: the live round of each task (its submissions, each
-/// validator's ballot, which contributors already submitted), the lineage (each round's aggregate), and each
-/// account's reputations and nonce. Everything else — the digest of every update, every reason code, every
-/// payment — is in the logs, which carry enough to rebuild the whole history (docs/contracts.md, "Events").
-/// Gas: per-round slots that only matter while a round is live are keyed by task (and tagged with the round
-/// where needed), so a later round overwrites them (a nonzero-to-nonzero store) instead of filling a fresh
-/// slot each round; reputations are packed eight to a slot by member seat, so finalization updates a few
-/// slots instead of one per member.
-contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
+/// @title MeshLedger (protocol v2)
+/// @notice The provenance ledger of consortium training runs. See {IMeshLedger}, docs/protocol.md (the rules and
+/// why) and docs/contracts.md (this contract).
+/// @dev Storage keeps what the contract enforces: the live round of each task (its submissions, its frozen
+/// validator set, each member's commitment and then its revealed scores), the lineage (each round's aggregate),
+/// and each account's reputations, nonce and accrued rewards. Everything else — the digest of every update,
+/// every reason code, every settlement — is in the logs.
+/// Gas: per-round slots are keyed by task (and tagged with the round where needed), so a later round overwrites
+/// them (a nonzero-to-nonzero store) instead of filling a fresh slot each round; reputations are packed four
+/// seats (both roles) to a slot; rewards accrue in the account's own slot (already nonzero for every member), so a
+/// task's first finalization costs what every finalization costs; a member's commitment slot is reused for its
+/// first word of scores at reveal.
+contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
     using Bits for uint256;
+    using Reputations for LedgerStore;
 
     // ─── Constants ──────────────────────────────────────────────────────────────────────────────────────────
 
     /// @notice Role of the members that train and submit updates.
     bytes32 public constant CONTRIBUTOR_ROLE = keccak256("CONTRIBUTOR_ROLE");
-    /// @notice Role of the members that check updates and vote on them.
+    /// @notice Role of the members that score updates (a round's validator set is frozen from it at round open).
     bytes32 public constant VALIDATOR_ROLE = keccak256("VALIDATOR_ROLE");
     /// @notice Role of the members that aggregate the accepted updates and finalize rounds.
     bytes32 public constant AGGREGATOR_ROLE = keccak256("AGGREGATOR_ROLE");
@@ -42,9 +49,11 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
     uint8 public constant RULE_MEDIAN = 2;
     uint8 public constant RULE_MULTI_KRUM = 3;
 
-    /// @notice Updates one round can hold (a ballot keeps two 112-bit bitmaps and the round in one slot).
+    /// @notice Fixed point of a score: 10_000 = 1.0; scores are int16 in [-SCORE_ONE, SCORE_ONE].
+    int16 public constant SCORE_ONE = 10_000;
+    /// @notice Updates one round can hold (seven words of scores per validator).
     uint256 public constant MAX_UPDATES_PER_ROUND = 112;
-    /// @notice Validators at once (finalization reads every validator's ballot).
+    /// @notice Validators at once (a round's set; the commit and reveal masks are 32-bit).
     uint256 public constant MAX_VALIDATORS = 32;
     /// @notice Member seats ever assigned. A contributor or validator gets a seat at its first grant and keeps
     /// it for good, so a revoked and re-granted contributor cannot submit twice in a round.
@@ -54,14 +63,24 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
     uint32 public constant REPUTATION_MIN = 100;
     uint32 public constant REPUTATION_MAX = 10_000;
     uint32 public constant REPUTATION_START = 5_000;
-    /// @notice Contributor reputation change per accepted / rejected update.
+    /// @notice Contributor reputation change for consensus c: +GAIN·c/SCORE_ONE (c > 0), -LOSS·|c|/SCORE_ONE (c < 0).
     uint32 public constant CONTRIBUTOR_GAIN = 500;
     uint32 public constant CONTRIBUTOR_LOSS = 1_500;
-    /// @notice Validator reputation change per round in which it voted only with / at least once against the outcome.
+    /// @notice Validator reputation change: +GAIN when its agreement is at least ½, else -LOSS·(½ - A)/½;
+    /// -ABSENT_LOSS when it did not reveal.
     uint32 public constant VALIDATOR_GAIN = 200;
     uint32 public constant VALIDATOR_LOSS = 1_000;
+    uint32 public constant ABSENT_LOSS = 500;
+    /// @notice The mean distance to the consensus at which a validator's agreement reaches 0.
+    uint256 public constant DISTANCE_SCALE = 5_000;
     /// @notice Share of each round's budget for the validators, in basis points; the rest goes to contributors.
     uint256 public constant VALIDATOR_SHARE_BPS = 1_000;
+    /// @notice The longest a pause lasts (it lapses by itself), and the least time between two pauses.
+    uint64 public constant MAX_PAUSE = 3 days;
+    /// @notice The largest `maxSamples` a task may allow.
+    uint64 public constant MAX_SAMPLES_CAP = 2 ** 32;
+    /// @notice `rewardPerRound` must be below this.
+    uint128 public constant REWARD_CAP = 2 ** 96;
 
     uint8 private constant FLAG_CONTRIBUTOR = 1;
     uint8 private constant FLAG_VALIDATOR = 2;
@@ -69,95 +88,26 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
     /// Seat words: bits 0-31 hold the round the word belongs to, bits 32-255 one bit per contributor seat.
     uint256 private constant SEATS_PER_WORD = 224;
     uint256 private constant SEAT_BITS_OFFSET = 32;
-    /// Reputations: 32-bit values, four seats (each a contributor and a validator value) per slot.
-    uint256 private constant SEATS_PER_REP_WORD_LOG2 = 2;
+    /// Score words of set member k live at keys k·8 + w (w < 7); word 0 holds the commitment until the reveal.
+    uint256 private constant WORDS_PER_MEMBER_LOG2 = 3;
 
     // ─── Storage ────────────────────────────────────────────────────────────────────────────────────────────
 
-    /// One slot per address: the role flags mirror AccessControl so that a hot path reads roles, seat and
-    /// nonce in one load (kept in step by the _grantRole/_revokeRole overrides). Reputations are kept by seat
-    /// in `_reputations`.
-    struct Account {
-        uint64 nonce;
-        uint16 seat;
-        uint8 flags;
-    }
-
-    /// A validator in the list finalization visits.
-    struct Seated {
-        address member;
-        uint16 seat;
-    }
-
-    struct Config {
-        bytes32 specDigest;
-        bytes32 genesisDigest;
-        uint128 rewardPerRound;
-        uint32 submissionWindow; // nonzero for every created task: doubles as the existence check
-        uint32 voteWindow;
-        uint32 ruleParam;
-        uint16 quorum;
-        uint8 rule;
-    }
-
-    /// The live round of a task.
-    struct Live {
-        uint32 round;
-        uint40 openedAt;
-        uint40 closedAt; // nonzero once every contributor submitted (submissions closed before the window)
-        uint16 submissionCount;
-    }
-
-    /// Update `index` of the task's live round (the slot is reused by the same index of later rounds; only
-    /// indexes below the live round's submission count are read).
-    struct Entry {
-        address contributor;
-        uint64 numSamples;
-        uint16 seat;
-    }
-
-    /// A validator's verdicts on one round (reused by later rounds).
-    struct Ballot {
-        uint32 round;
-        uint112 voted;
-        uint112 accepts;
-    }
-
-    /// The current validators' ballots on the round being finalized, as bitmaps (zero for a validator that has
-    /// not voted in it), and whether each of them has voted on every update.
-    struct Votes {
-        Seated[] validators;
-        uint256[] voted;
-        uint256[] accepts;
-        bool allVoted;
-    }
-
     IMeshToken private immutable _token;
+    uint64 private immutable _roleDelay;
 
-    uint64 private _taskCount;
-    uint32 private _contributorCount;
-    uint16 private _lastSeat;
-
-    Seated[] private _validatorList;
-    mapping(address validator => uint256 position) private _validatorPosition; // 1-based; 0 = not listed
-
-    mapping(address who => Account) private _accounts;
-    mapping(uint256 word => uint256 reputations) private _reputations;
-    mapping(uint256 taskId => Config) private _configs;
-    mapping(uint256 taskId => Live) private _live;
-    mapping(uint256 taskId => mapping(uint256 word => uint256 seats)) private _seatWords;
-    mapping(uint256 taskId => mapping(uint256 index => Entry)) private _entries;
-    mapping(uint256 taskId => mapping(address validator => Ballot)) private _ballots;
-    mapping(uint256 taskId => mapping(uint32 round => bytes32 digest)) private _aggregates;
+    LedgerStore private _s;
 
     // ─── Construction ───────────────────────────────────────────────────────────────────────────────────────
 
     /// @param admin receives the admin role (grants roles, creates tasks, pauses).
     /// @param token_ the reward token; its deployer must then call `setMinter(<this ledger>)`.
-    constructor(address admin, IMeshToken token_) EIP712("MeshLedger", "1") {
+    /// @param roleDelay_ seconds between scheduling a role change and its earliest execution, once a task exists.
+    constructor(address admin, IMeshToken token_, uint64 roleDelay_) EIP712("MeshLedger", "2") {
         if (address(token_) == address(0)) revert MeshLedger_ZeroToken();
         if (admin == address(0)) revert MeshLedger_ZeroAdmin();
         _token = token_;
+        _roleDelay = roleDelay_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
@@ -169,35 +119,124 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
         if (p.genesisDigest == bytes32(0)) revert MeshLedger_InvalidDigest(p.genesisDigest);
         if (!_ruleFits(p.rule, p.ruleParam)) revert MeshLedger_InvalidRule(p.rule, p.ruleParam);
         if (p.quorum == 0) revert MeshLedger_InvalidQuorum(p.quorum);
-        if (p.submissionWindow == 0 || p.voteWindow == 0) {
-            revert MeshLedger_InvalidWindows(p.submissionWindow, p.voteWindow);
+        if (p.quorum > _s.validatorList.length) revert MeshLedger_QuorumAboveValidators(p.quorum, _s.validatorList.length);
+        if (p.submissionWindow == 0 || p.commitWindow == 0 || p.revealWindow == 0 || p.finalizeGrace == 0) {
+            revert MeshLedger_InvalidWindows(p.submissionWindow, p.commitWindow, p.revealWindow, p.finalizeGrace);
         }
-        taskId = ++_taskCount;
-        _configs[taskId] = Config({
-            specDigest: p.specDigest,
-            genesisDigest: p.genesisDigest,
-            rewardPerRound: p.rewardPerRound,
+        if (p.maxSamples == 0 || p.maxSamples > MAX_SAMPLES_CAP) {
+            revert MeshLedger_InvalidMaxSamples(p.maxSamples, MAX_SAMPLES_CAP);
+        }
+        if (p.rewardPerRound >= REWARD_CAP) revert MeshLedger_InvalidReward(p.rewardPerRound, REWARD_CAP);
+        Globals memory g = _s.globals;
+        taskId = ++g.taskCount;
+        _s.globals = g;
+        _s.configs[taskId] = Config({
             submissionWindow: p.submissionWindow,
-            voteWindow: p.voteWindow,
+            commitWindow: p.commitWindow,
+            revealWindow: p.revealWindow,
+            finalizeGrace: p.finalizeGrace,
+            maxSamples: p.maxSamples,
             ruleParam: p.ruleParam,
             quorum: p.quorum,
-            rule: p.rule
+            rule: p.rule,
+            rewardPerRound: p.rewardPerRound,
+            specDigest: p.specDigest,
+            genesisDigest: p.genesisDigest
         });
-        _live[taskId] = Live({round: 1, openedAt: uint40(block.timestamp), closedAt: 0, submissionCount: 0});
         // Tag seat word 0 with round 1 now, so that even the task's first submission updates a nonzero slot.
-        _seatWords[taskId][0] = 1;
+        _s.seatWords[taskId][0] = 1;
         emit TaskCreated(taskId, msg.sender, p);
-        emit RoundOpened(taskId, 1, msg.sender, p.genesisDigest, uint64(block.timestamp));
+        uint64 t = _ledgerNow(g);
+        uint8 count = RoundSettlement.openRound(_s, taskId, 1, p.genesisDigest, t);
+        // Fill the set's commitment slots now, so that even the task's first commitments overwrite nonzero slots.
+        for (uint256 k; k < count; ++k) {
+            _s.scoreWords[taskId][k << WORDS_PER_MEMBER_LOG2] = 1;
+        }
     }
 
     /// @inheritdoc IMeshLedger
     function pause() external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _pause();
+        Globals memory g = _s.globals;
+        if (_pausedNow(g)) revert MeshLedger_Paused(uint64(g.pausedAt) + MAX_PAUSE);
+        _foldLapsedPause(g);
+        if (g.lastPauseEnd != 0 && block.timestamp < uint256(g.lastPauseEnd) + MAX_PAUSE) {
+            revert MeshLedger_PauseCooldown(uint64(g.lastPauseEnd) + MAX_PAUSE, block.timestamp);
+        }
+        g.pausedAt = uint40(block.timestamp);
+        _s.globals = g;
+        emit Paused(msg.sender);
     }
 
     /// @inheritdoc IMeshLedger
     function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _unpause();
+        Globals memory g = _s.globals;
+        if (!_pausedNow(g)) revert MeshLedger_NotPaused();
+        // unchecked: pausedAt ≤ block.timestamp, and the sum of all pauses stays below the wall time.
+        unchecked {
+            g.pausedTotal += uint40(block.timestamp - g.pausedAt);
+        }
+        g.lastPauseEnd = uint40(block.timestamp);
+        g.pausedAt = 0;
+        _s.globals = g;
+        emit Unpaused(msg.sender);
+    }
+
+    /// @inheritdoc IMeshLedger
+    function paused() external view returns (bool) {
+        return _pausedNow(_s.globals);
+    }
+
+    /// @inheritdoc IMeshLedger
+    function scheduleRoleChange(bytes32 role, address account_, bool grant)
+        external
+        onlyRole(getRoleAdmin(role))
+        returns (uint64 executeAfter)
+    {
+        bytes32 key = _changeKey(role, account_, grant);
+        uint64 pending = _s.pendingChanges[key];
+        if (pending != 0) revert MeshLedger_RoleChangePending(role, account_, grant, pending);
+        executeAfter = uint64(block.timestamp) + _roleDelay;
+        // A zero roleDelay would store 0 (= none) for a change made at time 0; block times are never 0.
+        _s.pendingChanges[key] = executeAfter;
+        emit RoleChangeScheduled(role, account_, grant, executeAfter);
+    }
+
+    /// @inheritdoc IMeshLedger
+    function executeRoleChange(bytes32 role, address account_, bool grant) external {
+        bytes32 key = _changeKey(role, account_, grant);
+        uint64 executeAfter = _s.pendingChanges[key];
+        if (executeAfter == 0) revert MeshLedger_RoleChangeNotScheduled(role, account_, grant);
+        if (block.timestamp < executeAfter) {
+            revert MeshLedger_RoleChangeNotReady(role, account_, grant, executeAfter, block.timestamp);
+        }
+        delete _s.pendingChanges[key];
+        if (grant) {
+            _grantRole(role, account_);
+        } else {
+            _revokeRole(role, account_);
+        }
+    }
+
+    /// @inheritdoc IMeshLedger
+    function cancelRoleChange(bytes32 role, address account_, bool grant) external onlyRole(getRoleAdmin(role)) {
+        bytes32 key = _changeKey(role, account_, grant);
+        if (_s.pendingChanges[key] == 0) revert MeshLedger_RoleChangeNotScheduled(role, account_, grant);
+        delete _s.pendingChanges[key];
+        emit RoleChangeCancelled(role, account_, grant);
+    }
+
+    /// @notice Immediate grant, only while no task exists (setting up the consortium); afterwards
+    /// {scheduleRoleChange}.
+    function grantRole(bytes32 role, address account_) public override {
+        if (_s.globals.taskCount != 0) revert MeshLedger_RoleChangeDelayed(role, account_);
+        super.grantRole(role, account_);
+    }
+
+    /// @notice Immediate revocation, only while no task exists; afterwards {scheduleRoleChange}. Renouncing one's
+    /// own role ({renounceRole}) stays immediate.
+    function revokeRole(bytes32 role, address account_) public override {
+        if (_s.globals.taskCount != 0) revert MeshLedger_RoleChangeDelayed(role, account_);
+        super.revokeRole(role, account_);
     }
 
     // ─── Submissions ────────────────────────────────────────────────────────────────────────────────────────
@@ -205,107 +244,104 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
     /// @inheritdoc IMeshLedger
     function submitUpdate(uint256 taskId, uint32 round, bytes32 digest, uint64 numSamples)
         external
-        whenNotPaused
         returns (uint16 index)
     {
-        Account memory a = _accounts[msg.sender];
+        Account memory a = _s.accounts[msg.sender];
         if (a.flags & FLAG_CONTRIBUTOR == 0) revert MeshLedger_NotContributor(msg.sender);
-        Live memory live = _openRound(taskId, round);
-        index = _record(taskId, live, msg.sender, a.seat, digest, numSamples);
-        _closeIfComplete(taskId, live, _contributorCount, msg.sender);
-        _live[taskId] = live;
+        (Globals memory g, Live memory live, uint64 t, uint64 maxSamples) = _submissionRound(taskId, round);
+        index = _record(taskId, live, msg.sender, a.seat, digest, numSamples, maxSamples);
+        _closeIfComplete(taskId, live, g.contributorCount, msg.sender, t);
+        _s.live[taskId] = live;
     }
 
     /// @inheritdoc IMeshLedger
     function submitUpdateFor(uint256 taskId, uint32 round, SignedSubmission calldata sub)
         external
-        whenNotPaused
         returns (uint16 index)
     {
-        Live memory live = _openRound(taskId, round);
-        index = _recordSigned(taskId, live, sub);
-        _closeIfComplete(taskId, live, _contributorCount, sub.contributor);
-        _live[taskId] = live;
+        (Globals memory g, Live memory live, uint64 t, uint64 maxSamples) = _submissionRound(taskId, round);
+        index = _recordSigned(taskId, live, sub, maxSamples);
+        _closeIfComplete(taskId, live, g.contributorCount, sub.contributor, t);
+        _s.live[taskId] = live;
     }
 
     /// @inheritdoc IMeshLedger
     function submitUpdatesFor(uint256 taskId, uint32 round, SignedSubmission[] calldata subs)
         external
-        whenNotPaused
         returns (uint16 firstIndex)
     {
         if (subs.length == 0) revert MeshLedger_EmptyBatch();
-        Live memory live = _openRound(taskId, round);
-        uint256 contributors = _contributorCount;
+        (Globals memory g, Live memory live, uint64 t, uint64 maxSamples) = _submissionRound(taskId, round);
         firstIndex = live.submissionCount;
         for (uint256 i; i < subs.length; ++i) {
             // The same rule as one call per item: once the round closed early, later items are refused.
             if (live.closedAt != 0) revert MeshLedger_SubmissionsClosed(taskId, round, live.closedAt);
-            _recordSigned(taskId, live, subs[i]);
-            _closeIfComplete(taskId, live, contributors, subs[i].contributor);
+            _recordSigned(taskId, live, subs[i], maxSamples);
+            _closeIfComplete(taskId, live, g.contributorCount, subs[i].contributor, t);
         }
-        _live[taskId] = live;
+        _s.live[taskId] = live;
     }
 
-    // ─── Votes ──────────────────────────────────────────────────────────────────────────────────────────────
+    // ─── Scores ─────────────────────────────────────────────────────────────────────────────────────────────
 
     /// @inheritdoc IMeshLedger
-    function vote(uint256 taskId, uint32 round, uint16 index, bool accept, uint8 reason) external whenNotPaused {
-        if (accept == (reason != 0)) revert MeshLedger_InvalidReason(index, accept, reason);
-        // An index beyond 255 shifts out to an empty bitmap, which _castVotes refuses as an unknown update.
-        uint256 bit = uint256(1) << index;
-        uint256 accepts = accept ? bit : 0;
-        _castVotes(taskId, round, bit, accepts);
-        emit VotesCast(taskId, round, msg.sender, bit, accepts, abi.encodePacked(reason));
+    function commitScores(uint256 taskId, uint32 round, bytes32 commitment) external {
+        (Live memory live, Times memory tm) = _liveTimes(taskId, round, true);
+        if (tm.now_ < tm.submissionEnd) revert MeshLedger_CommitNotOpen(taskId, round, tm.submissionEnd);
+        if (tm.now_ >= tm.commitEnd) revert MeshLedger_CommitClosed(taskId, round, tm.commitEnd);
+        uint256 k = _setIndex(taskId, round, msg.sender);
+        uint32 bit = uint32(1 << k);
+        if (live.committed & bit != 0) revert MeshLedger_AlreadyCommitted(taskId, round, msg.sender);
+        live.committed |= bit;
+        // The commit phase ends as soon as the whole set is bound: nothing more can come.
+        if (uint256(live.committed) == Bits.lowMask(live.validatorCount)) live.commitClosedAt = uint40(tm.now_);
+        _s.live[taskId] = live;
+        _s.scoreWords[taskId][k << WORDS_PER_MEMBER_LOG2] = uint256(commitment);
+        emit ScoresCommitted(taskId, round, msg.sender, commitment);
     }
 
     /// @inheritdoc IMeshLedger
-    function voteBatch(uint256 taskId, uint32 round, uint256 indexes, uint256 accepts, bytes calldata reasons)
+    function revealScores(uint256 taskId, uint32 round, bytes calldata scores, bytes calldata reasons, bytes32 salt)
         external
-        whenNotPaused
     {
-        _castVotes(taskId, round, indexes, accepts);
-        _checkReasons(indexes, accepts, reasons);
-        emit VotesCast(taskId, round, msg.sender, indexes, accepts, reasons);
-    }
-
-    // ─── Finalization ───────────────────────────────────────────────────────────────────────────────────────
-
-    /// @inheritdoc IMeshLedger
-    function finalizeRound(uint256 taskId, uint32 round, bytes32 aggregateDigest_, uint256 acceptedBitmap)
-        external
-        whenNotPaused
-    {
-        if (_accounts[msg.sender].flags & FLAG_AGGREGATOR == 0) revert MeshLedger_NotAggregator(msg.sender);
-        Config storage cfg = _existingConfig(taskId);
-        Live memory live = _live[taskId];
-        if (round != live.round) revert MeshLedger_WrongRound(taskId, live.round, round);
-
+        (Live memory live, Times memory tm) = _liveTimes(taskId, round, true);
+        if (tm.now_ < tm.commitEnd) revert MeshLedger_RevealNotOpen(taskId, round, tm.commitEnd);
+        if (tm.now_ >= tm.revealEnd) revert MeshLedger_RevealClosed(taskId, round, tm.revealEnd);
+        uint256 k = _revealer(taskId, live, scores.length, reasons.length);
         uint256 n = live.submissionCount;
-        Votes memory votes = _votesOf(taskId, round, n);
-        {
-            uint64 submissionEnd = _submissionEnd(cfg.submissionWindow, live);
-            uint64 voteEnd = submissionEnd + cfg.voteWindow;
-            if (block.timestamp < voteEnd && (block.timestamp < submissionEnd || !votes.allVoted)) {
-                revert MeshLedger_FinalizeTooEarly(taskId, round, voteEnd);
-            }
-        }
-        // The quorum outcome: update i is accepted iff at least `quorum` current validators accept it.
-        uint256 outcome = Bits.atLeast(votes.accepts, cfg.quorum) & Bits.lowMask(n);
-        if (outcome != acceptedBitmap) revert MeshLedger_AcceptedSetMismatch(taskId, round, outcome, acceptedBitmap);
-        if (outcome == 0) {
-            bytes32 base = _base(taskId, round);
-            if (aggregateDigest_ != base) revert MeshLedger_AggregateMustBeBase(base, aggregateDigest_);
-        } else if (aggregateDigest_ == bytes32(0)) {
-            revert MeshLedger_InvalidDigest(aggregateDigest_);
-        }
+        _checkScores(scores, reasons, n);
+        _matchCommitment(taskId, round, k, scores, reasons, salt);
+        _storeScores(_s.scoreWords[taskId], k << WORDS_PER_MEMBER_LOG2, scores, n);
+        live.revealed |= uint32(1 << k);
+        _s.live[taskId] = live;
+        emit ScoresRevealed(taskId, round, msg.sender, scores, reasons);
+    }
 
-        _aggregates[taskId][round] = aggregateDigest_;
-        _live[taskId] = Live({round: round + 1, openedAt: uint40(block.timestamp), closedAt: 0, submissionCount: 0});
-        Settlement[] memory settlements = _settle(taskId, n, outcome, cfg.rewardPerRound, votes);
-        emit RoundFinalized(taskId, round, msg.sender, aggregateDigest_, outcome, cfg.rule, cfg.ruleParam, settlements);
-        emit RoundOpened(taskId, round + 1, msg.sender, aggregateDigest_, uint64(block.timestamp));
-        _mintRewards(settlements);
+    // ─── Finalization and rewards ───────────────────────────────────────────────────────────────────────────
+
+    /// @inheritdoc IMeshLedger
+    function finalizeRound(uint256 taskId, uint32 round, bytes32 aggregateDigest_) external {
+        if (_s.accounts[msg.sender].flags & FLAG_AGGREGATOR == 0) revert MeshLedger_NotAggregator(msg.sender);
+        (Live memory live, Times memory tm) = _liveTimes(taskId, round, true);
+        if (!_finalizable(live, tm)) revert MeshLedger_FinalizeTooEarly(taskId, round, tm.revealEnd);
+        RoundSettlement.finalize(_s, taskId, live, tm.now_, aggregateDigest_, false);
+    }
+
+    /// @inheritdoc IMeshLedger
+    function finalizeCarryOver(uint256 taskId, uint32 round) external {
+        (Live memory live, Times memory tm) = _liveTimes(taskId, round, true);
+        if (tm.now_ < tm.graceEnd) revert MeshLedger_GraceNotOver(taskId, round, tm.graceEnd, tm.now_);
+        RoundSettlement.finalize(_s, taskId, live, tm.now_, _base(taskId, round), true);
+    }
+
+    /// @inheritdoc IMeshLedger
+    function claimRewards() external returns (uint256 amount) {
+        Account storage a = _s.accounts[msg.sender];
+        amount = a.accrued;
+        if (amount == 0) revert MeshLedger_NothingToClaim(msg.sender);
+        a.accrued = 0;
+        emit RewardsClaimed(msg.sender, amount);
+        _token.mint(msg.sender, amount);
     }
 
     // ─── Views ──────────────────────────────────────────────────────────────────────────────────────────────
@@ -317,7 +353,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
 
     /// @inheritdoc IMeshLedger
     function taskCount() external view returns (uint256) {
-        return _taskCount;
+        return _s.globals.taskCount;
     }
 
     /// @inheritdoc IMeshLedger
@@ -330,53 +366,63 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
             ruleParam: cfg.ruleParam,
             quorum: cfg.quorum,
             submissionWindow: cfg.submissionWindow,
-            voteWindow: cfg.voteWindow,
+            commitWindow: cfg.commitWindow,
+            revealWindow: cfg.revealWindow,
+            finalizeGrace: cfg.finalizeGrace,
+            maxSamples: cfg.maxSamples,
             rewardPerRound: cfg.rewardPerRound
         });
-        currentRound_ = _live[taskId].round;
+        currentRound_ = _s.live[taskId].round;
     }
 
     /// @inheritdoc IMeshLedger
     function currentRound(uint256 taskId) external view returns (uint32) {
         _existingConfig(taskId);
-        return _live[taskId].round;
+        return _s.live[taskId].round;
     }
 
     /// @inheritdoc IMeshLedger
     function roundView(uint256 taskId, uint32 round) external view returns (RoundView memory v) {
         Config storage cfg = _existingConfig(taskId);
-        Live memory live = _live[taskId];
+        Live memory live = _s.live[taskId];
         if (round == 0 || round > live.round) revert MeshLedger_UnknownRound(taskId, round);
         v.baseDigest = _base(taskId, round);
         if (round < live.round) {
             v.phase = Phase.Finalized;
-            v.aggregateDigest = _aggregates[taskId][round];
+            v.aggregateDigest = _s.aggregates[taskId][round];
             return v;
         }
+        Times memory tm = _times(cfg, live, _ledgerNow(_s.globals));
         v.openedAt = live.openedAt;
-        v.submissionEnd = _submissionEnd(cfg.submissionWindow, live);
-        v.voteEnd = v.submissionEnd + cfg.voteWindow;
+        v.submissionEnd = tm.submissionEnd;
+        v.commitEnd = tm.commitEnd;
+        v.revealEnd = tm.revealEnd;
+        v.graceEnd = tm.graceEnd;
         v.submissionCount = live.submissionCount;
-        if (block.timestamp < v.submissionEnd) {
-            v.phase = Phase.Open;
-        } else {
-            v.phase = block.timestamp < v.voteEnd ? Phase.Voting : Phase.Closed;
-            v.finalizable = v.phase == Phase.Closed || _votesOf(taskId, round, live.submissionCount).allVoted;
-        }
+        v.validatorCount = live.validatorCount;
+        // forge-lint: disable-next-line(unsafe-typecast) at most MAX_VALIDATORS = 32 bits are set
+        v.commitCount = uint8(uint256(live.committed).popcount());
+        // forge-lint: disable-next-line(unsafe-typecast) idem
+        v.revealCount = uint8(uint256(live.revealed).popcount());
+        v.finalizable = _finalizable(live, tm);
+        if (tm.now_ < tm.submissionEnd) v.phase = Phase.Open;
+        else if (tm.now_ < tm.commitEnd) v.phase = Phase.Commit;
+        else if (!v.finalizable) v.phase = Phase.Reveal;
+        else v.phase = Phase.Closed;
     }
 
     /// @inheritdoc IMeshLedger
     function baseDigest(uint256 taskId, uint32 round) external view returns (bytes32) {
         _existingConfig(taskId);
-        if (round == 0 || round > _live[taskId].round) revert MeshLedger_UnknownRound(taskId, round);
+        if (round == 0 || round > _s.live[taskId].round) revert MeshLedger_UnknownRound(taskId, round);
         return _base(taskId, round);
     }
 
     /// @inheritdoc IMeshLedger
     function aggregateDigest(uint256 taskId, uint32 round) external view returns (bytes32) {
         _existingConfig(taskId);
-        if (round == 0 || round > _live[taskId].round) revert MeshLedger_UnknownRound(taskId, round);
-        return _aggregates[taskId][round];
+        if (round == 0 || round > _s.live[taskId].round) revert MeshLedger_UnknownRound(taskId, round);
+        return _s.aggregates[taskId][round];
     }
 
     /// @inheritdoc IMeshLedger
@@ -387,9 +433,9 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
     {
         Live memory live = _liveRound(taskId, round);
         if (index >= live.submissionCount) {
-            revert MeshLedger_UnknownUpdates(taskId, round, uint256(1) << index, live.submissionCount);
+            revert MeshLedger_UnknownUpdate(taskId, round, index, live.submissionCount);
         }
-        Entry memory e = _entries[taskId][index];
+        Entry memory e = _s.entries[taskId][index];
         return (e.contributor, e.numSamples);
     }
 
@@ -401,75 +447,106 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
     {
         Live memory live = _liveRound(taskId, round);
         for (uint16 i; i < live.submissionCount; ++i) {
-            Entry memory e = _entries[taskId][i];
+            Entry memory e = _s.entries[taskId][i];
             if (e.contributor == contributor) return (true, i, e.numSamples);
         }
         return (false, 0, 0);
     }
 
     /// @inheritdoc IMeshLedger
-    function ballot(uint256 taskId, uint32 round, address validator)
+    function validatorSet(uint256 taskId, uint32 round)
         external
         view
-        returns (uint256 indexes, uint256 accepts)
+        returns (address[] memory members, uint16[] memory weights, uint256 committedMask, uint256 revealedMask)
     {
-        _liveRound(taskId, round);
-        Ballot memory b = _ballots[taskId][validator];
-        if (b.round != round) return (0, 0);
-        return (b.voted, b.accepts);
+        Live memory live = _liveRound(taskId, round);
+        members = new address[](live.validatorCount);
+        weights = new uint16[](live.validatorCount);
+        for (uint256 k; k < members.length; ++k) {
+            Member memory m = _s.members[taskId][k];
+            members[k] = m.member;
+            weights[k] = m.weight;
+        }
+        return (members, weights, live.committed, live.revealed);
+    }
+
+    /// @inheritdoc IMeshLedger
+    function revealedScores(uint256 taskId, uint32 round, address validator)
+        external
+        view
+        returns (bool revealed, int16[] memory scores)
+    {
+        Live memory live = _liveRound(taskId, round);
+        Position memory pos = _s.positions[taskId][validator];
+        if (pos.round != round || (live.revealed >> pos.index) & 1 == 0) return (false, scores);
+        scores = new int16[](live.submissionCount);
+        uint256 base = uint256(pos.index) << WORDS_PER_MEMBER_LOG2;
+        for (uint256 i; i < scores.length; ++i) {
+            uint256 word = _s.scoreWords[taskId][base + (i >> 4)] ^ Consensus.FLIP;
+            // forge-lint: disable-next-line(unsafe-typecast) a lane is an int16 by layout
+            scores[i] = int16(Consensus.lane(word, i));
+        }
+        return (true, scores);
     }
 
     /// @inheritdoc IMeshLedger
     function tally(uint256 taskId, uint32 round)
         external
         view
-        returns (uint256 acceptedBitmap, uint16[] memory acceptVotes)
+        returns (int16[] memory consensus, uint256 acceptedBitmap)
     {
         Live memory live = _liveRound(taskId, round);
-        uint256[] memory accepts = _votesOf(taskId, round, live.submissionCount).accepts;
-        uint16 quorum = _configs[taskId].quorum;
-        acceptVotes = new uint16[](live.submissionCount);
-        for (uint256 i; i < acceptVotes.length; ++i) {
-            acceptVotes[i] = _acceptVotes(accepts, i);
-            if (acceptVotes[i] >= quorum) acceptedBitmap |= uint256(1) << i;
-        }
+        return RoundSettlement.consensus(_s, taskId, live);
+    }
+
+    /// @inheritdoc IMeshLedger
+    function scoreCommitment(
+        uint256 taskId,
+        uint32 round,
+        address validator,
+        bytes calldata scores,
+        bytes calldata reasons,
+        bytes32 salt
+    ) external view returns (bytes32) {
+        return _commitment(taskId, round, validator, scores, reasons, salt);
     }
 
     /// @inheritdoc IMeshLedger
     function account(address account_) external view returns (AccountView memory) {
-        Account memory a = _accounts[account_];
+        Account memory a = _s.accounts[account_];
         return AccountView({
             nonce: a.nonce,
-            contributorReputation: _rep(a.seat, Role.Contributor),
-            validatorReputation: _rep(a.seat, Role.Validator),
+            contributorReputation: _s.get(a.seat, Role.Contributor),
+            validatorReputation: _s.get(a.seat, Role.Validator),
             memberNumber: a.seat,
             contributor: a.flags & FLAG_CONTRIBUTOR != 0,
             validator: a.flags & FLAG_VALIDATOR != 0,
-            aggregator: a.flags & FLAG_AGGREGATOR != 0
+            aggregator: a.flags & FLAG_AGGREGATOR != 0,
+            accrued: a.accrued
         });
     }
 
     /// @inheritdoc IMeshLedger
     function reputation(address account_) external view returns (uint32 contributor, uint32 validator) {
-        Account memory a = _accounts[account_];
-        return (_rep(a.seat, Role.Contributor), _rep(a.seat, Role.Validator));
+        Account memory a = _s.accounts[account_];
+        return (_s.get(a.seat, Role.Contributor), _s.get(a.seat, Role.Validator));
     }
 
     /// @inheritdoc IMeshLedger
     function nonces(address account_) external view returns (uint64) {
-        return _accounts[account_].nonce;
+        return _s.accounts[account_].nonce;
     }
 
     /// @inheritdoc IMeshLedger
     function contributorCount() external view returns (uint256) {
-        return _contributorCount;
+        return _s.globals.contributorCount;
     }
 
     /// @inheritdoc IMeshLedger
     function validators() external view returns (address[] memory list) {
-        list = new address[](_validatorList.length);
+        list = new address[](_s.validatorList.length);
         for (uint256 v; v < list.length; ++v) {
-            list[v] = _validatorList[v].member;
+            list[v] = _s.validatorList[v].member;
         }
     }
 
@@ -487,10 +564,29 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
         );
     }
 
+    /// @inheritdoc IMeshLedger
+    function clock() external view returns (uint64 ledgerNow, uint64 pausedAt, uint64 pausedTotal) {
+        Globals memory g = _s.globals;
+        ledgerNow = _ledgerNow(g);
+        pausedTotal = g.pausedTotal;
+        if (_pausedNow(g)) pausedAt = g.pausedAt;
+        else if (g.pausedAt != 0) pausedTotal += MAX_PAUSE; // a lapsed pause, not folded yet
+    }
+
+    /// @inheritdoc IMeshLedger
+    function roleDelay() external view returns (uint64) {
+        return _roleDelay;
+    }
+
+    /// @inheritdoc IMeshLedger
+    function pendingRoleChange(bytes32 role, address account_, bool grant) external view returns (uint64) {
+        return _s.pendingChanges[_changeKey(role, account_, grant)];
+    }
+
     // ─── Roles ──────────────────────────────────────────────────────────────────────────────────────────────
 
     /// @dev Keeps the account flags, the contributor count, seats, the validator list and starting reputations
-    /// in step with AccessControl. A contributor may not also be a validator (it would vote on its own update).
+    /// in step with AccessControl. A contributor may not also be a validator (it would score its own update).
     function _grantRole(bytes32 role, address who) internal override returns (bool granted) {
         if (role == CONTRIBUTOR_ROLE && hasRole(VALIDATOR_ROLE, who)) {
             revert MeshLedger_RoleConflict(who, VALIDATOR_ROLE, CONTRIBUTOR_ROLE);
@@ -500,17 +596,17 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
         }
         granted = super._grantRole(role, who);
         if (!granted) return false;
-        Account storage a = _accounts[who];
+        Account storage a = _s.accounts[who];
         if (role == CONTRIBUTOR_ROLE) {
             uint16 seat = _seatOf(a);
-            ++_contributorCount;
+            ++_s.globals.contributorCount;
             a.flags |= FLAG_CONTRIBUTOR;
             _initRep(who, seat, Role.Contributor);
         } else if (role == VALIDATOR_ROLE) {
-            if (_validatorList.length == MAX_VALIDATORS) revert MeshLedger_TooManyValidators(MAX_VALIDATORS);
+            if (_s.validatorList.length == MAX_VALIDATORS) revert MeshLedger_TooManyValidators(MAX_VALIDATORS);
             uint16 seat = _seatOf(a);
-            _validatorList.push(Seated({member: who, seat: seat}));
-            _validatorPosition[who] = _validatorList.length;
+            _s.validatorList.push(Seated({member: who, seat: seat}));
+            _s.validatorPosition[who] = _s.validatorList.length;
             a.flags |= FLAG_VALIDATOR;
             _initRep(who, seat, Role.Validator);
         } else if (role == AGGREGATOR_ROLE) {
@@ -522,60 +618,131 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
     function _seatOf(Account storage a) private returns (uint16 seat) {
         seat = a.seat;
         if (seat != 0) return seat;
-        if (_lastSeat == MAX_SEATS) revert MeshLedger_TooManyMembers(MAX_SEATS);
-        seat = ++_lastSeat;
+        Globals storage g = _s.globals;
+        if (g.lastSeat == MAX_SEATS) revert MeshLedger_TooManyMembers(MAX_SEATS);
+        seat = ++g.lastSeat;
         a.seat = seat;
     }
 
     function _initRep(address who, uint16 seat, Role role) private {
-        if (_rep(seat, role) != 0) return; // granted before: the reputation earned stays
-        _setRep(seat, role, REPUTATION_START);
+        if (_s.get(seat, role) != 0) return; // granted before: the reputation earned stays
+        _s.set(seat, role, REPUTATION_START);
         emit ReputationInitialized(who, role, REPUTATION_START);
     }
 
     /// @dev Mirror of {_grantRole}. Reputation and seat stay with the account: revoking and re-granting a
-    /// role neither resets a reputation nor gives a second seat.
+    /// role neither resets a reputation nor gives a second seat. A validator leaving the role stays in the
+    /// sets of the rounds already open (they are frozen).
     function _revokeRole(bytes32 role, address who) internal override returns (bool revoked) {
         revoked = super._revokeRole(role, who);
         if (!revoked) return false;
-        Account storage a = _accounts[who];
+        Account storage a = _s.accounts[who];
         if (role == CONTRIBUTOR_ROLE) {
-            --_contributorCount;
+            --_s.globals.contributorCount;
             a.flags &= ~FLAG_CONTRIBUTOR;
         } else if (role == VALIDATOR_ROLE) {
-            uint256 position = _validatorPosition[who];
-            uint256 last = _validatorList.length;
+            uint256 position = _s.validatorPosition[who];
+            uint256 last = _s.validatorList.length;
             if (position != last) {
-                Seated memory moved = _validatorList[last - 1];
-                _validatorList[position - 1] = moved;
-                _validatorPosition[moved.member] = position;
+                Seated memory moved = _s.validatorList[last - 1];
+                _s.validatorList[position - 1] = moved;
+                _s.validatorPosition[moved.member] = position;
             }
-            _validatorList.pop();
-            delete _validatorPosition[who];
+            _s.validatorList.pop();
+            delete _s.validatorPosition[who];
             a.flags &= ~FLAG_VALIDATOR;
         } else if (role == AGGREGATOR_ROLE) {
             a.flags &= ~FLAG_AGGREGATOR;
         }
     }
 
-    // ─── Internals: submissions ─────────────────────────────────────────────────────────────────────────────
-
-    function _openRound(uint256 taskId, uint32 round) private view returns (Live memory live) {
-        Config storage cfg = _existingConfig(taskId);
-        live = _live[taskId];
-        if (round != live.round) revert MeshLedger_WrongRound(taskId, live.round, round);
-        uint64 submissionEnd = _submissionEnd(cfg.submissionWindow, live);
-        if (block.timestamp >= submissionEnd) revert MeshLedger_SubmissionsClosed(taskId, round, submissionEnd);
+    function _changeKey(bytes32 role, address who, bool grant) private pure returns (bytes32) {
+        return keccak256(abi.encode(role, who, grant));
     }
 
-    function _recordSigned(uint256 taskId, Live memory live, SignedSubmission calldata sub)
+    // ─── Internals: clock ───────────────────────────────────────────────────────────────────────────────────
+
+    function _pausedNow(Globals memory g) private view returns (bool) {
+        return g.pausedAt != 0 && block.timestamp < uint256(g.pausedAt) + MAX_PAUSE;
+    }
+
+    function _requireNotPaused(Globals memory g) private view {
+        if (_pausedNow(g)) revert MeshLedger_Paused(uint64(g.pausedAt) + MAX_PAUSE);
+    }
+
+    /// A pause that lapsed by itself is folded into the totals when the next pause starts.
+    function _foldLapsedPause(Globals memory g) private pure {
+        if (g.pausedAt == 0) return;
+        g.pausedTotal += uint40(MAX_PAUSE);
+        g.lastPauseEnd = g.pausedAt + uint40(MAX_PAUSE);
+        g.pausedAt = 0;
+    }
+
+    /// Wall time minus the time spent paused: the clock every round window runs on.
+    function _ledgerNow(Globals memory g) private view returns (uint64) {
+        // unchecked: pauses only happened in the past, so the time spent paused is below the wall time.
+        unchecked {
+            if (g.pausedAt == 0) return uint64(block.timestamp - g.pausedTotal);
+            if (block.timestamp < uint256(g.pausedAt) + MAX_PAUSE) return uint64(g.pausedAt - g.pausedTotal);
+            return uint64(block.timestamp - g.pausedTotal - MAX_PAUSE);
+        }
+    }
+
+    // ─── Internals: rounds ──────────────────────────────────────────────────────────────────────────────────
+
+    function _times(Config storage cfg, Live memory live, uint64 t) private view returns (Times memory tm) {
+        tm.now_ = t;
+        tm.submissionEnd = live.closedAt != 0 ? live.closedAt : uint64(live.openedAt) + cfg.submissionWindow;
+        tm.commitEnd = live.commitClosedAt != 0 ? live.commitClosedAt : tm.submissionEnd + cfg.commitWindow;
+        tm.revealEnd = tm.commitEnd + cfg.revealWindow;
+        tm.graceEnd = tm.revealEnd + cfg.finalizeGrace;
+    }
+
+    /// The live round `round` of `taskId` with its times; `acting` requires the ledger not to be paused.
+    function _liveTimes(uint256 taskId, uint32 round, bool acting)
+        private
+        view
+        returns (Live memory live, Times memory tm)
+    {
+        Globals memory g = _s.globals;
+        if (acting) _requireNotPaused(g);
+        Config storage cfg = _existingConfig(taskId);
+        live = _s.live[taskId];
+        if (round != live.round) revert MeshLedger_WrongRound(taskId, live.round, round);
+        tm = _times(cfg, live, _ledgerNow(g));
+    }
+
+    /// The reveal phase is over: its window ended, or the commit phase ended and every committer revealed.
+    function _finalizable(Live memory live, Times memory tm) private pure returns (bool) {
+        return tm.now_ >= tm.revealEnd || (tm.now_ >= tm.commitEnd && live.revealed == live.committed);
+    }
+
+    // ─── Internals: submissions ─────────────────────────────────────────────────────────────────────────────
+
+    function _submissionRound(uint256 taskId, uint32 round)
+        private
+        view
+        returns (Globals memory g, Live memory live, uint64 t, uint64 maxSamples)
+    {
+        g = _s.globals;
+        _requireNotPaused(g);
+        Config storage cfg = _existingConfig(taskId);
+        live = _s.live[taskId];
+        if (round != live.round) revert MeshLedger_WrongRound(taskId, live.round, round);
+        t = _ledgerNow(g);
+        uint64 submissionEnd = live.closedAt != 0 ? live.closedAt : uint64(live.openedAt) + cfg.submissionWindow;
+        if (t >= submissionEnd) revert MeshLedger_SubmissionsClosed(taskId, round, submissionEnd);
+        maxSamples = cfg.maxSamples;
+    }
+
+    function _recordSigned(uint256 taskId, Live memory live, SignedSubmission calldata sub, uint64 maxSamples)
         private
         returns (uint16 index)
     {
         if (block.timestamp > sub.deadline) {
             revert MeshLedger_SignatureExpired(sub.contributor, sub.deadline, block.timestamp);
         }
-        Account storage stored = _accounts[sub.contributor];
+        Account storage stored = _s.accounts[sub.contributor];
         Account memory a = stored;
         if (a.flags & FLAG_CONTRIBUTOR == 0) revert MeshLedger_NotContributor(sub.contributor);
         if (sub.nonce != a.nonce) revert MeshLedger_InvalidNonce(sub.contributor, a.nonce, sub.nonce);
@@ -588,35 +755,38 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
         unchecked {
             stored.nonce = a.nonce + 1;
         }
-        return _record(taskId, live, sub.contributor, a.seat, sub.digest, sub.numSamples);
+        return _record(taskId, live, sub.contributor, a.seat, sub.digest, sub.numSamples, maxSamples);
     }
 
-    /// Records one update in the live round (`live` is updated in memory; the caller stores it).
+    /// Records one update in the live round (`live` is updated in memory; the caller stores it). The same
+    /// digest from two contributors is recorded twice: the update file names its author (R1).
     function _record(
         uint256 taskId,
         Live memory live,
         address contributor,
         uint16 seat,
         bytes32 digest,
-        uint64 numSamples
+        uint64 numSamples,
+        uint64 maxSamples
     ) private returns (uint16 index) {
         if (digest == bytes32(0)) revert MeshLedger_InvalidDigest(digest);
         if (numSamples == 0) revert MeshLedger_InvalidSamples(contributor, numSamples);
+        if (numSamples > maxSamples) revert MeshLedger_TooManySamples(contributor, numSamples, maxSamples);
         // index < MAX_UPDATES_PER_ROUND: the update that fills a round closes it (_closeIfComplete).
         index = live.submissionCount;
 
         uint256 word = seat / SEATS_PER_WORD;
         uint256 bit = uint256(1) << (SEAT_BITS_OFFSET + seat % SEATS_PER_WORD);
-        uint256 seats = _seatWords[taskId][word];
+        uint256 seats = _s.seatWords[taskId][word];
         // forge-lint: disable-next-line(unsafe-typecast) the low 32 bits are the word's round tag by layout
         if (uint32(seats) != live.round) {
             seats = live.round; // the word still holds an earlier round's seats: start it afresh
         } else if (seats & bit != 0) {
             revert MeshLedger_AlreadySubmitted(taskId, live.round, contributor);
         }
-        _seatWords[taskId][word] = seats | bit;
+        _s.seatWords[taskId][word] = seats | bit;
 
-        _entries[taskId][index] = Entry({contributor: contributor, numSamples: numSamples, seat: seat});
+        _s.entries[taskId][index] = Entry({contributor: contributor, numSamples: numSamples, seat: seat});
         // unchecked: index < MAX_UPDATES_PER_ROUND was checked above.
         unchecked {
             live.submissionCount = index + 1;
@@ -624,189 +794,116 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
         emit UpdateSubmitted(taskId, live.round, contributor, index, digest, numSamples, msg.sender);
     }
 
-    /// Closes submissions once every contributor has submitted, so voting can start early, or once the round is
-    /// full (MAX_UPDATES_PER_ROUND), so no update can take an index the ballots cannot hold.
-    function _closeIfComplete(uint256 taskId, Live memory live, uint256 contributors, address last) private {
+    /// Closes submissions once every contributor has submitted, so the commit phase can start early, or once the
+    /// round is full (MAX_UPDATES_PER_ROUND), so no update can take an index the score words cannot hold.
+    function _closeIfComplete(uint256 taskId, Live memory live, uint256 contributors, address last, uint64 t)
+        private
+    {
         if (live.submissionCount >= contributors || live.submissionCount == MAX_UPDATES_PER_ROUND) {
-            live.closedAt = uint40(block.timestamp);
-            emit SubmissionsClosed(taskId, live.round, last, live.submissionCount, uint64(block.timestamp));
+            live.closedAt = uint40(t);
+            emit SubmissionsClosed(taskId, live.round, last, live.submissionCount, t);
         }
     }
 
-    // ─── Internals: votes ───────────────────────────────────────────────────────────────────────────────────
+    // ─── Internals: scores ──────────────────────────────────────────────────────────────────────────────────
 
-    function _castVotes(uint256 taskId, uint32 round, uint256 indexes, uint256 accepts) private {
-        if (_accounts[msg.sender].flags & FLAG_VALIDATOR == 0) revert MeshLedger_NotValidator(msg.sender);
-        Config storage cfg = _existingConfig(taskId);
-        Live memory live = _live[taskId];
-        if (round != live.round) revert MeshLedger_WrongRound(taskId, live.round, round);
-        uint64 voteEnd = _submissionEnd(cfg.submissionWindow, live) + cfg.voteWindow;
-        if (block.timestamp >= voteEnd) revert MeshLedger_VotingClosed(taskId, round, voteEnd);
-        if (indexes == 0 || indexes >> live.submissionCount != 0) {
-            revert MeshLedger_UnknownUpdates(taskId, round, indexes, live.submissionCount);
-        }
-        if (accepts & ~indexes != 0) revert MeshLedger_InvalidBallot(indexes, accepts);
-
-        Ballot memory b = _ballots[taskId][msg.sender];
-        if (b.round != round) {
-            b = Ballot({round: round, voted: 0, accepts: 0});
-        } else if (uint256(b.voted) & indexes != 0) {
-            revert MeshLedger_AlreadyVoted(taskId, round, msg.sender, uint256(b.voted) & indexes);
-        }
-        // Both fit in 112 bits: indexes < 2^submissionCount ≤ 2^112 was checked above, accepts ⊆ indexes.
-        // forge-lint: disable-next-line(unsafe-typecast)
-        b.voted |= uint112(indexes);
-        // forge-lint: disable-next-line(unsafe-typecast)
-        b.accepts |= uint112(accepts);
-        _ballots[taskId][msg.sender] = b;
+    /// The index of `who` in the validator set of the live round `round`.
+    function _setIndex(uint256 taskId, uint32 round, address who) private view returns (uint256) {
+        Position memory pos = _s.positions[taskId][who];
+        if (pos.round != round) revert MeshLedger_NotInValidatorSet(taskId, round, who);
+        return pos.index;
     }
 
-    function _checkReasons(uint256 indexes, uint256 accepts, bytes calldata reasons) private pure {
-        uint256 expected = indexes.popcount();
-        if (reasons.length != expected) revert MeshLedger_ReasonCount(expected, reasons.length);
-        uint256 k;
-        for (uint256 i; indexes >> i != 0; ++i) {
-            if ((indexes >> i) & 1 == 0) continue;
-            uint8 reason = uint8(reasons[k++]);
-            bool accept = (accepts >> i) & 1 != 0;
-            // forge-lint: disable-next-line(unsafe-typecast) i < submissionCount ≤ 112
-            if (accept == (reason != 0)) revert MeshLedger_InvalidReason(uint16(i), accept, reason);
-        }
-    }
-
-    // ─── Internals: finalization ────────────────────────────────────────────────────────────────────────────
-
-    function _votesOf(uint256 taskId, uint32 round, uint256 n) private view returns (Votes memory votes) {
-        Seated[] memory vals = _validatorList;
-        votes = Votes(vals, new uint256[](vals.length), new uint256[](vals.length), true);
-        uint256 full = Bits.lowMask(n);
-        for (uint256 v; v < vals.length; ++v) {
-            Ballot memory b = _ballots[taskId][vals[v].member];
-            if (b.round == round) {
-                votes.voted[v] = b.voted;
-                votes.accepts[v] = b.accepts;
-            }
-            if (votes.voted[v] != full) votes.allVoted = false;
-        }
-    }
-
-    /// Settles every participant's reputation and computes the rewards: contributors first (update-index
-    /// order), then the validators that voted (validator-list order).
-    function _settle(uint256 taskId, uint256 n, uint256 outcome, uint256 budget, Votes memory votes)
+    /// The caller's index in the set, once it may reveal: it committed, has not revealed, and the lengths fit.
+    function _revealer(uint256 taskId, Live memory live, uint256 scoreBytes, uint256 reasonBytes)
         private
-        returns (Settlement[] memory out)
+        view
+        returns (uint256 k)
     {
-        out = new Settlement[](n + votes.validators.length);
-        uint256 validatorShare = budget * VALIDATOR_SHARE_BPS / 10_000;
-        _settleContributors(taskId, n, outcome, budget - validatorShare, out);
-        uint256 count = _settleValidators(n, outcome, votes, validatorShare, out);
-        // Drop the slots of validators that did not vote (memory only: the array was sized for all of them).
-        assembly ("memory-safe") {
-            mstore(out, count)
-        }
+        k = _setIndex(taskId, live.round, msg.sender);
+        if ((live.committed >> k) & 1 == 0) revert MeshLedger_NotCommitted(taskId, live.round, msg.sender);
+        if ((live.revealed >> k) & 1 != 0) revert MeshLedger_AlreadyRevealed(taskId, live.round, msg.sender);
+        uint256 n = live.submissionCount;
+        if (scoreBytes != 2 * n || reasonBytes != n) revert MeshLedger_RevealLength(2 * n, scoreBytes, n, reasonBytes);
     }
 
-    /// Mints every nonzero reward in one call. Each reward was rounded down and the rounding dust is never
-    /// minted, so the token supply is exactly the sum of the rewards in RoundFinalized events.
-    function _mintRewards(Settlement[] memory settlements) private {
-        address[] memory to = new address[](settlements.length);
-        uint256[] memory amounts = new uint256[](settlements.length);
-        uint256 count;
-        for (uint256 i; i < settlements.length; ++i) {
-            if (settlements[i].reward == 0) continue;
-            to[count] = settlements[i].account;
-            amounts[count] = settlements[i].reward;
-            ++count;
-        }
-        if (count == 0) return;
-        assembly ("memory-safe") {
-            mstore(to, count)
-            mstore(amounts, count)
-        }
-        _token.mintBatch(to, amounts);
+    function _matchCommitment(
+        uint256 taskId,
+        uint32 round,
+        uint256 k,
+        bytes calldata scores,
+        bytes calldata reasons,
+        bytes32 salt
+    ) private view {
+        bytes32 committed = bytes32(_s.scoreWords[taskId][k << WORDS_PER_MEMBER_LOG2]);
+        bytes32 computed = _commitment(taskId, round, msg.sender, scores, reasons, salt);
+        if (computed != committed) revert MeshLedger_RevealMismatch(taskId, round, msg.sender, committed, computed);
     }
 
-    function _acceptVotes(uint256[] memory accepts, uint256 i) private pure returns (uint16 count) {
-        for (uint256 v; v < accepts.length; ++v) {
-            // unchecked: at most MAX_VALIDATORS votes per update.
-            unchecked {
-                count += uint16((accepts[v] >> i) & 1);
-            }
-        }
+    function _commitment(
+        uint256 taskId,
+        uint32 round,
+        address validator,
+        bytes calldata scores,
+        bytes calldata reasons,
+        bytes32 salt
+    ) private view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                block.chainid, address(this), taskId, round, validator, keccak256(scores), keccak256(reasons), salt
+            )
+        );
     }
 
-    /// Contributors: reputation up for an accepted update, down for a rejected one; the contributors' share of
-    /// the budget split over the accepted updates by numSamples × reputation (as it stood before this round).
-    function _settleContributors(uint256 taskId, uint256 n, uint256 outcome, uint256 share, Settlement[] memory out)
-        private
-    {
-        mapping(uint256 => Entry) storage entries = _entries[taskId];
-        uint256 total;
+    /// Every score within [-SCORE_ONE, SCORE_ONE]; a nonzero reason (a hard reject) only with -SCORE_ONE.
+    function _checkScores(bytes calldata scores, bytes calldata reasons, uint256 n) private pure {
         for (uint256 i; i < n; ++i) {
-            Entry memory e = entries[i];
-            bool accepted = (outcome >> i) & 1 != 0;
-            (uint32 old, uint32 rep) = _bumpRep(e.seat, Role.Contributor, accepted);
-            // The reward field holds the weight until the total weight is known.
-            uint256 weight;
-            // unchecked: numSamples < 2^64 and reputation < 2^32, so a weight is below 2^96 and the sum of at
-            // most MAX_UPDATES_PER_ROUND weights below 2^103.
-            unchecked {
-                weight = accepted ? uint256(e.numSamples) * old : 0;
-                total += weight;
+            // forge-lint: disable-next-line(unsafe-typecast) two bytes read as a big-endian int16 by definition
+            int16 s = int16(uint16(bytes2(scores[2 * i:2 * i + 2])));
+            if (s > SCORE_ONE || s < -SCORE_ONE) {
+                // forge-lint: disable-next-line(unsafe-typecast) i < n ≤ MAX_UPDATES_PER_ROUND
+                revert MeshLedger_InvalidScore(uint16(i), s);
             }
-            out[i] = Settlement({account: e.contributor, role: Role.Contributor, reputation: rep, reward: weight});
-        }
-        for (uint256 i; i < n; ++i) {
-            if (out[i].reward != 0) out[i].reward = share * out[i].reward / total;
+            uint8 reason = uint8(reasons[i]);
+            if (reason != 0 && s != -SCORE_ONE) {
+                // forge-lint: disable-next-line(unsafe-typecast) i < n ≤ MAX_UPDATES_PER_ROUND
+                revert MeshLedger_InvalidReason(uint16(i), s, reason);
+            }
         }
     }
 
-    /// Validators that voted: reputation down if any of their votes disagreed with the outcome, else up; the
-    /// validators' share split by reputation over those that voted on every update, all with the outcome.
-    /// Returns the number of settlements in `out` (contributors' included).
-    function _settleValidators(uint256 n, uint256 outcome, Votes memory votes, uint256 share, Settlement[] memory out)
+    /// Stores the revealed scores, 16 per word as they come in calldata (the bytes past the last score zeroed),
+    /// XORed with FLIP so that every stored word is nonzero.
+    function _storeScores(mapping(uint256 => uint256) storage words, uint256 base, bytes calldata scores, uint256 n)
         private
-        returns (uint256 count)
     {
-        uint256 full = Bits.lowMask(n);
-        uint256 total;
-        count = n;
-        for (uint256 v; v < votes.validators.length; ++v) {
-            uint256 voted = votes.voted[v];
-            if (voted == 0) continue;
-            Seated memory val = votes.validators[v];
-            bool agreed = (votes.accepts[v] ^ outcome) & voted == 0;
-            (uint32 old, uint32 rep) = _bumpRep(val.seat, Role.Validator, agreed);
-            // As for contributors, the reward field holds the weight first.
-            uint256 weight = agreed && voted == full ? old : 0;
-            total += weight;
-            out[count++] = Settlement({account: val.member, role: Role.Validator, reputation: rep, reward: weight});
-        }
-        for (uint256 k = n; k < count; ++k) {
-            if (out[k].reward != 0) out[k].reward = share * out[k].reward / total;
+        uint256 wordCount = (n + 15) >> 4;
+        for (uint256 w; w < wordCount; ++w) {
+            uint256 word;
+            assembly ("memory-safe") {
+                word := calldataload(add(scores.offset, shl(5, w)))
+            }
+            uint256 used = 2 * n - 32 * w; // bytes of this word that hold scores
+            if (used < 32) word &= ~(type(uint256).max >> (8 * used));
+            words[base + w] = word ^ Consensus.FLIP;
         }
     }
 
     // ─── Internals: helpers ─────────────────────────────────────────────────────────────────────────────────
 
     function _existingConfig(uint256 taskId) private view returns (Config storage cfg) {
-        cfg = _configs[taskId];
+        cfg = _s.configs[taskId];
         if (cfg.submissionWindow == 0) revert MeshLedger_UnknownTask(taskId);
     }
 
     function _liveRound(uint256 taskId, uint32 round) private view returns (Live memory live) {
         _existingConfig(taskId);
-        live = _live[taskId];
+        live = _s.live[taskId];
         if (round != live.round) revert MeshLedger_RoundNotLive(taskId, round, live.round);
     }
 
     function _base(uint256 taskId, uint32 round) private view returns (bytes32) {
-        return round == 1 ? _configs[taskId].genesisDigest : _aggregates[taskId][round - 1];
-    }
-
-    /// Submissions close at the end of the window, or earlier when the last contributor submitted.
-    function _submissionEnd(uint32 window, Live memory live) private pure returns (uint64) {
-        return live.closedAt != 0 ? live.closedAt : uint64(live.openedAt) + window;
+        return round == 1 ? _s.configs[taskId].genesisDigest : _s.aggregates[taskId][round - 1];
     }
 
     function _ruleFits(uint8 rule, uint32 ruleParam) private pure returns (bool) {
@@ -817,42 +914,5 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712, Pausable {
         return rule == RULE_MULTI_KRUM;
     }
 
-    function _repShift(uint16 seat, Role role) private pure returns (uint256) {
-        return ((uint256(seat) & 3) * 2 + uint256(role)) * 32;
-    }
 
-    function _rep(uint16 seat, Role role) private view returns (uint32) {
-        return uint32(_reputations[seat >> SEATS_PER_REP_WORD_LOG2] >> _repShift(seat, role));
-    }
-
-    /// Moves a reputation one step up (`up`) or down, within [REPUTATION_MIN, REPUTATION_MAX]; the step
-    /// depends on the role. Returns the value before and after.
-    function _bumpRep(uint16 seat, Role role, bool up) private returns (uint32 old, uint32 rep) {
-        uint256 word = seat >> SEATS_PER_REP_WORD_LOG2;
-        uint256 shift = _repShift(seat, role);
-        uint256 packed = _reputations[word];
-        // forge-lint: disable-next-line(unsafe-typecast) reputations are 32-bit lanes of the word
-        old = uint32(packed >> shift);
-        bool contributor = role == Role.Contributor;
-        rep = up
-            ? _raise(old, contributor ? CONTRIBUTOR_GAIN : VALIDATOR_GAIN)
-            : _lower(old, contributor ? CONTRIBUTOR_LOSS : VALIDATOR_LOSS);
-        if (rep != old) {
-            _reputations[word] = (packed & ~(uint256(type(uint32).max) << shift)) | (uint256(rep) << shift);
-        }
-    }
-
-    function _setRep(uint16 seat, Role role, uint32 rep) private {
-        uint256 word = seat >> SEATS_PER_REP_WORD_LOG2;
-        uint256 shift = _repShift(seat, role);
-        _reputations[word] = (_reputations[word] & ~(uint256(type(uint32).max) << shift)) | (uint256(rep) << shift);
-    }
-
-    function _raise(uint32 rep, uint32 step) private pure returns (uint32) {
-        return rep + step >= REPUTATION_MAX ? REPUTATION_MAX : rep + step;
-    }
-
-    function _lower(uint32 rep, uint32 step) private pure returns (uint32) {
-        return rep <= REPUTATION_MIN + step ? REPUTATION_MIN : rep - step;
-    }
 }

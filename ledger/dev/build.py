@@ -21,7 +21,11 @@ from typing import Any
 
 from ledger.errors import ConfigError, Mismatch, MissingBinary
 
-CONTRACTS = ("MeshLedger", "MeshToken")
+CONTRACTS = ("MeshLedger", "MeshToken", "RoundSettlement")
+# MeshLedger calls the external library RoundSettlement (it would not fit EIP-170's 24,576 bytes otherwise): its
+# bytecode holds a 20-byte placeholder per call site, listed in the artifact's ``linkReferences``
+# ({source unit: {library: [{"start": byte offset, "length": 20}]}}, offsets into the bytecode without "0x").
+# A deployment deploys RoundSettlement first and writes its address over every placeholder (``link_bytecode``).
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "artifacts"
 
 
@@ -72,7 +76,16 @@ class CompilerSettings:
             # paths and comments of the machine that compiled it (our sourcesHash pins the sources instead).
             "metadata": {"bytecodeHash": "none", "appendCBOR": False},
             "outputSelection": {
-                "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "metadata"]}
+                "*": {
+                    "*": [
+                        "abi",
+                        "evm.bytecode.object",
+                        "evm.bytecode.linkReferences",
+                        "evm.deployedBytecode.object",
+                        "evm.deployedBytecode.linkReferences",
+                        "metadata",
+                    ]
+                }
             },
         }
 
@@ -139,6 +152,8 @@ def compile_artifacts(root: Path | None = None) -> dict[str, dict[str, Any]]:
                 "abi": item["abi"],
                 "bytecode": "0x" + item["evm"]["bytecode"]["object"],
                 "deployedBytecode": "0x" + item["evm"]["deployedBytecode"]["object"],
+                "linkReferences": item["evm"]["bytecode"].get("linkReferences", {}),
+                "deployedLinkReferences": item["evm"]["deployedBytecode"].get("linkReferences", {}),
                 "compiler": {
                     "version": json.loads(item["metadata"])["compiler"]["version"],
                     "settings": settings,
@@ -152,6 +167,30 @@ def compile_artifacts(root: Path | None = None) -> dict[str, dict[str, Any]]:
     if missing:
         raise ConfigError(f"the compiler produced no {', '.join(missing)} (contracts/src changed?)")
     return artifacts
+
+
+def link_bytecode(
+    bytecode: str, link_references: dict[str, dict[str, list[dict[str, int]]]], libraries: dict[str, str]
+) -> str:
+    """``bytecode`` (hex, with or without 0x) with every library placeholder replaced by the library's address.
+
+    ``libraries`` maps a library name (``RoundSettlement``) to its deployed address. Raises ConfigError when a
+    referenced library has no address, so an unlinked bytecode (which solc leaves as invalid hex) never deploys.
+    """
+    prefix = "0x" if bytecode.startswith("0x") else ""
+    code = bytecode[len(prefix) :]
+    for unit_refs in link_references.values():
+        for name, places in unit_refs.items():
+            address = libraries.get(name)
+            if address is None:
+                raise ConfigError(f"the bytecode needs library {name}: deploy it first and pass its address")
+            hex_address = address.lower().removeprefix("0x")
+            if len(hex_address) != 40:
+                raise ConfigError(f"library {name}: {address!r} is not a 20-byte address")
+            for place in places:
+                start = 2 * place["start"]
+                code = code[:start] + hex_address + code[start + 2 * place["length"] :]
+    return prefix + code
 
 
 def render(artifact: dict[str, Any]) -> str:
@@ -178,7 +217,7 @@ def drift(artifacts: dict[str, dict[str, Any]], out_dir: Path = ARTIFACTS_DIR) -
         except (OSError, ValueError):
             problems.append(f"{path.name} is missing or unreadable")
             continue
-        for key in ("sourcesHash", "abi", "bytecode", "deployedBytecode"):
+        for key in ("sourcesHash", "abi", "bytecode", "deployedBytecode", "linkReferences"):
             if stored.get(key) != fresh[key]:
                 problems.append(f"{path.name}: {key} differs")
     return problems

@@ -227,6 +227,9 @@ interface IMeshLedger {
     /// @notice Submissions to the round closed at `submissionEnd` (ledger time).
     error MeshLedger_SubmissionsClosed(uint256 taskId, uint32 round, uint64 submissionEnd);
 
+    /// @notice The live round has `submissionCount` updates: there is no update `index`.
+    error MeshLedger_UnknownUpdate(uint256 taskId, uint32 round, uint16 index, uint16 submissionCount);
+
     /// @notice `contributor` already submitted an update to this round.
     error MeshLedger_AlreadySubmitted(uint256 taskId, uint32 round, address contributor);
 

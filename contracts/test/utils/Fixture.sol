@@ -7,15 +7,20 @@ import {IMeshLedger} from "../../src/interfaces/IMeshLedger.sol";
 import {Test} from "./Test.sol";
 
 /// @notice A deployed consortium: token, ledger, admin, aggregator, contributors and validators with known
-/// keys, and one task in round 1. Helpers submit, vote and finalize as a given member.
+/// keys, and one task in round 1. Helpers submit, commit, reveal and finalize as a given member.
 abstract contract Fixture is Test {
     uint256 internal constant SUBMISSION_WINDOW = 1 hours;
-    uint256 internal constant VOTE_WINDOW = 30 minutes;
+    uint256 internal constant COMMIT_WINDOW = 30 minutes;
+    uint256 internal constant REVEAL_WINDOW = 30 minutes;
+    uint256 internal constant FINALIZE_GRACE = 1 hours;
+    uint64 internal constant MAX_SAMPLES = 1_000_000;
+    uint64 internal constant ROLE_DELAY = 2 days;
     uint128 internal constant BUDGET = 1_000 ether;
     uint16 internal constant QUORUM = 2;
     uint256 internal constant START_TIME = 1_700_000_000;
     bytes32 internal constant SPEC = keccak256("spec");
     bytes32 internal constant GENESIS = keccak256("genesis");
+    bytes32 internal constant SALT = keccak256("salt");
 
     MeshToken internal token;
     MeshLedger internal ledger;
@@ -40,15 +45,24 @@ abstract contract Fixture is Test {
     }
 
     function _deploy(uint256 nContributors, uint256 nValidators) internal {
+        _deployLedger();
+        _grantMembers(nContributors, nValidators);
+        vm.prank(admin);
+        taskId = ledger.createTask(_params());
+    }
+
+    function _deployLedger() internal {
         vm.warp(START_TIME);
         token = new MeshToken();
-        ledger = new MeshLedger(admin, token);
+        ledger = new MeshLedger(admin, token, ROLE_DELAY);
         token.setMinter(address(ledger));
         vm.label(address(token), "MeshToken");
         vm.label(address(ledger), "MeshLedger");
         vm.label(admin, "admin");
         vm.label(aggregator, "aggregator");
+    }
 
+    function _grantMembers(uint256 nContributors, uint256 nValidators) internal {
         vm.startPrank(admin);
         ledger.grantRole(AGGREGATOR, aggregator);
         for (uint256 i; i < nContributors; ++i) {
@@ -62,7 +76,6 @@ abstract contract Fixture is Test {
             validatorAddrs.push(v);
             ledger.grantRole(VALIDATOR, v);
         }
-        taskId = ledger.createTask(_params());
         vm.stopPrank();
     }
 
@@ -74,7 +87,10 @@ abstract contract Fixture is Test {
             ruleParam: 0,
             quorum: QUORUM,
             submissionWindow: uint32(SUBMISSION_WINDOW),
-            voteWindow: uint32(VOTE_WINDOW),
+            commitWindow: uint32(COMMIT_WINDOW),
+            revealWindow: uint32(REVEAL_WINDOW),
+            finalizeGrace: uint32(FINALIZE_GRACE),
+            maxSamples: MAX_SAMPLES,
             rewardPerRound: BUDGET
         });
     }
@@ -139,51 +155,138 @@ abstract contract Fixture is Test {
         });
     }
 
-    // ─── votes ───
+    // ─── scores ───
 
-    /// Validator `v` votes on every update of the live round: accept where `accepts` has the bit set.
-    function _voteAll(uint256 v, uint256 accepts) internal {
-        uint32 round = _round();
-        uint16 n = ledger.roundView(taskId, round).submissionCount;
-        uint256 indexes = (uint256(1) << n) - 1;
-        bytes memory reasons = _reasons(indexes, accepts);
-        vm.prank(validatorAddrs[v]);
-        ledger.voteBatch(taskId, round, indexes, accepts & indexes, reasons);
-    }
-
-    function _reasons(uint256 indexes, uint256 accepts) internal pure returns (bytes memory out) {
-        for (uint256 i; i < 256; ++i) {
-            if ((indexes >> i) & 1 == 0) continue;
-            out = bytes.concat(out, bytes1((accepts >> i) & 1 == 1 ? 0 : 15));
+    /// `n` copies of `score`.
+    function _uniform(uint256 n, int256 score) internal pure returns (int256[] memory out) {
+        out = new int256[](n);
+        for (uint256 i; i < n; ++i) {
+            out[i] = score;
         }
     }
 
-    // ─── rounds ───
+    /// Scores as revealed: 2 bytes each, big-endian two's complement.
+    function _encode(int256[] memory scores) internal pure returns (bytes memory out) {
+        out = new bytes(2 * scores.length);
+        for (uint256 i; i < scores.length; ++i) {
+            uint16 word = uint16(int16(scores[i]));
+            out[2 * i] = bytes1(uint8(word >> 8));
+            out[2 * i + 1] = bytes1(uint8(word));
+        }
+    }
+
+    /// Reason codes: 15 where the score is the hard-reject -10_000, else 0.
+    function _reasonsFor(int256[] memory scores) internal pure returns (bytes memory out) {
+        out = new bytes(scores.length);
+        for (uint256 i; i < scores.length; ++i) {
+            out[i] = bytes1(scores[i] == -10_000 ? uint8(15) : uint8(0));
+        }
+    }
+
+    function _commitment(address validator, int256[] memory scores) internal view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                block.chainid,
+                address(ledger),
+                taskId,
+                _round(),
+                validator,
+                keccak256(_encode(scores)),
+                keccak256(_reasonsFor(scores)),
+                SALT
+            )
+        );
+    }
+
+    function _commit(address validator, int256[] memory scores) internal {
+        bytes32 c = _commitment(validator, scores);
+        uint32 round = _round();
+        vm.prank(validator);
+        ledger.commitScores(taskId, round, c);
+    }
+
+    function _reveal(address validator, int256[] memory scores) internal {
+        bytes memory encoded = _encode(scores);
+        bytes memory reasons = _reasonsFor(scores);
+        uint32 round = _round();
+        vm.prank(validator);
+        ledger.revealScores(taskId, round, encoded, reasons, SALT);
+    }
+
+    function _submissionCount() internal view returns (uint256) {
+        return ledger.roundView(taskId, _round()).submissionCount;
+    }
+
+    // ─── rounds and time ───
 
     function _round() internal view returns (uint32) {
         return ledger.currentRound(taskId);
     }
 
-    function _finalize(bytes32 aggregate, uint256 accepted) internal {
+    function _view() internal view returns (IMeshLedger.RoundView memory) {
+        return ledger.roundView(taskId, _round());
+    }
+
+    /// Wall time that corresponds to ledger time `ledgerTime` now (the pause total so far is added back).
+    function _wallOf(uint64 ledgerTime) internal view returns (uint256) {
+        (uint64 ledgerNow,,) = ledger.clock();
+        return block.timestamp + ledgerTime - ledgerNow;
+    }
+
+    function _toCommit() internal {
+        uint64 end = _view().submissionEnd;
+        (uint64 ledgerNow,,) = ledger.clock();
+        if (ledgerNow < end) vm.warp(_wallOf(end));
+    }
+
+    function _toReveal() internal {
+        uint64 end = _view().commitEnd;
+        (uint64 ledgerNow,,) = ledger.clock();
+        if (ledgerNow < end) vm.warp(_wallOf(end));
+    }
+
+    function _toRevealEnd() internal {
+        vm.warp(_wallOf(_view().revealEnd));
+    }
+
+    function _toGraceEnd() internal {
+        vm.warp(_wallOf(_view().graceEnd));
+    }
+
+    function _finalize(bytes32 aggregate) internal {
         uint32 round = _round();
         vm.prank(aggregator);
-        ledger.finalizeRound(taskId, round, aggregate, accepted);
+        ledger.finalizeRound(taskId, round, aggregate);
     }
 
-    /// Every contributor submits, every validator accepts all but the updates in `rejected`; finalized early.
-    function _playRound(uint256 rejected) internal returns (uint256 accepted) {
-        _submitAll();
-        uint256 all = (uint256(1) << contributors.length) - 1;
-        accepted = all & ~rejected;
+    /// Every validator commits and reveals `scores[v]` (an empty row: validator v stays absent).
+    function _scoreRound(int256[][] memory scores) internal {
+        _toCommit();
         for (uint256 v; v < validatorAddrs.length; ++v) {
-            _voteAll(v, accepted);
+            if (scores[v].length != 0 || _submissionCount() == 0) _commit(validatorAddrs[v], scores[v]);
         }
-        uint32 round = _round();
-        _finalize(accepted == 0 ? ledger.baseDigest(taskId, round) : _aggregate(round), accepted);
+        _toReveal();
+        for (uint256 v; v < validatorAddrs.length; ++v) {
+            if (scores[v].length != 0 || _submissionCount() == 0) _reveal(validatorAddrs[v], scores[v]);
+        }
     }
 
-    function _afterVoteWindow() internal {
-        IMeshLedger.RoundView memory r = ledger.roundView(taskId, _round());
-        vm.warp(r.voteEnd);
+    /// Every validator gives every update of the live round `score`.
+    function _sameScores(int256 score) internal view returns (int256[][] memory rows) {
+        rows = new int256[][](validatorAddrs.length);
+        uint256 n = _submissionCount();
+        for (uint256 v; v < rows.length; ++v) {
+            rows[v] = _uniform(n, score);
+        }
+    }
+
+    /// Every contributor submits, every validator scores every update `score`, and the aggregator finalizes
+    /// (with the base when nothing is accepted).
+    function _playRound(int256 score) internal {
+        _submitAll();
+        _scoreRound(_sameScores(score));
+        uint32 round = _round();
+        (, uint256 accepted) = ledger.tally(taskId, round);
+        _finalize(accepted == 0 ? ledger.baseDigest(taskId, round) : _aggregate(round));
     }
 }
