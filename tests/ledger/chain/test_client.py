@@ -23,13 +23,14 @@ from ledger.chain.client import (
     connect_web3,
 )
 from ledger.chain.deploy import RecordMissing, RecordUnreadable
-from ledger.chain.types import Ballot, Phase, Role, Settlement, SubmissionInfo, TaskParams, bitmap
+from ledger.chain.scores import REJECT, SCORE_ONE, InvalidScores
+from ledger.chain.types import Phase, Role, Settlement, SubmissionInfo
 from ledger.dev.services import AnvilProcess
 from ledger.errors import ServiceUnavailable
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
 from ledger.settings import Settings
-from tests.support.chain import Consortium, chain_snapshot, fake_digest, rpc
+from tests.support.chain import Consortium, chain_snapshot, fake_digest, rpc, task_params
 
 pytestmark = pytest.mark.anvil
 
@@ -87,27 +88,48 @@ def test_reads_return_typed_values(c: Consortium) -> None:
     assert client.has_role("validator", c.validators[0][0])
     assert client.contributor_role() == bytes.fromhex(client.constants()["CONTRIBUTOR_ROLE"].hex())
     assert not client.paused()
+    assert account.accrued == 0
+    assert view.validator_count == 3
+    assert (view.commit_count, view.reveal_count) == (0, 0)
+    assert view.opened_at < view.submission_end < view.commit_end < view.reveal_end < view.grace_end
+    assert client.clock().paused_at == 0
+    assert client.clock().ledger_now >= view.opened_at
+    assert client.role_delay() == 60
     token = client.token_client()
     assert token.minter() == client.address
     assert token.symbol() == "MESH"
 
 
+def _reject_update_1(_v: int, i: int, _r: int) -> int | tuple[int, int]:
+    return (REJECT, int(Reason.NON_FINITE)) if i == 1 else SCORE_ONE // 2 + 100 * i
+
+
 def test_a_round_through_the_client(c: Consortium) -> None:
     task_id = c.task_id
-    record = c.run_round(
-        task_id, verdict=lambda v, i, r: int(Reason.NON_FINITE) if i == 1 else 0, relayed=False
-    )
+    record = c.run_round(task_id, scores=_reject_update_1)
     reader = c.client()
     assert record.accepted == [0, 2, 3]
+    assert record.consensus == [5_000, REJECT, 5_200, 5_300]
     assert reader.current_round(task_id) == 2
     assert reader.aggregate_digest(task_id, 1) == record.aggregate
     assert reader.round_view(task_id, 1).phase is Phase.FINALIZED
     assert reader.base_digest(task_id, 2) == record.aggregate
-    # the rejected contributor lost reputation, an accepted one gained, and rewards were minted
+    # the rejected contributor lost reputation, an accepted one gained; rewards accrued, nothing minted yet
     start = reader.constant("REPUTATION_START")
     assert reader.reputation(c.contributors[1][0]).contributor < start
     assert reader.reputation(c.contributors[0][0]).contributor > start
-    assert reader.token_client().balance_of(c.contributors[0][0]) > 0
+    accrued = reader.account(c.contributors[0][0]).accrued
+    assert accrued > 0
+    token = reader.token_client()
+    assert token.balance_of(c.contributors[0][0]) == 0
+    claimed = c.client(c.contributors[0][1]).claim_rewards()
+    assert claimed.value == accrued
+    assert token.balance_of(c.contributors[0][0]) == accrued
+    assert reader.account(c.contributors[0][0]).accrued == 0
+    (claim,) = reader.reward_claims(c.contributors[0][0])
+    assert (claim.account, claim.amount, claim.tx_hash) == (c.contributors[0][0], accrued, claimed.tx_hash)
+    with pytest.raises(errors.NothingToClaim):
+        c.client(c.contributors[0][1]).claim_rewards()
 
 
 def test_submit_update_returns_the_index_and_its_event(c: Consortium) -> None:
@@ -129,7 +151,7 @@ def test_submit_update_returns_the_index_and_its_event(c: Consortium) -> None:
 def test_the_eip712_digest_matches_the_contract(c: Consortium) -> None:
     client = c.client()
     domain = client.eip712_domain()
-    assert (domain.name, domain.version, domain.verifying_contract) == ("MeshLedger", "1", client.address)
+    assert (domain.name, domain.version, domain.verifying_contract) == ("MeshLedger", "2", client.address)
     args = (1, 3, fake_digest("x"), 77)
     assert client.submission_hash(*args, nonce=5, deadline=2**40) == client.hash_submission(
         *args, nonce=5, deadline=2**40
@@ -193,37 +215,76 @@ def test_reverts_of_reads_and_writes_are_named(c: Consortium) -> None:
     contributor.submit_update(task_id, 1, fake_digest("once"), 1)
     with pytest.raises(errors.AlreadySubmitted):
         contributor.submit_update(task_id, 1, fake_digest("twice"), 1)
-    with pytest.raises(errors.InvalidReason):
-        validator.vote(task_id, 1, 0, True, int(Reason.NON_FINITE))
+    with pytest.raises(errors.CommitNotOpen) as early:
+        validator.commit_scores(task_id, 1, bytes(32))
+    assert early.value["submissionEnd"] == reader.round_view(task_id, 1).submission_end
+    assert isinstance(early.value, errors.TooEarlyRevert)
+    with pytest.raises(errors.NotInValidatorSet) as outsider:
+        contributor.commit_scores(task_id, 1, bytes(32))
+    assert outsider.value.exit_code == ExitCode.NOT_MEMBER
+    with pytest.raises(InvalidScores, match="hard reject"):  # refused before anything is sent
+        validator.reveal_scores(task_id, 1, [0], [int(Reason.NON_FINITE)], bytes(32))
     with pytest.raises(errors.AccessControlUnauthorizedAccount):
-        contributor.grant_role("validator", c.contributors[1][0])
+        contributor.schedule_role_change("validator", c.contributors[1][0], True)
     with pytest.raises(errors.FinalizeTooEarly):
-        c.client(c.aggregator[1]).finalize_round(task_id, 1, fake_digest("agg"), 0)
+        c.aggregator_client.finalize_round(task_id, 1, fake_digest("agg"))
+    with pytest.raises(errors.NotAggregator):
+        contributor.finalize_round(task_id, 1, fake_digest("agg"))
 
 
 def test_pause_stops_submissions(c: Consortium) -> None:
     admin = c.admin_client
     admin.pause()
     assert admin.paused()
-    with pytest.raises(errors.EnforcedPause):
+    assert admin.clock().paused
+    with pytest.raises(errors.LedgerPaused) as paused:
         c.client(c.contributors[0][1]).submit_update(c.task_id, 1, fake_digest("p"), 1)
+    assert paused.value["lapsesAt"] == admin.clock().paused_at + 3 * 86_400
     admin.unpause()
     assert not admin.paused()
+    with pytest.raises(errors.NotPaused):
+        admin.unpause()
+    with pytest.raises(errors.PauseCooldown):
+        admin.pause()  # another pause only MAX_PAUSE after the last one ended
 
 
-def test_tally_and_ballots(c: Consortium) -> None:
+def test_tally_validator_set_and_revealed_scores(c: Consortium) -> None:
     task_id = c.task_id
-    c.run_round(
-        task_id, finalize=False, verdict=lambda v, i, r: 0 if v == 0 or i == 0 else int(Reason.NON_FINITE)
+    record = c.run_round(
+        task_id,
+        finalize=False,
+        unrevealed=[2],
+        scores=lambda v, i, r: SCORE_ONE if v == 0 or i == 0 else (REJECT, int(Reason.NON_FINITE)),
     )
     reader = c.client()
+    vset = reader.validator_set(task_id, 1)
+    assert vset.members == tuple(a for a, _ in c.validators)
+    assert vset.weights == (5_000, 5_000, 5_000)
+    assert vset.committers == list(vset.members)
+    assert vset.revealers == list(vset.members[:2])
+    assert vset.has_committed(c.validators[2][0])
+    assert not vset.has_revealed(c.validators[2][0])
+    assert c.contributors[0][0] not in vset
     tally = reader.tally(task_id, 1)
-    assert tally.accepted == [0]  # quorum 2: only update 0 has two accepts
-    assert tally.accept_votes == (3, 1, 1, 1)
-    ballot = reader.ballot(task_id, 1, c.validators[0][0])
-    assert ballot.voted == [0, 1, 2, 3]
-    assert ballot.accepted == [0, 1, 2, 3]
-    assert ballot == Ballot(0b1111, 0b1111, c.validators[0][0])  # a ballot says whose it is
+    # update 0: 10000, 10000, (absent) 0 -> 10000; others: 10000, -10000, 0 -> 0 (the lower median)
+    assert tally.consensus == (SCORE_ONE, 0, 0, 0)
+    assert tally.accepted == [0]
+    mine = reader.revealed_scores(task_id, 1, c.validators[1][0])
+    assert (mine.revealed, mine.scores) == (True, (SCORE_ONE, REJECT, REJECT, REJECT))
+    assert reader.revealed_scores(task_id, 1, c.validators[2][0]).revealed is False
+    commits = reader.commitments(task_id, 1)
+    assert [x.validator for x in commits] == list(vset.members)
+    sheet = record.sheets[c.validators[0][0]]
+    assert commits[0].commitment == reader.score_commitment(
+        task_id, 1, c.validators[0][0], sheet.scores, sheet.reasons, salt=sheet.salt
+    )
+    reveals = reader.reveals(task_id, 1)
+    assert [x.validator for x in reveals] == list(vset.members[:2])
+    assert reveals[1].reasons == (0, int(Reason.NON_FINITE), int(Reason.NON_FINITE), int(Reason.NON_FINITE))
+    assert reader.round_view(task_id, 1).phase is Phase.REVEAL  # a committer has not revealed: the window runs
+    c.end_reveals(task_id, 1)
+    view = reader.round_view(task_id, 1)
+    assert (view.phase, view.commit_count, view.reveal_count, view.finalizable) == (Phase.CLOSED, 3, 2, True)
 
 
 def test_submissions_and_finalizations_come_from_the_logs_as_typed_records(c: Consortium) -> None:
@@ -232,7 +293,9 @@ def test_submissions_and_finalizations_come_from_the_logs_as_typed_records(c: Co
     with pytest.raises(LogsBehind, match="round 2"):
         reader.submissions(task_id, 2)  # round 2 has not opened: no RoundOpened log
     record = c.run_round(
-        task_id, relayed=True, verdict=lambda v, i, r: 0 if i != 2 else int(Reason.TOO_LARGE)
+        task_id,
+        relayed=True,
+        scores=lambda v, i, r: 4_000 if i != 2 else (REJECT, int(Reason.TOO_LARGE)),
     )
     subs = reader.submissions(task_id, 1)
     assert [s.index for s in subs] == [0, 1, 2, 3]
@@ -244,14 +307,20 @@ def test_submissions_and_finalizations_come_from_the_logs_as_typed_records(c: Co
     assert reader.submissions(task_id, 2) == []  # opened by the finalization, nothing submitted yet
 
     (final,) = reader.finalizations(task_id, 1)
-    assert (final.task_id, final.round, final.aggregator) == (task_id, 1, c.aggregator[0])
+    assert (final.task_id, final.round, final.by, final.carried_over) == (task_id, 1, c.aggregator[0], False)
     assert final.aggregate_digest == record.aggregate
     assert final.accepted == record.accepted == [0, 1, 3]
+    assert final.consensus == [4_000, 4_000, REJECT, 4_000]
     assert [s.role for s in final.settlements] == [Role.CONTRIBUTOR] * 4 + [Role.VALIDATOR] * 3
     assert final.settlements[0] == Settlement(
         c.contributors[0][0], Role.CONTRIBUTOR, reader.reputation(c.contributors[0][0]).contributor,
-        reader.token_client().balance_of(c.contributors[0][0]),
+        reader.account(c.contributors[0][0]).accrued, 4_000, 0, False,
     )  # fmt: skip
+    assert [(s.distance, s.absent) for s in final.validators] == [(0, False)] * 3
+    (opened,) = reader.round_openings(task_id, 2)
+    assert (opened.by, opened.base_digest) == (c.aggregator[0], record.aggregate)
+    assert opened.validators == tuple(a for a, _ in c.validators)
+    assert opened.weights == (5_200, 5_200, 5_200)  # frozen after round 1 raised them
     assert reader.finalizations(task_id) == [final]
     assert reader.finalizations(task_id, 2) == []
     assert reader.finalizations(task_id, 1, from_block=final.block_number + 1) == []
@@ -316,7 +385,14 @@ def test_events_decode_every_ledger_event_in_order(c: Consortium) -> None:
     events = c.client().events(c.record.deploy_block)
     names = [e.name for e in events]
     assert names[:1] == ["RoleGranted"]  # the constructor's admin grant
-    for expected in ("TaskCreated", "RoundOpened", "UpdateSubmitted", "SubmissionsClosed", "VotesCast"):
+    for expected in (
+        "TaskCreated",
+        "RoundOpened",
+        "UpdateSubmitted",
+        "SubmissionsClosed",
+        "ScoresCommitted",
+        "ScoresRevealed",
+    ):
         assert expected in names
     assert {"RoundFinalized", "ReputationInitialized"} <= set(names)
     assert names.index("RoundFinalized") < len(names) - 1
@@ -330,22 +406,34 @@ def test_events_decode_every_ledger_event_in_order(c: Consortium) -> None:
     assert [s["role"] for s in settlements] == [int(Role.CONTRIBUTOR)] * 4 + [int(Role.VALIDATOR)] * 3
     assert [s["account"] for s in settlements[:4]] == [a for a, _ in c.contributors]
     assert sum(s["reward"] for s in settlements) > 0
-    only = c.client().events(c.record.deploy_block, names=["VotesCast"], max_range=3)
-    assert [e.name for e in only] == ["VotesCast"] * 3
-    assert only[0].args["indexes"] == bitmap(range(4))
+    only = c.client().events(c.record.deploy_block, names=["ScoresRevealed"], max_range=3)
+    assert [e.name for e in only] == ["ScoresRevealed"] * 3
+    assert len(only[0].args["scores"]) == 2 * 4
 
 
 def test_a_read_only_client_refuses_to_send(c: Consortium) -> None:
     with pytest.raises(ReadOnlyClient, match="no signing key"):
-        c.client().create_task(TaskParams(fake_digest("s"), fake_digest("g"), 0, 0, 1, 10, 10, 0))
+        c.client().create_task(task_params(quorum=1))
+    with pytest.raises(ReadOnlyClient, match="claim rewards"):
+        c.client().claim_rewards()
 
 
 def test_create_task_returns_its_id(c: Consortium) -> None:
-    result = c.admin_client.create_task(TaskParams(fake_digest("s"), fake_digest("g2"), 2, 0, 1, 10, 10, 0))
+    params = task_params(
+        rule=2, quorum=1, commit_window=11, reveal_window=12, finalize_grace=13, max_samples=99
+    )
+    result = c.admin_client.create_task(params)
     assert result.value == 2
-    assert c.client().task(2).params.rule == 2
+    assert c.client().task(2).params == params
+    (created,) = [e for e in result.events if e.name == "TaskCreated"]
+    assert type(params).from_event(created.args["params"]) == params
     with pytest.raises(errors.InvalidRule):
-        c.admin_client.create_task(TaskParams(fake_digest("s"), fake_digest("g2"), 1, 0, 1, 10, 10, 0))
+        c.admin_client.create_task(task_params(rule=1, quorum=1))
+    with pytest.raises(errors.InvalidWindows):
+        c.admin_client.create_task(task_params(reveal_window=0))
+    with pytest.raises(errors.InvalidMaxSamples) as cap:
+        c.admin_client.create_task(task_params(max_samples=2**32 + 1))
+    assert cap.value["cap"] == 2**32
 
 
 def _settings(tmp_path: Path, url: str, **extra: Any) -> Settings:
