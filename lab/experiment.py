@@ -533,6 +533,8 @@ class ExperimentResult:
         bad = set(self.malicious)
         rejected = accepted = 0
         for r in self.rounds:
+            if not r.honest_verdicts:
+                continue  # a result saved before protocol v2 (no scores)
             for node, verdict in zip(r.submitted, r.honest_verdicts, strict=True):
                 if node not in bad and verdict > 0 and node not in r.accepted:
                     rejected += 1
