@@ -1,6 +1,6 @@
 """Stable reason codes for a validator's verdict on an update.
 
-The number is what a validator records on chain with its vote, so never renumber a code, only add. Each code's
+The number is what a validator reveals on chain with its scores, so never renumber a code, only add. Each code's
 documentation is what `meshprov worker check` and the auditor print. Checks run cheapest first; the first
 failure decides the reason.
 """
@@ -32,6 +32,7 @@ class Reason(IntEnum):
     DUPLICATE = 18
     LOSS_REGRESSION = 19
     SCALE_OUT_OF_PROPORTION = 20
+    NEAR_COPY = 21
 
     @property
     def slug(self) -> str:
@@ -62,9 +63,12 @@ REASON_HELP: dict[Reason, str] = {
     Reason.NORM_TOO_LARGE: "The update's L2 norm exceeds the task's absolute bound.",
     Reason.NORM_OUTLIER: "The update's norm is an outlier against this round's other updates (robust z-score).",
     Reason.NORM_TOO_SMALL: "The update is (almost) zero: no training happened (free-riding).",
-    Reason.DUPLICATE: "The update is a copy of another member's update in the same round.",
+    Reason.DUPLICATE: "The update is a copy of another member's update submitted earlier in the same round (the "
+    "same bytes, or cosine >= 0.95 over the whole vectors).",
     Reason.LOSS_REGRESSION: "On the validator's held-out data the update makes the model worse than the base by "
     "more than the allowed margin.",
     Reason.SCALE_OUT_OF_PROPORTION: "The update's L2 norm is out of proportion to the base model's: more than the "
     "allowed multiple of the base's norm (a scaled or boosted update).",
+    Reason.NEAR_COPY: "The update points the same way (cosine >= 0.95 over the whole vectors) as another member's "
+    "update of one of the last rounds: a copy of published work, noise or scaling added.",
 }

@@ -7,15 +7,17 @@ that they judge alike: the worker only adds fetching, caching and voting around 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ledger.aggregation.source import TensorInfo, TensorSource
+from ledger.checks.copies import Copy, find_copies
 from ledger.checks.limits import CheckLimits
 from ledger.checks.profile import UpdateProfile
 from ledger.checks.round import round_stats
 from ledger.checks.update_checks import ChainRecord, LossFn, check_loss, judge_in_round, verify_update
+from ledger.checks.vectors import Vector
 from ledger.checks.verdict import Verdict
 from ledger.content.multiformats import digest_to_cid
 from ledger.reasons import Reason
@@ -78,13 +80,28 @@ def judge_update(
     return Judged(verdict, loss)
 
 
-def judge_round(judged: Sequence[Judged], limits: CheckLimits) -> list[Verdict]:
+def judge_round(
+    judged: Sequence[Judged],
+    limits: CheckLimits,
+    *,
+    vectors: Sequence[Vector | None] | None = None,
+    authors: Sequence[str] | None = None,
+    history: Iterable[tuple[str, Vector]] = (),
+) -> list[Verdict]:
     """Final verdicts of a round's updates (in submission order) from their per-update verdicts.
 
     The round-level checks run over the updates that passed the per-update checks; an update whose digest an
     earlier submission already has is a DUPLICATE (the chain lets two members submit the same digest, but only
-    one of them can have written it); the loss check comes last.
+    one of them can have written it); then the z-score; then, given the updates' ``vectors`` (``flatten`` of
+    each update that passed the per-update checks, None for the others) and their ``authors`` (the contributors
+    the chain recorded), the whole-vector copy checks (``ledger.checks.copies``: NEAR_COPY against ``history``,
+    the last rounds' accepted ``(contributor, vector)``, and DUPLICATE within the round); the loss check comes
+    last. Without vectors only verbatim value copies are caught (the profiles' fingerprints).
     """
+    if vectors is not None and (
+        authors is None or len(vectors) != len(judged) or len(authors) != len(judged)
+    ):
+        raise ValueError("judge_round needs one vector (or None) and one author per judged update")
     seen: dict[bytes, int] = {}
     profiles: list[UpdateProfile] = []
     for i, j in enumerate(judged):
@@ -93,6 +110,18 @@ def judge_round(judged: Sequence[Judged], limits: CheckLimits) -> list[Verdict]:
             seen[p.digest] = i
             profiles.append(p)
     stats = round_stats(profiles) if profiles else None
+    copies: list[Copy | None] = [None] * len(judged)
+    if vectors is not None and authors is not None and limits.near_copy_cosine is not None:
+        candidates = [
+            v
+            if j.verdict.accepted
+            and j.verdict.profile is not None
+            and seen.get(j.verdict.profile.digest) == i
+            else None
+            for i, (j, v) in enumerate(zip(judged, vectors, strict=True))
+        ]
+        copies = find_copies(candidates, authors, history, threshold=limits.near_copy_cosine)
+        limits = replace(limits, duplicate_cosine=None)  # the whole vectors decide, not the fingerprints
     out = []
     for i, j in enumerate(judged):
         v = j.verdict
@@ -104,6 +133,10 @@ def judge_round(judged: Sequence[Judged], limits: CheckLimits) -> list[Verdict]:
             )
             continue
         v = judge_in_round(v, stats, limits)
+        copy = copies[i]
+        if v.accepted and copy is not None:
+            original = judged[copy.index].verdict.digest if copy.index is not None else None
+            v = v.but(reason=copy.reason, detail=copy.detail, duplicate_of=original)
         if v.accepted and j.loss is not None:
             v = v.but(
                 reason=j.loss.reason, detail=j.loss.detail, loss=j.loss.loss, base_loss=j.loss.base_loss

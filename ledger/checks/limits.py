@@ -53,11 +53,18 @@ class CheckLimits:
     variation into outliers: with the defaults, a norm must be about 3.7x off the median to be rejected."""
 
     duplicate_cosine: float | None = 1.0 - 1e-6
-    """Two updates are duplicates when their fingerprints' cosine is at least this and their norms agree within
-    ``duplicate_norm_rtol`` (``DUPLICATE``, the later submission is rejected); None: off."""
+    """Without the updates' vectors (a caller that kept only the profiles), two updates are duplicates when their
+    fingerprints' cosine is at least this and their norms agree within ``duplicate_norm_rtol`` (``DUPLICATE``, the
+    later submission is rejected): verbatim value copies only; None: off. With vectors, ``near_copy_cosine``
+    decides instead."""
 
     duplicate_norm_rtol: float = 1e-4
     """Relative norm difference under which two updates with near-identical direction count as one."""
+
+    near_copy_cosine: float | None = 0.95
+    """Whole-vector cosine at or above which an update is a copy (protocol R1, ``ledger.checks.copies``): of another
+    member's recently accepted update (``NEAR_COPY``) or of another member's earlier submission in the round
+    (``DUPLICATE``); None: off. Applies when the caller gives ``judge_round`` the updates' vectors."""
 
     loss_delta: float | None = None
     """Allowed increase of the held-out loss over the base's (``LOSS_REGRESSION``); None: no loss check."""
@@ -76,5 +83,7 @@ class CheckLimits:
             raise ConfigError(f"min_norm must be finite and non-negative, got {self.min_norm}")
         if self.zscore_min_peers < 1 or not self.zscore_min_mad > 0:
             raise ConfigError("zscore_min_peers must be >= 1 and zscore_min_mad > 0")
-        if self.duplicate_cosine is not None and not 0 < self.duplicate_cosine <= 1:
-            raise ConfigError(f"duplicate_cosine must be in (0, 1], got {self.duplicate_cosine}")
+        for name in ("duplicate_cosine", "near_copy_cosine"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ConfigError(f"{name} must be in (0, 1] or None, got {value}")

@@ -1,0 +1,117 @@
+"""A validator's score of one update (protocol R3), the pure arithmetic: docs/scoring.md says why.
+
+For an update ``g`` (its delta against the round's base, as one vector) that passed the hard checks, with the
+validator's reference update ``g0`` (trained by the validator from the same base on its own held-out slice) and
+the held-out loss of the base and of base + g::
+
+    loss(base + g) > loss(base) + margin            -> -1, LOSS_REGRESSION (a hard reject)
+    c = cos(g, g0) <= 0                             -> c
+    otherwise                                       -> c * min(1, |g| / |g0|) ** 2
+
+clamped to [-1, 1] and taken to fixed point (:func:`ledger.chain.scores.to_fixed`, SCORE_ONE = 10,000). A hard
+reject scores ``REJECT`` (-10,000) with its reason code; every other score has reason 0 (the contract refuses
+anything else). This module takes numbers and vectors: the worker (``worker.scoring``) evaluates the losses and
+trains the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ledger.chain.scores import REJECT, SCORE_ONE, to_fixed
+from ledger.checks.vectors import Vector, cosine, norm
+from ledger.errors import ConfigError
+from ledger.reasons import Reason
+
+__all__ = ["REJECT", "SCORE_ONE", "Score", "ScoringError", "rejected", "reveal_arrays", "score_vector"]
+
+
+class ScoringError(ConfigError):
+    """The validator cannot score: its reference update or its losses are unusable (never the update's fault)."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """One update's score: ``value`` in [-SCORE_ONE, SCORE_ONE] and ``reason`` (ACCEPTED = 0 unless a hard reject)."""
+
+    value: int
+    reason: Reason = Reason.ACCEPTED
+    detail: str = ""
+    cosine: float | None = None
+    magnitude: float | None = None
+    """|g| / |g0|: the update's norm relative to the reference's."""
+    loss: float | None = None
+    base_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        if not -SCORE_ONE <= self.value <= SCORE_ONE:
+            raise ValueError(f"score {self.value} is outside [{-SCORE_ONE}, {SCORE_ONE}]")
+        if self.reason is not Reason.ACCEPTED and self.value != REJECT:
+            raise ValueError(f"a hard reject ({self.reason.slug}) must score {REJECT}, not {self.value}")
+
+    @property
+    def hard_reject(self) -> bool:
+        return self.reason is not Reason.ACCEPTED
+
+
+def rejected(reason: Reason, detail: str = "") -> Score:
+    """The score of an update that failed a hard check: REJECT with the check's reason code."""
+    if reason is Reason.ACCEPTED:
+        raise ValueError("an accepted update is scored, not rejected")
+    return Score(REJECT, reason, detail)
+
+
+def score_vector(
+    update: Vector,
+    reference: Vector,
+    *,
+    loss: float | None = None,
+    base_loss: float | None = None,
+    margin: float | None = None,
+) -> Score:
+    """Score ``update`` against the validator's ``reference`` update (both deltas against the same base).
+
+    The loss gate applies when ``margin`` is given: then ``loss`` (of base + update) and ``base_loss`` are
+    required, and a non-finite ``loss`` counts as a regression. A zero update has no direction and scores 0 (the
+    hard checks reject it before: NORM_TOO_SMALL)."""
+    if margin is not None:
+        if loss is None or base_loss is None:
+            raise ScoringError("the loss gate needs the held-out loss of the base and of base + update")
+        if not (math.isfinite(margin) and margin >= 0) or not math.isfinite(base_loss):
+            raise ScoringError(f"unusable loss gate: margin {margin!r}, base loss {base_loss!r}")
+        if not math.isfinite(loss) or loss > base_loss + margin:
+            return Score(
+                REJECT,
+                Reason.LOSS_REGRESSION,
+                f"held-out loss {loss:.6g} > base {base_loss:.6g} + {margin:g}",
+                loss=loss,
+                base_loss=base_loss,
+            )
+    ref_norm = norm(reference)
+    if not (math.isfinite(ref_norm) and ref_norm > 0):
+        raise ScoringError(
+            f"the reference update's norm is {ref_norm!r}: the reference trainer did not train "
+            "(check its data and steps)"
+        )
+    magnitude = norm(update) / ref_norm
+    c = cosine(update, reference)
+    if c is None:
+        return Score(
+            0, detail="the update is zero", cosine=None, magnitude=magnitude, loss=loss, base_loss=base_loss
+        )
+    raw = c if c <= 0 else c * min(1.0, magnitude) ** 2
+    return Score(
+        to_fixed(max(-1.0, min(1.0, raw))),
+        detail=f"cosine {c:+.4f} to the reference, norm {magnitude:.3g}x the reference's",
+        cosine=c,
+        magnitude=magnitude,
+        loss=loss,
+        base_loss=base_loss,
+    )
+
+
+def reveal_arrays(scores: Sequence[Score]) -> tuple[list[int], list[int]]:
+    """``revealScores``' (scores, reasons), one per update in index order."""
+    return [s.value for s in scores], [int(s.reason) for s in scores]
