@@ -1,15 +1,20 @@
-"""The aggregator's job on one round: the accepted set from the chain, the recorded rule, one finalize.
+"""The aggregator's job on one round: the accepted set and weights from the consensus, the rule, one finalize.
 
-1. The round must be finalizable (``roundView``: vote window over, or submissions closed and every validator
-   voted on every update) and not finalized; otherwise there is nothing to do yet, or any more.
-2. The accepted set is the quorum outcome of the recorded votes, read from the chain (``tally``): the contract
-   refuses any other bitmap, so the aggregator has no say in it.
+1. The round must be finalizable (``roundView``: reveal window over, or every committed validator revealed after
+   the commit phase) and not finalized; otherwise there is nothing to do yet, or any more.
+2. The accepted set and each update's consensus score are read from the chain (``tally``: the lower weighted
+   median of the revealed scores, docs/protocol.md R4); the contract computes the same at finalization, so the
+   aggregator has no say in it. FedAvg weights each accepted update by its consensus score (R5), never by the
+   sample count the member claimed.
 3. Accepted updates and the base are downloaded to local files; ledger's streaming driver aggregates them in
    digest order with the task's rule (``AggregationSpec.decode(rule, ruleParam)``); ledger's writer streams the
    aggregate file (full weights; metadata naming the rule and the sorted input CIDs); it is put to the store.
    Deterministic: a run interrupted anywhere and run again produces the same bytes, so the same CID.
-4. ``finalizeRound(task, round, digest, accepted)``. With nothing accepted the model carries over: the aggregate
+4. ``finalizeRound(task, round, digest)``. With nothing accepted the model carries over: the aggregate
    *is* the base (the contract's ``AggregateMustBeBase``), and no file is written.
+
+If the aggregator never finalizes (down, stuck), anyone may carry the round over after its grace
+(:func:`carry_over`, ``meshprov worker carry-over``; the watcher does it when ``--carry-over`` is on).
 
 Idempotency: a finalized round is a no-op; a finalize that loses a race (``WrongRound``: the round moved on)
 counts as done once the chain shows the round finalized; a Redis lock per (task, round) keeps two aggregators
@@ -28,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 from ledger.aggregation import AggregationSpec, Contribution, prepare
 from ledger.aggregation.output import write_aggregation
 from ledger.chain.errors import (
-    AcceptedSetMismatch,
     AggregateMustBeBase,
     FinalizeTooEarly,
+    GraceNotOver,
     RoundNotLive,
     WrongRound,
 )
@@ -47,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Reverts of finalizeRound that say the chain is not where we thought: look again (retry), never give up silently.
-_RETRY_REVERTS = (FinalizeTooEarly, AcceptedSetMismatch, AggregateMustBeBase)
+_RETRY_REVERTS = (FinalizeTooEarly, AggregateMustBeBase)
 # The round moved on under us: done if another aggregator finalized it, else look again.
 _LOST_RACE = (WrongRound, RoundNotLive)
 
@@ -68,13 +73,15 @@ def aggregate_round(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
         if lock is None:
             return {"status": "busy"}
         state.set_progress("aggregate", task_id, round_, "started")
-        accepted = chain.tally(task_id, round_).accepted_bitmap
+        tally = chain.tally(task_id, round_)
+        accepted = tally.accepted_bitmap
         subs = chain.submissions(task_id, round_)
         if len(subs) != view.submission_count:
             raise NotReady(f"the node's logs show {len(subs)} of {view.submission_count} submissions")
         chosen = [s for s in subs if accepted >> s.index & 1]
+        weights = [tally.consensus[s.index] for s in chosen]
         # Nothing accepted: the model carries over, the aggregate is the base itself.
-        digest = _aggregate(rt, view, chosen, lock) if chosen else view.base_digest
+        digest = _aggregate(rt, view, chosen, weights, lock) if chosen else view.base_digest
         renew(lock)
         result = _finalize(rt, view, digest, accepted)
     shutil.rmtree(_round_dir(rt, task_id, round_), ignore_errors=True)
@@ -85,7 +92,9 @@ def _round_dir(rt: Runtime, task_id: int, round_: int) -> Path:
     return rt.cache_dir / "rounds" / f"{task_id}-{round_}"
 
 
-def _aggregate(rt: Runtime, view: RoundView, chosen: Sequence[Submission], lock: Any) -> bytes:
+def _aggregate(
+    rt: Runtime, view: RoundView, chosen: Sequence[Submission], weights: Sequence[int], lock: Any
+) -> bytes:
     chain = rt.chain()
     store = rt.store()
     state = rt.state()
@@ -112,10 +121,7 @@ def _aggregate(rt: Runtime, view: RoundView, chosen: Sequence[Submission], lock:
     out = work / "aggregate.safetensors"
     with _open_all([base_path, *paths]) as files:
         base, updates = files[0], files[1:]
-        contributions = [
-            Contribution(sub.digest, source=f, num_samples=sub.num_samples)
-            for sub, f in zip(chosen, updates, strict=True)
-        ]
+        contributions = [_contribution(sub, f, w) for sub, f, w in zip(chosen, updates, weights, strict=True)]
         agg = prepare(base, contributions, spec)
         written = write_aggregation(
             out, agg, task=view.task_id, round=view.round, parent=digest_to_cid(view.base_digest)
@@ -134,6 +140,13 @@ def _aggregate(rt: Runtime, view: RoundView, chosen: Sequence[Submission], lock:
     log.info("round %d: aggregate %s of %d updates by %s", view.round, cid, len(chosen), spec)
     rt.failpoint("aggregate.stored")
     return cid_to_digest(cid)
+
+
+def _contribution(sub: Submission, source: UpdateFile, consensus: int) -> Contribution:
+    """An accepted update weighted by its consensus score (> 0 for every accepted update), not its samples."""
+    # TODO(HS): the consensus weight field of ledger.aggregation.Contribution once it lands; until then the weight
+    # rides in num_samples, which FedAvg divides by the sum exactly as it would divide the consensus weights.
+    return Contribution(sub.digest, source=source, num_samples=consensus)
 
 
 @contextlib.contextmanager
@@ -155,7 +168,7 @@ def _finalize(rt: Runtime, view: RoundView, digest: bytes, accepted: int) -> dic
     chain = rt.chain()
     state = rt.state()
     try:
-        tx = chain.finalize_round(view.task_id, view.round, digest, accepted).tx_hash
+        tx = chain.finalize_round(view.task_id, view.round, digest).tx_hash
     except _LOST_RACE as exc:
         now = chain.round_view(view.task_id, view.round)
         if now.phase is Phase.FINALIZED:
@@ -169,3 +182,34 @@ def _finalize(rt: Runtime, view: RoundView, digest: bytes, accepted: int) -> dic
     state.incr("rounds_finalized_total")
     rt.failpoint("aggregate.finalized")
     return {"status": "finalized", "tx": tx, "aggregate": digest_to_cid(digest), "accepted": accepted}
+
+
+def carry_over(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
+    """Anyone's fallback when the aggregator has not finalized within the grace: ``finalizeCarryOver`` (the base
+    becomes the round's aggregate, reputations settle, no reward). A no-op before the grace ends or once the
+    round is finalized."""
+    chain = rt.chain()
+    view = chain.round_view(task_id, round_)
+    if view.phase is Phase.FINALIZED:
+        return {"status": "finalized-already", "aggregate": digest_to_cid(view.aggregate_digest)}
+    if view.phase is Phase.NONE:
+        return {"status": "no-such-round"}
+    now = chain.clock().ledger_now
+    if now < view.grace_end:
+        return {"status": "grace-not-over", "seconds_left": view.grace_end - now}
+    try:
+        tx = chain.finalize_carry_over(task_id, round_).tx_hash
+    except GraceNotOver:
+        return {"status": "grace-not-over"}
+    except _LOST_RACE:
+        now_view = chain.round_view(task_id, round_)
+        if now_view.phase is Phase.FINALIZED:
+            return {"status": "finalized-by-another", "aggregate": digest_to_cid(now_view.aggregate_digest)}
+        raise NotReady(
+            f"finalizeCarryOver of round {round_} lost a race and the round is not finalized"
+        ) from None
+    rt.state().incr("rounds_carried_over_total")
+    log.info(
+        "round %d of task %d carried over (the aggregator did not finalize within the grace)", round_, task_id
+    )
+    return {"status": "carried-over", "tx": tx, "aggregate": digest_to_cid(view.base_digest)}

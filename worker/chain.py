@@ -7,12 +7,12 @@ phase depends on ``block.timestamp``, and on an idle chain (anvil mines only on 
 minutes old, so "pending" is what the next transaction will actually see.
 
 Reverts are not infrastructure: they pass through as the named exceptions of :mod:`ledger.chain.errors`, which the
-jobs catch by class (an ``AlreadyVoted`` on a retried vote means the job is done, not failed).
+jobs catch by class (an ``AlreadyCommitted`` on a retried commit means the job is done, not failed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,13 +22,14 @@ if TYPE_CHECKING:
     from ledger.chain.client import LedgerClient
     from ledger.chain.types import (
         AccountView,
-        Ballot,
+        Clock,
         Finalization,
         RoundView,
         Submission,
         Tally,
         Task,
         TxResult,
+        ValidatorSet,
     )
     from ledger.settings import Settings
 
@@ -103,14 +104,22 @@ class WorkerChain:
     def round_view(self, task_id: int, round_: int) -> RoundView:
         return self._read("roundView", lambda: self.client.round_view(task_id, round_, block=self.view_block))
 
-    def ballot(self, task_id: int, round_: int, validator: str) -> Ballot:
+    def validator_set(self, task_id: int, round_: int) -> ValidatorSet:
+        """The live round's frozen validator set, with who has committed and revealed."""
         return self._read(
-            "ballot", lambda: self.client.ballot(task_id, round_, validator, block=self.view_block)
+            "validatorSet", lambda: self.client.validator_set(task_id, round_, block=self.view_block)
         )
 
     def tally(self, task_id: int, round_: int) -> Tally:
-        """The quorum outcome of the votes so far: its accepted bitmap is the one finalization must pass."""
+        """The consensus of each update from the reveals so far and the accepted bitmap finalization records."""
         return self._read("tally", lambda: self.client.tally(task_id, round_, block=self.view_block))
+
+    def clock(self) -> Clock:
+        """Ledger time (round deadlines are in it, not in wall time: a pause stops it)."""
+        return self._read("clock", lambda: self.client.clock(block=self.view_block))
+
+    def chain_id(self) -> int:
+        return self._read("chainId", self.client.chain_id)
 
     def validators(self) -> list[str]:
         return self._read("validators", lambda: self.client.validators(block=self.view_block))
@@ -127,17 +136,20 @@ class WorkerChain:
         return self._read("RoundFinalized logs", lambda: self.client.finalizations(task_id, round_))
 
     # --- writes -----------------------------------------------------------------------------------------
-    def vote_batch(
-        self, task_id: int, round_: int, indexes: int, accepts: int, reasons: bytes
+    def commit_scores(self, task_id: int, round_: int, commitment: bytes) -> TxResult[None]:
+        return self._read("commitScores", lambda: self.client.commit_scores(task_id, round_, commitment))
+
+    def reveal_scores(
+        self, task_id: int, round_: int, scores: Sequence[int], reasons: Sequence[int], salt: bytes
     ) -> TxResult[None]:
         return self._read(
-            "voteBatch", lambda: self.client.vote_batch(task_id, round_, indexes, accepts, reasons)
+            "revealScores", lambda: self.client.reveal_scores(task_id, round_, scores, reasons, salt)
         )
 
-    def finalize_round(
-        self, task_id: int, round_: int, aggregate_digest: bytes, accepted: int
-    ) -> TxResult[None]:
+    def finalize_round(self, task_id: int, round_: int, aggregate_digest: bytes) -> TxResult[None]:
         return self._read(
-            "finalizeRound",
-            lambda: self.client.finalize_round(task_id, round_, aggregate_digest, accepted),
+            "finalizeRound", lambda: self.client.finalize_round(task_id, round_, aggregate_digest)
         )
+
+    def finalize_carry_over(self, task_id: int, round_: int) -> TxResult[None]:
+        return self._read("finalizeCarryOver", lambda: self.client.finalize_carry_over(task_id, round_))

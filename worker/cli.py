@@ -1,4 +1,4 @@
-"""`meshprov worker run | watch | check | status`: the validator and aggregator workers from the command line.
+"""`meshprov worker run | watch | carry-over | check | status`: the validator and aggregator workers from the command line.
 
 Heavy imports (Celery, web3, numpy) stay inside the command bodies so that `meshprov --help` stays fast.
 """
@@ -376,7 +376,8 @@ def _watcher(rt: Any, app: Any, stop: threading.Event) -> Any:
     # Its own chain handle and Redis client: the watcher thread must not share the job's connections.
     chain = WorkerChain.from_settings(rt.settings)
     state = WorkerState.from_url(rt.redis_url, f"watcher:{rt.address.lower()}")
-    return Watcher(chain, app, state, rt.config, [rt.settings.task_id], stop=stop)
+    # The aggregator's watcher also carries a round over once its grace is over (the aggregate could not be made).
+    return Watcher(chain, app, state, rt.config, [rt.settings.task_id], stop=stop, carry_over=True)
 
 
 # --- watch ----------------------------------------------------------------------------------------------------
@@ -394,9 +395,17 @@ def watch(
     time_limit: TimeLimit = None,
     heartbeat: Heartbeat = None,
     once: Annotated[bool, typer.Option("--once", help="Poll once, print what was enqueued, exit.")] = False,
+    carry_over: Annotated[
+        bool,
+        typer.Option(
+            "--carry-over",
+            help="Also carry a round over (finalizeCarryOver, signed with this member's key) once its grace is "
+            "over and the aggregator has not finalized it.",
+        ),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Poll the chain and enqueue verification and aggregation jobs for whatever is still to do."""
+    """Poll the chain and enqueue scoring and aggregation jobs for whatever is still to do."""
     from ledger.cli.endpoints import chain_url, redis_url, with_chain
     from worker.celery_app import make_app
     from worker.chain import WorkerChain
@@ -411,9 +420,16 @@ def watch(
     )
     broker = redis_url(s)
     chain = WorkerChain.from_settings(with_chain(s, chain_url(s)))
+    if carry_over and s.signing_key() is None:
+        from ledger.errors import ConfigError
+
+        raise ConfigError(
+            "--carry-over sends a transaction and needs a key",
+            hint="set MESHPROV_PRIVATE_KEY_FILE (or MESHPROV_PRIVATE_KEY): any account with gas will do",
+        )
     watcher = Watcher(
         chain, make_app(broker, config, with_tasks=False), WorkerState.from_url(broker, "watcher"), config,
-        task or [s.task_id],
+        task or [s.task_id], carry_over=carry_over,
     )  # fmt: skip
     if once:
         enqueued = watcher.poll_once()
@@ -434,6 +450,68 @@ def _print_enqueued(console: Console, enqueued: list[dict[str, Any]]) -> None:
         console.print("nothing to enqueue")
     for job in enqueued:
         console.print(f"{job['job']}({job['task']}, {job['round']}) -> {job['queue']}")
+
+
+# --- carry-over -----------------------------------------------------------------------------------------------
+
+
+@app.command("carry-over")
+def carry_over_command(
+    *,
+    round_: Annotated[
+        int | None, typer.Option("--round", help="The round (default: the task's live round).", min=1)
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Carry the round over (finalizeCarryOver) if its aggregator has not finalized it within the grace: anyone's
+    fallback, with any key that has gas. The base becomes the round's aggregate, reputations settle, no reward."""
+    from ledger.cli.endpoints import chain_url, with_chain
+    from ledger.errors import ConfigError
+    from worker.aggregate import carry_over
+    from worker.config import WorkerConfig
+    from worker.runtime import Runtime
+
+    s = load_settings()
+    key = s.signing_key()
+    if key is None:
+        raise ConfigError(
+            "carrying a round over sends a transaction and needs a key",
+            hint="set MESHPROV_PRIVATE_KEY_FILE (or MESHPROV_PRIVATE_KEY): any account with gas will do",
+        )
+    rt = Runtime(
+        settings=with_chain(s, chain_url(s)),
+        config=WorkerConfig(),
+        role="anyone",
+        redis_url="",
+        private_key=key,
+    )
+    rt._state = _NoState()  # type: ignore[assignment]  # a one-shot command needs no Redis
+    task_id = s.task_id
+    r = round_ if round_ is not None else rt.chain().task(task_id).current_round
+    result = {"task": task_id, "round": r, **carry_over(rt, task_id, r)}
+
+    def human(console: Console) -> None:
+        status = result["status"]
+        if status == "grace-not-over":
+            left = result.get("seconds_left")
+            console.print(
+                f"round {r}: the grace is not over yet"
+                + (f" ({left} s of ledger time left)" if left is not None else "")
+                + "; the aggregator may still finalize"
+            )
+        else:
+            console.print(f"round {r}: {status}" + (f" (tx {result['tx']})" if "tx" in result else ""))
+
+    emit(result, json_mode=want_json(json_output), human=human)
+    if result["status"] == "grace-not-over":
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+class _NoState:
+    """Counters of a one-shot command go nowhere."""
+
+    def incr(self, metric: str, amount: int = 1) -> None:
+        return None
 
 
 # --- check ----------------------------------------------------------------------------------------------------

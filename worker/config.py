@@ -31,7 +31,8 @@ ROLES = ("validator", "aggregator")
 # Stages at which a failpoint can hold a job (for fault-injection tests; docs/worker.md "Failpoints").
 FAILPOINTS = (
     "verify.fetched",
-    "verify.before_vote",
+    "verify.before_commit",
+    "verify.committed",
     "aggregate.fetched",
     "aggregate.stored",
     "aggregate.finalized",

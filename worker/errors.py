@@ -7,11 +7,12 @@
         ├── UpdateRejected            an update failed a check (`meshprov worker check`)             [REJECTED]
         └── TransientFault            worth retrying: the store, the chain or the broker, not the update
             ├── StoreFault            the content store cannot give us the bytes (down, missing, corrupt)
+            │   └── ContentMissing    the store does not hold the content (yet: members publish after the close)
             ├── ChainFault            the RPC endpoint failed or a transaction was not mined in time
             └── NotReady              the chain is not where the job needs it yet (e.g. finalize too early)
 
 A ``TransientFault`` is never turned into a verdict: a validator that cannot fetch an honest member's update
-reports a fault and retries, it does not vote to reject.
+reports a fault and retries, it does not score it as a reject.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ class TransientFault(WorkerError):
 
 class StoreFault(TransientFault):
     kind = "store"
+
+
+class ContentMissing(StoreFault):
+    """The store does not hold the content: after the close a member's update may simply not be published yet
+    (docs/protocol.md R1), so the validator waits for it, bounded by the commit window."""
 
 
 class ChainFault(TransientFault):

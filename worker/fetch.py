@@ -30,7 +30,7 @@ from ledger.content import (
     fetch_to_file,
 )
 from ledger.reasons import Reason
-from worker.errors import StoreFault
+from worker.errors import ContentMissing, StoreFault
 
 if TYPE_CHECKING:
     from ledger.content import ContentStore
@@ -60,7 +60,7 @@ def fetch(store: ContentStore, digest: bytes, dest: Path, *, max_bytes: int) -> 
             Verdict(Reason.CID_MISMATCH, f"not a Kubo-default UnixFS file: {exc.problem}", digest=digest)
         )
     except ContentNotFound as exc:
-        raise StoreFault(f"{cid} is not available in the {exc.store} store (yet)") from None
+        raise ContentMissing(f"{cid} is not available in the {exc.store} store (yet)") from None
     except (CorruptBlock, CidMismatch) as exc:
         raise StoreFault(f"the store returned bytes that do not match {cid}: {exc.message}") from None
     except (StoreUnavailable, StoreError) as exc:

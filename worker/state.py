@@ -7,10 +7,10 @@ Keys (all under ``meshprov:``)::
     fault:<worker>:<kind>             JSON: a transient fault (store, chain) the worker is retrying or gave up on
     health:<worker>:<component>:<pid> JSON heartbeat of a running worker or watcher; expires when it stops beating
     progress:<kind>:<task>:<round>:<worker>  JSON: the stage a verification or aggregation has reached
-    metrics                           hash of counters (votes, rejects by reason, finalizations, faults)
+    metrics                           hash of counters (commits, reveals, rejects by reason, finalizations, faults)
 
 None of this is a source of truth (the chain is): losing all of it (a Redis restart without its append-only file)
-costs at most one job TTL of delay, never a vote or a finalization. ``<worker>`` is ``<role>:<address>``.
+costs at most one job TTL of delay, never a commit, a reveal or a finalization. ``<worker>`` is ``<role>:<address>``.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ class WorkerState:
 
 
 def renew(lock: Lock) -> None:
-    """Extend a round lock's lease while its job makes progress. A lost lease is logged, not fatal: votes and
+    """Extend a round lock's lease while its job makes progress. A lost lease is logged, not fatal: commits and
     finalizations are idempotent on chain, the lock only saves duplicate work."""
     try:
         lock.reacquire()

@@ -1,12 +1,12 @@
 """The Celery tasks: thin shells that validate the message, then call :mod:`worker.verify` / :mod:`worker.aggregate`.
 
-    meshprov.verify_round(task_id, round)      queue validator.<address>   one validator's ballot on a round
+    meshprov.verify_round(task_id, round)      queue validator.<address>   one validator's scores of a round (commit, reveal)
     meshprov.aggregate_round(task_id, round)   queue aggregator            the round's aggregate and finalize
 
 Retry policy: a :class:`~worker.errors.TransientFault` (store, chain RPC, transaction timeout, the chain not
 ready yet) or a soft time limit is retried with exponential backoff and full jitter, at most ``max_retries``
 times; every retry and the final give-up are recorded as the worker's fault state (``meshprov worker status``).
-Anything else — a deterministic reject is not an exception at all, it is a vote — is not retried. A job given up
+Anything else — a deterministic reject is not an exception at all, it is a score — is not retried. A job given up
 is not lost: the watcher re-enqueues it after its TTL while the chain says it is still to do.
 
 Broker messages are untrusted: arguments are checked (types, ranges) before anything else, and a bad message is

@@ -1,77 +1,109 @@
-"""The validator's job on one round: fetch every update, run ledger's checks, cast one ballot.
+"""The validator's job on one round: fetch every update, check and score it, commit the scores, reveal them.
 
-When does a validator vote? Once the round's submissions are closed (phase Voting), on all of the round's
-updates at once, with one ``voteBatch``. The round-level checks (robust z-score of the norm, duplicates) compare
-an update with the *other* updates of the round, so they are only well defined when the set is final; judging
-every update against the whole set also makes every honest validator reach the same verdicts whatever order it
-saw the submissions in. The per-update checks of each update are cached on disk, so a job retried after a fault
-only fetches what it has not judged yet.
+Protocol v2 (docs/protocol.md R1, R3). Once submissions close (phase Commit), a validator of the round's frozen
+validator set scores every update of the round at once:
 
-Order, for each update (cheapest first, the first failure decides): size bound while downloading, Kubo CID of
-the bytes vs the chain's digest, header pre-parse, metadata vs the chain record, keys/shapes/dtypes vs the round's
-base, finite values, absolute norm bounds, the norm in proportion to the base's; then over the round: z-score, duplicates; then, if this validator has
-held-out data, the loss. All of it is ``ledger.checks``: this module only fetches, caches and votes.
+1. **content**: members publish their update only after the close (R1), so a download that finds nothing yet is
+   waited for, with a bound: until shortly before the commit window ends. Content still missing then scores 0
+   (no contribution measured: not accepted, no reputation lost by the member for our store's sake);
+2. **hard checks** (``ledger.checks``: size, CID, header, metadata vs the chain's record, layout, values, norms,
+   round statistics, the same bytes twice), then the **copy checks** over whole vectors (``NEAR_COPY`` of the
+   last rounds' accepted updates, ``DUPLICATE`` within the round): a hard reject scores ``REJECT`` with its reason;
+3. **score** of every other update (:mod:`worker.scoring` when the validator has a reference; see
+   :func:`_scorer`);
+4. **commit**: the scores, reasons and a fresh 32-byte salt are written to this validator's disk
+   (:mod:`worker.sheets`, atomically and fsynced) *before* ``commitScores`` is sent, so a crash anywhere after
+   the commit still lets the validator reveal;
+5. **reveal** in the reveal window, from the sheet on disk (the same job, run again by the watcher once the reveal
+   phase starts, or right after the commit when the commit phase ended early).
+
+A validator outside the round's set skips the round politely (``not-in-validator-set``). Every step re-reads the
+chain first, so a redelivered job never commits or reveals twice.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.aggregation.source import TensorInfo, TensorSource, describe_source
-from ledger.chain.errors import AlreadyVoted, RoundNotLive, VotingClosed, WrongRound
-from ledger.chain.types import Phase, RoundView, Submission
-from ledger.checks import ChainRecord, Judged, Verdict, ballot_for, base_norm, judge_round, judge_update
+from ledger.chain.errors import (
+    AlreadyCommitted,
+    AlreadyRevealed,
+    CommitClosed,
+    NotCommitted,
+    NotInValidatorSet,
+    RevealClosed,
+    RevealMismatch,
+    RoundNotLive,
+    WrongRound,
+)
+from ledger.chain.scores import REJECT, ScoreSheet
+from ledger.chain.types import Phase, RoundView, Submission, ValidatorSet
+from ledger.checks import ChainRecord, Judged, Verdict, base_norm, judge_round, judge_update
 from ledger.content import digest_to_cid
-from worker.errors import NotReady, StoreFault
+from worker import history
+from worker.errors import ContentMissing, NotReady, StoreFault
 from worker.fetch import ensure_base, fetch, remove
+from worker.sheets import SheetUnreadable, load_sheet, save_sheet
 from worker.state import renew
 
 if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
     from worker.runtime import Runtime
     from worker.state import WorkerState
 
 log = logging.getLogger(__name__)
 
-# Reverts that mean "this ballot cannot or need not be cast any more".
 _ROUND_OVER = (WrongRound, RoundNotLive)
+CONTENT_POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One update's score as this validator commits it."""
+
+    score: int
+    reason: int
+    detail: str = ""
 
 
 # --- the job ------------------------------------------------------------------------------------------------
 
 
 def verify_round(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
-    """Vote on every update of the round this validator has not voted on yet. Idempotent."""
+    """Commit this validator's scores of the round, or reveal them, whichever the round's phase asks. Idempotent."""
     chain = rt.chain()
     me = rt.address
     view = chain.round_view(task_id, round_)
     status = _skip_reason(view)
     if status is not None:
         return {"status": status}
-    todo = view.all_indexes & ~chain.ballot(task_id, round_, me).indexes
-    if not todo:
-        return {"status": "already-voted"}
-
-    state = rt.state()
-    with state.round_lock("verify", me, task_id, round_, rt.config.lock_lease_s) as lock:
-        if lock is None:
-            return {"status": "busy"}
-        subs = chain.submissions(task_id, round_)
-        if len(subs) != view.submission_count:
-            raise NotReady(f"the node's logs show {len(subs)} of {view.submission_count} submissions")
-        state.set_progress("verify", task_id, round_, "fetching", updates=len(subs))
-        verdicts = _verdicts(rt, view, subs, lock=lock)
-        state.set_progress("verify", task_id, round_, "judged")
-        rt.failpoint("verify.before_vote")
-        result = _cast(rt, view, verdicts, todo)
-    if result["status"] in ("voted", "already-voted", "vote-window-closed", "round-over"):
-        shutil.rmtree(_round_dir(rt, task_id, round_), ignore_errors=True)
-    return result
+    vset = chain.validator_set(task_id, round_)
+    if me not in vset:
+        log.info("round %d: %s is not in the round's validator set; skipping", round_, me)
+        return {"status": "not-in-validator-set"}
+    committed: dict[str, Any] | None = None
+    if view.phase is Phase.COMMIT and not vset.has_committed(me):
+        committed = commit_round(rt, view)
+        if committed["status"] != "committed":
+            return committed
+        view = chain.round_view(task_id, round_)
+        vset = chain.validator_set(task_id, round_)
+    if view.phase is Phase.REVEAL:
+        revealed = reveal_round(rt, view, vset)
+        return {**(committed or {}), **revealed}
+    if committed is not None:
+        return committed  # the reveal comes when the reveal phase starts (the watcher enqueues it)
+    if view.phase is Phase.COMMIT:
+        return {"status": "committed-awaiting-reveal"}
+    return {"status": "reveal-window-closed"}
 
 
 def _skip_reason(view: RoundView) -> str | None:
@@ -80,7 +112,7 @@ def _skip_reason(view: RoundView) -> str | None:
     if view.phase is Phase.OPEN:
         return "submissions-open"  # the watcher enqueues again once they close
     if view.phase is Phase.CLOSED:
-        return "vote-window-closed"
+        return "reveal-window-closed"
     if view.phase is Phase.NONE:
         return "no-such-round"
     return None
@@ -88,6 +120,114 @@ def _skip_reason(view: RoundView) -> str | None:
 
 def _round_dir(rt: Runtime, task_id: int, round_: int) -> Path:
     return rt.cache_dir / "rounds" / f"{task_id}-{round_}"
+
+
+# --- commit -------------------------------------------------------------------------------------------------
+
+
+def commit_round(rt: Runtime, view: RoundView) -> dict[str, Any]:
+    """Score the round (or reuse the sheet an interrupted run wrote), write the sheet down, commit it."""
+    chain = rt.chain()
+    state = rt.state()
+    with state.round_lock("verify", rt.address, view.task_id, view.round, rt.config.lock_lease_s) as lock:
+        if lock is None:
+            return {"status": "busy"}
+        try:
+            kept = load_sheet(rt.cache_dir, view.task_id, view.round)
+        except SheetUnreadable as exc:
+            log.warning("round %d: %s; scoring again (nothing was committed yet)", view.round, exc)
+            kept = None
+        if kept is not None and len(kept[0].scores) == view.submission_count:
+            sheet, commitment = kept
+        else:
+            subs = chain.submissions(view.task_id, view.round)
+            if len(subs) != view.submission_count:
+                raise NotReady(f"the node's logs show {len(subs)} of {view.submission_count} submissions")
+            state.set_progress("verify", view.task_id, view.round, "fetching", updates=len(subs))
+            scored = score_round(rt, view, subs, lock=lock)
+            sheet = ScoreSheet.new([s.score for s in scored], [s.reason for s in scored])
+            commitment = _commitment(rt, view, sheet)
+            # Written down before the commit is sent: without the salt the commitment can never be opened.
+            save_sheet(rt.cache_dir, view.task_id, view.round, sheet, commitment)
+            _count(state, scored)
+        state.set_progress("verify", view.task_id, view.round, "scored")
+        rt.failpoint("verify.before_commit")
+        try:
+            tx = chain.commit_scores(view.task_id, view.round, commitment).tx_hash
+        except AlreadyCommitted:
+            return {"status": "already-committed"}
+        except CommitClosed:
+            return {"status": "commit-window-closed"}
+        except NotInValidatorSet:
+            return {"status": "not-in-validator-set"}
+        except _ROUND_OVER:
+            return {"status": "round-over"}
+    state.set_progress("verify", view.task_id, view.round, "committed", tx=tx)
+    state.incr("commits_total")
+    log.info("round %d: committed scores %s", view.round, list(sheet.scores))
+    rt.failpoint("verify.committed")
+    return {"status": "committed", "tx": tx, "scores": list(sheet.scores), "reasons": list(sheet.reasons)}
+
+
+def _commitment(rt: Runtime, view: RoundView, sheet: ScoreSheet) -> bytes:
+    client = rt.chain().client
+    return client.score_commitment(
+        view.task_id, view.round, rt.address, sheet.score_bytes, sheet.reason_bytes, salt=sheet.salt
+    )
+
+
+# --- reveal -------------------------------------------------------------------------------------------------
+
+
+def reveal_round(rt: Runtime, view: RoundView, vset: ValidatorSet) -> dict[str, Any]:
+    """Reveal the committed sheet from disk (after a restart too)."""
+    me = rt.address
+    if vset.has_revealed(me):
+        return {"status": "already-revealed"}
+    if not vset.has_committed(me):
+        return {"status": "not-committed"}  # absent this round: nothing can be revealed
+    state = rt.state()
+    try:
+        kept = load_sheet(rt.cache_dir, view.task_id, view.round)
+    except SheetUnreadable as exc:
+        kept = None
+        log.error("round %d: %s", view.round, exc)
+    if kept is None:
+        detail = f"the score sheet of round {view.round} is lost: the commitment cannot be opened"
+        state.record_fault("sheet", detail, task=view.task_id, round=view.round)
+        log.error("%s (this validator counts as absent)", detail)
+        return {"status": "sheet-lost"}
+    sheet, _commitment_sent = kept
+    try:
+        tx = (
+            rt.chain()
+            .reveal_scores(view.task_id, view.round, sheet.scores, sheet.reasons, sheet.salt)
+            .tx_hash
+        )
+    except AlreadyRevealed:
+        return {"status": "already-revealed"}
+    except RevealClosed:
+        return {"status": "reveal-window-closed"}
+    except NotCommitted:
+        return {"status": "not-committed"}
+    except RevealMismatch:
+        detail = f"the sheet of round {view.round} does not open this validator's commitment"
+        state.record_fault("sheet", detail, task=view.task_id, round=view.round)
+        return {"status": "sheet-mismatch"}
+    except _ROUND_OVER:
+        return {"status": "round-over"}
+    state.set_progress("verify", view.task_id, view.round, "revealed", tx=tx)
+    state.incr("reveals_total")
+    shutil.rmtree(_round_dir(rt, view.task_id, view.round), ignore_errors=True)
+    return {
+        "status": "revealed",
+        "reveal_tx": tx,
+        "scores": list(sheet.scores),
+        "reasons": list(sheet.reasons),
+    }
+
+
+# --- scoring ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -103,7 +243,10 @@ class _Round:
     base_scale: float | None
 
 
-def _verdicts(rt: Runtime, view: RoundView, subs: Sequence[Submission], *, lock: Any) -> list[Verdict]:
+def score_round(
+    rt: Runtime, view: RoundView, subs: Sequence[Submission], *, lock: Any = None
+) -> list[Scored]:
+    """Every update's score (index order): hard checks, copy checks, then the scorer."""
     from ledger.updatefile import FileRejected, UpdateFile
 
     max_bytes = min(rt.limits.max_update_bytes, rt.settings.max_update_bytes)
@@ -120,50 +263,79 @@ def _verdicts(rt: Runtime, view: RoundView, subs: Sequence[Submission], *, lock:
     with base_file as base:
         layout = describe_source(base)
         ctx = _Round(rt, view, base, layout, round_dir, max_bytes, base_norm(base, layout))
-        judged = []
+        deadline = _content_deadline(rt, view)
+        judged: list[Judged | None] = []
         for sub in subs:
-            one = _judge_cached(ctx, sub)
-            _remember_base_loss(round_dir, one)
-            judged.append(one)
-            renew(lock)
-    return judge_round(judged, rt.limits)
+            judged.append(_judge_waiting(ctx, sub, deadline))
+            if lock is not None:
+                renew(lock)
+        present = [j for j in judged if j is not None]
+        final = iter(judge_round(present, rt.limits))
+        verdicts: list[Verdict | None] = [next(final) if j is not None else None for j in judged]
+        return _scores(ctx, subs, verdicts)
+
+
+def _content_deadline(rt: Runtime, view: RoundView) -> float:
+    """The monotonic time after which missing content scores 0: before the commit window ends, with a margin
+    for scoring and the commit transaction (a quarter of the window, at least 2 s, at most 30 s)."""
+    window = max(1, view.commit_end - view.submission_end)
+    margin = min(30.0, max(2.0, window / 4))
+    left = view.commit_end - rt.chain().clock().ledger_now
+    return time.monotonic() + max(0.0, left - margin)
+
+
+def _judge_waiting(ctx: _Round, sub: Submission, deadline: float) -> Judged | None:
+    """The update's per-update verdict, waiting for its content until ``deadline``; None if it never came."""
+    while True:
+        try:
+            return _judge_cached(ctx, sub)
+        except ContentMissing as exc:
+            if time.monotonic() >= deadline:
+                log.info("update %d of round %d: %s; scoring it 0", sub.index, ctx.view.round, exc)
+                return None
+            time.sleep(CONTENT_POLL_S)
+
+
+def _update_path(ctx: _Round, sub: Submission) -> Path:
+    return ctx.directory / f"{sub.index}-{digest_to_cid(sub.digest)}.safetensors"
 
 
 def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
     cid = digest_to_cid(sub.digest)
     cached = ctx.directory / f"{sub.index}-{cid}.json"
+    path = _update_path(ctx, sub)
     try:
-        return Judged.from_json(cached.read_text())
+        judged = Judged.from_json(cached.read_text())
+        if not judged.verdict.accepted or path.is_file():
+            return judged
     except (OSError, ValueError, KeyError):
         pass
-    path = ctx.directory / f"{sub.index}-{cid}.safetensors"
-    try:
-        got = fetch(ctx.rt.store(), sub.digest, path, max_bytes=ctx.max_bytes)
-        ctx.rt.failpoint("verify.fetched")
-        if got.rejected is not None:
-            judged = Judged(got.rejected)
-        else:
-            record = ChainRecord(
-                digest=sub.digest,
-                task=ctx.view.task_id,
-                round=ctx.view.round,
-                base=ctx.view.base_digest,
-                contributor=sub.contributor,
-                num_samples=sub.num_samples,
-            )
-            judged = judge_update(
-                path,
-                base=ctx.base,
-                layout=ctx.layout,
-                record=record,
-                limits=ctx.rt.limits,
-                digest=got.digest,
-                evaluate=ctx.rt.evaluate,
-                base_loss=_cached_base_loss(ctx.directory),
-                base_scale=ctx.base_scale,
-            )
-    finally:
-        remove(path)
+    got = fetch(ctx.rt.store(), sub.digest, path, max_bytes=ctx.max_bytes)
+    ctx.rt.failpoint("verify.fetched")
+    if got.rejected is not None:
+        judged = Judged(got.rejected)
+    else:
+        record = ChainRecord(
+            digest=sub.digest,
+            task=ctx.view.task_id,
+            round=ctx.view.round,
+            base=ctx.view.base_digest,
+            contributor=sub.contributor,
+            num_samples=sub.num_samples,
+        )
+        judged = judge_update(
+            path,
+            base=ctx.base,
+            layout=ctx.layout,
+            record=record,
+            limits=ctx.rt.limits,
+            digest=got.digest,
+            evaluate=ctx.rt.evaluate,
+            base_loss=None,
+            base_scale=ctx.base_scale,
+        )
+    if not judged.verdict.accepted:
+        remove(path)  # a rejected file is never read again: do not keep untrusted bytes around
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(judged.to_json())
     tmp.replace(cached)
@@ -171,53 +343,116 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
     return judged
 
 
-def _cached_base_loss(round_dir: Path) -> float | None:
-    try:
-        return float(json.loads((round_dir / "base-loss.json").read_text())["loss"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict | None]) -> list[Scored]:
+    from ledger.checks.copies import find_copies
+    from ledger.checks.vectors import flatten
+    from ledger.updatefile import UpdateFile
 
-
-def _remember_base_loss(round_dir: Path, judged: Judged) -> None:
-    """The loss check evaluates the base the first time; keep that so the base is evaluated once per round."""
-    if judged.loss is not None and judged.loss.base_loss is not None:
-        (round_dir / "base-loss.json").write_text(json.dumps({"loss": judged.loss.base_loss}))
-
-
-def _cast(rt: Runtime, view: RoundView, verdicts: Sequence[Verdict], todo: int) -> dict[str, Any]:
-    chain = rt.chain()
-    state = rt.state()
-    me = rt.address
-    for _attempt in range(2):
-        indexes, accepts, reasons = ballot_for(verdicts, todo)
-        try:
-            tx = chain.vote_batch(view.task_id, view.round, indexes, accepts, reasons).tx_hash
-        except VotingClosed:
-            return {"status": "vote-window-closed"}
-        except _ROUND_OVER:
-            return {"status": "round-over"}
-        except AlreadyVoted:
-            # Another run of this job voted on part of the round meanwhile: vote on what is left, if anything.
-            todo = view.all_indexes & ~chain.ballot(view.task_id, view.round, me).indexes
-            if not todo:
-                return {"status": "already-voted"}
+    rt, view = ctx.rt, ctx.view
+    vectors: list[NDArray[Any] | None] = []
+    for sub, v in zip(subs, verdicts, strict=True):
+        if v is None or not v.accepted:
+            vectors.append(None)
             continue
-        _count(state, verdicts, todo)
-        state.set_progress("verify", view.task_id, view.round, "voted", tx=tx)
-        return {
-            "status": "voted",
-            "tx": tx,
-            "indexes": indexes,
-            "accepts": accepts,
-            "reasons": list(reasons),
-        }
-    raise NotReady("the ballot kept changing under us (another run of this job is voting)")
+        with UpdateFile.open(_update_path(ctx, sub)) as update:
+            vectors.append(flatten(update, ctx.layout))
+    copies = find_copies(vectors, [s.contributor for s in subs], _history(rt, view, ctx.layout))
+    scorer = _scorer(ctx, vectors)
+    out: list[Scored] = []
+    for i, (sub, v) in enumerate(zip(subs, verdicts, strict=True)):
+        if v is None:
+            out.append(Scored(0, 0, "content not published before the commit deadline"))
+        elif not v.accepted:
+            out.append(Scored(REJECT, int(v.reason), v.detail))
+        elif (copy := copies[i]) is not None:
+            out.append(Scored(REJECT, int(copy.reason), copy.detail))
+        else:
+            out.append(scorer(i))
+            history.remember(
+                rt.cache_dir,
+                view.task_id,
+                view.round,
+                index=sub.index,
+                contributor=sub.contributor,
+                file=_update_path(ctx, sub),
+            )
+    for i, s in enumerate(out):
+        log.info("round %d update %d: score %d reason %d %s", view.round, i, s.score, s.reason, s.detail)
+    return out
 
 
-def _count(state: WorkerState, verdicts: Sequence[Verdict], todo: int) -> None:
-    counts: dict[str, int] = {"ballots_cast_total": 1}
-    for i, v in enumerate(verdicts):
-        if todo >> i & 1:
-            metric = "updates_accepted_total" if v.accepted else f"updates_rejected_{v.reason.slug}_total"
-            counts[metric] = counts.get(metric, 0) + 1
+def _history(rt: Runtime, view: RoundView, layout: Sequence[TensorInfo]) -> list[tuple[str, NDArray[Any]]]:
+    """(contributor, vector) of the last rounds' updates this validator kept that the consensus accepted."""
+    import numpy as np
+
+    from ledger.checks.vectors import flatten
+    from ledger.updatefile import FileRejected, UpdateFile
+
+    kept = history.recent(rt.cache_dir, view.task_id, view.round)
+    if not kept:
+        return []
+    accepted: dict[int, int] = {}
+    for final in rt.chain().finalizations(view.task_id):
+        accepted[final.round] = final.accepted_bitmap
+    out = []
+    for past in kept:
+        if not accepted.get(past.round, 0) >> past.index & 1:
+            continue
+        try:
+            with UpdateFile.open(past.path) as update:
+                out.append((past.contributor, flatten(update, layout, dtype=np.float32)))
+        except (
+            FileRejected,
+            OSError,
+            ValueError,
+        ) as exc:  # a layout change or a damaged file: not comparable
+            log.warning("history file %s not usable: %s", past.path, exc)
+    return out
+
+
+def _scorer(ctx: _Round, vectors: Sequence[NDArray[Any] | None]) -> Any:
+    """``score(i) -> Scored`` for an update that passed the hard and copy checks.
+
+    The validator's own reference update (trained on its held-out slice) is :mod:`worker.scoring`'s; until a
+    validator has one, the reference of update *i* is the mean of the round's *other* updates that passed the
+    checks (FLTrust's direction with the round as root set): honest updates point alike and score > 0, noise and
+    sign flips score ≤ 0. A lone update has nothing to be compared with and scores SCORE_ONE / 2."""
+    import numpy as np
+
+    from ledger.chain.scores import SCORE_ONE
+    from ledger.checks.score import score_vector
+
+    usable = [v for v in vectors if v is not None]
+    total = np.sum(usable, axis=0) if usable else None
+
+    def score(i: int) -> Scored:
+        v = vectors[i]
+        assert v is not None
+        assert total is not None
+        if len(usable) < 2:
+            return Scored(SCORE_ONE // 2, 0, "the round's only update passing the checks")
+        reference = (total - v) / (len(usable) - 1)
+        s = score_vector(v, reference)
+        return Scored(s.value, int(s.reason), s.detail)
+
+    return score
+
+
+def reason_slug(code: int) -> str:
+    from ledger.reasons import Reason
+
+    try:
+        return Reason(code).slug
+    except ValueError:
+        return str(code)
+
+
+def _count(state: WorkerState, scored: Sequence[Scored]) -> None:
+    counts: dict[str, int] = {"score_sheets_total": 1}
+    for s in scored:
+        if s.reason:
+            metric = f"updates_rejected_{reason_slug(s.reason)}_total"
+        else:
+            metric = "updates_scored_positive_total" if s.score > 0 else "updates_scored_nonpositive_total"
+        counts[metric] = counts.get(metric, 0) + 1
     state.incr_many(counts)
