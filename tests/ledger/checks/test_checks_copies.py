@@ -138,8 +138,10 @@ def test_a_copy_of_another_members_published_update_is_a_near_copy(
     copy = _write(base_path, "bob-r2", make(original), BOB, round_=2)  # type: ignore[operator]
     honest = _write(base_path, "carol-r2", _delta(2), CAROL, round_=2)
     found = find_copies([_vector(copy), _vector(honest)], [BOB, CAROL], [(ALICE, published)])
-    assert found[0] is not None and found[0].reason is Reason.NEAR_COPY, name
-    assert found[0].of == ALICE.lower() and found[0].cosine >= 0.95
+    assert found[0] is not None, name
+    assert found[0].reason is Reason.NEAR_COPY
+    assert found[0].of == ALICE.lower()
+    assert found[0].cosine >= 0.95
     assert found[1] is None
 
 
@@ -175,10 +177,14 @@ def test_in_round_the_later_of_two_similar_updates_is_the_duplicate_whichever_it
     b = 0.9 * a + 0.05 * np.random.default_rng(2).standard_normal(20_000)
     first = find_copies([a, b], [ALICE, BOB])
     assert first[0] is None
-    assert first[1] is not None and first[1].reason is Reason.DUPLICATE
-    assert first[1].index == 0 and first[1].of == ALICE
+    assert first[1] is not None
+    assert first[1].reason is Reason.DUPLICATE
+    assert first[1].index == 0
+    assert first[1].of == ALICE
     swapped = find_copies([b, a], [BOB, ALICE])
-    assert swapped[0] is None and swapped[1] is not None and swapped[1].index == 0
+    assert swapped[0] is None
+    assert swapped[1] is not None
+    assert swapped[1].index == 0
 
 
 def test_a_rejected_update_is_no_original() -> None:
@@ -188,8 +194,10 @@ def test_a_rejected_update_is_no_original() -> None:
     alice_new = alice_old + 0.2 * np.random.default_rng(2).standard_normal(20_000)
     bob_copy = 0.9 * alice_old
     found = find_copies([bob_copy, None, alice_new], [BOB, CAROL, ALICE], [(ALICE, alice_old)])
-    assert found[0] is not None and found[0].reason is Reason.NEAR_COPY
-    assert found[1] is None and found[2] is None
+    assert found[0] is not None
+    assert found[0].reason is Reason.NEAR_COPY
+    assert found[1] is None
+    assert found[2] is None
 
 
 def test_the_threshold_is_checked() -> None:
@@ -253,7 +261,8 @@ def test_authorship_theft_submitting_another_members_file_is_a_metadata_mismatch
     path = _write(base_path, "alice", _delta(2), ALICE)
     stolen, own = _judge_files(base_path, [path, path], [BOB, ALICE], limits)
     assert stolen.verdict.reason is Reason.METADATA_MISMATCH
-    assert "contributor" in stolen.verdict.detail and BOB in stolen.verdict.detail
+    assert "contributor" in stolen.verdict.detail
+    assert BOB in stolen.verdict.detail
     assert own.verdict.accepted
     # The thief submitted first (index 0): still only the thief is rejected.
     verdicts = judge_round([stolen, own], limits, vectors=[None, _vector(path)], authors=[BOB, ALICE])

@@ -21,7 +21,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 def test_an_update_of_the_references_size_scores_its_cosine() -> None:
     update = ALONG * (np.linalg.norm(REFERENCE) / np.linalg.norm(ALONG))
     s = score_vector(update, REFERENCE)
-    assert s.reason is Reason.ACCEPTED and not s.hard_reject
+    assert s.reason is Reason.ACCEPTED
+    assert not s.hard_reject
     assert s.value == round(_cos(update, REFERENCE) * SCORE_ONE)
     assert s.magnitude == pytest.approx(1.0)
 
@@ -52,12 +53,16 @@ def test_an_opposed_update_scores_its_negative_cosine_undiscounted() -> None:
 def test_the_loss_gate_is_a_hard_reject() -> None:
     s = score_vector(ALONG, REFERENCE, loss=2.6, base_loss=2.0, margin=0.5)
     assert (s.value, s.reason) == (REJECT, Reason.LOSS_REGRESSION)
-    assert "2.6" in s.detail and s.loss == 2.6 and s.base_loss == 2.0
+    assert "2.6" in s.detail
+    assert s.loss == 2.6
+    assert s.base_loss == 2.0
     assert score_vector(ALONG, REFERENCE, loss=float("nan"), base_loss=2.0, margin=0.5).reason is (
         Reason.LOSS_REGRESSION
     )
     within = score_vector(ALONG, REFERENCE, loss=2.5, base_loss=2.0, margin=0.5)
-    assert within.reason is Reason.ACCEPTED and within.value > 0 and within.loss == 2.5
+    assert within.reason is Reason.ACCEPTED
+    assert within.value > 0
+    assert within.loss == 2.5
     with pytest.raises(ScoringError, match="loss"):
         score_vector(ALONG, REFERENCE, margin=0.5)
 
