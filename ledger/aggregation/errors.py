@@ -5,6 +5,7 @@ MeshprovError
     ├── SpecError (ConfigError)      a rule id or packed parameter the protocol does not define
     ├── NoInputs                     nothing to aggregate (an empty accepted set)
     ├── DuplicateInput               the same digest given twice
+    ├── BadWeight                    a weight that is no accepted update's consensus (not in 1..10,000)
     ├── InputMismatch (Mismatch)     an input's keys, shapes or dtypes differ from the base's
     └── NonFiniteAggregate           NaN/Inf reached a norm or the result: a non-validated input got in
 """
@@ -43,10 +44,20 @@ class DuplicateInput(AggregationError, ValueError):
         super().__init__(f"input digest {digest.hex()} is given more than once")
 
 
-class BadSampleCount(AggregationError, ValueError):
-    def __init__(self, counts: list[int], why: str) -> None:
-        self.counts = counts
-        super().__init__(f"fedavg cannot weight by sample counts {counts}: {why}")
+class BadWeight(AggregationError, ValueError):
+    """A contribution's weight is not a consensus score of an accepted update (an integer in 1..MAX_WEIGHT)."""
+
+    def __init__(self, weights: list[int], why: str) -> None:
+        self.weights = weights
+        self.counts = weights
+        super().__init__(
+            f"cannot weight the inputs by {weights}: {why}",
+            hint="a weight is the consensus score of an accepted update (ledger.aggregation.consensus_weights)",
+        )
+
+
+BadSampleCount = BadWeight
+"""v1's name: FedAvg weighted by sample counts then; v2 weighs by consensus (docs/protocol.md R2, R5)."""
 
 
 class InputMismatch(AggregationError, Mismatch):

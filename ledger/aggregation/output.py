@@ -3,8 +3,8 @@
     agg = prepare(base, contributions, spec)
     written = write_aggregation(path, agg, task=1, round=3, parent=base_cid)   # -> WrittenFile(path, size, cid)
 
-The metadata names the rule, its packed parameter and the input CIDs in digest order: everything an auditor
-needs to replay the aggregation (the Krum selection and the clipping factors follow from the inputs).
+The metadata names the rule, its packed parameter, the input CIDs in digest order and, for FedAvg, their weights
+(the consensus scores): everything an auditor needs to replay the aggregation (the Krum selection and the clipping factors follow from the inputs).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ledger.aggregation.spec import Rule
 from ledger.aggregation.stream import Aggregation
 from ledger.content.multiformats import digest_to_cid
 from ledger.content.unixfs import import_file
@@ -25,6 +26,8 @@ from ledger.updatefile.dtypes import dtype_name
 def aggregate_meta(agg: Aggregation, *, task: int, round: int, parent: str) -> AggregateMeta:
     """The aggregate file's metadata for this aggregation (``parent``: the base model's CID)."""
     params = {k: v for k, v in agg.spec.describe().items() if k not in ("rule", "rule_id")}
+    if agg.spec.rule is Rule.FEDAVG:
+        params["weights"] = [c.weight for c in agg.inputs]  # the consensus scores, in the inputs' order
     return AggregateMeta(
         task=task,
         round=round,

@@ -18,8 +18,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ledger.aggregation.errors import BadSampleCount
+from ledger.aggregation.errors import BadWeight
 from ledger.aggregation.numerics import F64, load_f64, selection_network, sort_rows
+
+MAX_WEIGHT = 10_000
+"""The largest FedAvg weight: a consensus score (SCORE_ONE, 1.0 in fixed point). Weights are integers in
+1..MAX_WEIGHT, so no input can outweigh the others by more than 10,000 to 1 and no sum can leave the exact
+float64 integers, whatever a member claims (protocol R2)."""
 
 Array = NDArray[Any]
 Consumed = Callable[[Array], None] | None
@@ -50,30 +55,33 @@ def weighted_sum(
 
 def fedavg(
     arrays: Sequence[Array],
-    num_samples: Sequence[int],
+    weights: Sequence[int],
     scales: Sequence[float] | None = None,
     *,
     out: F64 | None = None,
     scratch: F64 | None = None,
     consumed: Consumed = None,
 ) -> F64:
-    """Mean weighted by sample counts: ``sum_i (n_i * s_i) * x_i / sum_i n_i``."""
-    total = fedavg_divisor(num_samples)
+    """Mean weighted by the consensus scores: ``sum_i (w_i * s_i) * x_i / sum_i w_i``."""
+    total = fedavg_divisor(weights)
     scales = [1.0] * len(arrays) if scales is None else scales
-    coeffs = [float(n) * s for n, s in zip(num_samples, scales, strict=True)]
+    coeffs = [float(w) * s for w, s in zip(weights, scales, strict=True)]
     acc = weighted_sum(arrays, coeffs, out=out, scratch=scratch, consumed=consumed)
     np.divide(acc, total, out=acc)
     return acc
 
 
-def fedavg_divisor(num_samples: Sequence[int]) -> float:
-    """``sum(num_samples)`` as an exact float; every count must be a positive integer below 2**53."""
-    if any(isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1 for n in num_samples):
-        raise BadSampleCount(list(num_samples), "each must be a positive integer")
-    total = sum(int(n) for n in num_samples)
-    if total >= 2**53:
-        raise BadSampleCount(list(num_samples), "their sum is beyond exact float64 integers")
-    return float(total)
+def fedavg_divisor(weights: Sequence[int]) -> float:
+    """``sum(weights)`` as an exact float; every weight must be an integer in 1..MAX_WEIGHT."""
+    check_weights(weights)
+    return float(sum(int(w) for w in weights))
+
+
+def check_weights(weights: Sequence[int]) -> None:
+    """Refuse a weight that no accepted update's consensus can be (``BadWeight``)."""
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, int | np.integer) or not 1 <= w <= MAX_WEIGHT:
+            raise BadWeight(list(weights), f"each must be an integer in 1..{MAX_WEIGHT}, got {w!r}")
 
 
 def mean(

@@ -46,11 +46,14 @@ _AHEAD = 2 << 20
 
 @dataclass(frozen=True)
 class Contribution:
-    """One accepted update: its digest (32 bytes, from the chain), its tensors, its sample count."""
+    """One accepted update: its digest (32 bytes, from the chain), its tensors and its FedAvg ``weight``, the
+    update's consensus score (``consensus_weights``: an integer in 1..10,000). ``num_samples``, the member's
+    claim, is carried for the record only: no rule reads it (protocol R2)."""
 
     digest: bytes
     source: TensorSource = field(compare=False, repr=False)
-    num_samples: int = 1
+    weight: int = 1
+    num_samples: int | None = None
 
 
 class Aggregation:
@@ -94,6 +97,8 @@ class Aggregation:
             "inputs": [d.hex() for d in self.digests],
             "selected": [self.inputs[i].digest.hex() for i in self.selected],
         }
+        if self.spec.rule is Rule.FEDAVG:
+            out["weights"] = [c.weight for c in self.inputs]
         if self.norms is not None:
             out["norms"] = list(self.norms)
         if self.spec.clip is not None:
@@ -112,7 +117,7 @@ class Aggregation:
         scratch = np.empty(width, np.float64)
         stack = np.empty((n + 1, width), np.float64) if ordered else None
         trim = self.spec.trim_count(n)
-        counts = [c.num_samples for c in chosen]
+        fedavg_weights = [c.weight for c in chosen]
         for info in self.layout:
             scales = [self.scales[i] for i in self.selected] if info.parameter else [1.0] * n
             base = _flat(self.base.tensor(info.key))
@@ -135,7 +140,9 @@ class Aggregation:
                     )
                 elif self.spec.rule is Rule.FEDAVG:
                     out, tmp = acc[:length], scratch[:length]
-                    delta = rules.fedavg(blocks, counts, scales, out=out, scratch=tmp, consumed=release)
+                    delta = rules.fedavg(
+                        blocks, fedavg_weights, scales, out=out, scratch=tmp, consumed=release
+                    )
                 else:
                     out, tmp = acc[:length], scratch[:length]
                     delta = rules.mean(blocks, scales, out=out, scratch=tmp, consumed=release)
@@ -160,8 +167,9 @@ def prepare(
     layout = describe_source(base)
     for c in inputs:
         _check_layout(c, layout)
-    if spec.rule is Rule.FEDAVG:
-        rules.fedavg_divisor([c.num_samples for c in inputs])  # refuse bad counts before any reading
+    rules.check_weights(
+        [c.weight for c in inputs]
+    )  # refuse bad weights before any reading, whatever the rule
 
     n = len(inputs)
     norms: list[float] | None = None

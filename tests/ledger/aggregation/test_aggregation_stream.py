@@ -158,7 +158,7 @@ def test_refusals() -> None:
                 [Contribution(b"\x02" * 32, ArraySource(tensors), 1)],
                 AggregationSpec.fedavg(),
             )
-    for counts in ([0], [-3], [True]):
+    for counts in ([0], [-3], [True], [10_001], [2**64 - 1]):
         with pytest.raises(BadSampleCount):
             prepare(
                 ArraySource(base),
