@@ -103,7 +103,8 @@ def verify_round(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
         return committed  # the reveal comes when the reveal phase starts (the watcher enqueues it)
     if view.phase is Phase.COMMIT:
         return {"status": "committed-awaiting-reveal"}
-    return {"status": "reveal-window-closed"}
+    # Closed: the reveal window is over (or every committer revealed).
+    return {"status": "already-revealed" if vset.has_revealed(me) else "reveal-window-closed"}
 
 
 def _skip_reason(view: RoundView) -> str | None:
@@ -111,8 +112,6 @@ def _skip_reason(view: RoundView) -> str | None:
         return "round-over"
     if view.phase is Phase.OPEN:
         return "submissions-open"  # the watcher enqueues again once they close
-    if view.phase is Phase.CLOSED:
-        return "reveal-window-closed"
     if view.phase is Phase.NONE:
         return "no-such-round"
     return None

@@ -183,7 +183,10 @@ class WorkerNet:
         contributors: int = 4,
         quorum: int = 2,
         submission_window: int = 60,
-        vote_window: int = 120,
+        commit_window: int = 60,
+        reveal_window: int = 60,
+        finalize_grace: int = 60,
+        max_samples: int = 1_000_000,
         aggregation: AggregationSpec | None = None,
     ) -> WorkerNet:
         from ledger.chain.client import connect_web3
@@ -199,7 +202,10 @@ class WorkerNet:
                 quorum=quorum,
                 aggregation=aggregation,
                 submission_window_s=submission_window,
-                vote_window_s=vote_window,
+                commit_window_s=commit_window,
+                reveal_window_s=reveal_window,
+                finalize_grace_s=finalize_grace,
+                max_samples=max_samples,
             ),
             record_path=root / "deployment.json",
             timeout=30,
@@ -267,17 +273,50 @@ class WorkerNet:
             peer_delta=None if peer is None else corpus.honest_delta(peer),
         )
 
-    def submit(self, i: int, data: bytes, *, round_: int, odd_dag: bool = False) -> int:
-        """Put the file in the store and submit its digest as contributor ``i``; returns the update index."""
-        cid = corpus.put_odd_dag(self.root / "blocks", data) if odd_dag else self.store.put_bytes(data)
+    def submit(self, i: int, data: bytes, *, round_: int, odd_dag: bool = False, publish: bool = True) -> int:
+        """Submit the file's digest as contributor ``i`` (and put the file in the store unless ``publish`` is
+        False: then :meth:`publish` puts it later, as a member does once submissions close); returns the index."""
+        from ledger.content import cid_of_bytes
+
+        if publish:
+            cid = corpus.put_odd_dag(self.root / "blocks", data) if odd_dag else self.store.put_bytes(data)
+        else:
+            cid = cid_of_bytes(data)
         result = self.client(self.contributor(i)[1]).submit_update(
             self.task_id, round_, cid_to_digest(cid), 100 + i
         )
         return int(result.value)
 
-    def ballot(self, round_: int, validator: int) -> tuple[int, int]:
-        b = self.client().ballot(self.task_id, round_, self.validator(validator)[0])
-        return int(b.indexes), int(b.accepts)
+    def publish(self, data: bytes) -> str:
+        return self.store.put_bytes(data)
+
+    def close_submissions(self, round_: int) -> None:
+        """Move the ledger clock past the round's submission window (the commit phase starts)."""
+        from tests.support.chain import warp_past
+
+        client = self.client()
+        warp_past(client, client.round_view(self.task_id, round_).submission_end)
+
+    def end_commits(self, round_: int) -> None:
+        from tests.support.chain import warp_past
+
+        client = self.client()
+        warp_past(client, client.round_view(self.task_id, round_).commit_end)
+
+    def end_reveals(self, round_: int) -> None:
+        from tests.support.chain import warp_past
+
+        client = self.client()
+        warp_past(client, client.round_view(self.task_id, round_).reveal_end)
+
+    def end_grace(self, round_: int) -> None:
+        from tests.support.chain import warp_past
+
+        client = self.client()
+        warp_past(client, client.round_view(self.task_id, round_).grace_end)
+
+    def validator_set(self, round_: int) -> Any:
+        return self.client().validator_set(self.task_id, round_)
 
     def events(self, name: str) -> list[Any]:
         return list(self.client().events(0, names=[name]))
@@ -289,11 +328,23 @@ class WorkerNet:
             if e.args["taskId"] == self.task_id and e.args["round"] == round_
         ]
 
-    def votes(self, round_: int, validator: int) -> list[Any]:
+    def commits(self, round_: int, validator: int) -> list[Any]:
+        return self._by_validator("ScoresCommitted", round_, validator)
+
+    def reveals(self, round_: int, validator: int) -> list[Any]:
+        return self._by_validator("ScoresRevealed", round_, validator)
+
+    def revealed_scores(self, round_: int, validator: int) -> list[int] | None:
+        from ledger.chain.scores import decode_scores
+
+        found = self.reveals(round_, validator)
+        return decode_scores(bytes(found[0].args["scores"])) if found else None
+
+    def _by_validator(self, name: str, round_: int, validator: int) -> list[Any]:
         address = self.validator(validator)[0]
         return [
             e
-            for e in self.events("VotesCast")
+            for e in self.events(name)
             if e.args["taskId"] == self.task_id
             and e.args["round"] == round_
             and e.args["validator"] == address
