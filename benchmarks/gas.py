@@ -1,18 +1,22 @@
-"""Gas of the ledger's four hot operations on a 16-update round, measured on a real anvil.
+"""Gas of the ledger's hot operations on a 16-update round (protocol v2), measured on a real anvil.
 
-Deploys MeshToken + MeshLedger from the exported artifacts (``ledger/artifacts``) on an embedded anvil, through
-``lab.consortium`` (the real deployment), with 16 contributors, 3 validators (quorum 2) and an aggregator, and
-reads ``gasUsed`` from the receipts:
+Deploys MeshToken + RoundSettlement + MeshLedger from the exported artifacts (``ledger/artifacts``) on an embedded
+anvil, through ``lab.consortium`` (the real deployment), with 16 contributors, 4 validators (quorum 3) and an
+aggregator, and reads ``gasUsed`` from the receipts:
 
 * ``submit_update`` — one direct ``submitUpdate`` (the median of the round's 16; the last one, which also closes
-  submissions, is reported as ``submit_update_closing``);
+  submissions, is reported as ``submit_update_closing``). In v2 this is a member's whole on-chain cost per update:
+  the content goes to the store, not the chain, and rewards accrue in the ledger (``claim_rewards``, reported
+  apart, is paid once for any number of rounds);
 * ``relayed_submit_per_update_16`` — one ``submitUpdatesFor`` of 16 EIP-712-signed submissions, divided by 16;
-* ``votes_round_16`` — one validator's ``voteBatch`` on all 16 updates;
-* ``finalize_round_16`` — ``finalizeRound`` of the 16 (3 validators settled, 19 rewards minted).
+* ``commit_reveal_16`` — one validator's ``commitScores`` + ``revealScores`` of 16 scores (the most any of the 4
+  paid); ``commit_scores`` and ``reveal_scores`` give the two parts;
+* ``finalize_round_16`` — ``finalizeRound`` of the 16 (consensus of 4 validators' scores, 20 settlements, rewards
+  accrued in the ledger, the next round opened with its validator set).
 
-Each is measured twice: in a task's **first round** (the round's storage slots and the members' token balances
-are written for the first time: a zero-to-nonzero store costs 22,100 gas, a later one 5,000) and in its **second
-round** (steady state, what a running consortium pays every round). The top-level numbers of ``--json`` are the
+Each is measured twice: in a task's **first round** (the round's storage slots are written for the first time: a
+zero-to-nonzero store costs 22,100 gas, a later one 5,000) and in its **second round** (steady state, what a
+running consortium pays every round). The top-level numbers of ``--json`` are the
 steady state; ``first_round`` holds the others. The baseline, measured in the same run, is a naive registry that
 stores each update's CIDv0 as a string (what the issue's "about 86,000 gas" refers to).
 
@@ -34,12 +38,12 @@ from typing import Any
 TARGETS = {
     "submit_update": 75_000,
     "relayed_submit_per_update_16": 50_000,
-    "votes_round_16": 80_000,
+    "commit_reveal_16": 100_000,
     "finalize_round_16": 400_000,
 }
 N_UPDATES = 16
-N_VALIDATORS = 3
-QUORUM = 2
+N_VALIDATORS = 4
+QUORUM = 3
 BUDGET = 1_000 * 10**18
 
 NAIVE_SOURCE = """
@@ -104,7 +108,10 @@ class Bench:
             genesis=digest_of("genesis"),
             quorum=QUORUM,
             submission_window_s=3600,
-            vote_window_s=1800,
+            commit_window_s=1800,
+            reveal_window_s=1800,
+            finalize_grace_s=3600,
+            max_samples=1_000_000,
             reward_per_round=BUDGET,
         )
         deployed = deploy_consortium(self.w3, roles, task)
@@ -137,7 +144,19 @@ class Bench:
         return receipt
 
     def create_task(self) -> int:
-        params = (digest_of("spec"), digest_of("genesis"), 0, 0, QUORUM, 3600, 1800, BUDGET)
+        params = (
+            digest_of("spec"),
+            digest_of("genesis"),
+            0,
+            0,
+            QUORUM,
+            3600,
+            1800,
+            1800,
+            3600,
+            1_000_000,
+            BUDGET,
+        )
         from web3.logs import DISCARD
 
         receipt = self._send(self.ledger.functions.createTask(params), self.admin)
@@ -194,7 +213,8 @@ class Bench:
 
     # ─── one round ───
     def relayed_round(self, task_id: int) -> dict[str, int]:
-        """Every contributor's update relayed in one batch, every validator votes, the aggregator finalizes."""
+        """Every contributor's update relayed in one batch, every validator commits and reveals, the aggregator
+        finalizes."""
         round_ = self.ledger.functions.currentRound(task_id).call()
         subs = [
             self._signed(c, task_id, round_, digest_of(task_id, round_, i), 1_000 + i)
@@ -202,11 +222,11 @@ class Bench:
         ]
         batch = self._send(self.ledger.functions.submitUpdatesFor(task_id, round_, subs), self.relayer)
         out = {"relayed_submit_per_update_16": round(batch["gasUsed"] / N_UPDATES)}
-        out.update(self._vote_and_finalize(task_id, round_))
+        out.update(self._score_and_finalize(task_id, round_))
         return out
 
     def direct_round(self, task_id: int) -> dict[str, int]:
-        """Every contributor submits its own update; then votes and finalization (not reported here)."""
+        """Every contributor submits its own update; then scores and finalization (not reported here)."""
         round_ = self.ledger.functions.currentRound(task_id).call()
         gas = []
         for i, c in enumerate(self.contributors):
@@ -214,29 +234,58 @@ class Bench:
                 task_id, round_, digest_of("direct", task_id, round_, i), 500 + i
             )
             gas.append(int(self._send_signed(fn, c)["gasUsed"]))
-        self._vote_and_finalize(task_id, round_)
+        self._score_and_finalize(task_id, round_)
         return {"submit_update": int(statistics.median(gas[:-1])), "submit_update_closing": gas[-1]}
 
-    def _vote_and_finalize(self, task_id: int, round_: int) -> dict[str, int]:
-        everything = (1 << N_UPDATES) - 1
-        votes = [
-            int(
-                self._send(
-                    self.ledger.functions.voteBatch(
-                        task_id, round_, everything, everything, bytes(N_UPDATES)
-                    ),
-                    v,
-                )["gasUsed"]
+    def _score_and_finalize(self, task_id: int, round_: int) -> dict[str, int]:
+        from ledger.chain.scores import ScoreSheet
+
+        chain_id = self.w3.eth.chain_id
+        sheets = {}
+        commits, reveals = [], []
+        for v, validator in enumerate(self.validators):
+            # Mostly positive scores that differ a little by validator, two rejected updates: a realistic round.
+            scores = [-10_000 if i in (3, 11) else 4_000 + 250 * i + 37 * v for i in range(N_UPDATES)]
+            reasons = [16 if i in (3, 11) else 0 for i in range(N_UPDATES)]
+            sheet = ScoreSheet(
+                tuple(scores), tuple(reasons), hashlib.sha256(f"{task_id}/{round_}/{v}".encode()).digest()
             )
-            for v in self.validators
-        ]
+            sheets[validator] = sheet
+            commitment = sheet.commitment(
+                chain_id=chain_id,
+                ledger=self.ledger.address,
+                task_id=task_id,
+                round_=round_,
+                validator=validator,
+            )
+            commits.append(
+                int(
+                    self._send(self.ledger.functions.commitScores(task_id, round_, commitment), validator)[
+                        "gasUsed"
+                    ]
+                )
+            )
+        for validator, sheet in sheets.items():
+            fn = self.ledger.functions.revealScores(
+                task_id, round_, sheet.score_bytes, sheet.reason_bytes, sheet.salt
+            )
+            reveals.append(int(self._send(fn, validator)["gasUsed"]))
         final = self._send(
-            self.ledger.functions.finalizeRound(
-                task_id, round_, digest_of("aggregate", task_id, round_), everything
-            ),
+            self.ledger.functions.finalizeRound(task_id, round_, digest_of("aggregate", task_id, round_)),
             self.aggregator,
         )
-        return {"votes_round_16": max(votes), "finalize_round_16": int(final["gasUsed"])}
+        pairs = [c + r for c, r in zip(commits, reveals, strict=True)]
+        worst = pairs.index(max(pairs))
+        return {
+            "commit_reveal_16": pairs[worst],
+            "commit_scores": commits[worst],
+            "reveal_scores": reveals[worst],
+            "finalize_round_16": int(final["gasUsed"]),
+        }
+
+    def claim(self) -> int:
+        """Gas of one contributor's ``claimRewards`` after the rounds (the mint of everything it accrued)."""
+        return int(self._send_signed(self.ledger.functions.claimRewards(), self.contributors[0])["gasUsed"])
 
     def naive_baseline(self) -> int:
         """Median gas of a submit to a registry that stores the CIDv0 string (compiled here with the wrapper)."""
@@ -282,6 +331,7 @@ def run() -> dict[str, Any]:
         steady = bench.relayed_round(relayed_task)
         first.update(bench.direct_round(direct_task))
         steady.update(bench.direct_round(direct_task))
+        claim = bench.claim()
         baseline = bench.naive_baseline()
     metrics = list(TARGETS)
     return {
@@ -299,8 +349,9 @@ def run() -> dict[str, Any]:
             "updates": N_UPDATES,
             "validators": N_VALIDATORS,
             "quorum": QUORUM,
-            "rewards_minted_to": 19,
+            "settlements": N_UPDATES + N_VALIDATORS,
         },
+        "claim_rewards": claim,
     }
 
 
@@ -315,6 +366,9 @@ def table(result: dict[str, Any]) -> str:
     rows.append(
         f"{'submit_update_closing':<30} {result['first_round']['submit_update_closing']:>12,} "
         f"{result['steady_state']['submit_update_closing']:>10,} {'':>10}  (the submit that closes the round)"
+    )
+    rows.append(
+        f"{'claim_rewards':<30} {result['claim_rewards']:>12,} {'':>10} {'':>10}  (once, for all rounds accrued)"
     )
     base = result["baseline"]["naive_cid_string_submit"]
     ours = result["steady_state"]["submit_update"]
