@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ledger.chain.scores import SCORE_ONE, to_fixed
+from ledger.chain.scores import SCORE_ONE
 from node.behaviours import Behaviour, apply_behaviour
 from node.errors import InvalidParameter
 
@@ -73,8 +73,6 @@ from an honest difference. The rescaled norms stay inside the benign range to wi
 
 DEFAULT_MAX_SAMPLES = 2**32
 """The task's ``maxSamples`` (the largest the contract allows): what a sample inflater claims."""
-NEAR_COPY_ROUNDS = 3
-"""How many earlier rounds' published updates a validator compares a new update with (protocol R1)."""
 
 
 class ValidatorAttack(StrEnum):
@@ -594,13 +592,19 @@ def flatten(delta: Mapping[str, np.ndarray]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Judgement:
-    """A round's hard-check verdicts: one reason code per update index, in submission order."""
+    """A round's hard-check verdicts: one reason code per update index, in submission order, and the vector of
+    each update that passed them (None for the others)."""
 
     reasons: list[int]
+    vectors: list[np.ndarray | None] = field(default_factory=list, repr=False)
 
     @property
     def accepted(self) -> list[bool]:
         return [r == 0 for r in self.reasons]
+
+
+History = Sequence[tuple[str, np.ndarray]]
+"""``(contributor address, vector)`` of the updates the last rounds accepted: what near copies are checked against."""
 
 
 def judge_files(
@@ -609,17 +613,21 @@ def judge_files(
     base_path: Path,
     records: Sequence[Any],
     limits: CheckLimits,
+    history: History = (),
     evaluate: Callable[[Mapping[str, Any]], float] | None = None,
 ) -> Judgement:
-    """The validator's hard checks on a round's update files (``records``: the ``ChainRecord`` of each)."""
+    """The validator's hard checks on a round's update files (``records``: the ``ChainRecord`` of each), with the
+    whole-vector copy checks against ``history`` (protocol R1)."""
     # The validator's own pure functions, so that the experiment judges exactly as a worker does.
     from ledger.aggregation.source import describe_source
     from ledger.checks import judge_round, judge_update
+    from ledger.checks.vectors import flatten as flatten_source
     from ledger.updatefile import UpdateFile
 
     with UpdateFile.open(base_path) as base:
         layout = describe_source(base)
         judged = []
+        vectors: list[np.ndarray | None] = []
         base_loss: float | None = None  # the worker evaluates the base once per round, then remembers it
         for path, record in zip(paths, records, strict=True):
             one = judge_update(
@@ -634,44 +642,16 @@ def judge_files(
             if one.loss is not None and one.loss.base_loss is not None:
                 base_loss = one.loss.base_loss
             judged.append(one)
-    return Judgement([int(v.reason) for v in judge_round(judged, limits)])
-
-
-NEAR_COPY_COSINE = 0.95
-
-
-def near_copy_reasons(
-    vectors: Sequence[np.ndarray | None],
-    authors: Sequence[int],
-    history: Sequence[Sequence[tuple[int, np.ndarray]]],
-) -> list[int]:
-    """Protocol R1 over whole vectors: ``NEAR_COPY`` for cosine ≥ 0.95 to another member's update of the last
-    rounds, ``DUPLICATE`` for the later of two members' updates of this round with cosine ≥ 0.95 (0: neither).
-    ``vectors[i]`` None: update i is not judged here (it failed a hard check already)."""
-    # TODO(HS): replace by ledger.checks' near-copy check once it lands (the worker's function).
-    from ledger.reasons import Reason
-
-    near_copy = int(getattr(Reason, "NEAR_COPY", Reason.DUPLICATE))
-
-    def cos(a: np.ndarray, b: np.ndarray) -> float:
-        na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-        return float(a @ b) / (na * nb) if na and nb else 0.0
-
-    out = []
-    for i, v in enumerate(vectors):
-        reason = 0
-        if v is not None:
-            if any(
-                m != authors[i] and cos(v, old) >= NEAR_COPY_COSINE for past in history for m, old in past
-            ):
-                reason = near_copy
-            elif any(
-                w is not None and authors[j] != authors[i] and cos(v, w) >= NEAR_COPY_COSINE
-                for j, w in enumerate(vectors[:i])
-            ):
-                reason = int(Reason.DUPLICATE)
-        out.append(reason)
-    return out
+            vector = None
+            if one.verdict.accepted:
+                with UpdateFile.open(path) as update:
+                    vector = flatten_source(update, layout)
+            vectors.append(vector)
+    verdicts = judge_round(
+        judged, limits, vectors=vectors, authors=[r.contributor for r in records], history=history
+    )
+    reasons = [int(v.reason) for v in verdicts]
+    return Judgement(reasons, [v if not r else None for v, r in zip(vectors, reasons, strict=True)])
 
 
 def reference_update(
@@ -689,39 +669,34 @@ def honest_scores(
     config: ExperimentConfig,
     base: Mapping[str, np.ndarray],
     *,
+    judgement: Judgement,
     deltas: Sequence[Mapping[str, np.ndarray]],
-    reasons: Sequence[int],
     data: Dataset,
     round_: int,
     validator: int,
-) -> list[int]:
-    """An honest validator's scores: −SCORE_ONE for a hard reject, else the scorer's measure against its own
-    reference update and held-out slice."""
-    # TODO(HS): worker.scoring's scorer once it lands; this stand-in is cosine to the reference, with a loss
-    # gate (an update that raises the slice's loss by more than loss_delta scores at most 0) and a magnitude
-    # discount (an update longer than 3× the reference counts as if it were 3× long).
+) -> tuple[list[int], list[int]]:
+    """An honest validator's (scores, reasons): −SCORE_ONE with the reason for a hard reject, else the scorer's
+    score against its own reference update, with the loss gate on its own held-out slice (``ledger.checks``)."""
+    from ledger.checks.score import rejected, reveal_arrays, score_vector
+    from ledger.reasons import Reason
     from node.training import apply_delta, evaluate
 
     reference = flatten(reference_update(config, base, data, round_, validator))
-    ref_norm = float(np.linalg.norm(reference))
-    base_loss = evaluate(config.model, base, data, threads=1).loss if config.loss_delta is not None else 0.0
+    margin = config.loss_delta
+    base_loss = evaluate(config.model, base, data, threads=1).loss if margin is not None else None
     out = []
-    for delta, reason in zip(deltas, reasons, strict=True):
-        if reason:
-            out.append(-SCORE_ONE)
+    for delta, reason, vector in zip(deltas, judgement.reasons, judgement.vectors, strict=True):
+        if reason or vector is None:
+            out.append(rejected(Reason(reason or Reason.DUPLICATE)))
             continue
-        v = flatten(delta)
-        norm = float(np.linalg.norm(v))
-        if norm == 0 or ref_norm == 0:
-            out.append(0)
-            continue
-        score = float(v @ reference) / (norm * ref_norm) * min(1.0, 3 * ref_norm / norm)
-        if config.loss_delta is not None:
-            loss = evaluate(config.model, apply_delta(base, delta), data, threads=1).loss
-            if loss - base_loss > config.loss_delta:
-                score = min(score, 0.0)
-        out.append(to_fixed(score))
-    return out
+        loss = (
+            evaluate(config.model, apply_delta(base, delta), data, threads=1).loss
+            if margin is not None
+            else None
+        )
+        out.append(score_vector(vector, reference, loss=loss, base_loss=base_loss, margin=margin))
+    scores, reasons = reveal_arrays(out)
+    return scores, reasons
 
 
 def byzantine_scores(
@@ -772,22 +747,31 @@ def aggregate_files(
     task: int,
     round_: int,
     parent: str,
+    consensus: Sequence[int],
+    accepted: int,
 ) -> str:
-    """Aggregate ``(digest, update file, weight)`` inputs as the aggregator does (FedAvg weights by the
-    consensus score, protocol R5); returns the file's CID."""
+    """Aggregate a round's accepted updates as the aggregator does; returns the file's CID.
+
+    ``inputs`` are ``(digest, update file, claimed samples)`` per update index; ``consensus`` and the ``accepted``
+    bitmap are the contract's: FedAvg weighs each accepted update by its consensus (``consensus_weights``, R5);
+    the claimed sample count is carried for the record only."""
     import contextlib
 
-    from ledger.aggregation import Contribution, prepare
+    from ledger.aggregation import Contribution, consensus_weights, prepare
     from ledger.aggregation.output import write_aggregation
     from ledger.updatefile import UpdateFile
 
-    # TODO(HS): the consensus-weighted Contribution of ledger.aggregation once it lands; until then the weight
-    # rides in num_samples, which FedAvg divides by their sum exactly as it would divide consensus weights.
+    weights = consensus_weights(consensus, accepted)
     with contextlib.ExitStack() as stack:
         base = stack.enter_context(UpdateFile.open(base_path))
         contributions = [
-            Contribution(digest, source=stack.enter_context(UpdateFile.open(path)), num_samples=w)
-            for digest, path, w in inputs
+            Contribution(
+                inputs[i][0],
+                source=stack.enter_context(UpdateFile.open(inputs[i][1])),
+                weight=w,
+                num_samples=inputs[i][2],
+            )
+            for i, w in weights.items()
         ]
         agg = prepare(base, contributions, spec)
         return write_aggregation(out, agg, task=task, round=round_, parent=parent).cid
@@ -864,7 +848,7 @@ def score_round(
     base: Mapping[str, np.ndarray],
     base_path: Path,
     limits: CheckLimits,
-    history: Sequence[Sequence[tuple[int, np.ndarray]]],
+    history: History,
     malicious: Sequence[int],
     previous_consensus: Mapping[int, int],
     round_: int,
@@ -873,13 +857,12 @@ def score_round(
     n = len(published)
     if not config.pipeline.checked:
         return [0] * n, [[SCORE_ONE] * n for _ in range(config.validators)]
-    reasons = judge_files(files.paths, base_path=base_path, records=files.records, limits=limits).reasons
+    judgement = judge_files(
+        files.paths, base_path=base_path, records=files.records, limits=limits, history=history
+    )
     # The bytes a submission points at are its author's (a front-runner's are its victim's).
     content = {p.node: p.delta for p in published if p.digest_of is None}
     deltas = [content[p.node if p.digest_of is None else p.digest_of] for p in published]
-    vectors = [None if reason else flatten(d) for d, reason in zip(deltas, reasons, strict=True)]
-    copies = near_copy_reasons(vectors, [p.node for p in published], history)
-    reasons = [r or c for r, c in zip(reasons, copies, strict=True)]
     byzantine = set(config.byzantine_set)
     authors = [p.node for p in published]
     scores = []
@@ -890,12 +873,11 @@ def score_round(
             scores.append(byzantine_scores(attack, authors, malicious, previous_consensus, seed=seed))
         else:
             data = validator_heldout(config.seed, v, config.validators)
-            scores.append(
-                honest_scores(
-                    config, base, deltas=deltas, reasons=reasons, data=data, round_=round_, validator=v
-                )
+            mine, _ = honest_scores(
+                config, base, judgement=judgement, deltas=deltas, data=data, round_=round_, validator=v
             )
-    return reasons, scores
+            scores.append(mine)
+    return judgement.reasons, scores
 
 
 def run_experiment(
@@ -911,6 +893,7 @@ def run_experiment(
             return run_experiment(config, workdir=Path(tmp), limits=limits, observer=observer)
 
     from ledger.chain.types import Role
+    from ledger.checks.copies import NEAR_COPY_ROUNDS
     from ledger.consensus import ConsensusBook
     from node.data import make_federation
     from node.training import evaluate
@@ -930,7 +913,7 @@ def run_experiment(
         book.grant(address, Role.CONTRIBUTOR)
     honest_validators = [v for v in range(config.validators) if v not in set(config.byzantine_set)]
     spec = config.spec
-    history: deque[list[tuple[int, np.ndarray]]] = deque(maxlen=NEAR_COPY_ROUNDS)
+    history: deque[list[tuple[str, np.ndarray]]] = deque(maxlen=NEAR_COPY_ROUNDS)
     previous: list[Published] = []
     previous_consensus: dict[int, int] = {}
     rounds: list[RoundResult] = []
@@ -948,7 +931,7 @@ def run_experiment(
             base=base,
             base_path=base_path,
             limits=limits,
-            history=history,
+            history=[past for accepted in history for past in accepted],
             malicious=malicious,
             previous_consensus=previous_consensus,
             round_=r,
@@ -971,12 +954,17 @@ def run_experiment(
             out = round_dir / "aggregate.safetensors"
             base_cid = aggregate_files(
                 base_path,
-                [(files.digests[i], files.paths[i], consensus[i]) for i in chosen],
+                [
+                    (d, path, p.num_samples)
+                    for d, path, p in zip(files.digests, files.paths, published, strict=True)
+                ],
                 spec,
                 out,
                 task=config.task_id,
                 round_=r,
                 parent=base_cid,
+                consensus=consensus,
+                accepted=settled.accepted_bitmap,
             )
             base = read_weights(out)
             next_base = workdir / f"base-{r}.safetensors"
@@ -1006,7 +994,8 @@ def run_experiment(
         )
         for path in set(files.paths):
             path.unlink()
-        history.append([(p.node, flatten(p.delta)) for p in published if p.digest_of is None])
+        # What the round accepted is what later rounds' copies are checked against (ledger.checks.copies).
+        history.append([(roles.contributors[published[i].node], flatten(published[i].delta)) for i in chosen])
         previous = list(published)
         previous_consensus = {p.node: c for p, c in zip(published, consensus, strict=True)}
         rounds.append(result)

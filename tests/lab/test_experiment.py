@@ -35,7 +35,7 @@ from node.errors import InvalidParameter
 SMALL = {"num_nodes": 6, "rounds": 2, "tolerated": 2}
 BUDGET = 10**18
 CONTRIBUTOR_SHARE = BUDGET - BUDGET * 1_000 // 10_000
-NEAR_COPY = int(getattr(Reason, "NEAR_COPY", Reason.DUPLICATE))
+NEAR_COPY = Reason.NEAR_COPY
 
 
 def run(attack: str, f: int, pipeline: Pipeline = Pipeline.FEDAVG, **overrides: object) -> ExperimentResult:
