@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from web3 import Web3
     from web3.types import TxReceipt
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+"""2: protocol v2 (a linked RoundSettlement library, roleDelay); a format-1 record names a v1 ledger this client
+cannot speak to."""
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 
 

@@ -265,6 +265,14 @@ class SubmissionsClosed(TooLateRevert):
 
 
 @_register
+class UnknownUpdate(LedgerNotFound):
+    error_name = "MeshLedger_UnknownUpdate"
+    default_hint: ClassVar[str | None] = (
+        "round {round} of task {taskId} has {submissionCount} updates (indexes from 0): there is no update {index}"
+    )
+
+
+@_register
 class AlreadySubmitted(LedgerRevert):
     error_name = "MeshLedger_AlreadySubmitted"
     default_hint: ClassVar[str | None] = (

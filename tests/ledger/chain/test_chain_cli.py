@@ -1,4 +1,4 @@
-"""`meshprov chain deploy` and `meshprov chain status` against the session's anvil."""
+"""`meshprov chain deploy | status | claim | role` against the session's anvil."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from ledger.cli.app import main
 from ledger.exit_codes import ExitCode
+from tests.support.chain import advance_time
 
 pytestmark = pytest.mark.anvil
 
@@ -31,8 +32,10 @@ def env(
     a = [address for address, _ in dev_keys]
     (tmp_path / "consortium.toml").write_text(
         f'admin = "{a[0]}"\naggregator = "{a[1]}"\nvalidators = ["{a[2]}", "{a[3]}", "{a[4]}"]\n'
-        f'contributors = ["{a[5]}", "{a[6]}"]\n\n[task]\nspec = "0x{"11" * 32}"\ngenesis = "0x{"22" * 32}"\n'
-        'rule = "median"\nquorum = 2\nsubmission_window_s = 600\nvote_window_s = 300\nreward_per_round = "100"\n'
+        f'contributors = ["{a[5]}", "{a[6]}"]\nrole_delay_s = 90\n\n[task]\nspec = "0x{"11" * 32}"\n'
+        f'genesis = "0x{"22" * 32}"\nrule = "median"\nquorum = 2\nsubmission_window_s = 600\n'
+        "commit_window_s = 300\nreveal_window_s = 300\nfinalize_grace_s = 600\nmax_samples = 1000\n"
+        'reward_per_round = "100"\n'
     )
     return tmp_path
 
@@ -62,6 +65,9 @@ def test_deploy_then_status(env: Path, w3: Any, capsys: pytest.CaptureFixture[st
     assert status["ledger"] == deployed["ledger"]
     assert (status["task_id"], status["round"], status["phase"]) == (1, 1, "open")
     assert status["submissions"] == 0
+    assert (status["validators"], status["commits"], status["reveals"]) == (3, 0, 0)
+    assert status["submission_end"] < status["commit_end"] < status["reveal_end"] < status["grace_end"]
+    assert status["role_delay_s"] == 90
     assert status["paused"] is False
 
     code, _, err = run(capsys, "chain", "status")
@@ -128,6 +134,49 @@ def test_deploy_refuses_a_bad_consortium_file(env: Path, capsys: pytest.CaptureF
     assert code == ExitCode.CONFIG
     assert "no update could ever be accepted" in err
     assert not (env / "data" / "deployment.json").exists()
+    v1 = env / "v1.toml"
+    v1.write_text((env / "consortium.toml").read_text().replace("commit_window_s", "vote_window_s"))
+    code, _, err = run(capsys, "chain", "deploy", "--consortium", str(v1))
+    assert code == ExitCode.CONFIG
+    assert "`task.vote_window_s` is a protocol-v1 key" in err
+
+
+def test_claim_and_role_changes_from_the_command_line(
+    env: Path,
+    w3: Any,
+    dev_keys: list[tuple[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run(capsys, "chain", "deploy", "--consortium", str(env / "consortium.toml"))
+    assert code == 0, err
+    newcomer = dev_keys[12][0]
+    code, scheduled, err = run(capsys, "chain", "role", "schedule", "validator", newcomer, "--json")
+    assert code == 0, err
+    assert scheduled is not None
+    assert (scheduled["account"], scheduled["grant"]) == (newcomer, True)
+    code, pending, _ = run(capsys, "chain", "role", "pending", "validator", newcomer, "--json")
+    assert pending is not None
+    assert pending["execute_after"] == scheduled["execute_after"]
+    code, _, err = run(capsys, "chain", "role", "execute", "validator", newcomer)
+    assert code != 0
+    assert "can be executed from" in err  # the delay is not over
+    advance_time(w3, 90)
+    monkeypatch.setenv("MESHPROV_PRIVATE_KEY", dev_keys[6][1])  # anyone may execute
+    code, executed, err = run(capsys, "chain", "role", "execute", "validator", newcomer, "--json")
+    assert code == 0, err
+    assert executed is not None
+    assert (executed["action"], executed["account"]) == ("execute", newcomer)
+    code, pending, _ = run(capsys, "chain", "role", "pending", "validator", newcomer, "--json")
+    assert pending is not None
+    assert pending["execute_after"] == 0  # done: nothing pending any more
+    code, claimed, err = run(capsys, "chain", "claim", "--json")
+    assert code == 0, err
+    assert claimed == {"account": dev_keys[6][0], "claimed": "0", "tx_hash": None}  # nothing accrued yet
+    monkeypatch.setenv("MESHPROV_PRIVATE_KEY", dev_keys[6][1])
+    code, _, err = run(capsys, "chain", "role", "schedule", "aggregator", newcomer)
+    assert code == ExitCode.NOT_MEMBER  # only the admin schedules
+    assert "lacks role" in err
 
 
 def test_deploy_on_a_configured_chain_needs_a_key(

@@ -30,9 +30,13 @@ def consortium(keys: list[tuple[str, str]], *, admin: int = 0) -> Consortium:
             rule_param=(2_500 << 16) | 1_000,
             quorum=2,
             submission_window_s=600,
-            vote_window_s=300,
+            commit_window_s=300,
+            reveal_window_s=200,
+            finalize_grace_s=900,
+            max_samples=10_000,
             reward_per_round=10**21,
         ),
+        role_delay_s=3_600,
     )
 
 
@@ -70,7 +74,21 @@ def test_deploy_grants_roles_creates_the_task_and_names_the_minter(
     # The index starts at the ledger's deployment block: the constructor's RoleGranted is in it.
     assert w3.eth.get_block(record.deploy_block)["transactions"]
     assert ledger.events.RoleGranted().get_logs(from_block=record.deploy_block, to_block=record.deploy_block)
-    assert set(record.transactions) >= {"deploy MeshToken", "deploy MeshLedger", "create the task"}
+    assert set(record.transactions) >= {
+        "deploy MeshToken",
+        "deploy RoundSettlement",
+        "deploy MeshLedger",
+        "create the task",
+    }
+    assert ledger.functions.roleDelay().call() == 3_600
+    # The ledger calls the library it was linked to: the one this deployment created.
+    assert list(record.libraries) == ["RoundSettlement"]
+    assert w3.eth.get_code(record.libraries["RoundSettlement"])
+    assert record.libraries["RoundSettlement"][2:].lower() in w3.eth.get_code(record.ledger).hex()
+    # The round's validator set was frozen when the task was created, after every grant.
+    members, weights, _, _ = ledger.functions.validatorSet(1, 1).call()
+    assert members == list(c.validators)
+    assert weights == [5_000] * 3
     assert record.artifacts == {
         "MeshLedger": load_artifact("MeshLedger").sources_hash,
         "MeshToken": load_artifact("MeshToken").sources_hash,
@@ -88,6 +106,8 @@ def test_deployer_other_than_admin_hands_the_admin_role_over(
     assert ledger.functions.hasRole(ADMIN_ROLE, dev_keys[9][0]).call()
     assert not ledger.functions.hasRole(ADMIN_ROLE, dev_keys[0][0]).call()
     assert "renounce the deployer's admin role" in record.transactions
+    # The admin was granted before the task existed: no role change was left pending.
+    assert ledger.functions.pendingRoleChange(ADMIN_ROLE, dev_keys[9][0], True).call() == 0
 
 
 @pytest.mark.anvil
@@ -125,8 +145,8 @@ def test_missing_or_broken_record_is_named(tmp_path: Path) -> None:
     assert str(broken) in unreadable.value.message
 
 
-WRITTEN = {
-    "format": 1,
+WRITTEN: dict[str, Any] = {
+    "format": 2,
     "chain_id": 31337,
     "ledger": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512",
     "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
@@ -136,6 +156,7 @@ WRITTEN = {
     "consortium": {},
     "transactions": {},
     "artifacts": {},
+    "libraries": {"RoundSettlement": "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"},
 }
 
 
@@ -157,8 +178,8 @@ def test_a_record_is_read_exactly_as_it_is_written(tmp_path: Path) -> None:
         ({"deploy_block": None, "start_block": 2}, "`deploy_block` is missing"),
         ({"ledger": None, "ledger_address": WRITTEN["ledger"]}, "`ledger` is missing"),
         ({"task_id": None, "chain_id": None}, "`chain_id`, `task_id` is missing"),
-        ({"format": None}, "`format` is None, not 1"),
-        ({"format": 2}, "`format` is 2, not 1"),
+        ({"format": None}, "`format` is None, not 2"),
+        ({"format": 1}, "`format` is 1, not 2"),  # a protocol-v1 ledger
         ({"chain_id": "31337"}, "`chain_id` must be a non-negative integer"),
         ({"deploy_block": True}, "`deploy_block` must be a non-negative integer"),
         ({"token": "0x1234"}, "`token` must be an address"),

@@ -278,7 +278,8 @@ def test_tally_validator_set_and_revealed_scores(c: Consortium) -> None:
     reveals = reader.reveals(task_id, 1)
     assert [x.validator for x in reveals] == list(vset.members[:2])
     assert reveals[1].reasons == (0, int(Reason.NON_FINITE), int(Reason.NON_FINITE), int(Reason.NON_FINITE))
-    assert reader.round_view(task_id, 1).phase is Phase.REVEAL  # a committer has not revealed: the window runs
+    # A committer has not revealed: the reveal window runs to its end.
+    assert reader.round_view(task_id, 1).phase is Phase.REVEAL
     c.end_reveals(task_id, 1)
     view = reader.round_view(task_id, 1)
     assert (view.phase, view.commit_count, view.reveal_count, view.finalizable) == (Phase.CLOSED, 3, 2, True)

@@ -194,9 +194,14 @@ def test_random_rounds_on_the_contract_are_predicted_exactly(net: Consortium) ->
         table = {v: _scores(rng, n_sub, kinds[v], truth) for v in range(VALIDATORS)}
         vset = reader.validator_set(net.task_id, round_, block="latest")
         assert list(vset.weights) == book.freeze(vset.members)  # frozen from the reputations at opening
+
+        def scores(v: int, i: int, _r: int, table: dict[int, list[Any]] = table) -> int | tuple[int, int]:
+            value: int | tuple[int, int] = table[v][i]
+            return value
+
         record = net.run_round(
             net.task_id,
-            scores=lambda v, i, _r, table=table: table[v][i],
+            scores=scores,
             absent=plan.get("absent", ()),
             unrevealed=plan.get("unrevealed", ()),
             submitters=plan.get("submitters"),

@@ -35,17 +35,19 @@ DOMAIN_TYPE = [
 
 def deploy(w3: Any, admin: str) -> tuple[Any, Any]:
     token_art, ledger_art = load_artifact("MeshToken"), load_artifact("MeshLedger")
+    library = load_artifact("RoundSettlement")
 
     def send(fn: Any) -> Any:
         return w3.eth.wait_for_transaction_receipt(fn.transact({"from": admin}))
 
-    token_address = send(w3.eth.contract(abi=token_art.abi, bytecode=token_art.bytecode).constructor())[
-        "contractAddress"
-    ]
-    ledger_factory = w3.eth.contract(abi=ledger_art.abi, bytecode=ledger_art.bytecode)
-    ledger = w3.eth.contract(
-        address=send(ledger_factory.constructor(admin, token_address))["contractAddress"], abi=ledger_art.abi
-    )
+    def create(art: Any, bytecode: str, *args: Any) -> str:
+        return str(
+            send(w3.eth.contract(abi=art.abi, bytecode=bytecode).constructor(*args))["contractAddress"]
+        )
+
+    token_address = create(token_art, token_art.bytecode)
+    linked = ledger_art.linked_bytecode({"RoundSettlement": create(library, library.bytecode)})
+    ledger = w3.eth.contract(address=create(ledger_art, linked, admin, token_address, 60), abi=ledger_art.abi)
     token = w3.eth.contract(address=token_address, abi=token_art.abi)
     send(token.functions.setMinter(ledger.address))
     return ledger, send
@@ -57,7 +59,7 @@ def typed(ledger: Any, w3: Any, message: dict[str, Any]) -> dict[str, Any]:
         "primaryType": "Submission",
         "domain": {
             "name": "MeshLedger",
-            "version": "1",
+            "version": "2",
             "chainId": w3.eth.chain_id,
             "verifyingContract": ledger.address,
         },
@@ -107,7 +109,7 @@ def test_domain_is_what_eth_account_signs_in(w3: Any, dev_keys: list[tuple[str, 
     ledger, _ = deploy(w3, dev_keys[0][0])
     fields, name, version, chain_id, verifying, salt, extensions = ledger.functions.eip712Domain().call()
     assert fields == b"\x0f"  # name, version, chainId, verifyingContract
-    assert (name, version, chain_id, verifying) == ("MeshLedger", "1", w3.eth.chain_id, ledger.address)
+    assert (name, version, chain_id, verifying) == ("MeshLedger", "2", w3.eth.chain_id, ledger.address)
     assert salt == bytes(32)
     assert extensions == []
     type_string = "Submission(uint256 taskId,uint32 round,bytes32 digest,uint64 numSamples,uint64 nonce,uint64 deadline)"
@@ -122,7 +124,8 @@ def test_signature_from_eth_account_is_accepted_and_a_forged_one_is_not(
     contributor = Account.from_key(dev_keys[5][1])
     for member in (contributor.address, dev_keys[6][0]):
         send(ledger.functions.grantRole(ledger.functions.CONTRIBUTOR_ROLE().call(), member))
-    params = (keccak(text="spec"), keccak(text="genesis"), 0, 0, 1, 600, 300, 0)
+    send(ledger.functions.grantRole(ledger.functions.VALIDATOR_ROLE().call(), dev_keys[7][0]))
+    params = (keccak(text="spec"), keccak(text="genesis"), 0, 0, 1, 600, 300, 300, 600, 1_000, 0)
     send(ledger.functions.createTask(params))
     message = {
         "taskId": 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from eth_abi.abi import encode as abi_encode
@@ -101,7 +102,13 @@ def test_the_commitment_is_the_contract_encoding() -> None:
             [31337, LEDGER, 1, 3, VALIDATOR, keccak(encode_scores(scores)), keccak(bytes(reasons)), salt],
         )
     )
-    args = {"chain_id": 31337, "ledger": LEDGER, "task_id": 1, "round_": 3, "validator": VALIDATOR}
+    args: dict[str, Any] = {
+        "chain_id": 31337,
+        "ledger": LEDGER,
+        "task_id": 1,
+        "round_": 3,
+        "validator": VALIDATOR,
+    }
     assert score_commitment(**args, scores=scores, reasons=reasons, salt=salt) == expected
     # Every bound field changes it: another chain, round, validator, score or salt.
     for change in ({"chain_id": 1}, {"round_": 4}, {"validator": LEDGER}):
