@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lab.consortium import RoleKeys, deploy_consortium, task_table
+from lab.consortium import DEV_ROLE_DELAY_S, RoleKeys, deploy_consortium, task_table
 from ledger.aggregation import AggregationSpec
 from ledger.chain.consortium import ConsortiumError, parse_consortium
 from ledger.chain.deploy import DeploymentRecord
@@ -56,6 +56,32 @@ def test_the_task_table_is_what_a_consortium_file_holds() -> None:
         )
 
 
+def test_the_task_table_carries_the_v2_windows_and_refuses_a_vote_window() -> None:
+    table = task_table(
+        spec="0x" + "11" * 32,
+        genesis="0x" + "22" * 32,
+        quorum=1,
+        commit_window_s=40,
+        reveal_window_s=50,
+        finalize_grace_s=60,
+        max_samples=70,
+    )
+    keys = RoleKeys.dev(1, 1)
+    consortium = parse_consortium(keys.document(table))
+    task = consortium.task
+    assert (task.commit_window_s, task.reveal_window_s, task.finalize_grace_s, task.max_samples) == (
+        40,
+        50,
+        60,
+        70,
+    )
+    assert consortium.role_delay_s == DEV_ROLE_DELAY_S > 0  # the lab goes through the delay a consortium has
+    assert parse_consortium(keys.document(table, role_delay_s=5)).role_delay_s == 5
+    with pytest.raises(ConfigError, match="no parameter 'vote_window_s'") as refused:
+        task_table(spec="0x" + "11" * 32, genesis="0x" + "22" * 32, quorum=1, vote_window_s=300)
+    assert "commit_window_s and reveal_window_s" in (refused.value.hint or "")
+
+
 @pytest.mark.anvil
 def test_deploy_consortium_deploys_through_the_real_deployment_and_writes_its_record(
     w3: Any, dev_keys: list[tuple[str, str]], tmp_path: Path
@@ -69,9 +95,13 @@ def test_deploy_consortium_deploys_through_the_real_deployment_and_writes_its_re
     assert DeploymentRecord.read(tmp_path / "deployment.json") == net.record
     assert net.record.consortium == parse_consortium(net.document).to_json()
     assert net.record.deployer == keys.admin[0]
-    assert {"deploy MeshToken", "deploy MeshLedger", "set the ledger as minter", "create the task"} <= set(
-        net.record.transactions
-    )
+    assert {
+        "deploy MeshToken",
+        "deploy RoundSettlement",
+        "deploy MeshLedger",
+        "set the ledger as minter",
+        "create the task",
+    } <= set(net.record.transactions)
     reader = net.client()
     assert reader is net.client()  # one client per key
     assert reader.deployment == net.record
@@ -82,6 +112,8 @@ def test_deploy_consortium_deploys_through_the_real_deployment_and_writes_its_re
     task = reader.task(net.task_id)
     assert (task.params.quorum, task.params.reward_per_round) == (2, 10**18)
     assert reader.round_view(net.task_id, 1).phase is Phase.OPEN
+    assert reader.role_delay() == DEV_ROLE_DELAY_S
+    assert reader.validator_set(net.task_id, 1).members == tuple(a for a, _ in keys.validators)
     # A member's client sends as that member.
     address, key = keys.contributors[0]
     assert net.client(key).submit_update(net.task_id, 1, fake_digest("u"), 10).value == 0
