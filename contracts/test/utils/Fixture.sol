@@ -14,7 +14,7 @@ abstract contract Fixture is Test {
     uint256 internal constant REVEAL_WINDOW = 30 minutes;
     uint256 internal constant FINALIZE_GRACE = 1 hours;
     uint64 internal constant MAX_SAMPLES = 1_000_000;
-    uint64 internal constant ROLE_DELAY = 2 days;
+    uint64 internal constant ROLE_DELAY = 10 minutes;
     uint128 internal constant BUDGET = 1_000 ether;
     uint16 internal constant QUORUM = 2;
     uint256 internal constant START_TIME = 1_700_000_000;
@@ -45,6 +45,9 @@ abstract contract Fixture is Test {
     }
 
     function _deploy(uint256 nContributors, uint256 nValidators) internal {
+        delete contributors;
+        delete contributorKeys;
+        delete validatorAddrs;
         _deployLedger();
         _grantMembers(nContributors, nValidators);
         vm.prank(admin);
@@ -77,6 +80,16 @@ abstract contract Fixture is Test {
             ledger.grantRole(VALIDATOR, v);
         }
         vm.stopPrank();
+    }
+
+    /// A role change as it must go once a task exists: scheduled by the admin, executed (by anyone: here a
+    /// stranger) once the delay is over. Time moves forward by the delay.
+    function _changeRole(bytes32 role, address who, bool grant) internal {
+        vm.prank(admin);
+        uint64 at = ledger.scheduleRoleChange(role, who, grant);
+        if (block.timestamp < at) vm.warp(at);
+        vm.prank(stranger);
+        ledger.executeRoleChange(role, who, grant);
     }
 
     function _params() internal pure returns (IMeshLedger.TaskParams memory) {

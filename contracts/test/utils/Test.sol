@@ -7,6 +7,12 @@ import {Vm} from "./Vm.sol";
 abstract contract CheatCodes {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
+    /// @notice The block time now. Under via-IR the optimizer may re-read `block.timestamp` where a test kept it in
+    /// a local before a `vm.warp`; the cheatcode's answer is an ordinary value that stays put.
+    function _wallNow() internal view returns (uint256) {
+        return vm.getBlockTimestamp();
+    }
+
     /// @notice `x` mapped into [min, max] (inclusive), keeping small inputs stable for the fuzzer's shrinking.
     function bound(uint256 x, uint256 min, uint256 max) internal pure returns (uint256) {
         require(min <= max, "bound: min > max");

@@ -12,6 +12,7 @@ interface Vm {
 
     // environment
     function warp(uint256 newTimestamp) external;
+    function getBlockTimestamp() external view returns (uint256 timestamp);
     function roll(uint256 newHeight) external;
     function chainId(uint256 newChainId) external;
     function deal(address account, uint256 newBalance) external;
