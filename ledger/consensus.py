@@ -17,10 +17,13 @@ The rules, in the contract's integer arithmetic (``//`` rounds down, as Solidity
   accepted update, else 0. Reputation (only when the quorum was met): ``c > 0`` → ``+500 * c // 10000``;
   ``c < 0`` → ``-(1500 * |c| // 10000)``; clamped to [100, 10000].
 * **Validators** (set order): a member that revealed has distance ``d = Σ min(|s_i - c_i|, 10000) // n`` (0 when
-  the round had no update) and agreement ``A = max(0, 10000 - 2d)`` (basis points); reputation ``+200`` if
-  ``A ≥ 5000``, else ``-(1000 * (5000 - A) // 5000)``; reward ``validator_share * rep * A // Σ`` with ``rep`` its
-  validator reputation before this round's step (the weight frozen at opening only weighs the median). A member
-  that did not reveal is absent: ``-500``, no reward.
+  the round had no update). The round's reference distance ``m`` is the lower weighted median of the revealed
+  members' distances (weights frozen at opening), at least ``DISTANCE_FLOOR`` (200); the tolerance is
+  ``r = DISTANCE_TOLERANCE * m`` (3m). Agreement ``A = 0`` if ``d ≥ r``, else ``(r - d) * 10000 // r`` (basis
+  points); reputation ``+200`` if ``d ≤ r``, else ``-min(1000, 1000 * (d - r) // r)``; reward
+  ``validator_share * rep * A // Σ`` with ``rep`` its validator reputation before this round's step. A member that
+  did not reveal is absent: ``-500``, no reward. Measuring against the round's own median distance keeps a lazy
+  validator (one that copies the last consensus) from earning what an honest one earns (docs/protocol.md R5).
 * Rounding dust and shares nobody earned are not accrued. Rewards accrue (``accrued``) until claimed.
 
 A member starts at reputation 5000 when it is first granted a role (:meth:`ConsensusBook.grant`; an account the
@@ -50,7 +53,8 @@ class ConsensusConstants:
     validator_gain: int = 200
     validator_loss: int = 1_000
     absent_loss: int = 500
-    distance_scale: int = 5_000
+    distance_floor: int = 200
+    distance_tolerance: int = 3
     validator_share_bps: int = 1_000
     max_updates_per_round: int = 112
     max_validators: int = 32
@@ -58,6 +62,11 @@ class ConsensusConstants:
     @classmethod
     def from_chain(cls, constants: Mapping[str, Any]) -> ConsensusConstants:
         """From ``LedgerClient.constants()`` (upper-case Solidity names)."""
+        missing = [name.upper() for name in cls.__dataclass_fields__ if name.upper() not in constants]
+        if missing:
+            raise SettlementError(
+                "constants", ", ".join(missing), "the contract does not declare them: it follows other rules"
+            )
         return cls(**{name: int(constants[name.upper()]) for name in cls.__dataclass_fields__})
 
 
@@ -105,13 +114,19 @@ def capped_distance(score: int, consensus: int) -> int:
     return min(abs(score - consensus), SCORE_ONE)
 
 
-def agreement(distance: int, constants: ConsensusConstants = DEFAULT_CONSTANTS) -> int:
-    """A in basis points: ``max(0, 1 - d / DISTANCE_SCALE)`` (``Consensus.agreement``)."""
-    return (
-        0
-        if distance >= constants.distance_scale
-        else SCORE_ONE - SCORE_ONE * distance // constants.distance_scale
-    )
+def tolerance(
+    distances: Sequence[int | None], weights: Sequence[int], constants: ConsensusConstants = DEFAULT_CONSTANTS
+) -> int:
+    """The round's tolerance ``r``: DISTANCE_TOLERANCE × the lower weighted median of the revealed members'
+    distances (None: absent), floored at DISTANCE_FLOOR."""
+    pairs = [(d, w) for d, w in zip(distances, weights, strict=True) if d is not None]
+    m = lower_weighted_median([d for d, _ in pairs], [w for _, w in pairs])
+    return constants.distance_tolerance * max(m, constants.distance_floor)
+
+
+def agreement(distance: int, r: int) -> int:
+    """A in basis points: ``max(0, 1 - d / r)``, rounded down."""
+    return 0 if distance >= r else (r - distance) * SCORE_ONE // r
 
 
 def raise_reputation(rep: int, step: int, constants: ConsensusConstants = DEFAULT_CONSTANTS) -> int:
@@ -236,7 +251,7 @@ class ConsensusBook:
         pay = 0 if carried_over else budget
         validator_share = pay * c.validator_share_bps // 10_000
         out = self._settle_contributors(contributors, consensus, accepted, quorate, pay - validator_share)
-        out += self._settle_validators(validators, scores, consensus, validator_share)
+        out += self._settle_validators(validators, weights, scores, consensus, validator_share)
         for s in out:
             if s.reward:
                 key = s.account.lower()
@@ -270,32 +285,37 @@ class ConsensusBook:
     def _settle_validators(
         self,
         validators: Sequence[str],
+        weights: Sequence[int],
         scores: Sequence[Sequence[int] | None],
         consensus: Sequence[int],
         share: int,
     ) -> list[Settlement]:
         c = self.constants
         n = len(consensus)
+        distances: list[int | None] = [
+            None
+            if row is None
+            else (sum(capped_distance(s, ci) for s, ci in zip(row, consensus, strict=True)) // n if n else 0)
+            for row in scores
+        ]
+        r = tolerance(distances, weights, c)
         rows: list[tuple[str, int, int, bool]] = []  # account, new reputation, distance, absent
         pay_weights: list[int] = []
-        for v, row in zip(validators, scores, strict=True):
+        for v, d in zip(validators, distances, strict=True):
             self.grant(v, Role.VALIDATOR)
             old = self.reputation(v, Role.VALIDATOR)
-            if row is None:
+            if d is None:
                 new = lower_reputation(old, c.absent_loss, c)
                 rows.append((v, new, 0, True))
                 pay_weights.append(0)
             else:
-                d = sum(capped_distance(s, ci) for s, ci in zip(row, consensus, strict=True)) // n if n else 0
-                a = agreement(d, c)
-                half = SCORE_ONE // 2
-                if a >= half:
+                if d <= r:
                     new = raise_reputation(old, c.validator_gain, c)
                 else:
-                    new = lower_reputation(old, c.validator_loss * (half - a) // half, c)
+                    new = lower_reputation(old, min(c.validator_loss, c.validator_loss * (d - r) // r), c)
                 rows.append((v, new, d, False))
                 # Paid by its reputation at settlement (before this round's step), not the frozen weight.
-                pay_weights.append(old * a)
+                pay_weights.append(old * agreement(d, r))
             self._set(v, Role.VALIDATOR, new)
         total = sum(pay_weights)
         return [

@@ -21,6 +21,7 @@ from ledger.consensus import (
     SettlementError,
     agreement,
     lower_weighted_median,
+    tolerance,
 )
 from ledger.dev.services import AnvilProcess
 from tests.support.chain import Consortium, chain_snapshot
@@ -75,8 +76,15 @@ def test_a_byzantine_minority_cannot_move_the_median_outside_the_honest_scores(
         assert m > 0
 
 
-def test_agreement_is_linear_down_to_zero_at_the_distance_scale() -> None:
-    assert [agreement(d) for d in (0, 1, 2_500, 4_999, 5_000, 10_000)] == [10_000, 9_998, 5_000, 2, 0, 0]
+def test_agreement_is_linear_down_to_zero_at_the_tolerance() -> None:
+    assert [agreement(d, 600) for d in (0, 1, 300, 599, 600, 10_000)] == [10_000, 9_983, 5_000, 16, 0, 0]
+
+
+def test_the_tolerance_is_three_times_the_median_revealed_distance_and_at_least_600() -> None:
+    assert tolerance([0, 0, None], [5_000, 5_000, 5_000]) == 600  # the floor: 3 x 200
+    assert tolerance([1_000, 2_000, 9_000], [5_000, 5_000, 5_000]) == 6_000
+    assert tolerance([1_000, 2_000, None], [5_000, 4_000, 9_000]) == 3_000  # the absent weight does not count
+    assert tolerance([None, None], [5_000, 5_000]) == 600
 
 
 # ─── settlement by hand ─────────────────────────────────────────────────────────────────────────────────────
@@ -96,12 +104,11 @@ def test_one_round_settled_by_hand() -> None:
     c0, c1, v0, v1, v2 = out.settlements
     assert (c0.reputation, c0.reward, c0.score) == (5_000 + 300, 9_000, 6_000)
     assert (c1.reputation, c1.reward, c1.score) == (5_000 - 1_500, 0, REJECT)
-    # v0: distances (2000, 0) -> mean 1000 -> A 8000; v1: (0, 0) -> A 10000; v2 absent
-    assert (v0.distance, v0.reputation, v0.absent) == (1_000, 5_200, False)
-    assert (v1.distance, v1.reputation) == (0, 5_200)
+    # Distances: v0 (2000, 0) -> 1000, v1 0; their median 0 is below the floor, so r = 3 x 200 = 600.
+    # v0 is past the tolerance: A = 0 and -1000 x (1000 - 600) / 600; v1 takes the whole validator share.
+    assert (v0.distance, v0.reputation, v0.reward, v0.absent) == (1_000, 5_000 - 666, 0, False)
+    assert (v1.distance, v1.reputation, v1.reward) == (0, 5_200, 1_000)
     assert (v2.absent, v2.reputation, v2.reward) == (True, 4_500, 0)
-    assert v0.reward == 1_000 * 5_000 * 8_000 // (5_000 * 8_000 + 5_000 * 10_000)
-    assert v1.reward == 1_000 * 5_000 * 10_000 // (5_000 * 8_000 + 5_000 * 10_000)
     assert book.accrued_of("0xC0") == 9_000
     assert book.claim("0xc0") == 9_000
     assert book.claim("0xc0") == 0
@@ -113,7 +120,9 @@ def test_below_quorum_no_contributor_moves_and_a_carry_over_pays_nothing() -> No
     out = book.settle(["0xc0"], vals, book.freeze(vals), [[9_000], None], quorum=2, budget=10**18)
     assert out.accepted == []
     assert out.settlements[0].reputation == 5_000  # the validators failed, not the member
-    assert out.accrued == 0
+    assert out.settlements[0].reward == 0
+    # The lone revealer is measured against its own distance (9000, so r = 27000): A = 6666, the whole share.
+    assert out.rewards(Role.VALIDATOR) == {"0xv0": 10**17, "0xv1": 0}
     carried = book.settle(
         ["0xc0"], vals, book.freeze(vals), [[9_000], [9_000]], quorum=2, budget=10**18, carried_over=True
     )
