@@ -158,13 +158,10 @@ def validator_heldout(seed: int, validator: int, validators: int) -> Dataset:
     return data.subset(np.arange(validator, len(data), validators))
 
 
-def heldout_loss(seed: int) -> Callable[[Mapping[str, Any]], float]:
-    """The whole held-out half's loss (``node.heldout``) for full weights: the v1 validators' evaluator."""
+def data_loss(data: Dataset) -> Callable[[Mapping[str, Any]], float]:
+    """A validator's held-out evaluator (``--evaluator``): full weights in, mean cross-entropy on ``data`` out."""
     from node.basemodel import infer_model
-    from node.heldout import heldout_data
     from node.training import evaluate
-
-    data = heldout_data(seed)
 
     def loss(weights: Mapping[str, Any]) -> float:
         state = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
@@ -174,6 +171,29 @@ def heldout_loss(seed: int) -> Callable[[Mapping[str, Any]], float]:
         return evaluate(model, state, data, threads=1).loss
 
     return loss
+
+
+def heldout_loss(seed: int) -> Callable[[Mapping[str, Any]], float]:
+    """The whole held-out half's loss (``node.heldout``) for full weights: the v1 validators' evaluator."""
+    from node.heldout import heldout_data
+
+    return data_loss(heldout_data(seed))
+
+
+def data_trainer(model: str, data: Dataset) -> Callable[..., Mapping[str, np.ndarray]]:
+    """A validator's reference trainer (``worker.reference``'s ``trainer(weights, *, seed, steps)``): the members'
+    training recipe on ``data`` for at least ``steps`` optimiser steps (whole epochs), returning the delta."""
+    # TODO(HW): node.heldout's reference trainer once it lands (the plug-in the demo's validators load).
+    from node.training import default_config, local_train
+
+    recipe = default_config(model)
+    per_epoch = -(-len(data) // recipe.batch_size)
+
+    def train(weights: Mapping[str, np.ndarray], *, seed: int, steps: int) -> Mapping[str, np.ndarray]:
+        epochs = max(1, -(-steps // per_epoch))
+        return local_train(model, weights, data, replace(recipe, seed=seed, epochs=epochs)).delta
+
+    return train
 
 
 # --- configuration -------------------------------------------------------------------------------------------
@@ -597,6 +617,8 @@ class Judgement:
 
     reasons: list[int]
     vectors: list[np.ndarray | None] = field(default_factory=list, repr=False)
+    verdicts: list[Any] = field(default_factory=list, repr=False)
+    """The ``ledger.checks.Verdict`` of each update."""
 
     @property
     def accepted(self) -> list[bool]:
@@ -651,52 +673,56 @@ def judge_files(
         judged, limits, vectors=vectors, authors=[r.contributor for r in records], history=history
     )
     reasons = [int(v.reason) for v in verdicts]
-    return Judgement(reasons, [v if not r else None for v, r in zip(vectors, reasons, strict=True)])
-
-
-def reference_update(
-    config: ExperimentConfig, base: Mapping[str, np.ndarray], data: Dataset, round_: int, validator: int
-) -> StateDict:
-    """Validator ``validator``'s reference update for the round: the members' training recipe on its own slice."""
-    # TODO(HS): worker.reference's function once it lands.
-    from node.training import default_config, local_train, round_seed
-
-    recipe = replace(default_config(config.model), seed=round_seed(config.seed, round_, 10_000 + validator))
-    return local_train(config.model, base, data, recipe).delta
+    return Judgement(reasons, [v if not r else None for v, r in zip(vectors, reasons, strict=True)], verdicts)
 
 
 def honest_scores(
     config: ExperimentConfig,
-    base: Mapping[str, np.ndarray],
     *,
+    base_path: Path,
+    paths: Sequence[Path],
     judgement: Judgement,
-    deltas: Sequence[Mapping[str, np.ndarray]],
     data: Dataset,
     round_: int,
-    validator: int,
+    validator: str,
 ) -> tuple[list[int], list[int]]:
-    """An honest validator's (scores, reasons): −SCORE_ONE with the reason for a hard reject, else the scorer's
-    score against its own reference update, with the loss gate on its own held-out slice (``ledger.checks``)."""
-    from ledger.checks.score import rejected, reveal_arrays, score_vector
-    from ledger.reasons import Reason
-    from node.training import apply_delta, evaluate
+    """An honest validator's (scores, reasons) as the worker computes them (``worker.scoring``): −SCORE_ONE with
+    the reason for a hard reject, else the score against its own reference update (``worker.reference``, trained
+    on its slice ``data``), with the loss gate on that slice."""
+    from ledger.aggregation.source import describe_source
+    from ledger.checks import reveal_arrays
+    from ledger.updatefile import UpdateFile
+    from worker.reference import reference_seed, reference_update
+    from worker.scoring import round_scores, score_update
 
-    reference = flatten(reference_update(config, base, data, round_, validator))
     margin = config.loss_delta
-    base_loss = evaluate(config.model, base, data, threads=1).loss if margin is not None else None
-    out = []
-    for delta, reason, vector in zip(deltas, judgement.reasons, judgement.vectors, strict=True):
-        if reason or vector is None:
-            out.append(rejected(Reason(reason or Reason.DUPLICATE)))
-            continue
-        loss = (
-            evaluate(config.model, apply_delta(base, delta), data, threads=1).loss
-            if margin is not None
-            else None
+    evaluate = data_loss(data) if margin is not None else None
+    scored = {}
+    with UpdateFile.open(base_path) as base:
+        layout = describe_source(base)
+        reference = reference_update(
+            data_trainer(config.model, data),
+            base,
+            seed=reference_seed(config.task_id, round_, validator),
+            layout=layout,
         )
-        out.append(score_vector(vector, reference, loss=loss, base_loss=base_loss, margin=margin))
-    scores, reasons = reveal_arrays(out)
-    return scores, reasons
+        base_loss: float | None = None  # evaluated once per round, as the worker does
+        for i, (path, verdict) in enumerate(zip(paths, judgement.verdicts, strict=True)):
+            if not verdict.accepted:
+                continue
+            one = score_update(
+                path,
+                base=base,
+                reference=reference,
+                evaluate=evaluate,
+                margin=margin,
+                base_loss=base_loss,
+                vector=judgement.vectors[i],
+                layout=layout,
+            )
+            base_loss = one.base_loss if one.base_loss is not None else base_loss
+            scored[i] = one
+    return reveal_arrays(round_scores(judgement.verdicts, scored))
 
 
 def byzantine_scores(
@@ -845,7 +871,7 @@ def score_round(
     published: Sequence[Published],
     files: _Round,
     *,
-    base: Mapping[str, np.ndarray],
+    roles: Roles,
     base_path: Path,
     limits: CheckLimits,
     history: History,
@@ -860,9 +886,6 @@ def score_round(
     judgement = judge_files(
         files.paths, base_path=base_path, records=files.records, limits=limits, history=history
     )
-    # The bytes a submission points at are its author's (a front-runner's are its victim's).
-    content = {p.node: p.delta for p in published if p.digest_of is None}
-    deltas = [content[p.node if p.digest_of is None else p.digest_of] for p in published]
     byzantine = set(config.byzantine_set)
     authors = [p.node for p in published]
     scores = []
@@ -872,9 +895,14 @@ def score_round(
             seed = int(np.random.default_rng([config.seed, round_, v]).integers(2**63))
             scores.append(byzantine_scores(attack, authors, malicious, previous_consensus, seed=seed))
         else:
-            data = validator_heldout(config.seed, v, config.validators)
             mine, _ = honest_scores(
-                config, base, judgement=judgement, deltas=deltas, data=data, round_=round_, validator=v
+                config,
+                base_path=base_path,
+                paths=files.paths,
+                judgement=judgement,
+                data=validator_heldout(config.seed, v, config.validators),
+                round_=round_,
+                validator=roles.validators[v],
             )
             scores.append(mine)
     return judgement.reasons, scores
@@ -928,7 +956,7 @@ def run_experiment(
             config,
             published,
             files,
-            base=base,
+            roles=roles,
             base_path=base_path,
             limits=limits,
             history=[past for accepted in history for past in accepted],
