@@ -2,7 +2,7 @@
 
 Rule ids::
 
-    0 fedavg         mean of the deltas weighted by num_samples
+    0 fedavg         mean of the deltas weighted by the consensus scores (``Contribution.weight``)
     1 trimmed-mean   per coordinate, drop the k lowest and k highest values, average the rest
     2 median         per coordinate median
     3 multi-krum     keep the m updates with the lowest Krum scores, average them

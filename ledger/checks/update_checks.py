@@ -17,7 +17,8 @@ Per update, as soon as it is submitted (:func:`verify_update`)::
 Once the submission window has closed, over the updates that passed (:func:`judge_in_round`)::
 
     16 NORM_OUTLIER        robust z-score of the log norm against the round's other updates
-    18 DUPLICATE           a copy of an earlier submission in the round
+    18 DUPLICATE           a copy of an earlier submission in the round (by another member, over whole vectors)
+    21 NEAR_COPY           a copy of another member's update accepted in the last rounds (``judge_round``)
 
 Last, and only if the validator has held-out data (:func:`check_loss`)::
 
