@@ -16,7 +16,6 @@ from lab.experiment import (
     ABSENT,
     HONEST,
     LAZY_SCORE,
-    SCORE_ONE,
     ExperimentConfig,
     ExperimentResult,
     Pipeline,
@@ -29,6 +28,7 @@ from lab.experiment import (
     validator_heldout,
 )
 from lab.experiment_report import GOAL_REWARD_SHARE, goal, goal_f, summarise, validator_goal
+from ledger.chain.scores import SCORE_ONE
 from ledger.reasons import Reason
 from node.errors import InvalidParameter
 
