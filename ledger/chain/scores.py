@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
@@ -186,6 +187,26 @@ class ScoreSheet:
     @property
     def reason_bytes(self) -> bytes:
         return encode_reasons(self.reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        """What a validator writes down between its commit and its reveal (the salt is secret until then)."""
+        return {"scores": list(self.scores), "reasons": list(self.reasons), "salt": "0x" + self.salt.hex()}
+
+    @classmethod
+    def from_json(cls, data: object) -> ScoreSheet:
+        """The sheet :meth:`to_json` wrote; anything else is :class:`InvalidScores` naming what is wrong."""
+        if not isinstance(data, dict) or set(data) != {"scores", "reasons", "salt"}:
+            raise InvalidScores("a score sheet is an object with exactly `scores`, `reasons` and `salt`")
+        scores, reasons, salt = data["scores"], data["reasons"], data["salt"]
+        if not isinstance(scores, list) or not isinstance(reasons, list):
+            raise InvalidScores("`scores` and `reasons` must be lists of integers")
+        if not isinstance(salt, str) or not salt.startswith("0x"):
+            raise InvalidScores("`salt` must be 0x-hex")
+        try:
+            raw = bytes.fromhex(salt[2:])
+        except ValueError:
+            raise InvalidScores("`salt` is not hex") from None
+        return cls(tuple(scores), tuple(reasons), raw)
 
     def commitment(self, *, chain_id: int, ledger: str, task_id: int, round_: int, validator: str) -> bytes:
         return score_commitment(

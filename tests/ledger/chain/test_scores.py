@@ -125,3 +125,18 @@ def test_a_sheet_has_a_fresh_salt_and_reason_zero_by_default() -> None:
     assert one.salt != two.salt
     assert len(one.salt) == 32
     assert one.score_bytes == encode_scores([1, 2])
+
+
+def test_a_sheet_round_trips_through_json_and_refuses_anything_else() -> None:
+    sheet = ScoreSheet.new([REJECT, 1_234], [3, 0])
+    assert ScoreSheet.from_json(sheet.to_json()) == sheet
+    for bad, fragment in (
+        ([], "exactly"),
+        ({**sheet.to_json(), "extra": 1}, "exactly"),
+        ({**sheet.to_json(), "salt": "0xzz"}, "not hex"),
+        ({**sheet.to_json(), "salt": "0x12"}, "salt is 1 bytes"),
+        ({**sheet.to_json(), "scores": [SCORE_ONE + 1, 0]}, "outside"),
+        ({**sheet.to_json(), "scores": "1,2"}, "lists of integers"),
+    ):
+        with pytest.raises(InvalidScores, match=fragment):
+            ScoreSheet.from_json(bad)
