@@ -795,10 +795,10 @@ class LedgerClient:
         return [by_index[i] for i in sorted(by_index)]
 
     def finalizations(
-        self, task_id: int, round_: int | None = None, *, from_block: int | None = None
+        self, task_id: int | None, round_: int | None = None, *, from_block: int | None = None
     ) -> list[Finalization]:
-        """The task's ``RoundFinalized`` logs (of one round, or all), oldest first, from ``from_block`` (default:
-        the deployment record's block)."""
+        """The task's ``RoundFinalized`` logs (of one round, or all; ``task_id`` None: of every task), oldest first
+        (in chain order), from ``from_block`` (default: the deployment record's block)."""
         start = self.first_block if from_block is None else from_block
         found = self.logs("RoundFinalized", start, taskId=task_id, round=round_)
         return [
