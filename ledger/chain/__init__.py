@@ -6,6 +6,9 @@
     errors.py   one exception class per ABI error, with hints (catch these, never match a name string)
     events.py   EventDecoder / LedgerEvent, getLogs in bounded ranges (optionally by topic)
     types.py    the one vocabulary of the contract: its structs, enums and log records, bitmap helpers
+    scores.py   validators' scores: fixed point, byte encoding, the commit-reveal commitment, ScoreSheet
+    replay.py   every finalized round's settlement recomputed from the logs (ledger.consensus) and compared
+    deploy.py   token, library, ledger, roles, task; the deployment record  (consortium.py: the consortium file)
 
 web3 is imported here once with its import-time DeprecationWarning (web3 7 imports ``websockets.legacy``)
 silenced, so that programs and test suites that turn warnings into errors can use the chain modules.
