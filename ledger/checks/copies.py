@@ -21,10 +21,11 @@ victim's next update would look like a copy of the copy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ledger.checks.vectors import Vector, cosine
+from ledger.checks.vectors import Vector, dot, norm
 from ledger.reasons import Reason
 
 NEAR_COPY_COSINE = 0.95
@@ -65,37 +66,51 @@ def find_copies(
         raise ValueError(f"{len(vectors)} vectors for {len(authors)} authors")
     if not 0 < threshold <= 1:
         raise ValueError(f"the copy threshold must be in (0, 1], got {threshold}")
-    past = [(who.lower(), v) for who, v in history]
+    past = [_Known(who.lower(), v, norm(v)) for who, v in history]
     names = [a.lower() for a in authors]
     out: list[Copy | None] = []
-    originals: list[int] = []
+    originals: list[_Known] = []
     for i, v in enumerate(vectors):
         found: Copy | None = None
         if v is not None:
-            found = _near_copy(v, names[i], past, threshold)
+            me = _Known(names[i], v, norm(v))
+            found = _most_similar(me, [p for p in past if p.who != me.who], threshold, Reason.NEAR_COPY)
             if found is None:
-                same = [j for j in originals if names[j] != names[i]]
-                found = _duplicate(v, [(j, authors[j], vectors[j]) for j in same], threshold)
+                others = [o for o in originals if o.who != me.who]
+                found = _most_similar(me, others, threshold, Reason.DUPLICATE, first=True)
             if found is None:
-                originals.append(i)
+                originals.append(_Known(names[i], v, me.norm, i, authors[i]))
         out.append(found)
     return out
 
 
-def _near_copy(v: Vector, author: str, past: Sequence[tuple[str, Vector]], threshold: float) -> Copy | None:
+@dataclass(frozen=True)
+class _Known:
+    """A vector with its author and norm (each norm is computed once, not once per pair)."""
+
+    who: str
+    vector: Vector
+    norm: float
+    index: int | None = None
+    author: str = ""
+
+
+def _most_similar(
+    me: _Known, others: Sequence[_Known], threshold: float, reason: Reason, *, first: bool = False
+) -> Copy | None:
+    """The other vector with the highest cosine at or above ``threshold`` (``first``: the earliest one)."""
     best: Copy | None = None
-    for who, old in past:
-        if who == author:
-            continue
-        c = cosine(v, old)
+    for other in others:
+        c = _cosine(me, other)
         if c is not None and c >= threshold and (best is None or c > best.cosine):
-            best = Copy(Reason.NEAR_COPY, who, c)
+            best = Copy(reason, other.author or other.who, c, other.index)
+            if first:
+                break
     return best
 
 
-def _duplicate(v: Vector, earlier: Sequence[tuple[int, str, Vector | None]], threshold: float) -> Copy | None:
-    for j, who, other in earlier:
-        c = None if other is None else cosine(v, other)
-        if c is not None and c >= threshold:
-            return Copy(Reason.DUPLICATE, who, c, j)
-    return None
+def _cosine(a: _Known, b: _Known) -> float | None:
+    if not (a.norm > 0 and b.norm > 0 and math.isfinite(a.norm) and math.isfinite(b.norm)):
+        return None
+    c = dot(a.vector, b.vector) / (a.norm * b.norm)
+    return max(-1.0, min(1.0, c)) if math.isfinite(c) else None

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger.chain.scores import REJECT, SCORE_ONE, to_fixed
-from ledger.checks.vectors import Vector, cosine, norm
+from ledger.checks.vectors import Vector, dot, norm
 from ledger.errors import ConfigError
 from ledger.reasons import Reason
 
@@ -95,12 +95,11 @@ def score_vector(
             f"the reference update's norm is {ref_norm!r}: the reference trainer did not train "
             "(check its data and steps)"
         )
-    magnitude = norm(update) / ref_norm
-    c = cosine(update, reference)
-    if c is None:
-        return Score(
-            0, detail="the update is zero", cosine=None, magnitude=magnitude, loss=loss, base_loss=base_loss
-        )
+    update_norm = norm(update)
+    magnitude = update_norm / ref_norm
+    if not (math.isfinite(update_norm) and update_norm > 0):
+        return Score(0, detail="the update is zero", magnitude=magnitude, loss=loss, base_loss=base_loss)
+    c = max(-1.0, min(1.0, dot(update, reference) / (update_norm * ref_norm)))
     raw = c if c <= 0 else c * min(1.0, magnitude) ** 2
     return Score(
         to_fixed(max(-1.0, min(1.0, raw))),
