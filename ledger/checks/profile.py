@@ -11,7 +11,8 @@ float64 overflow, reported as a too-large norm, from a NaN or an Inf).
 
 The fingerprint is the update's values at :data:`FINGERPRINT_SIZE` fixed positions, evenly spread over the
 concatenated floating-point tensors in sorted key order (position ``j * P // K`` for ``j < K``): enough to
-recognise a copy of another update (cosine ~ 1) without keeping the update around.
+recognise a verbatim copy of another update without keeping the update around. Near copies (noise, scaling) need
+the whole vectors: ``ledger.checks.copies``.
 """
 
 from __future__ import annotations

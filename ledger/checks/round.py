@@ -9,11 +9,11 @@ the fingerprints were measured when each update was verified.
   z-score is not defined and the check does not apply: a round of one, two or three updates is judged by the
   absolute bounds alone. The MAD is floored (``zscore_min_mad``) so that near-identical honest norms do not make
   every small difference an outlier.
-* **Duplicates**: two updates with the same digest, or whose fingerprints have cosine >= ``duplicate_cosine``
-  and whose norms agree within ``duplicate_norm_rtol``. The earliest submission is kept; every later one that
-  duplicates an earlier one is rejected. A verbatim copy is caught whatever its metadata (the fingerprint looks
-  only at the values); a copy with noise added is caught while the noise is small next to the update — beyond
-  that it is no longer a copy, and the norm bounds, the z-score and the robust rules are what limit it.
+* **Duplicates** by fingerprint: two updates with the same digest, or whose fingerprints have cosine >=
+  ``duplicate_cosine`` and whose norms agree within ``duplicate_norm_rtol``. The earliest submission is kept;
+  every later one that duplicates an earlier one is rejected. This catches verbatim value copies whatever their
+  metadata, and only those: it is what applies when the caller has no vectors. Copies with noise or scaling are
+  found over the whole vectors (``ledger.checks.copies``, through ``judge_round(..., vectors=...)``).
 """
 
 from __future__ import annotations
