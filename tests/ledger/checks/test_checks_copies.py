@@ -267,3 +267,12 @@ def test_authorship_theft_submitting_another_members_file_is_a_metadata_mismatch
     # The thief submitted first (index 0): still only the thief is rejected.
     verdicts = judge_round([stolen, own], limits, vectors=[None, _vector(path)], authors=[BOB, ALICE])
     assert [v.reason for v in verdicts] == [Reason.METADATA_MISMATCH, Reason.ACCEPTED]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, float("nan")])
+def test_a_copy_threshold_outside_0_1_is_a_config_error(bad: float) -> None:
+    from ledger.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="near_copy_cosine"):
+        CheckLimits(near_copy_cosine=bad)
+    assert CheckLimits(near_copy_cosine=None).near_copy_cosine is None
