@@ -32,8 +32,13 @@ def sheet_path(cache_dir: Path, task_id: int, round_: int) -> Path:
     return cache_dir / "sheets" / f"{task_id}-{round_}.json"
 
 
-def save_sheet(cache_dir: Path, task_id: int, round_: int, sheet: ScoreSheet, commitment: bytes) -> Path:
-    """Write the sheet durably (atomic rename, fsynced) and return its path."""
+def save_sheet(
+    cache_dir: Path, task_id: int, round_: int, sheet: ScoreSheet, commitment: bytes
+) -> tuple[ScoreSheet, bytes]:
+    """Write the sheet durably (fsynced, then linked into place) unless one is there already, and return the sheet
+    on disk with its commitment: the first writer wins, so two runs of the job that scored at the same time (a
+    lease that ran out, a redelivery) commit the same sheet, and a sheet that may have been committed is never
+    replaced by another. Use the returned sheet, not the argument."""
     path = sheet_path(cache_dir, task_id, round_)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps(
@@ -50,14 +55,27 @@ def save_sheet(cache_dir: Path, task_id: int, round_: int, sheet: ScoreSheet, co
         out.write(body)
         out.flush()
         os.fsync(out.fileno())
-    tmp.replace(path)
+    try:
+        os.link(tmp, path)  # fails if a sheet is there: never replace one
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        kept = load_sheet(cache_dir, task_id, round_)
+        if kept is None:  # pragma: no cover - removed between the link and the read
+            raise SheetUnreadable(f"{path} vanished while it was being written") from None
+        return kept
+    tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     _prune(path.parent, task_id, round_)
-    return path
+    return sheet, commitment
+
+
+def discard_sheet(cache_dir: Path, task_id: int, round_: int) -> None:
+    """Remove a sheet that was never committed and cannot be used (unreadable, or for another update count)."""
+    sheet_path(cache_dir, task_id, round_).unlink(missing_ok=True)
 
 
 def load_sheet(cache_dir: Path, task_id: int, round_: int) -> tuple[ScoreSheet, bytes] | None:

@@ -50,7 +50,7 @@ from ledger.content import digest_to_cid
 from worker import history
 from worker.errors import ContentMissing, NotReady, StoreFault
 from worker.fetch import ensure_base, fetch, remove
-from worker.sheets import SheetUnreadable, load_sheet, save_sheet
+from worker.sheets import SheetUnreadable, discard_sheet, load_sheet, save_sheet
 from worker.state import renew
 
 if TYPE_CHECKING:
@@ -136,7 +136,11 @@ def commit_round(rt: Runtime, view: RoundView) -> dict[str, Any]:
         except SheetUnreadable as exc:
             log.warning("round %d: %s; scoring again (nothing was committed yet)", view.round, exc)
             kept = None
-        if kept is not None and len(kept[0].scores) == view.submission_count:
+        if kept is not None and len(kept[0].scores) != view.submission_count:
+            kept = None
+        if kept is None:
+            discard_sheet(rt.cache_dir, view.task_id, view.round)  # we have not committed: it cannot matter
+        if kept is not None:
             sheet, commitment = kept
         else:
             subs = chain.submissions(view.task_id, view.round)
@@ -146,8 +150,9 @@ def commit_round(rt: Runtime, view: RoundView) -> dict[str, Any]:
             scored = score_round(rt, view, subs, lock=lock)
             sheet = ScoreSheet.new([s.score for s in scored], [s.reason for s in scored])
             commitment = _commitment(rt, view, sheet)
-            # Written down before the commit is sent: without the salt the commitment can never be opened.
-            save_sheet(rt.cache_dir, view.task_id, view.round, sheet, commitment)
+            # Written down before the commit is sent: without the salt the commitment can never be opened. If
+            # another run of this job wrote one meanwhile, that one is committed (the first sheet wins).
+            sheet, commitment = save_sheet(rt.cache_dir, view.task_id, view.round, sheet, commitment)
             _count(state, scored)
         state.set_progress("verify", view.task_id, view.round, "scored")
         rt.failpoint("verify.before_commit")
@@ -263,11 +268,12 @@ def score_round(
         layout = describe_source(base)
         ctx = _Round(rt, view, base, layout, round_dir, max_bytes, base_norm(base, layout))
         deadline = _content_deadline(rt, view)
+        # A job must end before its soft time limit: a longer wait is handed to a retry (the judged updates are
+        # cached on disk), so the wait is bounded by both.
+        give_back = time.monotonic() + rt.config.soft_time_limit_s / 2
         judged: list[Judged | None] = []
         for sub in subs:
-            judged.append(_judge_waiting(ctx, sub, deadline))
-            if lock is not None:
-                renew(lock)
+            judged.append(_judge_waiting(ctx, sub, deadline, give_back, lock))
         present = [j for j in judged if j is not None]
         final = iter(judge_round(present, rt.limits))
         verdicts: list[Verdict | None] = [next(final) if j is not None else None for j in judged]
@@ -283,15 +289,23 @@ def _content_deadline(rt: Runtime, view: RoundView) -> float:
     return time.monotonic() + max(0.0, left - margin)
 
 
-def _judge_waiting(ctx: _Round, sub: Submission, deadline: float) -> Judged | None:
-    """The update's per-update verdict, waiting for its content until ``deadline``; None if it never came."""
+def _judge_waiting(
+    ctx: _Round, sub: Submission, deadline: float, give_back: float, lock: Any
+) -> Judged | None:
+    """The update's per-update verdict, waiting for its content until ``deadline``; None if it never came. Past
+    ``give_back`` (the job's own time budget) the job is retried instead (NotReady)."""
     while True:
+        if lock is not None:
+            renew(lock)  # the lease must outlive the wait, or a redelivered job scores beside us
         try:
             return _judge_cached(ctx, sub)
         except ContentMissing as exc:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 log.info("update %d of round %d: %s; scoring it 0", sub.index, ctx.view.round, exc)
                 return None
+            if now >= give_back:
+                raise NotReady(f"waiting for update {sub.index}'s content: {exc.detail}") from None
             time.sleep(CONTENT_POLL_S)
 
 

@@ -280,6 +280,8 @@ class WorkerNet:
 
         if publish:
             cid = corpus.put_odd_dag(self.root / "blocks", data) if odd_dag else self.store.put_bytes(data)
+        elif odd_dag:  # its CID from a scratch store nobody reads (publish_odd_dag puts it later)
+            cid = corpus.put_odd_dag(self.root / "unpublished", data)
         else:
             cid = cid_of_bytes(data)
         result = self.client(self.contributor(i)[1]).submit_update(

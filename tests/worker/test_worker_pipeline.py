@@ -1,7 +1,9 @@
 """The worker pipeline end to end: real anvil, real Redis, real `meshprov worker run` processes.
 
-A round of honest and malicious members: every validator votes on every update with the right reason code, the
-aggregator finalizes with the quorum outcome and a byte-exact aggregate, and the workers keep running.
+A round of honest and malicious members (protocol v2): members submit digests, then publish once submissions
+close; every validator commits, then reveals a score for every update (a hard reject with the right reason code,
+a positive score for an honest update); the aggregator finalizes with the consensus outcome and a byte-exact
+aggregate weighted by the consensus scores, and the workers keep running.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import pytest
 
 from ledger.aggregation import AggregationSpec, Contribution, prepare
 from ledger.aggregation.output import write_aggregation
+from ledger.chain.scores import REJECT, decode_scores
+from ledger.chain.types import Phase
 from ledger.content import digest_to_cid, fetch_to_file
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
@@ -26,13 +30,16 @@ pytestmark = [pytest.mark.anvil, pytest.mark.redis, pytest.mark.slow]
 CHECKS = ["--evaluator", "tests.support.malicious:heldout_loss", "--loss-delta", "0", "--max-norm"]
 
 
-def expected_aggregate(net: WorkerNet, round_: int, accepted: list[int], tmp: Path) -> str:
-    """The aggregate's CID recomputed here with ledger's pure functions (what an auditor's replay does)."""
+def expected_aggregate(
+    net: WorkerNet, round_: int, accepted: list[int], consensus: list[int], tmp: Path
+) -> str:
+    """The aggregate's CID recomputed here with ledger's pure functions (what an auditor's replay does): FedAvg
+    weighted by each accepted update's consensus score."""
     tmp.mkdir(parents=True, exist_ok=True)
     digests = {}
     for e in net.events("UpdateSubmitted"):
         if e.args["taskId"] == net.task_id and e.args["round"] == round_:
-            digests[e.args["index"]] = (e.args["digest"], e.args["numSamples"])
+            digests[e.args["index"]] = (e.args["digest"], consensus[e.args["index"]])
     base_digest = net.client().base_digest(net.task_id, round_)
     base_path = tmp / "base"
     fetch_to_file(net.store, digest_to_cid(base_digest), base_path)
@@ -71,26 +78,41 @@ def test_a_round_with_malicious_members_is_judged_and_finalized(
 
     round_ = net.current_round()
     expected: list[Reason] = []
+    files: list[tuple[bytes, bool]] = []
     for i in range(honest):
-        ctx = net.context(i, round_)
-        assert net.submit(i, corpus.honest_update(ctx), round_=round_) == i
+        data = corpus.honest_update(net.context(i, round_))
+        assert net.submit(i, data, round_=round_, publish=False) == i
+        files.append((data, False))
         expected.append(Reason.ACCEPTED)
     for j, case in enumerate(cases):
         i = honest + j
-        ctx = net.context(i, round_, peer=0)
-        assert net.submit(i, case.build(ctx), round_=round_, odd_dag=case.odd_dag) == i
+        data = case.build(net.context(i, round_, peer=0))
+        assert net.submit(i, data, round_=round_, publish=False, odd_dag=case.odd_dag) == i
+        files.append((data, case.odd_dag))
         expected.append(case.reason)
+    # Every member submitted: submissions close; only now is the content published (R1).
+    phase = lambda: net.client().round_view(net.task_id, round_).phase  # noqa: E731
+    wait_until(lambda: phase() is not Phase.OPEN, 10, "submissions to close")
+    for data, odd in files:
+        if odd:
+            corpus.put_odd_dag(net.root / "blocks", data)
+        else:
+            net.publish(data)
 
-    final = net.wait_finalized(round_, timeout=90)
+    final = net.wait_finalized(round_, timeout=120)
     accepted = [i for i, r in enumerate(expected) if r is Reason.ACCEPTED]
     assert final.args["acceptedBitmap"] == sum(1 << i for i in accepted)
     for v in range(2):
-        (ballot,) = net.votes(round_, v)  # one ballot per validator per round, on every update
-        assert ballot.args["indexes"] == (1 << len(expected)) - 1
-        got = [Reason(r) for r in ballot.args["reasons"]]
+        (reveal,) = net.reveals(round_, v)  # one reveal per validator per round, a score for every update
+        scores = decode_scores(bytes(reveal.args["scores"]))
+        got = [Reason(r) for r in reveal.args["reasons"]]
         assert got == expected, f"validator {v}: {[r.slug for r in got]}"
+        assert all(scores[i] > 0 for i in accepted), scores
+        assert all(scores[i] == REJECT for i in range(len(expected)) if i not in accepted), scores
+        assert len(net.commits(round_, v)) == 1
+    (settled,) = net.client().finalizations(net.task_id, round_)
     assert digest_to_cid(final.args["aggregateDigest"]) == expected_aggregate(
-        net, round_, accepted, tmp_path / "replay"
+        net, round_, accepted, list(settled.consensus), tmp_path / "replay"
     )
     assert net.store.has(digest_to_cid(final.args["aggregateDigest"]))
     # An auditor replaying the round from the chain's logs and the store gets the aggregator's CID.
@@ -104,5 +126,6 @@ def test_a_round_with_malicious_members_is_judged_and_finalized(
     assert report["faults"] == []
     assert {w["worker"].split(":")[0] for w in report["workers"]} >= {"validator", "aggregator", "watcher"}
     assert report["metrics"]["rounds_finalized_total"] == 1
-    assert report["metrics"]["ballots_cast_total"] == 2
+    assert report["metrics"]["score_sheets_total"] == 2
+    assert report["metrics"]["reveals_total"] == 2
     wait_until(lambda: net.current_round() == round_ + 1, 5, "the next round to open")
