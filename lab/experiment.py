@@ -368,8 +368,9 @@ def publish_round(
     """Every member's submission for ``round_`` on ``base``: honest members first (by index), then the malicious;
     front-runners go first (each ahead of the author whose digest it copies).
 
-    ``previous`` is the last round's submissions (their content is public once that round's submissions closed):
-    what a noisy copier copies; in round 1 it copies this round's content as if it had leaked (a collusion).
+    ``previous`` is the last round's accepted submissions (their content is public once that round's submissions
+    closed, and acceptance says they are worth copying): what a noisy copier copies; in round 1, or after a round
+    that accepted nothing, it copies this round's content as if it had leaked (a collusion).
     Deterministic for a given config, base and round: the pure pipeline and the real one call this same function.
     """
     from node.training import default_config, local_train, round_seed
@@ -1024,7 +1025,7 @@ def run_experiment(
             path.unlink()
         # What the round accepted is what later rounds' copies are checked against (ledger.checks.copies).
         history.append([(roles.contributors[published[i].node], flatten(published[i].delta)) for i in chosen])
-        previous = list(published)
+        previous = [published[i] for i in chosen]  # what a copier can take: the accepted, now public
         previous_consensus = {p.node: c for p, c in zip(published, consensus, strict=True)}
         rounds.append(result)
         if observer is not None:
