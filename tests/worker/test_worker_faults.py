@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from ledger.chain.scores import decode_scores
+from ledger.chain.types import Phase
 from ledger.dev.services import RedisProcess, free_port
 from ledger.exit_codes import ExitCode
-from ledger.reasons import Reason
 from ledger.settings import Settings
 from tests.support import malicious as corpus
 from tests.support.worker import FakeKubo, WorkerNet, wait_until
@@ -25,13 +26,27 @@ pytestmark = [pytest.mark.anvil, pytest.mark.redis, pytest.mark.slow]
 
 
 # fixtures
-def submit_honest(net: WorkerNet, round_: int, members: range) -> None:
-    for i in members:
-        net.submit(i, corpus.honest_update(net.context(i, round_)), round_=round_)
+def submit_honest(net: WorkerNet, round_: int, members: range) -> list[bytes]:
+    """Submit the digests only (content is published after the close, R1); returns the files."""
+    files = [corpus.honest_update(net.context(i, round_)) for i in members]
+    for i, data in zip(members, files, strict=True):
+        net.submit(i, data, round_=round_, publish=False)
+    return files
 
 
-def all_voted(net: WorkerNet, round_: int, n: int) -> bool:
-    return all(net.ballot(round_, v)[0] == (1 << n) - 1 for v in range(net.validators))
+def publish_after_close(net: WorkerNet, round_: int, files: list[bytes]) -> None:
+    phase = lambda: net.client().round_view(net.task_id, round_).phase  # noqa: E731
+    wait_until(lambda: phase() is not Phase.OPEN, 30, "submissions to close")
+    for data in files:
+        net.publish(data)
+
+
+def one_reveal_each_accepting_all(net: WorkerNet, round_: int, n: int) -> None:
+    for v in range(net.validators):
+        (reveal,) = net.reveals(round_, v)  # one each: none twice, none missing
+        assert list(reveal.args["reasons"]) == [0] * n
+        assert all(score > 0 for score in decode_scores(bytes(reveal.args["scores"])))
+        assert len(net.commits(round_, v)) == 1
 
 
 # --- kill -9 of the aggregator ------------------------------------------------------------------------------
@@ -55,7 +70,7 @@ def test_kill9_of_the_aggregator_repeatedly_still_finalizes_exactly_once(
         aggregator = net.start_aggregator("--failpoint", f"aggregate.{stage}=120")
         if n == 0:
             net.wait_ready(aggregator)
-            submit_honest(net, round_, range(4))
+            publish_after_close(net, round_, submit_honest(net, round_, range(4)))
 
         def held(stage: str = stage) -> dict[str, Any] | None:
             record = state.progress("aggregate", net.task_id, round_, me)
@@ -134,20 +149,21 @@ def test_redis_restarted_mid_round_loses_no_submission(
     worker_net: Callable[..., WorkerNet], own_redis: dict[str, Any], tmp_path: Path, keep_data: bool
 ) -> None:
     net = worker_net(contributors=4, redis_url=own_redis["proc"].url)
-    slow = net.start_validator(0, "--failpoint", "verify.before_vote=3")
+    slow = net.start_validator(0, "--failpoint", "verify.before_commit=3")
     others = [net.start_validator(1), net.start_aggregator()]
     for proc in [slow, *others]:
         net.wait_ready(proc)
     round_ = net.current_round()
-    submit_honest(net, round_, range(3))
+    files = submit_honest(net, round_, range(3))
 
     def data_dir(n: int) -> Path:
         return tmp_path / ("redis-1" if keep_data else f"redis-{n}")
 
     # Outage 1: the last submission (which closes the round) lands while the broker is down.
-    outage(own_redis, data_dir(2), during=lambda: submit_honest(net, round_, range(3, 4)))
+    outage(own_redis, data_dir(2), during=lambda: files.extend(submit_honest(net, round_, range(3, 4))))
+    publish_after_close(net, round_, files)
 
-    # Outage 2: while validator 0 holds its verification job (judged, about to vote).
+    # Outage 2: while validator 0 holds its scoring job (scored, about to commit).
     state = WorkerState.from_url(own_redis["proc"].url)
     me = worker_id("validator", net.validator(0)[0])
 
@@ -156,7 +172,7 @@ def test_redis_restarted_mid_round_loses_no_submission(
             record = state.progress("verify", net.task_id, round_, me)
         except Exception:
             return False
-        return record is not None and record["stage"] == "judged"
+        return record is not None and record["stage"] == "scored"
 
     try:
         wait_until(judging, 45, "validator 0 to hold its job")
@@ -167,10 +183,7 @@ def test_redis_restarted_mid_round_loses_no_submission(
     final = net.wait_finalized(round_, timeout=90)
     assert final.args["acceptedBitmap"] == 0b1111
     assert len(net.finalizations(round_)) == 1
-    for v in range(2):
-        (ballot,) = net.votes(round_, v)  # one ballot each: no vote twice, none missing
-        assert (ballot.args["indexes"], ballot.args["accepts"]) == (0b1111, 0b1111)
-        assert list(ballot.args["reasons"]) == [0, 0, 0, 0]
+    one_reveal_each_accepting_all(net, round_, 4)
     assert all(p.alive() for p in [slow, *others]), net.diagnostics()
 
 
@@ -180,14 +193,14 @@ def test_redis_restarted_mid_round_loses_no_submission(
 def test_store_unavailable_is_retried_then_a_visible_fault_never_a_reject(
     worker_net: Callable[..., WorkerNet], tmp_path: Path
 ) -> None:
-    net = worker_net(contributors=4)
+    net = worker_net(contributors=4, commit_window=600)  # the round waits for validator 0 within it
     kubo_port = free_port()  # nothing listens there (yet)
     cut_off = net.start_validator(0, store="kubo", kubo_api_url=f"http://127.0.0.1:{kubo_port}")
     others = [net.start_validator(1), net.start_aggregator()]
     for proc in [cut_off, *others]:
         net.wait_ready(proc)
     round_ = net.current_round()
-    submit_honest(net, round_, range(4))
+    publish_after_close(net, round_, submit_honest(net, round_, range(4)))
     me = worker_id("validator", net.validator(0)[0])
 
     state = WorkerState.from_url(net.redis_url)
@@ -206,18 +219,18 @@ def test_store_unavailable_is_retried_then_a_visible_fault_never_a_reject(
     assert record["kind"] == "store"
     assert record["count"] >= 3  # the first attempt and two retries (--max-retries 2)
     assert "content store" in record["detail"]
-    assert net.ballot(round_, 0) == (0, 0)  # no vote at all: above all, no reject
-    assert net.votes(round_, 0) == []
-    assert net.ballot(round_, 1) == (0b1111, 0b1111)
-    assert net.finalizations(round_) == []  # the round waits for validator 0 (or the end of the vote window)
+    assert net.commits(round_, 0) == []  # no score at all: above all, no reject
+    assert len(net.commits(round_, 1)) == 1
+    assert (
+        net.finalizations(round_) == []
+    )  # the round waits for validator 0 (or the end of the commit window)
     assert cut_off.alive()
 
-    # The store comes back: the watcher's next enqueue succeeds, the vote accepts everything, the fault clears.
+    # The store comes back: the watcher's next enqueue succeeds, the scores accept everything, the fault clears.
     kubo = FakeKubo(net.root / "blocks", kubo_port)
     try:
         net.wait_finalized(round_, timeout=60)
-        (ballot,) = net.votes(round_, 0)
-        assert list(ballot.args["reasons"]) == [Reason.ACCEPTED] * 4
+        one_reveal_each_accepting_all(net, round_, 4)
         code, report = net.status()
         assert code == ExitCode.OK
         assert [f for f in report["faults"] if f["worker"] == me] == []
