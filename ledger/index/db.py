@@ -69,6 +69,16 @@ class IndexSchemaTooNew(LedgerIndexError, ConfigError):
         )
 
 
+class IndexSchemaTooOld(LedgerIndexError, ConfigError):
+    def __init__(self, url: str, version: int) -> None:
+        super().__init__(
+            f"the index at {redact(url)} has schema version {version} (an older protocol's record); this "
+            f"meshprov reads {schema.SCHEMA_VERSION}",
+            hint="delete this index (or point MESHPROV_INDEX_URL at a new database) and run "
+            "`meshprov index follow --once` to rebuild it",
+        )
+
+
 def redact(url: str) -> str:
     """The URL with any password hidden."""
     try:
@@ -171,6 +181,8 @@ class IndexDB:
             return None
         if cp.schema_version > schema.SCHEMA_VERSION:
             raise IndexSchemaTooNew(self.url, cp.schema_version)
+        if cp.schema_version < schema.SCHEMA_VERSION:
+            raise IndexSchemaTooOld(self.url, cp.schema_version)
         if cp.chain_id != chain_id or cp.ledger.lower() != ledger.lower():
             raise IndexForAnotherLedger(self.url, (cp.chain_id, cp.ledger), (chain_id, ledger))
         return cp

@@ -59,7 +59,10 @@ class TaskRecord(_Dict):
     rule_param: int
     quorum: int
     submission_window: int
-    vote_window: int
+    commit_window: int
+    reveal_window: int
+    finalize_grace: int
+    max_samples: int
     reward_per_round: int
     block_number: int
     tx_hash: str
@@ -79,13 +82,21 @@ class TaskRecord(_Dict):
 
 
 @dataclass(slots=True)
-class Vote(_Dict):
+class Score(_Dict):
+    """One validator's revealed score of one update (fixed point, 10,000 = 1.0) and its reason (0 unless the
+    score is a hard reject, -10,000)."""
+
     validator: str
     index: int
-    accept: bool
+    score: int
     reason: int
     block_number: int
     tx_hash: str
+
+    @property
+    def positive(self) -> bool:
+        """The validator's say that the update should be accepted (a consensus > 0 accepts it)."""
+        return self.score > 0
 
     @property
     def reason_name(self) -> str:
@@ -94,7 +105,8 @@ class Vote(_Dict):
 
 @dataclass(slots=True)
 class Update(_Dict):
-    """One submitted update with every validator's verdict and, once the round is finalized, the outcome."""
+    """One submitted update with every validator's revealed score and, once the round is finalized, its consensus
+    and whether it was accepted."""
 
     task_id: int
     round: int
@@ -105,20 +117,21 @@ class Update(_Dict):
     relayer: str
     block_number: int
     tx_hash: str
-    votes: list[Vote] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)
     accepted: bool | None = None  # None while the round is not finalized
+    consensus: int | None = None  # the lower weighted median of the scores, once the round is finalized
 
     @property
     def cid(self) -> str | None:
         return cid_of(self.digest)
 
     @property
-    def accept_votes(self) -> int:
-        return sum(1 for v in self.votes if v.accept)
+    def positive_scores(self) -> int:
+        return sum(1 for v in self.scores if v.positive)
 
     @property
-    def reject_votes(self) -> int:
-        return sum(1 for v in self.votes if not v.accept)
+    def other_scores(self) -> int:
+        return sum(1 for v in self.scores if not v.positive)
 
     @property
     def verdict(self) -> str:
@@ -135,11 +148,14 @@ class ReputationChange(_Dict):
     role: int
     reputation: int
     delta: int  # from the account's previous value in this role (the starting value for the first)
-    reward: int  # tokens minted to it by this settlement
+    reward: int  # tokens accrued to it by this settlement (claimed later)
     task_id: int
     round: int
     block_number: int
     timestamp: int | None = None
+    score: int = 0  # a contributor's consensus score
+    distance: int = 0  # a validator's distance to the consensus
+    absent: bool = False  # a validator of the round's set that did not reveal
 
     @property
     def role_name(self) -> str:
@@ -160,9 +176,36 @@ class Reward(_Dict):
         return ROLE_NAMES.get(self.role, str(self.role))
 
 
+@dataclass(frozen=True)
+class Claim(_Dict):
+    """Accrued rewards minted to their owner (``claimRewards``)."""
+
+    account: str
+    amount: int
+    block_number: int
+    tx_hash: str
+
+
+@dataclass
+class RoundValidator(_Dict):
+    """A member of a round's validator set (frozen at round open), what it did and, once the round is
+    finalized, how it was settled."""
+
+    validator: str
+    position: int
+    weight: int  # its validator reputation when the round opened
+    committed: bool = False
+    revealed: bool = False
+    distance: int | None = None  # mean capped |score - consensus|, once finalized (0 when absent)
+    absent: bool | None = None  # did not reveal, once finalized
+    reputation: int | None = None  # after the settlement
+    reward: int | None = None  # accrued by the settlement
+
+
 @dataclass
 class Round(_Dict):
-    """A round as the logs record it: opening, updates with votes, finalization, settlement."""
+    """A round as the logs record it: opening with its validator set, updates with their scores, finalization
+    (or carry-over) with each update's consensus, settlement."""
 
     task_id: int
     round: int
@@ -172,15 +215,17 @@ class Round(_Dict):
     opened_block: int
     closed_at: int | None = None
     aggregate_digest: str | None = None
-    aggregator: str | None = None
+    finalized_by: str | None = None  # the aggregator, or whoever carried the round over
+    carried_over: bool = False  # no aggregate was produced: the base carries over and no reward accrued
     accepted_indexes: list[int] = field(default_factory=list)
     accepted_count: int | None = None
     submission_count: int | None = None
     rule: int | None = None
     rule_param: int | None = None
-    rewards_minted: int | None = None
+    rewards_accrued: int | None = None
     finalized_block: int | None = None
     finalized_tx: str | None = None
+    validators: list[RoundValidator] = field(default_factory=list)
     updates: list[Update] = field(default_factory=list)
     reputation: list[ReputationChange] = field(default_factory=list)
     rewards: list[Reward] = field(default_factory=list)
@@ -246,21 +291,24 @@ class Anchor(_Dict):
     contributor: str | None = None
     index: int | None = None
     verdict: str | None = None
-    accept_votes: int | None = None
-    reject_votes: int | None = None
+    consensus: int | None = None
+    positive_scores: int | None = None
+    other_scores: int | None = None
 
 
 @dataclass
 class AccountHistory(_Dict):
-    """A member's record: submissions with verdicts, votes cast, reputation over time, rewards."""
+    """A member's record: submissions with their scores and consensus, scores it revealed, reputation over time,
+    rewards accrued and claimed."""
 
     address: str
     roles: list[str]
     submissions: list[Update] = field(default_factory=list)
-    votes: list[Vote] = field(default_factory=list)
-    vote_rounds: list[tuple[int, int]] = field(default_factory=list)  # (task, round) of each vote, in order
+    scores: list[Score] = field(default_factory=list)
+    score_rounds: list[tuple[int, int]] = field(default_factory=list)  # (task, round) of each score, in order
     reputation: list[ReputationChange] = field(default_factory=list)
     rewards: list[Reward] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
 
     @property
     def contributor_reputation(self) -> int | None:
@@ -274,7 +322,16 @@ class AccountHistory(_Dict):
 
     @property
     def total_rewards(self) -> int:
+        """Rewards accrued by every settlement (claimed or not)."""
         return sum(r.amount for r in self.rewards)
+
+    @property
+    def total_claimed(self) -> int:
+        return sum(c.amount for c in self.claims)
+
+    @property
+    def unclaimed(self) -> int:
+        return self.total_rewards - self.total_claimed
 
     @property
     def accepted_count(self) -> int:
@@ -286,7 +343,7 @@ class AccountHistory(_Dict):
 
     @property
     def known(self) -> bool:
-        return bool(self.roles or self.submissions or self.votes or self.reputation or self.rewards)
+        return bool(self.roles or self.submissions or self.scores or self.reputation or self.rewards)
 
 
 @dataclass(frozen=True)
@@ -299,7 +356,7 @@ class AccountSummary(_Dict):
     total_rewards: int
     submissions: int
     accepted: int
-    votes: int
+    scores: int
 
 
 @dataclass(frozen=True)
@@ -311,10 +368,11 @@ class RoundSummary(_Dict):
     opened_at: int
     submissions: int
     accepted: int | None
-    rewards_minted: int | None
+    rewards_accrued: int | None
     finalized_block: int | None
     closed_at: int | None = None  # when submissions closed early (every contributor submitted)
     finalized_at: int | None = None  # the finalization block's timestamp
+    carried_over: bool = False
 
     @property
     def finalized(self) -> bool:
@@ -332,25 +390,25 @@ class TaskProgress(_Dict):
 
 
 @dataclass(frozen=True, slots=True)
-class VoteCount(_Dict):
-    """Votes with one verdict and reason (an accepting vote's reason is 0)."""
+class ScoreCount(_Dict):
+    """Revealed scores on one side of zero with one reason (a positive score's reason is 0)."""
 
-    accept: bool
+    positive: bool
     reason: int
     count: int
 
 
 @dataclass
 class TaskOverview(_Dict):
-    """A task at a glance: its rounds oldest first, who took part, its votes by reason."""
+    """A task at a glance: its rounds oldest first, who took part, its scores by sign and reason."""
 
     task: TaskRecord
     rounds: list[RoundSummary]
     rounds_finalized: int
     contributors: int  # distinct accounts that submitted to the task
-    validators: int  # distinct accounts that voted in the task
-    votes: list[VoteCount]
-    live_round_votes: int  # votes cast in the last opened round
+    validators: int  # distinct accounts that revealed scores in the task
+    scores: list[ScoreCount]
+    live_round_scores: int  # scores revealed in the last opened round
     role_holders: dict[str, int]  # accounts holding each role now (roles are the ledger's, not the task's)
 
 
@@ -365,29 +423,38 @@ class RoundContext(_Dict):
 
 
 @dataclass(frozen=True)
-class VoteTally(_Dict):
-    """The votes an account cast, counted rather than listed (a validator votes on every update)."""
+class ScoreTally(_Dict):
+    """The scores an account revealed, counted rather than listed (a validator scores every update)."""
 
-    counts: list[VoteCount]
-    rounds: int  # (task, round)s it voted in
+    counts: list[ScoreCount]
+    rounds: int  # (task, round)s it revealed scores in
 
 
 @dataclass
 class MemberRecord(_Dict):
-    """A member's record as a page shows it: an AccountHistory whose votes cast are a tally, with the times of the
-    blocks of its submissions and rewards."""
+    """A member's record as a page shows it: an AccountHistory whose revealed scores are a tally, with the times
+    of the blocks of its submissions, rewards and claims."""
 
     address: str
     roles: list[str]
-    submissions: list[Update]  # oldest first, each with the votes on it
+    submissions: list[Update]  # oldest first, each with the scores on it
     reputation: list[ReputationChange]  # oldest first
-    rewards: list[Reward]  # oldest first
-    block_times: dict[int, int]  # block number: timestamp, for the submissions and rewards
-    votes_cast: VoteTally | None  # None if it never voted
+    rewards: list[Reward]  # oldest first (accrued)
+    block_times: dict[int, int]  # block number: timestamp, for the submissions, rewards and claims
+    scores_revealed: ScoreTally | None  # None if it never revealed
+    claims: list[Claim] = field(default_factory=list)  # oldest first
+
+    @property
+    def total_rewards(self) -> int:
+        return sum(r.amount for r in self.rewards)
+
+    @property
+    def total_claimed(self) -> int:
+        return sum(c.amount for c in self.claims)
 
     @property
     def known(self) -> bool:
-        return bool(self.roles or self.submissions or self.reputation or self.rewards or self.votes_cast)
+        return bool(self.roles or self.submissions or self.reputation or self.rewards or self.scores_revealed)
 
 
 @dataclass
@@ -398,12 +465,13 @@ class Member(_Dict):
     roles: list[str] = field(default_factory=list)
     contributor_reputation: int | None = None
     validator_reputation: int | None = None
-    rewards: int = 0
+    rewards: int = 0  # accrued
+    claimed: int = 0
     submissions: int = 0
     accepted: int = 0
     rejected: int = 0
     pending: int = 0
-    votes: int = 0
+    scores: int = 0
 
     def is_(self, role: str) -> bool:
         """Whether the member acts in ``role`` (contributor, validator; anything else: yes): it holds the role,
@@ -413,7 +481,7 @@ class Member(_Dict):
                 "contributor" in self.roles or self.submissions > 0 or self.contributor_reputation is not None
             )
         if role == "validator":
-            return "validator" in self.roles or self.votes > 0 or self.validator_reputation is not None
+            return "validator" in self.roles or self.scores > 0 or self.validator_reputation is not None
         return True
 
 
@@ -423,7 +491,7 @@ class FinalizedRound(_Dict):
     opened_at: int
     finalized_at: int  # the finalization block's timestamp
     submissions: int
-    rewards_minted: int
+    rewards_accrued: int
 
 
 @dataclass
@@ -434,7 +502,7 @@ class TaskActivity(_Dict):
     current_round: int = 0  # the last opened round
     finalized: list[FinalizedRound] = field(default_factory=list)  # in round order
     latencies: list[int] = field(default_factory=list)  # seconds, each update's submission to finalization
-    votes: list[VoteCount] = field(default_factory=list)
+    scores: list[ScoreCount] = field(default_factory=list)
     verdicts: dict[str, int] = field(default_factory=dict)  # updates by verdict (accepted, rejected, pending)
     recent: list[tuple[int, list[str]]] = field(
         default_factory=list

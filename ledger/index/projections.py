@@ -7,14 +7,18 @@ that stores the event, so an event and its projections appear (or are rewound) t
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Table
 
 from ledger.chain.events import LedgerEvent
+from ledger.chain.scores import InvalidScores, decode_reasons, decode_scores
 from ledger.chain.types import bits
 from ledger.index import schema
+
+log = logging.getLogger(__name__)
 
 
 def hex32(value: bytes) -> str:
@@ -69,7 +73,10 @@ def projection_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]
                 "rule_param": int(p["ruleParam"]),
                 "quorum": int(p["quorum"]),
                 "submission_window": int(p["submissionWindow"]),
-                "vote_window": int(p["voteWindow"]),
+                "commit_window": int(p["commitWindow"]),
+                "reveal_window": int(p["revealWindow"]),
+                "finalize_grace": int(p["finalizeGrace"]),
+                "max_samples": int(p["maxSamples"]),
                 "reward_per_round": str(int(p["rewardPerRound"])),
             },
         )
@@ -85,6 +92,18 @@ def projection_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]
                 "opened_at": int(a["openedAt"]),
             },
         )
+        for position, (validator, weight) in enumerate(zip(a["validators"], a["weights"], strict=True)):
+            yield (
+                schema.round_validators,
+                {
+                    **_base(event, tx=False),
+                    "task_id": int(a["taskId"]),
+                    "round": int(a["round"]),
+                    "position": position,
+                    "validator": validator,
+                    "weight": int(weight),
+                },
+            )
     elif name == "UpdateSubmitted":
         yield (
             schema.submissions,
@@ -111,23 +130,19 @@ def projection_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]
                 "closed_at": int(a["closedAt"]),
             },
         )
-    elif name == "VotesCast":
-        reasons = bytes(a["reasons"])
-        accepts = int(a["accepts"])
-        for k, index in enumerate(bits(int(a["indexes"]))):
-            yield (
-                schema.votes,
-                {
-                    **_base(event),
-                    "task_id": int(a["taskId"]),
-                    "round": int(a["round"]),
-                    "idx": index,
-                    "validator": a["validator"],
-                    "accept": bool(accepts >> index & 1),
-                    # The contract checks one reason per voted update; a short list (never seen) reads as 255.
-                    "reason": reasons[k] if k < len(reasons) else 255,
-                },
-            )
+    elif name == "ScoresCommitted":
+        yield (
+            schema.commitments,
+            {
+                **_base(event),
+                "task_id": int(a["taskId"]),
+                "round": int(a["round"]),
+                "validator": a["validator"],
+                "commitment": hex32(a["commitment"]),
+            },
+        )
+    elif name == "ScoresRevealed":
+        yield from _score_rows(event)
     elif name == "RoundFinalized":
         task_id, round_ = int(a["taskId"]), int(a["round"])
         bitmap = int(a["acceptedBitmap"])
@@ -138,7 +153,8 @@ def projection_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]
                 **_base(event),
                 "task_id": task_id,
                 "round": round_,
-                "aggregator": a["aggregator"],
+                "finalized_by": a["by"],
+                "carried_over": bool(a["carriedOver"]),
                 "aggregate_digest": hex32(a["aggregateDigest"]),
                 "accepted_bitmap": hex(bitmap),
                 "accepted_count": len(bits(bitmap)),
@@ -146,13 +162,26 @@ def projection_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]
                 "submission_count": sum(1 for s in settlements if int(s["role"]) == 0),
                 "rule": int(a["rule"]),
                 "rule_param": int(a["ruleParam"]),
-                "rewards_minted": str(sum(int(s["reward"]) for s in settlements)),
+                "rewards_accrued": str(sum(int(s["reward"]) for s in settlements)),
             },
         )
         for index in bits(bitmap):
             yield (
                 schema.accepted,
                 {**_base(event, tx=False), "task_id": task_id, "round": round_, "idx": index},
+            )
+        # Contributors' settlements come first, one per update in index order: their score is its consensus.
+        contributors = [s for s in settlements if int(s["role"]) == 0]
+        for index, s in enumerate(contributors):
+            yield (
+                schema.consensus,
+                {
+                    **_base(event, tx=False),
+                    "task_id": task_id,
+                    "round": round_,
+                    "idx": index,
+                    "score": int(s["score"]),
+                },
             )
         for s in settlements:
             yield (
@@ -165,6 +194,9 @@ def projection_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]
                     "role": int(s["role"]),
                     "reputation": int(s["reputation"]),
                     "reward": str(int(s["reward"])),
+                    "score": int(s["score"]),
+                    "distance": int(s["distance"]),
+                    "absent": bool(s["absent"]),
                 },
             )
             if int(s["reward"]):
@@ -190,6 +222,9 @@ def projection_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]
                 "role": int(a["role"]),
                 "reputation": int(a["reputation"]),
                 "reward": "0",
+                "score": 0,
+                "distance": 0,
+                "absent": False,
             },
         )
     elif name in ("RoleGranted", "RoleRevoked"):
@@ -201,5 +236,54 @@ def projection_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]
                 "account": a["account"],
                 "granted": name == "RoleGranted",
                 "sender": a["sender"],
+            },
+        )
+    elif name == "RewardsClaimed":
+        yield (
+            schema.claims,
+            {**_base(event), "account": a["account"], "amount": str(int(a["amount"]))},
+        )
+    elif name in ("RoleChangeScheduled", "RoleChangeCancelled"):
+        scheduled = name == "RoleChangeScheduled"
+        yield (
+            schema.scheduled_role_changes,
+            {
+                **_base(event),
+                "role": hex32(a["role"]),
+                "account": a["account"],
+                "granted": bool(a["grant"]),
+                "cancelled": not scheduled,
+                "execute_after": int(a["executeAfter"]) if scheduled else None,
+            },
+        )
+
+
+def _score_rows(event: LedgerEvent) -> Iterator[tuple[Table, dict[str, Any]]]:
+    """One row per update of a reveal. The bytes come from a log anyone could have emitted through a buggy or
+    hostile contract at this address, so they are bounded and range-checked by ``ledger.chain.scores`` first; a
+    reveal that does not decode is kept in ``events`` and projects no score (the contract never accepts one)."""
+    a = event.args
+    try:
+        scores = decode_scores(bytes(a["scores"]))
+        reasons = decode_reasons(bytes(a["reasons"]))
+    except InvalidScores as exc:
+        log.warning(
+            "ScoresRevealed at block %d log %d does not decode: %s", event.block_number, event.log_index, exc
+        )
+        return
+    for index, score in enumerate(scores):
+        # The contract checks one reason per score; a short list (never seen) reads as 255.
+        reason = reasons[index] if index < len(reasons) else 255
+        yield (
+            schema.scores,
+            {
+                **_base(event),
+                "task_id": int(a["taskId"]),
+                "round": int(a["round"]),
+                "idx": index,
+                "validator": a["validator"],
+                "score": score,
+                "positive": score > 0,
+                "reason": reason,
             },
         )

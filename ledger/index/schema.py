@@ -7,10 +7,13 @@ Three kinds of table:
 * ``blocks`` and ``events``: the blocks that hold indexed events (the reorg walk-back compares their hashes with the
   chain's; the checkpoint row holds the last indexed block's hash) and every decoded
   event, unique on (block hash, log index), so re-reading a range inserts nothing twice.
-* projections, insert-only, one row per fact: tasks, rounds opened, submissions, closures, votes (one per
-  validator and update, expanded from the VotesCast bitmaps), finalizations, accepted updates (expanded from the
-  accepted bitmap), reputation values (the starting value at a role grant, then one per settlement: task and
-  round 0 for the former), rewards (the nonzero settlements), role changes. Every row carries its ``block_number`` and
+* projections, insert-only, one row per fact: tasks, rounds opened with their frozen validator sets (one row per
+  member and its weight), submissions, closures, score commitments, scores (one per validator and update, decoded
+  from a ScoresRevealed log's bytes), finalizations, the consensus of each update (from the contributors'
+  settlements) and the accepted updates (expanded from the accepted bitmap), reputation values (the starting value
+  at a role grant, then one per settlement with its score, distance and absence: task and round 0 for the
+  former), rewards accrued (the nonzero settlements), rewards claimed, role changes and scheduled or cancelled
+  role changes. Every row carries its ``block_number`` and
   ``log_index``: a reorg rewinds by deleting the rows above the common ancestor, and "current" values (latest
   reputation, totals) are computed by queries instead of being updated in place.
 
@@ -34,7 +37,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: protocol v2 (commit-reveal scores, consensus, accrued and claimed rewards); 1 was v1's votes."""
 
 metadata = MetaData()
 
@@ -104,7 +108,10 @@ tasks = Table(
     Column("rule_param", BigInteger, nullable=False),
     Column("quorum", Integer, nullable=False),
     Column("submission_window", BigInteger, nullable=False),
-    Column("vote_window", BigInteger, nullable=False),
+    Column("commit_window", BigInteger, nullable=False),
+    Column("reveal_window", BigInteger, nullable=False),
+    Column("finalize_grace", BigInteger, nullable=False),
+    Column("max_samples", BigInteger, nullable=False),
     Column("reward_per_round", String(80), nullable=False),
 )
 
@@ -151,8 +158,34 @@ closures = Table(
     Index("closures_task_round", "task_id", "round"),
 )
 
-votes = Table(
-    "votes",
+round_validators = Table(
+    "round_validators",
+    metadata,
+    _id(),
+    *_position(),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("validator", ADDRESS, nullable=False, index=True),
+    Column("weight", Integer, nullable=False),
+    Index("round_validators_task_round", "task_id", "round", "position"),
+)
+
+commitments = Table(
+    "commitments",
+    metadata,
+    _id(),
+    *_position(),
+    Column("tx_hash", HASH, nullable=False),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("validator", ADDRESS, nullable=False, index=True),
+    Column("commitment", HASH, nullable=False),
+    Index("commitments_task_round", "task_id", "round"),
+)
+
+scores = Table(
+    "scores",
     metadata,
     _id(),
     *_position(),
@@ -161,9 +194,11 @@ votes = Table(
     Column("round", BigInteger, nullable=False),
     Column("idx", Integer, nullable=False),
     Column("validator", ADDRESS, nullable=False, index=True),
-    Column("accept", Boolean, nullable=False),
+    Column("score", Integer, nullable=False),
+    # Stored rather than computed so counts by (positive, reason) group on plain columns on both databases.
+    Column("positive", Boolean, nullable=False),
     Column("reason", Integer, nullable=False),
-    Index("votes_task_round", "task_id", "round", "idx"),
+    Index("scores_task_round", "task_id", "round", "idx"),
 )
 
 finalizations = Table(
@@ -174,14 +209,15 @@ finalizations = Table(
     Column("tx_hash", HASH, nullable=False),
     Column("task_id", BigInteger, nullable=False),
     Column("round", BigInteger, nullable=False),
-    Column("aggregator", ADDRESS, nullable=False),
+    Column("finalized_by", ADDRESS, nullable=False),
+    Column("carried_over", Boolean, nullable=False),
     Column("aggregate_digest", HASH, nullable=False, index=True),
     Column("accepted_bitmap", String(80), nullable=False),
     Column("accepted_count", Integer, nullable=False),
     Column("submission_count", Integer, nullable=False),
     Column("rule", Integer, nullable=False),
     Column("rule_param", BigInteger, nullable=False),
-    Column("rewards_minted", String(80), nullable=False),
+    Column("rewards_accrued", String(80), nullable=False),
     Index("finalizations_task_round", "task_id", "round"),
 )
 
@@ -196,6 +232,18 @@ accepted = Table(
     Index("accepted_task_round", "task_id", "round", "idx"),
 )
 
+consensus = Table(
+    "consensus",
+    metadata,
+    _id(),
+    *_position(),
+    Column("task_id", BigInteger, nullable=False),
+    Column("round", BigInteger, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("score", Integer, nullable=False),
+    Index("consensus_task_round", "task_id", "round", "idx"),
+)
+
 reputation_changes = Table(
     "reputation_changes",
     metadata,
@@ -207,6 +255,11 @@ reputation_changes = Table(
     Column("role", Integer, nullable=False),
     Column("reputation", BigInteger, nullable=False),
     Column("reward", String(80), nullable=False),
+    # The settlement's say: a contributor's consensus score; a validator's distance to the consensus and whether
+    # it was absent (0 and false for a starting value).
+    Column("score", Integer, nullable=False),
+    Column("distance", Integer, nullable=False),
+    Column("absent", Boolean, nullable=False),
 )
 
 rewards = Table(
@@ -233,17 +286,45 @@ role_changes = Table(
     Column("sender", ADDRESS, nullable=False),
 )
 
+claims = Table(
+    "claims",
+    metadata,
+    _id(),
+    *_position(),
+    Column("tx_hash", HASH, nullable=False),
+    Column("account", ADDRESS, nullable=False, index=True),
+    Column("amount", String(80), nullable=False),
+)
+
+scheduled_role_changes = Table(
+    "scheduled_role_changes",
+    metadata,
+    _id(),
+    *_position(),
+    Column("tx_hash", HASH, nullable=False),
+    Column("role", HASH, nullable=False),
+    Column("account", ADDRESS, nullable=False, index=True),
+    Column("granted", Boolean, nullable=False),
+    Column("cancelled", Boolean, nullable=False),
+    Column("execute_after", BigInteger),  # None for a cancellation
+)
+
 PROJECTIONS = (
     tasks,
     rounds,
+    round_validators,
     submissions,
     closures,
-    votes,
+    commitments,
+    scores,
     finalizations,
     accepted,
+    consensus,
     reputation_changes,
     rewards,
+    claims,
     role_changes,
+    scheduled_role_changes,
 )
 """Tables rebuilt from events; each row carries the block number it came from."""
 

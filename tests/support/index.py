@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ledger.chain.client import LedgerClient, connect_web3
+from ledger.chain.scores import REJECT
 from ledger.dev.services import AnvilProcess
 from ledger.index.db import IndexDB
 from ledger.index.follower import ChainReader, Follower
@@ -20,29 +21,40 @@ from tests.support.chain import Consortium, chain_snapshot, fake_digest
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 REJECT_SECOND = int(Reason.NORM_OUTLIER)
+ABSENT_IN_ROUND_1 = 2
+"""The consortium validator that commits in round 1 and never reveals (absent)."""
 
 
-def history_verdict(v: int, i: int, r: int) -> int:
-    """Round 1: all accepted. Round 2: update 1 rejected by everyone, update 2 by one validator (still accepted
-    with quorum 2). Round 3: everything rejected (the model carries over)."""
+def history_score(v: int, i: int, r: int) -> int | tuple[int, int]:
+    """Round 1: all accepted, scores differing by validator and update (validator 2 absent). Round 2: update 1
+    rejected by everyone, update 2 by validator 0 only (still accepted: the median is positive). Round 3:
+    everything rejected (the model carries over to round 4 unchanged). Round 4: all positive, then carried over
+    by a contributor after the grace."""
     if r == 2 and i == 1:
-        return REJECT_SECOND
+        return (REJECT, REJECT_SECOND)
     if r == 2 and i == 2 and v == 0:
-        return int(Reason.LOSS_REGRESSION)
+        return (REJECT, int(Reason.LOSS_REGRESSION))
     if r == 3:
-        return int(Reason.NON_FINITE)
-    return 0
+        return (REJECT, int(Reason.NON_FINITE))
+    return 2_000 + 1_000 * v + 250 * i
 
 
 def build_history(c: Consortium) -> int:
-    """Task 1 (the deployment's, quorum 2) with three finalized rounds and an open round 4 holding two updates;
-    returns the task id."""
+    """Task 1 (the deployment's, quorum 2) with rounds 1-3 finalized, round 4 carried over, an open round 5
+    holding two updates, a claim of the first contributor's accrued rewards and a role change scheduled then
+    cancelled; returns the task id."""
     task_id = c.task_id
-    c.run_round(task_id, verdict=history_verdict)
-    c.run_round(task_id, verdict=history_verdict, relayed=True)
-    c.run_round(task_id, verdict=history_verdict)
+    c.run_round(task_id, scores=history_score, unrevealed=[ABSENT_IN_ROUND_1])
+    c.run_round(task_id, scores=history_score, relayed=True)
+    c.run_round(task_id, scores=history_score)
+    carried = c.run_round(task_id, scores=history_score, finalize=False)
+    c.carry_over(carried)
+    c.client(c.contributors[0][1]).claim_rewards()
+    admin = c.admin_client
+    admin.schedule_role_change("validator", c.contributors[3][0], True)
+    admin.cancel_role_change("validator", c.contributors[3][0], True)
     for i, (_, key) in enumerate(c.contributors[:2]):
-        c.client(key).submit_update(task_id, 4, fake_digest("open", i), 50)
+        c.client(key).submit_update(task_id, 5, fake_digest("open", i), 50)
     return task_id
 
 

@@ -3,9 +3,9 @@ dashboard (pages, API, metrics), ``meshprov node status`` and ``--trustless`` (o
 from the chain's logs) alike. Each method opens a connection and calls one of:
 
     tasks.py        a task, every task, how far each got
-    rounds.py       rounds in full (updates, votes, outcome, settlement), the rounds as a list, a task's overview
+    rounds.py       rounds in full (validator set, updates, scores, consensus, outcome, settlement), the rounds as a list, a task's overview
     lineage.py      a model's lineage back to genesis (and the links that do not hold), anchors, an update
-    accounts.py     an account's history (every vote it cast) or its record for a page (its votes counted)
+    accounts.py     an account's history (every score it revealed) or its record for a page (its scores counted)
     members.py      every member's figures, folded incrementally (the leaderboard)
     activity.py     what each task did, for the metrics
     settlements.py  reputation series with deltas, rewards
@@ -112,12 +112,12 @@ class Queries:
             return rounds.summaries(conn, task_id)[0]
 
     def task_overview(self, task_id: int) -> TaskOverview:
-        """A task at a glance: its rounds, who took part, its votes by reason, the role holders."""
+        """A task at a glance: its rounds, who took part, its scores by sign and reason, the role holders."""
         with self.db.connect() as conn:
             return rounds.overview(conn, task_id)
 
     def round(self, task_id: int, round_: int) -> Round:
-        """One round in full: updates with every vote, the outcome, reputation changes and rewards."""
+        """One round in full: its validator set, updates with every score and their consensus, the outcome, reputation changes, distances and rewards."""
         with self.db.connect() as conn:
             return rounds.one_round(conn, task_id, round_)
 
@@ -148,18 +148,18 @@ class Queries:
             return lineage.lineage(conn, digest)
 
     def updates(self, digest: str) -> list[Update]:
-        """Every submission of ``digest``, with its votes and outcome."""
+        """Every submission of ``digest``, with its scores, consensus and outcome."""
         with self.db.connect() as conn:
             return lineage.updates(conn, digest)
 
     # ─── accounts and members ───────────────────────────────────────────────────────────────────────────────
     def account(self, address: str) -> AccountHistory:
-        """A member's submissions (with verdicts), votes, reputation over time and rewards, oldest first."""
+        """A member's submissions (with scores and consensus), scores revealed, reputation over time and rewards accrued and claimed, oldest first."""
         with self.db.connect() as conn:
             return accounts.history(conn, address)
 
     def member(self, address: str) -> MemberRecord:
-        """A member's record for a page: as :meth:`account`, with the votes it cast counted by reason."""
+        """A member's record for a page: as :meth:`account`, with the scores it revealed counted by sign and reason."""
         with self.db.connect() as conn:
             return accounts.member(conn, address)
 
@@ -171,7 +171,7 @@ class Queries:
             return members.current(conn, fold, task_id)
 
     def leaderboard(self, task_id: int | None = None) -> list[AccountSummary]:
-        """Every account with a reputation, submissions or votes: its latest reputations, rewards and counts
+        """Every account with a reputation, submissions or scores: its latest reputations, rewards and counts
         (within ``task_id`` if given; reputation is the ledger's); most rewarded first."""
         with self.db.connect() as conn:
             return members.leaderboard(conn, task_id)

@@ -1,5 +1,6 @@
-"""One account's record: its roles, submissions with the votes on them and their verdicts, reputation over time,
-rewards, and the votes it cast (every vote for the audit, counted by reason for a page)."""
+"""One account's record: its roles, submissions with the scores on them, their consensus and verdicts, reputation
+over time, rewards accrued and claimed, and the scores it revealed (every score for the audit, counted by sign and
+reason for a page)."""
 
 from __future__ import annotations
 
@@ -10,50 +11,54 @@ from sqlalchemy import Connection, func, select, tuple_
 
 from ledger.chain.types import checksum
 from ledger.index import schema
-from ledger.index.models import AccountHistory, MemberRecord, Update, Vote, VoteCount, VoteTally
+from ledger.index.models import AccountHistory, MemberRecord, Score, ScoreCount, ScoreTally, Update
 from ledger.index.queries.rows import current_roles, raw
-from ledger.index.queries.settlements import reputation_series, rewards
+from ledger.index.queries.settlements import claims, reputation_series, rewards
 
 
 def history(conn: Connection, address: str) -> AccountHistory:
-    """A member's submissions (with verdicts), every vote it cast, reputation over time and rewards, oldest
-    first (the audit's answer)."""
+    """A member's submissions (with scores, consensus and verdicts), every score it revealed, reputation over time,
+    rewards accrued and claimed, oldest first (the audit's answer)."""
     who = checksum(address)
     out = AccountHistory(who, current_roles(conn, who).get(who, []))
     out.submissions = submissions(conn, who)[0]
     for v in conn.execute(
-        select(schema.votes)
-        .where(schema.votes.c.validator == who)
-        .order_by(schema.votes.c.block_number, schema.votes.c.log_index, schema.votes.c.idx)
+        select(schema.scores)
+        .where(schema.scores.c.validator == who)
+        .order_by(schema.scores.c.block_number, schema.scores.c.log_index, schema.scores.c.idx)
     ).mappings():
-        out.votes.append(_vote(v))
-        out.vote_rounds.append((int(v["task_id"]), int(v["round"])))
+        out.scores.append(_score(v))
+        out.score_rounds.append((int(v["task_id"]), int(v["round"])))
     out.reputation = reputation_series(conn, schema.reputation_changes.c.account == who)
     out.rewards = rewards(conn, schema.rewards.c.account == who)[0]
+    out.claims = claims(conn, schema.claims.c.account == who)[0]
     return out
 
 
 def member(conn: Connection, address: str) -> MemberRecord:
-    """A member's record as a page shows it: like :func:`history`, but the votes it cast counted by reason
-    (a validator casts one per update) and with the times of the blocks of its submissions and rewards."""
+    """A member's record as a page shows it: like :func:`history`, but the scores it revealed counted by sign and
+    reason (a validator scores every update) and with the times of the blocks of its submissions, rewards and
+    claims."""
     who = checksum(address)
     subs, times = submissions(conn, who)
     paid, paid_times = rewards(conn, schema.rewards.c.account == who)
+    claimed, claim_times = claims(conn, schema.claims.c.account == who)
     return MemberRecord(
         address=who,
         roles=current_roles(conn, who).get(who, []),
         submissions=subs,
         reputation=reputation_series(conn, schema.reputation_changes.c.account == who),
         rewards=paid,
-        block_times={**times, **paid_times},
-        votes_cast=vote_tally(conn, who),
+        block_times={**times, **paid_times, **claim_times},
+        scores_revealed=score_tally(conn, who),
+        claims=claimed,
     )
 
 
 def submissions(conn: Connection, who: str) -> tuple[list[Update], dict[int, int]]:
-    """The account's submissions in chain order, each with the votes on it (in chain order) and its verdict once
-    its round is finalized; and the timestamps of their blocks. Reads only the account's rows: its
-    submissions, the votes on them joined in SQL, the bitmaps of their rounds."""
+    """The account's submissions in chain order, each with the scores on it (in chain order), its consensus and
+    verdict once its round is finalized; and the timestamps of their blocks. Reads only the account's rows: its
+    submissions, the scores and consensus of them joined in SQL, the bitmaps of their rounds."""
     s, b = schema.submissions.c, schema.blocks.c
     rows = raw(
         conn,
@@ -83,38 +88,49 @@ def submissions(conn: Connection, who: str) -> tuple[list[Update], dict[int, int
             select(f.task_id, f.round, f.accepted_bitmap).where(tuple_(f.task_id, f.round).in_(chunk)),
         ):
             bitmaps[(int(t), int(r))] = int(bitmap, 16)
-    # Driver values as they come (ints and strings, as in rounds.py): a validator's member page builds these
-    # for every vote on its submissions.
-    v = schema.votes.c
-    votes: dict[tuple[int, int, int], list[Vote]] = defaultdict(list)
-    for t, r, idx, validator, accept, reason, block, tx in raw(
+    # Driver values as they come (ints and strings, as in rounds.py): a contributor's page builds these for
+    # every score on its submissions.
+    v = schema.scores.c
+    scores: dict[tuple[int, int, int], list[Score]] = defaultdict(list)
+    for t, r, idx, validator, score, reason, block, tx in raw(
         conn,
-        select(v.task_id, v.round, v.idx, v.validator, v.accept, v.reason, v.block_number, v.tx_hash)
+        select(v.task_id, v.round, v.idx, v.validator, v.score, v.reason, v.block_number, v.tx_hash)
         .join(schema.submissions, (s.task_id == v.task_id) & (s.round == v.round) & (s.idx == v.idx))
         .where(s.contributor == who)
         .order_by(v.block_number, v.log_index),
     ):
-        votes[(t, r, idx)].append(Vote(validator, idx, bool(accept), reason, block, tx))
+        scores[(t, r, idx)].append(Score(validator, idx, int(score), int(reason), block, tx))
+    cs = schema.consensus.c
+    consensus = {
+        (int(t), int(r), int(idx)): int(score)
+        for t, r, idx, score in raw(
+            conn,
+            select(cs.task_id, cs.round, cs.idx, cs.score)
+            .join(schema.submissions, (s.task_id == cs.task_id) & (s.round == cs.round) & (s.idx == cs.idx))
+            .where(s.contributor == who),
+        )
+    }
     out: list[Update] = []
     times: dict[int, int] = {}
     for t, r, idx, contributor, digest, samples, relayer, block, tx, ts in rows:
-        u = Update(t, r, idx, contributor, digest, samples, relayer, block, tx, votes.get((t, r, idx), []))
+        u = Update(t, r, idx, contributor, digest, samples, relayer, block, tx, scores.get((t, r, idx), []))
         bitmap = bitmaps.get((t, r))
         if bitmap is not None:
             u.accepted = bool(bitmap >> idx & 1)
+            u.consensus = consensus.get((int(t), int(r), int(idx)))
         if ts is not None:
             times[block] = ts
         out.append(u)
     return out, times
 
 
-def vote_tally(conn: Connection, who: str) -> VoteTally | None:
-    """The votes the account cast, counted by (accept, reason), and the rounds it voted in; None if it never
-    voted."""
-    v = schema.votes.c
+def score_tally(conn: Connection, who: str) -> ScoreTally | None:
+    """The scores the account revealed, counted by (positive, reason), and the rounds it revealed in; None if it
+    never revealed."""
+    v = schema.scores.c
     grouped = raw(
         conn,
-        select(v.accept, v.reason, func.count()).where(v.validator == who).group_by(v.accept, v.reason),
+        select(v.positive, v.reason, func.count()).where(v.validator == who).group_by(v.positive, v.reason),
     )
     if not grouped:
         return None
@@ -123,17 +139,17 @@ def vote_tally(conn: Connection, who: str) -> VoteTally | None:
             select(v.task_id, v.round).where(v.validator == who).distinct().subquery()
         )
     ).scalar_one()
-    return VoteTally(
-        counts=[VoteCount(bool(accept), int(reason), int(n)) for accept, reason, n in grouped],
+    return ScoreTally(
+        counts=[ScoreCount(bool(positive), int(reason), int(n)) for positive, reason, n in grouped],
         rounds=int(rounds),
     )
 
 
-def _vote(v: Any) -> Vote:
-    return Vote(
+def _score(v: Any) -> Score:
+    return Score(
         validator=str(v["validator"]),
         index=int(v["idx"]),
-        accept=bool(v["accept"]),
+        score=int(v["score"]),
         reason=int(v["reason"]),
         block_number=int(v["block_number"]),
         tx_hash=str(v["tx_hash"]),

@@ -1,6 +1,7 @@
 """What each task did, for the metrics: its live round, its finalized rounds (opening, finalization time,
-submissions, tokens minted), every update's wait from submission to finalization, votes by reason, updates by
-verdict, and the updates of its last rounds. Full scans: the dashboard reads them once per version of the index."""
+submissions, rewards accrued), every update's wait from submission to finalization, scores by sign and reason,
+updates by verdict, and the updates of its last rounds. Full scans: the dashboard reads them once per version of
+the index."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import aliased
 
 from ledger.index import schema
-from ledger.index.models import FinalizedRound, TaskActivity, VoteCount
+from ledger.index.models import FinalizedRound, ScoreCount, TaskActivity
 from ledger.index.queries.rows import raw
 
 
@@ -24,20 +25,20 @@ def activity(conn: Connection, recent_rounds: int) -> dict[int, TaskActivity]:
             tasks[t] = TaskActivity(t)
         return tasks[t]
 
-    r, f, s, v = schema.rounds.c, schema.finalizations.c, schema.submissions.c, schema.votes.c
+    r, f, s, v = schema.rounds.c, schema.finalizations.c, schema.submissions.c, schema.scores.c
     for task_id, last in raw(conn, select(r.task_id, func.max(r.round)).group_by(r.task_id)):
         of(task_id).current_round = int(last)
     fin_block = aliased(schema.blocks)
     finalized_at: dict[tuple[int, int], int] = {}
-    for task_id, rnd, minted, count, opened_at, ts in raw(
+    for task_id, rnd, accrued, count, opened_at, ts in raw(
         conn,
-        select(f.task_id, f.round, f.rewards_minted, f.submission_count, r.opened_at, fin_block.c.timestamp)
+        select(f.task_id, f.round, f.rewards_accrued, f.submission_count, r.opened_at, fin_block.c.timestamp)
         .join(schema.rounds, (r.task_id == f.task_id) & (r.round == f.round))
         .join(fin_block, fin_block.c.number == f.block_number)
         .order_by(f.task_id, f.round),
     ):
         of(task_id).finalized.append(
-            FinalizedRound(int(rnd), int(opened_at), int(ts), int(count), int(minted))
+            FinalizedRound(int(rnd), int(opened_at), int(ts), int(count), int(accrued))
         )
         finalized_at[(int(task_id), int(rnd))] = int(ts)
     sub_block = aliased(schema.blocks)
@@ -50,10 +51,10 @@ def activity(conn: Connection, recent_rounds: int) -> dict[int, TaskActivity]:
         done = finalized_at.get((int(task_id), int(rnd)))
         if done is not None:
             of(task_id).latencies.append(done - int(ts))
-    for task_id, accept, reason, n in raw(
-        conn, select(v.task_id, v.accept, v.reason, func.count()).group_by(v.task_id, v.accept, v.reason)
+    for task_id, positive, reason, n in raw(
+        conn, select(v.task_id, v.positive, v.reason, func.count()).group_by(v.task_id, v.positive, v.reason)
     ):
-        of(task_id).votes.append(VoteCount(bool(accept), int(reason), int(n)))
+        of(task_id).scores.append(ScoreCount(bool(positive), int(reason), int(n)))
     for task_id, figures in tasks.items():
         first = max(1, figures.current_round - recent_rounds + 1)
         by_round: dict[int, list[str]] = defaultdict(list)

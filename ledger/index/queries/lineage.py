@@ -33,17 +33,24 @@ def anchors(conn: Connection, digest: str) -> list[Anchor]:
     subs = conn.execute(select(schema.submissions).where(schema.submissions.c.digest == d)).mappings().all()
     for s in subs:
         task_id, round_, idx = int(s["task_id"]), int(s["round"]), int(s["idx"])
-        votes = (
+        positives = (
             conn.execute(
-                select(schema.votes.c.accept).where(
-                    schema.votes.c.task_id == task_id,
-                    schema.votes.c.round == round_,
-                    schema.votes.c.idx == idx,
+                select(schema.scores.c.positive).where(
+                    schema.scores.c.task_id == task_id,
+                    schema.scores.c.round == round_,
+                    schema.scores.c.idx == idx,
                 )
             )
             .scalars()
             .all()
         )
+        consensus = conn.execute(
+            select(schema.consensus.c.score).where(
+                schema.consensus.c.task_id == task_id,
+                schema.consensus.c.round == round_,
+                schema.consensus.c.idx == idx,
+            )
+        ).scalar()
         final = conn.execute(
             select(schema.finalizations.c.accepted_bitmap).where(
                 schema.finalizations.c.task_id == task_id, schema.finalizations.c.round == round_
@@ -60,8 +67,9 @@ def anchors(conn: Connection, digest: str) -> list[Anchor]:
                 contributor=str(s["contributor"]),
                 index=idx,
                 verdict=verdict,
-                accept_votes=sum(1 for v in votes if v),
-                reject_votes=sum(1 for v in votes if not v),
+                consensus=int(consensus) if consensus is not None else None,
+                positive_scores=sum(1 for v in positives if v),
+                other_scores=sum(1 for v in positives if not v),
             )
         )
     return sorted(out, key=lambda a: (a.block_number, a.role))
@@ -115,7 +123,7 @@ def lineage(conn: Connection, digest: str) -> list[Lineage]:
 
 
 def updates(conn: Connection, digest: str) -> list[Update]:
-    """Every submission of ``digest``, with its votes and outcome."""
+    """Every submission of ``digest``, with its scores, consensus and outcome."""
     d = digest.lower()
     out = []
     subs = conn.execute(select(schema.submissions).where(schema.submissions.c.digest == d)).mappings().all()

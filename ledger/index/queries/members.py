@@ -1,4 +1,4 @@
-"""Every member's figures (reputation, tokens, submissions by verdict, votes), kept current incrementally: the
+"""Every member's figures (reputation, rewards accrued and claimed, submissions by verdict, scores revealed), kept current incrementally: the
 leaderboard of the dashboard and of ``Queries.leaderboard``.
 
 A fold reads a few columns of a few tables as driver tuples and tallies them in Python (latest reputation per
@@ -21,7 +21,7 @@ from ledger.index.queries.rows import current_roles, newest_block, raw
 
 
 class MemberFold:
-    """Every account with a role, reputation, reward, submission or vote, kept current by folding in only the rows
+    """Every account with a role, reputation, reward, submission or score, kept current by folding in only the rows
     the index gained since the last call; counts within ``task_id`` if given (reputation is the ledger's).
 
     Sound because the index is insert-only and the follower commits a batch's rows with the blocks holding them:
@@ -86,6 +86,13 @@ class MemberFold:
             rewards[account] += int(amount)
         for account, total in rewards.items():
             self._member(account).rewards += total
+        if self.task_id is None:
+            # Claims are the ledger's, not a task's: a task's board shows what its rounds accrued only.
+            cl = schema.claims.c
+            for account, amount in raw(
+                conn, select(cl.account, cl.amount).where(new(schema.claims, by_task=False))
+            ):
+                self._member(account).claimed += int(amount)
         # Submissions before finalizations: a round's finalization comes after all of its submissions.
         s = schema.submissions.c
         submitted: dict[str, int] = defaultdict(int)
@@ -115,9 +122,9 @@ class MemberFold:
             m.accepted += accepted.get(contributor, 0)
             m.rejected += rejected.get(contributor, 0)
             m.pending -= accepted.get(contributor, 0) + rejected.get(contributor, 0)
-        v = schema.votes.c
+        v = schema.scores.c
         if lo < 0:
-            # Votes are the biggest table: count them all on the validator index, less the few of blocks
+            # Scores are the biggest table: count them all on the validator index, less the few of blocks
             # beyond ``hi`` (a batch committed since ``newest`` was read), instead of filtering every row.
             counted = select(v.validator, func.count()).group_by(v.validator)
             later = select(v.validator, func.count()).where(v.block_number > hi).group_by(v.validator)
@@ -127,12 +134,12 @@ class MemberFold:
             beyond = {validator: int(n) for validator, n in raw(conn, later)}
             for validator, count in raw(conn, counted):
                 if int(count) - beyond.get(validator, 0):
-                    self._member(validator).votes += int(count) - beyond.get(validator, 0)
+                    self._member(validator).scores += int(count) - beyond.get(validator, 0)
         else:
             for validator, count in raw(
-                conn, select(v.validator, func.count()).where(new(schema.votes)).group_by(v.validator)
+                conn, select(v.validator, func.count()).where(new(schema.scores)).group_by(v.validator)
             ):
-                self._member(validator).votes += int(count)
+                self._member(validator).scores += int(count)
         for account, roles in current_roles(conn).items():
             self._member(account).roles = roles
         self.upto, self.upto_hash = newest
@@ -157,7 +164,7 @@ def current(conn: Connection, fold: MemberFold | None, task_id: int | None) -> M
 
 
 def leaderboard(conn: Connection, task_id: int | None) -> list[AccountSummary]:
-    """Every account with a reputation, or with submissions or votes (in the task if given): its latest
+    """Every account with a reputation, or with submissions or scores (in the task if given): its latest
     reputations, rewards and counts; most rewarded first."""
     fold = current(conn, None, task_id)
     members = fold.members.values() if fold is not None else []
@@ -169,7 +176,7 @@ def leaderboard(conn: Connection, task_id: int | None) -> list[AccountSummary]:
             total_rewards=m.rewards,
             submissions=m.submissions,
             accepted=m.accepted,
-            votes=m.votes,
+            scores=m.scores,
         )
         for m in members
         # Members holding a role and nothing else (the admin, the aggregator) are not on the board.
@@ -177,6 +184,6 @@ def leaderboard(conn: Connection, task_id: int | None) -> list[AccountSummary]:
         or m.validator_reputation is not None
         or m.rewards
         or m.submissions
-        or m.votes
+        or m.scores
     ]
     return sorted(out, key=lambda s: (-s.total_rewards, s.address))

@@ -1,5 +1,5 @@
-"""Rounds: a task's rounds in full (updates, every vote, the outcome, the settlement) loaded in bulk, the rounds as
-a list, and a task at a glance (the overview).
+"""Rounds: a task's rounds in full (validator set, updates, every score, the consensus and outcome, the
+settlement) loaded in bulk, the rounds as a list, and a task at a glance (the overview).
 
 Every reader takes a handful of tables in bulk (one SELECT per table, filtered by task and round) and assembles the
 result in Python: a lineage 100 rounds deep is a few thousand rows, not thousands of queries.
@@ -14,7 +14,16 @@ from sqlalchemy import Connection, func, select
 
 from ledger.chain.types import bits
 from ledger.index import schema
-from ledger.index.models import Round, RoundContext, RoundSummary, TaskOverview, Update, Vote, VoteCount
+from ledger.index.models import (
+    Round,
+    RoundContext,
+    RoundSummary,
+    RoundValidator,
+    Score,
+    ScoreCount,
+    TaskOverview,
+    Update,
+)
 from ledger.index.queries.errors import UnknownRound
 from ledger.index.queries.rows import block_times, current_roles, raw
 from ledger.index.queries.settlements import reputation_series, rewards
@@ -24,8 +33,8 @@ from ledger.index.queries.tasks import last_round, task
 def load_rounds(
     conn: Connection, task_id: int, first: int, last: int | None, *, settlement: bool
 ) -> dict[int, Round]:
-    """Rounds first..last of a task (last None: all), each with updates, votes and outcome, and with
-    ``settlement`` the reputation changes and rewards of each."""
+    """Rounds first..last of a task (last None: all), each with its validator set, updates, scores, consensus and
+    outcome, and with ``settlement`` the reputation changes and rewards of each."""
 
     def within(table: Any) -> Any:
         cond = (table.c.task_id == task_id) & (table.c.round >= first)
@@ -51,27 +60,53 @@ def load_rounds(
         if rd is None:
             continue
         rd.aggregate_digest = str(r["aggregate_digest"])
-        rd.aggregator = str(r["aggregator"])
+        rd.finalized_by = str(r["finalized_by"])
+        rd.carried_over = bool(r["carried_over"])
         rd.accepted_indexes = bits(int(r["accepted_bitmap"], 16))
         rd.accepted_count = int(r["accepted_count"])
         rd.submission_count = int(r["submission_count"])
         rd.rule = int(r["rule"])
         rd.rule_param = int(r["rule_param"])
-        rd.rewards_minted = int(r["rewards_minted"])
+        rd.rewards_accrued = int(r["rewards_accrued"])
         rd.finalized_block = int(r["block_number"])
         rd.finalized_tx = str(r["tx_hash"])
-    # The two big reads (a vote per validator and update, an update per contributor and round) take the
-    # driver's tuples in one fetchall: building a Row per vote costs more than the query itself (a lineage
-    # 100 rounds deep has 8,000 votes).
-    votes: dict[tuple[int, int], list[Vote]] = defaultdict(list)
-    v = schema.votes.c
+    rv = schema.round_validators.c
+    for round_no, position, validator, weight in raw(
+        conn,
+        select(rv.round, rv.position, rv.validator, rv.weight)
+        .where(within(schema.round_validators))
+        .order_by(rv.round, rv.position),
+    ):
+        if round_no in out:
+            out[round_no].validators.append(RoundValidator(str(validator), int(position), int(weight)))
+    cm = schema.commitments.c
+    committed = {
+        (int(n), str(who))
+        for n, who in raw(conn, select(cm.round, cm.validator).where(within(schema.commitments)))
+    }
+    cs = schema.consensus.c
+    consensus = {
+        (int(n), int(idx)): int(score)
+        for n, idx, score in raw(conn, select(cs.round, cs.idx, cs.score).where(within(schema.consensus)))
+    }
+    # The two big reads (a score per validator and update, an update per contributor and round) take the
+    # driver's tuples in one fetchall: building a Row per score costs more than the query itself (a lineage
+    # 100 rounds deep has 8,000 scores).
+    scores: dict[tuple[int, int], list[Score]] = defaultdict(list)
+    revealed: set[tuple[int, str]] = set()
+    v = schema.scores.c
     vq = (
-        select(v.round, v.idx, v.validator, v.accept, v.reason, v.block_number, v.tx_hash)
-        .where(within(schema.votes))
+        select(v.round, v.idx, v.validator, v.score, v.reason, v.block_number, v.tx_hash)
+        .where(within(schema.scores))
         .order_by(v.block_number, v.log_index, v.idx)
     )
-    for round_no, idx, validator, accept, reason, block, tx in raw(conn, vq):
-        votes[(round_no, idx)].append(Vote(validator, idx, bool(accept), reason, block, tx))
+    for round_no, idx, validator, score, reason, block, tx in raw(conn, vq):
+        scores[(round_no, idx)].append(Score(validator, idx, int(score), int(reason), block, tx))
+        revealed.add((int(round_no), str(validator)))
+    for n, rd in out.items():
+        for member in rd.validators:
+            member.committed = (n, member.validator) in committed
+            member.revealed = (n, member.validator) in revealed
     s = schema.submissions.c
     sq = (
         select(s.round, s.idx, s.contributor, s.digest, s.num_samples, s.relayer, s.block_number, s.tx_hash)
@@ -84,10 +119,11 @@ def load_rounds(
         if rd is None:
             continue
         u = Update(task_id, round_no, idx, contributor, digest, samples, relayer, block, tx)
-        u.votes = votes.get((round_no, idx), [])
+        u.scores = scores.get((round_no, idx), [])
         chosen = accepted_sets.get(round_no)
         if chosen is not None:
             u.accepted = idx in chosen
+            u.consensus = consensus.get((int(round_no), int(idx)))
         rd.updates.append(u)
     if settlement:
         rc = schema.reputation_changes.c
@@ -99,10 +135,26 @@ def load_rounds(
             for change in reputation_series(conn, rc.account.in_(accounts), rc.block_number <= last_block):
                 if change.task_id == task_id and change.round in out:
                     out[change.round].reputation.append(change)
+        for rd in out.values():
+            _settle_validators(rd)
         for reward in rewards(conn, within(schema.rewards))[0]:
             if reward.round in out:
                 out[reward.round].rewards.append(reward)
     return out
+
+
+def _settle_validators(rd: Round) -> None:
+    """Each member of the round's set gets its settlement: the validator settlements follow the set's order."""
+    settled = [c for c in rd.reputation if c.role == 1]
+    if len(settled) != len(rd.validators):
+        return  # not finalized yet (or a record that does not match its set: shown without settlement)
+    for member, change in zip(rd.validators, settled, strict=True):
+        if change.account != member.validator:
+            return
+        member.distance = change.distance
+        member.absent = change.absent
+        member.reputation = change.reputation
+        member.reward = change.reward
 
 
 def one_round(conn: Connection, task_id: int, round_: int) -> Round:
@@ -139,12 +191,17 @@ def summaries(conn: Connection, task_id: int) -> tuple[list[RoundSummary], int]:
         conn, select(r.round, r.base_digest, r.opened_at).where(r.task_id == task_id).order_by(r.round)
     )
     finals = {
-        int(n): (str(digest), int(accepted), int(minted), int(block))
-        for n, digest, accepted, minted, block in raw(
+        int(n): (str(digest), int(accepted), int(accrued), int(block), bool(carried))
+        for n, digest, accepted, accrued, block, carried in raw(
             conn,
-            select(f.round, f.aggregate_digest, f.accepted_count, f.rewards_minted, f.block_number).where(
-                f.task_id == task_id
-            ),
+            select(
+                f.round,
+                f.aggregate_digest,
+                f.accepted_count,
+                f.rewards_accrued,
+                f.block_number,
+                f.carried_over,
+            ).where(f.task_id == task_id),
         )
     }
     closed = {
@@ -154,7 +211,7 @@ def summaries(conn: Connection, task_id: int) -> tuple[list[RoundSummary], int]:
         int(n): int(k)
         for n, k in raw(conn, select(s.round, func.count()).where(s.task_id == task_id).group_by(s.round))
     }
-    times = block_times(conn, [block for *_, block in finals.values()])
+    times = block_times(conn, [final[3] for final in finals.values()])
     out = []
     for number, base, opened_at in opened:
         n = int(number)
@@ -168,37 +225,40 @@ def summaries(conn: Connection, task_id: int) -> tuple[list[RoundSummary], int]:
                 opened_at=int(opened_at),
                 submissions=submitted.get(n, 0),
                 accepted=final[1] if final else None,
-                rewards_minted=final[2] if final else None,
+                rewards_accrued=final[2] if final else None,
                 finalized_block=final[3] if final else None,
                 closed_at=closed.get(n),
                 finalized_at=times.get(final[3]) if final else None,
+                carried_over=final[4] if final else False,
             )
         )
     return out, len(finals)
 
 
 def overview(conn: Connection, task_id: int) -> TaskOverview:
-    """A task at a glance: its rounds, who took part, its votes by reason, the votes cast in its live round, how
-    many accounts hold each role now."""
+    """A task at a glance: its rounds, who took part, its scores by sign and reason, the scores revealed in its
+    live round, how many accounts hold each role now."""
     record = task(conn, task_id)
     rounds, finalized = summaries(conn, task_id)
-    s, v = schema.submissions.c, schema.votes.c
+    s, v = schema.submissions.c, schema.scores.c
     contributors = conn.execute(
         select(func.count(func.distinct(s.contributor))).where(s.task_id == task_id)
     ).scalar_one()
     validators = conn.execute(
         select(func.count(func.distinct(v.validator))).where(v.task_id == task_id)
     ).scalar_one()
-    votes = [
-        VoteCount(bool(accept), int(reason), int(n))
-        for accept, reason, n in raw(
+    scores = [
+        ScoreCount(bool(positive), int(reason), int(n))
+        for positive, reason, n in raw(
             conn,
-            select(v.accept, v.reason, func.count()).where(v.task_id == task_id).group_by(v.accept, v.reason),
+            select(v.positive, v.reason, func.count())
+            .where(v.task_id == task_id)
+            .group_by(v.positive, v.reason),
         )
     ]
-    live_votes = 0
+    live_scores = 0
     if rounds:
-        live_votes = int(
+        live_scores = int(
             conn.execute(
                 select(func.count()).where(v.task_id == task_id, v.round == rounds[-1].round)
             ).scalar_one()
@@ -213,7 +273,7 @@ def overview(conn: Connection, task_id: int) -> TaskOverview:
         rounds_finalized=finalized,
         contributors=int(contributors),
         validators=int(validators),
-        votes=votes,
-        live_round_votes=live_votes,
+        scores=scores,
+        live_round_scores=live_scores,
         role_holders=holders,
     )

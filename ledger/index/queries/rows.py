@@ -14,7 +14,7 @@ from ledger.index import schema
 
 def raw(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
     """All rows of a SELECT as the DB-API driver returns them: building SQLAlchemy Rows costs more than the
-    query itself on the big tables (votes, submissions, reputation values). The columns read this way need no
+    query itself on the big tables (scores, submissions, reputation values). The columns read this way need no
     result processing but ``int()`` or ``bool()`` (SQLite gives booleans as 0 and 1)."""
     result = conn.execute(stmt)
     try:

@@ -1,4 +1,5 @@
-"""Settlement rows: reputation values as series (each with its change and its block's timestamp) and rewards."""
+"""Settlement rows: reputation values as series (each with its change and its block's timestamp), rewards
+accrued and rewards claimed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from ledger.index import schema
-from ledger.index.models import ReputationChange, Reward
+from ledger.index.models import Claim, ReputationChange, Reward
 from ledger.index.queries.rows import raw
 
 
@@ -17,7 +18,17 @@ def reputation_series(conn: Connection, *where: Any) -> list[ReputationChange]:
     rc, b = schema.reputation_changes.c, schema.blocks.c
     stmt = (
         select(
-            rc.account, rc.role, rc.reputation, rc.reward, rc.task_id, rc.round, rc.block_number, b.timestamp
+            rc.account,
+            rc.role,
+            rc.reputation,
+            rc.reward,
+            rc.task_id,
+            rc.round,
+            rc.block_number,
+            b.timestamp,
+            rc.score,
+            rc.distance,
+            rc.absent,
         )
         .outerjoin(schema.blocks, b.number == rc.block_number)
         .where(*where)
@@ -25,7 +36,7 @@ def reputation_series(conn: Connection, *where: Any) -> list[ReputationChange]:
     )
     previous: dict[tuple[str, int], int] = {}
     out = []
-    for account, role, value, reward, task_id, round_, block, ts in raw(conn, stmt):
+    for account, role, value, reward, task_id, round_, block, ts, score, distance, absent in raw(conn, stmt):
         key = (str(account), int(role))
         out.append(
             ReputationChange(
@@ -38,6 +49,9 @@ def reputation_series(conn: Connection, *where: Any) -> list[ReputationChange]:
                 round=int(round_),
                 block_number=int(block),
                 timestamp=int(ts) if ts is not None else None,
+                score=int(score),
+                distance=int(distance),
+                absent=bool(absent),
             )
         )
         previous[key] = int(value)
@@ -56,6 +70,23 @@ def rewards(conn: Connection, *where: Any) -> tuple[list[Reward], dict[int, int]
     out, times = [], {}
     for account, role, amount, task_id, round_, block, ts in raw(conn, stmt):
         out.append(Reward(str(account), int(role), int(amount), int(task_id), int(round_), int(block)))
+        if ts is not None:
+            times[int(block)] = int(ts)
+    return out, times
+
+
+def claims(conn: Connection, *where: Any) -> tuple[list[Claim], dict[int, int]]:
+    """The claims matching ``where`` in chain order, and the timestamps of their blocks."""
+    c, b = schema.claims.c, schema.blocks.c
+    stmt = (
+        select(c.account, c.amount, c.block_number, c.tx_hash, b.timestamp)
+        .outerjoin(schema.blocks, b.number == c.block_number)
+        .where(*where)
+        .order_by(c.block_number, c.log_index, c.id)
+    )
+    out, times = [], {}
+    for account, amount, block, tx, ts in raw(conn, stmt):
+        out.append(Claim(str(account), int(amount), int(block), str(tx)))
         if ts is not None:
             times[int(block)] = int(ts)
     return out, times

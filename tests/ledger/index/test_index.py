@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from ledger.chain.scores import REJECT
 from ledger.exit_codes import ExitCode
 from ledger.index import schema
-from ledger.index.db import IndexDB, IndexForAnotherLedger
+from ledger.index.db import IndexDB, IndexForAnotherLedger, IndexSchemaTooOld
 from ledger.index.follower import ChainReader, Follower
 from tests.support.chain import Consortium, fake_digest, rpc
-from tests.support.index import REJECT_SECOND, IndexFactory, follower_for
+from tests.support.index import ABSENT_IN_ROUND_1, REJECT_SECOND, IndexFactory, follower_for
 
 pytestmark = pytest.mark.anvil
 
@@ -30,24 +31,67 @@ def test_sync_indexes_every_event_and_its_projections(h: Consortium, new_index: 
     assert db.count("events") == len(events)
     assert result.to_block == h.w3.eth.block_number
     assert db.count("tasks") == 1
-    assert db.count("rounds") == 4  # rounds 1-3 finalized, 4 open
-    assert db.count("finalizations") == 3
-    assert db.count("submissions") == 3 * 4 + 2
-    assert db.count("votes") == 3 * 3 * 4  # 3 rounds x 3 validators x 4 updates
-    accepted = sum(len(r.accepted) for r in h.rounds)
+    assert db.count("rounds") == 5  # rounds 1-3 finalized, 4 carried over, 5 open
+    assert db.count("round_validators") == 5 * 3
+    assert db.count("finalizations") == 4
+    assert db.count("submissions") == 4 * 4 + 2
+    assert db.count("commitments") == 4 * 3
+    # Every validator reveals a score per update, but validator 2 in round 1 (absent).
+    assert db.count("scores") == (4 * 3 - 1) * 4
+    assert db.count("consensus") == 4 * 4
+    # A carried-over round records no accepted update (no aggregate was made from any).
+    accepted = sum(len(r.accepted) for r in h.rounds if not r.carried_over)
     assert db.count("accepted") == accepted
+    assert db.count("claims") == 1
+    assert db.count("scheduled_role_changes") == 2
     with db.connect() as conn:
-        rejected = (
+        rejected = conn.execute(
+            select(schema.scores.c.score, schema.scores.c.reason, schema.scores.c.positive).where(
+                schema.scores.c.round == 2, schema.scores.c.idx == 1
+            )
+        ).all()
+        consensus = (
             conn.execute(
-                select(schema.votes.c.reason).where(schema.votes.c.round == 2, schema.votes.c.idx == 1)
+                select(schema.consensus.c.score)
+                .where(schema.consensus.c.round == 1)
+                .order_by(schema.consensus.c.idx)
             )
             .scalars()
             .all()
         )
-    assert rejected == [REJECT_SECOND] * 3
+        absent = conn.execute(
+            select(schema.reputation_changes.c.account, schema.reputation_changes.c.distance).where(
+                schema.reputation_changes.c.round == 1,
+                schema.reputation_changes.c.role == 1,
+                schema.reputation_changes.c.absent.is_(True),
+            )
+        ).all()
+        carried = conn.execute(
+            select(schema.finalizations.c.carried_over, schema.finalizations.c.rewards_accrued).where(
+                schema.finalizations.c.round == 4
+            )
+        ).one()
+    assert [tuple(r) for r in rejected] == [(REJECT, REJECT_SECOND, False)] * 3
+    assert consensus == h.rounds[0].consensus
+    assert [tuple(r) for r in absent] == [(h.validators[ABSENT_IN_ROUND_1][0], 0)]
+    assert tuple(carried) == (True, "0")
     cp = db.checkpoint()
     assert cp is not None
     assert cp.block_hash == h.w3.eth.get_block(cp.block_number)["hash"].to_0x_hex()
+
+
+def test_an_index_of_an_older_schema_is_refused_with_a_rebuild_hint(
+    h: Consortium, new_index: IndexFactory
+) -> None:
+    db = new_index()
+    follower_for(db, h).sync()
+    with db.begin() as conn:
+        conn.execute(update(schema.checkpoint).values(schema_version=schema.SCHEMA_VERSION - 1))
+    with pytest.raises(IndexSchemaTooOld) as info:
+        follower_for(db, h).sync()
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert "schema version 1" in str(info.value)
+    assert "rebuild" in str(info.value.hint)
 
 
 def test_sync_is_idempotent(h: Consortium, new_index: IndexFactory) -> None:
@@ -126,13 +170,13 @@ def test_a_reorg_by_revert_leaves_the_index_equal_to_the_canonical_chain(
         h.reset_nonces()
         # The new fork: the same contributors submit other updates, and it grows past the old fork's height.
         for i, (_, key) in enumerate(late, start=2):
-            h.client(key).submit_update(task_id, 4, fake_digest("new-fork", i), 9)
+            h.client(key).submit_update(task_id, 5, fake_digest("new-fork", i), 9)
         for _ in range(3):
             rpc(h.w3, "evm_mine")
 
     snapshot = rpc(h.w3, "evm_snapshot")
     for i, (_, key) in enumerate(late, start=2):
-        h.client(key).submit_update(task_id, 4, fake_digest("old-fork", i), 7)
+        h.client(key).submit_update(task_id, 5, fake_digest("old-fork", i), 7)
     db = _reorg_and_compare(h, new_index, reorganise)
     with db.connect() as conn:
         digests = set(conn.execute(select(schema.submissions.c.digest)).scalars())
@@ -142,19 +186,19 @@ def test_a_reorg_by_revert_leaves_the_index_equal_to_the_canonical_chain(
 
 def test_a_reorg_by_anvil_reorg_rewinds_the_dropped_blocks(h: Consortium, new_index: IndexFactory) -> None:
     task_id = h.task_id
-    h.run_round(task_id)  # finalizes round 4 in the last blocks
+    h.run_round(task_id, submitters=[2, 3])  # finalizes round 5 in the last blocks
 
-    # Replace the last 4 blocks (the round's votes and finalization) by empty ones at the same height.
+    # Replace the last 4 blocks (the round's last reveals and finalization) by empty ones at the same height.
     db = _reorg_and_compare(h, new_index, lambda: rpc(h.w3, "anvil_reorg", 4, []))
-    assert db.count("finalizations") == 3
-    assert h.client().current_round(task_id) == 4
+    assert db.count("finalizations") == 4
+    assert h.client().current_round(task_id) == 5
 
 
 def test_a_reorg_to_a_shorter_chain_is_handled(h: Consortium, new_index: IndexFactory) -> None:
     snapshot = rpc(h.w3, "evm_snapshot")
-    h.run_round(h.task_id)
+    h.run_round(h.task_id, submitters=[2, 3])
     db = _reorg_and_compare(h, new_index, lambda: rpc(h.w3, "evm_revert", snapshot))
-    assert db.count("finalizations") == 3
+    assert db.count("finalizations") == 4
 
 
 def test_follow_polls_until_stopped(h: Consortium, new_index: IndexFactory) -> None:
@@ -166,7 +210,7 @@ def test_follow_polls_until_stopped(h: Consortium, new_index: IndexFactory) -> N
     def on_sync(result: Any) -> None:
         seen.append(result.events)
         if len(seen) == 2:  # between two polls a new submission lands on chain
-            h.client(h.contributors[2][1]).submit_update(h.task_id, 4, fake_digest("while-following"), 5)
+            h.client(h.contributors[2][1]).submit_update(h.task_id, 5, fake_digest("while-following"), 5)
 
     follower.follow(poll=0.05, stop=lambda: len(seen) >= 3, on_sync=on_sync)
     assert seen[0] == before

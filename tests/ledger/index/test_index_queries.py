@@ -1,5 +1,5 @@
-"""The index's queries on a real ledger history (SQLite and PostgreSQL): lineage back to genesis, a round's
-detail, an account's history, anchors, the leaderboard, a member's record, a task's progress and overview, the
+"""The index's queries on a real v2 ledger history (SQLite and PostgreSQL): lineage back to genesis, a round's
+detail (scores, consensus, the validators' distances and absence, accrued rewards), an account's history, anchors, the leaderboard, a member's record, a task's progress and overview, the
 metrics' activity, and the same answers from a trustless index."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from ledger.chain.scores import REJECT
 from ledger.chain.types import Role
 from ledger.exit_codes import ExitCode
 from ledger.index import service
@@ -15,7 +16,13 @@ from ledger.index.db import IndexDB
 from ledger.index.queries import NotAnchored, Queries, UnknownRound, UnknownTask
 from ledger.reasons import Reason
 from tests.support.chain import Consortium, fake_digest
-from tests.support.index import REJECT_SECOND, IndexFactory, follower_for
+from tests.support.index import (
+    ABSENT_IN_ROUND_1,
+    REJECT_SECOND,
+    IndexFactory,
+    follower_for,
+    history_score,
+)
 
 pytestmark = pytest.mark.anvil
 
@@ -32,9 +39,10 @@ def hx(digest: bytes) -> str:
 
 
 def test_lineage_of_the_latest_model_goes_back_to_genesis(h: Consortium, q: Queries) -> None:
-    r1, r2, r3 = h.rounds[:3]
-    # Round 3 accepted nothing: its aggregate is round 2's, so the model's history starts at round 2.
-    assert r3.aggregate == r2.aggregate
+    r1, r2, r3, r4 = h.rounds[:4]
+    # Round 3 accepted nothing and round 4 was carried over: both name round 2's aggregate, so the model's
+    # history starts at round 2.
+    assert r4.aggregate == r3.aggregate == r2.aggregate
     (lineage,) = q.lineage(hx(r2.aggregate))
     assert lineage.role == "aggregate"
     assert lineage.verified
@@ -47,11 +55,14 @@ def test_lineage_of_the_latest_model_goes_back_to_genesis(h: Consortium, q: Quer
     rejected = newest.updates[1]
     assert rejected.accepted is False
     assert rejected.verdict == "rejected"
-    assert [v.reason for v in rejected.votes] == [REJECT_SECOND] * 3
-    assert rejected.votes[0].reason_name == Reason(REJECT_SECOND).slug
+    assert [(v.score, v.reason) for v in rejected.scores] == [(REJECT, REJECT_SECOND)] * 3
+    assert rejected.scores[0].reason_name == Reason(REJECT_SECOND).slug
+    assert rejected.consensus == REJECT
     split = newest.updates[2]
     assert split.accepted is True
-    assert (split.accept_votes, split.reject_votes) == (2, 1)
+    assert (split.positive_scores, split.other_scores) == (2, 1)
+    assert [u.consensus for u in newest.updates] == r2.consensus
+    assert split.consensus == history_score(1, 2, 2)  # the lower median of (-10000, v1, v2)
     assert [u.digest for u in newest.accepted_updates] == [hx(r2.digests[i]) for i in (0, 2, 3)]
     assert [u.contributor for u in oldest.updates] == r1.contributors
     assert lineage.task.rule == newest.rule == 0
@@ -89,24 +100,36 @@ def test_an_unknown_digest_is_not_anchored(q: Queries) -> None:
 def test_anchors_name_every_role_of_a_digest(h: Consortium, q: Queries) -> None:
     r1, r2 = h.rounds[:2]
     roles = [(a.role, a.round) for a in q.anchors(hx(r2.aggregate))]
-    assert roles == [("aggregate", 2), ("aggregate", 3)]  # round 3 carried it over
+    assert roles == [("aggregate", 2), ("aggregate", 3), ("aggregate", 4)]  # rounds 3 and 4 kept it
     (update,) = q.anchors(hx(r2.digests[1]))
     assert (update.role, update.round, update.index, update.verdict) == ("update", 2, 1, "rejected")
-    assert (update.accept_votes, update.reject_votes) == (0, 3)
+    assert (update.consensus, update.positive_scores, update.other_scores) == (REJECT, 0, 3)
     (pending,) = q.anchors(hx(fake_digest("open", 0)))
     assert pending.verdict == "pending"
     assert [a.role for a in q.anchors(hx(r1.base))] == ["genesis"]
 
 
-def test_round_detail_has_updates_votes_and_settlement(h: Consortium, q: Queries) -> None:
+def test_round_detail_has_scores_consensus_and_settlement(h: Consortium, q: Queries) -> None:
     task_id = h.task_id
     r2 = h.rounds[1]
     detail = q.round(task_id, 2)
     assert detail.finalized
+    assert not detail.carried_over
     assert detail.aggregate_digest == hx(r2.aggregate)
-    assert detail.aggregator == h.aggregator[0]
+    assert detail.finalized_by == h.aggregator[0]
     assert len(detail.updates) == 4
-    assert all(len(u.votes) == 3 for u in detail.updates)
+    assert all(len(u.scores) == 3 for u in detail.updates)
+    assert [[v.score for v in u.scores] for u in detail.updates] == [
+        [r2.sheets[v.validator].scores[u.index] for v in u.scores] for u in detail.updates
+    ]
+    assert [(m.validator, m.weight) for m in detail.validators] == list(
+        zip(r2.validators, r2.weights, strict=True)
+    )
+    assert all(m.committed and m.revealed and m.absent is False for m in detail.validators)
+    settled = [s for s in detail.reputation if s.role == Role.VALIDATOR]
+    assert [m.distance for m in detail.validators] == [s.distance for s in settled]
+    # Validator 0 rejected update 2, which the others accepted: it is the farthest from the consensus.
+    assert detail.validators[0].distance == max(m.distance or 0 for m in detail.validators) > 0
     assert detail.closed_at is not None
     contributors = [c for c in detail.reputation if c.role == Role.CONTRIBUTOR]
     assert [c.account for c in contributors] == r2.contributors
@@ -114,23 +137,50 @@ def test_round_detail_has_updates_votes_and_settlement(h: Consortium, q: Queries
     assert rejected.delta < 0
     assert rejected.reward == 0
     assert all(c.delta > 0 for i, c in enumerate(contributors) if i != 1)
-    assert sum(r.amount for r in detail.rewards) == detail.rewards_minted
-    assert detail.rewards_minted is not None
-    assert detail.rewards_minted > 0
+    assert sum(r.amount for r in detail.rewards) == detail.rewards_accrued
+    assert detail.rewards_accrued is not None
+    assert detail.rewards_accrued > 0
     context = q.round_context(task_id, 2)
     assert context.round.to_dict() == detail.to_dict()
-    assert (context.task.task_id, context.last_round) == (task_id, 4)
+    assert (context.task.task_id, context.last_round) == (task_id, 5)
     assert context.finalized_at == q.rounds(task_id)[1].finalized_at
     assert context.finalized_at is not None
-    live = q.round(task_id, 4)
+    live = q.round(task_id, 5)
     assert not live.finalized
     assert [u.verdict for u in live.updates] == ["pending", "pending"]
+    assert [u.consensus for u in live.updates] == [None, None]
+    assert all(not m.committed and m.distance is None for m in live.validators)
     with pytest.raises(UnknownRound) as info:
         q.round(task_id, 9)
     assert info.value.exit_code == ExitCode.NOT_FOUND
-    assert "rounds 1..4" in str(info.value)
+    assert "rounds 1..5" in str(info.value)
     with pytest.raises(UnknownTask):
         q.round(7, 1)
+
+
+def test_an_absent_validator_and_a_carried_over_round(h: Consortium, q: Queries) -> None:
+    r1 = q.round(h.task_id, 1)
+    absent = h.validators[ABSENT_IN_ROUND_1][0]
+    member = next(m for m in r1.validators if m.validator == absent)
+    assert (member.committed, member.revealed, member.absent, member.distance, member.reward) == (
+        True,
+        False,
+        True,
+        0,
+        0,
+    )
+    assert all(len(u.scores) == 2 for u in r1.updates)
+    others = [m for m in r1.validators if m.validator != absent]
+    assert all(m.absent is False and m.reward for m in others)
+    carried = q.round(h.task_id, 4)
+    assert carried.carried_over
+    assert carried.finalized_by == h.contributors[0][0]
+    assert carried.aggregate_digest == carried.base_digest
+    assert carried.accepted_indexes == []
+    assert carried.rewards_accrued == 0
+    assert [u.consensus for u in carried.updates] == h.rounds[3].consensus
+    assert all(u.consensus and u.consensus > 0 and u.accepted is False for u in carried.updates)
+    assert [r.carried_over for r in q.rounds(h.task_id)] == [False, False, False, True, False]
 
 
 def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
@@ -142,22 +192,30 @@ def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
         (1, "accepted"),
         (2, "rejected"),
         (3, "rejected"),
-        (4, "pending"),
+        (4, "rejected"),  # carried over: nothing accepted
+        (5, "pending"),
     ]
-    assert [r.round for r in history.reputation] == [0, 1, 2, 3]
+    assert [s.consensus for s in history.submissions] == [r.consensus[1] for r in h.rounds[:4]] + [None]
+    assert [r.round for r in history.reputation] == [0, 1, 2, 3, 4]
     assert history.reputation[0].delta == history.reputation[0].reputation  # the starting value
+    assert [r.score for r in history.reputation[1:]] == [r.consensus[1] for r in h.rounds[:4]]
     assert history.contributor_reputation == h.client().reputation(address).contributor
-    assert history.total_rewards == h.client().token_client().balance_of(address)
-    assert (history.accepted_count, history.rejected_count) == (1, 2)
+    assert history.total_rewards == h.client().accrued(address)  # never claimed
+    assert (history.total_claimed, history.unclaimed) == (0, history.total_rewards)
+    assert (history.accepted_count, history.rejected_count) == (1, 3)
+    claimer = q.account(h.contributors[0][0])
+    (claim,) = claimer.claims
+    assert claim.amount == claimer.total_claimed == h.client().token_client().balance_of(claimer.address)
+    assert claimer.unclaimed == h.client().accrued(claimer.address) == 0
     validator = q.account(h.validators[0][0])
     assert validator.roles == ["validator"]
-    assert len(validator.votes) == 12
-    assert validator.vote_rounds[0] == (h.task_id, 1)
+    assert len(validator.scores) == 16
+    assert validator.score_rounds[0] == (h.task_id, 1)
     board = q.leaderboard()
     by_address = {s.address: s for s in board}
-    assert by_address[address].submissions == 4
+    assert by_address[address].submissions == 5
     assert by_address[address].accepted == 1
-    assert by_address[h.validators[0][0]].votes == 12
+    assert by_address[h.validators[0][0]].scores == 16
     assert [s.total_rewards for s in board] == sorted((s.total_rewards for s in board), reverse=True)
     assert not q.account("0x" + "77" * 20).known
 
@@ -170,16 +228,17 @@ def test_the_leaderboard_is_the_chains(h: Consortium, q: Queries) -> None:
     assert {s.address for s in board} == members  # not the admin or the aggregator: they only hold a role
     for s in board:
         on_chain = client.reputation(s.address)
-        assert s.total_rewards == tokens.balance_of(s.address)
+        # Accrued in the index = still accrued on chain + already claimed (minted).
+        assert s.total_rewards == client.accrued(s.address) + tokens.balance_of(s.address)
         if s.contributor_reputation is not None:
             assert s.contributor_reputation == on_chain.contributor
         if s.validator_reputation is not None:
             assert s.validator_reputation == on_chain.validator
-    within = q.leaderboard(h.task_id)  # type: ignore[attr-defined]
+    within = q.leaderboard(h.task_id)
     assert [s.to_dict() for s in within] == [s.to_dict() for s in board]  # the history has one task
 
 
-def test_a_members_record_counts_the_votes_it_cast(h: Consortium, q: Queries) -> None:
+def test_a_members_record_counts_the_scores_it_revealed(h: Consortium, q: Queries) -> None:
     address = h.contributors[1][0]
     record = q.member(address.lower())
     history = q.account(address)
@@ -190,52 +249,64 @@ def test_a_members_record_counts_the_votes_it_cast(h: Consortium, q: Queries) ->
         (2, "rejected"),
         (3, "rejected"),
     ]
+    assert [u.consensus for u in record.submissions] == [u.consensus for u in history.submissions]
     assert record.reputation == history.reputation
     assert record.rewards == history.rewards
     assert all(u.block_number in record.block_times for u in record.submissions)
     assert all(r.block_number in record.block_times for r in record.rewards)
-    assert record.votes_cast is None
+    assert record.scores_revealed is None
+    assert record.total_claimed == 0
+    claimer = q.member(h.contributors[0][0])
+    assert claimer.total_claimed == claimer.total_rewards > 0
+    assert all(c.block_number in claimer.block_times for c in claimer.claims)
     validator = h.validators[0][0]
-    tally = q.member(validator).votes_cast
+    tally = q.member(validator).scores_revealed
     assert tally is not None
-    expected = Counter((reason == 0, reason) for r in h.rounds[:3] for reason in r.verdicts[validator])
-    assert {(c.accept, c.reason): c.count for c in tally.counts} == dict(expected)
-    assert tally.rounds == 3
+    expected = Counter(
+        (score > 0, reason)
+        for r in h.rounds[:4]
+        for score, reason in zip(r.sheets[validator].scores, r.sheets[validator].reasons, strict=True)
+    )
+    assert {(c.positive, c.reason): c.count for c in tally.counts} == dict(expected)
+    assert tally.rounds == 4
     assert not q.member("0x" + "77" * 20).known
 
 
 def test_a_tasks_progress_overview_and_activity(h: Consortium, q: Queries) -> None:
-    task_id = h.task_id  # type: ignore[attr-defined]
-    r1, r2, r3 = h.rounds[:3]
+    task_id = h.task_id
     (progress,) = q.task_progress()
-    assert (progress.task.task_id, progress.rounds_opened, progress.rounds_finalized) == (task_id, 4, 3)
-    assert progress.latest_aggregate == hx(r3.aggregate)
+    assert (progress.task.task_id, progress.rounds_opened, progress.rounds_finalized) == (task_id, 5, 4)
+    assert progress.latest_aggregate == hx(h.rounds[3].aggregate)
     overview = q.task_overview(task_id)
     assert overview.rounds == q.rounds(task_id)
-    assert overview.rounds_finalized == 3
-    finalized = overview.rounds[:3]
+    assert overview.rounds_finalized == 4
+    finalized = overview.rounds[:4]
     assert all(r.finalized_at is not None and r.finalized_at >= r.opened_at for r in finalized)
-    assert overview.rounds[3].finalized_at is None
-    # Rounds 1-3 closed when the fourth contributor submitted; round 4 waits for two more.
-    assert [r.closed_at is not None for r in overview.rounds] == [True, True, True, False]
-    assert (overview.contributors, overview.validators, overview.live_round_votes) == (4, 3, 0)
+    assert overview.rounds[4].finalized_at is None
+    # Rounds 1-4 closed when the fourth contributor submitted; round 5 waits for two more.
+    assert [r.closed_at is not None for r in overview.rounds] == [True, True, True, True, False]
+    assert (overview.contributors, overview.validators, overview.live_round_scores) == (4, 3, 0)
     assert (overview.role_holders["contributor"], overview.role_holders["validator"]) == (4, 3)
     reasons = Counter(
-        (reason == 0, reason) for r in (r1, r2, r3) for verdicts in r.verdicts.values() for reason in verdicts
+        (score > 0, reason)
+        for r in h.rounds[:4]
+        for v in r.revealed
+        for score, reason in zip(r.sheets[v].scores, r.sheets[v].reasons, strict=True)
     )
-    assert {(v.accept, v.reason): v.count for v in overview.votes} == dict(reasons)
+    assert {(v.positive, v.reason): v.count for v in overview.scores} == dict(reasons)
     with pytest.raises(UnknownTask):
         q.task_overview(7)
     (activity,) = q.activity(recent_rounds=2).values()
-    assert (activity.task_id, activity.current_round) == (task_id, 4)
-    assert [(f.round, f.submissions) for f in activity.finalized] == [(1, 4), (2, 4), (3, 4)]
+    assert (activity.task_id, activity.current_round) == (task_id, 5)
+    assert [(f.round, f.submissions) for f in activity.finalized] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert [f.finalized_at for f in activity.finalized] == [r.finalized_at for r in finalized]
-    assert len(activity.latencies) == 12
+    assert activity.finalized[3].rewards_accrued == 0  # carried over
+    assert len(activity.latencies) == 16
     assert all(seconds >= 0 for seconds in activity.latencies)
-    assert activity.verdicts == {"accepted": 7, "rejected": 5, "pending": 2}
-    assert [n for n, _ in activity.recent] == [3, 4]
+    assert activity.verdicts == {"accepted": 7, "rejected": 9, "pending": 2}
+    assert [n for n, _ in activity.recent] == [4, 5]
     assert activity.recent[1][1] == [hx(fake_digest("open", i)) for i in range(2)]
-    assert sum(v.count for v in activity.votes) == 36
+    assert sum(v.count for v in activity.scores) == (4 * 3 - 1) * 4
 
 
 def test_tasks_and_rounds_lists(h: Consortium, q: Queries) -> None:
@@ -248,10 +319,11 @@ def test_tasks_and_rounds_lists(h: Consortium, q: Queries) -> None:
         (1, 4, 4),
         (2, 4, 3),
         (3, 4, 0),
-        (4, 2, None),
+        (4, 4, 0),
+        (5, 2, None),
     ]
     full = q.task_rounds(task.task_id)
-    assert [len(r.updates) for r in full] == [4, 4, 4, 2]
+    assert [len(r.updates) for r in full] == [4, 4, 4, 4, 2]
     status = q.status(head=h.w3.eth.block_number)
     assert status is not None
     assert status.behind == 0
