@@ -9,6 +9,7 @@ and settlement, the ledger's aggregation; no transport) over attacks × fraction
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,6 +31,15 @@ _OUTPUT = "Output"
 def _split(values: list[str] | None) -> list[str]:
     """Options given once with commas or repeated: `--attack scale,noise --attack copycat`."""
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def _pick(values: list[str] | None, allowed: Sequence[str], option: str) -> list[str]:
+    """The values of a repeatable option, each one of ``allowed`` (a usage error naming them otherwise)."""
+    chosen = _split(values)
+    wrong = [v for v in chosen if v not in allowed]
+    if wrong:
+        raise typer.BadParameter(f"{', '.join(wrong)}: {option} takes {', '.join(allowed)}")
+    return chosen
 
 
 @app.command()
@@ -152,7 +162,6 @@ def byzantine(
         ExperimentConfig,
         ExperimentResult,
         Pipeline,
-        ValidatorAttack,
         run_sweep,
         sweep_configs,
     )
@@ -161,15 +170,15 @@ def byzantine(
     if from_results is not None:
         runs = [ExperimentResult.from_dict(r) for r in json.loads(from_results.read_text())]
     else:
-        attacks = _split(attack) or list(ATTACKS)
+        attacks = _pick(attack, ATTACKS, "--attack") or list(ATTACKS)
         fractions = [float(f) for f in _split(fraction)] or list(FRACTIONS)
-        pipelines = [Pipeline(p) for p in _split(pipeline)] or list(PIPELINES)
+        pipelines = [Pipeline(p) for p in _pick(pipeline, PIPELINES, "--pipeline")] or list(PIPELINES)
         if quorum > validators or byzantine_validators >= validators:
             raise typer.BadParameter(
                 f"need --quorum ≤ --validators and --byzantine-validators < --validators (got {quorum}, "
                 f"{byzantine_validators}, {validators})"
             )
-        chosen = [str(ValidatorAttack(a)) for a in _split(validator_attack)]
+        chosen = _pick(validator_attack, VALIDATOR_ATTACKS, "--validator-attack")
         if chosen and not byzantine_validators:
             raise typer.BadParameter("--validator-attack needs --byzantine-validators K with K ≥ 1")
         byzantine_runs: list[str | None] = []

@@ -453,3 +453,22 @@ def test_cli_runs_a_tiny_sweep_and_writes_plots(tmp_path: Path, capsys: pytest.C
         "accuracy-over-rounds.png",
     }
     assert len(json.loads((tmp_path / "runs.json").read_text())) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--validator-attack", "lazy"], "--byzantine-validators"),
+        (["--byzantine-validators", "1", "--validator-attack", "sleepy"], "sleepy: --validator-attack takes"),
+        (["--attack", "bribe"], "bribe: --attack takes"),
+        (["--byzantine-validators", "3"], "--byzantine-validators < --validators"),
+    ],
+)
+def test_cli_refuses_what_it_cannot_run(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.cli.app import main
+
+    code = main(["experiment", "byzantine", "--fraction", "0", "--seeds", "1", "--rounds", "1", *args])
+    assert code != 0
+    assert message in " ".join(capsys.readouterr().err.replace("│", " ").split())  # unwrapped from its box
