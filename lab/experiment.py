@@ -9,9 +9,10 @@ against its own reference update, trained on its own slice of the held-out data 
 every ``V``-th image of the even half of the test split, from the ``v``-th: disjoint slices). Byzantine
 validators score as their attack says (:class:`ValidatorAttack`). The consensus per update (the lower weighted
 median by validator reputation), the accepted set, rewards, reputations and validator distances come from
-``ledger.consensus``, the contract's integer-exact mirror; the aggregate of the accepted updates (FedAvg weighted by consensus, or a robust rule) is
-written by ``ledger.aggregation`` exactly as the aggregator writes it. So an update's CID, the aggregate's CID
-and every settlement are the ones the real system produces for the same inputs.
+``ledger.consensus``, the contract's integer-exact mirror; the aggregate of the accepted updates (FedAvg
+weighted by consensus, or a robust rule) is written by ``ledger.aggregation`` exactly as the aggregator writes
+it. So an update's CID, every score, the aggregate's CID and every settlement are the ones the real system
+produces for the same inputs.
 
     config = ExperimentConfig(attack="sign-flip", num_malicious=3, pipeline=Pipeline.FEDAVG, seed=0)
     result = run_experiment(config)
@@ -20,9 +21,9 @@ and every settlement are the ones the real system produces for the same inputs.
 Malicious members submit after the honest ones (a little-is-enough attacker is omniscient: it uses the honest
 deltas of the round), except front-runners, which put another member's digest on chain first. The ``absent``
 pseudo-attack leaves the f members out altogether: what is lost with their data alone. With Byzantine
-validators every round also records where the honest validators agree on an update (``RoundResult.honest_verdicts``:
-all of them score it > 0, or all ≤ 0), so an outcome the Byzantine ones turned is counted per update (protocol R4
-says there is none below half the weight), not guessed from the accuracy.
+validators every round also records where the honest validators agree on an update
+(``RoundResult.honest_verdicts``: all of them score it > 0, or all ≤ 0), so an outcome the Byzantine ones turned
+is counted per update (protocol R4 says there is none below half the weight), not guessed from the accuracy.
 """
 
 from __future__ import annotations
