@@ -2,8 +2,8 @@
 
 ``byzantine`` runs the pure pipeline (node training, the validators' checks and scores, the contract's consensus
 and settlement, the ledger's aggregation; no transport) over attacks × fractions of malicious members × pipelines
-× seeds, optionally with Byzantine validators, and prints the goal checks and the tables; ``--out`` also writes the plots and a summary. ``faults`` runs
-``lab.faults`` (real anvil, redis-server and worker processes).
+× seeds, optionally with Byzantine validators, and prints the goal checks and the tables; ``--out`` also writes
+the plots and a summary. ``faults`` runs ``lab.faults`` (real anvil, redis-server and worker processes).
 """
 
 from __future__ import annotations
