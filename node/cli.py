@@ -285,6 +285,41 @@ def status(
     emit(report.to_dict(), json_mode=want_json(json_output), human=lambda c: render(c, report))
 
 
+@app.command()
+def claim(json_output: JsonFlag = False) -> None:
+    """Mint this member's accrued rewards to its address (claimRewards; the member pays the gas)."""
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.errors import NothingToClaim
+    from ledger.cli.endpoints import chain_url
+    from node.faults import NoSigningKey
+    from node.runner import tokens
+
+    s = load_settings()
+    if s.signing_key() is None:
+        raise NoSigningKey("member claiming its rewards")
+    client = LedgerClient.from_settings(s, endpoint=chain_url(s))
+    me = client.sender_address or ""
+    try:
+        result = client.claim_rewards()
+        report: dict[str, Any] = {"address": me, "claimed": str(result.value), "tx": result.tx_hash}
+    except NothingToClaim:
+        report = {"address": me, "claimed": "0", "tx": None}
+    balance = client.token_client().balance_of(me)
+    report["balance"] = str(balance)
+
+    def human(console: Any) -> None:
+        if report["tx"] is None:
+            console.print(f"{me}: nothing to claim (no reward accrued since the last claim)", highlight=False)
+        else:
+            console.print(
+                f"{me}: claimed {tokens(int(report['claimed']))} tokens (tx {report['tx']}); "
+                f"balance {tokens(balance)} tokens",
+                highlight=False,
+            )
+
+    emit(report, json_mode=want_json(json_output), human=human)
+
+
 @app.command("relay")
 def relay_command(
     *,

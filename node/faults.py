@@ -5,6 +5,7 @@
     ├── NoSigningKey (ConfigError)  no key configured                                            [CONFIG, 5]
     ├── BaseUnavailable             the round's base model cannot be fetched after every retry   [UNAVAILABLE, 6]
     ├── BaseMismatch (Mismatch)     the base is not a model of the node's architecture           [MISMATCH, 3]
+    ├── TooManySamplesClaimed       the update claims more samples than the task's maxSamples    [CONFIG, 5]
     ├── RelayRejected               the relayer refused the signed submission                    [ERROR, 1]
     └── InvalidRelayMessage         a relay queue message that is not a well-formed submission   (never exits:
                                     the relayer drops it and answers with the problem)
@@ -87,3 +88,17 @@ class InvalidRelayMessage(NodeError, ValueError):
     def __init__(self, problem: str) -> None:
         self.problem = problem
         super().__init__(f"invalid relay message: {problem}")
+
+
+class TooManySamplesClaimed(ConfigError):
+    """The update's sample count exceeds the task's ``maxSamples``: the chain would refuse the submission."""
+
+    def __init__(self, num_samples: int, max_samples: int, task: int) -> None:
+        self.num_samples = num_samples
+        self.max_samples = max_samples
+        super().__init__(
+            f"this member's update claims {num_samples} samples, but task {task} accepts at most {max_samples} "
+            "(the task's maxSamples)",
+            hint=f"train on at most {max_samples} samples per round (a smaller shard or --data hook), or ask the "
+            "consortium admin for a task with a larger maxSamples; sample counts weigh nothing in protocol v2",
+        )

@@ -4,8 +4,9 @@
     <data_dir>/node/<address>/updates/task-<T>-round-<R>.json          its record (this module)
     <data_dir>/node/<address>/models/<cid>.safetensors                 cached base models
 
-A record moves through ``trained`` → ``stored`` → ``submitted`` → ``accepted`` | ``rejected``, or ends ``missed``
-when the round closed before the update reached the chain. A node restarted at any point reuses what the record
+A record moves through ``trained`` → ``submitted`` (the digest is on chain; ``published`` turns true once the
+content is put in the store, after submissions close) → ``accepted`` | ``rejected``, or ends ``missed`` when the
+round closed before the update reached the chain. A node restarted at any point reuses what the record
 says it has: it never retrains a round whose file exists and never submits twice (the chain refuses that anyway).
 Records are written atomically (temp file and rename).
 """
@@ -43,6 +44,10 @@ class RoundRecord:
     reputation: int | None = None
     aggregate: str | None = None
     detail: str = ""
+    published: bool = False
+    """The content is in the store (put only after submissions closed: docs/protocol.md R1)."""
+    score: int | None = None
+    """The consensus score of the update (the lower weighted median of the validators' scores)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

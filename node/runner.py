@@ -1,4 +1,5 @@
-"""The member's round loop: wait for an open round, train on the base, publish the update, wait for the verdict.
+"""The member's round loop: wait for an open round, train on the base, submit the digest, publish the content once
+submissions close, wait for the verdict.
 
 One round, as :meth:`NodeRunner.step` runs it (every step re-reads the chain, so any step may be repeated):
 
@@ -6,11 +7,13 @@ One round, as :meth:`NodeRunner.step` runs it (every step re-reads the chain, so
 2. the base (genesis or the previous aggregate) from the store by the digest the chain records, CID verified;
 3. local training on the member's data (or reuse the update file an earlier run left for this round);
 4. the update file (delta, canonical metadata, optional DP record) in ``<data_dir>/node/<address>/updates/``,
-   kept for good, then put in the store;
-5. the submission, direct (the member pays gas) or relayed (EIP-712 signature, see :mod:`node.relay`); a round
-   that closed meanwhile keeps the file, is logged as ``missed``, and the loop moves on;
-6. polling (with backoff) until the round is finalized, then the verdict from the chain's events: accepted or
-   rejected with the validators' reason codes, the reward and the new reputation.
+   kept for good; its sample count must not exceed the task's ``maxSamples`` (:class:`TooManySamplesClaimed`);
+5. the submission of the file's *digest only*, direct (the member pays gas) or relayed (EIP-712 signature, see
+   :mod:`node.relay`); a round that closed meanwhile keeps the file, is logged as ``missed``, and the loop moves on;
+6. once submissions have closed, the content is put in the store (docs/protocol.md R1: before the close nobody
+   can read it, so nobody can submit a copy of it as their own); then polling (with backoff) until the round is
+   finalized, and the verdict from the chain's events: accepted or rejected with the validators' reason codes and
+   the consensus score, the reward accrued and the new reputation.
 
 Faults: a chain that stops answering (or restarts) is waited for and reconnected to, then the step is repeated;
 a base the store cannot give is retried with backoff and then ends the node with :class:`BaseUnavailable`
@@ -30,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ledger.chain.errors import RoundNotLive
-from ledger.chain.types import Phase, Role, Submission, bits
+from ledger.chain.types import Phase, Role, Submission
 from ledger.content import ContentStore, digest_to_cid
 from ledger.errors import ConfigError, MeshprovError, ServiceUnavailable
 from ledger.reasons import Reason
-from node.faults import NotMember
+from node.faults import NotMember, TooManySamplesClaimed
 from node.journal import Journal, RoundRecord
 from node.packaging import Submitted, put_update, submit_direct, write_update_file
 from node.progress import Bars, NoBars
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
     import redis
 
     from ledger.chain.client import LedgerClient
-    from ledger.chain.events import LedgerEvent
+    from ledger.chain.types import ScoresRevealed
     from node.data import Dataset
 
 StateDict = dict[str, np.ndarray]
@@ -182,8 +185,8 @@ class NodeRunner:
             record = self._train(round_, base_cid, view.submission_end)
         else:
             self.say(f"round {round_}: reusing the update trained earlier ({record.cid})")
-        # Put it (again) even when an earlier run did: the store may have been reset since; a put is idempotent.
-        record = self._store(record)
+        self._check_samples(record)
+        # Only the digest goes out now: the content is published once submissions close (_await_outcome).
         submitted = self._submit(record)
         if submitted.status == "closed":
             return self._missed(record, submitted.detail or "the round closed while the update was made")
@@ -349,6 +352,20 @@ class NodeRunner:
         return path.is_file() and cid_of_file(path) == record.cid
 
     # ─── publishing ─────────────────────────────────────────────────────────────────────────────────────────
+    def _check_samples(self, record: RoundRecord) -> None:
+        """Refuse, before any transaction, a sample count the task's ``maxSamples`` forbids (the chain would)."""
+        limit = self.client.task(self.options.task).params.max_samples
+        if record.num_samples > limit:
+            raise TooManySamplesClaimed(record.num_samples, limit, self.options.task)
+
+    def _publish(self, record: RoundRecord) -> None:
+        """Put the update in the store once submissions have closed (R1); idempotent (a put of the same bytes)."""
+        if record.published or not record.file or not Path(record.file).is_file():
+            return
+        self._store(record)
+        record.published = True
+        self.journal.save(record)
+
     def _store(self, record: RoundRecord) -> RoundRecord:
         from ledger.updatefile import WrittenFile
 
@@ -356,13 +373,14 @@ class NodeRunner:
         written = WrittenFile(path, path.stat().st_size, record.cid)
         with self.bars.task(f"round {record.round}: upload", written.size, unit="bytes") as advance:
             put_update(self.store, written, progress=advance)
-        record.status = "stored"
         self.journal.save(record)
-        self.say(f"round {record.round}: update {record.cid} stored ({written.size} bytes)")
+        self.say(
+            f"round {record.round}: submissions closed; update {record.cid} published ({written.size} bytes)"
+        )
         return record
 
     def _submit(self, record: RoundRecord) -> Submitted:
-        from ledger.chain.errors import EnforcedPause, NotContributor
+        from ledger.chain.errors import LedgerPaused, NotContributor, TooManySamples
 
         o = self.options
         while True:
@@ -392,7 +410,10 @@ class NodeRunner:
                 )
             except NotContributor:
                 raise NotMember(self.address, "contributor", self.client.address) from None
-            except EnforcedPause:
+            except TooManySamples:
+                limit = self.client.task(o.task).params.max_samples
+                raise TooManySamplesClaimed(record.num_samples, limit, o.task) from None
+            except LedgerPaused:
                 self.say("the ledger is paused; waiting")
                 self._sleep(self.options.max_poll_s)
 
@@ -424,7 +445,9 @@ class NodeRunner:
         task, round_ = self.options.task, record.round
         delay = self.options.poll_s
         announced = False
-        while self.client.round_view(task, round_).phase is not Phase.FINALIZED:
+        while (phase := self.client.round_view(task, round_).phase) is not Phase.FINALIZED:
+            if phase is not Phase.OPEN and not record.published:
+                self._publish(record)
             if not announced:
                 self.say(f"round {round_}: waiting for the validators and the aggregator")
                 announced = True
@@ -436,21 +459,22 @@ class NodeRunner:
         self._awaiting = None
         if record.status == "accepted":
             self.say(
-                f"round {round_}: accepted; reward {tokens(record.reward or 0)} tokens, "
+                f"round {round_}: accepted with consensus score {record.score}; reward "
+                f"{tokens(record.reward or 0)} tokens accrued (`meshprov node claim` mints them), "
                 f"reputation {record.reputation}"
             )
         else:
-            reasons = ", ".join(record.reasons) or "no quorum of accept votes"
+            reasons = ", ".join(record.reasons) or f"consensus score {record.score}"
             self.say(f"round {round_}: rejected ({reasons}); reputation {record.reputation}")
         return record
 
     def _verdict(self, record: RoundRecord) -> None:
-        """Accepted or not, why, and what it earned, from the round's VotesCast and RoundFinalized events."""
+        """Accepted or not, why, and what it earned, from the round's ScoresRevealed and RoundFinalized events."""
         task, round_ = self.options.task, record.round
-        votes = self.client.logs("VotesCast", self._from_block, taskId=task, round=round_)
         index = record.index if record.index is not None else -1
-        reasons = vote_reasons(votes, index)
-        record.reasons = sorted({reason_slug(code) for _, ok, code in reasons if not ok})
+        reveals = self.client.reveals(task, round_, from_block=self._from_block)
+        reasons = score_reasons(reveals, index)
+        record.reasons = sorted({reason_slug(code) for _, _score, code in reasons if code})
         final = next(iter(self.client.finalizations(task, round_, from_block=self._from_block)), None)
         if final is None:
             record.status = "rejected"
@@ -459,10 +483,13 @@ class NodeRunner:
         accepted = index >= 0 and bool(final.accepted_bitmap >> index & 1)
         record.status = "accepted" if accepted else "rejected"
         record.aggregate = digest_to_cid(final.aggregate_digest)
+        if final.carried_over:
+            record.detail = "carried over: the aggregator did not finalize within the grace (no reward)"
         for s in final.settlements:
             if s.account == self.address and s.role is Role.CONTRIBUTOR:
                 record.reward = s.reward
                 record.reputation = s.reputation
+                record.score = s.score
         self._from_block = max(self._from_block, final.block_number - 1)
 
     def _submissions(self, round_: int) -> list[Submission]:
@@ -516,21 +543,11 @@ class NodeRunner:
                 self.client.check_chain(deployment.chain_id)
 
 
-def vote_reasons(events: Sequence[LedgerEvent], index: int) -> list[tuple[str, bool, int]]:
-    """Every validator's verdict on update ``index``: (validator, accepted, reason code), in event order."""
-    out = []
-    for e in events:
-        if e.name != "VotesCast" or index < 0:
-            continue
-        voted = int(e.args["indexes"])
-        if not voted >> index & 1:
-            continue
-        position = sum(1 for i in bits(voted) if i < index)
-        reasons: bytes = e.args["reasons"]
-        out.append(
-            (str(e.args["validator"]), bool(int(e.args["accepts"]) >> index & 1), int(reasons[position]))
-        )
-    return out
+def score_reasons(reveals: Sequence[ScoresRevealed], index: int) -> list[tuple[str, int, int]]:
+    """Every revealing validator's (validator, score, reason code) for update ``index``, in reveal order."""
+    if index < 0:
+        return []
+    return [(r.validator, r.scores[index], r.reasons[index]) for r in reveals if index < len(r.scores)]
 
 
 def reason_slug(code: int) -> str:

@@ -1,4 +1,4 @@
-"""`meshprov node status`: a member's submissions, verdicts, reputation and rewards.
+"""`meshprov node status`: a member's submissions, scores, verdicts, reputation and rewards (accrued and claimed).
 
 The chain's record comes from the event index, brought up to date in-process first (the same index `meshprov
 audit` reads); the current reputation, roles and token balance are read from the contract itself; the member's
@@ -30,6 +30,8 @@ class MemberStatus:
     reputation: int
     balance: int
     total_rewards: int
+    accrued: int = 0
+    """Rewards settled to this member and not yet claimed (``meshprov node claim`` mints them)."""
     submissions: list[dict[str, Any]] = field(default_factory=list)
     local_only: list[dict[str, Any]] = field(default_factory=list)
 
@@ -42,6 +44,7 @@ class MemberStatus:
             "reputation": self.reputation,
             "balance": str(self.balance),
             "total_rewards": str(self.total_rewards),
+            "accrued": str(self.accrued),
             "submissions": self.submissions,
             "local_only": self.local_only,
         }
@@ -84,6 +87,7 @@ def member_status(settings: Settings, client: LedgerClient, address: str) -> Mem
         reputation=account.contributor_reputation,
         balance=balance,
         total_rewards=sum(r.amount for r in history.rewards),
+        accrued=account.accrued,
     )
     on_chain: set[tuple[int, int]] = set()
     for u in history.submissions:
@@ -98,16 +102,17 @@ def member_status(settings: Settings, client: LedgerClient, address: str) -> Mem
                 "num_samples": u.num_samples,
                 "relayed": u.relayer != u.contributor,
                 "verdict": verdict,
-                "votes": [
+                "consensus": u.consensus,
+                "scores": [
                     {
                         "validator": v.validator,
-                        "accept": v.accept,
+                        "score": v.score,
                         "reason": v.reason,
                         "reason_slug": reason_slug(v.reason),
                     }
-                    for v in u.votes
+                    for v in u.scores
                 ],
-                "reasons": sorted({reason_slug(v.reason) for v in u.votes if not v.accept}),
+                "reasons": sorted({reason_slug(v.reason) for v in u.scores if v.reason}),
                 "reward": str(rewards_by_round.get((u.task_id, u.round), 0)),
                 "reputation": reputation_by_round.get((u.task_id, u.round)),
             }
@@ -126,15 +131,16 @@ def render(console: Console, status: MemberStatus) -> None:
     console.print(f"ledger   {status.ledger}", highlight=False)
     console.print(
         f"reputation {status.reputation}   rewards {tokens(status.total_rewards)}   "
-        f"balance {tokens(status.balance)} tokens",
+        f"accrued {tokens(status.accrued)} (unclaimed)   balance {tokens(status.balance)} tokens",
         highlight=False,
     )
     # One line per update, the CID last and whole (CIDs are never shortened).
     for u in status.submissions:
         colour = {"accepted": "green", "rejected": "red"}.get(u["verdict"], "yellow")
         reasons = f"  ({', '.join(u['reasons'])})" if u["reasons"] else ""
+        score = "" if u["consensus"] is None else f"score {u['consensus']:>6}  "
         console.print(
-            f"task {u['task']} round {u['round']:>3} #{u['index']:<3} [{colour}]{u['verdict']:<8}[/] "
+            f"task {u['task']} round {u['round']:>3} #{u['index']:<3} [{colour}]{u['verdict']:<8}[/] {score}"
             f"reward {tokens(int(u['reward'])):>12}  {u['num_samples']:>6} samples  {u['cid']}{reasons}",
             highlight=False,
         )

@@ -1,10 +1,10 @@
 """Fixtures for the node's tests: a fresh ledger on an anvil, a local store holding the genesis model, member
-runners in threads, and a stand-in for the validators and the aggregator that votes as told and finalizes with a
+runners in threads, and a stand-in for the validators and the aggregator that scores as told and finalizes with a
 real aggregate (ledger's own fedavg), so the next round's base is a model file the node must fetch.
 
     net = NodeNet.create(anvil_url, tmp_path, dev_keys, contributors=2)
     thread = net.start(net.runner(0, NodeOptions(rounds=2)))       # a member's loop in a thread
-    net.judge_round(1)                                             # votes (accept all) + finalize
+    net.judge_round(1)                                  # commit + reveal (accept all) + finalize
     records = thread.join_result()
 
 Keys: dev account 0 is the admin, 1 the aggregator, 2.. the validators, then the contributors.
@@ -20,7 +20,7 @@ from typing import Any
 
 from lab.consortium import DeployedConsortium, RoleKeys, deploy_consortium, task_table
 from ledger.chain.client import LedgerClient, connect_web3
-from ledger.chain.types import Phase, bitmap, bits
+from ledger.chain.types import Phase, bits
 from ledger.content import cid_to_digest, digest_to_cid, fetch_to_file
 from ledger.content.local_store import LocalStore
 from ledger.settings import Settings
@@ -76,7 +76,10 @@ class NodeNet:
         validators: int = 1,
         quorum: int = 1,
         submission_window: int = 120,
-        vote_window: int = 120,
+        commit_window: int = 120,
+        reveal_window: int = 120,
+        finalize_grace: int = 120,
+        max_samples: int = 1_000_000,
         genesis_cid: str | None = None,
         model: str = "mlp",
     ) -> NodeNet:
@@ -96,14 +99,19 @@ class NodeNet:
                 genesis=genesis_cid,
                 quorum=quorum,
                 submission_window_s=submission_window,
-                vote_window_s=vote_window,
+                commit_window_s=commit_window,
+                reveal_window_s=reveal_window,
+                finalize_grace_s=finalize_grace,
+                max_samples=max_samples,
             ),
             record_path=root / "deployment.json",
             timeout=20,
             client_timeout=20,
             source="tests.support.node",
         )
-        consortium.view_block = "pending"  # the stand-in workers see their own unmined votes, as workers do
+        consortium.view_block = (
+            "pending"  # the stand-in workers see the time the next block will have, as workers do
+        )
         return cls(url=url, root=root, consortium=consortium, genesis_cid=genesis_cid)
 
     # --- keys and clients ---------------------------------------------------------------------------------
@@ -228,30 +236,61 @@ class NodeNet:
             if t.error is not None:
                 raise AssertionError(f"{t.name} failed") from t.error
 
+    def close_submissions(self, round_: int) -> None:
+        """Move the ledger clock past the round's submission window (the commit phase starts)."""
+        from tests.support.chain import warp_past
+
+        if self.view(round_).phase is Phase.OPEN:
+            warp_past(self.client(), self.view(round_).submission_end)
+
     def judge_round(
-        self, round_: int, reasons: Callable[[int], int] = lambda _i: 0, *, wait_for: int | None = None
+        self,
+        round_: int,
+        reasons: Callable[[int], int] = lambda _i: 0,
+        *,
+        wait_for: int | None = None,
+        score: int = 8_000,
     ) -> Any:
-        """Every validator votes ``reasons(index)`` (0 accepts) on every update once ``wait_for`` (default: all
-        contributors) submitted; the aggregator finalizes with the real fedavg aggregate of the accepted ones."""
+        """Once ``wait_for`` (default: all contributors) submitted, submissions close; every validator commits,
+        then reveals ``score`` for each update whose ``reasons(index)`` is 0, else a hard reject with that reason;
+        once the members published their accepted updates, the aggregator finalizes with the real
+        consensus-weighted fedavg aggregate of the accepted ones."""
+        from ledger.chain.scores import REJECT, ScoreSheet
+
         subs = self.wait_submissions(round_, self.contributors if wait_for is None else wait_for)
+        self.close_submissions(round_)
         count = len(subs)
         if count:
             verdicts = [reasons(i) for i in range(count)]
-            accepts = bitmap(i for i in range(count) if verdicts[i] == 0)
+            sheet = ScoreSheet.new([score if r == 0 else REJECT for r in verdicts], verdicts)
             for _address, key in self.validator_keys:
-                self.client(key).vote_batch(
-                    self.task_id, round_, bitmap(range(count)), accepts, bytes(verdicts)
-                )
+                self.client(key).commit_sheet(self.task_id, round_, sheet)
+            for _address, key in self.validator_keys:
+                self.client(key).reveal_sheet(self.task_id, round_, sheet)
+        else:
+            from tests.support.chain import warp_past
+
+            warp_past(self.client(), self.view(round_).reveal_end)
         wait_until(lambda: self.view(round_).finalizable, 30, f"round {round_} to be finalizable")
         tally = self.client().tally(self.task_id, round_)
         accepted = bits(tally.accepted_bitmap)
+        for i in accepted:  # members publish once submissions closed (R1)
+            cid = digest_to_cid(subs[i].args["digest"])
+            wait_until(lambda cid=cid: self._published(cid), 30, f"update {i} ({cid}) to be published")
         base = self.client().base_digest(self.task_id, round_)
-        digest = self.aggregate(round_, base, [subs[i] for i in accepted]) if accepted else base
-        self.client(self.aggregator_key).finalize_round(self.task_id, round_, digest, tally.accepted_bitmap)
+        weights = [tally.consensus[i] for i in accepted]
+        digest = self.aggregate(round_, base, [subs[i] for i in accepted], weights) if accepted else base
+        self.client(self.aggregator_key).finalize_round(self.task_id, round_, digest)
         assert self.view(round_).phase is Phase.FINALIZED
         return digest
 
-    def aggregate(self, round_: int, base_digest: bytes, accepted: Sequence[Any]) -> bytes:
+    def _published(self, cid: str) -> bool:
+        self._check_threads()
+        return self.store.has(cid)
+
+    def aggregate(
+        self, round_: int, base_digest: bytes, accepted: Sequence[Any], weights: Sequence[int]
+    ) -> bytes:
         from ledger.aggregation import AggregationSpec, Contribution, prepare
         from ledger.aggregation.output import write_aggregation
         from ledger.updatefile import UpdateFile
@@ -267,8 +306,8 @@ class NodeNet:
         try:
             with UpdateFile.open(work / "base") as base:
                 contributions = [
-                    Contribution(e.args["digest"], source=f, num_samples=e.args["numSamples"])
-                    for e, f in files
+                    Contribution(e.args["digest"], source=f, num_samples=w)
+                    for (e, f), w in zip(files, weights, strict=True)
                 ]
                 agg = prepare(base, contributions, AggregationSpec.fedavg())
                 written = write_aggregation(
