@@ -7,6 +7,9 @@ too (:meth:`LedgerClient.submissions`, :meth:`LedgerClient.finalizations`); writ
 recovered from the transaction's events. Every revert, of a read or a write, raises the named exception of
 :mod:`ledger.chain.errors`. Relayed submissions are signed with EIP-712 (:meth:`LedgerClient.sign_submission`)
 in the domain the contract itself reports (``eip712Domain()``), so a wrong chain or address cannot slip in.
+Validators' scores (protocol v2) are committed, then revealed: :meth:`LedgerClient.score_commitment` computes the
+commitment locally, exactly as the contract's view does, so a validator never reveals its scores to a node
+before the reveal phase (docs/chain-client.md).
 
 Build one with :meth:`LedgerClient.from_settings` (the deployment record and the endpoint it is given)
 or :meth:`LedgerClient.connect` (a Web3 and an address).
