@@ -170,13 +170,43 @@ def test_a_member_runs_rounds_and_status_shows_verdicts_rewards_and_what_never_r
     assert sub["reasons"] == ["norm-outlier"]
     assert sub["cid"] == record["cid"]
     assert sub["reward"] == "0"
-    assert [v["reason_slug"] for v in sub["votes"]] == ["norm-outlier"]
+    assert [v["reason_slug"] for v in sub["scores"]] == ["norm-outlier"]
+    assert sub["consensus"] == -10_000
+    assert report["accrued"] == "0"  # a rejected update earns nothing
     assert report["reputation"] < 5000  # the ledger's starting reputation, lowered by the reject
     assert [r["round"] for r in report["local_only"]] == [9]
     human = cli(net, "node", "status", "--address", address)
     assert human.returncode == 0, human.stderr
     assert "rejected" in human.stdout
     assert "norm-outlier" in human.stdout
+
+
+@pytest.mark.anvil
+def test_an_accepted_member_sees_its_accrued_reward_and_claims_it(make_net: Any) -> None:
+    from node.runner import NodeOptions
+
+    net: NodeNet = make_net(contributors=1)
+    address, key = net.contributor_keys[0]
+    thread = net.start(net.runner(0, NodeOptions(rounds=1, poll_s=0.05, max_poll_s=0.2)))
+    net.judge_round(1)
+    (record,) = thread.join_result()
+    assert record.status == "accepted"
+    assert record.reward
+    accrued = net.client().account(address).accrued
+    assert accrued == record.reward
+
+    status = cli(net, "node", "status", "--json", key=key)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["accrued"] == str(accrued)
+    claimed = cli(net, "node", "claim", "--json", key=key)
+    assert claimed.returncode == 0, claimed.stderr
+    report = json.loads(claimed.stdout)
+    assert report["claimed"] == str(accrued)
+    assert report["balance"] == str(accrued)
+    assert net.client().account(address).accrued == 0
+    again = cli(net, "node", "claim", key=key)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to claim" in again.stdout
 
 
 def test_genesis_writes_the_model_and_stores_it(tmp_path: Path) -> None:
