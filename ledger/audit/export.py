@@ -30,8 +30,8 @@ CSV_COLUMNS = [
     "update_cid",
     "num_samples",
     "verdict",
-    "accept_votes",
-    "reject_votes",
+    "consensus",
+    "scores",
     "reject_reasons",
     "submitted_block",
     "tx_hash",
@@ -87,7 +87,7 @@ def to_csv(export: TaskExport) -> str:
     writer.writeheader()
     for r in export.rounds:
         for u in r.updates:
-            reasons = sorted({reason_name(v.reason) for v in u.votes if not v.accept})
+            reasons = sorted({reason_name(v.reason) for v in u.scores if v.reason})
             writer.writerow(
                 {
                     "task_id": r.task_id,
@@ -99,8 +99,9 @@ def to_csv(export: TaskExport) -> str:
                     "update_cid": u.cid,
                     "num_samples": u.num_samples,
                     "verdict": u.verdict,
-                    "accept_votes": u.accept_votes,
-                    "reject_votes": u.reject_votes,
+                    "consensus": "" if u.consensus is None else u.consensus,
+                    # validator=score pairs, in reveal order (scores are fixed point, 10,000 = 1.0)
+                    "scores": ";".join(f"{v.validator}={v.score}" for v in u.scores),
                     "reject_reasons": ";".join(reasons),
                     "submitted_block": u.block_number,
                     "tx_hash": u.tx_hash,
@@ -156,40 +157,46 @@ def to_html(export: TaskExport) -> str:
         f"<tr><th>genesis model</th><td>{_code(t.genesis_cid)}</td></tr>",
         f"<tr><th>specification</th><td>{_code(cid_of(t.spec_digest))}</td></tr>",
         f"<tr><th>aggregation rule</th><td>{_e(t.rule_description)}</td></tr>",
-        f"<tr><th>quorum</th><td>{t.quorum} accepting votes</td></tr>",
-        f"<tr><th>windows</th><td>submissions {t.submission_window} s, votes {t.vote_window} s</td></tr>",
+        f"<tr><th>quorum</th><td>{t.quorum} revealed score sheets</td></tr>",
+        f"<tr><th>windows</th><td>submissions {t.submission_window} s, commits {t.commit_window} s, reveals "
+        f"{t.reveal_window} s, finalization grace {t.finalize_grace} s</td></tr>",
+        f"<tr><th>max samples</th><td>{t.max_samples}</td></tr>",
         f"<tr><th>reward per round</th><td>{_e(_amount(t.reward_per_round))}</td></tr>",
         f"<tr><th>created</th><td>block {t.block_number} by {_code(t.admin)}, tx {_code(t.tx_hash)}</td></tr>",
         "</table>",
         "<h2>Rounds</h2><table><tr><th>round</th><th>base</th><th>aggregate</th><th>accepted</th>"
-        "<th>minted</th><th>finalized</th></tr>",
+        "<th>accrued</th><th>finalized</th></tr>",
     ]
     for r in export.rounds:
         accepted = (
             f"{len(r.accepted_indexes)} of {len(r.updates)}" if r.finalized else f"— of {len(r.updates)}"
         )
         finalized = f"block {r.finalized_block}" if r.finalized else '<span class="pill">open</span>'
+        if r.carried_over:
+            finalized += ' <span class="pill">carried over</span>'
         parts.append(
             f"<tr><td>{r.round}</td><td>{_code(r.base_cid)}</td><td>{_code(r.aggregate_cid or '')}</td>"
-            f"<td>{accepted}</td><td>{_e(_amount(r.rewards_minted))}</td><td>{finalized}</td></tr>"
+            f"<td>{accepted}</td><td>{_e(_amount(r.rewards_accrued))}</td><td>{finalized}</td></tr>"
         )
     parts.append("</table>")
     for r in export.rounds:
         parts.append(f"<h2>Round {r.round}</h2>")
         parts.append(
-            "<table><tr><th>#</th><th>contributor</th><th>update</th><th>samples</th><th>verdict</th>"
-            "<th>votes</th></tr>"
+            "<table><tr><th>#</th><th>contributor</th><th>update</th><th>samples</th><th>consensus</th>"
+            "<th>verdict</th><th>scores</th></tr>"
         )
         for u in r.updates:
             css = {"accepted": "ok", "rejected": "bad"}.get(u.verdict, "muted")
-            votes = ", ".join(
-                f"{_e(v.validator[:10])}…: "
-                + ("accept" if v.accept else f"reject ({_e(reason_name(v.reason))})")
-                for v in u.votes
+            scores = ", ".join(
+                f"{_e(v.validator[:10])}…: {v.score}"
+                + (f" ({_e(reason_name(v.reason))})" if v.reason else "")
+                for v in u.scores
             )
+            consensus = "" if u.consensus is None else str(u.consensus)
             parts.append(
                 f"<tr><td>{u.index}</td><td>{_code(u.contributor)}</td><td>{_code(u.cid)}</td>"
-                f'<td>{u.num_samples}</td><td class="{css}">{_e(u.verdict)}</td><td>{votes}</td></tr>'
+                f'<td>{u.num_samples}</td><td>{consensus}</td><td class="{css}">{_e(u.verdict)}</td>'
+                f"<td>{scores}</td></tr>"
             )
         parts.append("</table>")
         if r.reputation:

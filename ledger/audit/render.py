@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from ledger.chain.scores import SCORE_ONE
 from ledger.index.models import ROLE_NAMES, cid_of, reason_name
 
 if TYPE_CHECKING:
@@ -38,22 +39,38 @@ def source_line(info: SourceInfo) -> str:
     )
 
 
+def score(value: int | None) -> str:
+    """A fixed-point score (10,000 = 1.0) as people read it: +0.4500, -1.0000."""
+    if value is None:
+        return "-"
+    return f"{value / SCORE_ONE:+.4f}"
+
+
+def _reasons(u: Update) -> list[str]:
+    return sorted({reason_name(v.reason) for v in u.scores if v.reason})
+
+
 def _update_line(u: Update) -> str:
     mark = {"accepted": "[green]✓[/]", "rejected": "[red]✗[/]"}.get(u.verdict, "[yellow]…[/]")
-    rejects = sorted({reason_name(v.reason) for v in u.votes if not v.accept})
+    rejects = _reasons(u)
     why = f" [red]({', '.join(rejects)})[/]" if rejects else ""
     return (
-        f"{mark} #{u.index} {short(u.contributor)}  {u.cid}  {u.num_samples} samples  "
-        f"votes {u.accept_votes}✓ {u.reject_votes}✗{why}"
+        f"{mark} #{u.index} {short(u.contributor)}  {u.cid}  consensus {score(u.consensus)}  "
+        f"scores {' '.join(score(v.score) for v in u.scores) or '-'}{why}"
     )
 
 
 def _round_node(parent: Tree, r: Round) -> None:
-    if r.finalized:
+    if r.carried_over:
+        head = (
+            f"[bold]round {r.round}[/]  {r.base_cid} [yellow]carried over[/] by {short(r.finalized_by or '')} "
+            f"in block {r.finalized_block}"
+        )
+    elif r.finalized:
         head = (
             f"[bold]round {r.round}[/]  {r.base_cid} → [bold]{r.aggregate_cid}[/]  "
-            f"{len(r.accepted_indexes)} of {len(r.updates)} accepted, aggregated by {short(r.aggregator or '')} "
-            f"in block {r.finalized_block}"
+            f"{len(r.accepted_indexes)} of {len(r.updates)} accepted, aggregated by "
+            f"{short(r.finalized_by or '')} in block {r.finalized_block}"
         )
     else:
         head = (
@@ -81,10 +98,10 @@ def _lineage_tree(lin: Lineage) -> Tree:
         f"task {t.task_id}: {escape(t.rule_description)}, quorum {t.quorum}, created in block {t.block_number}"
     )
     if lin.update is not None:
-        votes = tree.add("verdicts")
-        for v in lin.update.votes:
-            verdict = "[green]accept[/]" if v.accept else f"[red]reject: {reason_name(v.reason)}[/]"
-            votes.add(f"{v.validator}  {verdict}  (block {v.block_number})")
+        scores = tree.add(f"scores (consensus {score(lin.update.consensus)})")
+        for v in lin.update.scores:
+            why = f"  [red]reject: {reason_name(v.reason)}[/]" if v.reason else ""
+            scores.add(f"{v.validator}  {score(v.score)}{why}  (block {v.block_number})")
         if lin.used_in is not None:
             tree.add(f"used in the aggregate {lin.used_in.aggregate_cid} of round {lin.used_in.round}")
         if lin.rounds:
@@ -126,7 +143,8 @@ def verify(console: Console, report: VerifyReport) -> None:
         if a.role == "update":
             console.print(
                 f"[green]anchored[/] as update #{a.index} of {where} by {a.contributor}: [bold]{a.verdict}[/] "
-                f"({a.accept_votes} accept, {a.reject_votes} reject votes; block {a.block_number})"
+                f"(consensus {score(a.consensus)}; {a.positive_scores} positive, {a.other_scores} other scores; "
+                f"block {a.block_number})"
             )
         else:
             console.print(
@@ -144,40 +162,78 @@ def round_(console: Console, report: RoundReport) -> None:
         f"[bold]task {r.task_id} round {r.round}[/]: opened by {r.opened_by} in block {r.opened_block}"
     )
     console.print(f"base      {r.base_cid}")
-    if r.finalized:
+    if r.carried_over:
+        console.print(
+            f"[yellow]carried over[/] by {r.finalized_by} in block {r.finalized_block}: no aggregate, the model "
+            "is the base; reputations settled, no reward accrued"
+        )
+    elif r.finalized:
         console.print(
             f"aggregate {r.aggregate_cid}  ({len(r.accepted_indexes)} of {len(r.updates)} accepted; "
-            f"finalized by {r.aggregator} in block {r.finalized_block}; {amount(r.rewards_minted)} minted)"
+            f"finalized by {r.finalized_by} in block {r.finalized_block}; {amount(r.rewards_accrued)} accrued)"
         )
     else:
         console.print("[yellow]not finalized yet[/]")
-    table = Table("#")
-    table.add_column("contributor", overflow="fold")
-    table.add_column("update", overflow="fold")
-    for name in ("samples", "verdict", "votes"):
-        table.add_column(name)
+    # One column per validator of the set (v1, v2, … in set order, named in the validator table below): the
+    # table must stay readable on an 80-column terminal, so addresses are shortened and the update CIDs follow
+    # it (the full record is in --json).
+    table = Table("#", "contributor")
+    for k, _ in enumerate(r.validators, start=1):
+        table.add_column(f"v{k}", justify="right", overflow="fold")
+    table.add_column("consensus", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
     for u in r.updates:
-        votes = " ".join(
-            ("[green]✓[/]" if v.accept else f"[red]✗ {reason_name(v.reason)}[/]") + f" {short(v.validator)}"
-            for v in u.votes
-        )
+        by_validator = {v.validator: v for v in u.scores}
+        cells = []
+        for m in r.validators:
+            v = by_validator.get(m.validator)
+            if v is None:
+                cells.append("[dim]-[/]")
+            elif v.reason:
+                cells.append(f"[red]✗{score(v.score)}[/]")  # its reason is listed with the update's CID
+            else:
+                cells.append(score(v.score))
         style = {"accepted": "green", "rejected": "red"}.get(u.verdict, "yellow")
         table.add_row(
-            str(u.index), u.contributor, u.cid or "", str(u.num_samples), f"[{style}]{u.verdict}[/]", votes
+            str(u.index), short(u.contributor), *cells, score(u.consensus), f"[{style}]{u.verdict}[/]"
         )
     console.print(table)
-    if r.reputation:
-        settle = Table()
-        settle.add_column("account", overflow="fold")
-        for name in ("role", "reputation", "change", "reward"):
-            settle.add_column(name)
-        for c in r.reputation:
+    position = {m.validator: k for k, m in enumerate(r.validators, start=1)}
+    for u in r.updates:
+        rejects = ", ".join(
+            f"v{position.get(v.validator, '?')} {reason_name(v.reason)}" for v in u.scores if v.reason
+        )
+        console.print(
+            f"  #{u.index} {u.cid}  [dim]{u.num_samples} samples claimed[/]"
+            + (f"  [red]hard rejects: {rejects}[/]" if rejects else "")
+        )
+    if r.validators:
+        vt = Table("v", "validator")
+        for name in ("weight", "revealed", "distance", "reputation", "reward"):
+            vt.add_column(name, justify="right", no_wrap=True)
+        for k, m in enumerate(r.validators, start=1):
+            distance = "-" if m.distance is None else str(m.distance)
+            if m.absent:
+                distance = "[red]absent[/]"
+            revealed = "yes" if m.revealed else ("[red]no[/]" if m.committed else "[red]no commit[/]")
+            vt.add_row(
+                f"v{k}",
+                short(m.validator),
+                str(m.weight),
+                revealed,
+                distance,
+                "-" if m.reputation is None else str(m.reputation),
+                amount(m.reward),
+            )
+        console.print(vt)
+    contributors = [c for c in r.reputation if c.role == 0]
+    if contributors:
+        settle = Table("contributor")
+        for name in ("consensus", "reputation", "change", "reward"):
+            settle.add_column(name, justify="right", no_wrap=True)
+        for c in contributors:
             settle.add_row(
-                c.account,
-                ROLE_NAMES.get(c.role, str(c.role)),
-                str(c.reputation),
-                f"{c.delta:+d}",
-                amount(c.reward),
+                short(c.account), score(c.score), str(c.reputation), f"{c.delta:+d}", amount(c.reward)
             )
         console.print(settle)
     console.print(source_line(report.source))
@@ -188,38 +244,51 @@ def account(console: Console, report: AccountReport) -> None:
     console.print(f"[bold]{h.address}[/]  roles: {', '.join(h.roles) or 'none now'}")
     console.print(
         f"reputation: contributor {h.contributor_reputation if h.contributor_reputation is not None else '-'}, "
-        f"validator {h.validator_reputation if h.validator_reputation is not None else '-'}; "
-        f"rewards {amount(h.total_rewards)}"
-        + (f"; token balance {amount(report.balance)}" if report.balance is not None else "")
+        f"validator {h.validator_reputation if h.validator_reputation is not None else '-'}"
+    )
+    console.print(
+        f"rewards: {amount(h.total_rewards)} accrued, {amount(h.total_claimed)} claimed, "
+        f"{amount(h.unclaimed)} unclaimed"
+        + (f"; on chain: {amount(report.accrued)} unclaimed" if report.accrued is not None else "")
+        + (f", token balance {amount(report.balance)}" if report.balance is not None else "")
     )
     if h.submissions:
         table = Table("task", "round", "#")
         table.add_column("update", overflow="fold")
-        for name in ("samples", "verdict", "votes"):
+        for name in ("samples", "consensus", "verdict", "scores"):
             table.add_column(name)
         for u in h.submissions:
-            rejects = sorted({reason_name(v.reason) for v in u.votes if not v.accept})
+            rejects = _reasons(u)
             table.add_row(
                 str(u.task_id),
                 str(u.round),
                 str(u.index),
                 u.cid or "",
                 str(u.num_samples),
+                score(u.consensus),
                 u.verdict,
-                f"{u.accept_votes}✓ {u.reject_votes}✗" + (f" ({', '.join(rejects)})" if rejects else ""),
+                " ".join(score(v.score) for v in u.scores) + (f" ({', '.join(rejects)})" if rejects else ""),
             )
         console.print(table)
         console.print(f"{h.accepted_count} accepted, {h.rejected_count} rejected")
-    if h.votes:
-        console.print(f"{len(h.votes)} votes cast ({sum(1 for v in h.votes if not v.accept)} rejections)")
+    if h.scores:
+        rounds = len(set(h.score_rounds))
+        hard = sum(1 for v in h.scores if v.reason)
+        console.print(f"{len(h.scores)} scores revealed in {rounds} rounds ({hard} hard rejects)")
     if h.reputation:
-        table = Table("when", "task", "round", "role", "reputation", "change", "reward")
+        table = Table("when", "task", "round", "role", "reputation", "change", "consensus/distance", "reward")
         for c in h.reputation:
             when = (
                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(c.timestamp))
                 if c.timestamp
                 else f"#{c.block_number}"
             )
+            if not c.round:
+                say = "-"
+            elif c.role == 0:
+                say = score(c.score)
+            else:
+                say = "absent" if c.absent else str(c.distance)
             table.add_row(
                 when,
                 str(c.task_id),
@@ -227,13 +296,30 @@ def account(console: Console, report: AccountReport) -> None:
                 ROLE_NAMES.get(c.role, str(c.role)),
                 str(c.reputation),
                 f"{c.delta:+d}",
+                say,
                 amount(c.reward),
             )
+        console.print(table)
+    if h.claims:
+        table = Table("block", "claimed")
+        for cl in h.claims:
+            table.add_row(str(cl.block_number), amount(cl.amount))
         console.print(table)
     console.print(source_line(report.source))
 
 
-__all__ = ["account", "amount", "cid_of", "lineage", "replay", "round_", "short", "source_line", "verify"]
+__all__ = [
+    "account",
+    "amount",
+    "cid_of",
+    "lineage",
+    "replay",
+    "round_",
+    "score",
+    "short",
+    "source_line",
+    "verify",
+]
 
 
 def replay(console: Console, report: Any) -> None:
@@ -242,7 +328,10 @@ def replay(console: Console, report: Any) -> None:
         f"updates on base {report.base_cid}"
     )
     for item in report.inputs:
-        console.print(f"  {item['cid']}  {item['contributor']}  {item['num_samples']} samples")
+        console.print(
+            f"  {item['cid']}  {item['contributor']}  weight {item['weight']} (consensus)  "
+            f"[dim]{item['num_samples']} samples claimed[/]"
+        )
     console.print(f"on chain   {report.onchain_cid}")
     if report.recomputed_cid is not None:
         console.print(f"recomputed {report.recomputed_cid}  ({report.seconds:.2f} s)")

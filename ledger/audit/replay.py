@@ -1,9 +1,11 @@
 """`audit replay`: recompute a round's aggregate exactly as the aggregator did, and compare CIDs.
 
 The accepted updates and the base are fetched from the content store (every block checked against its CID),
-opened with the same reader, aggregated by the same streaming driver with the rule recorded in the round's
-``RoundFinalized`` event, and written by the same aggregate-file writer: the same inputs give the same bytes,
-so an honest aggregator's CID is reproduced bit for bit. Memory grows with the model, not with the number of
+opened with the same reader, weighted by their consensus scores from the round's ``RoundFinalized`` settlements
+(protocol R5: never by the claimed sample counts), aggregated by the same streaming driver with the rule recorded
+in that event, and written by the same aggregate-file writer: the same inputs give the same bytes, so an honest
+aggregator's CID is reproduced bit for bit. A carried-over round has no aggregate of its own: it replays to its
+base. Memory grows with the model, not with the number of
 updates; the files live in a temporary directory removed afterwards (``keep`` copies the aggregate out first).
 """
 
@@ -21,7 +23,9 @@ from ledger.errors import NotFound
 from ledger.exit_codes import ExitCode
 
 if TYPE_CHECKING:
+    from ledger.aggregation import Contribution, TensorSource
     from ledger.audit.source import Source, SourceInfo
+    from ledger.index.models import Round
     from ledger.settings import Settings
 
 
@@ -46,10 +50,11 @@ class ReplayReport:
     seconds: float = 0.0
     kept: str | None = None
     notes: list[str] = field(default_factory=list)
+    carried_over: bool = False  # finalizeCarryOver: the base is the round's model, nothing was aggregated
 
     @property
     def status(self) -> str:
-        if not self.inputs:
+        if self.carried_over or not self.inputs:
             return "carried-over" if self.onchain_cid == self.base_cid else "mismatch"
         return "match" if self.recomputed_cid == self.onchain_cid else "mismatch"
 
@@ -66,6 +71,7 @@ class ReplayReport:
             "onchain_cid": self.onchain_cid,
             "recomputed_cid": self.recomputed_cid,
             "status": self.status,
+            "carried_over": self.carried_over,
             "inputs": self.inputs,
             "seconds": round(self.seconds, 3),
             "kept": self.kept,
@@ -77,7 +83,7 @@ class ReplayReport:
 def replay(
     source: Source, settings: Settings, task_id: int, round_: int, *, keep: Path | None = None
 ) -> ReplayReport:
-    from ledger.aggregation import AggregationSpec, Contribution, prepare
+    from ledger.aggregation import AggregationSpec, prepare
     from ledger.aggregation.output import write_aggregation
     from ledger.content import cid_to_digest, fetch_to_file, open_store
     from ledger.updatefile import UpdateFile
@@ -92,16 +98,31 @@ def replay(
         raise RoundNotFinalized(task_id, round_)
     spec = AggregationSpec.decode(detail.rule, detail.rule_param)
     base_cid = detail.base_cid or ""
-    accepted = detail.accepted_updates
+    accepted = [] if detail.carried_over else detail.accepted_updates
+    weights = {} if detail.carried_over else round_weights(detail)
     report = ReplayReport(
         task_id,
         round_,
         str(spec),
         base_cid,
         detail.aggregate_cid,
-        [{"cid": u.cid, "contributor": u.contributor, "num_samples": u.num_samples} for u in accepted],
+        [
+            {
+                "cid": u.cid,
+                "contributor": u.contributor,
+                "weight": weights[u.index],
+                "num_samples": u.num_samples,
+            }
+            for u in accepted
+        ],
         source.info,
+        carried_over=detail.carried_over,
     )
+    if detail.carried_over:
+        report.notes.append(
+            f"carried over by {detail.finalized_by} after the grace: no aggregate was made, the model is the base"
+        )
+        return report
     if not accepted:
         report.notes.append("no update was accepted: the model carried over, the aggregate is the base")
         return report
@@ -121,9 +142,10 @@ def replay(
             with contextlib.ExitStack() as stack:
                 base = stack.enter_context(UpdateFile.open(base_path))
                 contributions = [
-                    Contribution(
+                    contribution(
                         cid_to_digest(u.cid or ""),
-                        source=stack.enter_context(UpdateFile.open(p)),
+                        stack.enter_context(UpdateFile.open(p)),
+                        weight=weights[u.index],
                         num_samples=u.num_samples,
                     )
                     for u, p in zip(accepted, paths, strict=True)
@@ -139,3 +161,21 @@ def replay(
         store.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def round_weights(detail: Round) -> dict[int, int]:
+    """``{update index: FedAvg weight}`` of a finalized round: the consensus of each accepted update, read from
+    the settlements, through the one weight source the aggregator uses too (``consensus_weights``)."""
+    from ledger.aggregation import consensus_weights
+    from ledger.chain.types import bitmap
+
+    consensus = [u.consensus if u.consensus is not None else 0 for u in detail.updates]
+    return consensus_weights(consensus, bitmap(detail.accepted_indexes))
+
+
+def contribution(digest: bytes, source: TensorSource, *, weight: int, num_samples: int) -> Contribution:
+    """One accepted update as the aggregation driver takes it: weighted by its consensus; the sample count rides
+    along for the record only (protocol R2)."""
+    from ledger.aggregation import Contribution
+
+    return Contribution(digest, source=source, weight=weight, num_samples=num_samples)

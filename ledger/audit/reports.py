@@ -3,8 +3,8 @@
 
     lineage(source, cid)            the model's history back to genesis, with every link checked
     verify(source, path, ...)       a file's CID and where it is anchored (or not)
-    round_detail(source, task, r)   one round: updates, votes, outcome, settlement
-    account(source, address)        a member's submissions, votes, reputation over time, rewards
+    round_detail(source, task, r)   one round: validator set, updates with scores, consensus, outcome, settlement
+    account(source, address)        a member's submissions with consensus, scores revealed, reputation, rewards
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class UnknownAccount(NotFound):
     def __init__(self, address: str) -> None:
         self.address = address
         super().__init__(
-            f"{address} has no record on this ledger: no role, submission, vote or reward",
+            f"{address} has no record on this ledger: no role, submission, score or reward",
             hint="check the address, or that the index is up to date",
         )
 
@@ -194,6 +194,7 @@ class AccountReport:
     history: AccountHistory
     source: SourceInfo
     balance: int | None = None  # token balance on chain, when the chain was reachable
+    accrued: int | None = None  # rewards accrued and not claimed yet, on chain, when reachable
 
     exit_code = ExitCode.OK
 
@@ -201,6 +202,7 @@ class AccountReport:
         return {
             "account": self.history.to_dict(),
             "token_balance": self.balance,
+            "accrued_on_chain": self.accrued,
             "source": self.source.to_dict(),
         }
 
@@ -212,10 +214,11 @@ def account(source: Source, address_text: str) -> AccountReport:
     history = source.queries.account(address)
     if not history.known:
         raise UnknownAccount(address)
-    balance = None
+    balance = accrued = None
     if source.client is not None and source.client.token_abi:
         try:
             balance = source.client.token_client().balance_of(address)
-        except Exception:  # the balance is a convenience; the history stands without it
-            balance = None
-    return AccountReport(history, source.info, balance)
+            accrued = source.client.accrued(address)
+        except Exception:  # the chain's figures are a convenience; the history stands without them
+            balance = accrued = None
+    return AccountReport(history, source.info, balance, accrued)

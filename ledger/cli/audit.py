@@ -75,8 +75,8 @@ def lineage(
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """The history of a model back to its task's genesis: rounds, accepted updates, contributors, every vote
-    with its reason, the rule. Exit 0 when every link holds, 3 when one does not, 4 when the CID is not anchored."""
+    """The history of a model back to its task's genesis: rounds, accepted updates, contributors, every
+    validator's score and reason, each update's consensus, the rule. Exit 0 when every link holds, 3 when one does not, 4 when the CID is not anchored."""
     from ledger.audit import render, reports
 
     reports.parse_digest(cid)  # a CID that does not parse fails before any service is touched
@@ -137,8 +137,9 @@ def round_command(
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """One round in full: base, updates with every vote and reason, the accepted set, the aggregate, the
-    reputation changes and rewards it settled."""
+    """One round in full: base, per update each validator's score and reason, the consensus and whether it was
+    accepted, the aggregate (or the carry-over), and per validator its weight, distance to the consensus or
+    absence, reputation and reward accrued."""
     from ledger.audit import render, reports
 
     source = _source(_settings(index_url), trustless=trustless, no_sync=no_sync)
@@ -158,7 +159,8 @@ def contributor(
     index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """A member's history: submissions with verdicts, votes cast, reputation over time, rewards."""
+    """A member's history: submissions with their consensus scores and verdicts, scores revealed, reputation
+    over time, rewards accrued and claimed."""
     from ledger.audit import render, reports
     from ledger.audit.errors import parse_address
 

@@ -133,9 +133,30 @@ def test_round_and_its_bad_input(h: Consortium, cli: Any) -> None:
     result = cli("audit", "round", "1", "2", "--json")
     assert result.code == ExitCode.OK
     detail = result.json["round"]
+    r2 = h.rounds[1]
     assert detail["accepted_indexes"] == [0, 2, 3]
     assert len(detail["updates"]) == 4
-    assert cli("audit", "round", "1", "2").out.count("rejected") >= 1
+    assert [u["consensus"] for u in detail["updates"]] == r2.consensus
+    assert [[(v["validator"], v["score"]) for v in u["scores"]] for u in detail["updates"]] == [
+        [(v, r2.sheets[v].scores[i]) for v in r2.revealed] for i in range(4)
+    ]
+    assert detail["updates"][1]["scores"][0]["reason_name"] == "norm-outlier"
+    assert detail["updates"][2]["accepted"] is True
+    assert [m["validator"] for m in detail["validators"]] == r2.validators
+    assert all(m["absent"] is False and m["distance"] is not None for m in detail["validators"])
+    assert detail["validators"][0]["distance"] > detail["validators"][1]["distance"]
+    assert sum(m["reward"] for m in detail["validators"]) > 0
+    human = cli("audit", "round", "1", "2").out
+    assert human.count("rejected") >= 1
+    assert "norm-outlier" in human
+    assert "+0.4500" in human  # validator 1's score of update 2: 2000 + 1000 + 2 x 250
+    assert "distance" in human
+    absent = cli("audit", "round", "1", "1", "--json").json["round"]
+    assert [m["absent"] for m in absent["validators"]] == [False, False, True]
+    assert "absent" in cli("audit", "round", "1", "1").out
+    carried = cli("audit", "round", "1", "4")
+    assert "carried over" in carried.out
+    assert cli("audit", "round", "1", "4", "--json").json["round"]["carried_over"] is True
     missing = cli("audit", "round", "1", "9")
     assert missing.code == ExitCode.NOT_FOUND
     assert "no round 9" in missing.err
@@ -154,11 +175,24 @@ def test_contributor_and_its_bad_input(h: Consortium, cli: Any) -> None:
         "accepted",
         "rejected",
         "rejected",
+        "rejected",
         "pending",
     ]
-    assert data["token_balance"] == data["account"]["total_rewards"]
+    assert [s["consensus"] for s in data["account"]["submissions"]] == [
+        r.consensus[1] for r in h.rounds[:4]
+    ] + [None]
+    # Never claimed: everything it earned is still accrued on chain, none minted.
+    assert data["accrued_on_chain"] == data["account"]["total_rewards"] == data["account"]["unclaimed"] > 0
+    assert (data["token_balance"], data["account"]["total_claimed"]) == (0, 0)
     human = cli("audit", "contributor", address)
-    assert "1 accepted, 2 rejected" in human.out
+    assert "1 accepted, 3 rejected" in human.out
+    assert "unclaimed" in human.out
+    claimer = cli("audit", "contributor", h.contributors[0][0], "--json").json
+    assert (
+        claimer["token_balance"] == claimer["account"]["total_claimed"] == claimer["account"]["total_rewards"]
+    )
+    assert claimer["accrued_on_chain"] == claimer["account"]["unclaimed"] == 0
+    assert len(claimer["account"]["claims"]) == 1
     bad = cli("audit", "contributor", "0x1234", rpc="http://127.0.0.1:9")
     assert bad.code == ExitCode.USAGE
     assert "not an Ethereum address" in bad.err
@@ -172,12 +206,15 @@ def test_export_formats(h: Consortium, cli: Any, tmp_path: Path) -> None:
     assert as_json.code == ExitCode.OK
     data = json.loads(as_json.out)
     assert data["verified"] is True
-    assert len(data["rounds"]) == 4
+    assert len(data["rounds"]) == 5
+    assert data["rounds"][3]["carried_over"] is True
     as_csv = cli("audit", "export", "--task", "1", "--format", "csv")
     lines = as_csv.out.strip().splitlines()
     assert lines[0].startswith("task_id,round,base_cid")
-    assert len(lines) == 1 + 14
-    assert sum("rejected" in line for line in lines) == 1 + 4  # round 2's update 1, round 3's four
+    assert "consensus,scores" in lines[0]
+    assert len(lines) == 1 + 18
+    # round 2's update 1, round 3's four, round 4's four (carried over: nothing accepted)
+    assert sum("rejected" in line for line in lines) == 1 + 4 + 4
     out = tmp_path / "report.html"
     as_html = cli("audit", "export", "--task", "1", "-o", str(out))
     assert as_html.code == ExitCode.OK
@@ -192,15 +229,15 @@ def test_export_formats(h: Consortium, cli: Any, tmp_path: Path) -> None:
 
 
 def _anchor_files(h: Consortium, tmp_path: Path) -> tuple[Path, Path]:
-    """A genesis model of a new task 2 and an update submitted to task 1 round 4, as real files."""
+    """A genesis model of a new task 2 and an update submitted to task 1 round 5, as real files."""
     genesis = tmp_path / "genesis.safetensors"
     write_aggregate(genesis, {"w": np.arange(6, dtype=np.float32)}, GenesisMeta(model="tiny"))
     h.create_task(genesis=cid_to_digest(cid_of_file(genesis)))
     contributor, key = h.contributors[2]
     upd = tmp_path / "update.safetensors"
-    meta = UpdateMeta(task=1, round=4, base=cid_of_file(genesis), contributor=contributor, num_samples=3)
+    meta = UpdateMeta(task=1, round=5, base=cid_of_file(genesis), contributor=contributor, num_samples=3)
     write_update(upd, {"w": np.ones(6, dtype=np.float32)}, meta)
-    h.client(key).submit_update(1, 4, cid_to_digest(cid_of_file(upd)), 3)
+    h.client(key).submit_update(1, 5, cid_to_digest(cid_of_file(upd)), 3)
     return genesis, upd
 
 
@@ -214,7 +251,7 @@ def test_verify_a_file(h: Consortium, cli: Any, tmp_path: Path) -> None:
     assert data["metadata"]["model"] == "tiny"
     as_update = cli("audit", "verify", str(upd))
     assert as_update.code == ExitCode.OK
-    assert "update #2 of task 1 round 4" in as_update.out
+    assert "update #2 of task 1 round 5" in as_update.out
     assert "pending" in as_update.out
     assert cli("audit", "verify", str(genesis), "--task", "2", "--round", "0").code == ExitCode.OK
     mismatch = cli("audit", "verify", str(upd), "--task", "2", "--round", "0", "--json")
@@ -227,7 +264,7 @@ def test_verify_a_file(h: Consortium, cli: Any, tmp_path: Path) -> None:
     assert "not anchored" in unanchored.out
     assert cli("audit", "verify", str(tmp_path / "missing.bin")).code == ExitCode.NOT_FOUND
     assert cli("audit", "verify", str(genesis), "--task", "2").code == ExitCode.USAGE
-    not_final = cli("audit", "verify", str(upd), "--task", "1", "--round", "4")
+    not_final = cli("audit", "verify", str(upd), "--task", "1", "--round", "5")
     assert not_final.code == ExitCode.NOT_FOUND
     assert "not finalized" in not_final.err
 
@@ -239,7 +276,7 @@ def test_index_follow_status_and_a_lagging_index(h: Consortium, cli: Any) -> Non
     status = cli("index", "status", "--json")
     assert status.code == ExitCode.OK
     assert status.json["behind"] == 0
-    h.client(h.contributors[3][1]).submit_update(1, 4, fake_digest("late"), 1)
+    h.client(h.contributors[3][1]).submit_update(1, 5, fake_digest("late"), 1)
     lagging = cli("index", "status")
     assert "1 blocks behind" in lagging.out
     stale = cli("audit", "lineage", hx(h.rounds[1].aggregate), "--no-sync")

@@ -1,5 +1,6 @@
-"""`meshprov audit replay`: real update files in a local store, a round aggregated as the aggregator does it,
-and the replay reproducing (or refuting) the CID the chain records."""
+"""`meshprov audit replay`: real update files in a local store, a round aggregated as the aggregator does it
+(FedAvg weighted by the consensus scores), and the replay reproducing (or refuting) the CID the chain records;
+carried-over rounds replay to their base."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from ledger.aggregation import AggregationSpec, Contribution, prepare
 from ledger.aggregation.output import write_aggregation
 from ledger.chain.client import connect_web3
+from ledger.chain.scores import REJECT
 from ledger.cli.app import main
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
@@ -25,7 +27,7 @@ from tests.support.chain import Consortium, chain_snapshot, fake_digest
 
 pytestmark = pytest.mark.anvil
 
-SPEC = AggregationSpec.trimmed_mean("0.25")
+SPEC = AggregationSpec.fedavg()
 
 
 def _updates(
@@ -47,8 +49,15 @@ def _updates(
 
 
 def _aggregate_like_the_worker(
-    store: LocalStore, work: Path, base_cid: str, chosen: list[tuple[str, int]], task_id: int
+    store: LocalStore,
+    work: Path,
+    base_cid: str,
+    chosen: list[tuple[str, int]],
+    task_id: int,
+    weights: list[int],
 ) -> str:
+    """The aggregate of ``chosen`` (cid, samples) weighted by ``weights``, written and stored as the worker
+    does it."""
     paths = {}
     for cid, _ in chosen:
         paths[cid] = work / f"in-{cid}.safetensors"
@@ -59,8 +68,8 @@ def _aggregate_like_the_worker(
         files = [UpdateFile.open(paths[cid]) for cid, _ in chosen]
         try:
             contributions = [
-                Contribution(cid_to_digest(cid), source=f, num_samples=n)
-                for (cid, n), f in zip(chosen, files, strict=True)
+                Contribution(cid_to_digest(cid), source=f, weight=w, num_samples=n)
+                for (cid, n), f, w in zip(chosen, files, weights, strict=True)
             ]
             agg = prepare(base, contributions, SPEC)
             written = write_aggregation(
@@ -72,8 +81,12 @@ def _aggregate_like_the_worker(
     return store.put_file(written.path)
 
 
-def _reject_second(_v: int, i: int, _r: int) -> int:
-    return int(Reason.NORM_OUTLIER) if i == 1 else 0
+def _reject_second(v: int, i: int, _r: int) -> int | tuple[int, int]:
+    """Update 1 hard-rejected by everyone; the others scored apart enough that weighing by consensus and
+    weighing by samples (10, 12, 13) give different aggregates."""
+    if i == 1:
+        return (REJECT, int(Reason.NORM_OUTLIER))
+    return 500 * (i + 1) ** 2 + 100 * v
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +95,8 @@ def round_with_files(
     dev_keys: list[tuple[str, str]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Any:
-    """Task 1 (trimmed mean 25 %) with a genesis file; round 1 of real updates, update 1 rejected, finalized
-    with the honestly recomputed aggregate. Yields (consortium, data_dir, chosen inputs)."""
+    """Task 1 (FedAvg) with a genesis file; round 1 of real updates, update 1 rejected, finalized with the
+    honestly recomputed aggregate (weighted by consensus). Yields (consortium, data_dir, updates, aggregate)."""
     data_dir = tmp_path_factory.mktemp("replay")
     work = data_dir / "work"
     work.mkdir()
@@ -110,13 +123,21 @@ def round_with_files(
         updates = _updates(store, work, c, task_id, base_cid)
         record = c.run_round(
             task_id,
-            verdict=_reject_second,
+            scores=_reject_second,
             digests=[cid_to_digest(cid) for cid, _ in updates],
             num_samples=[n for _, n in updates],
             finalize=False,
         )
         chosen = [updates[i] for i in (0, 2, 3)]
-        aggregate_cid = _aggregate_like_the_worker(store, work, base_cid, chosen, task_id)
+        tally = c.client().tally(task_id, record.round, block="latest")
+        weights = [tally.consensus[i] for i in (0, 2, 3)]
+        assert weights == [_reject_second(1, i, 1) for i in (0, 2, 3)]  # the median validator's scores
+        aggregate_cid = _aggregate_like_the_worker(store, work, base_cid, chosen, task_id, weights)
+        # The v1 way (weights = claimed samples) writes another file: the replay can tell them apart.
+        by_samples = _aggregate_like_the_worker(
+            store, work, base_cid, chosen, task_id, [n for _, n in chosen]
+        )
+        assert by_samples != aggregate_cid
         c.finalize(record, cid_to_digest(aggregate_cid))
         c.record.write(data_dir / "deployment.json")
         store.close()
@@ -158,9 +179,12 @@ def test_replay_reproduces_the_aggregate(round_with_files: Any, cli: Any, tmp_pa
     assert report["status"] == "match"
     assert report["recomputed_cid"] == report["onchain_cid"] == aggregate_cid
     assert [i["cid"] for i in report["inputs"]] == [updates[i][0] for i in (0, 2, 3)]
-    assert report["rule"].startswith("trimmed-mean")
+    assert [i["weight"] for i in report["inputs"]] == [_reject_second(1, i, 1) for i in (0, 2, 3)]
+    assert [i["num_samples"] for i in report["inputs"]] == [updates[i][1] for i in (0, 2, 3)]
+    assert report["carried_over"] is False
+    assert report["rule"].startswith("fedavg")
     with UpdateFile.open(kept) as f:
-        assert sorted(f.metadata.to_dict()["inputs"]) == sorted(updates[i][0] for i in (0, 2, 3))  # type: ignore[arg-type]
+        assert sorted(f.metadata.to_dict()["inputs"]) == sorted(updates[i][0] for i in (0, 2, 3))
     human = cli("audit", "replay", "1", "1", "--trustless")
     assert human[0] == ExitCode.OK
     assert "MATCH" in human[1]
@@ -178,9 +202,9 @@ def test_replay_refutes_a_dishonest_aggregate(round_with_files: Any, cli: Any, w
     assert report["recomputed_cid"] != report["onchain_cid"]
 
 
-def test_replay_of_a_carried_over_round_and_bad_rounds(round_with_files: Any, cli: Any) -> None:
+def test_replay_of_a_round_that_accepted_nothing_and_bad_rounds(round_with_files: Any, cli: Any) -> None:
     c = round_with_files[0]
-    c.run_round(1, verdict=lambda v, i, r: int(Reason.NON_FINITE))  # nothing accepted
+    c.run_round(1, scores=lambda v, i, r: (REJECT, int(Reason.NON_FINITE)))  # nothing accepted
     code, out, _ = cli("audit", "replay", "1", "2", "--json")
     assert code == ExitCode.OK
     assert json.loads(out)["status"] == "carried-over"
@@ -188,6 +212,22 @@ def test_replay_of_a_carried_over_round_and_bad_rounds(round_with_files: Any, cl
     assert open_round[0] == ExitCode.NOT_FOUND
     assert "not finalized" in open_round[2]
     assert cli("audit", "replay", "1", "9")[0] == ExitCode.NOT_FOUND
+
+
+def test_a_round_carried_over_after_the_grace_replays_to_its_base(round_with_files: Any, cli: Any) -> None:
+    c, _, updates, _ = round_with_files
+    # Every update is accepted by the scores, but no aggregator finalizes: a member carries the round over.
+    record = c.run_round(1, digests=[cid_to_digest(cid) for cid, _ in updates], finalize=False)
+    c.carry_over(record)
+    code, out, _ = cli("audit", "replay", "1", "2", "--json")
+    assert code == ExitCode.OK
+    report = json.loads(out)
+    assert (report["status"], report["carried_over"]) == ("carried-over", True)
+    assert report["onchain_cid"] == report["base_cid"]
+    assert report["inputs"] == []
+    assert report["recomputed_cid"] is None
+    human = cli("audit", "replay", "1", "2")
+    assert "carried over by" in human[1]
 
 
 def test_replay_reports_content_missing_from_the_store(round_with_files: Any, cli: Any) -> None:
