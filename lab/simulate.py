@@ -1,8 +1,8 @@
 """An in-memory FedAvg simulation over the nodes' deltas: no chain, no store, no workers.
 
 It answers "do these defaults train?" in seconds, and is the reference curve the full pipeline should match.
-Aggregation is the ledger's own FedAvg rule (:func:`ledger.aggregation.rules.fedavg`): inputs in a fixed order,
-weights by num_samples, float64 accumulation, cast to the base's dtype. This is protocol v1's weighting, which a
+Aggregation is FedAvg by num_samples over the ledger's deterministic sum (``rules.weighted_sum`` of
+``ledger.aggregation``): inputs in a fixed order, float64 accumulation, cast to the base's dtype. This is protocol v1's weighting, which a
 member's claim steers: a ``sample-inflation`` node claims ``max_samples`` here, to show what R2 (docs/protocol.md)
 takes away; the v2 pipeline (``lab.experiment``) weights by consensus instead.
 """
@@ -24,23 +24,23 @@ from node.training import TrainConfig, apply_delta, default_config, evaluate, lo
 
 
 def fedavg(deltas: Sequence[Mapping[str, np.ndarray]], weights: Sequence[int]) -> StateDict:
-    """FedAvg of ``deltas`` by sample counts with the ledger's own rule (float64, list order), cast to the
-    dtype of the first delta: the aggregator's arithmetic, without the update files."""
-    from ledger.aggregation.errors import BadSampleCount
-    from ledger.aggregation.rules import fedavg as fedavg_rule
+    """FedAvg of ``deltas`` weighted by sample counts (protocol v1's weighting, which the ledger's rule no longer
+    takes: it weighs by consensus, 1..10,000), with the ledger's deterministic sum (float64, list order), cast to
+    the dtype of the first delta."""
+    from ledger.aggregation.rules import weighted_sum
 
     if not deltas:
         raise InvalidParameter("deltas", [], "fedavg needs at least one update")
     if len(weights) != len(deltas):
         raise InvalidParameter("weights", list(weights), "need one weight per delta")
     counts = [int(w) for w in weights]
-    try:
-        return {
-            key: fedavg_rule([d[key] for d in deltas], counts).astype(first.dtype)
-            for key, first in deltas[0].items()
-        }
-    except BadSampleCount as exc:
-        raise InvalidParameter("weights", counts, str(exc)) from None
+    if any(c < 1 for c in counts) or sum(counts) >= 2**53:
+        raise InvalidParameter("weights", counts, "sample counts are positive and sum below 2**53")
+    total = float(sum(counts))
+    return {
+        key: (weighted_sum([d[key] for d in deltas], [float(c) for c in counts]) / total).astype(first.dtype)
+        for key, first in deltas[0].items()
+    }
 
 
 Aggregator = Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[int]], StateDict]
