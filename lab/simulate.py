@@ -2,9 +2,9 @@
 
 It answers "do these defaults train?" in seconds, and is the reference curve the full pipeline should match.
 Aggregation is FedAvg by num_samples over the ledger's deterministic sum (``rules.weighted_sum`` of
-``ledger.aggregation``): inputs in a fixed order, float64 accumulation, cast to the base's dtype. This is protocol v1's weighting, which a
-member's claim steers: a ``sample-inflation`` node claims ``max_samples`` here, to show what R2 (docs/protocol.md)
-takes away; the v2 pipeline (``lab.experiment``) weights by consensus instead.
+``ledger.aggregation``): inputs in a fixed order, float64 accumulation, cast to the base's dtype. This is
+protocol v1's weighting, which a member's claim steers: a ``sample-inflation`` node claims ``max_samples`` here,
+to show what R2 (docs/protocol.md) takes away; the v2 pipeline (``lab.experiment``) weights by consensus instead.
 """
 
 from __future__ import annotations
