@@ -460,6 +460,8 @@ class RoundResult:
     """The consensus score per update index."""
     scores: list[list[int]] = field(default_factory=list)
     """Each validator's revealed scores (validator-set order, then update index)."""
+    revealed_reasons: list[list[int]] = field(default_factory=list)
+    """Each validator's revealed reason codes (an honest one's include its own loss gate; 0 for a Byzantine one)."""
     distances: list[int] = field(default_factory=list)
     """Each validator's distance to the consensus (mean capped |s − c|)."""
     validator_pay: list[int] = field(default_factory=list)
@@ -880,24 +882,30 @@ def score_round(
     malicious: Sequence[int],
     previous_consensus: Mapping[int, int],
     round_: int,
-) -> tuple[list[int], list[list[int]]]:
-    """(hard-check reason per update, every validator's scores): what each validator reveals."""
+) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """(hard-check reason per update, every validator's scores, every validator's reasons): what each reveals."""
     n = len(published)
     if not config.pipeline.checked:
-        return [0] * n, [[SCORE_ONE] * n for _ in range(config.validators)]
+        return (
+            [0] * n,
+            [[SCORE_ONE] * n for _ in range(config.validators)],
+            [[0] * n for _ in range(config.validators)],
+        )
     judgement = judge_files(
         files.paths, base_path=base_path, records=files.records, limits=limits, history=history
     )
     byzantine = set(config.byzantine_set)
     authors = [p.node for p in published]
-    scores = []
+    scores: list[list[int]] = []
+    reasons: list[list[int]] = []
     for v in range(config.validators):
         if v in byzantine:
             attack = ValidatorAttack(str(config.validator_attack))
             seed = int(np.random.default_rng([config.seed, round_, v]).integers(2**63))
             scores.append(byzantine_scores(attack, authors, malicious, previous_consensus, seed=seed))
+            reasons.append([0] * n)
         else:
-            mine, _ = honest_scores(
+            mine, why = honest_scores(
                 config,
                 base_path=base_path,
                 paths=files.paths,
@@ -907,7 +915,8 @@ def score_round(
                 validator=roles.validators[v],
             )
             scores.append(mine)
-    return judgement.reasons, scores
+            reasons.append(why)
+    return judgement.reasons, scores, reasons
 
 
 def run_experiment(
@@ -954,7 +963,7 @@ def run_experiment(
         published = publish_round(config, federation, base, r, malicious, previous=previous)
         files = _write_round(config, roles, published=published, base_cid=base_cid, round_=r, where=round_dir)
         weights = book.freeze(roles.validators)  # the validator set's weights, frozen at round open
-        reasons, scores = score_round(
+        reasons, scores, revealed_reasons = score_round(
             config,
             published,
             files,
@@ -1017,6 +1026,7 @@ def run_experiment(
             cids=files.cids,
             consensus=consensus,
             scores=scores,
+            revealed_reasons=revealed_reasons,
             distances=[s.distance for s in validators],
             validator_pay=[s.reward for s in validators],
             validator_reputations=[book.reputation(v, Role.VALIDATOR) for v in roles.validators],

@@ -62,6 +62,7 @@ def test_a_scale_attacker_is_rejected_by_every_validator_earns_nothing_and_loses
         assert len(r.scores) == 3  # the default validator set
         assert r.consensus[-2:] == [-SCORE_ONE] * 2
         assert all(scores[-2:] == [-SCORE_ONE] * 2 for scores in r.scores)
+        assert all(reasons[-2:] == r.reasons[-2:] for reasons in r.revealed_reasons)  # each reveals the code
         assert not set(r.accepted) & set(result.malicious)
         assert sum(r.rewards.values()) <= CONTRIBUTOR_SHARE
         assert sum(r.rewards.values()) > CONTRIBUTOR_SHARE - len(r.accepted)  # only rounding dust is kept
