@@ -1,8 +1,8 @@
 """Members as the API's response models: the leaderboard (ranking and rows) and one member's page.
 
 The figures come from the index's queries: every member's from the incremental fold (``Queries.members``), one
-member's record from ``Queries.member`` (its own rows only: its submissions with the votes on them, reputation,
-rewards, its votes counted by reason). Here they are ranked and shaped for the pages.
+member's record from ``Queries.member`` (its own rows only: its submissions with the scores on them and their
+consensus, reputation, rewards accrued and claimed, its revealed scores counted by reason). Here they are ranked and shaped for the pages.
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ from typing import Literal
 
 from ledger.dashboard import formatting as fmt
 from ledger.dashboard.models import (
+    ClaimPoint,
     Contributor,
     LeaderboardRow,
     ReputationPoint,
     RewardPoint,
+    ScoreSummary,
     SubmissionRow,
-    VoteSummary,
 )
 from ledger.dashboard.views import reason_counts, reject_reasons
-from ledger.index.models import Member, MemberRecord, VoteTally
+from ledger.index.models import Member, MemberRecord, ScoreTally
 
-SORTS = ("rewards", "reputation", "accepted", "rejected", "submissions", "votes", "address")
+SORTS = ("rewards", "reputation", "accepted", "rejected", "submissions", "scores", "address")
 RoleFilter = Literal["contributor", "validator", "all"]
 
 
@@ -40,7 +41,7 @@ def ranked(all_members: dict[str, Member], role: RoleFilter, sort: str) -> list[
         "accepted": lambda m: (-m.accepted, m.rejected, m.address),
         "rejected": lambda m: (-m.rejected, m.address),
         "submissions": lambda m: (-m.submissions, m.address),
-        "votes": lambda m: (-m.votes, m.address),
+        "scores": lambda m: (-m.scores, m.address),
         "address": lambda m: (m.address.lower(),),
     }
     return sorted(chosen, key=keys[sort])
@@ -55,17 +56,19 @@ def row(rank: int, m: Member) -> LeaderboardRow:
         validator_reputation=m.validator_reputation,
         rewards=str(m.rewards),
         rewards_mesh=fmt.mesh(m.rewards),
+        claimed=str(m.claimed),
+        claimed_mesh=fmt.mesh(m.claimed),
         submissions=m.submissions,
         accepted=m.accepted,
         rejected=m.rejected,
         pending=m.pending,
-        votes=m.votes,
+        scores=m.scores,
     )
 
 
 def contributor(record: MemberRecord) -> Contributor:
-    """One member's page: submissions (newest first) with verdicts and reasons, reputation and rewards over time,
-    a summary of the votes cast."""
+    """One member's page: submissions (newest first) with their consensus, verdicts and reasons, reputation and
+    rewards (accrued and claimed) over time, a summary of the scores it revealed."""
     times = record.block_times
     submissions = [
         SubmissionRow(
@@ -75,8 +78,9 @@ def contributor(record: MemberRecord) -> Contributor:
             cid=u.cid or "",
             num_samples=u.num_samples,
             verdict=u.verdict,
-            accept_votes=u.accept_votes,
-            reject_votes=u.reject_votes,
+            consensus=u.consensus,
+            positive_scores=u.positive_scores,
+            other_scores=u.other_scores,
             reasons=reject_reasons(u),
             block_number=u.block_number,
             timestamp=times.get(u.block_number),
@@ -95,6 +99,9 @@ def contributor(record: MemberRecord) -> Contributor:
                 delta=c.delta,
                 block_number=c.block_number,
                 timestamp=c.timestamp,
+                score=c.score,
+                distance=c.distance,
+                absent=c.absent,
             )
         )
         latest[c.role] = c.reputation
@@ -114,6 +121,19 @@ def contributor(record: MemberRecord) -> Contributor:
                 timestamp=times.get(r.block_number),
             )
         )
+    claims = []
+    claimed = 0
+    for cl in record.claims:
+        claimed += cl.amount
+        claims.append(
+            ClaimPoint(
+                amount=str(cl.amount),
+                amount_mesh=fmt.mesh(cl.amount),
+                cumulative_mesh=fmt.mesh(claimed),
+                block_number=cl.block_number,
+                timestamp=times.get(cl.block_number),
+            )
+        )
     verdicts = [s.verdict for s in submissions]
     return Contributor(
         address=record.address,
@@ -122,6 +142,10 @@ def contributor(record: MemberRecord) -> Contributor:
         validator_reputation=latest.get(1),
         rewards=str(total),
         rewards_mesh=fmt.mesh(total),
+        claimed=str(claimed),
+        claimed_mesh=fmt.mesh(claimed),
+        unclaimed=str(total - claimed),
+        unclaimed_mesh=fmt.mesh(total - claimed),
         submitted=len(submissions),
         accepted=verdicts.count("accepted"),
         rejected=verdicts.count("rejected"),
@@ -129,17 +153,16 @@ def contributor(record: MemberRecord) -> Contributor:
         submissions=submissions,
         reputation=reputation,
         rewards_history=rewards,
-        votes=vote_summary(record.votes_cast) if record.votes_cast is not None else None,
+        claims=claims,
+        scores=score_summary(record.scores_revealed) if record.scores_revealed is not None else None,
     )
 
 
-def vote_summary(tally: VoteTally) -> VoteSummary:
-    accepts = sum(c.count for c in tally.counts if c.accept)
-    rejects = sum(c.count for c in tally.counts if not c.accept)
-    return VoteSummary(
-        votes=accepts + rejects,
-        accepts=accepts,
-        rejects=rejects,
+def score_summary(tally: ScoreTally) -> ScoreSummary:
+    return ScoreSummary(
+        scores=sum(c.count for c in tally.counts),
+        positive=sum(c.count for c in tally.counts if c.positive),
+        rejects=sum(c.count for c in tally.counts if c.reason),
         rounds=tally.rounds,
         by_reason=reason_counts(tally.counts),
     )

@@ -30,7 +30,7 @@ TaskFilter = Annotated[
 ]
 RoleQuery = Annotated[Literal["contributor", "validator", "all"], Query(description="Which members to rank.")]
 SortQuery = Annotated[
-    Literal["rewards", "reputation", "accepted", "rejected", "submissions", "votes", "address"],
+    Literal["rewards", "reputation", "accepted", "rejected", "submissions", "scores", "address"],
     Query(description="Rank by this, largest first (address: alphabetical)."),
 ]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
@@ -77,7 +77,8 @@ def rounds(request: Request, task: TaskId) -> list[RoundPoint]:
 @router.get(
     "/tasks/{task}/rounds/{round}",
     response_model=RoundDetail,
-    summary="A round: updates, every vote with its reason, the aggregate, settlements",
+    summary="A round: its validator set, every score with its reason, each update's consensus and each "
+    "validator's distance to it, the aggregate, settlements",
 )
 def round_detail(request: Request, task: TaskId, round: RoundNo) -> RoundDetail:
     return model_of(request).round(task, round)
@@ -99,7 +100,8 @@ def contributors(
 @router.get(
     "/contributors/{address}",
     response_model=Contributor,
-    summary="A member: submissions with verdicts, reputation and rewards over time, votes",
+    summary="A member: submissions with consensus and verdicts, reputation over time, rewards accrued and "
+    "claimed, scores revealed",
 )
 def contributor(request: Request, address: str) -> Contributor:
     return model_of(request).contributor(address)

@@ -25,7 +25,7 @@ class UnknownAddress(DashboardError, NotFound):
     def __init__(self, address: str) -> None:
         self.address = address
         super().__init__(
-            f"{address} has no record in the index: no role, submission, vote or reward",
+            f"{address} has no record in the index: no role, submission, score or reward",
             hint="check the address (the contributors page lists every member), or that the index is up to date",
         )
 

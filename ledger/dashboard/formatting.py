@@ -6,6 +6,7 @@ import time
 
 from markupsafe import Markup, escape
 
+from ledger.chain.scores import SCORE_ONE
 from ledger.reasons import Reason
 
 DECIMALS = 18
@@ -16,6 +17,18 @@ def mesh(units: int | str | None) -> float:
     if units is None:
         return 0.0
     return float(int(units) / 10**DECIMALS)
+
+
+def score_value(fixed: int) -> float:
+    """A fixed-point score (10,000 = 1.0) as a number in [-1, 1]."""
+    return fixed / SCORE_ONE
+
+
+def score(fixed: int | None) -> str:
+    """A fixed-point score as people read it: +0.4500, -1.0000; – when there is none (yet)."""
+    if fixed is None:
+        return "–"
+    return f"{fixed / SCORE_ONE:+.4f}"
 
 
 def tokens(units: int | str | float | None, digits: int = 4) -> str:

@@ -2,9 +2,9 @@
 every replica and restart reports the same numbers, and a reorganisation that rewinds the index rewinds them).
 
 Per member: reputation, rewards, updates by verdict. Per task: the live round, rounds finalized, round durations
-and federation latency (submission block → finalization block) as histograms, votes by reason, updates by
+and federation latency (submission block → finalization block) as histograms, revealed scores by reason, updates by
 verdict, participation (submissions in the last finalized round over members holding the contributor role),
-rewards minted, and bytes of updates in each of the last rounds. The index holds no sizes: they come from the
+rewards accrued, and bytes of updates in each of the last rounds. The index holds no sizes: they come from the
 content store's ``stat`` (see sizes.py); updates it does not hold are counted in ``..._unknown``.
 
 The figures are read through the index's queries (``Queries.activity``, the member fold of the leaderboard,
@@ -65,10 +65,10 @@ class Histogram:
 class TaskFigures:
     current_round: int = 0
     finalized: int = 0
-    minted: int = 0
+    accrued: int = 0
     durations: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
     latency: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
-    votes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    scores: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     updates: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_finalized_submissions: int = 0
     last_duration: float | None = None
@@ -93,15 +93,15 @@ def snapshot(model: ReadModel) -> Snapshot:
         t = tasks[task_id] = TaskFigures(current_round=done.current_round)
         for f in done.finalized:
             t.finalized += 1
-            t.minted += f.rewards_minted
+            t.accrued += f.rewards_accrued
             duration = max(0, f.finalized_at - f.opened_at)
             t.durations.observe(duration)
             t.last_duration = float(duration)
             t.last_finalized_submissions = f.submissions
         for seconds in done.latencies:
             t.latency.observe(max(0, seconds))
-        for v in done.votes:
-            t.votes[fmt.reason_slug(0 if v.accept else v.reason)] += v.count
+        for v in done.scores:
+            t.scores[fmt.reason_slug(v.reason)] += v.count
         t.updates.update(done.verdicts)
         t.recent = [(rnd, [cid_of(d) or "" for d in digests]) for rnd, digests in done.recent]
     roles = model.queries.roles()
@@ -120,7 +120,7 @@ def snapshot(model: ReadModel) -> Snapshot:
             ]
     return Snapshot(
         reputation=reputation,
-        rewards={m.address: m.rewards for m in members.values() if m.rewards or m.submissions or m.votes},
+        rewards={m.address: m.rewards for m in members.values() if m.rewards or m.submissions or m.scores},
         member_updates=member_updates,
         tasks=tasks,
         contributors_now=sum(1 for held in roles.values() if "contributor" in held),
@@ -204,8 +204,10 @@ class IndexCollector(Collector):
             "meshprov_current_round", "The task's live (last opened) round.", labels=["task"]
         )
         finalized = CounterMetricFamily("meshprov_rounds_finalized", "Rounds finalized.", labels=["task"])
-        minted = CounterMetricFamily(
-            "meshprov_rewards_minted_tokens", "Tokens (MESH) minted.", labels=["task"]
+        accrued = CounterMetricFamily(
+            "meshprov_rewards_accrued_tokens",
+            "Tokens (MESH) accrued by settlements (minted when claimed).",
+            labels=["task"],
         )
         durations = HistogramMetricFamily(
             "meshprov_round_duration_seconds",
@@ -220,9 +222,9 @@ class IndexCollector(Collector):
             "From an update's submission block to its round's finalization block.",
             labels=["task"],
         )
-        votes = CounterMetricFamily(
-            "meshprov_votes",
-            "Validators' votes by reason (accepted for an accepting vote).",
+        scores = CounterMetricFamily(
+            "meshprov_scores",
+            "Validators' revealed scores by reason (accepted for a score that is not a hard reject).",
             labels=["task", "reason"],
         )
         updates = CounterMetricFamily("meshprov_updates", "Updates by verdict.", labels=["task", "verdict"])
@@ -251,13 +253,13 @@ class IndexCollector(Collector):
             label = str(task_id)
             current.add_metric([label], t.current_round)
             finalized.add_metric([label], t.finalized)
-            minted.add_metric([label], fmt.mesh(t.minted))
+            accrued.add_metric([label], fmt.mesh(t.accrued))
             durations.add_metric([label], t.durations.cumulative(), t.durations.total)
             if t.last_duration is not None:
                 last_duration.add_metric([label], t.last_duration)
             latency.add_metric([label], t.latency.cumulative(), t.latency.total)
-            for reason, n in sorted(t.votes.items()):
-                votes.add_metric([label, reason], n)
+            for reason, n in sorted(t.scores.items()):
+                scores.add_metric([label, reason], n)
             for verdict in ("accepted", "rejected", "pending"):
                 updates.add_metric([label, verdict], t.updates.get(verdict, 0))
             if t.finalized and snap.contributors_now:
@@ -270,11 +272,11 @@ class IndexCollector(Collector):
         yield from (
             current,
             finalized,
-            minted,
+            accrued,
             durations,
             last_duration,
             latency,
-            votes,
+            scores,
             updates,
             participation,
         )

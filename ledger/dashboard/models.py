@@ -11,7 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Verdict = Literal["accepted", "rejected", "pending"]
-RoundState = Literal["submissions", "voting", "finalized"]
+RoundState = Literal["submissions", "scoring", "finalized"]
+"""submissions open; scoring: submissions closed, validators commit then reveal their scores; finalized (by the
+aggregator, or carried over)."""
 
 
 class ErrorDetail(BaseModel):
@@ -57,7 +59,10 @@ class TaskSummary(BaseModel):
     rule: str
     quorum: int
     submission_window: int
-    vote_window: int
+    commit_window: int
+    reveal_window: int
+    finalize_grace: int = Field(description="After the reveal window, when anyone may carry the round over.")
+    max_samples: int
     reward_per_round: str
     reward_per_round_mesh: float
     genesis_cid: str
@@ -78,8 +83,9 @@ class RoundPoint(BaseModel):
     accepted: int | None
     rejected: int | None
     aggregate_cid: str | None
-    rewards_minted: str | None
-    rewards_minted_mesh: float | None
+    carried_over: bool = Field(description="Carried over after the grace: no aggregate, no reward.")
+    rewards_accrued: str | None
+    rewards_accrued_mesh: float | None
 
 
 class CurrentRound(BaseModel):
@@ -90,24 +96,27 @@ class CurrentRound(BaseModel):
     submission_deadline: int = Field(
         description="When submissions close (earlier if every contributor submitted)."
     )
-    vote_deadline: int
+    commit_deadline: int = Field(
+        description="When the commit window ends (ledger time; later after a pause)."
+    )
+    reveal_deadline: int
     submissions: int
     contributors: int = Field(description="Accounts holding the contributor role now.")
-    votes_cast: int
-    votes_expected: int = Field(description="Validators holding the role now × submissions.")
+    scores_revealed: int
+    scores_expected: int = Field(description="Validators holding the role now × submissions.")
     aggregate_cid: str | None
 
 
 class Totals(BaseModel):
     contributors: int = Field(description="Distinct contributors that submitted to the task.")
-    validators: int = Field(description="Distinct validators that voted in the task.")
+    validators: int = Field(description="Distinct validators that revealed scores in the task.")
     rounds_finalized: int
     updates: int
     accepted: int
     rejected: int
     pending: int
-    rewards_minted: str
-    rewards_minted_mesh: float
+    rewards_accrued: str
+    rewards_accrued_mesh: float
 
 
 class Overview(BaseModel):
@@ -117,7 +126,9 @@ class Overview(BaseModel):
     current_round: CurrentRound | None
     rounds: list[RoundPoint]
     totals: Totals | None
-    verdicts: list[ReasonCount] = Field(description="The task's votes by reason (code 0: accepted).")
+    verdicts: list[ReasonCount] = Field(
+        description="The task's revealed scores by reason (code 0: a score that is not a hard reject)."
+    )
 
 
 class LeaderboardRow(BaseModel):
@@ -126,13 +137,15 @@ class LeaderboardRow(BaseModel):
     roles: list[str]
     contributor_reputation: int | None
     validator_reputation: int | None
-    rewards: str
+    rewards: str = Field(description="Accrued by every settlement, claimed or not.")
     rewards_mesh: float
+    claimed: str = Field(description="Minted to the member by its claims (0 on a task's board).")
+    claimed_mesh: float
     submissions: int
     accepted: int
     rejected: int
     pending: int
-    votes: int
+    scores: int = Field(description="Scores revealed (one per update of each round it revealed in).")
 
 
 class Leaderboard(BaseModel):
@@ -145,12 +158,14 @@ class Leaderboard(BaseModel):
     rows: list[LeaderboardRow]
 
 
-class VoteRow(BaseModel):
+class ScoreRow(BaseModel):
     validator: str
-    accept: bool
+    score: int = Field(description="Fixed point, 10,000 = 1.0; -10,000 with a reason is a hard reject.")
+    score_value: float = Field(description="The score as a number in [-1, 1].")
     reason_code: int
     reason: str
     reason_help: str
+    distance: int = Field(description="|score - consensus|, capped at 10,000 (0 before finalization).")
 
 
 class SubmissionRow(BaseModel):
@@ -160,9 +175,10 @@ class SubmissionRow(BaseModel):
     cid: str
     num_samples: int
     verdict: Verdict
-    accept_votes: int
-    reject_votes: int
-    reasons: list[str] = Field(description="Slugs of the reasons given by rejecting validators.")
+    consensus: int | None = Field(description="The update's consensus score, once its round is finalized.")
+    positive_scores: int
+    other_scores: int
+    reasons: list[str] = Field(description="Slugs of the reasons of the hard rejects.")
     block_number: int
     timestamp: int | None
 
@@ -175,6 +191,9 @@ class ReputationPoint(BaseModel):
     delta: int
     block_number: int
     timestamp: int | None
+    score: int = Field(0, description="A contributor's consensus score in that round.")
+    distance: int = Field(0, description="A validator's distance to the consensus in that round.")
+    absent: bool = Field(False, description="A validator of the round's set that did not reveal.")
 
 
 class RewardPoint(BaseModel):
@@ -188,10 +207,18 @@ class RewardPoint(BaseModel):
     timestamp: int | None
 
 
-class VoteSummary(BaseModel):
-    votes: int
-    accepts: int
-    rejects: int
+class ClaimPoint(BaseModel):
+    amount: str
+    amount_mesh: float
+    cumulative_mesh: float
+    block_number: int
+    timestamp: int | None
+
+
+class ScoreSummary(BaseModel):
+    scores: int
+    positive: int
+    rejects: int = Field(description="Hard rejects (score -10,000 with a reason).")
     rounds: int
     by_reason: list[ReasonCount]
 
@@ -201,16 +228,21 @@ class Contributor(BaseModel):
     roles: list[str]
     contributor_reputation: int | None
     validator_reputation: int | None
-    rewards: str
+    rewards: str = Field(description="Accrued by every settlement, claimed or not.")
     rewards_mesh: float
+    claimed: str = Field(description="Minted to the member by its claims.")
+    claimed_mesh: float
+    unclaimed: str = Field(description="Accrued and not claimed yet (the ledger's accrued balance).")
+    unclaimed_mesh: float
     submitted: int
     accepted: int
     rejected: int
     pending: int
     submissions: list[SubmissionRow] = Field(description="Newest first.")
     reputation: list[ReputationPoint] = Field(description="Oldest first.")
-    rewards_history: list[RewardPoint] = Field(description="Oldest first.")
-    votes: VoteSummary | None
+    rewards_history: list[RewardPoint] = Field(description="Oldest first (accrued).")
+    claims: list[ClaimPoint] = Field(description="Oldest first.")
+    scores: ScoreSummary | None
 
 
 class UpdateRow(BaseModel):
@@ -222,10 +254,12 @@ class UpdateRow(BaseModel):
         description="From the content store; null when it does not hold the update."
     )
     verdict: Verdict
-    accept_votes: int
-    reject_votes: int
-    votes: list[VoteRow]
-    reasons: list[ReasonCount] = Field(description="Reasons of the rejecting votes.")
+    consensus: int | None = Field(description="The lower weighted median of the scores, once finalized.")
+    consensus_value: float | None
+    positive_scores: int
+    other_scores: int
+    scores: list[ScoreRow] = Field(description="One per validator that revealed, in reveal order.")
+    reasons: list[ReasonCount] = Field(description="Reasons of the hard rejects.")
 
 
 class Settlement(BaseModel):
@@ -233,8 +267,27 @@ class Settlement(BaseModel):
     role: Literal["contributor", "validator"]
     reputation: int
     delta: int
-    reward: str
+    reward: str = Field(description="Accrued by this settlement (claimed later).")
     reward_mesh: float
+    score: int = Field(description="A contributor's consensus score (0 for a validator).")
+    distance: int = Field(description="A validator's distance to the consensus (0 for a contributor).")
+    absent: bool
+
+
+class ValidatorRow(BaseModel):
+    """A member of the round's validator set (frozen when the round opened)."""
+
+    validator: str
+    weight: int = Field(description="Its validator reputation when the round opened.")
+    committed: bool
+    revealed: bool
+    distance: int | None = Field(
+        description="Mean capped |score - consensus| over the updates, once finalized."
+    )
+    absent: bool | None
+    reputation: int | None
+    reward: str | None
+    reward_mesh: float | None
 
 
 class RoundDetail(BaseModel):
@@ -243,22 +296,25 @@ class RoundDetail(BaseModel):
     state: RoundState
     base_cid: str
     aggregate_cid: str | None
-    carried_over: bool = Field(description="Nothing was accepted: the aggregate is the base.")
+    carried_over: bool = Field(
+        description="Carried over after the grace (finalizeCarryOver): the aggregate is the base, no reward."
+    )
     opened_by: str
     opened_at: int
     closed_at: int | None
     finalized_at: int | None
     finalized_block: int | None
     finalized_tx: str | None
-    aggregator: str | None
+    finalized_by: str | None = Field(description="The aggregator, or whoever carried the round over.")
     rule: str | None
     submissions: int
     accepted: int | None
-    rewards_minted: str | None
-    rewards_minted_mesh: float | None
+    rewards_accrued: str | None
+    rewards_accrued_mesh: float | None
     update_bytes: int | None = Field(
         description="Total size of the updates, when the store knows all of them."
     )
+    validators: list[ValidatorRow]
     updates: list[UpdateRow]
     settlements: list[Settlement]
     previous_round: int | None
@@ -270,6 +326,7 @@ class LineageUpdate(BaseModel):
     contributor: str
     cid: str
     verdict: Verdict
+    consensus: int | None
     reasons: list[str]
 
 

@@ -35,6 +35,7 @@ def environment() -> Environment:
         size=fmt.size,
         reason=fmt.reason,
         verdict=fmt.verdict,
+        score=fmt.score,
     )
     env.globals["version"] = __version__
     return env

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from ledger.chain.scores import SCORE_ONE
 from ledger.dashboard import formatting as fmt
 from ledger.dashboard.models import (
     CurrentRound,
@@ -22,11 +23,12 @@ from ledger.dashboard.models import (
     RoundDetail,
     RoundPoint,
     RoundState,
+    ScoreRow,
     Settlement,
     TaskSummary,
     Totals,
     UpdateRow,
-    VoteRow,
+    ValidatorRow,
 )
 from ledger.index import models as index
 from ledger.index.models import cid_of
@@ -38,15 +40,16 @@ def round_state(
     if finalized:
         return "finalized"
     if closed_at is not None or now >= opened_at + window:
-        return "voting"
+        return "scoring"
     return "submissions"
 
 
-def reason_counts(votes: Iterable[index.VoteCount]) -> list[ReasonCount]:
-    """Votes as counts by reason: every accepting vote under code 0; accepted first, then the most given."""
+def reason_counts(scores: Iterable[index.ScoreCount]) -> list[ReasonCount]:
+    """Scores as counts by reason: every score that is not a hard reject under code 0 (a reason comes only with
+    a hard reject); code 0 first, then the most given."""
     counts: dict[int, int] = defaultdict(int)
-    for v in votes:
-        counts[0 if v.accept else v.reason] += v.count
+    for v in scores:
+        counts[v.reason] += v.count
     return [
         ReasonCount(code=code, reason=fmt.reason_slug(code), help=fmt.reason_help(code), count=n)
         for code, n in sorted(counts.items(), key=lambda kv: (kv[0] != 0, -kv[1], kv[0]))
@@ -62,7 +65,10 @@ def task_summary(p: index.TaskProgress) -> TaskSummary:
         rule=t.rule_description,
         quorum=t.quorum,
         submission_window=t.submission_window,
-        vote_window=t.vote_window,
+        commit_window=t.commit_window,
+        reveal_window=t.reveal_window,
+        finalize_grace=t.finalize_grace,
+        max_samples=t.max_samples,
         reward_per_round=str(t.reward_per_round),
         reward_per_round_mesh=fmt.mesh(t.reward_per_round),
         genesis_cid=genesis,
@@ -75,16 +81,16 @@ def task_summary(p: index.TaskProgress) -> TaskSummary:
 def overview(o: index.TaskOverview, task: TaskSummary, now: float) -> dict[str, Any]:
     """The overview's fields for one task: its live round, every round as a chart point, totals, verdicts."""
     points: list[RoundPoint] = []
-    totals = {"updates": 0, "accepted": 0, "rejected": 0, "pending": 0, "minted": 0}
+    totals = {"updates": 0, "accepted": 0, "rejected": 0, "pending": 0, "accrued": 0}
     for r in o.rounds:
         count = r.submissions
         totals["updates"] += count
-        if r.accepted is None or r.rewards_minted is None:  # not finalized
+        if r.accepted is None or r.rewards_accrued is None:  # not finalized
             totals["pending"] += count
         else:
             totals["accepted"] += r.accepted
             totals["rejected"] += count - r.accepted
-            totals["minted"] += r.rewards_minted
+            totals["accrued"] += r.rewards_accrued
         points.append(
             RoundPoint(
                 round=r.round,
@@ -96,8 +102,9 @@ def overview(o: index.TaskOverview, task: TaskSummary, now: float) -> dict[str, 
                 accepted=r.accepted,
                 rejected=count - r.accepted if r.accepted is not None else None,
                 aggregate_cid=cid_of(r.aggregate_digest),
-                rewards_minted=str(r.rewards_minted) if r.rewards_minted is not None else None,
-                rewards_minted_mesh=fmt.mesh(r.rewards_minted) if r.rewards_minted is not None else None,
+                carried_over=r.carried_over,
+                rewards_accrued=str(r.rewards_accrued) if r.rewards_accrued is not None else None,
+                rewards_accrued_mesh=fmt.mesh(r.rewards_accrued) if r.rewards_accrued is not None else None,
             )
         )
     current = None
@@ -112,11 +119,12 @@ def overview(o: index.TaskOverview, task: TaskSummary, now: float) -> dict[str, 
             base_cid=cid_of(live.base_digest) or "",
             opened_at=live.opened_at,
             submission_deadline=submission_end,
-            vote_deadline=submission_end + task.vote_window,
+            commit_deadline=submission_end + task.commit_window,
+            reveal_deadline=submission_end + task.commit_window + task.reveal_window,
             submissions=point.submissions,
             contributors=o.role_holders.get("contributor", 0),
-            votes_cast=o.live_round_votes,
-            votes_expected=o.role_holders.get("validator", 0) * point.submissions,
+            scores_revealed=o.live_round_scores,
+            scores_expected=o.role_holders.get("validator", 0) * point.submissions,
             aggregate_cid=point.aggregate_cid,
         )
     return {
@@ -131,10 +139,10 @@ def overview(o: index.TaskOverview, task: TaskSummary, now: float) -> dict[str, 
             accepted=totals["accepted"],
             rejected=totals["rejected"],
             pending=totals["pending"],
-            rewards_minted=str(totals["minted"]),
-            rewards_minted_mesh=fmt.mesh(totals["minted"]),
+            rewards_accrued=str(totals["accrued"]),
+            rewards_accrued_mesh=fmt.mesh(totals["accrued"]),
         ),
-        "verdicts": reason_counts(o.votes),
+        "verdicts": reason_counts(o.scores),
     }
 
 
@@ -148,20 +156,21 @@ def round_detail(c: index.RoundContext, now: float) -> RoundDetail:
         state=round_state(r.finalized, r.closed_at, r.opened_at, task.submission_window, now),
         base_cid=r.base_cid or "",
         aggregate_cid=r.aggregate_cid,
-        carried_over=r.finalized and not r.accepted_indexes,
+        carried_over=r.carried_over,
         opened_by=r.opened_by,
         opened_at=r.opened_at,
         closed_at=r.closed_at,
         finalized_at=c.finalized_at,
         finalized_block=r.finalized_block,
         finalized_tx=r.finalized_tx,
-        aggregator=r.aggregator,
+        finalized_by=r.finalized_by,
         rule=task.rule_description if r.finalized else None,
         submissions=len(r.updates),
         accepted=len(r.accepted_indexes) if r.finalized else None,
-        rewards_minted=str(r.rewards_minted) if r.rewards_minted is not None else None,
-        rewards_minted_mesh=fmt.mesh(r.rewards_minted) if r.rewards_minted is not None else None,
+        rewards_accrued=str(r.rewards_accrued) if r.rewards_accrued is not None else None,
+        rewards_accrued_mesh=fmt.mesh(r.rewards_accrued) if r.rewards_accrued is not None else None,
         update_bytes=None,
+        validators=[_validator_row(m) for m in r.validators],
         updates=[_update_row(u) for u in r.updates],
         settlements=[_settlement(c) for c in r.reputation],
         previous_round=r.round - 1 if r.round > 1 else None,
@@ -179,8 +188,8 @@ def with_sizes(detail: RoundDetail, sizes: dict[str, int | None]) -> RoundDetail
 
 def _update_row(u: index.Update) -> UpdateRow:
     grouped: dict[int, int] = defaultdict(int)
-    for v in u.votes:
-        if not v.accept:
+    for v in u.scores:
+        if v.reason:
             grouped[v.reason] += 1
     return UpdateRow(
         index=u.index,
@@ -189,19 +198,38 @@ def _update_row(u: index.Update) -> UpdateRow:
         num_samples=u.num_samples,
         size_bytes=None,
         verdict=u.verdict,
-        accept_votes=u.accept_votes,
-        reject_votes=u.reject_votes,
-        votes=[
-            VoteRow(
+        consensus=u.consensus,
+        consensus_value=fmt.score_value(u.consensus) if u.consensus is not None else None,
+        positive_scores=u.positive_scores,
+        other_scores=u.other_scores,
+        scores=[
+            ScoreRow(
                 validator=v.validator,
-                accept=v.accept,
+                score=v.score,
+                score_value=fmt.score_value(v.score),
                 reason_code=v.reason,
-                reason=fmt.reason_slug(0 if v.accept else v.reason),
-                reason_help=fmt.reason_help(0 if v.accept else v.reason),
+                reason=fmt.reason_slug(v.reason),
+                reason_help=fmt.reason_help(v.reason),
+                # As the contract measures it: |s - c| capped at one full score (SCORE_ONE).
+                distance=min(abs(v.score - u.consensus), SCORE_ONE) if u.consensus is not None else 0,
             )
-            for v in u.votes
+            for v in u.scores
         ],
-        reasons=reason_counts(index.VoteCount(False, code, n) for code, n in grouped.items()),
+        reasons=reason_counts(index.ScoreCount(False, code, n) for code, n in grouped.items()),
+    )
+
+
+def _validator_row(m: index.RoundValidator) -> ValidatorRow:
+    return ValidatorRow(
+        validator=m.validator,
+        weight=m.weight,
+        committed=m.committed,
+        revealed=m.revealed,
+        distance=m.distance,
+        absent=m.absent,
+        reputation=m.reputation,
+        reward=str(m.reward) if m.reward is not None else None,
+        reward_mesh=fmt.mesh(m.reward) if m.reward is not None else None,
     )
 
 
@@ -213,6 +241,9 @@ def _settlement(c: index.ReputationChange) -> Settlement:
         delta=c.delta,
         reward=str(c.reward),
         reward_mesh=fmt.mesh(c.reward),
+        score=c.score,
+        distance=c.distance,
+        absent=c.absent,
     )
 
 
@@ -250,8 +281,8 @@ def lineage(digest: str, found: list[index.Lineage]) -> Lineage:
 
 
 def reject_reasons(u: index.Update) -> list[str]:
-    """Slugs of the reasons the update's rejecting votes gave."""
-    return sorted({fmt.reason_slug(v.reason) for v in u.votes if not v.accept})
+    """Slugs of the reasons of the update's hard rejects."""
+    return sorted({fmt.reason_slug(v.reason) for v in u.scores if v.reason})
 
 
 def _lineage_update(u: index.Update) -> LineageUpdate:
@@ -260,5 +291,6 @@ def _lineage_update(u: index.Update) -> LineageUpdate:
         contributor=u.contributor,
         cid=u.cid or "",
         verdict=u.verdict,
+        consensus=u.consensus,
         reasons=reject_reasons(u),
     )

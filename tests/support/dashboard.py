@@ -5,11 +5,13 @@ a SQLite file and reverts the chain: the index (and the content store holding th
 chain state, which is all the dashboard reads. The history:
 
 * task 1 (fedavg, quorum 2, 1 MESH per round), 3 validators, 5 contributors;
-* round 1: every update accepted;
+* round 1: every update accepted (scores differ by validator and update: `demo_score`);
 * round 2: contributor 4 (the malicious one) sends NaNs: all three validators reject it (`non-finite`);
-  contributor 2 is rejected by one validator (`loss-regression`) and still accepted by the quorum;
-* round 3: contributor 4's update is an outlier: two validators reject it (`norm-outlier`), one accepts: rejected;
-* round 4: open, three updates submitted, no vote yet.
+  contributor 2 is rejected by one validator (`loss-regression`) and still accepted (the median is positive);
+* round 3: contributor 4's update is an outlier: two validators reject it (`norm-outlier`), one scores it
+  positive: its consensus is a reject;
+* contributor 0 claims its accrued rewards after round 3 (the others leave theirs accrued);
+* round 4: open, three updates submitted, no score yet.
 
 Every update file is in a local content store (random bytes of known sizes), so the dashboard reports sizes.
 
@@ -29,6 +31,7 @@ from typing import Any
 import pytest
 
 from ledger.chain.client import connect_web3
+from ledger.chain.scores import REJECT
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.dev.services import AnvilProcess
@@ -40,14 +43,14 @@ from tests.support.index import follower_for
 MALICIOUS = 4  # contributor index
 
 
-def demo_verdict(v: int, i: int, r: int) -> int:
+def demo_score(v: int, i: int, r: int) -> int | tuple[int, int]:
     if r == 2 and i == MALICIOUS:
-        return int(Reason.NON_FINITE)
+        return (REJECT, int(Reason.NON_FINITE))
     if r == 2 and i == 2 and v == 0:
-        return int(Reason.LOSS_REGRESSION)
+        return (REJECT, int(Reason.LOSS_REGRESSION))
     if r == 3 and i == MALICIOUS and v in (0, 1):
-        return int(Reason.NORM_OUTLIER)
-    return 0
+        return (REJECT, int(Reason.NORM_OUTLIER))
+    return 3_000 + 500 * v + 400 * i
 
 
 def update_size(round_: int, i: int) -> int:
@@ -67,6 +70,7 @@ class DemoRun:
     open_round: int
     open_cids: list[str]
     cids: dict[tuple[int, int], str] = field(default_factory=dict)  # (round, contributor index) -> CID
+    claimed: int = 0  # what contributor 0 claimed after round 3
     sizes: dict[str, int] = field(default_factory=dict)  # CID -> bytes
 
     @property
@@ -97,7 +101,7 @@ def build_demo_run(c: Consortium, store: LocalStore, run: DemoRun) -> None:
     for round_ in (1, 2, 3):
         record = c.run_round(
             task_id,
-            verdict=demo_verdict,
+            scores=demo_score,
             digests=_updates(store, run, round_, n),
             num_samples=[600 + 50 * i for i in range(n)],
             relayed=round_ == 2,
@@ -106,6 +110,7 @@ def build_demo_run(c: Consortium, store: LocalStore, run: DemoRun) -> None:
         advance_time(c.w3, 240 + 60 * round_)  # rounds of a few minutes, as on a real consortium
         c.finalize(record)  # the record run_round appended to c.rounds gets its outcome
         advance_time(c.w3, 30)
+    run.claimed = c.client(c.contributors[0][1]).claim_rewards().value
     digests = _updates(store, run, 4, 3)
     for i, (_, key) in enumerate(c.contributors[:3]):
         c.client(key).submit_update(task_id, 4, digests[i], 600 + 50 * i)

@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.chain.scores import REJECT
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.index.queries import Queries
 from ledger.reasons import Reason
 from tests.support import REPO
-from tests.support.dashboard import MALICIOUS, DemoRun
+from tests.support.dashboard import MALICIOUS, DemoRun, demo_score
 
 jsonschema = pytest.importorskip("jsonschema", reason="the API contract tests need jsonschema (dev extra)")
 
@@ -67,7 +68,7 @@ def concrete_requests(run: DemoRun) -> dict[str, list[str]]:
         ],
         "/api/contributors": [
             "/api/contributors",
-            "/api/contributors?role=validator&sort=votes",
+            "/api/contributors?role=validator&sort=scores",
             "/api/contributors?role=all&sort=address&limit=3&offset=2",
             f"/api/contributors?task={run.task_id}&sort=rejected",
         ],
@@ -138,10 +139,13 @@ def test_overview_shows_the_rounds_and_the_open_round(client: httpx.Client, demo
         3,
         5,
     )
-    assert (current["votes_cast"], current["votes_expected"]) == (0, 9)
+    assert (current["scores_revealed"], current["scores_expected"]) == (0, 9)
+    assert current["submission_deadline"] < current["commit_deadline"] < current["reveal_deadline"]
     totals = data["totals"]
     assert (totals["updates"], totals["accepted"], totals["rejected"], totals["pending"]) == (18, 13, 2, 3)
-    assert totals["rewards_minted_mesh"] == pytest.approx(3.0, abs=1e-6)
+    # Each round accrues its budget but for the rounding down of each share.
+    assert totals["rewards_accrued_mesh"] == pytest.approx(3.0, abs=1e-6)
+    assert [r["carried_over"] for r in data["rounds"]] == [False] * 4
     by_reason = {r["reason"]: r["count"] for r in data["verdicts"]}
     assert by_reason == {"accepted": 39, "non-finite": 3, "loss-regression": 1, "norm-outlier": 2}
 
@@ -160,7 +164,10 @@ def test_leaderboard_agrees_with_the_index_queries(client: httpx.Client, demo_ru
         assert int(r["rewards"]) == s.total_rewards
         assert r["contributor_reputation"] == s.contributor_reputation
         assert r["validator_reputation"] == s.validator_reputation
-        assert (r["submissions"], r["accepted"], r["votes"]) == (s.submissions, s.accepted, s.votes)
+        assert (r["submissions"], r["accepted"], r["scores"]) == (s.submissions, s.accepted, s.scores)
+    claimer = rows[demo_run.contributors[0]]
+    assert int(claimer["claimed"]) == demo_run.claimed > 0
+    assert all(r["claimed"] == "0" for a, r in rows.items() if a != demo_run.contributors[0])
     contributors = client.get("/api/contributors").json()
     assert contributors["total"] == 5
     bottom = contributors["rows"][-1]
@@ -170,7 +177,7 @@ def test_leaderboard_agrees_with_the_index_queries(client: httpx.Client, demo_ru
     assert by_rejected[0]["address"] == demo_run.malicious
     validators = client.get("/api/contributors?role=validator").json()
     assert {r["address"] for r in validators["rows"]} == set(demo_run.validators)
-    assert all(r["votes"] == 15 for r in validators["rows"])
+    assert all(r["scores"] == 15 for r in validators["rows"])
 
 
 def test_a_contributors_history_agrees_with_the_index_queries(
@@ -192,21 +199,31 @@ def test_a_contributors_history_agrees_with_the_index_queries(
     by_round = {s["round"]: s for s in data["submissions"]}
     assert by_round[2]["verdict"] == "rejected"
     assert by_round[2]["reasons"] == ["non-finite"]
-    assert (by_round[3]["accept_votes"], by_round[3]["reject_votes"], by_round[3]["reasons"]) == (
+    assert (by_round[3]["positive_scores"], by_round[3]["other_scores"], by_round[3]["reasons"]) == (
         1,
         2,
         ["norm-outlier"],
     )
+    assert by_round[3]["consensus"] == by_round[2]["consensus"] == REJECT
+    assert by_round[1]["consensus"] == demo_run.rounds[0].consensus[MALICIOUS] > 0
+    assert [p["score"] for p in data["reputation"][1:]] == [r.consensus[MALICIOUS] for r in demo_run.rounds]
     assert by_round[2]["cid"] == demo_run.cids[(2, MALICIOUS)]
     assert data["reputation"][-1]["reputation"] < data["reputation"][0]["reputation"]  # punished twice
-    assert data["votes"] is None
+    assert data["scores"] is None
+    # Never claimed: everything accrued is unclaimed.
+    assert (data["claimed"], data["unclaimed"], data["claims"]) == ("0", data["rewards"], [])
     validator = client.get(f"/api/contributors/{demo_run.validators[0]}").json()
-    reasons = {r["reason"]: r["count"] for r in validator["votes"]["by_reason"]}
+    reasons = {r["reason"]: r["count"] for r in validator["scores"]["by_reason"]}
     assert reasons == {"accepted": 12, "non-finite": 1, "loss-regression": 1, "norm-outlier": 1}
-    assert validator["votes"]["rounds"] == 3
+    assert (validator["scores"]["rounds"], validator["scores"]["rejects"]) == (3, 3)
+    assert all(p["distance"] >= 0 and not p["absent"] for p in validator["reputation"])
+    claimer = client.get(f"/api/contributors/{demo_run.contributors[0]}").json()
+    (claim,) = claimer["claims"]
+    assert int(claim["amount"]) == int(claimer["claimed"]) == int(claimer["rewards"]) == demo_run.claimed
+    assert claimer["unclaimed"] == "0"
 
 
-def test_a_round_has_every_vote_with_its_reason_and_the_update_sizes(
+def test_a_round_has_every_score_the_consensus_the_distances_and_the_update_sizes(
     client: httpx.Client, demo_run: DemoRun
 ) -> None:
     data = client.get(f"/api/tasks/{demo_run.task_id}/rounds/2").json()
@@ -217,11 +234,27 @@ def test_a_round_has_every_vote_with_its_reason_and_the_update_sizes(
     bad = data["updates"][MALICIOUS]
     assert bad["contributor"] == demo_run.malicious
     assert bad["verdict"] == "rejected"
-    assert [v["reason"] for v in bad["votes"]] == ["non-finite"] * 3
-    assert bad["votes"][0]["reason_help"] == Reason.NON_FINITE.help
+    assert [(v["score"], v["reason"]) for v in bad["scores"]] == [(REJECT, "non-finite")] * 3
+    assert bad["scores"][0]["reason_help"] == Reason.NON_FINITE.help
+    assert bad["consensus"] == REJECT
     split = data["updates"][2]
-    assert (split["verdict"], split["accept_votes"], split["reject_votes"]) == ("accepted", 2, 1)
+    assert (split["verdict"], split["positive_scores"], split["other_scores"]) == ("accepted", 2, 1)
     assert [r["reason"] for r in split["reasons"]] == ["loss-regression"]
+    r2 = demo_run.rounds[1]
+    assert [u["consensus"] for u in data["updates"]] == r2.consensus
+    # The lower median of (-10000, v1, v2) is validator 1's score; each score's distance is |s - c| capped.
+    assert split["consensus"] == demo_score(1, 2, 2)
+    assert [v["distance"] for v in split["scores"]] == [
+        min(abs(r2.sheets[v["validator"]].scores[2] - split["consensus"]), 10_000) for v in split["scores"]
+    ]
+    assert [v["score_value"] for v in split["scores"]] == [v["score"] / 10_000 for v in split["scores"]]
+    validators = data["validators"]
+    assert [m["validator"] for m in validators] == r2.validators
+    assert [m["weight"] for m in validators] == r2.weights
+    assert all(m["committed"] and m["revealed"] and m["absent"] is False for m in validators)
+    settled = [s for s in data["settlements"] if s["role"] == "validator"]
+    assert [m["distance"] for m in validators] == [s["distance"] for s in settled]
+    assert validators[0]["distance"] == max(m["distance"] for m in validators)  # it rejected update 2
     assert [u["size_bytes"] for u in data["updates"]] == [
         demo_run.sizes[demo_run.cids[(2, i)]] for i in range(5)
     ]
@@ -233,6 +266,8 @@ def test_a_round_has_every_vote_with_its_reason_and_the_update_sizes(
     assert open_round["state"] == "submissions"
     assert open_round["aggregate_cid"] is None
     assert [u["verdict"] for u in open_round["updates"]] == ["pending"] * 3
+    assert [u["consensus"] for u in open_round["updates"]] == [None] * 3
+    assert all(not m["committed"] and m["distance"] is None for m in open_round["validators"])
     assert open_round["next_round"] is None
 
 
@@ -330,15 +365,15 @@ def test_metrics_report_the_run(client: httpx.Client, demo_run: DemoRun) -> None
     assert m[("meshprov_index_up", ())] == 1
     assert m[("meshprov_current_round", t)] == 4
     assert m[("meshprov_rounds_finalized_total", t)] == 3
-    assert m[("meshprov_rewards_minted_tokens_total", t)] == pytest.approx(3.0, abs=1e-6)
+    assert m[("meshprov_rewards_accrued_tokens_total", t)] == pytest.approx(3.0, abs=1e-6)
     assert m[("meshprov_round_duration_seconds_count", t)] == 3
     assert m[("meshprov_round_duration_seconds_sum", t)] >= 3 * 240
     assert m[("meshprov_round_duration_seconds_bucket", (("le", "+Inf"), *t))] == 3
     assert m[("meshprov_federation_latency_seconds_count", t)] == 15  # updates of finalized rounds
     assert m[("meshprov_federation_latency_seconds_bucket", (("le", "10"), *t))] == 0
-    assert m[("meshprov_votes_total", (("reason", "non-finite"), *t))] == 3
-    assert m[("meshprov_votes_total", (("reason", "norm-outlier"), *t))] == 2
-    assert m[("meshprov_votes_total", (("reason", "accepted"), *t))] == 39
+    assert m[("meshprov_scores_total", (("reason", "non-finite"), *t))] == 3
+    assert m[("meshprov_scores_total", (("reason", "norm-outlier"), *t))] == 2
+    assert m[("meshprov_scores_total", (("reason", "accepted"), *t))] == 39
     assert m[("meshprov_updates_total", (*t, ("verdict", "rejected")))] == 2
     assert m[("meshprov_updates_total", (*t, ("verdict", "pending")))] == 3
     assert m[("meshprov_participation_ratio", t)] == 1.0

@@ -86,7 +86,8 @@ def test_overview_shows_the_open_round_and_charts(page: Any, demo_run: DemoRun) 
     assert "Round 4" in current.inner_text()
     assert "collecting updates" in current.inner_text()
     assert "3 of 5 contributors" in current.inner_text()
-    assert "0 of 9" in current.inner_text()  # votes
+    assert "0 of 9" in current.inner_text()  # scores revealed of 3 validators x 3 updates
+    assert "Reveals close" in current.inner_text()
     body = page.locator("main").inner_text()
     assert "13 accepted" in body
     assert "2 rejected" in body
@@ -114,6 +115,22 @@ def test_click_through_overview_round_lineage_contributor(page: Any, demo_run: D
     assert (
         bad_row.locator(".addr").first.inner_text() == f"{demo_run.malicious[:6]}…{demo_run.malicious[-4:]}"
     )
+    assert bad_row.locator("td.consensus").inner_text() == "-1.0000"
+    r2 = demo_run.rounds[1]
+    split = page.locator("#update-2")
+    assert "loss-regression" in split.inner_text()
+    assert split.locator("td.consensus").inner_text() == f"{r2.consensus[2] / 10_000:+.4f}"
+    # Under each score its distance to the consensus: validator 0's hard reject is a full 10,000 away at most.
+    distances = split.locator("td.score .distance").all_inner_texts()
+    assert distances == [
+        f"Δ {min(abs(r2.sheets[v].scores[2] - r2.consensus[2]), 10_000)}" for v in r2.validators
+    ]
+    validators = page.locator("table.validators tbody tr")
+    assert validators.count() == 3
+    api = page.request.get(f"/api/tasks/{demo_run.task_id}/rounds/2").json()
+    assert [validators.nth(k).locator("td.distance").inner_text() for k in range(3)] == [
+        str(m["distance"]) for m in api["validators"]
+    ]
     sizes = page.locator("table.updates td.num").all_inner_texts()
     assert any("KiB" in s for s in sizes)
     assert "What the reasons mean" in page.locator("main").inner_text()
@@ -143,7 +160,14 @@ def test_click_through_overview_round_lineage_contributor(page: Any, demo_run: D
     rewards = page.locator("svg.chart").nth(1)
     assert rewards.locator("circle.pt").count() == 2
     assert "round 1" in rewards.locator("circle.pt").nth(1).locator("title").text_content()
+    assert "No claim yet" in page.locator("#claims").inner_text()
+    assert "0 MESH claimed" in page.locator("#rewards").inner_text()
     shot(page, "contributor")
+    page.goto(f"/contributors/{demo_run.contributors[0]}")
+    claims = page.locator("#claims")
+    assert claims.locator("table.claims tbody tr").count() == 1
+    assert "0 MESH unclaimed" in page.locator("#rewards").inner_text()
+    shot(page, "contributor-claimed")
 
 
 def test_leaderboard_ranks_and_sorts(page: Any, demo_run: DemoRun) -> None:

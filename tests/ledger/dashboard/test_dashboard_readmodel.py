@@ -74,7 +74,7 @@ def test_one_fold_equals_the_index_leaderboard(db: IndexDB) -> None:
             s.contributor_reputation,
             s.validator_reputation,
         )
-        assert (m.submissions, m.accepted, m.votes) == (s.submissions, s.accepted, s.votes)
+        assert (m.submissions, m.accepted, m.scores) == (s.submissions, s.accepted, s.scores)
 
 
 def test_a_rewound_index_is_folded_again(db: IndexDB, demo_run: DemoRun) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.chain.scores import REJECT
 from ledger.dashboard import charts, create_app
 from ledger.dashboard import formatting as fmt
 from ledger.dashboard.memo import VersionedMemo
@@ -145,12 +146,13 @@ def test_follow_keeps_the_index_current(
         return check
 
     wait_for(finalized(1), what="round 1 in the followed index")
-    c.run_round(task_id, verdict=lambda v, i, r: 16 if i == 1 else 0)
+    c.run_round(task_id, scores=lambda v, i, r: (REJECT, 16) if i == 1 else 5_000)
     wait_for(finalized(2), what="round 2 in the followed index")
     health = httpx.get(served.url + "/healthz", timeout=5).json()
     assert health["follower"].startswith("ok: indexed up to block")
     round2 = httpx.get(f"{served.url}/api/tasks/{task_id}/rounds/2", timeout=5).json()
     assert [u["verdict"] for u in round2["updates"]] == ["accepted", "rejected"]
+    assert [u["consensus"] for u in round2["updates"]] == [5_000, REJECT]
     metrics = httpx.get(served.url + "/metrics", timeout=5).text
     assert f'meshprov_rounds_finalized_total{{task="{task_id}"}} 2.0' in metrics
 
