@@ -54,10 +54,12 @@ def page(browser: Any, dashboard_url: str) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=dashboard_url)
     # The pages work offline: any request that leaves the dashboard fails the test.
     outside: list[str] = []
-    context.route(
-        re.compile(r"^(?!" + re.escape(dashboard_url) + ").*"),
-        lambda route: (outside.append(route.request.url), route.abort()),
-    )
+
+    def refuse(route: Any) -> None:
+        outside.append(route.request.url)
+        route.abort()
+
+    context.route(re.compile(r"^(?!" + re.escape(dashboard_url) + ").*"), refuse)
     context.set_default_timeout(10_000)
     tab = context.new_page()
     errors: list[str] = []
