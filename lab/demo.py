@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab.demo_report import Member, RoundResult, RoundTracker, member_totals
+from lab.demo_report import Member, RoundResult, RoundTracker, member_totals, validator_totals
 from lab.procs import Child, Children, stop_recorded
 from ledger.errors import ConfigError, MeshprovError
 
@@ -68,10 +68,15 @@ class DemoConfig:
     alpha: float = 0.5
     seed: int = 0
     data_dir: Path = DEFAULT_DIR
-    validators: int = 2
+    validators: int = 3
     quorum: int = 2
+    validators_down: int = 0
+    """Validators of the set that are never started (the last ones): the rounds still reach the quorum as long as
+    ``validators - validators_down >= quorum``, after the commit window (the absent never commit)."""
     submission_window_s: int = 60
-    vote_window_s: int = 60
+    commit_window_s: int = 60
+    reveal_window_s: int = 60
+    finalize_grace_s: int = 60
     loss_delta: float = 5.0
     zscore: float = 3.5
     relay: bool = False
@@ -96,6 +101,14 @@ class DemoConfig:
             raise ConfigError(f"--rule must be one of {', '.join(RULES)}")
         if not 1 <= self.quorum <= self.validators:
             raise ConfigError(f"the quorum must be 1..{self.validators} (the number of validators)")
+        if not 0 <= self.validators_down <= self.validators - self.quorum:
+            raise ConfigError(
+                f"--validators-down must be 0..{self.validators - self.quorum}: with more down, fewer than the "
+                f"quorum of {self.quorum} validators reveal and no update can be accepted"
+            )
+        for name in ("submission_window_s", "commit_window_s", "reveal_window_s", "finalize_grace_s"):
+            if getattr(self, name) < 5:
+                raise ConfigError(f"--{name.removesuffix('_s').replace('_', '-')} must be at least 5 seconds")
         from node.models import model_names
 
         if self.model not in model_names():
@@ -305,7 +318,10 @@ class Demo:
             **c.rule_table(),
             "quorum": c.quorum,
             "submission_window_s": c.submission_window_s,
-            "vote_window_s": c.vote_window_s,
+            "commit_window_s": c.commit_window_s,
+            "reveal_window_s": c.reveal_window_s,
+            "finalize_grace_s": c.finalize_grace_s,
+            "max_samples": max(len(shard) for shard in federation.shards),
             "reward_per_round": c.reward_per_round,
         }
         (data_dir / "consortium.json").write_text(json.dumps(roles.document(task), indent=2))
@@ -362,7 +378,7 @@ class Demo:
             f"{c.zscore:g}",
         ]
         workers = []
-        for i in range(c.validators):
+        for i in range(c.validators - c.validators_down):
             key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"validator-{i + 1}.key")}
             argv = self._meshprov("worker", "run", "--role", "validator", *tuning, *checks)
             workers.append(self.children.start(f"validator-{i + 1}", argv, key_env))
@@ -372,9 +388,15 @@ class Demo:
         if c.relay:
             key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / "admin.key")}
             workers.append(self.children.start("relayer", self._meshprov("node", "relay"), key_env))
+        down = (
+            f" ({', '.join(f'validator-{i + 1}' for i in range(c.validators - c.validators_down, c.validators))}"
+            " down: absent from every round)"
+            if c.validators_down
+            else ""
+        )
         self.say(
-            f"started {c.validators} validator(s) and the aggregator (+ watcher)"
-            + (" and a relayer" if c.relay else "")
+            f"started {c.validators - c.validators_down} of {c.validators} validator(s){down} and the aggregator "
+            "(+ watcher)" + (" and a relayer" if c.relay else "")
         )
         return workers
 
@@ -502,14 +524,7 @@ class Demo:
         began = time.monotonic()
         central = train_central(self.config.model, rounds=self.config.rounds, seed=self.config.seed)
         self.timings["baseline"] = time.monotonic() - began
-        validators = [
-            {
-                "address": a,
-                "reward": str(sum(r.validator_rewards.get(a, 0) for r in rounds)),
-                "reputation": client.reputation(a).validator,
-            }
-            for a in record.consortium.get("validators", [])
-        ]
+        validators = validator_totals(list(record.consortium.get("validators", [])), rounds, client)
         c = self.config
         reached = next((r.round for r in rounds if (r.accuracy or 0) >= 0.95), None)
         return {
@@ -523,7 +538,14 @@ class Demo:
                 "alpha": c.alpha,
                 "seed": c.seed,
                 "validators": c.validators,
+                "validators_down": c.validators_down,
                 "quorum": c.quorum,
+                "windows_s": {
+                    "submission": c.submission_window_s,
+                    "commit": c.commit_window_s,
+                    "reveal": c.reveal_window_s,
+                    "finalize_grace": c.finalize_grace_s,
+                },
                 "relay": c.relay,
                 "loss_delta": c.loss_delta,
                 "zscore": c.zscore,

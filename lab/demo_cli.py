@@ -56,6 +56,46 @@ def demo(
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Seed of the split, the model and training.")
     ] = 0,
+    validators: Annotated[
+        int,
+        typer.Option(
+            "--validators", min=1, max=10, help="Validators of the round's set.", rich_help_panel=_TASK
+        ),
+    ] = 3,
+    quorum: Annotated[
+        int,
+        typer.Option(
+            "--quorum",
+            min=1,
+            help="Validators that must reveal for an update to be accepted.",
+            rich_help_panel=_TASK,
+        ),
+    ] = 2,
+    validators_down: Annotated[
+        int,
+        typer.Option(
+            "--validators-down",
+            min=0,
+            help="Validators never started (the last ones): absent every round; the rest still reach the quorum.",
+            rich_help_panel=_TASK,
+        ),
+    ] = 0,
+    commit_window: Annotated[
+        int,
+        typer.Option(
+            "--commit-window",
+            min=5,
+            help="Seconds validators have to commit their scores once submissions close (ends early when every "
+            "validator committed).",
+            rich_help_panel=_TASK,
+        ),
+    ] = 60,
+    reveal_window: Annotated[
+        int,
+        typer.Option(
+            "--reveal-window", min=5, help="Seconds validators have to reveal them.", rich_help_panel=_TASK
+        ),
+    ] = 60,
     relay: Annotated[
         bool,
         typer.Option(
@@ -95,6 +135,11 @@ def demo(
         alpha=alpha,
         seed=seed,
         data_dir=Path(chosen),
+        validators=validators,
+        quorum=quorum,
+        validators_down=validators_down,
+        commit_window_s=commit_window,
+        reveal_window_s=reveal_window,
         relay=relay,
         timeout_s=timeout,
     )

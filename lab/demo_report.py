@@ -1,7 +1,8 @@
 """What the demo shows and records: one row per update as each round is finalized, and the final summary.
 
-:class:`RoundTracker` turns the ledger's events (``UpdateSubmitted``, ``VotesCast``, ``RoundFinalized``) into
-:class:`RoundResult` values; :func:`print_round` and :func:`print_summary` draw them on stderr; the same values
+:class:`RoundTracker` turns the ledger's events (``UpdateSubmitted``, ``ScoresRevealed``, ``RoundFinalized``) into
+:class:`RoundResult` values: per update every validator's revealed score and reason and the consensus, per
+validator its distance to the consensus (or its absence) and what it was paid; :func:`print_round` and :func:`print_summary` draw them on stderr; the same values
 go into ``demo-summary.json``.
 """
 
@@ -11,12 +12,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ledger.chain.scores import InvalidScores, decode_reasons, decode_scores
 from ledger.content import digest_to_cid
-from node.runner import reason_slug, tokens, vote_reasons
+from node.runner import reason_slug, tokens
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ledger.chain.client import LedgerClient
     from ledger.chain.events import LedgerEvent
 
 
@@ -47,8 +50,22 @@ class UpdateRow:
     num_samples: int
     relayed: bool
     accepted: bool
-    votes: list[dict[str, Any]]
+    consensus: int | None
+    """The lower weighted median of the validators' scores (10,000 = 1.0)."""
+    scores: list[dict[str, Any]]
+    """Each revealing validator's score and reason code of this update."""
     reasons: list[str]
+    reward: int
+    reputation: int | None
+
+
+@dataclass
+class ValidatorRow:
+    address: str
+    revealed: bool
+    absent: bool
+    distance: int | None
+    """Mean capped |score - consensus| over the round's updates (0 when absent)."""
     reward: int
     reputation: int | None
 
@@ -61,6 +78,8 @@ class RoundResult:
     accepted: list[int]
     updates: list[UpdateRow]
     validator_rewards: dict[str, int]
+    validators: list[ValidatorRow]
+    carried_over: bool
     rewards_minted: int
     finalized_block: int
     seconds: float
@@ -73,6 +92,8 @@ class RoundResult:
         for u in out["updates"]:
             u["reward"] = str(u["reward"])
         out["validator_rewards"] = {k: str(v) for k, v in self.validator_rewards.items()}
+        for v in out["validators"]:
+            v["reward"] = str(v["reward"])
         out["rewards_minted"] = str(self.rewards_minted)
         return out
 
@@ -102,6 +123,7 @@ class RoundTracker:
     def _result(self, round_: int, final: LedgerEvent) -> RoundResult:
         events = self.events.get(round_, [])
         subs = sorted((e for e in events if e.name == "UpdateSubmitted"), key=lambda e: int(e.args["index"]))
+        reveals = _reveals(events)
         accepted_bitmap = int(final.args["acceptedBitmap"])
         settlements = list(final.args["settlements"])
         contributor_pay = {s["account"]: s for s in settlements if int(s["role"]) == 0}
@@ -111,8 +133,17 @@ class RoundTracker:
             index = int(e.args["index"])
             address = str(e.args["contributor"])
             member = self.members.get(address)
-            verdicts = vote_reasons(events, index)
             pay = contributor_pay.get(address)
+            scores = [
+                {
+                    "validator": v,
+                    "score": sc[index],
+                    "reason": rs[index],
+                    "reason_slug": reason_slug(rs[index]),
+                }
+                for v, (sc, rs) in reveals.items()
+                if index < len(sc)
+            ]
             updates.append(
                 UpdateRow(
                     index=index,
@@ -123,15 +154,25 @@ class RoundTracker:
                     num_samples=int(e.args["numSamples"]),
                     relayed=e.args["relayer"] != address,
                     accepted=bool(accepted_bitmap >> index & 1),
-                    votes=[
-                        {"validator": v, "accept": ok, "reason": code, "reason_slug": reason_slug(code)}
-                        for v, ok, code in verdicts
-                    ],
-                    reasons=sorted({reason_slug(code) for _, ok, code in verdicts if not ok}),
+                    consensus=int(pay["score"]) if pay else None,
+                    scores=scores,
+                    reasons=sorted({str(s["reason_slug"]) for s in scores if s["reason"]}),
                     reward=int(pay["reward"]) if pay else 0,
                     reputation=int(pay["reputation"]) if pay else None,
                 )
             )
+        validators = [
+            ValidatorRow(
+                address=str(s["account"]),
+                revealed=str(s["account"]) in reveals,
+                absent=bool(s["absent"]),
+                distance=None if s["absent"] else int(s["distance"]),
+                reward=int(s["reward"]),
+                reputation=int(s["reputation"]),
+            )
+            for s in settlements
+            if int(s["role"]) == 1
+        ]
         base = next((e for e in events if e.name == "RoundOpened"), None)
         return RoundResult(
             round=round_,
@@ -140,10 +181,50 @@ class RoundTracker:
             accepted=[u.index for u in updates if u.accepted],
             updates=updates,
             validator_rewards=validator_pay,
+            validators=validators,
+            carried_over=bool(final.args.get("carriedOver", False)),
             rewards_minted=sum(int(s["reward"]) for s in settlements),
             finalized_block=final.block_number,
             seconds=0.0,
         )
+
+
+def _reveals(events: list[LedgerEvent]) -> dict[str, tuple[list[int], list[int]]]:
+    """Each validator's revealed (scores, reasons) of the round, decoded and bounded (a log is untrusted bytes)."""
+    out: dict[str, tuple[list[int], list[int]]] = {}
+    for e in events:
+        if e.name != "ScoresRevealed":
+            continue
+        try:
+            out[str(e.args["validator"])] = (
+                decode_scores(bytes(e.args["scores"])),
+                decode_reasons(bytes(e.args["reasons"])),
+            )
+        except InvalidScores:
+            continue
+    return out
+
+
+def validator_totals(
+    addresses: list[str], rounds: list[RoundResult], client: LedgerClient
+) -> list[dict[str, Any]]:
+    """Per validator: rounds revealed and absent, mean distance to the consensus, total reward, reputation."""
+    out = []
+    for a in addresses:
+        rows = [v for r in rounds for v in r.validators if v.address.lower() == a.lower()]
+        distances = [v.distance for v in rows if v.distance is not None]
+        out.append(
+            {
+                "address": a,
+                "revealed": sum(not v.absent for v in rows),
+                "absent": sum(v.absent for v in rows),
+                "distances": distances,
+                "mean_distance": round(sum(distances) / len(distances), 1) if distances else None,
+                "reward": str(sum(v.reward for v in rows)),
+                "reputation": client.reputation(a).validator,
+            }
+        )
+    return out
 
 
 def member_totals(members: list[Member], rounds: list[RoundResult]) -> list[dict[str, Any]]:
@@ -187,7 +268,7 @@ def print_round(console: Console, result: RoundResult, members: dict[str, Member
     from rich.table import Table
 
     table = Table(
-        "#", "member", "behaviour", "verdict", "votes", "reasons", "samples", "reward",
+        "#", "member", "behaviour", "verdict", "consensus", "scores", "reasons", "reward",
         title=(
             f"round {result.round}: {len(result.accepted)}/{len(result.updates)} accepted, "
             f"test accuracy {_pct(result.accuracy)} ({result.seconds:.1f} s)"
@@ -200,19 +281,25 @@ def print_round(console: Console, result: RoundResult, members: dict[str, Member
     for u in result.updates:
         member = members.get(u.address)
         verdict = "[green]accepted[/]" if u.accepted else "[red]rejected[/]"
-        votes = f"{sum(v['accept'] for v in u.votes)}✓ {sum(not v['accept'] for v in u.votes)}✗"
         table.add_row(
             str(u.index),
             member.name if member else _short(u.address),
             u.behaviour,
             verdict,
-            votes,
+            "—" if u.consensus is None else str(u.consensus),
+            " ".join(str(s["score"]) for s in u.scores),
             ", ".join(u.reasons),
-            str(u.num_samples),
             tokens(u.reward),
         )
     console.print(table)
-    console.print(f"aggregate {result.aggregate}", highlight=False)
+    for v in result.validators:
+        said = "absent (did not reveal)" if v.absent else f"distance {v.distance} to the consensus"
+        console.print(
+            f"validator {_short(v.address)}: {said}; reward {tokens(v.reward)}, reputation {v.reputation}",
+            highlight=False,
+        )
+    carried = " (carried over: no aggregate was made in time)" if result.carried_over else ""
+    console.print(f"aggregate {result.aggregate}{carried}", highlight=False)
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
@@ -237,8 +324,10 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         )
     console.print(table)
     for v in summary["validators"]:
+        distance = "—" if v["mean_distance"] is None else f"{v['mean_distance']:g}"
         console.print(
-            f"validator {_short(v['address'])}: reward {tokens(int(v['reward']))}, reputation {v['reputation']}",
+            f"validator {_short(v['address'])}: revealed {v['revealed']}, absent {v['absent']}, mean distance "
+            f"{distance}; reward {tokens(int(v['reward']))}, reputation {v['reputation']}",
             highlight=False,
         )
     final = summary["final"]

@@ -1,5 +1,6 @@
-"""`meshprov demo`: a whole consortium end to end in real processes (small: 3 members, 2 rounds, 1 malicious),
-its summary, the state it leaves for auditors, the commands it prints (each run as printed in a fresh shell), and
+"""`meshprov demo`: a whole consortium end to end in real processes (small: 3 members, 2 rounds, 1 malicious, 3
+validators on protocol v2), its summary (scores and consensus per update, validators' distances), a round that
+reaches its quorum with one validator of three down, the state it leaves for auditors, the commands it prints (each run as printed in a fresh shell), and
 that it stops every process it started, also on Ctrl-C."""
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ def test_the_demo_ignores_the_callers_services_but_keeps_binary_paths(tmp_path: 
         ({"behaviour": "honest"}, "--behaviour"),
         ({"rule": "mean"}, "--rule"),
         ({"model": "resnet"}, "--model"),
-        ({"quorum": 3}, "quorum"),
+        ({"quorum": 4}, "quorum"),
+        ({"validators_down": 2}, "--validators-down"),
+        ({"commit_window_s": 1}, "--commit-window"),
     ],
 )
 def test_bad_demo_settings_are_refused(change: dict[str, Any], problem: str) -> None:
@@ -189,7 +192,7 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
 
     # Nothing the demo started is still running: workers, members, anvil, redis.
     assert processes_using(data_dir.resolve()) == []
-    assert len(recorded(data_dir)) == 3 + 2 + 1  # members, validators, aggregator
+    assert len(recorded(data_dir)) == 3 + 3 + 1  # members, validators, aggregator
 
     members = {m["name"]: m for m in summary["members"]}
     assert [m["behaviour"] for m in summary["members"]] == ["honest", "honest", "scale"]
@@ -205,11 +208,19 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     for r in summary["rounds"]:
         assert len(r["updates"]) == 3
+        assert not r["carried_over"]
         for u in r["updates"]:
-            assert len(u["votes"]) == 2  # both validators voted on every update
+            assert len(u["scores"]) == 3  # every validator revealed a score for every update
             assert u["accepted"] == (u["behaviour"] == "honest")
+            assert u["accepted"] == (u["consensus"] > 0)
             if not u["accepted"]:
-                assert {v["reason_slug"] for v in u["votes"]} <= SCALE_REASONS
+                assert {v["reason_slug"] for v in u["scores"]} <= SCALE_REASONS
+                assert u["consensus"] == -10_000
+        # Every validator revealed; honest validators agree closely with the consensus.
+        assert [v["absent"] for v in r["validators"]] == [False] * 3
+        assert all(0 <= v["distance"] <= 2_500 for v in r["validators"])
+    assert [v["revealed"] for v in summary["validators"]] == [2, 2, 2]
+    assert all(int(v["reward"]) > 0 for v in summary["validators"])
     final = summary["final"]
     assert final["accuracy"] >= 0.9  # 2 rounds of 2 honest members; the simulation reaches ≈ 95 %
     assert summary["baseline"]["accuracy"] >= 0.95
@@ -262,6 +273,30 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
     finally:
         subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=clean_env(),
                        check=False, capture_output=True, timeout=60)  # fmt: skip
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_with_one_validator_of_three_down_the_rounds_still_reach_the_quorum(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    done = subprocess.run(
+        meshprov(
+            "demo", "--nodes", "2", "--rounds", "1", "--malicious", "0", "--validators-down", "1",
+            "--commit-window", "8", "--json", "--data-dir", str(data_dir),
+        ),
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    assert len(recorded(data_dir)) == 2 + 2 + 1  # validator-3 was never started
+    (round_,) = summary["rounds"]
+    assert [u["accepted"] for u in round_["updates"]] == [True, True]
+    assert all(len(u["scores"]) == 2 for u in round_["updates"])
+    assert [v["absent"] for v in round_["validators"]] == [False, False, True]
+    assert [v["absent"] for v in summary["validators"]] == [0, 0, 1]
+    assert "absent (did not reveal)" in done.stderr
+    assert processes_using(data_dir.resolve()) == []
 
 
 def bash(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
