@@ -9,9 +9,7 @@ import {IMeshLedger} from "./interfaces/IMeshLedger.sol";
 import {IMeshToken} from "./interfaces/IMeshToken.sol";
 import {Bits} from "./libraries/Bits.sol";
 import {Consensus} from "./libraries/Consensus.sol";
-import {
-    Account, Config, Entry, Globals, LedgerStore, Live, Member, Position, Reputations, Seated, Times
-} from "./libraries/LedgerStore.sol";
+import {Account, Config, Entry, Globals, LedgerStore, Live, Position, Times} from "./libraries/LedgerStore.sol";
 import {RoundSettlement} from "./RoundSettlement.sol";
 
 /// @title MeshLedger (protocol v2)
@@ -28,7 +26,6 @@ import {RoundSettlement} from "./RoundSettlement.sol";
 /// first word of scores at reveal.
 contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
     using Bits for uint256;
-    using Reputations for LedgerStore;
 
     // ─── Constants ──────────────────────────────────────────────────────────────────────────────────────────
 
@@ -140,6 +137,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
             quorum: p.quorum,
             rule: p.rule,
             rewardPerRound: p.rewardPerRound,
+            listVersion: g.listVersion,
             specDigest: p.specDigest,
             genesisDigest: p.genesisDigest
         });
@@ -147,7 +145,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         _s.seatWords[taskId][0] = 1;
         emit TaskCreated(taskId, msg.sender, p);
         uint64 t = _ledgerNow(g);
-        uint8 count = RoundSettlement.openRound(_s, taskId, 1, p.genesisDigest, t);
+        uint8 count = RoundSettlement.openRound(_s, taskId, 1, p.genesisDigest, t, 0, 0);
         // Fill the set's commitment slots now, so that even the task's first commitments overwrite nonzero slots.
         for (uint256 k; k < count; ++k) {
             _s.scoreWords[taskId][k << WORDS_PER_MEMBER_LOG2] = 1;
@@ -289,7 +287,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         (Live memory live, Times memory tm) = _liveTimes(taskId, round, true);
         if (tm.now_ < tm.submissionEnd) revert MeshLedger_CommitNotOpen(taskId, round, tm.submissionEnd);
         if (tm.now_ >= tm.commitEnd) revert MeshLedger_CommitClosed(taskId, round, tm.commitEnd);
-        uint256 k = _setIndex(taskId, round, msg.sender);
+        uint256 k = _setIndex(taskId, live, msg.sender);
         uint32 bit = uint32(1 << k);
         if (live.committed & bit != 0) revert MeshLedger_AlreadyCommitted(taskId, round, msg.sender);
         live.committed |= bit;
@@ -463,9 +461,9 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         members = new address[](live.validatorCount);
         weights = new uint16[](live.validatorCount);
         for (uint256 k; k < members.length; ++k) {
-            Member memory m = _s.members[taskId][k];
-            members[k] = m.member;
-            weights[k] = m.weight;
+            members[k] = _s.members[taskId][k];
+            // forge-lint: disable-next-line(unsafe-typecast) a 16-bit lane of the packed weights
+            weights[k] = uint16(_s.weights[taskId][k >> 4] >> ((k & 15) << 4));
         }
         return (members, weights, live.committed, live.revealed);
     }
@@ -478,7 +476,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
     {
         Live memory live = _liveRound(taskId, round);
         Position memory pos = _s.positions[taskId][validator];
-        if (pos.round != round || (live.revealed >> pos.index) & 1 == 0) return (false, scores);
+        if (pos.epoch != live.setEpoch || (live.revealed >> pos.index) & 1 == 0) return (false, scores);
         scores = new int16[](live.submissionCount);
         uint256 base = uint256(pos.index) << WORDS_PER_MEMBER_LOG2;
         for (uint256 i; i < scores.length; ++i) {
@@ -516,8 +514,8 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         Account memory a = _s.accounts[account_];
         return AccountView({
             nonce: a.nonce,
-            contributorReputation: _s.get(a.seat, Role.Contributor),
-            validatorReputation: _s.get(a.seat, Role.Validator),
+            contributorReputation: a.contributorReputation,
+            validatorReputation: a.validatorReputation,
             memberNumber: a.seat,
             contributor: a.flags & FLAG_CONTRIBUTOR != 0,
             validator: a.flags & FLAG_VALIDATOR != 0,
@@ -529,7 +527,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
     /// @inheritdoc IMeshLedger
     function reputation(address account_) external view returns (uint32 contributor, uint32 validator) {
         Account memory a = _s.accounts[account_];
-        return (_s.get(a.seat, Role.Contributor), _s.get(a.seat, Role.Validator));
+        return (a.contributorReputation, a.validatorReputation);
     }
 
     /// @inheritdoc IMeshLedger
@@ -546,7 +544,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
     function validators() external view returns (address[] memory list) {
         list = new address[](_s.validatorList.length);
         for (uint256 v; v < list.length; ++v) {
-            list[v] = _s.validatorList[v].member;
+            list[v] = _s.validatorList[v];
         }
     }
 
@@ -598,17 +596,25 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         if (!granted) return false;
         Account storage a = _s.accounts[who];
         if (role == CONTRIBUTOR_ROLE) {
-            uint16 seat = _seatOf(a);
+            _seatOf(a);
             ++_s.globals.contributorCount;
             a.flags |= FLAG_CONTRIBUTOR;
-            _initRep(who, seat, Role.Contributor);
+            if (a.contributorReputation == 0) {
+                // The first grant starts the reputation; a re-grant keeps the one earned.
+                a.contributorReputation = uint16(REPUTATION_START);
+                emit ReputationInitialized(who, Role.Contributor, REPUTATION_START);
+            }
         } else if (role == VALIDATOR_ROLE) {
             if (_s.validatorList.length == MAX_VALIDATORS) revert MeshLedger_TooManyValidators(MAX_VALIDATORS);
-            uint16 seat = _seatOf(a);
-            _s.validatorList.push(Seated({member: who, seat: seat}));
+            _seatOf(a);
+            _s.validatorList.push(who);
+            ++_s.globals.listVersion;
             _s.validatorPosition[who] = _s.validatorList.length;
             a.flags |= FLAG_VALIDATOR;
-            _initRep(who, seat, Role.Validator);
+            if (a.validatorReputation == 0) {
+                a.validatorReputation = uint16(REPUTATION_START);
+                emit ReputationInitialized(who, Role.Validator, REPUTATION_START);
+            }
         } else if (role == AGGREGATOR_ROLE) {
             a.flags |= FLAG_AGGREGATOR;
         }
@@ -622,12 +628,6 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         if (g.lastSeat == MAX_SEATS) revert MeshLedger_TooManyMembers(MAX_SEATS);
         seat = ++g.lastSeat;
         a.seat = seat;
-    }
-
-    function _initRep(address who, uint16 seat, Role role) private {
-        if (_s.get(seat, role) != 0) return; // granted before: the reputation earned stays
-        _s.set(seat, role, REPUTATION_START);
-        emit ReputationInitialized(who, role, REPUTATION_START);
     }
 
     /// @dev Mirror of {_grantRole}. Reputation and seat stay with the account: revoking and re-granting a
@@ -644,11 +644,12 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
             uint256 position = _s.validatorPosition[who];
             uint256 last = _s.validatorList.length;
             if (position != last) {
-                Seated memory moved = _s.validatorList[last - 1];
+                address moved = _s.validatorList[last - 1];
                 _s.validatorList[position - 1] = moved;
-                _s.validatorPosition[moved.member] = position;
+                _s.validatorPosition[moved] = position;
             }
             _s.validatorList.pop();
+            ++_s.globals.listVersion;
             delete _s.validatorPosition[who];
             a.flags &= ~FLAG_VALIDATOR;
         } else if (role == AGGREGATOR_ROLE) {
@@ -786,11 +787,9 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         }
         _s.seatWords[taskId][word] = seats | bit;
 
-        _s.entries[taskId][index] = Entry({contributor: contributor, numSamples: numSamples, seat: seat});
-        // unchecked: index < MAX_UPDATES_PER_ROUND was checked above.
-        unchecked {
-            live.submissionCount = index + 1;
-        }
+        _s.entries[taskId][index] = Entry({contributor: contributor, numSamples: numSamples});
+        // forge-lint: disable-next-line(unsafe-typecast) index < MAX_UPDATES_PER_ROUND = 112 (see above)
+        live.submissionCount = uint8(index + 1);
         emit UpdateSubmitted(taskId, live.round, contributor, index, digest, numSamples, msg.sender);
     }
 
@@ -808,9 +807,11 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
     // ─── Internals: scores ──────────────────────────────────────────────────────────────────────────────────
 
     /// The index of `who` in the validator set of the live round `round`.
-    function _setIndex(uint256 taskId, uint32 round, address who) private view returns (uint256) {
+    /// The index of `who` in the validator set of the live round: its position must belong to the set
+    /// composition the round uses (an older one is stale: the account left the set since).
+    function _setIndex(uint256 taskId, Live memory live, address who) private view returns (uint256) {
         Position memory pos = _s.positions[taskId][who];
-        if (pos.round != round) revert MeshLedger_NotInValidatorSet(taskId, round, who);
+        if (pos.epoch != live.setEpoch) revert MeshLedger_NotInValidatorSet(taskId, live.round, who);
         return pos.index;
     }
 
@@ -820,7 +821,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         view
         returns (uint256 k)
     {
-        k = _setIndex(taskId, live.round, msg.sender);
+        k = _setIndex(taskId, live, msg.sender);
         if ((live.committed >> k) & 1 == 0) revert MeshLedger_NotCommitted(taskId, live.round, msg.sender);
         if ((live.revealed >> k) & 1 != 0) revert MeshLedger_AlreadyRevealed(taskId, live.round, msg.sender);
         uint256 n = live.submissionCount;
@@ -857,17 +858,22 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
 
     /// Every score within [-SCORE_ONE, SCORE_ONE]; a nonzero reason (a hard reject) only with -SCORE_ONE.
     function _checkScores(bytes calldata scores, bytes calldata reasons, uint256 n) private pure {
-        for (uint256 i; i < n; ++i) {
-            // forge-lint: disable-next-line(unsafe-typecast) two bytes read as a big-endian int16 by definition
-            int16 s = int16(uint16(bytes2(scores[2 * i:2 * i + 2])));
-            if (s > SCORE_ONE || s < -SCORE_ONE) {
-                // forge-lint: disable-next-line(unsafe-typecast) i < n ≤ MAX_UPDATES_PER_ROUND
-                revert MeshLedger_InvalidScore(uint16(i), s);
+        for (uint256 i; i < n;) {
+            int256 score;
+            uint256 reason;
+            // Score i is the big-endian int16 at byte 2i, reason i the byte at i; the lengths were checked.
+            assembly ("memory-safe") {
+                score := sar(240, calldataload(add(scores.offset, shl(1, i))))
+                reason := byte(0, calldataload(add(reasons.offset, i)))
             }
-            uint8 reason = uint8(reasons[i]);
-            if (reason != 0 && s != -SCORE_ONE) {
-                // forge-lint: disable-next-line(unsafe-typecast) i < n ≤ MAX_UPDATES_PER_ROUND
-                revert MeshLedger_InvalidReason(uint16(i), s, reason);
+            // forge-lint: disable-next-line(unsafe-typecast) i < n ≤ MAX_UPDATES_PER_ROUND; score is an int16
+            if (score > SCORE_ONE || score < -SCORE_ONE) revert MeshLedger_InvalidScore(uint16(i), int16(score));
+            if (reason != 0 && score != -SCORE_ONE) {
+                // forge-lint: disable-next-line(unsafe-typecast) idem; reason is one byte
+                revert MeshLedger_InvalidReason(uint16(i), int16(score), uint8(reason));
+            }
+            unchecked {
+                ++i;
             }
         }
     }

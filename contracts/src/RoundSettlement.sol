@@ -4,7 +4,7 @@ pragma solidity 0.8.30;
 import {IMeshLedger} from "./interfaces/IMeshLedger.sol";
 import {Bits} from "./libraries/Bits.sol";
 import {Consensus} from "./libraries/Consensus.sol";
-import {Entry, Live, Config, LedgerStore, Member, Position, Reputations, Seated, Tally} from "./libraries/LedgerStore.sol";
+import {Account, Config, Entry, LedgerStore, Live, Position} from "./libraries/LedgerStore.sol";
 
 /// @title RoundSettlement
 /// @notice The end of a round (protocol v2, docs/protocol.md R4–R6): the consensus of every update from the
@@ -14,28 +14,75 @@ import {Entry, Live, Config, LedgerStore, Member, Position, Reputations, Seated,
 /// deployment deploys it first and links its address into MeshLedger's bytecode (ledger/chain/deploy.py).
 library RoundSettlement {
     using Bits for uint256;
-    using Reputations for LedgerStore;
 
-    uint32 internal constant REPUTATION_MIN = 100;
-    uint32 internal constant REPUTATION_MAX = 10_000;
-    uint32 internal constant CONTRIBUTOR_GAIN = 500;
-    uint32 internal constant CONTRIBUTOR_LOSS = 1_500;
-    uint32 internal constant VALIDATOR_GAIN = 200;
-    uint32 internal constant VALIDATOR_LOSS = 1_000;
-    uint32 internal constant ABSENT_LOSS = 500;
+    uint16 internal constant REPUTATION_MIN = 100;
+    uint16 internal constant REPUTATION_MAX = 10_000;
+    uint256 internal constant CONTRIBUTOR_GAIN = 500;
+    uint256 internal constant CONTRIBUTOR_LOSS = 1_500;
+    uint256 internal constant VALIDATOR_GAIN = 200;
+    uint256 internal constant VALIDATOR_LOSS = 1_000;
+    uint256 internal constant ABSENT_LOSS = 500;
     uint256 internal constant VALIDATOR_SHARE_BPS = 1_000;
     /// Score words of set member k live at keys k·8 + w (w < 7); word 0 holds the commitment until the reveal.
     uint256 internal constant WORDS_PER_MEMBER_LOG2 = 3;
 
-    /// @notice Freezes the validator set of round `round` of `taskId`, opening now (ledger time `t`) on `base`:
-    /// the validators holding the role, each weighted by its validator reputation now. Writes the live round and
-    /// emits RoundOpened.
+    /// A round's scores as finalization (and the tally view) sees them.
+    struct Round {
+        uint256 n; // updates
+        uint256 v; // set members
+        address[] members;
+        uint256[] weights; // frozen at round open
+        uint256 revealed; // bit k: member k revealed
+        uint256 revealCount;
+        int256[] consensus; // per update
+        uint256[] distance; // per member: Σ min(|s - c|, SCORE_ONE) over the updates (revealed members only)
+        uint256 accepted; // bitmap: consensus > 0 and revealCount ≥ quorum
+        bool quorate;
+    }
+
+    // ─── Opening ────────────────────────────────────────────────────────────────────────────────────────────
+
+    /// @notice Opens round `round` of `taskId` now (ledger time `t`) on `base`, freezing its validator set: the
+    /// validators holding the role, each weighted by its validator reputation now. Writes the live round and
+    /// emits RoundOpened. `previousCount` and `previousEpoch` describe the set of the round before (0 for a new
+    /// task): positions are rewritten only when the composition changed.
     /// @return count the size of the set.
-    function openRound(LedgerStore storage s, uint256 taskId, uint32 round, bytes32 base, uint64 t)
-        public
-        returns (uint8 count)
-    {
-        (address[] memory addrs, uint16[] memory weights) = _freeze(s, taskId, round);
+    function openRound(
+        LedgerStore storage s,
+        uint256 taskId,
+        uint32 round,
+        bytes32 base,
+        uint64 t,
+        uint256 previousCount,
+        uint24 previousEpoch
+    ) public returns (uint8 count) {
+        return _open(s, taskId, round, base, t, previousCount, previousEpoch, new address[](0));
+    }
+
+    /// As {openRound}; `previous` is the set of the round before, reused as is when the validator list has not
+    /// changed since that set was frozen (its members then need no reading, comparing or writing).
+    function _open(
+        LedgerStore storage s,
+        uint256 taskId,
+        uint32 round,
+        bytes32 base,
+        uint64 t,
+        uint256 previousCount,
+        uint24 previousEpoch,
+        address[] memory previous
+    ) private returns (uint8 count) {
+        (address[] memory addrs, uint16[] memory weights, bool changed) = _freeze(s, taskId, previousCount, previous);
+        uint24 epoch = previousEpoch;
+        if (changed || previousEpoch == 0) {
+            // Checked: a task supports 2^24 - 1 compositions of its validator set (a change needs a finalized
+            // round each, so this is never reached; reverting beats reusing an epoch).
+            epoch = previousEpoch + 1;
+            mapping(address => Position) storage positions = s.positions[taskId];
+            for (uint256 k; k < addrs.length; ++k) {
+                // forge-lint: disable-next-line(unsafe-typecast) k < MAX_VALIDATORS = 32
+                positions[addrs[k]] = Position({epoch: epoch, index: uint8(k)});
+            }
+        }
         // forge-lint: disable-next-line(unsafe-typecast) at most MAX_VALIDATORS = 32 validators
         count = uint8(addrs.length);
         s.live[taskId] = Live({
@@ -46,32 +93,56 @@ library RoundSettlement {
             submissionCount: 0,
             validatorCount: count,
             committed: 0,
-            revealed: 0
+            revealed: 0,
+            setEpoch: epoch
         });
         emit IMeshLedger.RoundOpened(taskId, round, msg.sender, base, t, addrs, weights);
     }
 
-    /// Copies the validator list into the task's set, with each member's validator reputation as its weight.
-    function _freeze(LedgerStore storage s, uint256 taskId, uint32 round)
+    /// Copies the validator list into the task's set (only the members that changed are written; nothing is read
+    /// when the list is the one the previous set was frozen from) and the members' validator reputations into the
+    /// packed weight words (16 per word).
+    function _freeze(LedgerStore storage s, uint256 taskId, uint256 previousCount, address[] memory previous)
         private
-        returns (address[] memory addrs, uint16[] memory weights)
+        returns (address[] memory addrs, uint16[] memory weights, bool changed)
     {
-        Seated[] storage list = s.validatorList;
-        addrs = new address[](list.length);
-        weights = new uint16[](list.length);
-        mapping(uint256 => Member) storage members = s.members[taskId];
-        mapping(address => Position) storage positions = s.positions[taskId];
+        Config storage cfg = s.configs[taskId];
+        uint24 version = s.globals.listVersion;
+        if (previous.length == previousCount && previousCount != 0 && cfg.listVersion == version) {
+            addrs = previous;
+        } else {
+            address[] storage list = s.validatorList;
+            uint256 v = list.length;
+            addrs = new address[](v);
+            changed = v != previousCount;
+            mapping(uint256 => address) storage members = s.members[taskId];
+            for (uint256 k; k < v; ++k) {
+                address a = list[k];
+                addrs[k] = a;
+                if (members[k] != a) {
+                    members[k] = a;
+                    changed = true;
+                }
+            }
+            cfg.listVersion = version;
+        }
+        weights = new uint16[](addrs.length);
+        mapping(uint256 => uint256) storage weightWords = s.weights[taskId];
+        uint256 word;
         for (uint256 k; k < addrs.length; ++k) {
-            Seated memory seated = list[k];
-            // forge-lint: disable-next-line(unsafe-typecast) reputations never exceed REPUTATION_MAX = 10_000
-            uint16 weight = uint16(s.get(seated.seat, IMeshLedger.Role.Validator));
-            members[k] = Member({member: seated.member, seat: seated.seat, weight: weight});
-            // forge-lint: disable-next-line(unsafe-typecast) k < MAX_VALIDATORS = 32
-            positions[seated.member] = Position({round: round, index: uint8(k)});
-            addrs[k] = seated.member;
-            weights[k] = weight;
+            uint16 w = s.accounts[addrs[k]].validatorReputation;
+            weights[k] = w;
+            unchecked {
+                word |= uint256(w) << ((k & 15) << 4);
+                if (k & 15 == 15 || k + 1 == addrs.length) {
+                    weightWords[k >> 4] = word;
+                    word = 0;
+                }
+            }
         }
     }
+
+    // ─── Ending ─────────────────────────────────────────────────────────────────────────────────────────────
 
     /// @notice Ends the live round `live` of `taskId` at ledger time `t` — finalized by the aggregator with
     /// `aggregate`, or carried over (`carriedOver`, `aggregate` = the base) — settles it and opens the next.
@@ -85,215 +156,308 @@ library RoundSettlement {
     ) external {
         Config storage cfg = s.configs[taskId];
         uint32 round = live.round;
-        Tally memory tl = _tally(s, taskId, live, cfg.quorum);
-        if (tl.accepted == 0) {
+        Round memory r = _load(s, taskId, live, cfg.quorum);
+        if (r.accepted == 0) {
             bytes32 base = round == 1 ? cfg.genesisDigest : s.aggregates[taskId][round - 1];
             if (aggregate != base) revert IMeshLedger.MeshLedger_AggregateMustBeBase(base, aggregate);
         } else if (aggregate == bytes32(0)) {
             revert IMeshLedger.MeshLedger_InvalidDigest(aggregate);
         }
         s.aggregates[taskId][round] = aggregate;
-        IMeshLedger.Settlement[] memory settlements =
-            _settle(s, taskId, tl, live.submissionCount, carriedOver ? 0 : cfg.rewardPerRound, cfg.quorum);
+        bytes memory data = _settle(s, taskId, r, carriedOver ? 0 : cfg.rewardPerRound);
         // A carry-over uses no update: the accepted set it records is empty (the base carries over).
-        emit IMeshLedger.RoundFinalized(
-            taskId,
-            round,
-            msg.sender,
-            aggregate,
-            carriedOver ? 0 : tl.accepted,
-            cfg.rule,
-            cfg.ruleParam,
-            carriedOver,
-            settlements
-        );
-        openRound(s, taskId, round + 1, aggregate, t);
+        _header(data, aggregate, carriedOver ? 0 : r.accepted, cfg.rule, cfg.ruleParam, carriedOver);
+        bytes32 topic = IMeshLedger.RoundFinalized.selector;
+        // RoundFinalized(taskId, round, msg.sender, ...data): the data is the event's ABI encoding, written in
+        // place by the settlement (see _header), so no Settlement struct is allocated or re-encoded.
+        assembly ("memory-safe") {
+            log4(add(data, 0x20), mload(data), topic, taskId, round, caller())
+        }
+        _open(s, taskId, round + 1, aggregate, t, live.validatorCount, live.setEpoch, r.members);
     }
 
     /// @notice The consensus of every update of the live round from the reveals so far, and the accepted set.
     function consensus(LedgerStore storage s, uint256 taskId, Live memory live)
         external
         view
-        returns (int16[] memory, uint256)
+        returns (int16[] memory out, uint256 accepted)
     {
-        Tally memory t = _tally(s, taskId, live, s.configs[taskId].quorum);
-        return (t.consensus, t.accepted);
+        Round memory r = _load(s, taskId, live, s.configs[taskId].quorum);
+        out = new int16[](r.n);
+        for (uint256 i; i < r.n; ++i) {
+            // forge-lint: disable-next-line(unsafe-typecast) a consensus is one of the int16 scores, or 0
+            out[i] = int16(r.consensus[i]);
+        }
+        return (out, r.accepted);
     }
 
-    /// The consensus of every update (lower weighted median of the set's scores, unrevealed members counting 0
-    /// with their weight) and the accepted set (consensus > 0, and at least `quorum` reveals).
-    function _tally(LedgerStore storage s, uint256 taskId, Live memory live, uint16 quorum)
+    // ─── Consensus ──────────────────────────────────────────────────────────────────────────────────────────
+
+    /// Reads the set, its weights and the revealed scores, and computes each update's consensus (the lower
+    /// weighted median, unrevealed members counting 0 with their weight), the members' distances and the
+    /// accepted set.
+    function _load(LedgerStore storage s, uint256 taskId, Live memory live, uint16 quorum)
         private
         view
-        returns (Tally memory t)
+        returns (Round memory r)
     {
-        uint256 v = live.validatorCount;
-        uint256 n = live.submissionCount;
-        t.wpm = (n + 15) >> 4;
-        t.members = new Member[](v);
-        t.words = new uint256[](v * t.wpm);
-        t.revealed = live.revealed;
-        t.revealCount = t.revealed.popcount();
+        r.n = live.submissionCount;
+        r.v = live.validatorCount;
+        r.revealed = live.revealed;
+        r.revealCount = r.revealed.popcount();
+        r.quorate = r.revealCount >= quorum;
+        r.members = new address[](r.v);
+        r.weights = new uint256[](r.v);
+        r.consensus = new int256[](r.n);
+        r.distance = new uint256[](r.v);
+        // The revealed members, compacted: their set index, weight and decoded score words.
+        uint256 wpm = (r.n + 15) >> 4;
+        uint256[] memory index = new uint256[](r.revealCount);
+        uint256[] memory weight = new uint256[](r.revealCount);
+        uint256[] memory words = new uint256[](r.revealCount * wpm);
         uint256 total;
-        for (uint256 k; k < v; ++k) {
-            Member memory m = s.members[taskId][k];
-            t.members[k] = m;
-            total += m.weight;
-            if ((t.revealed >> k) & 1 == 0) continue;
-            uint256 base = k << WORDS_PER_MEMBER_LOG2;
-            for (uint256 w; w < t.wpm; ++w) {
-                t.words[k * t.wpm + w] = s.scoreWords[taskId][base + w] ^ Consensus.FLIP;
+        uint256 absent;
+        {
+            mapping(uint256 => address) storage members = s.members[taskId];
+            mapping(uint256 => uint256) storage scoreWords = s.scoreWords[taskId];
+            uint256 weightWord;
+            uint256 m;
+            for (uint256 k; k < r.v; ++k) {
+                r.members[k] = members[k];
+                if (k & 15 == 0) weightWord = s.weights[taskId][k >> 4];
+                uint256 w = (weightWord >> ((k & 15) << 4)) & 0xFFFF;
+                r.weights[k] = w;
+                total += w;
+                if ((r.revealed >> k) & 1 == 0) {
+                    absent += w;
+                    continue;
+                }
+                index[m] = k;
+                weight[m] = w;
+                for (uint256 j; j < wpm; ++j) {
+                    words[m * wpm + j] = scoreWords[(k << WORDS_PER_MEMBER_LOG2) + j] ^ Consensus.FLIP;
+                }
+                ++m;
             }
         }
-        t.consensus = new int16[](n);
-        int256[] memory values = new int256[](v + 1);
-        uint256[] memory weights = new uint256[](v + 1);
-        bool quorate = t.revealCount >= quorum;
-        for (uint256 i; i < n; ++i) {
-            uint256 count;
-            uint256 absent = total;
-            for (uint256 k; k < v; ++k) {
-                if ((t.revealed >> k) & 1 == 0) continue;
-                values[count] = Consensus.lane(t.words[k * t.wpm + (i >> 4)], i);
-                weights[count] = t.members[k].weight;
-                absent -= weights[count];
-                ++count;
+        uint256[] memory distance = new uint256[](r.revealCount);
+        int256[] memory scores = new int256[](r.revealCount);
+        for (uint256 i; i < r.n; ++i) {
+            int256 c = _consensusOf(i, words, wpm, scores, weight, distance, absent, total);
+            r.consensus[i] = c;
+            if (r.quorate && c > 0) r.accepted |= uint256(1) << i;
+        }
+        for (uint256 j; j < index.length; ++j) {
+            r.distance[index[j]] = distance[j];
+        }
+    }
+
+    /// Update `i`'s consensus: the lower weighted median of the revealed members' scores (`weight`) plus the value
+    /// 0 with weight `absent` — the smallest candidate x with 2 × weight(values ≤ x) ≥ `total`, found pairwise
+    /// (no sort: a set holds at most 32 members). Adds each revealed member's capped distance to `distance`.
+    /// @dev Assembly because it runs once per update and member pair: Solidity's bounds checks on these small
+    /// memory arrays cost more than the arithmetic. Every index stays below the arrays' lengths by construction.
+    function _consensusOf(
+        uint256 i,
+        uint256[] memory words,
+        uint256 wpm,
+        int256[] memory scores,
+        uint256[] memory weight,
+        uint256[] memory distance,
+        uint256 absent,
+        uint256 total
+    ) private pure returns (int256 c) {
+        assembly ("memory-safe") {
+            let m := mload(scores)
+            let sp := add(scores, 0x20)
+            let wp := add(weight, 0x20)
+            let shift := shl(4, and(i, 15))
+            let column := shr(4, i)
+            for { let j := 0 } lt(j, m) { j := add(j, 1) } {
+                let word := mload(add(add(words, 0x20), shl(5, add(mul(j, wpm), column))))
+                mstore(add(sp, shl(5, j)), sar(240, shl(shift, word)))
             }
-            if (absent != 0) {
-                values[count] = 0;
-                weights[count] = absent;
-                ++count;
+            c := 0
+            if total {
+                c := shr(1, not(0)) // the largest int256: no candidate yet
+                if absent {
+                    let cumulative := absent
+                    for { let j := 0 } lt(j, m) { j := add(j, 1) } {
+                        if iszero(sgt(mload(add(sp, shl(5, j))), 0)) {
+                            cumulative := add(cumulative, mload(add(wp, shl(5, j))))
+                        }
+                    }
+                    if iszero(lt(shl(1, cumulative), total)) { c := 0 }
+                }
+                for { let k := 0 } lt(k, m) { k := add(k, 1) } {
+                    let x := mload(add(sp, shl(5, k)))
+                    if slt(x, c) {
+                        let cumulative := 0
+                        if iszero(slt(x, 0)) { cumulative := absent }
+                        for { let j := 0 } lt(j, m) { j := add(j, 1) } {
+                            if iszero(sgt(mload(add(sp, shl(5, j))), x)) {
+                                cumulative := add(cumulative, mload(add(wp, shl(5, j))))
+                            }
+                        }
+                        if iszero(lt(shl(1, cumulative), total)) { c := x }
+                    }
+                }
             }
-            int256 c = Consensus.lowerWeightedMedian(values, weights, count, total);
-            // forge-lint: disable-next-line(unsafe-typecast) the median is one of the int16 scores, or 0
-            t.consensus[i] = int16(c);
-            if (quorate && c > 0) t.accepted |= uint256(1) << i;
+            let dp := add(distance, 0x20)
+            for { let j := 0 } lt(j, m) { j := add(j, 1) } {
+                let d := sub(mload(add(sp, shl(5, j))), c)
+                if slt(d, 0) { d := sub(0, d) }
+                if gt(d, 10000) { d := 10000 }
+                let at := add(dp, shl(5, j))
+                mstore(at, add(mload(at), d))
+            }
+        }
+    }
+
+    // ─── Settlement ─────────────────────────────────────────────────────────────────────────────────────────
+
+    // The RoundFinalized data, ABI-encoded: six head words (aggregateDigest, acceptedBitmap, rule, ruleParam,
+    // carriedOver, the offset 0xc0 of the settlements), then the array: its length and seven words per Settlement
+    // (account, role, reputation, reward, score sign-extended, distance, absent).
+    uint256 private constant HEAD = 0xe0; // six head words and the array length
+    uint256 private constant ITEM = 0xe0; // seven words per settlement
+
+    function _header(bytes memory data, bytes32 aggregate, uint256 accepted, uint8 rule, uint32 ruleParam, bool carried)
+        private
+        pure
+    {
+        assembly ("memory-safe") {
+            let p := add(data, 0x20)
+            mstore(p, aggregate)
+            mstore(add(p, 0x20), accepted)
+            mstore(add(p, 0x40), rule)
+            mstore(add(p, 0x60), ruleParam)
+            mstore(add(p, 0x80), carried)
+            mstore(add(p, 0xa0), 0xc0)
+            mstore(add(p, 0xc0), div(sub(mload(data), HEAD), ITEM))
+        }
+    }
+
+    /// Writes settlement `j` into the event data; `weight` stands in the reward word until _pay replaces it.
+    function _put(
+        bytes memory data,
+        uint256 j,
+        address account,
+        IMeshLedger.Role role,
+        uint16 rep,
+        uint256 weight,
+        int256 score,
+        uint256 distance,
+        bool absent
+    ) private pure {
+        assembly ("memory-safe") {
+            let p := add(add(data, add(0x20, HEAD)), mul(j, ITEM))
+            mstore(p, account)
+            mstore(add(p, 0x20), role)
+            mstore(add(p, 0x40), rep)
+            mstore(add(p, 0x60), weight)
+            mstore(add(p, 0x80), score)
+            mstore(add(p, 0xa0), distance)
+            mstore(add(p, 0xc0), absent)
         }
     }
 
     /// Settles every participant: contributors first (update-index order), then every member of the round's
-    /// validator set (set order). `budget` is 0 for a carry-over. Rewards accrue in the accounts.
-    function _settle(LedgerStore storage s, uint256 taskId, Tally memory t, uint256 n, uint256 budget, uint16 quorum)
+    /// validator set (set order). `budget` is 0 for a carry-over. Reputations and rewards are written to each
+    /// participant's account slot; the settlements are written into the RoundFinalized data.
+    function _settle(LedgerStore storage s, uint256 taskId, Round memory r, uint256 budget)
         private
-        returns (IMeshLedger.Settlement[] memory out)
+        returns (bytes memory data)
     {
-        out = new IMeshLedger.Settlement[](n + t.members.length);
+        data = new bytes(HEAD + ITEM * (r.n + r.v));
         uint256 validatorShare = budget * VALIDATOR_SHARE_BPS / 10_000;
-        _settleContributors(s, taskId, t, n, budget - validatorShare, t.revealCount >= quorum, out);
-        _settleValidators(s, t, n, validatorShare, out);
-        for (uint256 j; j < out.length; ++j) {
-            uint256 reward = out[j].reward;
-            // An account accrues below 2^96 per round: 2^32 rounds stay below 2^128.
-            // forge-lint: disable-next-line(unsafe-typecast) reward ≤ budget < 2^96
-            if (reward != 0) s.accounts[out[j].account].accrued += uint128(reward);
-        }
+        uint256 total = _settleContributors(s, taskId, r, data);
+        _pay(s, data, 0, r.n, budget - validatorShare, total);
+        total = _settleValidators(s, r, data);
+        _pay(s, data, r.n, r.n + r.v, validatorShare, total);
     }
 
     /// Contributors: with a quorum of reveals, consensus c > 0 raises the reputation by GAIN·c/SCORE_ONE and
     /// weighs c² × reputation-before in the contributors' share; c < 0 lowers it by LOSS·|c|/SCORE_ONE. Without a
-    /// quorum nothing moves (the validators failed, not the members).
-    function _settleContributors(
-        LedgerStore storage s,
-        uint256 taskId,
-        Tally memory t,
-        uint256 n,
-        uint256 share,
-        bool quorate,
-        IMeshLedger.Settlement[] memory out
-    ) private {
-        mapping(uint256 => Entry) storage entries = s.entries[taskId];
-        uint256 total;
-        for (uint256 i; i < n; ++i) {
-            Entry memory e = entries[i];
-            (uint32 rep, uint256 weight) = _contributorStep(s, e.seat, t.consensus[i], quorate);
-            total += weight;
-            out[i] = IMeshLedger.Settlement({
-                account: e.contributor,
-                role: IMeshLedger.Role.Contributor,
-                reputation: rep,
-                reward: weight, // the weight until the total is known
-                score: t.consensus[i],
-                distance: 0,
-                absent: false
-            });
-        }
-        for (uint256 i; i < n; ++i) {
-            if (out[i].reward != 0) out[i].reward = share * out[i].reward / total;
-        }
-    }
-
-    /// One contributor's new reputation (stored) and reward weight for consensus `c`.
-    function _contributorStep(LedgerStore storage s, uint16 seat, int256 c, bool quorate)
+    /// quorum nothing moves (the validators failed, not the members). Returns the total weight.
+    function _settleContributors(LedgerStore storage s, uint256 taskId, Round memory r, bytes memory data)
         private
-        returns (uint32 rep, uint256 weight)
+        returns (uint256 total)
     {
-        uint32 old = s.get(seat, IMeshLedger.Role.Contributor);
-        rep = old;
-        if (quorate && c > 0) {
-            rep = Consensus.raise(old, CONTRIBUTOR_GAIN * uint256(c) / 10_000, REPUTATION_MAX);
-            // c ≤ 10^4 and reputation ≤ 10^4: a weight is at most 10^12, their sum below 2^47.
-            weight = uint256(c) * uint256(c) * old;
-        } else if (quorate && c < 0) {
-            rep = Consensus.lower(old, CONTRIBUTOR_LOSS * uint256(-c) / 10_000, REPUTATION_MIN);
+        mapping(uint256 => Entry) storage entries = s.entries[taskId];
+        for (uint256 i; i < r.n; ++i) {
+            address who = entries[i].contributor;
+            int256 c = r.consensus[i];
+            Account storage a = s.accounts[who];
+            uint16 old = a.contributorReputation;
+            uint16 rep = old;
+            uint256 weight;
+            if (r.quorate && c > 0) {
+                rep = Consensus.raise(old, CONTRIBUTOR_GAIN * uint256(c) / 10_000, REPUTATION_MAX);
+                // c ≤ 10^4 and reputation ≤ 10^4: a weight is at most 10^12, their sum below 2^47.
+                weight = uint256(c) * uint256(c) * old;
+                total += weight;
+            } else if (r.quorate && c < 0) {
+                rep = Consensus.lower(old, CONTRIBUTOR_LOSS * uint256(-c) / 10_000, REPUTATION_MIN);
+            }
+            if (rep != old) a.contributorReputation = rep;
+            _put(data, i, who, IMeshLedger.Role.Contributor, rep, weight, c, 0, false);
         }
-        if (rep != old) s.set(seat, IMeshLedger.Role.Contributor, rep);
     }
 
     /// Validators: those that revealed are measured by their mean capped distance d to the consensus, agreement
     /// A = max(0, 1 - d/DISTANCE_SCALE): +GAIN when A ≥ ½, else -LOSS·(½ - A)/½; their share split by
-    /// reputation-before × A. Absent members lose ABSENT_LOSS and earn nothing.
-    function _settleValidators(LedgerStore storage s, Tally memory t, uint256 n, uint256 share, IMeshLedger.Settlement[] memory out)
+    /// reputation-before × A. Absent members lose ABSENT_LOSS and earn nothing. Returns the total weight.
+    function _settleValidators(LedgerStore storage s, Round memory r, bytes memory data)
         private
+        returns (uint256 total)
     {
-        uint256 total;
-        for (uint256 k; k < t.members.length; ++k) {
-            Member memory m = t.members[k];
-            bool absent = (t.revealed >> k) & 1 == 0;
-            uint256 distance = absent ? 0 : _distance(t, k, n);
-            (uint32 rep, uint256 weight) = _validatorStep(s, m.seat, absent, distance);
-            total += weight;
-            out[n + k] = IMeshLedger.Settlement({
-                account: m.member,
-                role: IMeshLedger.Role.Validator,
-                reputation: rep,
-                reward: weight,
-                score: 0,
-                // forge-lint: disable-next-line(unsafe-typecast) a mean of values ≤ SCORE_ONE
-                distance: uint16(distance),
-                absent: absent
-            });
-        }
-        for (uint256 j = n; j < out.length; ++j) {
-            if (out[j].reward != 0) out[j].reward = share * out[j].reward / total;
+        for (uint256 k; k < r.v; ++k) {
+            address who = r.members[k];
+            Account storage a = s.accounts[who];
+            uint16 old = a.validatorReputation;
+            uint16 rep;
+            uint256 distance;
+            uint256 weight;
+            bool absent = (r.revealed >> k) & 1 == 0;
+            if (absent) {
+                rep = Consensus.lower(old, ABSENT_LOSS, REPUTATION_MIN);
+            } else {
+                if (r.n != 0) distance = r.distance[k] / r.n;
+                uint256 agreement = Consensus.agreement(distance);
+                rep = agreement >= 5_000
+                    ? Consensus.raise(old, VALIDATOR_GAIN, REPUTATION_MAX)
+                    : Consensus.lower(old, VALIDATOR_LOSS * (5_000 - agreement) / 5_000, REPUTATION_MIN);
+                weight = uint256(old) * agreement;
+                total += weight;
+            }
+            if (rep != old) a.validatorReputation = rep;
+            _put(data, r.n + k, who, IMeshLedger.Role.Validator, rep, weight, 0, distance, absent);
         }
     }
 
-    /// One validator's new reputation (stored) and reward weight (reputation-before × agreement).
-    function _validatorStep(LedgerStore storage s, uint16 seat, bool absent, uint256 distance)
+    /// Replaces the weights of settlements [from, to) by their share of `share` (rounded down) and accrues each
+    /// reward in its account. The rounding dust and the shares nobody earned are never accrued.
+    function _pay(LedgerStore storage s, bytes memory data, uint256 from, uint256 to, uint256 share, uint256 total)
         private
-        returns (uint32 rep, uint256 weight)
     {
-        uint32 old = s.get(seat, IMeshLedger.Role.Validator);
-        if (absent) {
-            rep = Consensus.lower(old, ABSENT_LOSS, REPUTATION_MIN);
-        } else {
-            uint256 a = Consensus.agreement(distance);
-            rep = a >= 5_000
-                ? Consensus.raise(old, VALIDATOR_GAIN, REPUTATION_MAX)
-                : Consensus.lower(old, VALIDATOR_LOSS * (5_000 - a) / 5_000, REPUTATION_MIN);
-            weight = uint256(old) * a;
+        for (uint256 j = from; j < to; ++j) {
+            address who;
+            uint256 weight;
+            uint256 at;
+            assembly ("memory-safe") {
+                at := add(add(data, add(0x20, HEAD)), mul(j, ITEM))
+                who := mload(at)
+                weight := mload(add(at, 0x60))
+            }
+            if (weight == 0) continue;
+            uint256 reward = share * weight / total;
+            assembly ("memory-safe") {
+                mstore(add(at, 0x60), reward)
+            }
+            // An account accrues below 2^96 per round: 2^32 rounds stay below 2^128.
+            // forge-lint: disable-next-line(unsafe-typecast) reward ≤ share < 2^96
+            if (reward != 0) s.accounts[who].accrued += uint128(reward);
         }
-        if (rep != old) s.set(seat, IMeshLedger.Role.Validator, rep);
-    }
-
-    /// Member k's mean over the round's updates of min(|s - c|, SCORE_ONE) (0 for a round without updates).
-    function _distance(Tally memory t, uint256 k, uint256 n) private pure returns (uint256) {
-        if (n == 0) return 0;
-        uint256 sum;
-        uint256 first = k * t.wpm;
-        for (uint256 i; i < n; ++i) {
-            sum += Consensus.cappedDistance(Consensus.lane(t.words[first + (i >> 4)], i), t.consensus[i]);
-        }
-        return sum / n;
     }
 }
