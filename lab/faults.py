@@ -6,7 +6,7 @@ scaling attacker, so rejections flow through the same path). One fault per round
 being judged or aggregated:
 
     1  none (reference)
-    2  kill -9 of validator 0 while it holds its judged ballot (failpoint before its vote)
+    2  kill -9 of validator 0 while it holds its scored sheet (failpoint before its commit)
     3  kill -9 of the aggregator after it stored the aggregate, before finalizeRound
     4  Redis killed mid-round and restarted with its append-only file
     5  anvil stopped mid-submissions and restarted from its state file (same port)
@@ -16,9 +16,9 @@ being judged or aggregated:
 
 Then it checks, from the chain's logs:
   * every round finalized exactly once (one RoundFinalized per round), and the rounds ran in order;
-  * no submission was lost: every update the members submitted is on chain at its index, every validator voted on
-    every update exactly once, and each update is in the accepted set or rejected with a nonzero reason code by
-    every validator;
+  * no submission was lost: every update the members submitted is on chain at its index (members submit the
+    digest, then publish the content once submissions close), every validator revealed exactly once a score for
+    every update, and each update is in the accepted set or scored <= 0 by every validator;
   * the followed index (the `meshprov index follow` process's SQLite file) equals a trustless index rebuilt
     from the chain's logs (``ledger.index.service.trustless``), table by table;
   * baseline: every aggregate's CID equals the one the pure pipeline (no processes, no faults) computes for the
@@ -51,7 +51,7 @@ from lab.experiment import (
 )
 from lab.meshnet import MeshNet, wait_until
 
-HOLD_S = 3  # failpoints: validator 0 waits this long before voting, the aggregator before finalizing
+HOLD_S = 3  # failpoints: validator 0 waits this long before committing, the aggregator before finalizing
 
 
 def _stage(net: MeshNet, kind: str, round_: int, role: str, address: str) -> str | None:
@@ -76,11 +76,11 @@ def _held(net: MeshNet, kind: str, round_: int, who: str, stage: str) -> None:
 
 
 def kill_validator(net: MeshNet, round_: int) -> str:
-    _held(net, "verify", round_, "validator-0", "judged")
+    _held(net, "verify", round_, "validator-0", "scored")
     net.procs["validator-0"].kill9()
     time.sleep(1)
     net.restart("validator-0")
-    return "validator 0 killed holding its judged ballot, restarted 1 s later"
+    return "validator 0 killed holding its scored sheet (salt on disk), restarted 1 s later"
 
 
 def kill_aggregator(net: MeshNet, round_: int) -> str:
@@ -92,9 +92,9 @@ def kill_aggregator(net: MeshNet, round_: int) -> str:
 
 
 def redis_keep(net: MeshNet, round_: int) -> str:
-    _held(net, "verify", round_, "validator-0", "judged")
+    _held(net, "verify", round_, "validator-0", "scored")
     net.restart_redis(keep_data=True)
-    return "redis-server killed while validator 0 held its ballot; restarted with its append-only file"
+    return "redis-server killed while validator 0 held its scored sheet; restarted with its append-only file"
 
 
 def anvil_restart(net: MeshNet, round_: int) -> str:
@@ -109,9 +109,9 @@ def store_outage(net: MeshNet, round_: int, seconds: float = 10.0) -> str:
 
 
 def redis_empty(net: MeshNet, round_: int) -> str:
-    _held(net, "verify", round_, "validator-0", "judged")
+    _held(net, "verify", round_, "validator-0", "scored")
     net.restart_redis(keep_data=False)
-    return "redis-server killed while validator 0 held its ballot; restarted empty"
+    return "redis-server killed while validator 0 held its scored sheet; restarted empty"
 
 
 def kill_all(net: MeshNet, round_: int) -> str:
@@ -139,7 +139,7 @@ FAULTS: list[tuple[str, Callable[[MeshNet, int], str] | None]] = [
 
 
 def check_rounds(net: MeshNet, rounds: int, submitted: dict[int, list[Any]]) -> dict[str, Any]:
-    from ledger.chain.types import bits
+    from ledger.chain.scores import decode_scores
     from ledger.content import cid_to_digest
 
     problems: list[str] = []
@@ -151,7 +151,7 @@ def check_rounds(net: MeshNet, rounds: int, submitted: dict[int, list[Any]]) -> 
     order = [e.args["round"] for e in sorted(finalized, key=lambda e: (e.block_number, e.log_index))]
     if order != sorted(order):
         problems.append(f"rounds finalized out of order: {order}")
-    stats = {"updates": 0, "accepted": 0, "rejected": 0, "ballots": 0}
+    stats = {"updates": 0, "accepted": 0, "rejected": 0, "reveals": 0}
     for r in range(1, rounds + 1):
         subs = sorted(net.events("UpdateSubmitted", r), key=lambda e: e.args["index"])
         mine = submitted[r]
@@ -166,27 +166,27 @@ def check_rounds(net: MeshNet, rounds: int, submitted: dict[int, list[Any]]) -> 
         n = len(subs)
         stats["updates"] += n
         accepted = per_round[r][0].args["acceptedBitmap"] if per_round[r] else 0
-        codes: dict[str, dict[int, int]] = {}
-        for v in net.events("VotesCast", r):
-            stats["ballots"] += 1
-            mine_codes = codes.setdefault(v.args["validator"], {})
-            for position, i in enumerate(bits(v.args["indexes"])):
-                if i in mine_codes:
-                    problems.append(f"round {r}: {v.args['validator']} voted twice on update {i}")
-                mine_codes[i] = v.args["reasons"][position]
+        scores: dict[str, list[int]] = {}
+        for v in net.events("ScoresRevealed", r):
+            stats["reveals"] += 1
+            if v.args["validator"] in scores:
+                problems.append(f"round {r}: {v.args['validator']} revealed twice")
+            scores[v.args["validator"]] = decode_scores(bytes(v.args["scores"]))
         for i in range(net.validators):
             address = net.validator(i)[0]
-            if set(codes.get(address, {})) != set(range(n)):
-                problems.append(f"round {r}: validator {i} voted on {sorted(codes.get(address, {}))} of {n}")
+            if len(scores.get(address, [])) != n:
+                problems.append(
+                    f"round {r}: validator {i} revealed {len(scores.get(address, []))} scores of {n}"
+                )
         for i in range(n):
-            verdicts = [codes.get(net.validator(v)[0], {}).get(i) for v in range(net.validators)]
+            said = [scores.get(net.validator(v)[0], [])[i : i + 1] for v in range(net.validators)]
             if accepted >> i & 1:
                 stats["accepted"] += 1
-            elif all(c for c in verdicts):
+            elif all(s and s[0] <= 0 for s in said):
                 stats["rejected"] += 1
             else:
                 problems.append(
-                    f"round {r}: update {i} neither accepted nor rejected with a reason ({verdicts})"
+                    f"round {r}: update {i} neither accepted nor scored <= 0 by every validator ({said})"
                 )
     return {"problems": problems, **stats, "finalizations": {r: len(f) for r, f in per_round.items()}}
 
@@ -258,7 +258,7 @@ def run(rounds: int, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
             f"{config.loss_delta:g}",
         ]  # as the demo's
         for i in range(net.validators):
-            hold = ["--failpoint", f"verify.before_vote={HOLD_S}"] if i == 0 else []
+            hold = ["--failpoint", f"verify.before_commit={HOLD_S}"] if i == 0 else []
             net.start_validator(i, *checks, *hold)
         net.start_aggregator("--failpoint", f"aggregate.stored={HOLD_S}")
         net.start_follower()
@@ -295,9 +295,13 @@ def run(rounds: int, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
             for k, (p, path) in enumerate(paths):
                 if thread is not None and fault is anvil_restart and k == len(paths) // 2:
                     thread.start()
-                subs.append(net.submit(p.node, path, p.num_samples, r))
+                subs.append(net.submit(p.node, path, p.num_samples, r, publish=False))
+            # Content is published once submissions close (R1): before that nobody can copy it.
+            net.wait_submissions_closed(r)
             if thread is not None and not thread.is_alive() and fault is not anvil_restart:
                 thread.start()
+            for _p, path in paths:
+                net.publish(path)
             submitted[r] = subs
             final = net.wait_finalized(r, timeout=600)
             if thread is not None:
@@ -363,8 +367,8 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"every round finalized exactly once: {'yes' if all(c == 1 for c in chain['finalizations'].values()) else 'NO'}",
-        f"submissions: {chain['updates']} on chain, {chain['accepted']} accepted + {chain['rejected']} rejected with a "
-        f"reason by every validator, {chain['ballots']} ballots; problems: {chain['problems'] or 'none'}",
+        f"submissions: {chain['updates']} on chain, {chain['accepted']} accepted + {chain['rejected']} scored <= 0 "
+        f"reason by every validator, {chain['reveals']} reveals; problems: {chain['problems'] or 'none'}",
         f"followed index = trustless index from the chain: {'yes' if index['equal'] else 'NO ' + str(index['differing_tables'])} "
         f"({index['rows']} rows in {index['tables']} tables, {index['events']} events, head block {index['head']})",
         f"process restarts: {report['process_restarts']}; follower found exited and restarted: "

@@ -8,8 +8,9 @@
   every read and write fails; the harness runs as root, so permissions would not stop anyone);
 * real ``meshprov worker run`` validators and an aggregator (with its watcher), and a ``meshprov index follow``
   process with its SQLite index, each in its own process group so ``kill -9`` reaches its pool children;
-* the members are driven in-process (``submit``): put the update in the store and ``submitUpdate`` with the
-  member's key, retrying while the chain or the store is down, as a member's node does.
+* the members are driven in-process, as a member's node does (protocol v2, R1): ``submit`` the digest with the
+  member's key while submissions are open, then ``publish`` the content once they have closed, each retrying
+  while the chain or the store is down.
 
 Every process started is stopped by :meth:`MeshNet.close` (also on errors: use it as a context manager).
 """
@@ -144,7 +145,9 @@ class MeshNet:
     budget: int
     """Token base units minted per round."""
     submission_window: int = 900
-    vote_window: int = 900
+    commit_window: int = 900
+    reveal_window: int = 900
+    finalize_grace: int = 900
     worker_args: Sequence[str] = tuple(FAST)
     anvil: AnvilProcess | None = None
     redis: RedisProcess | None = None
@@ -227,7 +230,9 @@ class MeshNet:
             quorum=self.quorum,
             aggregation=self.aggregation,
             submission_window_s=self.submission_window,
-            vote_window_s=self.vote_window,
+            commit_window_s=self.commit_window,
+            reveal_window_s=self.reveal_window,
+            finalize_grace_s=self.finalize_grace,
             reward_per_round=self.budget,
         )
         self.consortium = deploy_consortium(
@@ -362,13 +367,21 @@ class MeshNet:
 
     # --- members --------------------------------------------------------------------------------------------
     def submit(
-        self, member: int, path: Path, num_samples: int, round_: int, *, timeout: float = 300
+        self,
+        member: int,
+        path: Path,
+        num_samples: int,
+        round_: int,
+        *,
+        timeout: float = 300,
+        publish: bool = True,
     ) -> Submitted:
-        """Put the update in the store and submit its digest with the member's key; retries while the store or
-        the chain is down, and finds its index when an earlier attempt went through after all."""
+        """Submit the update's digest with the member's key (and put it in the store first unless ``publish`` is
+        False: then :meth:`publish` it once submissions close); retries while the store or the chain is down,
+        and finds its index when an earlier attempt went through after all."""
         from ledger.chain.errors import AlreadySubmitted
         from ledger.chain.revert import ContractRevert
-        from ledger.content import cid_to_digest
+        from ledger.content import cid_of_file, cid_to_digest
         from ledger.content.local_store import LocalStore
         from ledger.errors import MeshprovError
 
@@ -378,7 +391,7 @@ class MeshNet:
         while True:
             attempts += 1
             try:
-                cid = LocalStore(self.store_dir).put_file(path)
+                cid = LocalStore(self.store_dir).put_file(path) if publish else cid_of_file(path)
                 client = self.client(key)
                 try:
                     index = int(
@@ -392,6 +405,31 @@ class MeshNet:
                     raise
                 self.deployed.resync()
                 time.sleep(1.0)
+
+    def publish(self, path: Path, *, timeout: float = 300) -> str:
+        """Put a submitted update in the store (after the close), retrying while the store is down."""
+        from ledger.content.local_store import LocalStore
+        from ledger.errors import MeshprovError
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return LocalStore(self.store_dir).put_file(path)
+            except (OSError, MeshprovError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    def wait_submissions_closed(self, round_: int, timeout: float = 300.0) -> None:
+        from ledger.chain.types import Phase
+
+        def closed() -> bool:
+            try:
+                return self.client().round_view(self.task_id, round_).phase is not Phase.OPEN
+            except Exception:  # the chain restarting: ask again
+                return False
+
+        wait_until(closed, timeout, f"round {round_}'s submissions to close")
 
     # --- reading the chain ----------------------------------------------------------------------------------
     def events(self, name: str, round_: int | None = None) -> list[Any]:
