@@ -1,4 +1,11 @@
-"""A validator's held-out evaluation for the digits task: ``meshprov worker run --evaluator node.heldout:loss``.
+"""A validator's held-out data for the digits task: the evaluator (``--evaluator node.heldout:loss``) and the
+reference trainer (``--reference-trainer node.heldout:reference``) of ``meshprov worker run``.
+
+Each validator may hold its own slice of the held-out set: ``MESHPROV_HELDOUT_SLICE=v/V`` gives validator ``v``
+(0-based) of ``V`` the samples ``v, v + V, v + 2V, …`` (the demo sets it; unset: the whole held-out set). The
+reference trainer trains, from the round's base, the members' recipe (``node.training``) on that slice for at
+least ``steps`` SGD steps and returns the delta: the update an honest member with this data would send
+(docs/scoring.md).
 
 The worker calls :func:`loss` with the full weights of base + update and compares the result with the base's
 loss (``LOSS_REGRESSION`` when it rises by more than ``--loss-delta``). The architecture is recognised from the
@@ -33,6 +40,67 @@ def heldout_data(seed: int = SEED) -> Dataset:
 
     _, test = train_test_split(seed=seed)
     return test.subset(np.arange(0, len(test), 2))
+
+
+def validator_slice() -> tuple[int, int]:
+    """(v, V) from ``MESHPROV_HELDOUT_SLICE`` (``"v/V"``), (0, 1) when unset."""
+    import os
+
+    from ledger.errors import ConfigError
+
+    raw = os.environ.get("MESHPROV_HELDOUT_SLICE", "").strip()
+    if not raw:
+        return 0, 1
+    try:
+        v, n = (int(part) for part in raw.split("/"))
+    except ValueError:
+        raise ConfigError(
+            f"MESHPROV_HELDOUT_SLICE={raw!r} is not v/V", hint="e.g. 0/3 for the first of three validators"
+        ) from None
+    if not 0 <= v < n:
+        raise ConfigError(f"MESHPROV_HELDOUT_SLICE={raw!r}: v must be in 0..V-1")
+    return v, n
+
+
+def slice_data(seed: int = SEED) -> Dataset:
+    """This validator's slice of the held-out set (``MESHPROV_HELDOUT_SLICE``)."""
+    v, n = validator_slice()
+    data = heldout_data(seed)
+    return data if n == 1 else data.subset(np.arange(v, len(data), n))
+
+
+def reference(weights: Mapping[str, Any], *, seed: int, steps: int) -> dict[str, np.ndarray]:
+    """A reference update (``worker.reference`` plug-in): the members' training recipe from ``weights`` on this
+    validator's slice, seeded, for at least ``steps`` SGD steps; returns the delta."""
+    import math
+    from dataclasses import replace
+
+    from ledger.errors import ConfigError
+    from node.basemodel import infer_model
+    from node.training import default_config, local_train
+
+    state = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    model = infer_model(state)
+    if model is None:
+        raise ConfigError("node.heldout:reference got weights of no registered architecture")
+    data = slice_data()
+    config = default_config(model)
+    per_epoch = max(1, math.ceil(len(data) / config.batch_size))
+    recipe = replace(config, seed=seed, epochs=max(1, math.ceil(steps / per_epoch)))
+    return dict(local_train(model, state, data, recipe).delta)
+
+
+def slice_loss(weights: Mapping[str, Any]) -> float:
+    """Mean cross-entropy on this validator's slice (an evaluator like :func:`loss`)."""
+    from ledger.errors import ConfigError
+    from node.basemodel import infer_model
+    from node.training import evaluate
+
+    state = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    model = infer_model(state)
+    if model is None:
+        raise ConfigError("node.heldout:slice_loss got weights of no registered architecture")
+    return evaluate(model, state, slice_data()).loss
 
 
 def loss(weights: Mapping[str, Any]) -> float:

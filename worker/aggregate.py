@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.aggregation import AggregationSpec, Contribution, prepare
+from ledger.aggregation import AggregationSpec, Contribution, consensus_weights, prepare
 from ledger.aggregation.output import write_aggregation
 from ledger.chain.errors import (
     AggregateMustBeBase,
@@ -79,7 +79,8 @@ def aggregate_round(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
         if len(subs) != view.submission_count:
             raise NotReady(f"the node's logs show {len(subs)} of {view.submission_count} submissions")
         chosen = [s for s in subs if accepted >> s.index & 1]
-        weights = [tally.consensus[s.index] for s in chosen]
+        by_index = consensus_weights(tally.consensus, accepted)
+        weights = [by_index[s.index] for s in chosen]
         # Nothing accepted: the model carries over, the aggregate is the base itself.
         digest = _aggregate(rt, view, chosen, weights, lock) if chosen else view.base_digest
         renew(lock)
@@ -143,10 +144,8 @@ def _aggregate(
 
 
 def _contribution(sub: Submission, source: UpdateFile, consensus: int) -> Contribution:
-    """An accepted update weighted by its consensus score (> 0 for every accepted update), not its samples."""
-    # TODO(HS): the consensus weight field of ledger.aggregation.Contribution once it lands; until then the weight
-    # rides in num_samples, which FedAvg divides by the sum exactly as it would divide the consensus weights.
-    return Contribution(sub.digest, source=source, num_samples=consensus)
+    """An accepted update weighted by its consensus score (1..10,000), not by the samples it claims (R2)."""
+    return Contribution(sub.digest, source=source, weight=consensus, num_samples=sub.num_samples)
 
 
 @contextlib.contextmanager

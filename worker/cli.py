@@ -241,6 +241,15 @@ def run(
     zscore: ZScore = 3.5,
     loss_delta: LossDelta = None,
     evaluator: Evaluator = None,
+    reference_trainer: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-trainer",
+            help="MODULE:FUNCTION training this validator's reference update on its held-out slice (e.g. "
+            "node.heldout:reference); without it an update is scored against the round's other updates.",
+            rich_help_panel=_CHECKS,
+        ),
+    ] = None,
     failpoint: Failpoints = None,
 ) -> None:
     """Start a Celery worker for ROLE with this member's key (refused, exit 9, when the key lacks the role)."""
@@ -274,6 +283,10 @@ def run(
         )
     limits = _limits(s, max_norm, min_norm, zscore, loss_delta, max_scale_ratio=max_scale_ratio)
     rt = _runtime(s, config=config, role=role, key=key, limits=limits, evaluator=evaluator)
+    if reference_trainer is not None:
+        from worker.reference import load_trainer
+
+        rt.reference_trainer = load_trainer(reference_trainer)
     _preflight(rt)
     _serve(rt, concurrency=concurrency, pool=pool, loglevel=loglevel, watch=watch)
 

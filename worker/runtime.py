@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ledger.content import ContentStore
     from ledger.settings import Settings
     from worker.chain import WorkerChain
+    from worker.reference import ReferenceTrainer
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class Runtime:
     limits: CheckLimits = field(default_factory=CheckLimits)
     evaluate: LossFn | None = None
     """Held-out loss of full weights, for LOSS_REGRESSION (None: the loss check is off)."""
+    reference_trainer: ReferenceTrainer | None = None
+    """Trains this validator's reference update (worker.reference); None: the round's other updates are the
+    reference (worker.verify._scorer)."""
 
     _chain: WorkerChain | None = field(default=None, init=False, repr=False)
     _store: ContentStore | None = field(default=None, init=False, repr=False)

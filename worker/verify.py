@@ -27,7 +27,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -336,14 +336,16 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
             contributor=sub.contributor,
             num_samples=sub.num_samples,
         )
+        # With a reference trainer the scorer applies the loss gate: the loss is not evaluated twice.
+        scorer_gates = ctx.rt.reference_trainer is not None
         judged = judge_update(
             path,
             base=ctx.base,
             layout=ctx.layout,
             record=record,
-            limits=ctx.rt.limits,
+            limits=replace(ctx.rt.limits, loss_delta=None) if scorer_gates else ctx.rt.limits,
             digest=got.digest,
-            evaluate=ctx.rt.evaluate,
+            evaluate=None if scorer_gates else ctx.rt.evaluate,
             base_loss=None,
             base_scale=ctx.base_scale,
         )
@@ -370,7 +372,7 @@ def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict 
         with UpdateFile.open(_update_path(ctx, sub)) as update:
             vectors.append(flatten(update, ctx.layout))
     copies = find_copies(vectors, [s.contributor for s in subs], _history(rt, view, ctx.layout))
-    scorer = _scorer(ctx, vectors)
+    scorer = _scorer(ctx, subs, vectors)
     out: list[Scored] = []
     for i, (sub, v) in enumerate(zip(subs, verdicts, strict=True)):
         if v is None:
@@ -423,13 +425,17 @@ def _history(rt: Runtime, view: RoundView, layout: Sequence[TensorInfo]) -> list
     return out
 
 
-def _scorer(ctx: _Round, vectors: Sequence[NDArray[Any] | None]) -> Any:
+def _scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence[NDArray[Any] | None]) -> Any:
     """``score(i) -> Scored`` for an update that passed the hard and copy checks.
 
-    The validator's own reference update (trained on its held-out slice) is :mod:`worker.scoring`'s; until a
-    validator has one, the reference of update *i* is the mean of the round's *other* updates that passed the
-    checks (FLTrust's direction with the round as root set): honest updates point alike and score > 0, noise and
-    sign flips score ≤ 0. A lone update has nothing to be compared with and scores SCORE_ONE / 2."""
+    With a reference trainer (``--reference-trainer``), the validator's own reference update, trained from the
+    base on its held-out slice (:mod:`worker.reference`), and :func:`worker.scoring.score_update` (cosine,
+    magnitude, and the loss gate when ``--evaluator`` and ``--loss-delta`` are set). Without one, the reference of
+    update *i* is the mean of the round's *other* updates that passed the checks (FLTrust's direction with the
+    round as root set): honest updates point alike and score > 0, noise and sign flips score <= 0; a lone update
+    has nothing to be compared with and scores SCORE_ONE / 2."""
+    if ctx.rt.reference_trainer is not None:
+        return _reference_scorer(ctx, subs, vectors)
     import numpy as np
 
     from ledger.chain.scores import SCORE_ONE
@@ -446,6 +452,44 @@ def _scorer(ctx: _Round, vectors: Sequence[NDArray[Any] | None]) -> Any:
             return Scored(SCORE_ONE // 2, 0, "the round's only update passing the checks")
         reference = (total - v) / (len(usable) - 1)
         s = score_vector(v, reference)
+        return Scored(s.value, int(s.reason), s.detail)
+
+    return score
+
+
+def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence[NDArray[Any] | None]) -> Any:
+    import numpy as np
+
+    from worker.reference import reference_seed, reference_update
+    from worker.scoring import score_update
+
+    rt, view = ctx.rt, ctx.view
+    cached = ctx.directory / "reference.npy"
+    try:
+        reference = np.load(cached)
+    except (OSError, ValueError):
+        assert rt.reference_trainer is not None
+        seed = reference_seed(view.task_id, view.round, rt.address)
+        reference = reference_update(rt.reference_trainer, ctx.base, seed=seed, layout=ctx.layout)
+        tmp = ctx.directory / "reference.tmp.npy"
+        np.save(tmp, reference)
+        tmp.replace(cached)
+    margin = rt.limits.loss_delta if rt.evaluate is not None else None
+    evaluate = rt.evaluate if margin is not None else None
+    base_loss: list[float | None] = [None]  # the base is evaluated once per round
+
+    def score(i: int) -> Scored:
+        s = score_update(
+            _update_path(ctx, subs[i]),
+            base=ctx.base,
+            reference=reference,
+            evaluate=evaluate,
+            margin=margin,
+            base_loss=base_loss[0],
+            vector=vectors[i],
+            layout=ctx.layout,
+        )
+        base_loss[0] = s.base_loss
         return Scored(s.value, int(s.reason), s.detail)
 
     return score

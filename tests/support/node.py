@@ -306,7 +306,7 @@ class NodeNet:
         try:
             with UpdateFile.open(work / "base") as base:
                 contributions = [
-                    Contribution(e.args["digest"], source=f, num_samples=w)
+                    Contribution(e.args["digest"], source=f, weight=w, num_samples=e.args["numSamples"])
                     for (e, f), w in zip(files, weights, strict=True)
                 ]
                 agg = prepare(base, contributions, AggregationSpec.fedavg())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -318,3 +319,26 @@ def test_an_unreachable_chain_is_a_retried_chain_fault(worker_net: Callable[...,
         WorkerChain(client).round_view(net.task_id, 1)
     with pytest.raises(ChainFault, match="validatorSet"):
         WorkerChain(client).validator_set(net.task_id, 1)
+
+
+def _trainer(weights: Any, *, seed: int, steps: int) -> dict[str, Any]:
+    """A reference trainer for the corpus' linear model: one gradient step on a validator's own data."""
+    return corpus.honest_delta(50 + seed % 3, weights)
+
+
+def test_with_a_reference_trainer_honest_updates_score_positive_and_a_sign_flip_negative(
+    worker_net: Callable[..., WorkerNet], tmp_path: Path
+) -> None:
+    net = worker_net(validators=2, contributors=3)
+    v0, _ = validators(net, tmp_path)
+    v0.reference_trainer = _trainer
+    round_ = honest_round(net, range(3), bad={2: "sign flipped"})
+    result = verify_round(v0, net.task_id, round_)
+    assert result["status"] == "committed"
+    honest, flipped = result["scores"][:2], result["scores"][2]
+    assert all(s > 5_000 for s in honest), result  # pointing the reference's way
+    assert flipped < -5_000, (
+        result
+    )  # no loss evaluator here: it is the score, not a hard reject, that says no
+    assert result["reasons"] == [0, 0, 0]
+    assert (v0.cache_dir / "rounds" / f"{net.task_id}-{round_}" / "reference.npy").is_file()  # trained once

@@ -49,7 +49,7 @@ def expected_aggregate(
         fetch_to_file(net.store, digest_to_cid(digests[i][0]), path)
         files.append((digests[i], UpdateFile.open(path)))
     with UpdateFile.open(base_path) as base:
-        contributions = [Contribution(d, source=f, num_samples=n) for (d, n), f in files]
+        contributions = [Contribution(d, source=f, weight=w) for (d, w), f in files]
         agg = prepare(base, contributions, AggregationSpec.fedavg())
         written = write_aggregation(
             tmp / "agg", agg, task=net.task_id, round=round_, parent=digest_to_cid(base_digest)
