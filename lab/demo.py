@@ -376,10 +376,17 @@ class Demo:
             f"{c.loss_delta:g}",
             "--zscore",
             f"{c.zscore:g}",
+            # Each validator scores against its own reference update, trained on its slice of the held-out data.
+            "--reference-trainer",
+            "node.heldout:reference",
         ]
         workers = []
         for i in range(c.validators - c.validators_down):
-            key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"validator-{i + 1}.key")}
+            key_env = {
+                **env,
+                "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"validator-{i + 1}.key"),
+                "HELDOUT_SLICE": f"{i}/{c.validators}",
+            }
             argv = self._meshprov("worker", "run", "--role", "validator", *tuning, *checks)
             workers.append(self.children.start(f"validator-{i + 1}", argv, key_env))
         key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / "aggregator.key")}

@@ -287,7 +287,7 @@ def print_round(console: Console, result: RoundResult, members: dict[str, Member
             u.behaviour,
             verdict,
             "—" if u.consensus is None else str(u.consensus),
-            " ".join(str(s["score"]) for s in u.scores),
+            "/".join(str(s["score"]) for s in u.scores),
             ", ".join(u.reasons),
             tokens(u.reward),
         )

@@ -1,7 +1,7 @@
 """A validator's held-out data for the digits task: the evaluator (``--evaluator node.heldout:loss``) and the
 reference trainer (``--reference-trainer node.heldout:reference``) of ``meshprov worker run``.
 
-Each validator may hold its own slice of the held-out set: ``MESHPROV_HELDOUT_SLICE=v/V`` gives validator ``v``
+Each validator may hold its own slice of the held-out set: ``HELDOUT_SLICE=v/V`` gives validator ``v``
 (0-based) of ``V`` the samples ``v, v + V, v + 2V, …`` (the demo sets it; unset: the whole held-out set). The
 reference trainer trains, from the round's base, the members' recipe (``node.training``) on that slice for at
 least ``steps`` SGD steps and returns the delta: the update an honest member with this data would send
@@ -43,27 +43,27 @@ def heldout_data(seed: int = SEED) -> Dataset:
 
 
 def validator_slice() -> tuple[int, int]:
-    """(v, V) from ``MESHPROV_HELDOUT_SLICE`` (``"v/V"``), (0, 1) when unset."""
+    """(v, V) from ``HELDOUT_SLICE`` (``"v/V"``), (0, 1) when unset."""
     import os
 
     from ledger.errors import ConfigError
 
-    raw = os.environ.get("MESHPROV_HELDOUT_SLICE", "").strip()
+    raw = os.environ.get("HELDOUT_SLICE", "").strip()
     if not raw:
         return 0, 1
     try:
         v, n = (int(part) for part in raw.split("/"))
     except ValueError:
         raise ConfigError(
-            f"MESHPROV_HELDOUT_SLICE={raw!r} is not v/V", hint="e.g. 0/3 for the first of three validators"
+            f"HELDOUT_SLICE={raw!r} is not v/V", hint="e.g. 0/3 for the first of three validators"
         ) from None
     if not 0 <= v < n:
-        raise ConfigError(f"MESHPROV_HELDOUT_SLICE={raw!r}: v must be in 0..V-1")
+        raise ConfigError(f"HELDOUT_SLICE={raw!r}: v must be in 0..V-1")
     return v, n
 
 
 def slice_data(seed: int = SEED) -> Dataset:
-    """This validator's slice of the held-out set (``MESHPROV_HELDOUT_SLICE``)."""
+    """This validator's slice of the held-out set (``HELDOUT_SLICE``)."""
     v, n = validator_slice()
     data = heldout_data(seed)
     return data if n == 1 else data.subset(np.arange(v, len(data), n))
