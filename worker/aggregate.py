@@ -199,7 +199,8 @@ def carry_over(rt: Runtime, task_id: int, round_: int) -> dict[str, Any]:
     try:
         tx = chain.finalize_carry_over(task_id, round_).tx_hash
     except GraceNotOver:
-        return {"status": "grace-not-over"}
+        # The pending view says the grace is over; the node estimated at an older block: not yet, for it.
+        return {"status": "grace-not-over", "seconds_left": 0}
     except _LOST_RACE:
         now_view = chain.round_view(task_id, round_)
         if now_view.phase is Phase.FINALIZED:

@@ -41,6 +41,7 @@ from ledger.chain.errors import (
     RevealClosed,
     RevealMismatch,
     RoundNotLive,
+    TooEarlyRevert,
     WrongRound,
 )
 from ledger.chain.scores import REJECT, ScoreSheet
@@ -162,6 +163,8 @@ def commit_round(rt: Runtime, view: RoundView) -> dict[str, Any]:
             return {"status": "already-committed"}
         except CommitClosed:
             return {"status": "commit-window-closed"}
+        except TooEarlyRevert as exc:
+            raise NotReady(f"commitScores reverted with {exc.error_name}: {exc.message}") from None
         except NotInValidatorSet:
             return {"status": "not-in-validator-set"}
         except _ROUND_OVER:
@@ -214,6 +217,9 @@ def reveal_round(rt: Runtime, view: RoundView, vset: ValidatorSet) -> dict[str, 
         return {"status": "reveal-window-closed"}
     except NotCommitted:
         return {"status": "not-committed"}
+    except TooEarlyRevert as exc:
+        # The node judged the transaction at an older block than the view we read (pending): look again soon.
+        raise NotReady(f"revealScores reverted with {exc.error_name}: {exc.message}") from None
     except RevealMismatch:
         detail = f"the sheet of round {view.round} does not open this validator's commitment"
         state.record_fault("sheet", detail, task=view.task_id, round=view.round)
