@@ -51,7 +51,9 @@ def _reasons(u: Update) -> list[str]:
 
 
 def _update_line(u: Update) -> str:
-    mark = {"accepted": "[green]✓[/]", "rejected": "[red]✗[/]"}.get(u.verdict, "[yellow]…[/]")
+    mark = {"accepted": "[green]✓[/]", "rejected": "[red]✗[/]", "carried-over": "[dim]↷[/]"}.get(
+        u.verdict, "[yellow]…[/]"
+    )
     rejects = _reasons(u)
     why = f" [red]({', '.join(rejects)})[/]" if rejects else ""
     return (
@@ -193,7 +195,7 @@ def round_(console: Console, report: RoundReport) -> None:
                 cells.append(f"[red]✗{score(v.score)}[/]")  # its reason is listed with the update's CID
             else:
                 cells.append(score(v.score))
-        style = {"accepted": "green", "rejected": "red"}.get(u.verdict, "yellow")
+        style = {"accepted": "green", "rejected": "red", "carried-over": "dim"}.get(u.verdict, "yellow")
         table.add_row(
             str(u.index), short(u.contributor), *cells, score(u.consensus), f"[{style}]{u.verdict}[/]"
         )
@@ -270,7 +272,8 @@ def account(console: Console, report: AccountReport) -> None:
                 " ".join(score(v.score) for v in u.scores) + (f" ({', '.join(rejects)})" if rejects else ""),
             )
         console.print(table)
-        console.print(f"{h.accepted_count} accepted, {h.rejected_count} rejected")
+        carried = f", {h.carried_over_count} in carried-over rounds" if h.carried_over_count else ""
+        console.print(f"{h.accepted_count} accepted, {h.rejected_count} rejected{carried}")
     if h.scores:
         rounds = len(set(h.score_rounds))
         hard = sum(1 for v in h.scores if v.reason)

@@ -62,6 +62,7 @@ def row(rank: int, m: Member) -> LeaderboardRow:
         accepted=m.accepted,
         rejected=m.rejected,
         pending=m.pending,
+        carried_over=m.carried_over,
         scores=m.scores,
     )
 
@@ -150,6 +151,7 @@ def contributor(record: MemberRecord) -> Contributor:
         accepted=verdicts.count("accepted"),
         rejected=verdicts.count("rejected"),
         pending=verdicts.count("pending"),
+        carried_over=verdicts.count("carried-over"),
         submissions=submissions,
         reputation=reputation,
         rewards_history=rewards,

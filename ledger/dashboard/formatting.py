@@ -133,7 +133,7 @@ def reason(code: int) -> Markup:
 
 
 def verdict(value: str) -> Markup:
-    mark = {"accepted": "✓", "rejected": "✗"}.get(value, "…")
+    mark = {"accepted": "✓", "rejected": "✗", "carried-over": "↷"}.get(value, "…")
     return _safe(f'<span class="verdict {escape(value)}">{mark} {escape(value)}</span>')
 
 

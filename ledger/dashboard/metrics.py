@@ -117,6 +117,7 @@ def snapshot(model: ReadModel) -> Snapshot:
                 (m.address, "accepted", m.accepted),
                 (m.address, "rejected", m.rejected),
                 (m.address, "pending", m.pending),
+                (m.address, "carried-over", m.carried_over),
             ]
     return Snapshot(
         reputation=reputation,

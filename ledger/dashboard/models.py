@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Verdict = Literal["accepted", "rejected", "pending"]
+Verdict = Literal["accepted", "rejected", "pending", "carried-over"]
+"""carried-over: the update's round was carried over after the grace (no aggregate): neither used nor rejected."""
 RoundState = Literal["submissions", "scoring", "finalized"]
 """submissions open; scoring: submissions closed, validators commit then reveal their scores; finalized (by the
 aggregator, or carried over)."""
@@ -145,6 +146,7 @@ class LeaderboardRow(BaseModel):
     accepted: int
     rejected: int
     pending: int
+    carried_over: int = Field(description="Submitted to rounds that were carried over (not aggregated).")
     scores: int = Field(description="Scores revealed (one per update of each round it revealed in).")
 
 
@@ -238,6 +240,7 @@ class Contributor(BaseModel):
     accepted: int
     rejected: int
     pending: int
+    carried_over: int = Field(description="Submitted to rounds that were carried over (not aggregated).")
     submissions: list[SubmissionRow] = Field(description="Newest first.")
     reputation: list[ReputationPoint] = Field(description="Oldest first.")
     rewards_history: list[RewardPoint] = Field(description="Oldest first (accrued).")

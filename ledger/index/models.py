@@ -120,6 +120,7 @@ class Update(_Dict):
     scores: list[Score] = field(default_factory=list)
     accepted: bool | None = None  # None while the round is not finalized
     consensus: int | None = None  # the lower weighted median of the scores, once the round is finalized
+    carried_over: bool = False  # its round was carried over: not aggregated whatever its consensus
 
     @property
     def cid(self) -> str | None:
@@ -135,8 +136,12 @@ class Update(_Dict):
 
     @property
     def verdict(self) -> str:
+        """pending, accepted, rejected, or carried-over (no aggregate was made in its round: neither used nor
+        rejected, whatever its consensus)."""
         if self.accepted is None:
             return "pending"
+        if self.carried_over:
+            return "carried-over"
         return "accepted" if self.accepted else "rejected"
 
 
@@ -339,7 +344,11 @@ class AccountHistory(_Dict):
 
     @property
     def rejected_count(self) -> int:
-        return sum(1 for s in self.submissions if s.accepted is False)
+        return sum(1 for s in self.submissions if s.verdict == "rejected")
+
+    @property
+    def carried_over_count(self) -> int:
+        return sum(1 for s in self.submissions if s.verdict == "carried-over")
 
     @property
     def known(self) -> bool:
@@ -471,6 +480,7 @@ class Member(_Dict):
     accepted: int = 0
     rejected: int = 0
     pending: int = 0
+    carried_over: int = 0  # submitted to rounds that were carried over
     scores: int = 0
 
     def is_(self, role: str) -> bool:
@@ -503,7 +513,7 @@ class TaskActivity(_Dict):
     finalized: list[FinalizedRound] = field(default_factory=list)  # in round order
     latencies: list[int] = field(default_factory=list)  # seconds, each update's submission to finalization
     scores: list[ScoreCount] = field(default_factory=list)
-    verdicts: dict[str, int] = field(default_factory=dict)  # updates by verdict (accepted, rejected, pending)
+    verdicts: dict[str, int] = field(default_factory=dict)  # updates by verdict (Update.verdict's names)
     recent: list[tuple[int, list[str]]] = field(
         default_factory=list
     )  # (round, its update digests), last rounds

@@ -81,13 +81,18 @@ def submissions(conn: Connection, who: str) -> tuple[list[Update], dict[int, int
     keys = sorted({(int(t), int(r)) for t, r, *_ in rows})
     f = schema.finalizations.c
     bitmaps: dict[tuple[int, int], int] = {}
+    carried: set[tuple[int, int]] = set()
     for start in range(0, len(keys), 400):
         chunk = keys[start : start + 400]
-        for t, r, bitmap in raw(
+        for t, r, bitmap, carried_over in raw(
             conn,
-            select(f.task_id, f.round, f.accepted_bitmap).where(tuple_(f.task_id, f.round).in_(chunk)),
+            select(f.task_id, f.round, f.accepted_bitmap, f.carried_over).where(
+                tuple_(f.task_id, f.round).in_(chunk)
+            ),
         ):
             bitmaps[(int(t), int(r))] = int(bitmap, 16)
+            if carried_over:
+                carried.add((int(t), int(r)))
     # Driver values as they come (ints and strings, as in rounds.py): a contributor's page builds these for
     # every score on its submissions.
     v = schema.scores.c
@@ -118,6 +123,7 @@ def submissions(conn: Connection, who: str) -> tuple[list[Update], dict[int, int
         if bitmap is not None:
             u.accepted = bool(bitmap >> idx & 1)
             u.consensus = consensus.get((int(t), int(r), int(idx)))
+            u.carried_over = (int(t), int(r)) in carried
         if ts is not None:
             times[block] = ts
         out.append(u)

@@ -65,14 +65,19 @@ def activity(conn: Connection, recent_rounds: int) -> dict[int, TaskActivity]:
             by_round[int(rnd)].append(str(digest))
         figures.recent = sorted(by_round.items())
     bitmaps = {
-        (int(t), int(n)): int(b, 16) for t, n, b in raw(conn, select(f.task_id, f.round, f.accepted_bitmap))
+        (int(t), int(n)): (int(b, 16), bool(carried))
+        for t, n, b, carried in raw(conn, select(f.task_id, f.round, f.accepted_bitmap, f.carried_over))
     }
     verdicts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for t, n, idx in raw(conn, select(s.task_id, s.round, s.idx)):
-        bitmap = bitmaps.get((int(t), int(n)))
-        verdicts[int(t)][
-            "pending" if bitmap is None else ("accepted" if bitmap >> int(idx) & 1 else "rejected")
-        ] += 1
+        final = bitmaps.get((int(t), int(n)))
+        if final is None:
+            verdict = "pending"
+        elif final[1]:
+            verdict = "carried-over"
+        else:
+            verdict = "accepted" if final[0] >> int(idx) & 1 else "rejected"
+        verdicts[int(t)][verdict] += 1
     for task_id, counts in verdicts.items():
         of(task_id).verdicts.update(counts)
     return tasks

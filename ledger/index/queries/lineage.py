@@ -52,11 +52,16 @@ def anchors(conn: Connection, digest: str) -> list[Anchor]:
             )
         ).scalar()
         final = conn.execute(
-            select(schema.finalizations.c.accepted_bitmap).where(
+            select(schema.finalizations.c.accepted_bitmap, schema.finalizations.c.carried_over).where(
                 schema.finalizations.c.task_id == task_id, schema.finalizations.c.round == round_
             )
-        ).scalar()
-        verdict = "pending" if final is None else ("accepted" if int(final, 16) >> idx & 1 else "rejected")
+        ).first()
+        if final is None:
+            verdict = "pending"
+        elif final[1]:
+            verdict = "carried-over"
+        else:
+            verdict = "accepted" if int(final[0], 16) >> idx & 1 else "rejected"
         out.append(
             Anchor(
                 "update",

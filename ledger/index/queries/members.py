@@ -108,20 +108,27 @@ class MemberFold:
         f = schema.finalizations.c
         accepted: dict[str, int] = defaultdict(int)
         rejected: dict[str, int] = defaultdict(int)
-        for t, r, bitmap_hex in raw(
-            conn, select(f.task_id, f.round, f.accepted_bitmap).where(new(schema.finalizations))
+        carried: dict[str, int] = defaultdict(int)
+        for t, r, bitmap_hex, carried_over in raw(
+            conn,
+            select(f.task_id, f.round, f.accepted_bitmap, f.carried_over).where(new(schema.finalizations)),
         ):
             bitmap = int(bitmap_hex, 16)
             for contributor, idx in self.pending.pop((int(t), int(r)), []):
-                if bitmap >> idx & 1:
+                if carried_over:
+                    carried[contributor] += 1
+                elif bitmap >> idx & 1:
                     accepted[contributor] += 1
                 else:
                     rejected[contributor] += 1
-        for contributor in accepted.keys() | rejected.keys():
+        for contributor in accepted.keys() | rejected.keys() | carried.keys():
             m = self._member(contributor)
             m.accepted += accepted.get(contributor, 0)
             m.rejected += rejected.get(contributor, 0)
-            m.pending -= accepted.get(contributor, 0) + rejected.get(contributor, 0)
+            m.carried_over += carried.get(contributor, 0)
+            m.pending -= (
+                accepted.get(contributor, 0) + rejected.get(contributor, 0) + carried.get(contributor, 0)
+            )
         v = schema.scores.c
         if lo < 0:
             # Scores are the biggest table: count them all on the validator index, less the few of blocks

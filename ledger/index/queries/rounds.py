@@ -124,6 +124,7 @@ def load_rounds(
         if chosen is not None:
             u.accepted = idx in chosen
             u.consensus = consensus.get((int(round_no), int(idx)))
+            u.carried_over = rd.carried_over
         rd.updates.append(u)
     if settlement:
         rc = schema.reputation_changes.c

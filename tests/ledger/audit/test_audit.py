@@ -175,7 +175,7 @@ def test_contributor_and_its_bad_input(h: Consortium, cli: Any) -> None:
         "accepted",
         "rejected",
         "rejected",
-        "rejected",
+        "carried-over",
         "pending",
     ]
     assert [s["consensus"] for s in data["account"]["submissions"]] == [
@@ -185,7 +185,7 @@ def test_contributor_and_its_bad_input(h: Consortium, cli: Any) -> None:
     assert data["accrued_on_chain"] == data["account"]["total_rewards"] == data["account"]["unclaimed"] > 0
     assert (data["token_balance"], data["account"]["total_claimed"]) == (0, 0)
     human = cli("audit", "contributor", address)
-    assert "1 accepted, 3 rejected" in human.out
+    assert "1 accepted, 2 rejected, 1 in carried-over rounds" in human.out
     assert "unclaimed" in human.out
     claimer = cli("audit", "contributor", h.contributors[0][0], "--json").json
     assert (
@@ -213,8 +213,8 @@ def test_export_formats(h: Consortium, cli: Any, tmp_path: Path) -> None:
     assert lines[0].startswith("task_id,round,base_cid")
     assert "consensus,scores" in lines[0]
     assert len(lines) == 1 + 18
-    # round 2's update 1, round 3's four, round 4's four (carried over: nothing accepted)
-    assert sum("rejected" in line for line in lines) == 1 + 4 + 4
+    assert sum("rejected" in line for line in lines) == 1 + 4  # round 2's update 1, round 3's four
+    assert sum("carried-over" in line for line in lines) == 4  # round 4's
     out = tmp_path / "report.html"
     as_html = cli("audit", "export", "--task", "1", "-o", str(out))
     assert as_html.code == ExitCode.OK

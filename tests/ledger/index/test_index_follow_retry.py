@@ -41,7 +41,7 @@ def test_follow_retries_when_the_chain_is_unavailable(
         service, "open_index", lambda s: SimpleNamespace(url="sqlite://", dispose=lambda: None)
     )
     monkeypatch.setattr(service, "follower", lambda db, client, confirmations: Follower())
-    monkeypatch.setattr(index_cli.time, "sleep", lambda seconds: calls.append(f"sleep {seconds:g}"))
+    monkeypatch.setattr("ledger.cli.index.time.sleep", lambda seconds: calls.append(f"sleep {seconds:g}"))
 
     with pytest.raises(KeyboardInterrupt):
         index_cli.follow(poll=1.0)

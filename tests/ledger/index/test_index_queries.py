@@ -180,6 +180,9 @@ def test_an_absent_validator_and_a_carried_over_round(h: Consortium, q: Queries)
     assert carried.rewards_accrued == 0
     assert [u.consensus for u in carried.updates] == h.rounds[3].consensus
     assert all(u.consensus and u.consensus > 0 and u.accepted is False for u in carried.updates)
+    assert {u.verdict for u in carried.updates} == {"carried-over"}
+    (anchor,) = q.anchors(carried.updates[0].digest)
+    assert anchor.verdict == "carried-over"
     assert [r.carried_over for r in q.rounds(h.task_id)] == [False, False, False, True, False]
 
 
@@ -192,7 +195,7 @@ def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
         (1, "accepted"),
         (2, "rejected"),
         (3, "rejected"),
-        (4, "rejected"),  # carried over: nothing accepted
+        (4, "carried-over"),  # no aggregate: neither used nor rejected
         (5, "pending"),
     ]
     assert [s.consensus for s in history.submissions] == [r.consensus[1] for r in h.rounds[:4]] + [None]
@@ -202,7 +205,7 @@ def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
     assert history.contributor_reputation == h.client().reputation(address).contributor
     assert history.total_rewards == h.client().accrued(address)  # never claimed
     assert (history.total_claimed, history.unclaimed) == (0, history.total_rewards)
-    assert (history.accepted_count, history.rejected_count) == (1, 3)
+    assert (history.accepted_count, history.rejected_count, history.carried_over_count) == (1, 2, 1)
     claimer = q.account(h.contributors[0][0])
     (claim,) = claimer.claims
     assert claim.amount == claimer.total_claimed == h.client().token_client().balance_of(claimer.address)
@@ -214,7 +217,11 @@ def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
     board = q.leaderboard()
     by_address = {s.address: s for s in board}
     assert by_address[address].submissions == 5
-    assert by_address[address].accepted == 1
+    assert (by_address[address].accepted, by_address[address].submissions) == (1, 5)
+    fold = q.members(None)
+    assert fold is not None
+    member = fold.members[address]
+    assert (member.rejected, member.carried_over, member.pending) == (2, 1, 1)
     assert by_address[h.validators[0][0]].scores == 16
     assert [s.total_rewards for s in board] == sorted((s.total_rewards for s in board), reverse=True)
     assert not q.account("0x" + "77" * 20).known
@@ -303,7 +310,7 @@ def test_a_tasks_progress_overview_and_activity(h: Consortium, q: Queries) -> No
     assert activity.finalized[3].rewards_accrued == 0  # carried over
     assert len(activity.latencies) == 16
     assert all(seconds >= 0 for seconds in activity.latencies)
-    assert activity.verdicts == {"accepted": 7, "rejected": 9, "pending": 2}
+    assert activity.verdicts == {"accepted": 7, "rejected": 5, "carried-over": 4, "pending": 2}
     assert [n for n, _ in activity.recent] == [4, 5]
     assert activity.recent[1][1] == [hx(fake_digest("open", i)) for i in range(2)]
     assert sum(v.count for v in activity.scores) == (4 * 3 - 1) * 4
