@@ -160,7 +160,8 @@ def validator_heldout(seed: int, validator: int, validators: int) -> Dataset:
 
 
 def data_loss(data: Dataset) -> Callable[[Mapping[str, Any]], float]:
-    """A validator's held-out evaluator (``--evaluator``): full weights in, mean cross-entropy on ``data`` out."""
+    """A validator's held-out evaluator (``--evaluator``): full weights in, mean cross-entropy on ``data`` out
+    (``node.heldout:slice_loss`` for any slice, as :func:`data_trainer` is ``node.heldout:reference``)."""
     from node.basemodel import infer_model
     from node.training import evaluate
 
@@ -183,8 +184,11 @@ def heldout_loss(seed: int) -> Callable[[Mapping[str, Any]], float]:
 
 def data_trainer(model: str, data: Dataset) -> Callable[..., Mapping[str, np.ndarray]]:
     """A validator's reference trainer (``worker.reference``'s ``trainer(weights, *, seed, steps)``): the members'
-    training recipe on ``data`` for at least ``steps`` optimiser steps (whole epochs), returning the delta."""
-    # TODO(HW): node.heldout's reference trainer once it lands (the plug-in the demo's validators load).
+    training recipe on ``data`` for at least ``steps`` optimiser steps (whole epochs), returning the delta.
+
+    It is ``node.heldout:reference`` (the plug-in the demo's validators load with ``HELDOUT_SLICE=v/V``) for any
+    slice: that one holds seed 0's split, while a run of another seed must take its own split's held-out half
+    (seed 0's could be in its shards). ``tests/lab/test_experiment.py`` checks they agree bit for bit on seed 0."""
     from node.training import default_config, local_train
 
     recipe = default_config(model)

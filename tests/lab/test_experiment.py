@@ -220,6 +220,25 @@ def test_validators_hold_disjoint_slices_of_the_held_out_half() -> None:
     assert all(not a & b for a, b in itertools.combinations(rows, 2))
 
 
+def test_the_validators_trainer_and_evaluator_are_the_demos_plug_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker loads node.heldout:reference / :slice_loss with HELDOUT_SLICE=v/V (seed 0's split); the pure
+    # pipeline takes the slice of the run's seed, which for seed 0 must give the same bytes.
+    import numpy as np
+
+    from lab.experiment import data_loss, data_trainer
+    from node import heldout
+    from node.models import genesis_state
+
+    monkeypatch.setenv("HELDOUT_SLICE", "1/3")
+    weights = genesis_state("mlp", 0)
+    slice_ = validator_heldout(0, 1, 3)
+    mine = data_trainer("mlp", slice_)(weights, seed=7, steps=20)
+    theirs = heldout.reference(weights, seed=7, steps=20)
+    assert sorted(mine) == sorted(theirs)
+    assert all(np.array_equal(mine[k], theirs[k]) for k in mine)
+    assert data_loss(slice_)(weights) == heldout.slice_loss(weights)
+
+
 def test_byzantine_configs_are_checked() -> None:
     with pytest.raises(InvalidParameter, match="validator_attack"):
         ExperimentConfig(HONEST, 0, Pipeline.FEDAVG, byzantine_validators=1)
