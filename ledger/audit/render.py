@@ -319,6 +319,7 @@ __all__ = [
     "replay",
     "round_",
     "score",
+    "settlements",
     "short",
     "source_line",
     "verify",
@@ -348,4 +349,35 @@ def replay(console: Console, report: Any) -> None:
     console.print(verdict)
     if report.kept:
         console.print(f"[dim]aggregate kept at {report.kept}[/]")
+    console.print(source_line(report.source))
+
+
+def settlements(console: Console, report: Any) -> None:
+    where = f"task {report.task_id}" if report.task_id is not None else "every task"
+    constants = (
+        "the contract's constants"
+        if report.constants_from == "chain"
+        else "protocol v2's default constants (no chain to read the contract's from)"
+    )
+    console.print(
+        f"[bold]settlements of {where}[/]: {len(report.checks)} finalized rounds recomputed with {constants}"
+    )
+    for c in report.checks:
+        what = "carried over" if c.carried_over else f"accepted {c.accepted}"
+        if c.matches:
+            console.print(
+                f"  [green]✓[/] task {c.task_id} round {c.round} (block {c.finalized_block}): {what}"
+            )
+        else:
+            console.print(f"  [red]✗[/] task {c.task_id} round {c.round} (block {c.finalized_block}): {what}")
+            for d in c.differences:
+                console.print(f"      [red]{escape(d)}[/]")
+    if report.mismatches:
+        console.print(
+            f"[red]MISMATCH[/]: {len(report.mismatches)} rounds were not settled as the rules give from their inputs"
+        )
+    else:
+        console.print(
+            "[green]OK[/]: every consensus, accepted set, reputation and reward is the rules' outcome of the scores"
+        )
     console.print(source_line(report.source))

@@ -174,6 +174,30 @@ def contributor(
 
 
 @app.command()
+def settlements(
+    *,
+    task: Annotated[
+        int | None, typer.Option("--task", min=1, help="Report this task's rounds only (all are recomputed).")
+    ] = None,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    index_url: IndexUrl = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Recompute every finalized round's consensus, accepted set, reputations and rewards from its validator set,
+    weights and revealed scores, and compare them with what RoundFinalized recorded. Exit 0 all equal, 3 not."""
+    from ledger.audit import render
+    from ledger.audit import settlements as settling
+
+    source = _source(_settings(index_url), trustless=trustless, no_sync=no_sync)
+    try:
+        report = settling.check_settlements(source, task)
+    finally:
+        source.close()
+    _finish(report, json_output, render.settlements)
+
+
+@app.command()
 def export(
     *,
     task: Annotated[

@@ -201,6 +201,54 @@ def test_contributor_and_its_bad_input(h: Consortium, cli: Any) -> None:
     assert "no record" in nobody.err
 
 
+def test_settlements_of_an_honest_history_are_the_rules_outcome(h: Consortium, cli: Any) -> None:
+    if "DISTANCE_FLOOR" not in h.client().constants():
+        # A contract from before the R5 rule change (docs/protocol.md) follows other rules than ledger.consensus:
+        # the audit says so instead of reporting every validator's pay as wrong.
+        refused = cli("audit", "settlements")
+        assert refused.code == ExitCode.CONFIG
+        assert "DISTANCE_FLOOR, DISTANCE_TOLERANCE" in refused.err
+        assert "follows other rules" in refused.err
+        pytest.skip("the deployed MeshLedger predates protocol R5's relative distance (no DISTANCE_FLOOR)")
+    result = cli("audit", "settlements", "--json")
+    assert result.code == ExitCode.OK, result.out
+    data = result.json
+    assert (data["checked"], data["mismatches"], data["constants_from"]) == (4, 0, "chain")
+    assert [(r["round"], r["carried_over"]) for r in data["rounds"]] == [
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, True),
+    ]
+    assert "OK" in cli("audit", "settlements").out
+    assert cli("audit", "settlements", "--trustless").code == ExitCode.OK
+    assert cli("audit", "settlements", "--task", "7").code == ExitCode.NOT_FOUND
+
+
+def test_a_settlement_that_is_not_the_rules_outcome_is_named(h: Consortium, cli: Any) -> None:
+    # An index whose settlement says otherwise than the rules (here: a reward raised in the database) is caught,
+    # with the round, the account and the field, from the index alone with the protocol's default constants.
+    assert cli("index", "follow", "--once").code == ExitCode.OK
+    victim = h.contributors[0][0]
+    db = IndexDB(f"sqlite:///{cli.data_dir / 'index.sqlite'}")
+    with db.begin() as conn:
+        conn.execute(
+            update(schema.reputation_changes)
+            .where(schema.reputation_changes.c.account == victim, schema.reputation_changes.c.round == 2)
+            .values(reward=str(10**30))
+        )
+    db.dispose()
+    tampered = cli("audit", "settlements", "--no-sync", rpc="http://127.0.0.1:9")
+    assert tampered.code == ExitCode.MISMATCH
+    assert "default constants" in tampered.out
+    line = f"contributor {victim}: reward {10**30} recorded"
+    assert tampered.out.count(line) == 1
+    data = cli("audit", "settlements", "--task", "1", "--no-sync", "--json", rpc="http://127.0.0.1:9").json
+    (round2,) = [r for r in data["rounds"] if r["round"] == 2]
+    assert any(line in d for d in round2["differences"])
+    assert data["mismatches"] >= 1
+
+
 def test_export_formats(h: Consortium, cli: Any, tmp_path: Path) -> None:
     as_json = cli("audit", "export", "--task", "1", "--format", "json")
     assert as_json.code == ExitCode.OK
