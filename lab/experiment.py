@@ -696,7 +696,8 @@ def honest_scores(
 ) -> tuple[list[int], list[int]]:
     """An honest validator's (scores, reasons) as the worker computes them (``worker.scoring``): −SCORE_ONE with
     the reason for a hard reject, else the score against its own reference update (``worker.reference``, trained
-    on its slice ``data``), with the loss gate on that slice."""
+    on its slice ``data``), with the loss gate on the whole held-out half (the demo's ``--evaluator
+    node.heldout:loss``: the same for every honest validator)."""
     from ledger.aggregation.source import describe_source
     from ledger.checks import reveal_arrays
     from ledger.updatefile import UpdateFile
@@ -704,7 +705,7 @@ def honest_scores(
     from worker.scoring import round_scores, score_update
 
     margin = config.loss_delta
-    evaluate = data_loss(data) if margin is not None else None
+    evaluate = heldout_loss(config.seed) if margin is not None else None
     scored = {}
     with UpdateFile.open(base_path) as base:
         layout = describe_source(base)
