@@ -288,12 +288,14 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         if (tm.now_ < tm.submissionEnd) revert MeshLedger_CommitNotOpen(taskId, round, tm.submissionEnd);
         if (tm.now_ >= tm.commitEnd) revert MeshLedger_CommitClosed(taskId, round, tm.commitEnd);
         uint256 k = _setIndex(taskId, live, msg.sender);
-        uint32 bit = uint32(1 << k);
-        if (live.committed & bit != 0) revert MeshLedger_AlreadyCommitted(taskId, round, msg.sender);
-        live.committed |= bit;
+        uint256 committed = uint256(live.committed);
+        if ((committed >> k) & 1 != 0) revert MeshLedger_AlreadyCommitted(taskId, round, msg.sender);
+        committed |= uint256(1) << k;
+        Live storage stored = _s.live[taskId];
+        // forge-lint: disable-next-line(unsafe-typecast) k < validatorCount ≤ 32
+        stored.committed = uint32(committed);
         // The commit phase ends as soon as the whole set is bound: nothing more can come.
-        if (uint256(live.committed) == Bits.lowMask(live.validatorCount)) live.commitClosedAt = uint40(tm.now_);
-        _s.live[taskId] = live;
+        if (committed == Bits.lowMask(live.validatorCount)) stored.commitClosedAt = uint40(tm.now_);
         _s.scoreWords[taskId][k << WORDS_PER_MEMBER_LOG2] = uint256(commitment);
         emit ScoresCommitted(taskId, round, msg.sender, commitment);
     }
@@ -310,8 +312,8 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         _checkScores(scores, reasons, n);
         _matchCommitment(taskId, round, k, scores, reasons, salt);
         _storeScores(_s.scoreWords[taskId], k << WORDS_PER_MEMBER_LOG2, scores, n);
-        live.revealed |= uint32(1 << k);
-        _s.live[taskId] = live;
+        // forge-lint: disable-next-line(unsafe-typecast) k < validatorCount ≤ 32
+        _s.live[taskId].revealed = live.revealed | uint32(1 << k);
         emit ScoresRevealed(taskId, round, msg.sender, scores, reasons);
     }
 
