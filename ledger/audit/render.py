@@ -303,6 +303,16 @@ def account(console: Console, report: AccountReport) -> None:
                 amount(c.reward),
             )
         console.print(table)
+    for rc in h.role_changes_scheduled:
+        what = f"{'grant' if rc.grant else 'revoke'} {rc.role}"
+        if rc.cancelled:
+            console.print(f"[yellow]role change cancelled[/]: {what} (block {rc.block_number})")
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(rc.execute_after or 0))
+            console.print(
+                f"[yellow]role change scheduled[/]: {what}, executable by anyone from {when} "
+                f"(block {rc.block_number})"
+            )
     if h.claims:
         table = Table("block", "claimed")
         for cl in h.claims:

@@ -16,6 +16,7 @@ from ledger.dashboard.models import (
     LeaderboardRow,
     ReputationPoint,
     RewardPoint,
+    RoleChangeRow,
     ScoreSummary,
     SubmissionRow,
 )
@@ -156,6 +157,16 @@ def contributor(record: MemberRecord) -> Contributor:
         reputation=reputation,
         rewards_history=rewards,
         claims=claims,
+        role_changes_scheduled=[
+            RoleChangeRow(
+                role=rc.role,
+                grant=rc.grant,
+                cancelled=rc.cancelled,
+                execute_after=rc.execute_after,
+                block_number=rc.block_number,
+            )
+            for rc in record.role_changes_scheduled
+        ],
         scores=score_summary(record.scores_revealed) if record.scores_revealed is not None else None,
     )
 

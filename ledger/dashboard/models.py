@@ -217,6 +217,17 @@ class ClaimPoint(BaseModel):
     timestamp: int | None
 
 
+class RoleChangeRow(BaseModel):
+    """A role change the admin scheduled for the member (anyone may execute it from ``execute_after``), or
+    cancelled."""
+
+    role: str
+    grant: bool
+    cancelled: bool
+    execute_after: int | None = Field(description="Unix seconds (wall time); null for a cancellation.")
+    block_number: int
+
+
 class ScoreSummary(BaseModel):
     scores: int
     positive: int
@@ -245,6 +256,7 @@ class Contributor(BaseModel):
     reputation: list[ReputationPoint] = Field(description="Oldest first.")
     rewards_history: list[RewardPoint] = Field(description="Oldest first (accrued).")
     claims: list[ClaimPoint] = Field(description="Oldest first.")
+    role_changes_scheduled: list[RoleChangeRow] = Field(description="Oldest first.")
     scores: ScoreSummary | None
 
 

@@ -182,6 +182,20 @@ class Reward(_Dict):
 
 
 @dataclass(frozen=True)
+class ScheduledRoleChange(_Dict):
+    """A role change the admin scheduled (executable by anyone from ``execute_after``, wall time) or cancelled:
+    once a task exists the admin's powers over roles are delayed and visible (protocol R6)."""
+
+    role: str  # admin, contributor, validator, aggregator (or the role id when unknown)
+    account: str
+    grant: bool
+    cancelled: bool
+    execute_after: int | None  # None for a cancellation
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
 class Claim(_Dict):
     """Accrued rewards minted to their owner (``claimRewards``)."""
 
@@ -314,6 +328,7 @@ class AccountHistory(_Dict):
     reputation: list[ReputationChange] = field(default_factory=list)
     rewards: list[Reward] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
+    role_changes_scheduled: list[ScheduledRoleChange] = field(default_factory=list)
 
     @property
     def contributor_reputation(self) -> int | None:
@@ -352,7 +367,14 @@ class AccountHistory(_Dict):
 
     @property
     def known(self) -> bool:
-        return bool(self.roles or self.submissions or self.scores or self.reputation or self.rewards)
+        return bool(
+            self.roles
+            or self.submissions
+            or self.scores
+            or self.reputation
+            or self.rewards
+            or self.role_changes_scheduled
+        )
 
 
 @dataclass(frozen=True)
@@ -452,6 +474,7 @@ class MemberRecord(_Dict):
     block_times: dict[int, int]  # block number: timestamp, for the submissions, rewards and claims
     scores_revealed: ScoreTally | None  # None if it never revealed
     claims: list[Claim] = field(default_factory=list)  # oldest first
+    role_changes_scheduled: list[ScheduledRoleChange] = field(default_factory=list)  # oldest first
 
     @property
     def total_rewards(self) -> int:

@@ -10,7 +10,8 @@ chain state, which is all the dashboard reads. The history:
   contributor 2 is rejected by one validator (`loss-regression`) and still accepted (the median is positive);
 * round 3: contributor 4's update is an outlier: two validators reject it (`norm-outlier`), one scores it
   positive: its consensus is a reject;
-* contributor 0 claims its accrued rewards after round 3 (the others leave theirs accrued);
+* contributor 0 claims its accrued rewards after round 3 (the others leave theirs accrued); the admin schedules
+  granting contributor 3 the validator role (left pending);
 * round 4: open, three updates submitted, no score yet.
 
 Every update file is in a local content store (random bytes of known sizes), so the dashboard reports sizes.
@@ -71,6 +72,7 @@ class DemoRun:
     open_cids: list[str]
     cids: dict[tuple[int, int], str] = field(default_factory=dict)  # (round, contributor index) -> CID
     claimed: int = 0  # what contributor 0 claimed after round 3
+    role_change_after: int = 0  # the admin scheduled granting contributor 3 the validator role, from then
     sizes: dict[str, int] = field(default_factory=dict)  # CID -> bytes
 
     @property
@@ -111,6 +113,7 @@ def build_demo_run(c: Consortium, store: LocalStore, run: DemoRun) -> None:
         c.finalize(record)  # the record run_round appended to c.rounds gets its outcome
         advance_time(c.w3, 30)
     run.claimed = c.client(c.contributors[0][1]).claim_rewards().value
+    run.role_change_after = c.admin_client.schedule_role_change("validator", c.contributors[3][0], True).value
     digests = _updates(store, run, 4, 3)
     for i, (_, key) in enumerate(c.contributors[:3]):
         c.client(key).submit_update(task_id, 4, digests[i], 600 + 50 * i)

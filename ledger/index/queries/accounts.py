@@ -12,7 +12,7 @@ from sqlalchemy import Connection, func, select, tuple_
 from ledger.chain.types import checksum
 from ledger.index import schema
 from ledger.index.models import AccountHistory, MemberRecord, Score, ScoreCount, ScoreTally, Update
-from ledger.index.queries.rows import current_roles, raw
+from ledger.index.queries.rows import current_roles, raw, scheduled_role_changes
 from ledger.index.queries.settlements import claims, reputation_series, rewards
 
 
@@ -32,6 +32,7 @@ def history(conn: Connection, address: str) -> AccountHistory:
     out.reputation = reputation_series(conn, schema.reputation_changes.c.account == who)
     out.rewards = rewards(conn, schema.rewards.c.account == who)[0]
     out.claims = claims(conn, schema.claims.c.account == who)[0]
+    out.role_changes_scheduled = scheduled_role_changes(conn, who)
     return out
 
 
@@ -52,6 +53,7 @@ def member(conn: Connection, address: str) -> MemberRecord:
         block_times={**times, **paid_times, **claim_times},
         scores_revealed=score_tally(conn, who),
         claims=claimed,
+        role_changes_scheduled=scheduled_role_changes(conn, who),
     )
 
 

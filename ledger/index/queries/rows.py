@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, func, select
 
 from ledger.index import schema
+from ledger.index.models import ScheduledRoleChange
 
 
 def raw(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
@@ -60,6 +61,29 @@ def role_names() -> dict[str, str]:
     for name in ("CONTRIBUTOR", "VALIDATOR", "AGGREGATOR"):
         names["0x" + keccak(text=f"{name}_ROLE").hex()] = name.lower()
     return names
+
+
+def scheduled_role_changes(conn: Connection, account: str | None = None) -> list[ScheduledRoleChange]:
+    """Role changes scheduled or cancelled (of ``account`` only if given), in chain order."""
+    r = schema.scheduled_role_changes.c
+    stmt = select(
+        r.role, r.account, r.granted, r.cancelled, r.execute_after, r.block_number, r.tx_hash
+    ).order_by(r.block_number, r.log_index)
+    if account is not None:
+        stmt = stmt.where(r.account == account)
+    names = role_names()
+    return [
+        ScheduledRoleChange(
+            names.get(str(role), str(role)),
+            str(who),
+            bool(grant),
+            bool(cancelled),
+            int(after) if after is not None else None,
+            int(block),
+            str(tx),
+        )
+        for role, who, grant, cancelled, after, block, tx in raw(conn, stmt)
+    ]
 
 
 def current_roles(conn: Connection, account: str | None = None) -> dict[str, list[str]]:

@@ -193,6 +193,9 @@ def test_contributor_and_its_bad_input(h: Consortium, cli: Any) -> None:
     )
     assert claimer["accrued_on_chain"] == claimer["account"]["unclaimed"] == 0
     assert len(claimer["account"]["claims"]) == 1
+    scheduled = cli("audit", "contributor", h.contributors[3][0]).out
+    assert "role change scheduled: grant validator, executable by anyone from" in scheduled
+    assert "role change cancelled: grant validator" in scheduled
     bad = cli("audit", "contributor", "0x1234", rpc="http://127.0.0.1:9")
     assert bad.code == ExitCode.USAGE
     assert "not an Ethereum address" in bad.err

@@ -221,6 +221,11 @@ def test_a_contributors_history_agrees_with_the_index_queries(
     (claim,) = claimer["claims"]
     assert int(claim["amount"]) == int(claimer["claimed"]) == int(claimer["rewards"]) == demo_run.claimed
     assert claimer["unclaimed"] == "0"
+    assert claimer["role_changes_scheduled"] == []
+    scheduled = client.get(f"/api/contributors/{demo_run.contributors[3]}").json()["role_changes_scheduled"]
+    assert [(s["role"], s["grant"], s["cancelled"], s["execute_after"]) for s in scheduled] == [
+        ("validator", True, False, demo_run.role_change_after)
+    ]
 
 
 def test_a_round_has_every_score_the_consensus_the_distances_and_the_update_sizes(

@@ -170,6 +170,10 @@ def test_click_through_overview_round_lineage_contributor(page: Any, demo_run: D
     assert claims.locator("table.claims tbody tr").count() == 1
     assert "0 MESH unclaimed" in page.locator("#rewards").inner_text()
     shot(page, "contributor-claimed")
+    page.goto(f"/contributors/{demo_run.contributors[3]}")
+    assert (
+        "Scheduled: grant validator, executable by anyone from" in page.locator("#role-changes").inner_text()
+    )
 
 
 def test_leaderboard_ranks_and_sorts(page: Any, demo_run: DemoRun) -> None:

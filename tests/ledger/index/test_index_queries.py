@@ -225,6 +225,15 @@ def test_account_history_and_leaderboard(h: Consortium, q: Queries) -> None:
     assert by_address[h.validators[0][0]].scores == 16
     assert [s.total_rewards for s in board] == sorted((s.total_rewards for s in board), reverse=True)
     assert not q.account("0x" + "77" * 20).known
+    # The admin scheduled granting contributor 3 the validator role, then cancelled it: both are on record.
+    scheduled = q.account(h.contributors[3][0]).role_changes_scheduled
+    assert [(s.role, s.grant, s.cancelled) for s in scheduled] == [
+        ("validator", True, False),
+        ("validator", True, True),
+    ]
+    assert scheduled[0].execute_after is not None
+    assert scheduled[0].execute_after > 0
+    assert scheduled[1].execute_after is None
 
 
 def test_the_leaderboard_is_the_chains(h: Consortium, q: Queries) -> None:
