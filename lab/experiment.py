@@ -819,7 +819,7 @@ Observer = Callable[[ExperimentConfig, RoundResult], None]
 
 
 @dataclass
-class _Round:
+class RoundFiles:
     """One round's submissions as files and chain records, in submission order."""
 
     paths: list[Path] = field(default_factory=list)
@@ -828,7 +828,7 @@ class _Round:
     cids: list[str] = field(default_factory=list)
 
 
-def _write_round(
+def write_round(
     config: ExperimentConfig,
     roles: Roles,
     *,
@@ -836,7 +836,7 @@ def _write_round(
     base_cid: str,
     round_: int,
     where: Path,
-) -> _Round:
+) -> RoundFiles:
     """Each member's update file with the metadata the chain records; a front-runner's submission records the
     author's digest (the chain accepts a digest twice) under the front-runner's name."""
     from ledger.checks import ChainRecord
@@ -855,7 +855,7 @@ def _write_round(
             )
             path = where / f"update-{p.node}.safetensors"
             files[p.node] = (path, write_update(path, p.delta, meta).cid)
-    out = _Round()
+    out = RoundFiles()
     for p in published:
         path, cid = files[p.node if p.digest_of is None else p.digest_of]
         digest = cid_to_digest(cid)
@@ -878,7 +878,7 @@ def _write_round(
 def score_round(
     config: ExperimentConfig,
     published: Sequence[Published],
-    files: _Round,
+    files: RoundFiles,
     *,
     roles: Roles,
     base_path: Path,
@@ -966,7 +966,7 @@ def run_experiment(
         round_dir = workdir / f"round-{r}"
         round_dir.mkdir(exist_ok=True)
         published = publish_round(config, federation, base, r, malicious, previous=previous)
-        files = _write_round(config, roles, published=published, base_cid=base_cid, round_=r, where=round_dir)
+        files = write_round(config, roles, published=published, base_cid=base_cid, round_=r, where=round_dir)
         weights = book.freeze(roles.validators)  # the validator set's weights, frozen at round open
         reasons, scores, revealed_reasons = score_round(
             config,
