@@ -18,6 +18,7 @@ MESHPROV_SERVICES = {
     "indexer",
     "validator-1",
     "validator-2",
+    "validator-3",
     "aggregator",
     "node-1",
     "node-2",
@@ -194,7 +195,7 @@ def test_the_consortium_file_matches_the_keys_the_genesis_and_the_spec(tmp_path:
 
     assert consortium.admin == address("admin.key")
     assert consortium.aggregators == (address("aggregator.key"),)
-    assert consortium.validators == (address("validator-1.key"), address("validator-2.key"))
+    assert consortium.validators == tuple(address(f"validator-{i}.key") for i in (1, 2, 3))
     assert consortium.contributors == tuple(address(f"node-{i}.key") for i in (1, 2, 3))
     # The deployer puts exactly these files in IPFS before it deploys, so the task's digests name real content.
     genesis = write_genesis(tmp_path / "genesis.safetensors", "mlp", 0)
