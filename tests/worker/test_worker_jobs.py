@@ -342,3 +342,43 @@ def test_with_a_reference_trainer_honest_updates_score_positive_and_a_sign_flip_
     )  # no loss evaluator here: it is the score, not a hard reject, that says no
     assert result["reasons"] == [0, 0, 0]
     assert (v0.cache_dir / "rounds" / f"{net.task_id}-{round_}" / "reference.npy").is_file()  # trained once
+
+
+def test_a_noisy_scaled_copy_of_last_rounds_accepted_update_is_a_near_copy(
+    worker_net: Callable[..., WorkerNet], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    net = worker_net(validators=2, contributors=3, quorum=2)
+    vals = validators(net, tmp_path)
+    aggregator = runtime(net, "aggregator", net.aggregator[1], tmp_path)
+    first = honest_round(net, range(3))
+    for v in vals:
+        verify_round(v, net.task_id, first)
+    for v in vals:
+        verify_round(v, net.task_id, first)
+    assert aggregate_round(aggregator, net.task_id, first)["status"] == "finalized"
+
+    # Round 2: member 2 republishes member 0's (public, accepted) round-1 delta, scaled and with a little noise.
+    second = net.current_round()
+    assert second == first + 1
+    ctx = net.context(2, second)
+    rng = np.random.default_rng(7)
+    stolen = {
+        k: (1.1 * v + rng.normal(0, 0.01 * float(np.abs(v).mean()), v.shape)).astype(v.dtype)
+        if v.dtype.kind == "f"
+        else v
+        for k, v in corpus.honest_delta(0).items()
+    }
+    files = [corpus.honest_update(net.context(i, second)) for i in range(2)]
+    files.append(corpus.encode(stolen, ctx.meta()))
+    for i, data in enumerate(files):
+        net.submit(i, data, round_=second, publish=False)
+    net.close_submissions(second)
+    for data in files:
+        net.publish(data)
+    result = verify_round(vals[0], net.task_id, second)
+    assert result["status"] == "committed"
+    assert result["reasons"] == [0, 0, int(Reason.NEAR_COPY)]
+    assert result["scores"][2] == REJECT
+    assert result["scores"][0] > 0  # the author, who resubmits its own direction, is no copy of itself

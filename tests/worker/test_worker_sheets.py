@@ -41,7 +41,7 @@ def test_a_damaged_sheet_is_refused_by_name(tmp_path: Path, body: bytes) -> None
     path = sheet_path(tmp_path, 1, 1)
     path.parent.mkdir(parents=True)
     path.write_bytes(body)
-    with pytest.raises(SheetUnreadable, match="1-1.json"):
+    with pytest.raises(SheetUnreadable, match=r"1-1\.json"):
         load_sheet(tmp_path, 1, 1)
 
 
