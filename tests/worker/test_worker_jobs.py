@@ -270,7 +270,6 @@ def test_with_the_aggregator_down_anyone_carries_the_round_over_after_the_grace(
 def test_the_watcher_enqueues_commits_then_reveals_and_carries_over(
     worker_net: Callable[..., WorkerNet], tmp_path: Path
 ) -> None:
-    from worker.celery_app import make_app
     from worker.state import WorkerState
     from worker.tasks import validator_queue
     from worker.watcher import Watcher
@@ -301,7 +300,6 @@ def test_the_watcher_enqueues_commits_then_reveals_and_carries_over(
     watcher.poll_once()
     # v0 committed: its reveal is a new job (not held off by the commit job's TTL); v1 is absent.
     assert sent == [("meshprov.verify_round", validator_queue(net.validator(0)[0]))]
-    assert make_app  # the real app is exercised by the process tests
     net.end_reveals(round_)
     net.end_grace(round_)
     sent.clear()
