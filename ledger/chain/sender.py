@@ -37,7 +37,9 @@ _NONCE_ERRORS = ("nonce too low", "already known", "nonce too high", "replacemen
 class Transactable(Protocol):
     """What the sender needs of a call: a web3 ContractFunction or ContractConstructor."""
 
-    def estimate_gas(self, transaction: TxParams | None = None) -> int: ...
+    def estimate_gas(
+        self, transaction: TxParams | None = None, block_identifier: str | int | None = None
+    ) -> int: ...
 
     def build_transaction(self, transaction: TxParams | None = None) -> TxParams: ...
 
@@ -126,8 +128,11 @@ class TxSender:
         return self.decoder.decode(exc.data, exc.message or "")
 
     def estimate(self, fn: Transactable) -> int:
+        # At "pending", not "latest": on an idle chain the latest block's timestamp is old, so a call that a
+        # window ended *by time* made possible (a reveal, a finalization, a carry-over) would revert in the
+        # estimate and never be sent, although the block it is mined in has the current time.
         try:
-            return int(fn.estimate_gas({"from": self.address}))
+            return int(fn.estimate_gas({"from": self.address}, block_identifier="pending"))
         except ContractLogicError as exc:
             raise self._revert(exc) from None
         except Web3RPCError as exc:  # not a revert: the node cannot run it at all (funds, code size, …)
@@ -135,7 +140,7 @@ class TxSender:
 
     def call(self, fn: Any) -> Any:
         try:
-            return fn.call({"from": self.address})
+            return fn.call({"from": self.address}, block_identifier="pending")
         except ContractLogicError as exc:
             raise self._revert(exc) from None
 

@@ -14,7 +14,7 @@ from ledger.chain.scores import REJECT, SCORE_ONE, ScoreSheet
 from ledger.chain.types import Phase, Role
 from ledger.dev.services import AnvilProcess
 from ledger.exit_codes import ExitCode
-from tests.support.chain import Consortium, advance_time, chain_snapshot, fake_digest, warp_past
+from tests.support.chain import Consortium, advance_time, chain_snapshot, fake_digest, rpc, warp_past
 
 pytestmark = pytest.mark.anvil
 
@@ -222,3 +222,19 @@ def test_validators_are_weighted_by_the_reputation_frozen_at_opening(c: Consorti
     assert c.client().account(c.validators[1][0]).validator_reputation == 5_200
     assert c.client().reputation(c.contributors[0][0]).contributor == 5_000 - 1_500
     assert Role.VALIDATOR is final.validators[1].role
+
+
+def test_a_window_ended_by_time_on_an_idle_chain_does_not_block_the_next_phase(
+    c: Consortium, w3: Any
+) -> None:
+    """No block is mined after the commit window ends: the latest block still says "commit phase", but the
+    transaction will be mined at the current time, so the reveal is estimated (and sent) at the pending block."""
+    task = c.task_id
+    c.submit(task, 1)
+    sheet = c.commit(task, 1, c.validators[0][0], [1, 2, 3, 4])
+    view = c.view(task, 1)
+    now = c.client().clock(block="latest").ledger_now
+    rpc(w3, "evm_increaseTime", view.commit_end - now + 5)  # time passes, nothing is mined
+    assert c.client().round_view(task, 1, block="latest").phase is Phase.COMMIT
+    c.client(c.validators[0][1]).reveal_sheet(task, 1, sheet)
+    assert c.client().revealed_scores(task, 1, c.validators[0][0]).revealed
