@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -38,7 +38,7 @@ class Transactable(Protocol):
     """What the sender needs of a call: a web3 ContractFunction or ContractConstructor."""
 
     def estimate_gas(
-        self, transaction: TxParams | None = None, block_identifier: str | int | None = None
+        self, transaction: TxParams | None = None, block_identifier: Literal["pending"] | None = None
     ) -> int: ...
 
     def build_transaction(self, transaction: TxParams | None = None) -> TxParams: ...
