@@ -118,7 +118,7 @@ def loss(weights: Mapping[str, Any]) -> float:
 
 def warm_up() -> None:
     """Import torch, load the held-out data and run one evaluation, so that the validator pays this (≈ 2 s)
-    while it starts, not on its first ballot, on the round's critical path."""
+    while it starts, not on its first scoring, on the round's critical path."""
     from node.models import genesis_state
 
     loss(genesis_state("mlp"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ledger.aggregation.source import describe_source
-from ledger.checks import ChainRecord, CheckLimits, Judged, Verdict, ballot_for, judge_round, judge_update
+from ledger.checks import ChainRecord, CheckLimits, Judged, Verdict, judge_round, judge_update
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.reasons import Reason
@@ -130,11 +130,15 @@ def test_each_malicious_update_is_rejected_with_its_reason(tmp_path: Path, case:
     verdicts = rnd.judge(limits())
     assert [v.reason for v in verdicts[:-1]] == [Reason.ACCEPTED] * corpus.HONEST_MEMBERS
     assert verdicts[-1].reason is case.reason, verdicts[-1].detail
-    # The ballot records exactly that code for that update, and accepts the honest ones.
-    indexes, accepts, reasons = ballot_for(verdicts, (1 << len(verdicts)) - 1)
-    assert indexes == (1 << len(verdicts)) - 1
-    assert accepts == (1 << corpus.HONEST_MEMBERS) - 1
-    assert list(reasons) == [0] * corpus.HONEST_MEMBERS + [int(case.reason)]
+    # The reveal records exactly that code with the score REJECT for that update; the honest ones keep their scores.
+    from ledger.chain.scores import REJECT
+    from ledger.checks.score import Score, reveal_arrays
+    from worker.scoring import round_scores
+
+    scored = round_scores(verdicts, {i: Score(5_000) for i, v in enumerate(verdicts) if v.accepted})
+    values, reasons = reveal_arrays(scored)
+    assert values == [5_000] * corpus.HONEST_MEMBERS + [REJECT]
+    assert reasons == [0] * corpus.HONEST_MEMBERS + [int(case.reason)]
 
 
 def test_the_whole_corpus_in_one_round_each_gets_its_own_reason(tmp_path: Path) -> None:
