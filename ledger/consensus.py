@@ -11,8 +11,9 @@ The rules, in the contract's integer arithmetic (``//`` rounds down, as Solidity
 * **Consensus** of update *i*: the :func:`lower_weighted_median` of the scores of the round's validator set, each
   weighted by the member's validator reputation frozen when the round opened; a member that did not reveal counts
   as score 0. Accepted iff consensus > 0 and at least ``quorum`` members revealed.
-* **Budget.** ``validator_share = budget * 1000 // 10000``, contributors share the rest; a carry-over pays nothing
-  and records an empty accepted set (its consensus still settles the reputations).
+* **Budget.** ``validator_share = budget * 1000 // 10000``, contributors share the rest; a carry-over or a round
+  below the quorum pays nothing; a carry-over records an empty accepted set (its consensus still settles the
+  reputations).
 * **Contributors** (update-index order): reward ``share * w_i // Σ w`` with ``w_i = c_i² * reputation`` for an
   accepted update, else 0. Reputation (only when the quorum was met): ``c > 0`` → ``+500 * c // 10000``;
   ``c < 0`` → ``-(1500 * |c| // 10000)``; clamped to [100, 10000].
@@ -22,7 +23,8 @@ The rules, in the contract's integer arithmetic (``//`` rounds down, as Solidity
   ``r = DISTANCE_TOLERANCE * m`` (3m). Agreement ``A = 0`` if ``d ≥ r``, else ``(r - d) * 10000 // r`` (basis
   points); reputation ``+200`` if ``d ≤ r``, else ``-min(1000, 1000 * (d - r) // r)``; reward
   ``validator_share * rep * A // Σ`` with ``rep`` its validator reputation before this round's step. A member that
-  did not reveal is absent: ``-500``, no reward. Measuring against the round's own median distance keeps a lazy
+  did not reveal is absent: ``-500``, no reward. Below the quorum (fewer reveals than ``quorum``, a carry-over
+  too) nobody is paid and only absent members' reputations move. Measuring against the round's own median distance keeps a lazy
   validator (one that copies the last consensus) from earning what an honest one earns (docs/protocol.md R5).
 * Rounding dust and shares nobody earned are not accrued. Rewards accrue (``accrued``) until claimed.
 
@@ -248,10 +250,13 @@ class ConsensusBook:
         consensus = consensus_scores(scores, weights, n)
         quorate = sum(row is not None for row in scores) >= quorum
         accepted = bitmap(i for i, ci in enumerate(consensus) if quorate and ci > 0)
-        pay = 0 if carried_over else budget
+        # Below the quorum the validators failed: nobody is paid and only the absent ones lose reputation.
+        pay = 0 if carried_over or not quorate else budget
         validator_share = pay * c.validator_share_bps // 10_000
         out = self._settle_contributors(contributors, consensus, accepted, quorate, pay - validator_share)
-        out += self._settle_validators(validators, weights, scores, consensus, validator_share)
+        out += self._settle_validators(
+            validators, weights, scores, consensus, share=validator_share, quorate=quorate
+        )
         for s in out:
             if s.reward:
                 key = s.account.lower()
@@ -288,7 +293,9 @@ class ConsensusBook:
         weights: Sequence[int],
         scores: Sequence[Sequence[int] | None],
         consensus: Sequence[int],
+        *,
         share: int,
+        quorate: bool,
     ) -> list[Settlement]:
         c = self.constants
         n = len(consensus)
@@ -309,7 +316,9 @@ class ConsensusBook:
                 rows.append((v, new, 0, True))
                 pay_weights.append(0)
             else:
-                if d <= r:
+                if not quorate:
+                    new = old
+                elif d <= r:
                     new = raise_reputation(old, c.validator_gain, c)
                 else:
                     new = lower_reputation(old, min(c.validator_loss, c.validator_loss * (d - r) // r), c)

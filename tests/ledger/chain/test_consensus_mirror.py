@@ -122,9 +122,10 @@ def test_below_quorum_no_contributor_moves_and_a_carry_over_pays_nothing() -> No
     out = book.settle(["0xc0"], vals, book.freeze(vals), [[9_000], None], quorum=2, budget=10**18)
     assert out.accepted == []
     assert out.settlements[0].reputation == 5_000  # the validators failed, not the member
-    assert out.settlements[0].reward == 0
-    # The lone revealer is measured against its own distance (9000, so r = 27000): A = 6666, the whole share.
-    assert out.rewards(Role.VALIDATOR) == {"0xv0": 10**17, "0xv1": 0}
+    assert out.accrued == 0  # below the quorum nobody is paid
+    revealer, absent = out.settlements[1:]
+    assert (revealer.reputation, revealer.distance) == (5_000, 9_000)  # measured, but not moved
+    assert absent.reputation == 4_500
     carried = book.settle(
         ["0xc0"], vals, book.freeze(vals), [[9_000], [9_000]], quorum=2, budget=10**18, carried_over=True
     )
