@@ -184,6 +184,8 @@ def test_leaderboard_ranks_and_sorts(page: Any, demo_run: DemoRun) -> None:
     assert set(addresses) == set(demo_run.contributors)
     assert addresses[-1] == demo_run.malicious  # fewest tokens
     assert "MESH" in rows.first.inner_text()
+    claimed = [c.inner_text() for c in page.locator("table.leaderboard td.claimed").all()]
+    assert claimed.count("0 MESH") == 4  # only contributor 0 claimed
     shot(page, "contributors")
     page.get_by_role("link", name="Rejected").click()
     page.wait_for_url("**sort=rejected**")
