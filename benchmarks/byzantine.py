@@ -35,6 +35,10 @@ sys.path[:0] = [
     str(HERE.parent),
 ]  # this directory's modules, and the repo (not a site `benchmarks`)
 
+MESH_MAX_SAMPLES = 1_000_000
+"""The ``maxSamples`` of the task ``lab.meshnet`` deploys (``lab.consortium.task_table``'s default): what a sample
+inflater claims on the mesh, so the pure run must claim it too."""
+
 COMPARED = (
     "submitted",
     "cids",
@@ -100,6 +104,12 @@ def run_on_mesh(config: Any, root: Path, log: Any = print) -> Any:
         net.start_follower()
         net.wait_ready()
         client = net.client()
+        task_max = client.task(net.task_id).params.max_samples
+        if task_max != config.max_samples:
+            raise SystemExit(
+                f"the mesh's task allows {task_max} samples, the pure run {config.max_samples}: "
+                "build the config with max_samples equal to the task's"
+            )
         members = {a.lower(): i for i, a in enumerate(roles.contributors)}
         federation = make_federation(config.num_nodes, config.alpha, config.seed)
         malicious = config.malicious_set
@@ -206,6 +216,7 @@ def e2e(argv: list[str]) -> int:
             num_nodes=args.nodes,
             rounds=args.rounds,
             tolerated=max(1, args.malicious),
+            max_samples=MESH_MAX_SAMPLES,
         )
         print(f"{config.label}: pure pipeline…", file=sys.stderr)
         pure = run_experiment(config)
