@@ -368,7 +368,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"every round finalized exactly once: {'yes' if all(c == 1 for c in chain['finalizations'].values()) else 'NO'}",
         f"submissions: {chain['updates']} on chain, {chain['accepted']} accepted + {chain['rejected']} scored <= 0 "
-        f"reason by every validator, {chain['reveals']} reveals; problems: {chain['problems'] or 'none'}",
+        f"by every validator, {chain['reveals']} reveals; problems: {chain['problems'] or 'none'}",
         f"followed index = trustless index from the chain: {'yes' if index['equal'] else 'NO ' + str(index['differing_tables'])} "
         f"({index['rows']} rows in {index['tables']} tables, {index['events']} events, head block {index['head']})",
         f"process restarts: {report['process_restarts']}; follower found exited and restarted: "
