@@ -256,6 +256,8 @@ def run(rounds: int, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
             "node.heldout:loss",
             "--loss-delta",
             f"{config.loss_delta:g}",
+            "--reference-trainer",
+            "node.heldout:reference",
         ]  # as the demo's
         for i in range(net.validators):
             hold = ["--failpoint", f"verify.before_commit={HOLD_S}"] if i == 0 else []

@@ -269,16 +269,19 @@ class MeshNet:
         env.update({f"MESHPROV_{k.upper()}": v for k, v in settings.items()})
         return env
 
-    def _spawn(self, name: str, args: Sequence[str], key: str | None) -> Proc:
-        proc = Proc(
-            name, [sys.executable, "-m", "ledger.cli.app", *args], self.env(key), self.root / f"{name}.log"
-        )
+    def _spawn(
+        self, name: str, args: Sequence[str], key: str | None, extra_env: dict[str, str] | None = None
+    ) -> Proc:
+        env = {**self.env(key), **(extra_env or {})}
+        proc = Proc(name, [sys.executable, "-m", "ledger.cli.app", *args], env, self.root / f"{name}.log")
         self.procs[name] = proc
         return proc.start()
 
     def start_validator(self, i: int, *extra: str) -> Proc:
+        """Validator ``i`` (its held-out slice, for ``--reference-trainer node.heldout:reference``, is i of V)."""
         args = ["worker", "run", "--role", "validator", *self.worker_args, *extra]
-        return self._spawn(f"validator-{i}", args, self.validator(i)[1])
+        slice_env = {"HELDOUT_SLICE": f"{i}/{self.validators}"}
+        return self._spawn(f"validator-{i}", args, self.validator(i)[1], slice_env)
 
     def start_aggregator(self, *extra: str) -> Proc:
         args = ["worker", "run", "--role", "aggregator", "--watch", *self.worker_args, *extra]
@@ -297,7 +300,9 @@ class MeshNet:
     def restart(self, name: str) -> Proc:
         proc = self.procs[name]
         proc.stop()
-        proc.env = self.env(proc.env.get("MESHPROV_PRIVATE_KEY"))  # the services may have moved
+        # The services may have moved (MESHPROV_*); what else the process was given (its slice) stays.
+        kept = {k: v for k, v in proc.env.items() if not k.startswith("MESHPROV_")}
+        proc.env = {**self.env(proc.env.get("MESHPROV_PRIVATE_KEY")), **kept}
         return proc.start()
 
     def wait_ready(self, timeout: float = 90.0) -> None:
