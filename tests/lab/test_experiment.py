@@ -492,3 +492,37 @@ def test_cli_refuses_what_it_cannot_run(
     code = main(["experiment", "byzantine", "--fraction", "0", "--seeds", "1", "--rounds", "1", *args])
     assert code != 0
     assert message in " ".join(capsys.readouterr().err.replace("│", " ").split())  # unwrapped from its box
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_the_pure_pipeline_is_what_the_chain_and_the_workers_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One front-running member of four through anvil, redis-server, three real validators (the demo's reference
+    # trainer and slices, commit-reveal) and a real aggregator, against the pure pipeline: every field of the round.
+    import importlib.util
+    import sys
+
+    monkeypatch.setattr(
+        sys, "path", sys.path.copy()
+    )  # the script puts benchmarks/ first: not for other tests
+    where = Path(__file__).resolve().parents[2] / "benchmarks" / "byzantine.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_byzantine", where)
+    assert spec is not None
+    assert spec.loader is not None
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    config = ExperimentConfig(
+        "front-run", 1, Pipeline.FEDAVG, num_nodes=4, rounds=1, tolerated=1, max_samples=e2e.MESH_MAX_SAMPLES
+    )
+    pure = run_experiment(config)
+    real = e2e.run_on_mesh(config, tmp_path, log=lambda line: None)
+    report = e2e.compare(pure, real)
+    (r,) = real.rounds
+    assert r.revealed_reasons[0][0] == Reason.METADATA_MISMATCH  # the chain saw the front-run rejected
+    pay = [m for m in report["mismatches"] if " validator_pay: " in m]
+    assert [m for m in report["mismatches"] if m not in pay] == []
+    if pay:  # the contract and ledger.consensus disagreed on R5's validator pay when this was written
+        pytest.xfail(f"validator pay: contract and ledger.consensus differ: {pay}")
