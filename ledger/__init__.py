@@ -5,7 +5,7 @@
     updatefile/   update, aggregate and genesis files (safetensors with one canonical metadata key)
     checks/       the validator's checks and judging (pure): each failure a reason code (reasons.py)
     aggregation/  the aggregation rules and their deterministic streaming driver (pure)
-    rewards.py    an integer-exact mirror of the contract's settlement
+    consensus.py  an integer-exact mirror of the contract's consensus and settlement (protocol v2)
     index/        the event index (SQLite or PostgreSQL) and the questions it answers (queries/)
     audit/        lineage, verify, replay, reports, export
     dashboard/    the reward dashboard: a read-only view of the index (pages, JSON API, metrics)
