@@ -63,13 +63,15 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
     /// @notice Contributor reputation change for consensus c: +GAIN·c/SCORE_ONE (c > 0), -LOSS·|c|/SCORE_ONE (c < 0).
     uint32 public constant CONTRIBUTOR_GAIN = 500;
     uint32 public constant CONTRIBUTOR_LOSS = 1_500;
-    /// @notice Validator reputation change: +GAIN when its agreement is at least ½, else -LOSS·(½ - A)/½;
-    /// -ABSENT_LOSS when it did not reveal.
+    /// @notice Validator reputation change: +GAIN when its distance d is within the round's tolerance r, else
+    /// -min(LOSS, LOSS·(d - r)/r); -ABSENT_LOSS when it did not reveal; below the quorum only absence costs.
     uint32 public constant VALIDATOR_GAIN = 200;
     uint32 public constant VALIDATOR_LOSS = 1_000;
     uint32 public constant ABSENT_LOSS = 500;
-    /// @notice The mean distance to the consensus at which a validator's agreement reaches 0.
-    uint256 public constant DISTANCE_SCALE = 5_000;
+    /// @notice The round's tolerance is DISTANCE_TOLERANCE × max(DISTANCE_FLOOR, m), m the weighted median of the
+    /// revealed validators' mean distances to the consensus; agreement A = max(0, 1 - d / tolerance).
+    uint256 public constant DISTANCE_FLOOR = 200;
+    uint256 public constant DISTANCE_TOLERANCE = 3;
     /// @notice Share of each round's budget for the validators, in basis points; the rest goes to contributors.
     uint256 public constant VALIDATOR_SHARE_BPS = 1_000;
     /// @notice The longest a pause lasts (it lapses by itself), and the least time between two pauses.

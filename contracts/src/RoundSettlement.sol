@@ -370,6 +370,8 @@ library RoundSettlement {
         returns (bytes memory data)
     {
         data = new bytes(HEAD + ITEM * (r.n + r.v));
+        // Below the quorum nothing was accepted and nobody is paid (a lone revealer would be its own median).
+        if (!r.quorate) budget = 0;
         uint256 validatorShare = budget * VALIDATOR_SHARE_BPS / 10_000;
         uint256 total = _settleContributors(s, taskId, r, data);
         _pay(s, data, 0, r.n, budget - validatorShare, total);
@@ -405,34 +407,46 @@ library RoundSettlement {
         }
     }
 
-    /// Validators: those that revealed are measured by their mean capped distance d to the consensus, agreement
-    /// A = max(0, 1 - d/DISTANCE_SCALE): +GAIN when A ≥ ½, else -LOSS·(½ - A)/½; their share split by
-    /// reputation-before × A. Absent members lose ABSENT_LOSS and earn nothing. Returns the total weight.
+    /// Validators: those that revealed are measured by their mean capped distance d to the consensus against the
+    /// round's tolerance r (DISTANCE_TOLERANCE × the weighted median of the revealed distances, at least
+    /// DISTANCE_TOLERANCE × DISTANCE_FLOOR): agreement A = max(0, 1 - d/r); +GAIN when d ≤ r, else
+    /// -min(LOSS, LOSS·(d - r)/r); their share split by reputation-before × A. Below the quorum the revealers'
+    /// reputations do not move. Absent members lose ABSENT_LOSS and earn nothing. Returns the total weight.
     function _settleValidators(LedgerStore storage s, Round memory r, bytes memory data)
         private
         returns (uint256 total)
     {
+        uint256[] memory distance = new uint256[](r.v);
+        if (r.n != 0) {
+            for (uint256 k; k < r.v; ++k) {
+                distance[k] = r.distance[k] / r.n;
+            }
+        }
+        uint256 tol = Consensus.tolerance(distance, r.weights, r.revealed);
         for (uint256 k; k < r.v; ++k) {
             address who = r.members[k];
             Account storage a = s.accounts[who];
             uint16 old = a.validatorReputation;
-            uint16 rep;
-            uint256 distance;
+            uint16 rep = old;
             uint256 weight;
             bool absent = (r.revealed >> k) & 1 == 0;
             if (absent) {
                 rep = Consensus.lower(old, ABSENT_LOSS, REPUTATION_MIN);
             } else {
-                if (r.n != 0) distance = r.distance[k] / r.n;
-                uint256 agreement = Consensus.agreement(distance);
-                rep = agreement >= 5_000
-                    ? Consensus.raise(old, VALIDATOR_GAIN, REPUTATION_MAX)
-                    : Consensus.lower(old, VALIDATOR_LOSS * (5_000 - agreement) / 5_000, REPUTATION_MIN);
-                weight = uint256(old) * agreement;
+                uint256 d = distance[k];
+                if (!r.quorate) {
+                    // The round failed for want of reveals: the revealers did their part, nothing moves.
+                } else if (d <= tol) {
+                    rep = Consensus.raise(old, VALIDATOR_GAIN, REPUTATION_MAX);
+                } else {
+                    uint256 step = VALIDATOR_LOSS * (d - tol) / tol;
+                    rep = Consensus.lower(old, step < VALIDATOR_LOSS ? step : VALIDATOR_LOSS, REPUTATION_MIN);
+                }
+                weight = uint256(old) * Consensus.agreement(d, tol);
                 total += weight;
             }
             if (rep != old) a.validatorReputation = rep;
-            _put(data, r.n + k, who, IMeshLedger.Role.Validator, rep, weight, 0, distance, absent);
+            _put(data, r.n + k, who, IMeshLedger.Role.Validator, rep, weight, 0, absent ? 0 : distance[k], absent);
         }
     }
 

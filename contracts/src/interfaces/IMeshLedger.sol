@@ -12,7 +12,7 @@ pragma solidity 0.8.30;
 /// Constants (public on MeshLedger): SCORE_ONE = 10_000 (scores are int16 in [-SCORE_ONE, SCORE_ONE]);
 /// MAX_UPDATES_PER_ROUND = 112; MAX_VALIDATORS = 32; REPUTATION_MIN/MAX/START = 100/10_000/5_000;
 /// CONTRIBUTOR_GAIN = 500 and CONTRIBUTOR_LOSS = 1_500 (scaled by |c| / SCORE_ONE); VALIDATOR_GAIN = 200,
-/// VALIDATOR_LOSS = 1_000, ABSENT_LOSS = 500, DISTANCE_SCALE = 5_000; VALIDATOR_SHARE_BPS = 1_000;
+/// VALIDATOR_LOSS = 1_000, ABSENT_LOSS = 500, DISTANCE_FLOOR = 200, DISTANCE_TOLERANCE = 3; VALIDATOR_SHARE_BPS = 1_000;
 /// MAX_PAUSE = 3 days; MAX_SAMPLES_CAP = 2**32. `roleDelay` is fixed at deployment (constructor argument).
 /// Times: every round time (openedAt, submissionEnd, commitEnd, revealEnd, graceEnd, closedAt) is LEDGER time:
 /// wall time minus the time the ledger spent paused (see {clock}). Signature deadlines and role-change delays

@@ -8,8 +8,11 @@ pragma solidity 0.8.30;
 library Consensus {
     /// Fixed point of a score: 10_000 = 1.0.
     int256 internal constant SCORE_ONE = 10_000;
-    /// A validator's distance at which its agreement reaches 0.
-    uint256 internal constant DISTANCE_SCALE = 5_000;
+    /// The least reference distance m of a round (R5): below it, honest validators that happen to agree closely
+    /// would make the tolerance so tight that ordinary noise costs reputation.
+    uint256 internal constant DISTANCE_FLOOR = 200;
+    /// A revealed validator is within tolerance when its distance is at most this many times the reference m.
+    uint256 internal constant DISTANCE_TOLERANCE = 3;
     /// Scores are stored 16 per word, XORed with this so that every stored lane is nonzero (a score in
     /// [-10_000, 10_000] never has the bit pattern 0x8000): a reused slot then always costs a nonzero-to-nonzero
     /// store, never the 20,000 gas of filling a zero slot.
@@ -32,9 +35,35 @@ library Consensus {
         if (d > uint256(SCORE_ONE)) d = uint256(SCORE_ONE);
     }
 
-    /// @notice Agreement A in basis points from the mean distance d: max(0, 1 - d / DISTANCE_SCALE) = 10_000 - 2d.
-    function agreement(uint256 distance) internal pure returns (uint256) {
-        return distance >= DISTANCE_SCALE ? 0 : 10_000 - 2 * distance;
+    /// @notice Agreement A in basis points from the mean distance d and the round's tolerance r:
+    /// max(0, 1 - d / r), rounded down.
+    function agreement(uint256 distance, uint256 r) internal pure returns (uint256) {
+        return distance >= r ? 0 : (r - distance) * 10_000 / r;
+    }
+
+    /// @notice The round's tolerance r = DISTANCE_TOLERANCE × max(DISTANCE_FLOOR, m), m the lower weighted median
+    /// of the revealed members' mean distances (`revealed` bit k: member k revealed; others are ignored).
+    /// @dev Pairwise (a set holds at most 32 members): the smallest candidate x with 2 × weight(d ≤ x) ≥ total.
+    function tolerance(uint256[] memory distance, uint256[] memory weights, uint256 revealed)
+        internal
+        pure
+        returns (uint256)
+    {
+        uint256 total;
+        for (uint256 k; k < distance.length; ++k) {
+            if ((revealed >> k) & 1 != 0) total += weights[k];
+        }
+        uint256 m = type(uint256).max;
+        for (uint256 k; k < distance.length; ++k) {
+            if ((revealed >> k) & 1 == 0 || distance[k] >= m) continue;
+            uint256 cumulative;
+            for (uint256 j; j < distance.length; ++j) {
+                if ((revealed >> j) & 1 != 0 && distance[j] <= distance[k]) cumulative += weights[j];
+            }
+            if (2 * cumulative >= total) m = distance[k];
+        }
+        if (m < DISTANCE_FLOOR || m == type(uint256).max) m = DISTANCE_FLOOR;
+        return DISTANCE_TOLERANCE * m;
     }
 
     /// @notice `rep` + `step`, capped at `max`.

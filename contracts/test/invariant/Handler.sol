@@ -422,17 +422,29 @@ contract LedgerHandler is CheatCodes {
         return paid <= share && paid + payees > share;
     }
 
-    /// Members that revealed with an agreement above 0 (mean capped distance to the consensus below 5000).
+    /// Members that revealed with an agreement above 0 against the round's tolerance (R5), and none below the
+    /// quorum (nobody is paid then).
     function _agreeingValidators(uint32 round, int256[] memory consensus) internal view returns (uint256 count) {
         uint256 n = consensus.length;
-        for (uint256 k; k < _set[round].length; ++k) {
-            address who = _set[round][k];
+        address[] storage set = _set[round];
+        uint256[] memory distance = new uint256[](set.length);
+        uint256 mask;
+        uint256 revealCount;
+        for (uint256 k; k < set.length; ++k) {
+            address who = set[k];
             if (!revealed[round][who]) continue;
+            mask |= uint256(1) << k;
+            ++revealCount;
             uint256 sum;
             for (uint256 i; i < n; ++i) {
                 sum += Consensus.cappedDistance(_scores[round][who][i], consensus[i]);
             }
-            if ((n == 0 ? 0 : sum / n) < 5_000) ++count;
+            distance[k] = n == 0 ? 0 : sum / n;
+        }
+        if (revealCount < QUORUM) return 0;
+        uint256 tol = Consensus.tolerance(distance, _weights[round], mask);
+        for (uint256 k; k < set.length; ++k) {
+            if ((mask >> k) & 1 != 0 && Consensus.agreement(distance[k], tol) > 0) ++count;
         }
     }
 

@@ -24,10 +24,11 @@ contract MeshLedgerFinalizeTest is Fixture {
         out[1] = IMeshLedger.Settlement(contributors[1], IMeshLedger.Role.Contributor, 4_700, 0, -2_000, 0, false);
         out[2] = IMeshLedger.Settlement(contributors[2], IMeshLedger.Role.Contributor, 5_100, uint256(900 ether) * 20 / 145, 2_000, 0, false);
         out[3] = IMeshLedger.Settlement(contributors[3], IMeshLedger.Role.Contributor, 5_000, 0, 0, 0, false);
-        // Distances 2250, 3625 (the 12000 gap capped at 10000), 375; agreements 5500, 2750, 9250.
-        out[4] = IMeshLedger.Settlement(validatorAddrs[0], IMeshLedger.Role.Validator, 5_200, uint256(100 ether) * 5_500 / 17_500, 0, 2_250, false);
-        out[5] = IMeshLedger.Settlement(validatorAddrs[1], IMeshLedger.Role.Validator, 4_550, uint256(100 ether) * 2_750 / 17_500, 0, 3_625, false);
-        out[6] = IMeshLedger.Settlement(validatorAddrs[2], IMeshLedger.Role.Validator, 5_200, uint256(100 ether) * 9_250 / 17_500, 0, 375, false);
+        // Distances 2250, 3625 (the 12000 gap capped at 10000), 375: their median 2250, tolerance 3 × 2250 = 6750,
+        // all within it (+200); agreements (6750 - d) × 10^4 / 6750 = 6666, 4629, 9444.
+        out[4] = IMeshLedger.Settlement(validatorAddrs[0], IMeshLedger.Role.Validator, 5_200, uint256(100 ether) * 6_666 / 20_739, 0, 2_250, false);
+        out[5] = IMeshLedger.Settlement(validatorAddrs[1], IMeshLedger.Role.Validator, 5_200, uint256(100 ether) * 4_629 / 20_739, 0, 3_625, false);
+        out[6] = IMeshLedger.Settlement(validatorAddrs[2], IMeshLedger.Role.Validator, 5_200, uint256(100 ether) * 9_444 / 20_739, 0, 375, false);
     }
 
     function test_finalizeRound_settlesByConsensusExactly() public {
@@ -75,6 +76,26 @@ contract MeshLedgerFinalizeTest is Fixture {
         assertEq(accepted, 15, "all accepted");
     }
 
+    /// R5: a validator is measured against the round's median distance, so one that always rejects lands far
+    /// outside the tolerance (loses, earns nothing) while honest ones that differ a little are all paid.
+    function test_finalizeRound_farFromTheMedianDistanceLosesAndEarnsNothing() public {
+        _deploy(4, 4);
+        _submitAll();
+        int256[][] memory rows = _sameScores(6_000);
+        rows[1] = _uniform(4, 6_300);
+        rows[2] = _uniform(4, 5_800);
+        rows[3] = _uniform(4, -10_000);
+        _scoreRound(rows);
+        _finalize(_aggregate(1));
+        // Consensus 5800; distances 200, 500, 0, 10000 (capped); median 200, tolerance 600.
+        IMeshLedger.AccountView memory far = ledger.account(validatorAddrs[3]);
+        assertEq(far.validatorReputation, 4_000, "far outside the tolerance: -1000");
+        assertEq(far.accrued, 0, "agreement 0 earns nothing");
+        IMeshLedger.AccountView memory near = ledger.account(validatorAddrs[1]);
+        assertEq(near.validatorReputation, 5_200, "within the tolerance: +200");
+        assertLt(0, near.accrued, "paid by its agreement");
+    }
+
     /// An absent validator counts as a score of 0 with its weight: absence never makes acceptance easier.
     function test_finalizeRound_absentCountsAsZero() public {
         IMeshLedger.TaskParams memory p = _params();
@@ -113,10 +134,11 @@ contract MeshLedgerFinalizeTest is Fixture {
             assertEq(a.contributorReputation, 5_000, "unchanged below quorum");
             assertEq(a.accrued, 0, "unpaid below quorum");
         }
-        // The one validator that revealed: its consensus was 0 (two absent), distance 5000, agreement 0.
+        // The one validator that revealed did its part: below quorum its reputation does not move and, as nobody
+        // is paid below quorum, it earns nothing (it would otherwise be its own median and take the whole share).
         IMeshLedger.AccountView memory v0 = ledger.account(validatorAddrs[0]);
-        assertEq(v0.validatorReputation, 4_000, "agreement 0: -1000");
-        assertEq(v0.accrued, 0, "agreement 0 earns nothing");
+        assertEq(v0.validatorReputation, 5_000, "revealer unchanged below quorum");
+        assertEq(v0.accrued, 0, "nobody is paid below quorum");
     }
 
     function test_finalizeRound_revertsBeforeRevealPhaseEnds() public {
