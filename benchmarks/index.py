@@ -1,16 +1,17 @@
 """Event index and lineage: indexing throughput and the latency of a deep lineage, from the index and trustless.
 
-Generates a real history on a fresh anvil with the real contracts: ROUNDS rounds (100) of UPDATES updates (20),
-batch-relayed with EIP-712 signatures; VALIDATORS validators (4) vote on every update with one `vote`
-transaction each (as validators do when they finish checking an update), one update per round is rejected, and
-the aggregator finalizes. That is ~103 events per round, ~10,300 in all. Then it measures, against baselines
-taken in the same run:
+Generates a real history on a fresh anvil with the real contracts (protocol v2): ROUNDS rounds (100) of UPDATES
+updates (20), batch-relayed with EIP-712 signatures; VALIDATORS validators (4) each commit to a score sheet of
+every update, then reveal it (one `commitScores` and one `revealScores` transaction per validator and round), one
+update per round is rejected by everyone with a reason code, and the aggregator finalizes (the contract computes
+the consensus and every settlement). That is UPDATES + 2 × VALIDATORS + 3 events per round (31, ~3,100 in all).
+Then it measures, against baselines taken in the same run:
 
 * index build from scratch into SQLite (and PostgreSQL at 127.0.0.1:5432 when reachable) — target: 10,000
   events in ≤ 10 s; baseline: fetching and decoding the same logs with no database (the floor of any indexer);
-* lineage of the latest model (ROUNDS deep, UPDATES updates per round, every vote) from the index — target
+* lineage of the latest model (ROUNDS deep, UPDATES updates per round, every revealed score) from the index — target
   ≤ 50 ms (median of 20); baseline: walking the rounds with contract view calls (`baseDigest` and
-  `aggregateDigest` per round, which cannot return the updates or votes at all);
+  `aggregateDigest` per round, which cannot return the updates or scores at all);
 * `--trustless`: the same lineage from the chain alone (in-memory index built from eth_getLogs, then the query).
 
     python benchmarks/index.py                  # 100 rounds x 20 updates x 4 validators
@@ -75,7 +76,7 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
 
     from lab.consortium import RoleKeys, deploy_consortium, task_table
     from ledger.chain.client import connect_web3
-    from ledger.chain.types import bitmap
+    from ledger.chain.scores import REJECT, ScoreSheet
     from ledger.dev.services import AnvilProcess
     from ledger.reasons import Reason
     from ledger.settings import Settings
@@ -93,15 +94,21 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
         tuple((a.address, "0x" + bytes(a.key).hex()) for a in contributors),
     )
     task = task_table(
-        spec=digest("spec"), genesis=digest("genesis"), quorum=2, submission_window_s=3600, vote_window_s=3600
+        spec=digest("spec"),
+        genesis=digest("genesis"),
+        quorum=2,
+        submission_window_s=3600,
+        commit_window_s=3600,
+        reveal_window_s=3600,
     )
     deployed = deploy_consortium(w3, roles, task)
     task_id = deployed.task_id
     aggregator = deployed.client(roles.aggregator[1])
     val_keys = [k for _, k in roles.validators]
     relay = FastSender(w3, roles.aggregator[1])
-    voters = [FastSender(w3, k) for k in val_keys]
+    scorers = [FastSender(w3, k) for k in val_keys]
     fn = aggregator.contract.functions
+    chain_id = w3.eth.chain_id
     started = time.perf_counter()
     domain_client = deployed.client()
     for r in range(1, rounds + 1):
@@ -121,18 +128,34 @@ def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, 
             fn.submitUpdatesFor(task_id, r, [s.to_abi() for s in subs]), 120_000 + 60_000 * updates
         )
         w3.eth.wait_for_transaction_receipt(last)
-        for voter in voters:
-            for i in range(updates):
-                reject = i == r % updates  # one update per round rejected by everyone
-                last = voter.send(
-                    fn.vote(task_id, r, i, not reject, int(Reason.NORM_OUTLIER) if reject else 0), 120_000
-                )
+        # Every contributor has submitted, so submissions are closed: each validator commits to its sheet, and
+        # once all have committed (the commit phase ends at once) each reveals; all revealed = finalizable.
+        reject = r % updates  # one update per round rejected by everyone
+        sheets = []
+        for v, scorer in enumerate(scorers):
+            scores = [REJECT if i == reject else 2000 + 300 * ((i + v + r) % 7) for i in range(updates)]
+            reasons = [int(Reason.NORM_OUTLIER) if i == reject else 0 for i in range(updates)]
+            sheet = ScoreSheet(tuple(scores), tuple(reasons), digest("salt", r, v))
+            commitment = sheet.commitment(
+                chain_id=chain_id,
+                ledger=aggregator.address,
+                task_id=task_id,
+                round_=r,
+                validator=scorer.account.address,
+            )
+            last = scorer.send(fn.commitScores(task_id, r, commitment), 150_000)
+            sheets.append(sheet)
+        for scorer, sheet in zip(scorers, sheets, strict=True):
+            last = scorer.send(
+                fn.revealScores(task_id, r, sheet.score_bytes, sheet.reason_bytes, sheet.salt),
+                150_000 + 4_000 * updates,
+            )
         w3.eth.wait_for_transaction_receipt(last)
-        accepted = bitmap(i for i in range(updates) if i != r % updates)
-        last = relay.send(fn.finalizeRound(task_id, r, digest("aggregate", r), accepted), 1_500_000)
+        last = relay.send(fn.finalizeRound(task_id, r, digest("aggregate", r)), 3_000_000)
         receipt = w3.eth.wait_for_transaction_receipt(last)
         if receipt["status"] != 1:
-            raise SystemExit(f"finalizing round {r} failed")
+            # Sends are pipelined with fixed gas and unchecked receipts: a failed commit or reveal shows here.
+            raise SystemExit(f"finalizing round {r} failed (a commit or reveal before it may have reverted)")
         if r % 10 == 0:
             log(f"  generated {r}/{rounds} rounds ({time.perf_counter() - started:.0f} s)")
     return {
@@ -198,12 +221,12 @@ def measure(env: dict[str, Any], repeats: int, log: Any) -> dict[str, Any]:
     (lineage,) = queries.lineage(latest)
     out["lineage_depth"] = lineage.depth
     out["lineage_updates"] = sum(len(r.updates) for r in lineage.rounds)
-    out["lineage_votes"] = sum(len(u.votes) for r in lineage.rounds for u in r.updates)
+    out["lineage_scores"] = sum(len(u.scores) for r in lineage.rounds for u in r.updates)
     out["lineage_verified"] = lineage.verified
     out["lineage_sqlite_ms"] = _median_ms(lambda: queries.lineage(latest), repeats)
     log(f"  lineage {lineage.depth} rounds deep: {out['lineage_sqlite_ms']:.1f} ms (median of {repeats})")
 
-    # Baseline: the chain's own views walk the rounds but cannot say which updates or votes made them.
+    # Baseline: the chain's own views walk the rounds but cannot say which updates or scores made them.
     def walk_views() -> None:
         task_id = env["task_id"]
         for r in range(lineage.depth, 0, -1):
@@ -266,7 +289,7 @@ def table(r: dict[str, Any]) -> str:
         ),
         (
             f"lineage {r['lineage_depth']} rounds × {r['lineage_updates'] // max(1, r['lineage_depth'])} updates "
-            f"({r['lineage_votes']:,} votes), SQLite",
+            f"({r['lineage_scores']:,} scores), SQLite",
             f"{r['lineage_sqlite_ms']:.1f} ms",
             "≤ 50 ms",
             "PASS" if r["lineage_sqlite_ms"] <= 50 else "FAIL",
@@ -285,7 +308,7 @@ def table(r: dict[str, Any]) -> str:
         ("lineage, in-memory (trustless query)", f"{r['lineage_memory_ms']:.1f} ms", "", ""),
         ("lineage --trustless end to end", f"{r['trustless_lineage_total_s']:.2f} s", "(reported)", ""),
         (
-            "baseline: walk rounds by view calls (no updates/votes)",
+            "baseline: walk rounds by view calls (no updates/scores)",
             f"{r['baseline_view_walk_ms']:.0f} ms",
             "",
             "",
