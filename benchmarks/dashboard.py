@@ -4,23 +4,25 @@ queries asked directly (the audit's answers).
 The index is SYNTHETIC: rows are generated straight into the index schema (ledger/index/schema.py), not by
 driving the contracts (100,000 real submissions would take hours on anvil). Its shape follows what MeshLedger
 allows: a round holds at most 112 updates, so 1,000 contributors × 100 rounds is 10 tasks of 100 contributors
-each, every contributor submitting in each of its task's 100 rounds (100,000 submissions), 3 validators voting on
-every update (300,000 votes), ~5% of updates rejected with reason codes, one settlement per contributor and
-validator per round (≈104,000 reputation values, ≈98,000 rewards), blocks with timestamps a few seconds apart, the
-next round opened at each finalization. The `events` table is left empty (the dashboard never reads it, but for
-counting it).
+each, every contributor submitting in each of its task's 100 rounds (100,000 submissions), 3 validators each
+committing, then revealing a score of every update (3,000 commitments, 300,000 scores), ~5% of updates rejected
+by most validators with reason codes (their consensus, the lower median, is then a hard reject), the consensus of
+every update, one settlement per contributor and validator per round with its score, or distance and absence
+(≈104,000 reputation values, ≈98,000 rewards accrued), blocks with timestamps a few seconds apart, the next round
+opened at each finalization with its frozen validator set. The `events` table is left empty (the dashboard never
+reads it, but for counting it).
 
 Measured in-process through the ASGI app (httpx ASGITransport: no sockets, so this is server time), median and
 p95 over the repeats, in three situations and beside the audit's answers:
 
 * full: a dashboard that knows nothing yet (just started, or the index was rewound by a reorganisation): every
   member's figures are folded from the whole index;
-* after a round: the last round of the last task (100 submissions, 300 votes, its settlement) is held back when
+* after a round: the last round of the last task (100 submissions, 300 scores, its settlement) is held back when
   the index is generated, then inserted as the follower would; the next request folds in just those rows (the
   common case on a live consortium);
 * warm: the index did not change since the last request (answers are memoized per version of its data);
 * audit: `Queries.leaderboard()` (the same member fold, from scratch, without the dashboard's memo) and
-  `Queries.account(address)` (a member's history with every vote it cast), the answers `meshprov audit` gives.
+  `Queries.account(address)` (a member's history with every score it revealed), the answers `meshprov audit` gives.
   The dashboard reads through the same queries (ledger/index/queries/): these are not another implementation.
 
 Target: leaderboard and contributor page ≤ 200 ms server time (after a round and warm; the full fold is reported).
@@ -69,6 +71,7 @@ def synthesize(
     """Fill an empty index with the history described in the module docstring; returns counts and accounts."""
     from eth_utils.crypto import keccak
 
+    from ledger.chain.scores import REJECT
     from ledger.index import schema
     from ledger.reasons import Reason
 
@@ -97,6 +100,18 @@ def synthesize(
     vals = [_address("validator", i) for i in range(validators)]
     groups = [[_address("contributor", t, i) for i in range(per_task)] for t in range(tasks)]
     rep: dict[tuple[str, int], int] = {}
+
+    def open_round(task: int, round_: int, by: str, base: str) -> None:
+        """RoundOpened: the round, and its validator set frozen with their reputations as weights."""
+        opened = {**pos(), "task_id": task, "round": round_, "opened_by": by, "base_digest": base,
+                  "opened_at": state["ts"]}  # fmt: skip
+        rows["rounds"].append(opened)
+        at = {"block_number": opened["block_number"], "log_index": opened["log_index"]}
+        rows["round_validators"] += [
+            {**at, "task_id": task, "round": round_, "position": p, "validator": v, "weight": rep[(v, 1)]}
+            for p, v in enumerate(vals)
+        ]
+
     new_block(12)
     for account, name, r in [(a, "VALIDATOR", 1) for a in vals] + [
         (c, "CONTRIBUTOR", 0) for g in groups for c in g
@@ -113,6 +128,9 @@ def synthesize(
                 "role": r,
                 "reputation": 5000,
                 "reward": "0",
+                "score": 0,
+                "distance": 0,
+                "absent": False,
             }
         )
         rep[(account, r)] = 5000
@@ -123,19 +141,10 @@ def synthesize(
     for t in range(1, tasks + 1):
         rows["tasks"].append(
             {**pos(), "task_id": t, "admin": admin, "spec_digest": _hex("spec", t), "genesis_digest": _hex("genesis", t),
-             "rule": 0, "rule_param": 0, "quorum": 2, "submission_window": 3600, "vote_window": 3600,
-             "reward_per_round": str(10**18)}
+             "rule": 0, "rule_param": 0, "quorum": 2, "submission_window": 3600, "commit_window": 1800,
+             "reveal_window": 1800, "finalize_grace": 3600, "max_samples": 1_000_000, "reward_per_round": str(10**18)}
         )  # fmt: skip
-        rows["rounds"].append(
-            {
-                **pos(),
-                "task_id": t,
-                "round": 1,
-                "opened_by": admin,
-                "base_digest": _hex("genesis", t),
-                "opened_at": state["ts"],
-            }
-        )
+        open_round(t, 1, admin, _hex("genesis", t))
     reasons = [
         int(r)
         for r in (
@@ -149,7 +158,7 @@ def synthesize(
     for r in range(1, rounds + 1):
         for t in range(1, tasks + 1):
             group = groups[t - 1]
-            rejected = {i for i in range(len(group)) if rng.random() < 0.05}
+            flagged = {i for i in range(len(group)) if rng.random() < 0.05}
             per_block = max(1, len(group) // 10)
             for i, c in enumerate(group):
                 if i % per_block == 0:
@@ -168,28 +177,52 @@ def synthesize(
                     "closed_at": state["ts"],
                 }
             )
+            # Each validator commits, then reveals one score per update: honest updates score positive (each
+            # validator a little differently), a flagged one is a hard reject for most validators.
+            sheets: list[list[tuple[int, int]]] = []
             for v_i, v in enumerate(vals):
                 new_block(rng.randint(5, 30))
-                for i in range(len(group)):
-                    reject = i in rejected and (v_i < 2 or rng.random() < 0.5)
-                    rows["votes"].append(
-                        {**pos(), "task_id": t, "round": r, "idx": i, "validator": v, "accept": not reject,
-                         "reason": rng.choice(reasons) if reject else 0}
-                    )  # fmt: skip
+                rows["commitments"].append(
+                    {**pos(), "task_id": t, "round": r, "validator": v, "commitment": _hex("c", t, r, v)}
+                )
+                sheets.append(
+                    [
+                        (REJECT, rng.choice(reasons))
+                        if i in flagged and (v_i < 2 or rng.random() < 0.5)
+                        else (rng.randint(1000, 6000), 0)
+                        for i in range(len(group))
+                    ]
+                )
+            for v, sheet in zip(vals, sheets, strict=True):
+                new_block(rng.randint(5, 30))
+                rows["scores"] += [
+                    {**pos(), "task_id": t, "round": r, "idx": i, "validator": v, "score": score,
+                     "positive": score > 0, "reason": reason}
+                    for i, (score, reason) in enumerate(sheet)
+                ]  # fmt: skip
+            # Equal weights here: the consensus is the lower median of an update's scores.
+            consensus = [
+                sorted(sheet[i][0] for sheet in sheets)[(len(sheets) - 1) // 2] for i in range(len(group))
+            ]
             new_block(rng.randint(5, 60))
-            accepted = [i for i in range(len(group)) if i not in rejected]
-            final = {**pos(), "task_id": t, "round": r, "aggregator": aggregator, "aggregate_digest": _hex("agg", t, r),
+            accepted = [i for i in range(len(group)) if consensus[i] > 0]
+            final = {**pos(), "task_id": t, "round": r, "finalized_by": aggregator, "carried_over": False,
+                     "aggregate_digest": _hex("agg", t, r),
                      "accepted_bitmap": hex(sum(1 << i for i in accepted)), "accepted_count": len(accepted),
                      "submission_count": len(group), "rule": 0, "rule_param": 0}  # fmt: skip
             at = {"block_number": final["block_number"], "log_index": final["log_index"]}
             share = 9 * 10**17 // max(1, len(accepted))
-            minted = 0
+            accrued = 0
             rows["accepted"] += [{**at, "task_id": t, "round": r, "idx": i} for i in accepted]
+            rows["consensus"] += [
+                {**at, "task_id": t, "round": r, "idx": i, "score": score}
+                for i, score in enumerate(consensus)
+            ]
             for i, c in enumerate(group):
-                ok = i not in rejected
+                ok = consensus[i] > 0
                 rep[(c, 0)] = max(0, rep[(c, 0)] + (100 if ok else -500))
                 reward = share if ok else 0
-                minted += reward
+                accrued += reward
                 rows["reputation_changes"].append(
                     {
                         **at,
@@ -199,16 +232,20 @@ def synthesize(
                         "role": 0,
                         "reputation": rep[(c, 0)],
                         "reward": str(reward),
+                        "score": consensus[i],
+                        "distance": 0,
+                        "absent": False,
                     }
                 )
                 if reward:
                     rows["rewards"].append(
                         {**at, "task_id": t, "round": r, "account": c, "role": 0, "amount": str(reward)}
                     )
-            for v in vals:
+            for v, sheet in zip(vals, sheets, strict=True):
                 rep[(v, 1)] += 10
                 reward = 10**17 // len(vals)
-                minted += reward
+                accrued += reward
+                distance = sum(abs(s - c) for (s, _), c in zip(sheet, consensus, strict=True)) // len(group)
                 rows["reputation_changes"].append(
                     {
                         **at,
@@ -218,23 +255,17 @@ def synthesize(
                         "role": 1,
                         "reputation": rep[(v, 1)],
                         "reward": str(reward),
+                        "score": 0,
+                        "distance": distance,
+                        "absent": False,
                     }
                 )
                 rows["rewards"].append(
                     {**at, "task_id": t, "round": r, "account": v, "role": 1, "amount": str(reward)}
                 )
-            final["rewards_minted"] = str(minted)
+            final["rewards_accrued"] = str(accrued)
             rows["finalizations"].append(final)
-            rows["rounds"].append(
-                {
-                    **pos(),
-                    "task_id": t,
-                    "round": r + 1,
-                    "opened_by": aggregator,
-                    "base_digest": _hex("agg", t, r),
-                    "opened_at": state["ts"],
-                }
-            )
+            open_round(t, r + 1, aggregator, _hex("agg", t, r))
     # The last task's last round is held back: inserting it later is "a round finalizes" (see measure()).
     last_round_from = min(
         r["block_number"] for r in rows["submissions"] if r["task_id"] == tasks and r["round"] == rounds
@@ -344,7 +375,7 @@ def measure(db: Any, data: dict[str, Any], repeats: int, log: Callable[[str], No
             ]
             out["lineage_page"] = {"full": _stats(lineage)}
 
-            # A round finalizes: its rows (100 submissions, 300 votes, settlements) arrive in the index, and the
+            # A round finalizes: its rows (100 submissions, 300 scores, settlements) arrive in the index, and the
             # next request folds in just those (the saved fold is restored before each repeat).
             await timed("/api/contributors", forget_all)
             saved = copy.deepcopy(model._folds)
