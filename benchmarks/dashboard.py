@@ -351,13 +351,13 @@ def measure(db: Any, data: dict[str, Any], repeats: int, log: Callable[[str], No
                 return elapsed
 
             await timed("/api/overview", forget_all)  # imports, template compilation
-            members = {
+            members: dict[str, Callable[[int], str]] = {
                 "leaderboard_api": lambda i: "/api/contributors",
                 "leaderboard_page": lambda i: "/contributors",
                 "contributor_api": lambda i: f"/api/contributors/{people[i]}",
                 "contributor_page": lambda i: f"/contributors/{people[i]}",
             }
-            others = {
+            others: dict[str, Callable[[int], str]] = {
                 "overview_page": lambda i: "/",
                 "round_page": lambda i: f"/tasks/1/rounds/{1 + i % 100}",
                 "metrics": lambda i: "/metrics",

@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from hexbytes import HexBytes
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -55,7 +57,7 @@ class FastSender:
         base = int(w3.eth.get_block("latest")["baseFeePerGas"])
         self.fees = {"maxFeePerGas": 4 * base + 10**9, "maxPriorityFeePerGas": 10**9}
 
-    def send(self, fn: Any, gas: int) -> bytes:
+    def send(self, fn: Any, gas: int) -> HexBytes:
         tx = fn.build_transaction(
             {
                 "from": self.account.address,
@@ -67,7 +69,7 @@ class FastSender:
         )
         self.nonce += 1
         signed = self.account.sign_transaction(tx)
-        return bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        return HexBytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
 
 
 def generate(rounds: int, updates: int, validators: int, log: Any) -> dict[str, Any]:
