@@ -1,4 +1,4 @@
-"""A small consortium of real processes for the robustness benchmarks (`benchmarks/byzantine.py --e2e`, `lab/faults.py`).
+"""A small consortium of real processes for the robustness benchmarks (byzantine.py --e2e, lab/faults.py).
 
 * anvil and redis-server children (``ledger.dev.services``), each restartable on its own port: anvil from its state
   file (SIGTERM writes it), Redis with or without its append-only file;
