@@ -13,6 +13,8 @@ from ledger.cli.state import settings as load
 from ledger.errors import ConfigError, Mismatch, NotFound
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
     from web3 import Web3
 
@@ -263,21 +265,39 @@ def _role_change(what: str, role: str, account: str, revoke: bool) -> dict[str, 
     }
 
 
+def _send_role_change(
+    what: str,
+    role: str,
+    account: str,
+    revoke: bool,
+    *,
+    json_output: bool,
+    send: Callable[[Any, str, str, bool], Any],
+    human: Callable[[dict[str, Any]], str],
+) -> None:
+    """One role-change transaction (`send(client, role, account, grant)`), reported as its record plus the hash."""
+    result = send(_client(load(), need_key=True), role, account, not revoke)
+    data = {**_role_change(what, role, account, revoke), "tx_hash": result.tx_hash}
+    if what == "schedule":
+        data["execute_after"] = result.value
+    emit(data, json_mode=want_json(json_output), human=lambda console: console.print(human(data)))
+
+
 @role_app.command("schedule")
 def role_schedule(
     role: RoleName, account: Account, revoke: Revoke = False, json_output: JsonFlag = False
 ) -> None:
     """Schedule granting (or, with --revoke, revoking) ROLE for ACCOUNT (admin key)."""
-    client = _client(load(), need_key=True)
-    result = client.schedule_role_change(role, account, not revoke)
-    data = {**_role_change("schedule", role, account, revoke), "execute_after": result.value,
-            "tx_hash": result.tx_hash}  # fmt: skip
-    emit(
-        data,
-        json_mode=want_json(json_output),
-        human=lambda console: console.print(
+    _send_role_change(
+        "schedule",
+        role,
+        account,
+        revoke,
+        json_output=json_output,
+        send=lambda client, *change: client.schedule_role_change(*change),
+        human=lambda data: (
             f"{'revoking' if revoke else 'granting'} {role} for {data['account']} is executable by anyone from "
-            f"{result.value} (unix time): `meshprov chain role execute {role} {data['account']}"
+            f"{data['execute_after']} (unix time): `meshprov chain role execute {role} {data['account']}"
             f"{' --revoke' if revoke else ''}`"
         ),
     )
@@ -288,14 +308,16 @@ def role_execute(
     role: RoleName, account: Account, revoke: Revoke = False, json_output: JsonFlag = False
 ) -> None:
     """Carry out a scheduled role change whose delay is over (any key)."""
-    client = _client(load(), need_key=True)
-    result = client.execute_role_change(role, account, not revoke)
-    data = {**_role_change("execute", role, account, revoke), "tx_hash": result.tx_hash}
-    emit(
-        data,
-        json_mode=want_json(json_output),
-        human=lambda console: console.print(
-            f"{'revoked' if revoke else 'granted'} {role} for {data['account']} (transaction {result.tx_hash})"
+    _send_role_change(
+        "execute",
+        role,
+        account,
+        revoke,
+        json_output=json_output,
+        send=lambda client, *change: client.execute_role_change(*change),
+        human=lambda data: (
+            f"{'revoked' if revoke else 'granted'} {role} for {data['account']} (transaction "
+            f"{data['tx_hash']})"
         ),
     )
 
@@ -305,13 +327,14 @@ def role_cancel(
     role: RoleName, account: Account, revoke: Revoke = False, json_output: JsonFlag = False
 ) -> None:
     """Cancel a scheduled role change before it executes (admin key)."""
-    client = _client(load(), need_key=True)
-    result = client.cancel_role_change(role, account, not revoke)
-    data = {**_role_change("cancel", role, account, revoke), "tx_hash": result.tx_hash}
-    emit(
-        data,
-        json_mode=want_json(json_output),
-        human=lambda console: console.print(f"cancelled: {role} for {data['account']} stays as it is"),
+    _send_role_change(
+        "cancel",
+        role,
+        account,
+        revoke,
+        json_output=json_output,
+        send=lambda client, *change: client.cancel_role_change(*change),
+        human=lambda data: f"cancelled: {role} for {data['account']} stays as it is",
     )
 
 

@@ -173,6 +173,16 @@ def test_claim_and_role_changes_from_the_command_line(
     code, claimed, err = run(capsys, "chain", "claim", "--json")
     assert code == 0, err
     assert claimed == {"account": dev_keys[6][0], "claimed": "0", "tx_hash": None}  # nothing accrued yet
+    monkeypatch.setenv("MESHPROV_PRIVATE_KEY", dev_keys[0][1])  # the admin cancels what it scheduled
+    code, _, err = run(capsys, "chain", "role", "schedule", "validator", newcomer, "--revoke")
+    assert code == 0, err
+    code, cancelled, err = run(capsys, "chain", "role", "cancel", "validator", newcomer, "--revoke", "--json")
+    assert code == 0, err
+    assert cancelled is not None
+    assert (cancelled["action"], cancelled["grant"]) == ("cancel", False)
+    code, pending, _ = run(capsys, "chain", "role", "pending", "validator", newcomer, "--revoke", "--json")
+    assert pending is not None
+    assert pending["execute_after"] == 0  # cancelled: the revocation will never execute
     monkeypatch.setenv("MESHPROV_PRIVATE_KEY", dev_keys[6][1])
     code, _, err = run(capsys, "chain", "role", "schedule", "aggregator", newcomer)
     assert code == ExitCode.NOT_MEMBER  # only the admin schedules
