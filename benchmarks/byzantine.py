@@ -81,14 +81,7 @@ def run_on_mesh(config: Any, root: Path, log: Any = print) -> Any:
     roles = dev_roles(config.validators, config.num_nodes)
     genesis_path = root / "genesis.safetensors"
     genesis_cid = write_genesis_file(genesis_path, config.model, config.seed)
-    net = MeshNet(
-        root / "net",
-        validators=config.validators,
-        contributors=config.num_nodes,
-        quorum=config.quorum,
-        aggregation=config.spec,
-        budget=config.budget,
-    )
+    net = MeshNet.for_experiment(root / "net", config)
     with net:
         net.start(genesis_path)
         checks = ["--loss-delta", f"{config.loss_delta:g}"] if config.loss_delta is not None else []

@@ -238,14 +238,7 @@ def run(rounds: int, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     roles = dev_roles(config.validators, config.num_nodes)
     genesis = root / "genesis.safetensors"
     base_cid = write_genesis_file(genesis, config.model, config.seed)
-    net = MeshNet(
-        root / "net",
-        validators=config.validators,
-        contributors=config.num_nodes,
-        quorum=config.quorum,
-        aggregation=config.spec,
-        budget=config.budget,
-    )
+    net = MeshNet.for_experiment(root / "net", config)
     table: list[dict[str, Any]] = []
     submitted: dict[int, list[Any]] = {}
     follower_restarts = 0

@@ -36,6 +36,7 @@ from ledger.dev.services import AnvilProcess, RedisProcess
 from ledger.settings import Settings
 
 if TYPE_CHECKING:
+    from lab.experiment import ExperimentConfig
     from ledger.aggregation import AggregationSpec
     from ledger.chain.client import LedgerClient
 
@@ -157,6 +158,19 @@ class MeshNet:
     redis_generation: int = 0
 
     # --- set-up --------------------------------------------------------------------------------------------
+    @classmethod
+    def for_experiment(cls, root: Path, config: ExperimentConfig) -> MeshNet:
+        """The consortium an experiment's config describes (its validators, members, quorum, rule and budget), so
+        that a real run and the pure pipeline of the same config compare like for like."""
+        return cls(
+            root,
+            validators=config.validators,
+            contributors=config.num_nodes,
+            quorum=config.quorum,
+            aggregation=config.spec,
+            budget=config.budget,
+        )
+
     def __enter__(self) -> MeshNet:
         return self
 
