@@ -6,6 +6,7 @@
 * :mod:`~ledger.updatefile.metadata`: :class:`UpdateMeta`, :class:`AggregateMeta`, :class:`GenesisMeta`.
 * :mod:`~ledger.updatefile.canonical`: canonical JSON.
 * :mod:`~ledger.updatefile.dtypes`: accepted dtypes, bfloat16 helpers.
+* :mod:`~ledger.updatefile.deltas`: what an update holds per dtype (:func:`state_delta`, :func:`apply_state_delta`).
 * :mod:`~ledger.updatefile.errors`: :class:`HeaderRejected`, :class:`MetadataRejected` (both carry ``reason``).
 
 See docs/content.md.
@@ -14,7 +15,8 @@ See docs/content.md.
 from __future__ import annotations
 
 from ledger.updatefile.canonical import NotCanonical, canonical_json, parse_canonical
-from ledger.updatefile.dtypes import BF16, DTYPES, bf16_to_float32, float32_to_bf16
+from ledger.updatefile.deltas import apply_state_delta, file_tensors, state_delta
+from ledger.updatefile.dtypes import BF16, DTYPES, bf16_to_float32, float32_to_bf16, float64_to_bf16
 from ledger.updatefile.errors import (
     FileRejected,
     HeaderRejected,
@@ -65,14 +67,18 @@ __all__ = [
     "UpdateFileError",
     "UpdateMeta",
     "WrittenFile",
+    "apply_state_delta",
     "bf16_to_float32",
     "canonical_json",
     "encode",
+    "file_tensors",
     "float32_to_bf16",
+    "float64_to_bf16",
     "open_writer",
     "parse_canonical",
     "parse_metadata",
     "read_header",
+    "state_delta",
     "write_aggregate",
     "write_file",
     "write_update",

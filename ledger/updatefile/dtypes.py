@@ -88,3 +88,28 @@ def float32_to_bf16(values: NDArray[Any]) -> NDArray[np.uint16]:
     nan = np.isnan(np.ascontiguousarray(values, dtype=np.float32))
     out[nan] = ((x[nan] >> 16) | np.uint32(0x0040)).astype(np.uint16)
     return out
+
+
+def float64_to_bf16(values: NDArray[Any]) -> NDArray[np.uint16]:
+    """Round float64 values to bfloat16 bit patterns *once* (round to nearest, ties to even; NaN stays NaN).
+
+    Going through float32 with round-to-nearest would round twice and can miss by one bit when the value lies
+    just beside a bfloat16 midpoint. Rounding to float32 *to odd* first (toward zero, then setting the last bit
+    when anything was dropped) keeps the information the second rounding needs, because float32 carries 16 more
+    bits than bfloat16 (at least 2 are enough): the result is the correctly rounded bfloat16 of the float64.
+    Overflow gives ±Inf, as rounding to the nearest would.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        nearest = x.astype(np.float32)
+    bits = np.ascontiguousarray(nearest).view(np.uint32).copy()
+    # Toward zero: one float32 step back where the nearest rounding went away from zero (or overflowed to Inf:
+    # Inf - 1 step is float32's largest finite value). Decrementing the bits shrinks the magnitude by one ulp.
+    with np.errstate(invalid="ignore"):
+        away = np.abs(nearest.astype(np.float64)) > np.abs(x)
+    bits[away] -= np.uint32(1)
+    with np.errstate(invalid="ignore"):
+        inexact = bits.view(np.float32).astype(np.float64) != x
+    inexact &= ~np.isnan(x)
+    bits[inexact] |= np.uint32(1)
+    return float32_to_bf16(bits.view(np.float32).reshape(x.shape))
