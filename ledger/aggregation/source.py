@@ -17,6 +17,9 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from ledger.updatefile.deltas import Kind, delta_kind
+from ledger.updatefile.dtypes import dtype_name, float64_to_bf16
+
 F64 = NDArray[np.float64]
 
 _SAFETENSORS_NAMES = {
@@ -93,12 +96,28 @@ class TensorInfo:
     def label(self) -> str:
         return "BF16" if self.bfloat16 else str(self.dtype)
 
+    @property
+    def name(self) -> str:
+        """The safetensors dtype name (``F32``, ``BF16``, ``I64``, …), which fixes how deltas are read."""
+        if self.bfloat16:
+            return "BF16"
+        name = dtype_name(self.dtype)
+        if name is None:
+            raise ValueError(f"tensor {self.key!r}: dtype {self.dtype} is not stored in update files")
+        return name
+
+    @property
+    def kind(self) -> Kind:
+        """How its deltas aggregate: ``float`` (parameters and float buffers), ``int``, ``u8`` or ``bool``."""
+        return delta_kind(self.name)
+
 
 def tensor_info(source: TensorSource, key: str) -> TensorInfo:
     declared = source.dtype(key)
     shape = tuple(int(d) for d in source.shape(key))
     if isinstance(declared, np.dtype):
-        return TensorInfo(key, declared, shape)
+        # meshprov stores no U16: a uint16 array is bfloat16's bits (ledger.updatefile.deltas), as files read.
+        return TensorInfo(key, declared, shape, bfloat16=declared == np.uint16)
     name = declared if isinstance(declared, str) else getattr(declared, "name", None)
     if isinstance(name, str) and name.upper() in _SAFETENSORS_NAMES:
         return TensorInfo(
@@ -122,18 +141,24 @@ def load_values(info: TensorInfo, x: NDArray[Any], out: F64) -> F64:
     return out
 
 
+def load_deltas(info: TensorInfo, x: NDArray[Any], out: F64) -> F64:
+    """Copy a slice of an update's tensor into float64 as the rules read deltas (ledger.updatefile.deltas):
+    bfloat16 widened, U8 as signed bytes (two's complement), BOOL flips as 0/1, the rest as they are."""
+    if info.kind == "u8":
+        np.copyto(out, x.view(np.int8).reshape(out.shape), casting="safe")
+        return out
+    return load_values(info, x, out)
+
+
 def store_values(info: TensorInfo, values: F64, out: NDArray[Any]) -> None:
     """Cast float64 ``values`` into ``out`` (the tensor's storage dtype), the same way on every machine.
 
-    Floats round to nearest even (bfloat16 through float32: deterministic, though it may differ from a direct
-    rounding in the last bit); integer buffers round half to even and saturate; bool is ``value >= 0.5``.
-    Non-finite results are left for the caller to detect.
+    Floats round once to nearest even (bfloat16 too: ``float64_to_bf16``); integer buffers round half to even
+    and saturate; bool is ``value >= 0.5``. Non-finite results are left for the caller to detect.
     """
     with np.errstate(over="ignore", invalid="ignore"):
         if info.bfloat16:
-            as32 = values.astype(np.float32).view(np.uint32)
-            rounded = as32 + (np.uint32(0x7FFF) + ((as32 >> 16) & np.uint32(1)))
-            np.copyto(out, (rounded >> 16).astype(np.uint16))
+            np.copyto(out, float64_to_bf16(values))
         elif info.dtype.kind == "f":
             np.copyto(out, values, casting="unsafe")
         elif info.dtype.kind == "b":

@@ -31,11 +31,12 @@ from ledger.aggregation.source import (
     TensorSource,
     describe_source,
     finite_storage,
+    load_deltas,
     load_values,
-    store_values,
     tensor_info,
 )
 from ledger.aggregation.spec import AggregationSpec, Rule, sort_by_digest
+from ledger.updatefile.deltas import apply_float64_delta
 
 DEFAULT_MEMORY_BUDGET = 64 << 20
 """Bytes of float64 scratch buffers the driver may use (on top of the output tensor being produced)."""
@@ -119,6 +120,7 @@ class Aggregation:
         trim = self.spec.trim_count(n)
         fedavg_weights = [c.weight for c in chosen]
         for info in self.layout:
+            # Clipping scales parameters only: an integer or bool buffer's delta is not part of the norm.
             scales = [self.scales[i] for i in self.selected] if info.parameter else [1.0] * n
             base = _flat(self.base.tensor(info.key))
             sources = [_flat(c.source.tensor(info.key)) for c in chosen]
@@ -131,9 +133,11 @@ class Aggregation:
                 if info.bfloat16:  # the rules read float arrays: widen bfloat16 blocks first
                     widened = []
                     for b in blocks:
-                        widened.append(load_values(info, b, np.empty(length)))
+                        widened.append(load_deltas(info, b, np.empty(length)))
                         release_pages(b)
                     blocks, release = widened, None
+                elif info.kind == "u8":  # U8 deltas are signed bytes (ledger.updatefile.deltas)
+                    blocks = [b.view(np.int8) for b in blocks]  # views of the maps: still released
                 if stack is not None:
                     delta = rules.trimmed_mean(
                         blocks, trim, scales, stack=stack, out=acc[:length], consumed=release
@@ -146,10 +150,8 @@ class Aggregation:
                 else:
                     out, tmp = acc[:length], scratch[:length]
                     delta = rules.mean(blocks, scales, out=out, scratch=tmp, consumed=release)
-                weights = load_values(info, base[start:stop], scratch[:length])
-                np.add(weights, delta, out=weights)
+                _store(info, base[start:stop], delta, result[start:stop])
                 release_pages(base[start:stop])
-                _store(info, weights, result[start:stop])
             yield info.key, result.reshape(info.shape)
 
 
@@ -310,10 +312,12 @@ def _flat(array: NDArray[Any]) -> NDArray[Any]:
     return array.reshape(-1)
 
 
-def _store(info: TensorInfo, weights: F64, out: NDArray[Any]) -> None:
-    if not np.isfinite(weights).all():
+def _store(info: TensorInfo, base: NDArray[Any], delta: F64, out: NDArray[Any]) -> None:
+    """``out = base + delta`` in the tensor's dtype, as ``ledger.updatefile.deltas.apply_float64_delta`` defines
+    it for each kind (floats rounded once; integers rounded, added exactly, saturated; bools flipped by majority)."""
+    if not np.isfinite(delta).all():
         raise NonFiniteAggregate(info.key, "the aggregate")
-    store_values(info, weights, out)
+    np.copyto(out, apply_float64_delta(info.name, base, delta))
     if not finite_storage(info, out):
         raise NonFiniteAggregate(info.key, f"the aggregate cast to {info.label}")
 

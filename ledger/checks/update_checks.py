@@ -43,8 +43,6 @@ from ledger.aggregation.source import (
     TensorInfo,
     TensorSource,
     describe_source,
-    load_values,
-    store_values,
     tensor_info,
 )
 from ledger.checks.limits import CheckLimits
@@ -323,18 +321,17 @@ def _names(keys: Sequence[str], most: int = 5) -> str:
 
 
 def _weights(base: TensorSource, update: TensorSource | None) -> dict[str, NDArray[Any]]:
-    """Full weights ``base + update`` (or the base alone) in each tensor's dtype; bfloat16 as float32."""
+    """Full weights ``base + update`` (or the base alone) in each tensor's dtype, the delta applied as
+    ``ledger.updatefile.deltas`` defines it for the dtype; bfloat16 given as float32 (exact)."""
+    from ledger.updatefile.deltas import apply_tensor_delta
+    from ledger.updatefile.dtypes import bf16_to_float32
+
     out: dict[str, NDArray[Any]] = {}
     for info in describe_source(base):
-        values = load_values(info, np.asarray(base.tensor(info.key)).reshape(-1), np.empty(info.size))
+        values = np.asarray(base.tensor(info.key))
         if update is not None:
-            values += load_values(info, np.asarray(update.tensor(info.key)).reshape(-1), np.empty(info.size))
-        if info.bfloat16:
-            bits = np.empty(info.size, np.uint16)
-            store_values(info, values, bits)
-            out[info.key] = (bits.astype(np.uint32) << 16).view(np.float32).reshape(info.shape)
+            values = apply_tensor_delta(info.name, values, np.asarray(update.tensor(info.key)))
         else:
-            stored = np.empty(info.size, info.dtype)
-            store_values(info, values, stored)
-            out[info.key] = stored.reshape(info.shape)
+            values = np.array(values)
+        out[info.key] = bf16_to_float32(values).reshape(info.shape) if info.bfloat16 else values
     return out

@@ -125,6 +125,27 @@ def _apply(name: str, base: NDArray[Any], delta: NDArray[Any]) -> Any:
     return saturating_add(base, increments.astype(np.int64))
 
 
+def apply_float64_delta(name: str, base: NDArray[Any], delta: NDArray[np.float64]) -> NDArray[Any]:
+    """``base`` plus an *aggregated* delta given in float64 (what the aggregation rules return), in the dtype.
+
+    Floats: ``base + delta`` in float64, rounded once to the dtype. Integers (U8 too): the delta rounded half to
+    even, then added to the base exactly and saturated to the dtype. BOOL: an entry flips where the delta, the
+    rule's result over the members' 0/1 flips, is above one half (a tie keeps the base's value).
+    ``delta`` must be finite (the caller checks: a non-finite aggregate is refused, not stored).
+    """
+    kind = delta_kind(name)
+    base = np.asarray(base)
+    if kind == "float":
+        return np.asarray(round_to(name, as_float64(name, base) + delta))
+    if kind == "bool":
+        return np.asarray(np.logical_xor(base, delta > 0.5))
+    # float64 holds every int64 increment a sum of deltas can reach only up to 2**53; beyond, rint is still
+    # deterministic. Clamp below 2**63 so the cast to int64 is defined; saturation does the rest.
+    limit = float(np.nextafter(float(2**63), 0.0))
+    increments = np.clip(np.rint(delta), -limit, limit).astype(np.int64)
+    return saturating_add(base, increments)
+
+
 def saturating_add(base: NDArray[Any], increments: NDArray[np.int64]) -> NDArray[Any]:
     """``base + increments`` exactly, clamped to the range of ``base``'s integer dtype."""
     info = np.iinfo(base.dtype)

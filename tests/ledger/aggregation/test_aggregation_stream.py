@@ -270,6 +270,9 @@ def test_bfloat16_tensors_are_parameters_and_come_back_as_bfloat16_bits() -> Non
 
 def test_bfloat16_inputs_must_match_a_bfloat16_base() -> None:
     base = Bf16Source({"w": np.zeros(3, np.float32)})
-    wrong = Contribution(b"\x01" * 32, ArraySource({"w": np.zeros(3, np.uint16)}), 1)
+    wrong = Contribution(b"\x01" * 32, ArraySource({"w": np.zeros(3, np.float16)}), 1)
     with pytest.raises(InputMismatch, match="dtype"):
         prepare(base, [wrong], AggregationSpec.fedavg())
+    # meshprov stores no U16: a uint16 array is bfloat16 bits, as node.statedict hands them over
+    bits = Contribution(b"\x01" * 32, ArraySource({"w": np.zeros(3, np.uint16)}), 1)
+    assert prepare(base, [bits], AggregationSpec.fedavg()).layout[0].bfloat16
