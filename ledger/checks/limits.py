@@ -9,6 +9,9 @@ from ledger.errors import ConfigError
 
 DEFAULT_MAX_UPDATE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024 * 1024
+"""Kept at 16 MiB for any state dict: a header costs about 75 bytes per tensor plus its name (a 1,000-tensor
+transformer with 50-character names: 129 KB), so the bound admits more than 100,000 tensors while still refusing
+a header bomb before a byte of it is parsed (docs/content.md, "Many tensors")."""
 DEFAULT_MAX_SCALE_RATIO = 5.0
 """Honest digits updates (``node.training`` with each model's tuned settings; MLP and CNN, 2/5/10 members,
 α = 0.1/0.5/10, seeds 0-2, rounds 1-10 from genesis: 3,060 updates, ``benchmarks/scale_ratio.py``) measure at most
