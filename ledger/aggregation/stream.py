@@ -37,6 +37,7 @@ from ledger.aggregation.source import (
 )
 from ledger.aggregation.spec import AggregationSpec, Rule, sort_by_digest
 from ledger.updatefile.deltas import apply_float64_delta
+from ledger.updatefile.dtypes import float64_to_bf16
 
 DEFAULT_MEMORY_BUDGET = 64 << 20
 """Bytes of float64 scratch buffers the driver may use (on top of the output tensor being produced)."""
@@ -314,10 +315,16 @@ def _flat(array: NDArray[Any]) -> NDArray[Any]:
 
 def _store(info: TensorInfo, base: NDArray[Any], delta: F64, out: NDArray[Any]) -> None:
     """``out = base + delta`` in the tensor's dtype, as ``ledger.updatefile.deltas.apply_float64_delta`` defines
-    it for each kind (floats rounded once; integers rounded, added exactly, saturated; bools flipped by majority)."""
+    it for each kind (floats rounded once; integers rounded, added exactly, saturated; bools flipped by majority).
+    ``delta`` is the driver's scratch block: floats are summed into it in place (no temporaries on the hot path)."""
     if not np.isfinite(delta).all():
         raise NonFiniteAggregate(info.key, "the aggregate")
-    np.copyto(out, apply_float64_delta(info.name, base, delta))
+    if info.kind == "float":
+        np.add(delta, load_values(info, base, np.empty_like(delta)) if info.bfloat16 else base, out=delta)
+        with np.errstate(over="ignore"):
+            np.copyto(out, float64_to_bf16(delta) if info.bfloat16 else delta, casting="unsafe")
+    else:
+        np.copyto(out, apply_float64_delta(info.name, base, delta))
     if not finite_storage(info, out):
         raise NonFiniteAggregate(info.key, f"the aggregate cast to {info.label}")
 

@@ -140,9 +140,12 @@ def apply_float64_delta(name: str, base: NDArray[Any], delta: NDArray[np.float64
     if kind == "bool":
         return np.asarray(np.logical_xor(base, delta > 0.5))
     # float64 holds every int64 increment a sum of deltas can reach only up to 2**53; beyond, rint is still
-    # deterministic. Clamp below 2**63 so the cast to int64 is defined; saturation does the rest.
+    # deterministic. Clamp below 2**63 so the cast to int64 is defined; beyond it the increment saturates.
+    rounded = np.rint(delta)
     limit = float(np.nextafter(float(2**63), 0.0))
-    increments = np.clip(np.rint(delta), -limit, limit).astype(np.int64)
+    increments = np.clip(rounded, -limit, limit).astype(np.int64)
+    wide = np.iinfo(np.int64)
+    increments = np.where(rounded >= 2.0**63, wide.max, np.where(rounded <= -(2.0**63), wide.min, increments))
     return saturating_add(base, increments)
 
 

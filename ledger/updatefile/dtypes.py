@@ -93,23 +93,26 @@ def float32_to_bf16(values: NDArray[Any]) -> NDArray[np.uint16]:
 def float64_to_bf16(values: NDArray[Any]) -> NDArray[np.uint16]:
     """Round float64 values to bfloat16 bit patterns *once* (round to nearest, ties to even; NaN stays NaN).
 
-    Going through float32 with round-to-nearest would round twice and can miss by one bit when the value lies
-    just beside a bfloat16 midpoint. Rounding to float32 *to odd* first (toward zero, then setting the last bit
-    when anything was dropped) keeps the information the second rounding needs, because float32 carries 16 more
-    bits than bfloat16 (at least 2 are enough): the result is the correctly rounded bfloat16 of the float64.
-    Overflow gives ±Inf, as rounding to the nearest would.
+    Rounding to float32 first and then to bfloat16 rounds twice, and that misses by one bit exactly when the
+    float32 result lands on a bfloat16 midpoint it was not equal to (a value just beside a midpoint is rounded
+    onto it, then tied to even). Rounding to nearest is monotonic, so everywhere else the float32 step cannot
+    cross a midpoint and the double rounding is exact. Those few midpoint entries are fixed up from the side of
+    the midpoint the float64 value lies on; the rest costs what the float32 route costs (it runs on every
+    aggregated bfloat16 value). Overflow gives ±Inf, as rounding to the nearest would.
     """
-    x = np.asarray(values, dtype=np.float64)
+    x = np.ascontiguousarray(values, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         nearest = x.astype(np.float32)
-    bits = np.ascontiguousarray(nearest).view(np.uint32).copy()
-    # Toward zero: one float32 step back where the nearest rounding went away from zero (or overflowed to Inf:
-    # Inf - 1 step is float32's largest finite value). Decrementing the bits shrinks the magnitude by one ulp.
-    with np.errstate(invalid="ignore"):
-        away = np.abs(nearest.astype(np.float64)) > np.abs(x)
-    bits[away] -= np.uint32(1)
-    with np.errstate(invalid="ignore"):
-        inexact = bits.view(np.float32).astype(np.float64) != x
-    inexact &= ~np.isnan(x)
-    bits[inexact] |= np.uint32(1)
-    return float32_to_bf16(bits.view(np.float32).reshape(x.shape))
+    out = float32_to_bf16(nearest)
+    bits = nearest.reshape(-1).view(np.uint32)
+    flat_x = x.reshape(-1)
+    at_midpoint = np.flatnonzero((bits & np.uint32(0xFFFF)) == np.uint32(0x8000))
+    if at_midpoint.size:
+        xs = flat_x[at_midpoint]
+        mids = nearest.reshape(-1)[at_midpoint].astype(np.float64)
+        wrong = at_midpoint[(mids != xs) & ~np.isnan(xs)]  # inexact, not NaN
+        if wrong.size:
+            further = np.abs(flat_x[wrong]) > np.abs(nearest.reshape(-1)[wrong].astype(np.float64))
+            truncated = (bits[wrong] >> np.uint32(16)).astype(np.uint16)
+            out.reshape(-1)[wrong] = truncated + further.astype(np.uint16)  # away from zero: one bit up
+    return out
