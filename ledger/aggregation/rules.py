@@ -7,6 +7,13 @@ float64. Inputs are in the protocol's order (ascending digest); ``scales`` are t
 matrix of squared distances, which the driver builds in a streaming pass.
 
 All arithmetic follows :mod:`ledger.aggregation.numerics`: float64, fixed order, no BLAS.
+
+Every rule runs on every tensor of a state dict, by the kind of its dtype (``ledger.updatefile.deltas``): on
+float deltas (parameters and float buffers such as BatchNorm's running statistics, bfloat16 widened exactly),
+clipped by ``scales``; on integer buffers' increments (``num_batches_tracked``: U8 read as signed bytes) and on
+bool flips (0/1) with scales of 1. The driver then rounds once to the dtype: floats to nearest even, integers half
+to even added exactly to the base and saturated, bools flipped where the result exceeds one half
+(docs/aggregation.md, "Buffers and dtypes").
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ float64 integers, whatever a member claims (protocol R2)."""
 Array = NDArray[Any]
 Consumed = Callable[[Array], None] | None
 """Called with each input right after it has been read, so a streaming caller can release its pages."""
+Loader = Callable[[Array, F64], F64]
+"""Reads one input's values into a float64 buffer: ``load_f64`` by default; the streaming driver passes one that
+widens bfloat16 bits in place, so no input is ever held widened beside the others."""
 
 
 def weighted_sum(
@@ -38,6 +48,7 @@ def weighted_sum(
     out: F64 | None = None,
     scratch: F64 | None = None,
     consumed: Consumed = None,
+    load: Loader = load_f64,
 ) -> F64:
     """``sum_i coeffs[i] * arrays[i]`` in float64, accumulated in list order (the deterministic core of fedavg)."""
     shape = np.shape(arrays[0])
@@ -45,7 +56,7 @@ def weighted_sum(
     tmp = np.empty(shape, np.float64) if scratch is None else scratch
     acc.fill(0.0)
     for x, c in zip(arrays, coeffs, strict=True):
-        load_f64(x, tmp)
+        load(x, tmp)
         if consumed is not None:
             consumed(x)
         np.multiply(tmp, c, out=tmp)
@@ -61,12 +72,13 @@ def fedavg(
     out: F64 | None = None,
     scratch: F64 | None = None,
     consumed: Consumed = None,
+    load: Loader = load_f64,
 ) -> F64:
     """Mean weighted by the consensus scores: ``sum_i (w_i * s_i) * x_i / sum_i w_i``."""
     total = fedavg_divisor(weights)
     scales = [1.0] * len(arrays) if scales is None else scales
     coeffs = [float(w) * s for w, s in zip(weights, scales, strict=True)]
-    acc = weighted_sum(arrays, coeffs, out=out, scratch=scratch, consumed=consumed)
+    acc = weighted_sum(arrays, coeffs, out=out, scratch=scratch, consumed=consumed, load=load)
     np.divide(acc, total, out=acc)
     return acc
 
@@ -91,10 +103,11 @@ def mean(
     out: F64 | None = None,
     scratch: F64 | None = None,
     consumed: Consumed = None,
+    load: Loader = load_f64,
 ) -> F64:
     """Unweighted mean (multi-krum's average of the selected updates)."""
     scales = [1.0] * len(arrays) if scales is None else scales
-    acc = weighted_sum(arrays, scales, out=out, scratch=scratch, consumed=consumed)
+    acc = weighted_sum(arrays, scales, out=out, scratch=scratch, consumed=consumed, load=load)
     np.divide(acc, float(len(arrays)), out=acc)
     return acc
 
@@ -107,6 +120,7 @@ def trimmed_mean(
     stack: F64 | None = None,
     out: F64 | None = None,
     consumed: Consumed = None,
+    load: Loader = load_f64,
 ) -> F64:
     """Per coordinate: sort the N values, drop ``trim`` from each end, average the rest.
 
@@ -122,7 +136,7 @@ def trimmed_mean(
     buf = np.empty((n + 1, size), np.float64) if stack is None else stack
     rows = [buf[i, :size] for i in range(n)]
     for i, x in enumerate(arrays):
-        load_f64(x, rows[i])
+        load(x, rows[i])
         if consumed is not None:
             consumed(x)
         if scales is not None and scales[i] != 1.0:
@@ -145,9 +159,12 @@ def median(
     stack: F64 | None = None,
     out: F64 | None = None,
     consumed: Consumed = None,
+    load: Loader = load_f64,
 ) -> F64:
     """Coordinate-wise median; for even N the mean of the two middle values (``(a + b) / 2``)."""
-    return trimmed_mean(arrays, (len(arrays) - 1) // 2, scales, stack=stack, out=out, consumed=consumed)
+    return trimmed_mean(
+        arrays, (len(arrays) - 1) // 2, scales, stack=stack, out=out, consumed=consumed, load=load
+    )
 
 
 # --- norms, clipping, multi-krum ----------------------------------------------------------------------------

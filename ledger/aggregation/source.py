@@ -5,7 +5,10 @@ arrays for tests, the list-of-arrays rules and callers that already hold a model
 
 A tensor's declared dtype may be a numpy dtype or a safetensors name (``"F32"``, ``"BF16"``, …). numpy has no
 bfloat16, so ``BF16`` tensors arrive as their ``uint16`` bit patterns: :class:`TensorInfo` remembers that, and
-:func:`load_values` / :func:`store_values` convert, so the rules only ever see float64.
+:func:`load_values` / :func:`store_values` convert, so the rules only ever see float64. meshprov stores no
+``U16``, so a ``uint16`` array (as ``node.statedict`` hands bfloat16 over) is read as bfloat16 too.
+:attr:`TensorInfo.kind` says how a tensor's deltas aggregate (``ledger.updatefile.deltas``);
+:func:`load_deltas` reads a slice of an update's tensor as the rules see it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ produced is held whole. Passes over the inputs:
 
 from __future__ import annotations
 
+import functools
 import mmap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ledger.aggregation import rules
+from ledger.aggregation import numerics, rules
 from ledger.aggregation.errors import InputMismatch, NoInputs, NonFiniteAggregate
 from ledger.aggregation.numerics import CHUNK, F64, accumulate_chunks, add_sumsq, chunk_sums
 from ledger.aggregation.source import (
@@ -130,27 +131,31 @@ class Aggregation:
                 stop = min(start + width, info.size)
                 blocks = [s[start:stop] for s in sources]
                 length = stop - start
-                release: rules.Consumed = release_pages
-                if info.bfloat16:  # the rules read float arrays: widen bfloat16 blocks first
-                    widened = []
-                    for b in blocks:
-                        widened.append(load_deltas(info, b, np.empty(length)))
-                        release_pages(b)
-                    blocks, release = widened, None
+                load: rules.Loader = numerics.load_f64
+                if info.bfloat16:  # widened straight into the rule's float64 rows, one input at a time
+                    load = functools.partial(load_deltas, info)
                 elif info.kind == "u8":  # U8 deltas are signed bytes (ledger.updatefile.deltas)
                     blocks = [b.view(np.int8) for b in blocks]  # views of the maps: still released
                 if stack is not None:
                     delta = rules.trimmed_mean(
-                        blocks, trim, scales, stack=stack, out=acc[:length], consumed=release
+                        blocks, trim, scales, stack=stack, out=acc[:length], consumed=release_pages, load=load
                     )
                 elif self.spec.rule is Rule.FEDAVG:
                     out, tmp = acc[:length], scratch[:length]
                     delta = rules.fedavg(
-                        blocks, fedavg_weights, scales, out=out, scratch=tmp, consumed=release
+                        blocks,
+                        fedavg_weights,
+                        scales,
+                        out=out,
+                        scratch=tmp,
+                        consumed=release_pages,
+                        load=load,
                     )
                 else:
                     out, tmp = acc[:length], scratch[:length]
-                    delta = rules.mean(blocks, scales, out=out, scratch=tmp, consumed=release)
+                    delta = rules.mean(
+                        blocks, scales, out=out, scratch=tmp, consumed=release_pages, load=load
+                    )
                 _store(info, base[start:stop], delta, result[start:stop])
                 release_pages(base[start:stop])
             yield info.key, result.reshape(info.shape)
