@@ -272,3 +272,43 @@ def test_three_thousand_tensors_aggregate_through_files(tmp_path: Path) -> None:
     assert cid2 == cid
     assert len(out) == 3000
     assert int(out["encoder.layers.0999.block.norm.num_batches_tracked"]) == 999 + 2
+
+
+def _peak_mixed(n: int) -> int:
+    import tracemalloc
+
+    size = 1 << 20
+    rng = np.random.default_rng(0)
+    base = ArraySource(
+        {
+            "w": float32_to_bf16(np.zeros(size, np.float32)),
+            "h": np.zeros(size, np.float16),
+            "bn.num_batches_tracked": np.array(0, np.int64),
+            "mask": np.zeros(1 << 16, bool),
+        }
+    )
+    one = {
+        "w": float32_to_bf16(rng.standard_normal(size).astype(np.float32)),
+        "h": rng.standard_normal(size).astype(np.float16),
+        "bn.num_batches_tracked": np.array(5, np.int64),
+        "mask": np.ones(1 << 16, bool),
+    }
+    # every input shares the same arrays: only the driver's own allocations are traced
+    contribs = [Contribution(bytes([i + 1]) * 32, ArraySource(one), 1) for i in range(n)]
+    peak = 0
+    for spec in (AggregationSpec.fedavg(clip="1"), AggregationSpec.median(), AggregationSpec.multi_krum(1)):
+        tracemalloc.start()
+        try:
+            for _key, value in prepare(base, contribs, spec, memory_budget=8 << 20).tensors():
+                del value
+            peak = max(peak, tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    return peak
+
+
+def test_memory_of_a_bfloat16_float16_state_grows_with_the_model_not_with_the_number_of_updates() -> None:
+    small, large = _peak_mixed(4), _peak_mixed(32)
+    # one output tensor (2 MiB), the 8 MiB scratch budget, and the final rounding's temporaries (one block)
+    assert large < (2 << 20) + (10 << 20)
+    assert large < small + (7 << 20)  # 8x the inputs: bfloat16 blocks are never widened side by side
