@@ -68,7 +68,15 @@ class TensorSpec:
         array = np.asarray(value)
         name = dtype_name(array.dtype)
         if name is None:
-            raise InvalidTensors(key, f"dtype {array.dtype} is not stored (accepted: {', '.join(DTYPES)})")
+            # uint16 is refused rather than guessed: bfloat16 bits say so by their wrapper (file_tensors does it)
+            hint = (
+                "; bfloat16 bits must be wrapped in BF16 (ledger.updatefile.file_tensors)"
+                if array.dtype == np.uint16
+                else ""
+            )
+            raise InvalidTensors(
+                key, f"dtype {array.dtype} is not stored (accepted: {', '.join(DTYPES)}){hint}"
+            )
         return cls(name, tuple(int(d) for d in array.shape))
 
     @property
