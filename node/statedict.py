@@ -2,6 +2,7 @@
 
     state = state_to_numpy(model)            # or a state_dict: {key: independent numpy array}
     load_numpy_state(model, state)           # names, shapes and dtypes checked first: StateMismatch
+    load_numpy_state(model, state_from_weights(model, weights))   # in a ledger.checks loss hook
     delta = state_delta(local, base)         # what an update file holds (ledger.updatefile.deltas)
     write_update(path, file_tensors(delta), meta)
 
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from ledger.updatefile.deltas import apply_state_delta, file_tensors, state_delta
+from ledger.updatefile.dtypes import bf16_to_float32, float32_to_bf16
 from node.errors import StateMismatch
 
 NumpyState = dict[str, NDArray[Any]]
@@ -48,6 +50,7 @@ __all__ = [
     "load_numpy_state",
     "numpy_dtype",
     "state_delta",
+    "state_from_weights",
     "state_to_numpy",
     "to_torch",
 ]
@@ -132,6 +135,33 @@ def check_numpy_state(
             problems.append(f"{key} has dtype {_label(got.dtype)}, expected {_label(want_np)} ({want.dtype})")
     if problems:
         raise StateMismatch(name or _describe(model_or_state), problems)
+
+
+def state_from_weights(
+    model_or_state: nn.Module | Mapping[str, torch.Tensor], weights: Mapping[str, Any]
+) -> NumpyState:
+    """The numpy state of full weights as ledger's checks hand them to a loss hook (``ledger.checks.LossFn``:
+    every tensor in its dtype, bfloat16 given as float32): bfloat16 tensors back to their bits, exactly.
+
+    A float32 value that is not a bfloat16 value is refused (:class:`StateMismatch`), never rounded: the hook
+    must see the weights the aggregate would hold. Everything else is passed through for
+    :func:`load_numpy_state` to check."""
+    expected = _torch_state(model_or_state)
+    out: NumpyState = {}
+    problems: list[str] = []
+    for key, value in weights.items():
+        array = np.asarray(value)
+        want = expected.get(key)
+        if want is not None and want.dtype == torch.bfloat16 and array.dtype == np.float32:
+            bits = float32_to_bf16(array)
+            if not np.array_equal(bf16_to_float32(bits), array, equal_nan=True):
+                problems.append(f"{key} holds float32 values that are not bfloat16 values")
+            out[key] = bits
+        else:
+            out[key] = array
+    if problems:
+        raise StateMismatch(_describe(model_or_state), problems)
+    return out
 
 
 def load_numpy_state(model: nn.Module, state: Mapping[str, NDArray[Any]]) -> None:

@@ -283,3 +283,34 @@ def test_real_models_through_files_checks_every_rule_and_back(
         fresh.eval()
         with torch.no_grad():
             assert torch.isfinite(fresh(torch.randn(2, *shape))).all()
+
+
+def test_a_loss_hook_loads_the_checks_full_weights_exactly(tmp_path: Path) -> None:
+    from ledger.checks import CheckLimits, check_loss
+    from ledger.updatefile import GenesisMeta, write_aggregate
+    from node.statedict import state_from_weights
+
+    model = _fresh(0)
+    base = state_to_numpy(model)
+    local_model = _fresh(0)
+    _train_a_little(local_model, 3)
+    local = state_to_numpy(local_model)
+    base_path = tmp_path / "base.safetensors"
+    cid = write_aggregate(base_path, file_tensors(base), GenesisMeta(model="mixed")).cid
+    meta = UpdateMeta(task=1, round=1, base=cid, contributor=ADDRESS, num_samples=8)
+    write_update(tmp_path / "u.safetensors", file_tensors(state_delta(local, base)), meta)
+    loaded: list[dict[str, np.ndarray]] = []
+
+    def evaluate(weights: Any) -> float:
+        target = _fresh(7)
+        load_numpy_state(target, state_from_weights(target, weights))
+        loaded.append(state_to_numpy(target))
+        return 0.0
+
+    with UpdateFile.open(base_path) as b, UpdateFile.open(tmp_path / "u.safetensors") as u:
+        check_loss(u, b, evaluate, CheckLimits(loss_delta=0.0))
+    assert all(loaded[0][k].tobytes() == base[k].tobytes() for k in base)
+    applied = apply_state_delta(base, state_delta(local, base))
+    assert all(loaded[1][k].tobytes() == applied[k].tobytes() for k in base)
+    with pytest.raises(StateMismatch, match="not bfloat16 values"):
+        state_from_weights(model, {"proj.weight": np.full((2, 3), 1.0 + 2.0**-20, np.float32)})
