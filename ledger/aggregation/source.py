@@ -13,6 +13,7 @@ bfloat16, so ``BF16`` tensors arrive as their ``uint16`` bit patterns: :class:`T
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -84,7 +85,9 @@ class TensorInfo:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(
+            self.shape
+        )  # exact Python ints; np.prod costs ~4 µs a call over thousands of tensors
 
     @property
     def parameter(self) -> bool:
@@ -94,6 +97,10 @@ class TensorInfo:
         swamp the norm of the weights, so buffers are aggregated by the rule but take no part in norms.
         """
         return self.bfloat16 or self.dtype.kind == "f"
+
+    def same_dtype(self, other: TensorInfo) -> bool:
+        """Stored alike (compared without formatting labels: validators do this for every tensor)."""
+        return self.dtype == other.dtype and self.bfloat16 == other.bfloat16
 
     @property
     def label(self) -> str:

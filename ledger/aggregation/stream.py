@@ -295,7 +295,7 @@ def _check_layout(c: Contribution, layout: Sequence[TensorInfo]) -> None:
         got = tensor_info(c.source, info.key)
         if got.shape != info.shape:
             raise InputMismatch(c.digest, info.key, "shape", got.shape, info.shape)
-        if got.label != info.label:
+        if not got.same_dtype(info):
             raise InputMismatch(c.digest, info.key, "dtype", got.label, info.label)
 
 

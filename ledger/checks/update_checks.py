@@ -141,7 +141,7 @@ def check_layout(update: TensorSource, base_layout: Sequence[TensorInfo]) -> Ver
             return Verdict(
                 Reason.SHAPE_MISMATCH, f"{info.key!r} has shape {list(got.shape)}, base {list(info.shape)}"
             )
-        if got.label != info.label:
+        if not got.same_dtype(info):
             return Verdict(Reason.DTYPE_MISMATCH, f"{info.key!r} is {got.label}, base {info.label}")
     return None
 
