@@ -4,7 +4,9 @@ The accepted updates and the base are fetched from the content store (every bloc
 opened with the same reader, weighted by their consensus scores from the round's ``RoundFinalized`` settlements
 (protocol R5: never by the claimed sample counts), aggregated by the same streaming driver with the rule recorded
 in that event, and written by the same aggregate-file writer: the same inputs give the same bytes, so an honest
-aggregator's CID is reproduced bit for bit. A carried-over round has no aggregate of its own: it replays to its
+aggregator's CID is reproduced bit for bit, whatever the state dict holds: BatchNorm buffers, float16 and bfloat16
+tensors, integer and bool buffers go through the same per-dtype rules (docs/aggregation.md, "Buffers and dtypes";
+``tests/ledger/audit/test_replay_state_dicts.py`` replays such a round under every rule). A carried-over round has no aggregate of its own: it replays to its
 base. Memory grows with the model, not with the number of
 updates; the files live in a temporary directory removed afterwards (``keep`` copies the aggregate out first).
 """
