@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.aggregation import AggregationSpec, ArraySource, Contribution, aggregate, prepare
 from ledger.aggregation.output import write_aggregation
@@ -312,3 +314,56 @@ def test_memory_of_a_bfloat16_float16_state_grows_with_the_model_not_with_the_nu
     # one output tensor (2 MiB), the 8 MiB scratch budget, and the final rounding's temporaries (one block)
     assert large < (2 << 20) + (10 << 20)
     assert large < small + (7 << 20)  # 8x the inputs: bfloat16 blocks are never widened side by side
+
+
+_KIND_DTYPES = ["F32", "F16", "BF16", "I64", "I8", "U8", "BOOL"]
+
+
+def _random_tensor(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
+    if name in ("F32", "F16"):
+        return (rng.standard_normal(size) * 4).astype(np.float32 if name == "F32" else np.float16)
+    if name == "BF16":
+        return float32_to_bf16((rng.standard_normal(size) * 4).astype(np.float32))
+    if name == "I64":
+        return rng.integers(-(2**40), 2**40, size).astype(np.int64)
+    if name == "I8":
+        return rng.integers(-60, 60, size).astype(np.int8)
+    if name == "U8":
+        return rng.integers(-128, 128, size).astype(np.int8).view(np.uint8)
+    return rng.integers(0, 2, size).astype(bool)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+    rule=st.sampled_from(["fedavg", "trimmed", "median", "krum"]),
+    permutation_seed=st.integers(0, 1000),
+)
+def test_any_dtype_mix_gives_the_same_bytes_in_any_input_order(
+    n: int, seed: int, rule: str, permutation_seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    sizes = {name: int(rng.integers(1, 40)) for name in _KIND_DTYPES}
+    base = {name: _random_tensor(rng, name, size) for name, size in sizes.items()}
+    updates = [{name: _random_tensor(rng, name, size) for name, size in sizes.items()} for _ in range(n)]
+    weights = [int(w) for w in rng.integers(1, 10001, n)]
+    spec = {
+        "fedavg": AggregationSpec.fedavg(clip="5"),
+        "trimmed": AggregationSpec.trimmed_mean("0.2"),
+        "median": AggregationSpec.median(),
+        "krum": AggregationSpec.multi_krum(f=min(1, n - 1)),
+    }[rule]
+    digests = [bytes(rng.integers(0, 256, 32).astype(np.uint8)) for _ in range(n)]
+
+    def run(order: list[int]) -> dict[str, np.ndarray]:
+        inputs = [Contribution(digests[i], ArraySource(updates[i]), weights[i]) for i in order]
+        return aggregate(ArraySource(base), inputs, spec)
+
+    first = run(list(range(n)))
+    order = list(range(n))
+    random.Random(permutation_seed).shuffle(order)
+    again = run(order)
+    for name in _KIND_DTYPES:
+        assert first[name].dtype == base[name].dtype
+        assert first[name].tobytes() == again[name].tobytes(), name
