@@ -1,0 +1,214 @@
+"""node.recipe: loading recipes (builtin, module, file, package), the builtin digits recipe reproducing the
+pre-recipe training bit for bit, the default loop, and clear errors for recipes that break the interface."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ledger.recipe import RecipeError, recipe_cid
+from node.data import make_federation
+from node.models import genesis_state
+from node.recipe import as_torch_dataset, builtin_for, load_recipe
+from node.statedict import load_numpy_state, state_to_numpy
+from node.training import default_config, evaluate, local_train
+
+GOOD = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+NAME = "tiny"
+VERSION = "3"
+
+def model():
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+def data(member, members, seed):
+    g = torch.Generator().manual_seed(seed * 100 + member)
+    x = torch.randn(40, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    return TensorDataset(x[:30], y[:30]), TensorDataset(x[30:], y[30:])
+
+def evaluate(model, data):
+    x, y = data.tensors
+    return {"loss": float(nn.functional.cross_entropy(model(x), y)), "n": len(y)}
+"""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_the_builtin_digits_recipe_is_the_pre_recipe_mlp_task() -> None:
+    recipe = load_recipe("digits")
+    assert (recipe.name, recipe.version) == ("digits", "1")
+    assert recipe.source == Path(__file__).resolve().parents[2] / "node" / "recipes" / "digits.py"
+    assert recipe.cid == recipe_cid(recipe.source)
+    model = recipe.build_model(0)
+    genesis = genesis_state("mlp", 0)
+    state = state_to_numpy(model)
+    assert state.keys() == genesis.keys()
+    assert all(np.array_equal(state[k], genesis[k]) for k in genesis)
+
+    train, test = recipe.data(1, 3, 0)
+    federation = make_federation(3, 0.5, 0)
+    assert len(train) == len(federation.node_data(1))  # type: ignore[arg-type]
+    assert len(test) == len(federation.test)  # type: ignore[arg-type]
+
+    # Training through the recipe's default loop gives the very weights local_train gave.
+    config = replace(default_config("mlp"), seed=1234)
+    old = local_train("mlp", genesis, federation.node_data(1), config)
+    n = recipe.fit(model, train, {"seed": 1234})
+    assert n == old.num_samples
+    new = state_to_numpy(model)
+    assert all(np.array_equal(new[k], old.state[k]) for k in genesis)
+    metrics = recipe.evaluate(model, test)
+    before = evaluate("mlp", old.state, federation.test)
+    assert metrics["loss"] == pytest.approx(before.loss, rel=1e-6)
+    assert metrics["accuracy"] == before.accuracy
+
+
+def test_build_model_is_deterministic_and_leaves_the_global_rng_alone() -> None:
+    recipe = load_recipe("digits_cnn")
+    torch.manual_seed(99)
+    expected_next = torch.rand(1)
+    torch.manual_seed(99)
+    a = state_to_numpy(recipe.build_model(5))
+    after = torch.rand(1)
+    b = state_to_numpy(recipe.build_model(5))
+    c = state_to_numpy(recipe.build_model(6))
+    assert torch.equal(after, expected_next)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not all(np.array_equal(a[k], c[k]) for k in a)
+    assert builtin_for(recipe.cid) == "digits_cnn"
+    assert builtin_for("QmZoEkgqtTKUXrYypeZGA2RFjscc5JKjfv5y5rJBUA9nDf") is None
+
+
+def test_a_recipe_file_outside_the_repository_with_buffers(tmp_path: Path) -> None:
+    path = _write(tmp_path / "outside" / "tiny_recipe.py", GOOD)
+    recipe = load_recipe(str(path))
+    assert (recipe.name, recipe.version, recipe.source) == ("tiny", "3", path.resolve())
+    assert recipe.ref.cid == recipe_cid(path)
+    model = recipe.build_model(0)
+    train, test = recipe.data(0, 2, 0)
+    before = state_to_numpy(model)
+    assert recipe.fit(model, train, {"epochs": 2, "batch_size": 8, "lr": 0.1, "optimizer": "adam"}) == 30
+    after = state_to_numpy(model)
+    assert int(after["1.num_batches_tracked"]) == 2 * 4  # BatchNorm's counter moved with every step
+    assert not np.array_equal(after["1.running_mean"], before["1.running_mean"])
+    metrics = recipe.evaluate(model, test)
+    assert set(metrics) == {"loss", "n"}
+    assert metrics["n"] == 10.0
+
+
+def test_a_package_directory_and_an_installed_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "mypkgrecipe"
+    _write(
+        pkg / "__init__.py", "from .impl import model, data, evaluate\nfrom mypkgrecipe.impl import NAME\n"
+    )
+    _write(pkg / "impl.py", GOOD.replace('NAME = "tiny"', 'NAME = "pkg"'))
+    by_path = load_recipe(str(pkg))
+    assert by_path.name == "pkg"
+    assert by_path.source == pkg.resolve()
+    assert by_path.cid == recipe_cid(pkg)
+    for name in [m for m in sys.modules if m.startswith("mypkgrecipe")]:
+        del sys.modules[name]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    by_name = load_recipe("mypkgrecipe")
+    assert by_name.source == pkg.resolve()
+    assert by_name.cid == by_path.cid
+
+
+def test_a_recipe_named_like_an_imported_module_loads_under_a_private_name(tmp_path: Path) -> None:
+    path = _write(tmp_path / "json.py", GOOD)  # clashes with the standard library's json
+    recipe = load_recipe(str(path))
+    import json
+
+    assert recipe.module is not json
+    assert recipe.name == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD.replace("def model():", "def modelx():"), "no `model` function"),
+        (GOOD.replace("def evaluate(", "def evaluatex("), "no `evaluate` function"),
+        (
+            GOOD.replace("def data(", "def datax(").replace("def evaluate(", "def evaluatex("),
+            "no `data` / `evaluate`",
+        ),
+        (GOOD + "\ntrain = 3\n", "`train` is not a function"),
+        (GOOD + "\nVERSION = 2\n", "`VERSION` must be a non-empty string"),
+        ("raise RuntimeError('boom')\n", "importing the recipe .* failed: RuntimeError: boom"),
+    ],
+)
+def test_broken_recipes_are_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path / f"broken_{abs(hash(text))}.py", text)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(str(path))
+
+
+def test_what_a_recipe_returns_is_checked(tmp_path: Path) -> None:
+    no_loss = load_recipe(str(_write(tmp_path / "noloss.py", GOOD.replace('{"loss":', '{"lossy":'))))
+    with pytest.raises(RecipeError, match='returned no "loss"'):
+        no_loss.evaluate(no_loss.build_model(0), no_loss.data(0, 1, 0)[1])
+    not_module = load_recipe(str(_write(tmp_path / "notmodule.py", GOOD + "\ndef model():\n    return 3\n")))
+    with pytest.raises(RecipeError, match=r"returned int, not a torch\.nn\.Module"):
+        not_module.build_model(0)
+    bad_train = load_recipe(
+        str(_write(tmp_path / "badtrain.py", GOOD + "\ndef train(m, d, s):\n    return None\n"))
+    )
+    with pytest.raises(RecipeError, match="not the number of samples"):
+        bad_train.fit(bad_train.build_model(0), bad_train.data(0, 1, 0)[0])
+    recipe = load_recipe(str(_write(tmp_path / "fine.py", GOOD)))
+    with pytest.raises(RecipeError, match="optimizer='lbfgs'"):
+        recipe.fit(recipe.build_model(0), recipe.data(0, 1, 0)[0], {"optimizer": "lbfgs"})
+    with pytest.raises(RecipeError, match="epochs=0"):
+        recipe.fit(recipe.build_model(0), recipe.data(0, 1, 0)[0], {"epochs": 0})
+
+
+def test_a_recipe_train_and_loss_are_used(tmp_path: Path) -> None:
+    own = (
+        GOOD
+        + "\ncalls = []\ndef train(model, data, settings):\n    calls.append(settings['lr'])\n    return 7\n"
+    )
+    recipe = load_recipe(str(_write(tmp_path / "owntrain.py", own)))
+    assert recipe.fit(recipe.build_model(0), recipe.data(0, 1, 0)[0], {"lr": 0.5}) == 7
+    assert recipe.module.calls == [0.5]
+    custom = GOOD + "\nseen = []\ndef loss(out, y):\n    seen.append(1)\n    return (out.sum() * 0.0)\n"
+    recipe = load_recipe(str(_write(tmp_path / "ownloss.py", custom)))
+    model = recipe.build_model(0)
+    before = state_to_numpy(model)
+    recipe.fit(model, recipe.data(0, 1, 0)[0], {"batch_size": 10, "momentum": 0.0})
+    assert len(recipe.module.seen) == 3
+    after = state_to_numpy(model)
+    assert np.array_equal(after["0.weight"], before["0.weight"])  # a zero loss moves no weight
+
+
+def test_missing_recipes_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="no recipe module 'no_such_recipe_xyz' is installed"):
+        load_recipe("no_such_recipe_xyz")
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(str(tmp_path / "missing.py"))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RecipeError, match=r"no __init__\.py"):
+        load_recipe(str(tmp_path / "plain"))
+
+
+def test_old_array_datasets_become_tensor_datasets() -> None:
+    shard = make_federation(3, 0.5, 0).node_data(0)
+    data = as_torch_dataset(shard)
+    x, y = data[0]
+    assert torch.equal(x, torch.from_numpy(shard.x[0]))
+    assert int(y) == int(shard.y[0])
+    model = load_recipe("digits").build_model(0)
+    load_numpy_state(model, genesis_state("mlp", 0))
