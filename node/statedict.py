@@ -78,7 +78,8 @@ def _to_numpy(tensor: torch.Tensor) -> NDArray[Any]:
 
 
 def state_to_numpy(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> NumpyState:
-    """A module's state_dict (or a state_dict) as independent, contiguous numpy arrays, bit for bit.
+    """A module's state_dict (or a state_dict of torch tensors, or of numpy arrays) as independent, contiguous
+    numpy arrays, bit for bit.
 
     Copies, so later training cannot alter them. Raises :class:`StateMismatch` naming every tensor of a dtype
     meshprov cannot carry, or a value that is not a dense tensor.
@@ -87,7 +88,16 @@ def state_to_numpy(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> Nu
     problems: list[str] = []
     out: NumpyState = {}
     for key, value in state.items():
-        if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_quantized:
+        if isinstance(
+            value, np.ndarray
+        ):  # already numpy (a state handed back): copied if meshprov can carry it
+            if value.dtype in _TORCH:
+                out[key] = np.array(value, copy=True, order="C")
+            else:
+                problems.append(
+                    f"{key} has dtype {value.dtype}, which update files cannot carry ({_accepted()})"
+                )
+        elif not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_quantized:
             problems.append(f"{key} is not a dense tensor ({type(value).__name__})")
         elif value.dtype not in _NUMPY:
             problems.append(f"{key} has dtype {value.dtype}, which update files cannot carry ({_accepted()})")

@@ -314,3 +314,11 @@ def test_a_loss_hook_loads_the_checks_full_weights_exactly(tmp_path: Path) -> No
     assert all(loaded[1][k].tobytes() == applied[k].tobytes() for k in base)
     with pytest.raises(StateMismatch, match="not bfloat16 values"):
         state_from_weights(model, {"proj.weight": np.full((2, 3), 1.0 + 2.0**-20, np.float32)})
+
+
+def test_a_numpy_state_passes_through_as_a_copy() -> None:
+    state = state_to_numpy(_fresh())
+    again = state_to_numpy(state)
+    assert all(again[k].tobytes() == v.tobytes() and again[k] is not v for k, v in state.items())
+    with pytest.raises(StateMismatch, match=r"c has dtype complex64"):
+        state_to_numpy({"c": np.zeros(2, np.complex64)})
