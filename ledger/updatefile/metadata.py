@@ -3,7 +3,8 @@
 One metadata key, ``meshprov``, holds canonical JSON (see :mod:`ledger.updatefile.canonical`) of one of:
 
     update     {"schema": 1, "kind": "update", "task": int, "round": int, "base": CIDv0,
-                "contributor": checksummed address, "num_samples": int, ["privacy": {...}]}
+                "contributor": checksummed address, "num_samples": int, ["privacy": {...}],
+                ["dataset": "0x" + 64 hex], ["frameworks": {"python": "3.11.9", "torch": "2.5.1", …}]}
     aggregate  {"schema": 1, "kind": "aggregate", "task": int, "round": int,
                 "rule": {"id": int, "name": str, "params": {…}}, "inputs": [CIDv0, …], "parent": CIDv0}
     genesis    {"schema": 1, "kind": "genesis", "model": str, "params": {…}}
@@ -102,6 +103,55 @@ def _privacy(value: object) -> dict[str, str | int | float]:
     return obj
 
 
+DATASET_HEX_LEN = 64
+FRAMEWORKS_MAX_ENTRIES = 16
+FRAMEWORK_NAME_MAX_LEN = 32
+FRAMEWORK_VERSION_MAX_LEN = 64
+
+
+def _dataset(value: object) -> str:
+    """The member's dataset commitment: sha-256 of the manifest it keeps, ``0x`` + 64 lowercase hex digits."""
+    if (
+        not isinstance(value, str)
+        or len(value) != 2 + DATASET_HEX_LEN
+        or not value.startswith("0x")
+        or any(c not in "0123456789abcdef" for c in value[2:])
+    ):
+        raise MetadataRejected(
+            f"`dataset` must be 0x followed by 64 lowercase hex digits (a sha-256), got {value!r}"
+        )
+    return value
+
+
+def _frameworks(value: object) -> dict[str, str]:
+    """Versions of what made the update (``python``, ``torch``, ``meshprov``, …): a small str→str object."""
+    if not isinstance(value, Mapping):
+        raise MetadataRejected(f"`frameworks` must be a JSON object, got {type(value).__name__}")
+    if len(value) > FRAMEWORKS_MAX_ENTRIES:
+        raise MetadataRejected(f"`frameworks` has {len(value)} entries, at most {FRAMEWORKS_MAX_ENTRIES}")
+    out: dict[str, str] = {}
+    for name, version in value.items():
+        if (
+            not isinstance(name, str)
+            or not 0 < len(name) <= FRAMEWORK_NAME_MAX_LEN
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
+        ):
+            raise MetadataRejected(
+                f"`frameworks` key {name!r} must be 1..{FRAMEWORK_NAME_MAX_LEN} ASCII letters, digits, - _ ."
+            )
+        if (
+            not isinstance(version, str)
+            or not 0 < len(version) <= FRAMEWORK_VERSION_MAX_LEN
+            or not version.isascii()
+            or not version.isprintable()
+        ):
+            raise MetadataRejected(
+                f"`frameworks.{name}` must be printable ASCII of 1..{FRAMEWORK_VERSION_MAX_LEN} characters"
+            )
+        out[name] = version
+    return out
+
+
 def _exact_keys(
     data: Mapping[str, Any], required: AbstractSet[str], optional: AbstractSet[str] = frozenset()
 ) -> None:
@@ -128,6 +178,11 @@ class UpdateMeta:
     privacy: Mapping[str, str | int | float] | None = None
     """Optional differential-privacy record: the ``mechanism`` name (a string) and numbers such as clip,
     noise_multiplier, epsilon, delta, steps (an integer) and sample_rate, so auditors can recompute ε."""
+    dataset: str | None = None
+    """Optional commitment to the member's training data: sha-256 (``0x`` + 64 hex) of the dataset manifest the
+    member keeps (docs/node-training.md, "Dataset manifest"); it can show the manifest to an auditor later."""
+    frameworks: Mapping[str, str] | None = None
+    """Optional versions of the software that made the update, e.g. ``{"python", "torch", "meshprov"}``."""
 
     def __post_init__(self) -> None:
         _uint("task", self.task)
@@ -137,6 +192,14 @@ class UpdateMeta:
         object.__setattr__(self, "contributor", _address(self.contributor, strict=False))
         if self.privacy is not None:
             object.__setattr__(self, "privacy", _privacy(self.privacy))
+        if self.dataset is not None:
+            object.__setattr__(
+                self,
+                "dataset",
+                _dataset(self.dataset.lower() if isinstance(self.dataset, str) else self.dataset),
+            )
+        if self.frameworks is not None:
+            object.__setattr__(self, "frameworks", _frameworks(self.frameworks))
 
     def to_dict(self) -> dict[str, JSONValue]:
         out: dict[str, JSONValue] = {
@@ -150,6 +213,10 @@ class UpdateMeta:
         }
         if self.privacy is not None:
             out["privacy"] = dict(self.privacy)
+        if self.dataset is not None:
+            out["dataset"] = self.dataset
+        if self.frameworks is not None:
+            out["frameworks"] = dict(self.frameworks)
         return out
 
     def to_json(self) -> str:
@@ -158,7 +225,9 @@ class UpdateMeta:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UpdateMeta:
         _exact_keys(
-            data, {"schema", "kind", "task", "round", "base", "contributor", "num_samples"}, {"privacy"}
+            data,
+            {"schema", "kind", "task", "round", "base", "contributor", "num_samples"},
+            {"privacy", "dataset", "frameworks"},
         )
         return cls(
             task=_uint("task", data["task"]),
@@ -167,6 +236,8 @@ class UpdateMeta:
             contributor=_address(data["contributor"], strict=True),
             num_samples=_uint("num_samples", data["num_samples"], minimum=1),
             privacy=_privacy(data["privacy"]) if "privacy" in data else None,
+            dataset=_dataset(data["dataset"]) if "dataset" in data else None,
+            frameworks=_frameworks(data["frameworks"]) if "frameworks" in data else None,
         )
 
 
