@@ -43,6 +43,10 @@ _SAFETENSORS_NAMES = {
 }
 
 
+STATISTICS = frozenset({"running_mean", "running_var"})
+"""Last name components of the float buffers that take no part in norms (:attr:`TensorInfo.statistic`)."""
+
+
 class TensorSource(Protocol):
     """Named tensors. ``tensor`` may return a memory map: callers read it block by block, never copy it whole."""
 
@@ -85,18 +89,32 @@ class TensorInfo:
 
     @property
     def size(self) -> int:
-        return math.prod(
-            self.shape
-        )  # exact Python ints; np.prod costs ~4 µs a call over thousands of tensors
+        # math.prod on Python ints: exact, and np.prod costs ~4 µs a call over thousands of tensors
+        return math.prod(self.shape)
+
+    @property
+    def floating(self) -> bool:
+        """A floating-point tensor (bfloat16 included): checked for NaN and Inf."""
+        return self.bfloat16 or self.dtype.kind == "f"
+
+    @property
+    def statistic(self) -> bool:
+        """A normalisation layer's running statistics, by torch's names (``…running_mean``, ``…running_var`` of
+        BatchNorm, InstanceNorm, SyncBatchNorm): floats that are averaged, not trained."""
+        return self.floating and self.key.rpartition(".")[2] in STATISTICS
 
     @property
     def parameter(self) -> bool:
-        """Floating tensors are parameters: they count in norms, clipping, distances and the fingerprint.
+        """Floating tensors other than running statistics are parameters: they count in norms, clipping,
+        distances, fingerprints and the copy vectors.
 
         Integer and bool tensors are buffers (BatchNorm's ``num_batches_tracked``): a batch counter's delta would
-        swamp the norm of the weights, so buffers are aggregated by the rule but take no part in norms.
+        swamp the norm of the weights. Running statistics are left out for the same reason: they move towards the
+        members' data statistics (on unnormalised inputs by hundreds of units), which would outweigh the weights'
+        step, fail honest updates on the scale ratio and make different members' updates look like copies. Every
+        buffer is still aggregated by the rule (docs/aggregation.md, "Buffers and dtypes").
         """
-        return self.bfloat16 or self.dtype.kind == "f"
+        return self.floating and not self.statistic
 
     def same_dtype(self, other: TensorInfo) -> bool:
         """Stored alike (compared without formatting labels: validators do this for every tensor)."""

@@ -133,11 +133,16 @@ class TensorScanner:
 
 
 def _plan(layout: Sequence[TensorInfo]) -> list[tuple[TensorInfo, list[int]]]:
-    """Parameter tensors in sorted key order, each with its local fingerprint positions."""
-    params = [info for info in layout if info.parameter]
-    positions = fingerprint_positions(sum(info.size for info in params))
-    plan, offset = [], 0
-    for info in params:
+    """Floating-point tensors in sorted key order, each with its local fingerprint positions (parameters only:
+    running statistics are scanned for NaN/Inf but take no part in the norm or the fingerprint)."""
+    floats = [info for info in layout if info.floating]
+    positions = fingerprint_positions(sum(info.size for info in floats if info.parameter))
+    plan: list[tuple[TensorInfo, list[int]]] = []
+    offset = 0
+    for info in floats:
+        if not info.parameter:
+            plan.append((info, []))
+            continue
         lo = bisect.bisect_left(positions, offset)
         hi = bisect.bisect_left(positions, offset + info.size)
         plan.append((info, [p - offset for p in positions[lo:hi]]))
@@ -151,8 +156,9 @@ def _result(scanners: Sequence[TensorScanner], digest: bytes | None = None) -> S
     for s in scanners:  # sorted key order
         if s.non_finite:
             return Scan(math.nan, tuple(samples), non_finite=s.info.key, digest=digest)
-        total += s.total
-        samples.extend(s.samples)
+        if s.info.parameter:
+            total += s.total
+            samples.extend(s.samples)
     return Scan(total, tuple(samples), digest=digest)
 
 
@@ -184,7 +190,7 @@ def scan_file(
     hash_cid: bool = True,
     batch_bytes: int = _READ,
 ) -> Scan:
-    """Read the file once, in order: feed every byte to the Kubo CID hasher and each parameter tensor's bytes
+    """Read the file once, in order: feed every byte to the Kubo CID hasher and each floating-point tensor's bytes
     (``tensors``: key -> absolute [start, end) offsets from the validated header) to its scanner.
 
     With ``layout`` None only the CID is computed (a file whose header or layout was already rejected).

@@ -33,7 +33,7 @@ WEIGHTS = [7000, 1, 2500, 10000, 4321]
 SPECS = {
     "fedavg": AggregationSpec.fedavg(),
     "fedavg-clipped": AggregationSpec.fedavg(clip="0.3"),
-    "trimmed-mean": AggregationSpec.trimmed_mean("0.2", clip="0.5"),
+    "trimmed-mean": AggregationSpec.trimmed_mean("0.2", clip="0.3"),
     "median": AggregationSpec.median(),
     "multi-krum": AggregationSpec.multi_krum(f=1, m=3),
 }
@@ -110,17 +110,32 @@ def test_every_rule_on_a_mixed_state_dict_matches_the_plain_reference_in_any_ord
         assert out2[info.key].tobytes() == expected.tobytes(), (name, info.key)
 
 
-def test_clipping_and_norms_ignore_integer_and_bool_buffers() -> None:
-    base = {"w": np.zeros(2, np.float32), "n": np.array(0, np.int64), "m": np.zeros(2, bool)}
-    small = {"w": np.array([3.0, 4.0], np.float32), "n": np.array(10**6, np.int64), "m": np.ones(2, bool)}
+def test_clipping_and_norms_ignore_integer_bool_and_running_statistic_buffers() -> None:
+    base = {
+        "w": np.zeros(2, np.float32),
+        "bn.running_mean": np.zeros(2, np.float32),
+        "n": np.array(0, np.int64),
+        "m": np.zeros(2, bool),
+    }
+    small = {
+        "w": np.array([3.0, 4.0], np.float32),
+        "bn.running_mean": np.array([300.0, -40.0], np.float32),
+        "n": np.array(10**6, np.int64),
+        "m": np.ones(2, bool),
+    }
     agg = prepare(
         ArraySource(base), [Contribution(DIGESTS[0], ArraySource(small), 1)], AggregationSpec.fedavg(clip="1")
     )
-    assert agg.norms == (5.0,)  # the counter's 10**6 is not in the norm
+    assert agg.norms == (5.0,)  # neither the counter's 10**6 nor the running mean is in the norm
     out = dict(agg.tensors())
     np.testing.assert_allclose(out["w"], [0.6, 0.8], rtol=1e-6)  # the weights are clipped ...
-    assert int(out["n"]) == 10**6  # ... the counter is not scaled
+    assert out["bn.running_mean"].tolist() == [300.0, -40.0]  # ... the statistics are not scaled
+    assert int(out["n"]) == 10**6  # ... nor the counter
     assert out["m"].tolist() == [True, True]
+    info = {i.key: i for i in agg.layout}
+    assert info["bn.running_mean"].statistic
+    assert not info["bn.running_mean"].parameter
+    assert info["w"].parameter
 
 
 # --- what each rule does with integer and bool buffers: pinned values -----------------------------------
