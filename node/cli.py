@@ -53,9 +53,25 @@ def _client(s: Settings, *, read_only: bool, wait_s: float | None) -> LedgerClie
 @app.command()
 def run(
     *,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="The task's recipe: a builtin (digits, digits_cnn), an installed module, a .py file or a package "
+            "directory; default: the builtin the task's spec names, else digits. Refused (exit 3) unless its hash is "
+            "the task's.",
+        ),
+    ] = None,
+    require_spec: Annotated[
+        bool,
+        typer.Option(
+            "--require-spec",
+            help="Refuse to train when the task's spec cannot be read or names no recipe (default: warn).",
+        ),
+    ] = False,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Architecture (mlp, cnn); default: the one the task's base model has."),
+        typer.Option("--model", help="Legacy: mlp (= --recipe digits) or cnn (= --recipe digits_cnn)."),
     ] = None,
     shard: Annotated[
         int,
@@ -83,7 +99,8 @@ def run(
         str | None,
         typer.Option(
             "--data",
-            help="MODULE:FUNCTION returning this member's own node.data.Dataset (replaces the digits shard).",
+            help="MODULE:FUNCTION returning this member's own training set, a torch Dataset (replaces the recipe's "
+            "data(shard, shards, seed)).",
             rich_help_panel=_DATA,
         ),
     ] = None,
@@ -160,8 +177,9 @@ def run(
 ) -> None:
     """Take part in every round: train on the base, publish the update, submit it, wait for the verdict.
 
-    Exit codes: 9 the key is not a contributor, 6 the base model cannot be fetched (after retries), 3 the base is
-    not a model of --model, 130 interrupted. Update files stay in <data_dir>/node/<address>/updates/."""
+    Exit codes: 9 the key is not a contributor, 6 the base model cannot be fetched (after retries), 3 the installed
+    recipe's hash is not the task's or the base is not a model of the recipe, 5 a recipe that cannot be loaded,
+    130 interrupted. Update files stay in <data_dir>/node/<address>/updates/."""
     from ledger.content import open_store
     from node.faults import NoSigningKey
     from node.journal import Journal
@@ -174,17 +192,18 @@ def run(
         raise typer.BadParameter("--dp-clip needs --dp-noise (the noise multiplier)", param_hint="--dp-clip")
     if shard >= shards:
         raise typer.BadParameter(f"must be below --shards ({shards})", param_hint="--shard")
-    if model is not None:
-        from node.models import model_names  # imports torch: only when a model is named
-
-        if model not in model_names():
-            raise typer.BadParameter(f"choose one of {', '.join(model_names())}", param_hint="--model")
+    if model is not None and model not in ("mlp", "cnn"):
+        raise typer.BadParameter("choose one of mlp, cnn (or pass --recipe)", param_hint="--model")
+    if model is not None and recipe is not None:
+        raise typer.BadParameter("give --recipe or the legacy --model, not both", param_hint="--model")
     s = load_settings(redis_url=relay_via)
     key = s.signing_key()
     if key is None:
         raise NoSigningKey()
     options = NodeOptions(
         task=task or s.task_id,
+        recipe=recipe,
+        require_spec=require_spec,
         model=model,
         shard=shard,
         shards=shards,
@@ -224,6 +243,7 @@ def run(
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `docker stop`: finish the step, exit 0
     info(
         f"member {address}: task {options.task} on ledger {client.address}, "
+        + (f"recipe {recipe}, " if recipe else "")
         + (f"data {data}" if data else f"shard {shard} of {shards} (α={alpha}, seed {seed})")
         + (f", behaviour {behaviour}" if behaviour != "honest" else "")
         + (", relayed" if relay else "")
@@ -365,6 +385,13 @@ def relay_command(
 def genesis(
     *,
     model: Annotated[str, typer.Option("--model", help="Architecture (mlp, cnn).")] = "mlp",
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="Write the genesis of this recipe's model() instead (builtin, module, .py or package).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Initialisation seed.")] = 0,
     out: Annotated[
         Path | None,
@@ -379,8 +406,17 @@ def genesis(
     from node.packaging import put_update, write_genesis
 
     s = load_settings()
-    path = out or s.data_dir / f"genesis-{model}-{seed}.safetensors"
-    written = write_genesis(path, model, seed)
+    if recipe is not None:
+        from node.packaging import write_recipe_genesis
+        from node.recipe import load_recipe
+
+        loaded = load_recipe(recipe)
+        model = loaded.name
+        path = out or s.data_dir / f"genesis-{loaded.name}-{seed}.safetensors"
+        written = write_recipe_genesis(path, loaded, seed)
+    else:
+        path = out or s.data_dir / f"genesis-{model}-{seed}.safetensors"
+        written = write_genesis(path, model, seed)
     store = open_store(s)
     try:
         cid = put_update(store, written)

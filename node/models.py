@@ -74,8 +74,11 @@ def genesis_state(name: str, seed: int = 0) -> StateDict:
 
 
 def state_to_numpy(model: nn.Module) -> StateDict:
-    """The module's state_dict as independent numpy arrays (copies, so later training cannot alter them)."""
-    return {key: value.detach().cpu().numpy().copy() for key, value in model.state_dict().items()}
+    """The module's state_dict as independent numpy arrays (copies, so later training cannot alter them); every
+    dtype as ``node.statedict`` converts it (bfloat16 as uint16 bits)."""
+    from node.statedict import state_to_numpy as convert
+
+    return convert(model)
 
 
 def check_state(name: str, model: nn.Module, state: Mapping[str, np.ndarray]) -> None:

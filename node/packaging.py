@@ -25,6 +25,7 @@ from ledger.errors import Mismatch
 if TYPE_CHECKING:
     from ledger.chain.client import LedgerClient
     from ledger.updatefile import WrittenFile
+    from node.recipe import Recipe
 
 
 class StoreMismatch(Mismatch):
@@ -52,9 +53,14 @@ def write_update_file(
     contributor: str,
     num_samples: int,
     privacy: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    frameworks: Mapping[str, str] | None = None,
 ) -> WrittenFile:
-    """Write the update (delta against ``base``, in the base's dtypes) atomically; returns its size and CID."""
-    from ledger.updatefile import UpdateMeta, write_update
+    """Write the update (delta against ``base``, in the base's dtypes) atomically; returns its size and CID.
+
+    ``dataset`` is the member's dataset commitment and ``frameworks`` the software versions
+    (:mod:`node.provenance`), both recorded in the metadata when given."""
+    from ledger.updatefile import UpdateMeta, file_tensors, write_update
 
     meta = UpdateMeta(
         task=task,
@@ -63,9 +69,11 @@ def write_update_file(
         contributor=contributor,
         num_samples=num_samples,
         privacy=dict(privacy) if privacy is not None else None,
+        dataset=dataset,
+        frameworks=dict(frameworks) if frameworks is not None else None,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_update(path, dict(delta), meta)
+    return write_update(path, file_tensors(delta), meta)
 
 
 def write_genesis(path: Path, model: str, seed: int = 0) -> WrittenFile:
@@ -75,6 +83,24 @@ def write_genesis(path: Path, model: str, seed: int = 0) -> WrittenFile:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_aggregate(path, genesis_state(model, seed), GenesisMeta(model=model, params={"seed": seed}))
+
+
+def write_recipe_genesis(path: Path, recipe: Recipe, seed: int = 0) -> WrittenFile:
+    """The genesis model of a recipe's task: ``recipe.build_model(seed)``'s state, every dtype kept.
+
+    The builtin ``digits`` and ``digits_cnn`` are written exactly as :func:`write_genesis` writes ``mlp`` and
+    ``cnn`` (same bytes, same CID as before recipes); any other recipe's metadata names it:
+    ``{"kind": "genesis", "model": NAME, "params": {"seed": S, "recipe": {"name", "version", "cid"}}}``."""
+    from ledger.updatefile import GenesisMeta, file_tensors, write_aggregate
+    from node.statedict import state_to_numpy
+
+    legacy = {"digits": "mlp", "digits_cnn": "cnn"}.get(recipe.name)
+    if legacy is not None and recipe.module.__name__.startswith("node.recipes."):
+        return write_genesis(path, legacy, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = state_to_numpy(recipe.build_model(seed))
+    meta = GenesisMeta(model=recipe.name, params={"seed": seed, "recipe": recipe.ref.to_dict()})
+    return write_aggregate(path, file_tensors(state), meta)
 
 
 def put_update(

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ledger.recipe import RecipeError, RecipeRef, recipe_cid
+from ledger.recipe import RecipeError, RecipeRef, TaskSpec, recipe_cid
 from node.training import torch_settings
 
 BUILTIN_PACKAGE = "node.recipes"
@@ -132,11 +132,13 @@ class Recipe:
             )
         return model
 
-    def data(self, member: int, members: int, seed: int, **options: Any) -> tuple[Dataset[Any], Dataset[Any]]:
+    def data(
+        self, member: int, members: int, seed: int, /, **options: Any
+    ) -> tuple[Dataset[Any], Dataset[Any]]:
         """``data(member, members, seed)``; ``options`` reach the function only for parameters it declares
         (e.g. the task's ``shards`` ``alpha``), so a recipe need not accept settings it does not use."""
         fn = self.module.data
-        accepted = _accepted_keywords(fn, options)
+        accepted = _accepted_keywords(fn, {k: v for k, v in options.items() if k not in _POSITIONAL})
         result = fn(member, members, seed, **accepted)
         if not isinstance(result, tuple | list) or len(result) != 2:
             raise RecipeError(
@@ -219,6 +221,9 @@ def _attribute(module: ModuleType, name: str, default: str, requested: str) -> s
     return value
 
 
+_POSITIONAL = ("member", "members", "seed")
+
+
 def _accepted_keywords(fn: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
     try:
         params = inspect.signature(fn).parameters
@@ -226,7 +231,7 @@ def _accepted_keywords(fn: Callable[..., Any], options: Mapping[str, Any]) -> di
         return {}
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(options)
-    return {k: v for k, v in options.items() if k in params and k not in ("member", "members", "seed")}
+    return {k: v for k, v in options.items() if k in params}
 
 
 # ─── the default loop ─────────────────────────────────────────────────────────────────────────────────────────
@@ -430,3 +435,31 @@ def as_torch_dataset(data: Any) -> Dataset[Any]:
     if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
         raise RecipeError(f"the member's data is a {type(data).__name__}, not a torch Dataset with a length")
     return data  # type: ignore[no-any-return]
+
+
+def task_spec(
+    recipe: Recipe,
+    *,
+    members: int,
+    seed: int = 0,
+    alpha: float = 0.5,
+    hyperparameters: Mapping[str, Any] | None = None,
+    checks: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+) -> TaskSpec:
+    """The schema-2 specification of a task running ``recipe``: its ref, the hyperparameters (default: the default
+    loop's settings with the recipe's ``SETTINGS``, written out in full so the record is explicit), the seed, a
+    Dirichlet(α) split over ``members`` and the validators' ``checks``."""
+    from ledger.recipe import TaskSpec
+
+    if hyperparameters is None:
+        defaults = recipe.merged_settings()
+        hyperparameters = {k: v for k, v in defaults.items() if k not in ("seed", "threads")}
+    return TaskSpec(
+        recipe=recipe.ref,
+        hyperparameters=dict(hyperparameters),
+        seed=seed,
+        shards={"kind": "dirichlet", "alpha": alpha, "members": members},
+        checks=dict(checks or {}),
+        dataset=dataset,
+    )

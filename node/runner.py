@@ -5,7 +5,10 @@ One round, as :meth:`NodeRunner.step` runs it (every step re-reads the chain, so
 
 1. the task's live round; if this member already submitted to it, go to 6; if it is not open, wait for the next;
 2. the base (genesis or the previous aggregate) from the store by the digest the chain records, CID verified;
-3. local training on the member's data (or reuse the update file an earlier run left for this round);
+3. local training on the member's data (or reuse the update file an earlier run left for this round): the
+   pluggable step of :mod:`node.trainer`, the task's recipe (``--recipe``) or the member's own loop
+   (:mod:`node.sdk`); before the first round the runner reads the task's specification and refuses a recipe whose
+   hash is not the task's (:class:`RecipeMismatch`, exit 3);
 4. the update file (delta, canonical metadata, optional DP record) in ``<data_dir>/node/<address>/updates/``,
    kept for good; its sample count must not exceed the task's ``maxSamples`` (:class:`TooManySamplesClaimed`);
 5. the submission of the file's *digest only*, direct (the member pays gas) or relayed (EIP-712 signature, see
@@ -26,7 +29,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +37,10 @@ import numpy as np
 
 from ledger.chain.errors import RoundNotLive
 from ledger.chain.types import Phase, Role, Submission
-from ledger.content import ContentStore, digest_to_cid
+from ledger.content import ContentStore, digest_to_cid, read_bytes
 from ledger.errors import ConfigError, MeshprovError, ServiceUnavailable
 from ledger.reasons import Reason
-from node.faults import NotMember, TooManySamplesClaimed
+from node.faults import NotMember, RecipeMismatch, SpecUnavailable, TooManySamplesClaimed
 from node.journal import Journal, RoundRecord
 from node.packaging import Submitted, put_update, submit_direct, write_update_file
 from node.progress import Bars, NoBars
@@ -47,7 +50,9 @@ if TYPE_CHECKING:
 
     from ledger.chain.client import LedgerClient
     from ledger.chain.types import ScoresRevealed
-    from node.data import Dataset
+    from ledger.recipe import RecipeRef, TaskSpec
+    from node.recipe import Recipe
+    from node.trainer import Trainer
 
 StateDict = dict[str, np.ndarray]
 
@@ -57,8 +62,13 @@ class NodeOptions:
     """What `meshprov node run` was asked to do (see its --help for each option)."""
 
     task: int = 1
+    recipe: str | None = None
+    """The recipe (builtin name, module name, .py path or package dir); None: the builtin the task's spec names,
+    else the builtin of ``model``, else ``digits``."""
     model: str | None = None
-    """Architecture name; None: inferred from the first base model."""
+    """Legacy architecture name: ``mlp`` is the builtin recipe ``digits``, ``cnn`` is ``digits_cnn``."""
+    require_spec: bool = False
+    """Refuse to train when the task's spec cannot be read or names no recipe (default: warn, train unchecked)."""
     shard: int = 0
     shards: int = 1
     alpha: float = 0.5
@@ -72,7 +82,8 @@ class NodeOptions:
     dp_delta: float = 1e-5
     relay: bool = False
     data_hook: str | None = None
-    """MODULE:FUNCTION returning the member's own ``node.data.Dataset`` instead of a digits shard."""
+    """MODULE:FUNCTION returning the member's own training set (a torch Dataset, or the old ``node.data.Dataset``)
+    instead of the recipe's ``data(shard, shards, seed)``."""
     poll_s: float = 0.25
     max_poll_s: float = 2.0
     base_attempts: int = 6
@@ -111,8 +122,9 @@ class NodeRunner:
         say: Callable[[str], None] = print,
         bars: Bars | None = None,
         relay_redis: redis.Redis[bytes] | None = None,
-        data: Dataset | None = None,
+        data: Any | None = None,
         stop: threading.Event | None = None,
+        trainer: Trainer | None = None,
     ) -> None:
         from eth_account import Account
 
@@ -129,7 +141,9 @@ class NodeRunner:
         self.relay_redis = relay_redis
         self.stop = stop or threading.Event()
         self._data = data
-        self._model: str | None = options.model
+        self.trainer = trainer
+        self.spec: TaskSpec | None = None
+        self._prepared = False
         self._from_block = client.deployment.deploy_block if client.deployment is not None else 0
         self._done: set[int] = set()
         self._awaiting: RoundRecord | None = None  # submitted, verdict not yet read
@@ -140,6 +154,7 @@ class NodeRunner:
         self._resilient(self.ensure_member)
         done: list[RoundRecord] = []
         try:
+            self._resilient(self.prepare)
             while self.options.rounds is None or len(done) < self.options.rounds:
                 record = self._resilient(self.step)
                 if record is not None:
@@ -201,15 +216,106 @@ class NodeRunner:
         )
         return self._await_outcome(record)
 
-    # ─── training ───────────────────────────────────────────────────────────────────────────────────────────
-    def _dataset(self) -> Dataset:
-        if self._data is None:
-            self._data = load_dataset(self.options)
-        return self._data
+    # ─── the task's recipe ──────────────────────────────────────────────────────────────────────────────────
+    def prepare(self) -> None:
+        """Before the first round: read the task's specification, choose the recipe, refuse one whose hash is not
+        the task's, and build the training step (unless one was given)."""
+        if self._prepared:
+            return
+        self.spec = self._read_spec()
+        if self.trainer is None:
+            recipe = self._choose_recipe()
+            self._check_recipe(recipe.ref)  # before any data is loaded or anything trained
+            self.trainer = self._recipe_trainer(recipe)
+        else:
+            self._check_recipe(self.trainer.recipe_ref)
+        self._prepared = True
 
-    def _train(self, round_: int, base_cid: str, submission_end: int) -> RoundRecord:
-        from node.basemodel import check_architecture, fetch_base, infer_model, load_weights
-        from node.training import default_config, local_train, round_seed, update_norm
+    def _read_spec(self) -> TaskSpec | None:
+        from ledger.content.errors import ContentError
+        from ledger.recipe import MAX_SPEC_BYTES, LegacyTaskSpec, TaskSpecRejected, parse_task_spec
+
+        o = self.options
+        cid = digest_to_cid(self.client.task(o.task).params.spec_digest)
+        try:
+            raw = read_bytes(self.store, cid, max_bytes=MAX_SPEC_BYTES)
+        except (ContentError, OSError) as exc:
+            if o.require_spec:
+                raise SpecUnavailable(o.task, cid, _short(str(exc))) from None
+            self.say(
+                f"task {o.task}: its specification {cid} is not readable ({_short(str(exc))}); recipe unchecked"
+            )
+            return None
+        try:
+            return parse_task_spec(raw)
+        except LegacyTaskSpec:
+            if o.require_spec:
+                raise
+            self.say(f"task {o.task}: its specification {cid} names no recipe (pre-recipe); recipe unchecked")
+            return None
+        except TaskSpecRejected as exc:
+            raise TaskSpecRejected(f"task {o.task}'s specification {cid}: {exc.problem}") from None
+
+    def _choose_recipe(self) -> Recipe:
+        from node.recipe import DEFAULT_RECIPE, builtin_for, load_recipe
+
+        o = self.options
+        if o.recipe:
+            return load_recipe(o.recipe)
+        if o.model is not None:
+            return load_recipe(_MODEL_RECIPES.get(o.model, o.model))
+        if self.spec is not None:
+            builtin = builtin_for(self.spec.recipe.cid)
+            if builtin is not None:
+                return load_recipe(builtin)
+        return load_recipe(DEFAULT_RECIPE)
+
+    def _check_recipe(self, ref: RecipeRef | None) -> None:
+        if self.spec is None:
+            if ref is not None:
+                self.say(f"recipe {ref} (not checked against the task)")
+            return
+        wanted = self.spec.recipe
+        if ref is None:
+            self.say(f"task {self.options.task} runs the recipe {wanted}; this member trains its own loop")
+            return
+        if ref.cid != wanted.cid:
+            raise RecipeMismatch(
+                self.options.task,
+                f"{ref.name} {ref.version}",
+                ref.cid,
+                f"{wanted.name} {wanted.version}",
+                wanted.cid,
+            )
+        self.say(f"recipe {ref}: the task's")
+
+    def _recipe_trainer(self, recipe: Recipe) -> Trainer:
+        from node.provenance import dataset_manifest, keep_manifest
+        from node.recipe import as_torch_dataset
+        from node.trainer import RecipeTrainer
+
+        o = self.options
+        if self._data is not None:
+            data, source = as_torch_dataset(self._data), "given"
+        elif o.data_hook:
+            data, source = load_hook_data(o.data_hook), f"hook {o.data_hook}"
+        else:
+            options = dict(self.spec.shards) if self.spec is not None else {}
+            options["alpha"] = o.alpha
+            data, source = recipe.data(o.shard, o.shards, o.seed, **options)[0], "recipe"
+        manifest = dataset_manifest(
+            data, recipe=recipe.ref, source=source, member=o.shard, members=o.shards, seed=o.seed
+        )
+        path, commitment = keep_manifest(self.journal.root / "datasets", manifest)
+        self.say(
+            f"dataset: {manifest['train']['examples']} examples, manifest {path.name} ({commitment[:18]}…)"
+        )
+        settings = dict(self.spec.hyperparameters) if self.spec is not None else {}
+        return RecipeTrainer(recipe, data, settings, dataset=commitment)
+
+    # ─── training ───────────────────────────────────────────────────────────────────────────────────────────
+    def _fetch_base(self, round_: int, base_cid: str) -> StateDict:
+        from node.basemodel import fetch_base, load_weights
 
         o = self.options
         with self.bars.task(f"round {round_}: base", None, unit="bytes") as advance:
@@ -227,22 +333,19 @@ class NodeRunner:
                     f"round {round_}: base {base_cid} not fetched ({err}); retry {n}"
                 ),
             )
-        base = load_weights(path, base_cid)
-        if self._model is None:
-            self._model = infer_model(base)
-            if self._model is None:
-                raise ConfigError(
-                    f"the base model {base_cid} matches no registered architecture",
-                    hint="pass --model with the task's architecture",
-                )
-            self.say(f"model: {self._model} (from the base's layout)")
-        check_architecture(base, self._model, base_cid)
-        data = self._dataset()
+        return load_weights(path, base_cid)
+
+    def _train(self, round_: int, base_cid: str, submission_end: int) -> RoundRecord:
+        from node.provenance import frameworks
+        from node.training import round_seed, update_norm
+
+        o = self.options
+        self.prepare()
+        assert self.trainer is not None
+        base = self._fetch_base(round_, base_cid)
         seed = round_seed(o.seed, round_, o.shard)
-        config = replace(default_config(self._model), seed=seed)
-        steps = config.epochs * -(-len(data) // config.batch_size)
-        with self.bars.task(f"round {round_}: training", steps) as advance:
-            result = local_train(self._model, base, data, config, progress=lambda _d, _t: advance(1))
+        with self.bars.task(f"round {round_}: training", self.trainer.steps()) as advance:
+            result = self.trainer.train(round_, base_cid, base, seed=seed, progress=advance)
         delta = self._behave(result.delta, round_, seed, submission_end)
         privacy = None
         if o.dp_noise is not None:
@@ -257,6 +360,8 @@ class NodeRunner:
             contributor=self.address,
             num_samples=result.num_samples,
             privacy=privacy,
+            dataset=result.dataset,
+            frameworks=frameworks(),
         )
         record = RoundRecord(
             task=o.task,
@@ -558,26 +663,39 @@ def reason_slug(code: int) -> str:
         return str(code)
 
 
-def load_dataset(options: NodeOptions) -> Dataset:
-    """The member's training data: the ``--data`` hook's dataset, or shard ``shard`` of ``shards`` of digits."""
+_MODEL_RECIPES = {"mlp": "digits", "cnn": "digits_cnn"}
+"""The legacy ``--model`` names and the builtin recipes that are those models."""
+
+
+def load_hook_data(hook_name: str) -> Any:
+    """The training set a ``--data MODULE:FUNCTION`` hook returns (a torch Dataset, or the old
+    ``node.data.Dataset`` of digits arrays, converted)."""
+    import importlib
+
+    from node.recipe import as_torch_dataset
+
+    module_name, _, attr = hook_name.partition(":")
+    try:
+        hook = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load the data hook {hook_name!r}: {exc}", hint="give MODULE:FUNCTION"
+        ) from None
+    data = hook()
+    try:
+        return as_torch_dataset(data)
+    except MeshprovError:
+        raise ConfigError(
+            f"the data hook {hook_name!r} returned {type(data).__name__}, not a torch Dataset"
+        ) from None
+
+
+def load_dataset(options: NodeOptions) -> Any:
+    """The member's training data: the ``--data`` hook's, or shard ``shard`` of ``shards`` of the recipe's
+    (``--recipe``, ``--model``, default digits) ``data``."""
     if options.data_hook:
-        import importlib
+        return load_hook_data(options.data_hook)
+    from node.recipe import DEFAULT_RECIPE, load_recipe
 
-        from node.data import Dataset
-
-        module_name, _, attr = options.data_hook.partition(":")
-        try:
-            hook = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot load the data hook {options.data_hook!r}: {exc}", hint="give MODULE:FUNCTION"
-            ) from None
-        data = hook()
-        if not isinstance(data, Dataset):
-            raise ConfigError(
-                f"the data hook {options.data_hook!r} returned {type(data).__name__}, not node.data.Dataset"
-            )
-        return data
-    from node.data import make_federation
-
-    return make_federation(options.shards, options.alpha, options.seed).node_data(options.shard)
+    recipe = load_recipe(options.recipe or _MODEL_RECIPES.get(options.model or "", DEFAULT_RECIPE))
+    return recipe.data(options.shard, options.shards, options.seed, alpha=options.alpha)[0]

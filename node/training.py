@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +21,11 @@ from torch import nn
 from node.data import Dataset
 from node.errors import InvalidParameter
 from node.models import StateDict, load_state, state_to_numpy
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset as TorchDataset
+
+    from node.recipe import Recipe
 
 ProgressCallback = Callable[[int, int], None]
 """Called after every optimiser step with (steps done, total steps), e.g. to drive a progress bar."""
@@ -107,19 +113,20 @@ def torch_settings(threads: int | None) -> Iterator[None]:
 
 
 def compute_delta(local: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> StateDict:
-    """``local - base`` for every key of ``base``, in the base's dtype."""
-    return {
-        key: (np.asarray(local[key]) - base_value).astype(base_value.dtype, copy=False)
-        for key, base_value in base.items()
-    }
+    """``local - base`` key by key, per dtype as update files define it (``ledger.updatefile.deltas``: floats
+    rounded once in the base's dtype, integers exact, bfloat16 as bits, bool as XOR)."""
+    from ledger.updatefile.deltas import state_delta
+
+    delta = state_delta({k: np.asarray(local[k]) for k in base}, base)
+    return {key: delta[key] for key in base}  # the base's (the model's) key order, not sorted
 
 
 def apply_delta(base: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> StateDict:
-    """``base + delta`` for every key of ``base``, in the base's dtype."""
-    return {
-        key: (base_value + np.asarray(delta[key])).astype(base_value.dtype, copy=False)
-        for key, base_value in base.items()
-    }
+    """``base + delta`` key by key, the inverse of :func:`compute_delta`."""
+    from ledger.updatefile.deltas import apply_state_delta
+
+    state = apply_state_delta(base, delta)
+    return {key: state[key] for key in base}
 
 
 def update_norm(delta: Mapping[str, np.ndarray]) -> float:
@@ -184,6 +191,35 @@ def local_train(
         num_samples=n,
         train_loss=epoch_loss / n,
         steps=total_steps,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def recipe_round(
+    recipe: Recipe,
+    base: Mapping[str, np.ndarray],
+    data: TorchDataset[Any],
+    settings: Mapping[str, Any],
+    *,
+    progress: ProgressCallback | None = None,
+) -> LocalResult:
+    """One local round through a recipe: its model loaded with ``base`` (names, shapes and dtypes checked), trained
+    by :meth:`Recipe.fit_result` with ``settings`` (the task's hyperparameters and the round's ``seed``), and its
+    delta against ``base`` per dtype. ``train_loss`` is NaN when the recipe trains itself."""
+    from node.statedict import load_numpy_state, state_to_numpy
+
+    started = time.perf_counter()
+    base_arrays = {key: np.asarray(value) for key, value in base.items()}
+    model = recipe.build_model(0)
+    load_numpy_state(model, base_arrays)
+    fitted = recipe.fit_result(model, data, settings, progress=progress)
+    state = state_to_numpy(model)
+    return LocalResult(
+        state=state,
+        delta=compute_delta(state, base_arrays),
+        num_samples=fitted.num_samples,
+        train_loss=fitted.train_loss,
+        steps=fitted.steps,
         seconds=time.perf_counter() - started,
     )
 

@@ -212,3 +212,24 @@ def test_old_array_datasets_become_tensor_datasets() -> None:
     assert int(y) == int(shard.y[0])
     model = load_recipe("digits").build_model(0)
     load_numpy_state(model, genesis_state("mlp", 0))
+
+
+def test_the_compose_task_spec_is_the_builtin_digits_recipes() -> None:
+    from ledger.recipe import parse_task_spec
+    from node.recipe import task_spec
+    from tests.support import REPO
+
+    raw = (REPO / "deploy" / "task-spec.json").read_bytes()
+    spec = parse_task_spec(raw)
+    digits = load_recipe("digits")
+    assert spec.recipe == digits.ref  # editing node/recipes/digits.py changes its hash: regenerate the spec
+    assert spec == task_spec(digits, members=3, checks=dict(spec.checks), dataset=spec.dataset)
+    assert spec.to_json().encode() == raw
+    assert spec.hyperparameters == {
+        "batch_size": 32,
+        "epochs": 5,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "optimizer": "sgd",
+        "weight_decay": 0.0,
+    }
