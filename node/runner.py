@@ -125,6 +125,7 @@ class NodeRunner:
         data: Any | None = None,
         stop: threading.Event | None = None,
         trainer: Trainer | None = None,
+        on_record: Callable[[RoundRecord], None] | None = None,
     ) -> None:
         from eth_account import Account
 
@@ -142,6 +143,7 @@ class NodeRunner:
         self.stop = stop or threading.Event()
         self._data = data
         self.trainer = trainer
+        self.on_record = on_record
         self.spec: TaskSpec | None = None
         self._prepared = False
         self._from_block = client.deployment.deploy_block if client.deployment is not None else 0
@@ -159,6 +161,8 @@ class NodeRunner:
                 record = self._resilient(self.step)
                 if record is not None:
                     done.append(record)
+                    if self.on_record is not None:
+                        self.on_record(record)
         except Stopped:
             self.say("stopped")
         return done
