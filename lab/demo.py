@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 
     from ledger.chain.client import LedgerClient
     from ledger.chain.deploy import DeploymentRecord
+    from ledger.recipe import TaskSpec
     from ledger.settings import Settings
+    from node.recipe import Recipe
 
 MARKER = ".meshprov-demo"
 SUMMARY = "demo-summary.json"
@@ -55,6 +57,8 @@ BEHAVIOURS = ("scale", "sign-flip", "noise", "free-rider", "copycat", "little-is
 RULES = ("fedavg", "trimmed-mean", "median", "multi-krum")
 # Settings a user may need for the embedded services even in a demo (where the binaries are).
 _PASSED_SETTINGS = ("MESHPROV_ANVIL_BIN", "MESHPROV_REDIS_SERVER_BIN", "MESHPROV_SERVICE_START_TIMEOUT_S")
+# The builtin recipe of each legacy --model name.
+_MODEL_RECIPES = {"mlp": "digits", "cnn": "digits_cnn"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class DemoConfig:
     behaviour: str = "scale"
     rule: str = "fedavg"
     model: str = "mlp"
+    recipe: str | None = None
+    """The task's recipe (builtin name, module name, .py file or package directory); None: the builtin recipe of
+    ``model`` (``mlp``: ``digits``, ``cnn``: ``digits_cnn``)."""
     alpha: float = 0.5
     seed: int = 0
     data_dir: Path = DEFAULT_DIR
@@ -113,6 +120,14 @@ class DemoConfig:
 
         if self.model not in model_names():
             raise ConfigError(f"--model must be one of {', '.join(model_names())}")
+
+    @property
+    def recipe_name(self) -> str:
+        """What members and validators are told to load (a path made absolute: their working directory differs)."""
+        if self.recipe is None:
+            return _MODEL_RECIPES.get(self.model, self.model)
+        path = Path(self.recipe).expanduser()
+        return str(path.resolve()) if path.exists() else self.recipe
 
     def behaviour_of(self, node_index: int) -> str:
         """The last ``malicious`` members misbehave."""
@@ -237,6 +252,9 @@ class Demo:
     say: Callable[[str], None]
     children: Children | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    recipe: Recipe | None = None
+    spec: TaskSpec | None = None
+    spec_cid: str | None = None
 
     # ─── the run ────────────────────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict[str, Any]:
@@ -244,6 +262,7 @@ class Demo:
 
         started = time.monotonic()
         self.config.validate()
+        self.recipe = self._load_recipe()  # a broken recipe is refused before anything starts
         data_dir = prepare_directory(self.config.data_dir)
         settings = demo_settings(data_dir)
         services = DevServices(settings)
@@ -281,9 +300,8 @@ class Demo:
         from lab.consortium import RoleKeys, deploy_consortium
         from ledger.chain.client import connect_web3
         from ledger.content import open_store
-        from ledger.updatefile import canonical_json
-        from node.data import make_federation
-        from node.packaging import put_update, write_genesis
+        from ledger.recipe import TaskSpec
+        from node.packaging import put_update, write_recipe_genesis
 
         c = self.config
         data_dir = settings.data_dir
@@ -298,20 +316,29 @@ class Demo:
             path.write_text(key + "\n")
             path.chmod(0o600)
 
+        recipe = self.recipe
+        assert recipe is not None
         store = open_store(settings)
-        genesis = put_update(store, write_genesis(data_dir / "genesis.safetensors", c.model, c.seed))
-        federation = make_federation(c.nodes, c.alpha, c.seed)
-        spec = {
-            "dataset": "sklearn digits (8x8), fixed split",
-            "model": c.model,
-            "seed": c.seed,
-            "shards": {"kind": "dirichlet", "alpha": c.alpha, "members": c.nodes},
-            "checks": {"zscore": c.zscore, "evaluator": "node.heldout:loss", "loss_delta": c.loss_delta},
-        }
+        genesis = put_update(store, write_recipe_genesis(data_dir / "genesis.safetensors", recipe, c.seed))
+        shards = {"alpha": c.alpha, "members": c.nodes}
+        sizes = [len(self._data(i, c.nodes)[0]) for i in range(c.nodes)]
+        # The schema-2 specification: the recipe by name, version and the hash of its files, the
+        # hyperparameters members train with (the recipe's own SETTINGS), the split and the validators' checks.
+        spec = TaskSpec(
+            recipe=recipe.ref,
+            hyperparameters=dict(recipe.settings),
+            seed=c.seed,
+            shards=shards,
+            checks={"zscore": c.zscore, "loss_delta": c.loss_delta},
+            dataset="sklearn digits (8x8), fixed split" if c.recipe is None else None,
+        )
         spec_path = data_dir / "task-spec.json"
-        spec_path.write_text(canonical_json(spec))
+        spec_path.write_text(spec.to_json())
         spec_cid = store.put_file(spec_path)
         store.close()
+        if spec_cid != spec.cid:
+            raise DemoFailed("the store's CID of the task specification", f"{spec_cid} is not {spec.cid}")
+        self.spec, self.spec_cid = spec, spec_cid
         task = {
             "spec": spec_cid,
             "genesis": genesis,
@@ -321,7 +348,7 @@ class Demo:
             "commit_window_s": c.commit_window_s,
             "reveal_window_s": c.reveal_window_s,
             "finalize_grace_s": c.finalize_grace_s,
-            "max_samples": max(len(shard) for shard in federation.shards),
+            "max_samples": max(sizes),
             "reward_per_round": c.reward_per_round,
         }
         (data_dir / "consortium.json").write_text(json.dumps(roles.document(task), indent=2))
@@ -335,13 +362,20 @@ class Demo:
         ).record
         self.say(
             f"deployed ledger {record.ledger} (task {record.task_id}, {c.rule}, quorum {c.quorum}); "
-            f"genesis {genesis}"
+            f"recipe {recipe.ref}; genesis {genesis}"
         )
-        members = [
-            Member(i + 1, m[0], c.behaviour_of(i), len(federation.shards[i]))
-            for i, m in enumerate(roles.contributors)
-        ]
+        members = [Member(i + 1, m[0], c.behaviour_of(i), sizes[i]) for i, m in enumerate(roles.contributors)]
         return record, members
+
+    def _load_recipe(self) -> Recipe:
+        from node.recipe import load_recipe
+
+        return load_recipe(self.config.recipe_name)
+
+    def _data(self, member: int, members: int) -> tuple[Any, Any]:
+        """The recipe's data for ``member`` of ``members``, with the split settings a member passes too."""
+        assert self.recipe is not None
+        return self.recipe.data(member, members, self.config.seed, alpha=self.config.alpha)
 
     def _env(self, settings: Settings, anvil_url: str, redis_url: str, task_id: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_") or k in _PASSED_SETTINGS}
@@ -369,17 +403,9 @@ class Demo:
             "--poll-interval", "0.25", "--job-ttl", "15", "--heartbeat", "1",
             "--retry-backoff", "1", "--retry-backoff-max", "4",
         ]  # fmt: skip
-        checks = [
-            "--evaluator",
-            "node.heldout:loss",
-            "--loss-delta",
-            f"{c.loss_delta:g}",
-            "--zscore",
-            f"{c.zscore:g}",
-            # Each validator scores against its own reference update, trained on its slice of the held-out data.
-            "--reference-trainer",
-            "node.heldout:reference",
-        ]
+        # Each validator judges with the task's recipe: its evaluate for the held-out loss, its training for the
+        # reference update on the validator's own slice of the held-out data (HELDOUT_SLICE).
+        checks = ["--recipe", c.recipe_name, "--loss-delta", f"{c.loss_delta:g}", "--zscore", f"{c.zscore:g}"]
         workers = []
         for i in range(c.validators - c.validators_down):
             key_env = {
@@ -415,7 +441,8 @@ class Demo:
             key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"{m.name}.key")}
             argv = self._meshprov(
                 "node", "run",
-                "--model", c.model, "--shard", str(m.node - 1), "--shards", str(c.nodes),
+                *(["--model", c.model] if c.recipe is None else ["--recipe", c.recipe_name]),
+                "--shard", str(m.node - 1), "--shards", str(c.nodes),
                 "--alpha", f"{c.alpha:g}", "--seed", str(c.seed), "--rounds", str(c.rounds),
                 "--behaviour", m.behaviour, "--poll", "0.1", "--max-poll", "0.5", "--no-progress",
                 *(["--relay"] if c.relay else []),
@@ -439,12 +466,11 @@ class Demo:
     ) -> list[RoundResult]:
         from lab.demo_report import print_round
         from ledger.chain.client import LedgerClient
-        from node.data import train_test_split
 
         client = LedgerClient.from_settings(settings, read_only=True)
         by_address = {m.address: m for m in members}
         tracker = RoundTracker(record.task_id, by_address)
-        _, test = train_test_split(seed=self.config.seed)
+        _, test = self._data(0, 1)  # the recipe's test set (member 0 of 1: the whole pool)
         results: list[RoundResult] = []
         scanned = record.deploy_block - 1
         deadline = time.monotonic() + self.config.timeout_s
@@ -499,10 +525,11 @@ class Demo:
         """The aggregate's accuracy on the test split (the previous value when the model carried over)."""
         if done and result.aggregate == done[-1].aggregate:
             result.accuracy, result.loss = done[-1].accuracy, done[-1].loss
+            result.metrics = dict(done[-1].metrics)
             return
         from ledger.content import open_store
         from node.basemodel import fetch_base, load_weights
-        from node.training import evaluate
+        from node.statedict import load_numpy_state
 
         store = open_store(settings)
         try:
@@ -512,8 +539,13 @@ class Demo:
             )  # fmt: skip
         finally:
             store.close()
-        evaluation = evaluate(self.config.model, load_weights(path, result.aggregate), test)
-        result.accuracy, result.loss = evaluation.accuracy, evaluation.loss
+        assert self.recipe is not None
+        model = self.recipe.build_model(self.config.seed)
+        load_numpy_state(model, load_weights(path, result.aggregate))
+        metrics = self.recipe.evaluate(model, test)
+        result.metrics = metrics
+        result.loss = metrics["loss"]
+        result.accuracy = metrics.get("accuracy")
 
     def _finish_members(self, nodes: list[Child]) -> None:
         """Members exit by themselves once they have their last verdict; stop any that does not."""
@@ -531,7 +563,6 @@ class Demo:
         rounds: list[RoundResult],
         anvil_url: str,
     ) -> dict[str, Any]:
-        from lab.central import train_central
         from ledger.chain.client import LedgerClient
 
         began = time.monotonic()
@@ -540,7 +571,7 @@ class Demo:
         final = self._audit(settings, client, record.task_id, final_round)
         self.timings["audit"] = time.monotonic() - began
         began = time.monotonic()
-        central = train_central(self.config.model, rounds=self.config.rounds, seed=self.config.seed)
+        baseline = self._baseline()
         self.timings["baseline"] = time.monotonic() - began
         validators = validator_totals(list(record.consortium.get("validators", [])), rounds, client)
         c = self.config
@@ -553,6 +584,7 @@ class Demo:
                 "behaviour": c.behaviour,
                 "rule": c.rule,
                 "model": c.model,
+                "recipe": c.recipe,
                 "alpha": c.alpha,
                 "seed": c.seed,
                 "validators": c.validators,
@@ -578,19 +610,61 @@ class Demo:
                 "task_id": record.task_id,
                 "deploy_block": record.deploy_block,
             },
+            "recipe": self._recipe_summary(),
             "members": member_totals(members, rounds),
             "validators": validators,
             "rounds": [r.to_dict() for r in rounds],
             "final": final,
-            "baseline": {
+            "baseline": baseline,
+            "rounds_to_95": reached,
+            "processes": {"started": len(self.children.children) if self.children else 0},
+            "next": next_commands(settings.data_dir, final["model"]),
+        }
+
+    def _recipe_summary(self) -> dict[str, Any]:
+        """The task's recipe (name, version, hash of its files, where it was loaded from) and the specification
+        anchored on chain (its CID and content)."""
+        assert self.recipe is not None
+        assert self.spec is not None
+        return {
+            **self.recipe.ref.to_dict(),
+            "source": str(self.recipe.source),
+            "spec": {"cid": self.spec_cid, **self.spec.to_dict()},
+        }
+
+    def _baseline(self) -> dict[str, Any]:
+        """The same model trained centrally on the pooled training set with the members' budget (``rounds`` ×
+        ``epochs``): ``lab.central`` for the builtin digits models (as before recipes), the recipe's own training
+        and ``evaluate`` for any other recipe."""
+        c = self.config
+        if c.recipe is None:
+            from lab.central import train_central
+
+            central = train_central(c.model, rounds=c.rounds, seed=c.seed)
+            return {
                 "model": central.model,
                 "accuracy": central.accuracy,
                 "epochs": central.epochs,
                 "seconds": round(central.seconds, 2),
-            },
-            "rounds_to_95": reached,
-            "processes": {"started": len(self.children.children) if self.children else 0},
-            "next": next_commands(settings.data_dir, final["model"]),
+            }
+        recipe = self.recipe
+        assert recipe is not None
+        assert self.spec is not None
+        began = time.monotonic()
+        train, test = self._data(0, 1)
+        settings = recipe.merged_settings(self.spec.hyperparameters)
+        epochs = int(settings.get("epochs", 1)) * c.rounds
+        settings.update(epochs=epochs, seed=c.seed)
+        model = recipe.build_model(c.seed)
+        recipe.fit(model, train, settings)
+        metrics = recipe.evaluate(model, test)
+        return {
+            "model": recipe.name,
+            "accuracy": metrics.get("accuracy"),
+            "loss": metrics["loss"],
+            "metrics": metrics,
+            "epochs": epochs,
+            "seconds": round(time.monotonic() - began, 2),
         }
 
     def _audit(
@@ -635,6 +709,8 @@ class Demo:
             "round": final.round,
             "accuracy": final.accuracy,
             "loss": final.loss,
+            "metrics": final.metrics,
+            "recipe": self.recipe.ref.to_dict() if self.recipe is not None else None,
             "lineage": {
                 "verified": lineage.verified,
                 "exit_code": int(lineage.exit_code),

@@ -46,7 +46,23 @@ def demo(
             rich_help_panel=_TASK,
         ),
     ] = "fedavg",
-    model: Annotated[str, typer.Option("--model", help="mlp or cnn.", rich_help_panel=_TASK)] = "mlp",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="mlp or cnn: the builtin digits recipes (without --recipe).",
+            rich_help_panel=_TASK,
+        ),
+    ] = "mlp",
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="The task's recipe: a builtin (digits, digits_cnn), an installed module name, or a path to a .py "
+            "file or package directory (docs/recipes.md). Members train it, validators judge with it.",
+            rich_help_panel=_TASK,
+        ),
+    ] = None,
     alpha: Annotated[
         float,
         typer.Option(
@@ -132,6 +148,7 @@ def demo(
         behaviour=behaviour,
         rule=rule,
         model=model,
+        recipe=recipe,
         alpha=alpha,
         seed=seed,
         data_dir=Path(chosen),

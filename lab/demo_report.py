@@ -86,6 +86,8 @@ class RoundResult:
     """Chain time from the round's opening to its finalization (whole seconds: block timestamps)."""
     accuracy: float | None = None
     loss: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Everything the recipe's ``evaluate`` returned for the aggregate on the test set (``loss`` included)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -259,6 +261,17 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f} %"
 
 
+def _quality(accuracy: float | None, loss: float | None) -> str:
+    """ "test accuracy …" when the recipe's evaluate reports one, else its test loss."""
+    if accuracy is None and loss is not None:
+        return f"test loss {loss:.4g}"
+    return f"test accuracy {_pct(accuracy)}"
+
+
+def _bare(accuracy: float | None, loss: float | None) -> str:
+    return f"loss {loss:.4g}" if accuracy is None and loss is not None else _pct(accuracy)
+
+
 def _short(address: str) -> str:
     return f"{address[:6]}…{address[-4:]}"
 
@@ -271,7 +284,7 @@ def print_round(console: Console, result: RoundResult, members: dict[str, Member
         "#", "member", "behaviour", "verdict", "consensus", "scores", "reasons", "reward",
         title=(
             f"round {result.round}: {len(result.accepted)}/{len(result.updates)} accepted, "
-            f"test accuracy {_pct(result.accuracy)} ({result.seconds:.1f} s)"
+            f"{_quality(result.accuracy, result.loss)} ({result.seconds:.1f} s)"
         ),
         title_justify="left",
         box=box.SIMPLE_HEAD,
@@ -334,9 +347,15 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     lineage = final["lineage"]
     verify = final["verify"]
     console.print(f"final model   {final['model']}", highlight=False)
+    recipe = summary.get("recipe")
+    if recipe:
+        console.print(
+            f"recipe        {recipe['name']} {recipe['version']} ({recipe['cid']})", highlight=False
+        )
+    baseline = summary["baseline"]
+    quality = _quality(final["accuracy"], final.get("loss"))
     console.print(
-        f"test accuracy {_pct(final['accuracy'])} (central baseline, same budget: "
-        f"{_pct(summary['baseline']['accuracy'])})",
+        f"{quality} (central baseline, same budget: {_bare(baseline['accuracy'], baseline.get('loss'))})",
         highlight=False,
     )
     verdict = "[green]verified[/]" if lineage["verified"] else "[red]NOT verified[/]"

@@ -250,6 +250,25 @@ def run(
             rich_help_panel=_CHECKS,
         ),
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="The task's recipe as installed here (builtin name, module name, .py file or package "
+            "directory): its evaluate() is the held-out loss and score, its training the reference update; "
+            "refused (exit 3) when its hash is not the one the task's specification anchors. Replaces "
+            "--evaluator and --reference-trainer.",
+            rich_help_panel=_CHECKS,
+        ),
+    ] = None,
+    recipe_host: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe-host",
+            hidden=True,
+            help="MODULE:FUNCTION giving the recipe's hooks (worker.recipe; default: the one meshprov ships).",
+        ),
+    ] = None,
     failpoint: Failpoints = None,
 ) -> None:
     """Start a Celery worker for ROLE with this member's key (refused, exit 9, when the key lacks the role)."""
@@ -261,6 +280,13 @@ def run(
         raise typer.BadParameter("choose prefork, threads or solo", param_hint="--pool")
     if watch and role != "aggregator":
         raise typer.BadParameter("the watcher runs beside the aggregator (or alone: `meshprov worker watch`)")
+    if recipe is not None and (evaluator is not None or reference_trainer is not None):
+        raise typer.BadParameter(
+            "--recipe gives the evaluator and the reference trainer: drop --evaluator / --reference-trainer",
+            param_hint="--recipe",
+        )
+    if recipe is not None and role != "validator":
+        raise typer.BadParameter("only validators judge with the recipe", param_hint="--recipe")
     s, config = _settings_and_config(
         failpoint,
         worker_poll_interval_s=poll_interval,
@@ -288,6 +314,8 @@ def run(
 
         rt.reference_trainer = load_trainer(reference_trainer)
     _preflight(rt)
+    if recipe is not None:
+        _use_recipe(rt, recipe, host=recipe_host, loss_delta_given=loss_delta is not None)
     _serve(rt, concurrency=concurrency, pool=pool, loglevel=loglevel, watch=watch)
 
 
@@ -314,6 +342,33 @@ def _runtime(
     )
     runtime.configure(rt)
     return rt
+
+
+def _use_recipe(rt: Any, recipe: str, *, host: str | None, loss_delta_given: bool) -> None:
+    """Judge with the installed recipe: read the task's specification, refuse a recipe of another hash, then
+    take its evaluate as the loss hook and its training as the reference trainer. The spec's ``checks.loss_delta``
+    is the loss gate's margin unless --loss-delta was given (consortium-wide values live in the spec)."""
+    from dataclasses import replace
+
+    from worker.recipe import DEFAULT_HOST, check_recipe, load_hooks, loss_of, read_task_spec
+
+    task_id = rt.settings.task_id
+    spec = read_task_spec(rt.chain(), rt.store(), task_id)
+    hooks = load_hooks(recipe, spec, host=host or DEFAULT_HOST)
+    check_recipe(task_id, hooks.ref, spec)
+    if spec is None:
+        info(f"recipe {hooks.ref}: task {task_id}'s specification names no recipe (pre-recipe); unchecked")
+    else:
+        info(f"recipe {hooks.ref}: the task's")
+        margin = spec.checks.get("loss_delta")
+        if not loss_delta_given and isinstance(margin, int | float) and not isinstance(margin, bool):
+            rt.limits = replace(rt.limits, loss_delta=float(margin))
+    warm_up = getattr(hooks, "warm_up", None)
+    if callable(warm_up):
+        warm_up()
+    rt.recipe = hooks.ref
+    rt.evaluate = loss_of(hooks)
+    rt.reference_trainer = hooks.reference
 
 
 def _preflight(rt: Any) -> None:

@@ -22,6 +22,7 @@ from worker.state import WorkerState, worker_id
 if TYPE_CHECKING:
     from ledger.checks import LossFn
     from ledger.content import ContentStore
+    from ledger.recipe import RecipeRef
     from ledger.settings import Settings
     from worker.chain import WorkerChain
     from worker.reference import ReferenceTrainer
@@ -42,6 +43,8 @@ class Runtime:
     reference_trainer: ReferenceTrainer | None = None
     """Trains this validator's reference update (worker.reference); None: the round's other updates are the
     reference (worker.verify._scorer)."""
+    recipe: RecipeRef | None = None
+    """The task's recipe this validator judges with (``--recipe``; worker.recipe), checked against the spec."""
 
     _chain: WorkerChain | None = field(default=None, init=False, repr=False)
     _store: ContentStore | None = field(default=None, init=False, repr=False)

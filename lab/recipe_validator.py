@@ -1,0 +1,144 @@
+"""The validator's side of a recipe: the host ``meshprov worker run --recipe`` loads (``worker.recipe``).
+
+    hooks = validator_hooks("path/to/recipe.py", spec)     # spec: the task's TaskSpec (None: a legacy task)
+    hooks.ref                                              # RecipeRef(name, version, cid of the files)
+    hooks.metrics(weights)                                 # recipe.evaluate on the held-out set: {"loss": …, …}
+    hooks.reference(weights, seed=s, steps=20)             # the reference update: recipe.fit on this validator's
+                                                           # slice, from ``weights``; returns the float delta
+
+The validators' data is the recipe's own test set, ``data(0, 1, spec.seed)[1]`` (member 0 of 1: the whole
+pool), never what members train on: its even-numbered samples are the **held-out set** the loss gate evaluates on
+(as ``node.heldout`` does for the digits task), and validator ``v`` of ``V`` (``HELDOUT_SLICE=v/V``) trains its
+reference update on the samples ``v, v + V, …`` of that held-out set. Weights arrive as the checks hand them to
+a loss hook (every tensor in its dtype, bfloat16 as float32) and are loaded bit for bit
+(``node.statedict.state_from_weights``), BatchNorm buffers and all. The reference trains with the task's
+hyperparameters (the spec's, over the recipe's ``SETTINGS``), the seed the worker derives per (task, round,
+validator), and as many epochs as it takes to make ``steps`` optimiser steps; the recipe's own ``train`` is used
+when it has one, the default loop otherwise. Its delta covers every floating-point tensor (bfloat16 widened).
+
+``worker`` cannot import this module's dependencies (``node``), which is why it lives here and is named by
+``worker.recipe.DEFAULT_HOST``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from ledger.recipe import RecipeRef, TaskSpec
+    from node.recipe import Recipe
+
+_POSITIONAL = ("member", "members", "seed")
+
+
+def data_options(spec: TaskSpec | None) -> dict[str, Any]:
+    """The spec's ``shards`` settings a recipe's ``data`` may declare (never its positional parameters)."""
+    shards = dict(spec.shards) if spec is not None else {}
+    return {k: v for k, v in shards.items() if k not in _POSITIONAL}
+
+
+class RecipeValidator:
+    """The hooks of :func:`validator_hooks` (``worker.recipe.RecipeHooks``)."""
+
+    def __init__(self, recipe: Recipe, spec: TaskSpec | None, *, slice_: tuple[int, int] = (0, 1)) -> None:
+        self.recipe = recipe
+        self.spec = spec
+        self.seed = spec.seed if spec is not None else 0
+        self.hyperparameters = dict(spec.hyperparameters) if spec is not None else {}
+        self.slice = slice_
+
+    @property
+    def ref(self) -> RecipeRef:
+        return self.recipe.ref
+
+    # ─── data ──────────────────────────────────────────────────────────────────────────────────────────────
+    @cached_property
+    def heldout(self) -> Dataset[Any]:
+        """The even-numbered samples of the recipe's test set (never trained on by members)."""
+        from torch.utils.data import Subset
+
+        from ledger.recipe import RecipeError
+
+        _train, test = self.recipe.data(0, 1, self.seed, **data_options(self.spec))
+        n = len(test)  # type: ignore[arg-type]
+        if n < 2:
+            raise RecipeError(
+                f"the recipe {self.recipe.name!r}'s test set has {n} sample(s): validators need at least 2 "
+                "(half of it is their held-out data)"
+            )
+        return Subset(test, range(0, n, 2))
+
+    @cached_property
+    def own_slice(self) -> Dataset[Any]:
+        """This validator's slice of the held-out set (``HELDOUT_SLICE=v/V``)."""
+        from torch.utils.data import Subset
+
+        from ledger.recipe import RecipeError
+
+        v, count = self.slice
+        n = len(self.heldout)  # type: ignore[arg-type]
+        if count == 1:
+            return self.heldout
+        if n < count:
+            raise RecipeError(
+                f"the held-out set of the recipe {self.recipe.name!r} has {n} samples, fewer than the {count} "
+                "validators sharing it"
+            )
+        return Subset(self.heldout, range(v, n, count))
+
+    # ─── the hooks ─────────────────────────────────────────────────────────────────────────────────────────
+    def _model(self, weights: Mapping[str, NDArray[Any]]) -> nn.Module:
+        from node.statedict import load_numpy_state, state_from_weights
+
+        model = self.recipe.build_model(self.seed)
+        load_numpy_state(model, state_from_weights(model, weights))
+        return model
+
+    def metrics(self, weights: Mapping[str, NDArray[Any]]) -> dict[str, float]:
+        """The recipe's ``evaluate`` of these full weights on the held-out set."""
+        return self.recipe.evaluate(self._model(weights), self.heldout)
+
+    def reference(
+        self, weights: Mapping[str, NDArray[Any]], *, seed: int, steps: int
+    ) -> dict[str, NDArray[Any]]:
+        """The recipe's training from ``weights`` on this validator's slice, for at least ``steps`` steps of the
+        default loop; the delta of every floating-point tensor, as float64."""
+        model = self._model(weights)
+        before = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        settings = self.recipe.merged_settings(self.hyperparameters)
+        batch = settings.get("batch_size")
+        size = len(self.own_slice)  # type: ignore[arg-type]
+        per_epoch = max(1, math.ceil(size / batch)) if isinstance(batch, int) and batch > 0 else 1
+        settings.update(seed=int(seed), epochs=max(1, math.ceil(steps / per_epoch)))
+        self.recipe.fit(model, self.own_slice, settings)
+        after = model.state_dict()
+        return {
+            k: (after[k].detach().double() - v.double()).cpu().numpy().astype(np.float64)
+            for k, v in before.items()
+        }
+
+    def warm_up(self) -> None:
+        """Load the data and evaluate the initial model once, so the validator pays for its imports and the
+        recipe's data while it starts, not on its first round's critical path."""
+        from node.statedict import state_to_numpy
+
+        self.metrics(state_to_numpy(self.recipe.build_model(self.seed)))
+        _ = self.own_slice
+
+
+def validator_hooks(recipe: str, spec: TaskSpec | None) -> RecipeValidator:
+    """The host of ``worker.recipe``: ``recipe`` loaded by ``node.recipe.load_recipe``, this validator's slice
+    from ``HELDOUT_SLICE`` (unset: the whole held-out set)."""
+    from node.heldout import validator_slice
+    from node.recipe import load_recipe
+
+    return RecipeValidator(load_recipe(recipe), spec, slice_=validator_slice())
