@@ -233,3 +233,18 @@ def test_the_compose_task_spec_is_the_builtin_digits_recipes() -> None:
         "optimizer": "sgd",
         "weight_decay": 0.0,
     }
+
+
+def test_the_recipe_in_docs_recipes_md_works_as_written(tmp_path: Path) -> None:
+    from tests.support import REPO
+
+    text = (REPO / "docs" / "recipes.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    recipe = load_recipe(str(_write(tmp_path / "my_recipe.py", block)))
+    assert (recipe.name, recipe.version) == ("tiny", "1")
+    model = recipe.build_model(0)
+    train, test = recipe.data(0, 3, 0)
+    assert recipe.fit(model, train, {"seed": 1}) == 150
+    metrics = recipe.evaluate(model, test)
+    assert set(metrics) == {"loss", "accuracy"}
+    assert metrics["accuracy"] > 0.7
