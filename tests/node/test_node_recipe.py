@@ -248,3 +248,16 @@ def test_the_recipe_in_docs_recipes_md_works_as_written(tmp_path: Path) -> None:
     metrics = recipe.evaluate(model, test)
     assert set(metrics) == {"loss", "accuracy"}
     assert metrics["accuracy"] > 0.7
+
+
+def test_shard_settings_reach_only_what_data_declares(tmp_path: Path) -> None:
+    kwargs = GOOD.replace(
+        "def data(member, members, seed):",
+        "def data(member, members, seed, **extra):\n    seen.append(extra)",
+    )
+    recipe = load_recipe(str(_write(tmp_path / "kw.py", "seen = []\n" + kwargs)))
+    recipe.data(0, 2, 0, members=2, member=0, seed=0, kind="dirichlet", alpha=0.3)
+    assert recipe.module.seen == [{"kind": "dirichlet", "alpha": 0.3}]
+    digits = load_recipe("digits")
+    train, _ = digits.data(0, 3, 0, alpha=100.0, members=3, kind="dirichlet")
+    assert len(train) == len(make_federation(3, 100.0, 0).node_data(0))  # type: ignore[arg-type]
