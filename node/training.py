@@ -125,8 +125,22 @@ def apply_delta(base: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray])
     """``base + delta`` key by key, the inverse of :func:`compute_delta`."""
     from ledger.updatefile.deltas import apply_state_delta
 
-    state = apply_state_delta(base, delta)
-    return {key: state[key] for key in base}
+    exact = {}
+    loose = {}
+    for key, value in base.items():
+        d = np.asarray(delta[key])
+        if (
+            d.dtype != value.dtype
+            and d.dtype.kind == "f"
+            and value.dtype.kind == "f"
+            and value.dtype != np.uint16
+        ):
+            # A float64 aggregate of float32 deltas (lab.simulate's rules): added and rounded once, as before.
+            loose[key] = (value + d).astype(value.dtype, copy=False)
+        else:
+            exact[key] = value
+    state = apply_state_delta(exact, {k: delta[k] for k in exact}) if exact else {}
+    return {key: loose[key] if key in loose else state[key] for key in base}
 
 
 def update_norm(delta: Mapping[str, np.ndarray]) -> float:
