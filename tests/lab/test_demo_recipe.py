@@ -1,0 +1,122 @@
+"""`meshprov demo --recipe PATH`: a recipe written outside meshprov (tests/lab/recipes/bn_cnn.py imports only torch:
+a CNN with BatchNorm on generated images) runs through a whole consortium in real processes — members train it,
+validators judge with its evaluate and train their reference updates with it — to an aggregate whose lineage
+verifies and whose replay matches; the task's schema-2 spec names the recipe's hash, and a validator holding
+another recipe is refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ledger.content import cid_of_bytes
+from ledger.exit_codes import ExitCode
+from ledger.recipe import RecipeRef, parse_task_spec, recipe_cid
+from ledger.updatefile import UpdateFile
+from tests.lab.test_demo import SCALE_REASONS, clean_env, meshprov, processes_using
+from tests.support import REPO
+
+RECIPE = REPO / "tests" / "lab" / "recipes" / "bn_cnn.py"
+
+
+def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        meshprov("--data-dir", str(data_dir), *args),
+        cwd=REPO, env=env or clean_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_an_outside_recipe_with_buffers_runs_through_the_demo_and_its_record_audits(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    done = subprocess.run(
+        meshprov(
+            "demo", "--recipe", str(RECIPE.relative_to(REPO)), "--nodes", "3", "--rounds", "2", "--json",
+            "--data-dir", str(data_dir),
+        ),
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    try:
+        assert processes_using(data_dir.resolve()) == []
+
+        # The summary names the recipe and its hash; the spec anchored for the task is schema 2 and names it too.
+        ref = RecipeRef("bn-cnn-test", "0.1", recipe_cid(RECIPE))
+        recipe = summary["recipe"]
+        assert (recipe["name"], recipe["version"], recipe["cid"]) == (ref.name, ref.version, ref.cid)
+        assert recipe["source"] == str(RECIPE)
+        assert summary["demo"]["recipe"] == str(RECIPE.relative_to(REPO))
+        raw = (data_dir / "task-spec.json").read_bytes()
+        spec = parse_task_spec(raw)
+        assert spec.recipe == ref
+        assert cid_of_bytes(raw) == recipe["spec"]["cid"]
+        assert spec.checks["loss_delta"] == 5.0
+
+        # Every validator judged with the recipe, checked against the task's hash before serving.
+        for i in (1, 2, 3):
+            log = (data_dir / "logs" / f"validator-{i}.log").read_text()
+            assert f"recipe {ref}: the task's" in log
+
+        # Both rounds finalized with an aggregate of honest updates; the scaled one rejected for a scale reason.
+        assert [r["round"] for r in summary["rounds"]] == [1, 2]
+        for r in summary["rounds"]:
+            assert not r["carried_over"]
+            assert r["accepted"], "no update accepted: the round would replay trivially"
+            for u in r["updates"]:
+                assert len(u["scores"]) == 3
+                if u["behaviour"] == "scale":
+                    assert not u["accepted"]
+                    assert {v["reason_slug"] for v in u["scores"]} <= SCALE_REASONS
+            assert set(r["metrics"]) >= {"loss", "accuracy"}
+
+        # `final` keeps today's fields, with the recipe's metrics beside them.
+        final = summary["final"]
+        assert final["model"] == summary["rounds"][-1]["aggregate"]
+        assert final["accuracy"] == final["metrics"]["accuracy"]
+        assert final["loss"] == final["metrics"]["loss"]
+        assert final["recipe"] == ref.to_dict()
+        assert final["lineage"]["verified"] is True
+        assert final["lineage"]["depth"] == 2
+        assert final["verify"]["status"] == "anchored"
+        assert summary["baseline"]["model"] == "bn-cnn-test"
+
+        # The BatchNorm buffers travelled: the final model holds a trained int64 batch counter and moved statistics.
+        with UpdateFile.open(Path(final["file"])) as model:
+            counter = np.asarray(model.tensor("1.num_batches_tracked"))
+            assert counter.dtype == np.int64
+            assert int(counter) > 0
+            assert not np.allclose(np.asarray(model.tensor("1.running_var")), 1.0)
+
+        # An auditor's commands on the data directory alone: the lineage verifies, each round's replay matches.
+        lineage = cli(data_dir, "audit", "lineage", final["model"])
+        assert lineage.returncode == ExitCode.OK, lineage.stderr
+        assert "verified: 2 rounds back to genesis" in lineage.stdout
+        for round_ in (1, 2):
+            replay = cli(data_dir, "audit", "replay", "1", str(round_), "--json")
+            assert replay.returncode == ExitCode.OK, replay.stderr
+            report = json.loads(replay.stdout)
+            assert report["status"] == "match"
+            assert (
+                report["recomputed_cid"]
+                == report["onchain_cid"]
+                == summary["rounds"][round_ - 1]["aggregate"]
+            )
+
+        # A validator whose installed recipe is another one is refused before it serves, naming both hashes.
+        env = {**clean_env(), "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / "validator-1.key")}
+        wrong = cli(
+            data_dir, "worker", "run", "--role", "validator", "--recipe", "digits", "--pool", "solo", env=env
+        )
+        assert wrong.returncode == ExitCode.MISMATCH, wrong.stderr
+        assert "refusing to judge" in wrong.stderr
+        assert ref.cid in wrong.stderr
+    finally:
+        cli(data_dir, "dev", "down")
+    assert processes_using(data_dir.resolve()) == []

@@ -1,0 +1,172 @@
+"""lab.recipe_validator: the validator's hooks for any recipe — weights loaded bit for bit whatever their dtypes and
+buffers, the recipe's evaluate on the held-out half of its test set, the reference trained with the recipe on this
+validator's slice (seeded), and the slices of several validators disjoint."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from lab.recipe_validator import RecipeValidator, data_options, validator_hooks
+from ledger.recipe import RecipeError, TaskSpec
+from ledger.updatefile.dtypes import bf16_to_float32
+from node.recipe import Recipe, load_recipe
+from node.statedict import state_to_numpy
+from tests.support import REPO
+
+BN_CNN = REPO / "tests" / "lab" / "recipes" / "bn_cnn.py"
+
+
+def spec_of(recipe: Recipe, **kwargs: Any) -> TaskSpec:
+    return TaskSpec(recipe=recipe.ref, **kwargs)
+
+
+def weights_as_checks_give_them(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What ledger.checks hands a loss hook: every tensor in its dtype, bfloat16 (uint16 bits) as float32."""
+    return {k: bf16_to_float32(v) if v.dtype == np.uint16 else v for k, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def bn_recipe() -> Recipe:
+    return load_recipe(str(BN_CNN))
+
+
+def trained(recipe: Recipe, data: Any) -> torch.nn.Module:
+    model = recipe.build_model(0)
+    recipe.fit(model, data, {"epochs": 1, "seed": 5})
+    return model
+
+
+def test_metrics_are_the_recipes_evaluate_of_exactly_these_weights_buffers_included(
+    bn_recipe: Recipe,
+) -> None:
+    hooks = RecipeValidator(bn_recipe, spec_of(bn_recipe))
+    train, _ = bn_recipe.data(0, 1, 0)
+    model = trained(bn_recipe, train)
+    state = state_to_numpy(model)
+    assert int(state["1.num_batches_tracked"]) > 0  # the counter and the statistics moved: a real test
+    metrics = hooks.metrics(state)
+    assert metrics == bn_recipe.evaluate(model, hooks.heldout)
+    assert set(metrics) == {"loss", "accuracy"}
+    # Other running statistics give another loss: the buffers are loaded, not rebuilt.
+    moved = {**state, "1.running_mean": state["1.running_mean"] + 3.0}
+    assert hooks.metrics(moved)["loss"] != metrics["loss"]
+
+
+def test_bfloat16_and_float16_weights_load_bit_for_bit(tmp_path: Path) -> None:
+    source = tmp_path / "half_recipe.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch import nn
+            from torch.utils.data import TensorDataset
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.a = nn.Linear(4, 8).to(torch.bfloat16)
+                    self.b = nn.Linear(8, 3).to(torch.float16)
+
+                def forward(self, x):
+                    return self.b(torch.relu(self.a(x.to(torch.bfloat16))).to(torch.float16)).float()
+
+            def model():
+                return Net()
+
+            def data(member, members, seed):
+                g = torch.Generator().manual_seed(seed)
+                x = torch.randn(60, 4, generator=g)
+                y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+                return TensorDataset(x[member::members], y[member::members]), TensorDataset(x, y)
+
+            def evaluate(model, data):
+                x, y = data[:] if hasattr(data, "tensors") else map(torch.stack, zip(*[data[i] for i in range(len(data))]))
+                return {"loss": float(nn.functional.cross_entropy(model(x), y))}
+            """
+        )
+    )
+    recipe = load_recipe(str(source))
+    hooks = RecipeValidator(recipe, spec_of(recipe))
+    model = recipe.build_model(9)  # other weights than the hooks' own build_model(0)
+    state = state_to_numpy(model)
+    assert state["a.weight"].dtype == np.uint16
+    assert state["b.weight"].dtype == np.float16
+    assert hooks.metrics(weights_as_checks_give_them(state)) == recipe.evaluate(model, hooks.heldout)
+    delta = hooks.reference(weights_as_checks_give_them(state), seed=1, steps=3)
+    assert set(delta) == set(state)
+    assert all(v.dtype == np.float64 and np.isfinite(v).all() for v in delta.values())
+
+
+def test_the_reference_is_the_recipes_training_on_the_slice_seeded(bn_recipe: Recipe) -> None:
+    hooks = RecipeValidator(bn_recipe, spec_of(bn_recipe, hyperparameters={"lr": 0.05}), slice_=(1, 3))
+    weights = state_to_numpy(bn_recipe.build_model(0))
+    delta = hooks.reference(weights, seed=11, steps=20)
+    # Every floating tensor (BatchNorm statistics included), never the integer counter.
+    assert set(delta) == {k for k, v in weights.items() if v.dtype.kind == "f"}
+    assert "1.num_batches_tracked" not in delta
+    assert np.abs(delta["4.weight"]).sum() > 0
+    assert np.abs(delta["1.running_mean"]).sum() > 0
+    again = hooks.reference(weights, seed=11, steps=20)
+    assert all(np.array_equal(delta[k], again[k]) for k in delta)
+    other = hooks.reference(weights, seed=12, steps=20)
+    assert not np.array_equal(delta["4.weight"], other["4.weight"])
+
+    # It is the recipe's fit from these weights on the slice, with the task's hyperparameters and enough epochs
+    # for the steps (the slice: 27 samples, 32 a batch, so one step an epoch: 20 epochs).
+    model = bn_recipe.build_model(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = bn_recipe.merged_settings({"lr": 0.05})
+    settings.update(seed=11, epochs=20)
+    bn_recipe.fit(model, hooks.own_slice, settings)
+    expected = (model.state_dict()["4.weight"].double() - before["4.weight"].double()).numpy()
+    assert np.array_equal(delta["4.weight"], expected)
+
+
+def test_validators_hold_disjoint_slices_of_the_even_half_of_the_test_set(bn_recipe: Recipe) -> None:
+    _, test = bn_recipe.data(0, 1, 0)
+    assert len(RecipeValidator(bn_recipe, None).heldout) == len(test) // 2  # type: ignore[arg-type]
+    seen: list[int] = []
+    for v in range(3):
+        hooks = RecipeValidator(bn_recipe, None, slice_=(v, 3))
+        part = hooks.own_slice
+        seen += [int(part.indices[i]) for i in range(len(part))]  # type: ignore[attr-defined]
+        assert hooks.heldout.indices == range(0, len(test), 2)  # type: ignore[attr-defined]
+    assert sorted(seen) == list(range(len(seen)))
+    assert len(seen) == len(test) // 2  # type: ignore[arg-type]
+
+
+def test_the_host_reads_the_validators_slice_from_the_environment(
+    bn_recipe: Recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELDOUT_SLICE", "2/3")
+    hooks = validator_hooks(str(BN_CNN), spec_of(bn_recipe, seed=4))
+    assert hooks.slice == (2, 3)
+    assert hooks.seed == 4
+    assert hooks.ref == bn_recipe.ref
+
+
+def test_positional_names_never_reach_data_as_options(bn_recipe: Recipe) -> None:
+    spec = spec_of(bn_recipe, shards={"alpha": 0.3, "members": 5, "seed": 1, "member": 0})
+    assert data_options(spec) == {"alpha": 0.3}
+    assert data_options(None) == {}
+
+
+def test_a_test_set_too_small_to_share_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "tiny_recipe.py"
+    source.write_text(
+        "import torch\nfrom torch import nn\nfrom torch.utils.data import TensorDataset\n"
+        "def model():\n    return nn.Linear(2, 2)\n"
+        "def data(member, members, seed):\n"
+        "    return TensorDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)), "
+        "TensorDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))\n"
+        "def evaluate(model, data):\n    return {'loss': 0.0}\n"
+    )
+    recipe = load_recipe(str(source))
+    with pytest.raises(RecipeError, match="fewer than the 3 validators"):
+        _ = RecipeValidator(recipe, None, slice_=(0, 3)).own_slice
