@@ -84,14 +84,14 @@ def run(
         typer.Option("--shards", min=1, help="Number of shards digits is split into.", rich_help_panel=_DATA),
     ] = 1,
     alpha: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--alpha",
             min=1e-6,
-            help="Dirichlet α of the non-IID split (small: skewed).",
+            help="Dirichlet α of the non-IID split (small: skewed); default: the task spec's, else 0.5.",
             rich_help_panel=_DATA,
         ),
-    ] = 0.5,
+    ] = None,
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Seed of the split and of training.", rich_help_panel=_DATA)
     ] = 0,
@@ -244,7 +244,11 @@ def run(
     info(
         f"member {address}: task {options.task} on ledger {client.address}, "
         + (f"recipe {recipe}, " if recipe else "")
-        + (f"data {data}" if data else f"shard {shard} of {shards} (α={alpha}, seed {seed})")
+        + (
+            f"data {data}"
+            if data
+            else f"shard {shard} of {shards} (α={'from the spec' if alpha is None else alpha}, seed {seed})"
+        )
         + (f", behaviour {behaviour}" if behaviour != "honest" else "")
         + (", relayed" if relay else "")
     )

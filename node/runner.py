@@ -71,7 +71,8 @@ class NodeOptions:
     """Refuse to train when the task's spec cannot be read or names no recipe (default: warn, train unchecked)."""
     shard: int = 0
     shards: int = 1
-    alpha: float = 0.5
+    alpha: float | None = None
+    """Dirichlet α of the simulated split; None: the task spec's ``shards.alpha`` (else the recipe's default)."""
     seed: int = 0
     rounds: int | None = None
     """Stop after this many rounds (each submitted-and-finalized or missed round counts); None: forever."""
@@ -305,7 +306,8 @@ class NodeRunner:
             data, source = load_hook_data(o.data_hook), f"hook {o.data_hook}"
         else:
             options = dict(self.spec.shards) if self.spec is not None else {}
-            options["alpha"] = o.alpha
+            if o.alpha is not None:
+                options["alpha"] = o.alpha
             data, source = recipe.data(o.shard, o.shards, o.seed, **options)[0], "recipe"
         manifest = dataset_manifest(
             data, recipe=recipe.ref, source=source, member=o.shard, members=o.shards, seed=o.seed
@@ -702,4 +704,5 @@ def load_dataset(options: NodeOptions) -> Any:
     from node.recipe import DEFAULT_RECIPE, load_recipe
 
     recipe = load_recipe(options.recipe or _MODEL_RECIPES.get(options.model or "", DEFAULT_RECIPE))
-    return recipe.data(options.shard, options.shards, options.seed, alpha=options.alpha)[0]
+    extra = {"alpha": options.alpha} if options.alpha is not None else {}
+    return recipe.data(options.shard, options.shards, options.seed, **extra)[0]
