@@ -48,6 +48,10 @@ class RoundRecord:
     """The content is in the store (put only after submissions closed: docs/protocol.md R1)."""
     score: int | None = None
     """The consensus score of the update (the lower weighted median of the validators' scores)."""
+    dataset: str | None = None
+    """The dataset commitment in the update's metadata (``datasets/<sha256>.json`` holds the manifest)."""
+    recipe: str | None = None
+    """The recipe that trained the update (``name version (cid)``), None for an SDK script."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -382,6 +382,8 @@ class NodeRunner:
             norm=update_norm(delta),
             privacy=privacy,
             relayed=o.relay,
+            dataset=result.dataset,
+            recipe=str(self.trainer.recipe_ref) if self.trainer.recipe_ref is not None else None,
         )
         self.journal.save(record)
         self.say(

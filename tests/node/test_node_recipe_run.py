@@ -90,6 +90,7 @@ def test_the_task_recipe_trains_with_the_specs_hyperparameters_and_commits_to_it
     net.judge_round(1)
     (record,) = thread.join_result()
     assert record.status == "accepted"
+    assert record.recipe == str(digits.ref)
 
     with UpdateFile.open(Path(record.file)) as update:
         meta = update.metadata
@@ -102,7 +103,7 @@ def test_the_task_recipe_trains_with_the_specs_hyperparameters_and_commits_to_it
     assert meta.dataset is not None
     manifest_path = next(Path(record.file).parents[1].glob("datasets/*.json"))
     raw = manifest_path.read_bytes()
-    assert "0x" + hashlib.sha256(raw).hexdigest() == meta.dataset
+    assert "0x" + hashlib.sha256(raw).hexdigest() == meta.dataset == record.dataset
     manifest = json.loads(raw)
     train, _ = digits.data(1, 2, 0)
     assert manifest["train"] == {"examples": len(train), "sha256": dataset_sha256(train)[1]}  # type: ignore[arg-type]
