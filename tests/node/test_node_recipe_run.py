@@ -50,10 +50,12 @@ def make_net(
 ) -> Iterator[Any]:
     nets: list[NodeNet] = []
 
-    def make(spec: TaskSpec, **kwargs: Any) -> NodeNet:
-        spec_cid = LocalStore(tmp_path / "blocks").put_bytes(spec.to_json().encode())
-        # NodeNet anchors fake_digest("spec") as the task's spec: anchor the real one instead.
-        monkeypatch.setattr(support_node, "fake_digest", lambda *_: cid_to_digest(spec_cid))
+    def make(spec: TaskSpec | bytes | None, **kwargs: Any) -> NodeNet:
+        if spec is not None:
+            raw = spec.to_json().encode() if isinstance(spec, TaskSpec) else spec
+            spec_cid = LocalStore(tmp_path / "blocks").put_bytes(raw)
+            # NodeNet anchors fake_digest("spec") as the task's spec: anchor the real one instead.
+            monkeypatch.setattr(support_node, "fake_digest", lambda *_: cid_to_digest(spec_cid))
         net = NodeNet.create(anvil.url, tmp_path, dev_keys, **kwargs)
         nets.append(net)
         return net
@@ -115,6 +117,24 @@ def test_the_task_recipe_trains_with_the_specs_hyperparameters_and_commits_to_it
     assert set(delta) == set(expected.delta)
     assert all(np.array_equal(delta[k], expected.delta[k]) for k in delta)
     assert any("the task's" in m for m in net.messages[net.contributor_keys[0][0]])
+
+
+@pytest.mark.parametrize(
+    ("spec", "flags", "code", "words"),
+    [
+        (None, ["--require-spec"], ExitCode.UNAVAILABLE, "cannot read the specification"),
+        (b'{"model":"mlp","seed":0}', ["--require-spec"], ExitCode.CONFIG, "before recipes"),
+        (b'{"schema":2,"recipe":{"name":"digits"}}', [], ExitCode.CONFIG, "missing"),
+    ],
+)
+def test_an_unreadable_legacy_or_malformed_spec(
+    make_net: Any, spec: bytes | None, flags: list[str], code: int, words: str
+) -> None:
+    net: NodeNet = make_net(spec, contributors=1)
+    done = cli(net, "node", "run", "--rounds", "1", *flags, key=net.contributor_keys[0][1])
+    assert done.returncode == code, done.stderr
+    assert words in " ".join(done.stderr.split())
+    assert not list((net.root / "data").glob("node/*/updates/*.safetensors"))
 
 
 def test_the_dataset_hash_depends_only_on_the_examples() -> None:
