@@ -160,3 +160,27 @@ def test_the_dataset_hash_depends_only_on_the_examples() -> None:
     assert dataset_sha256(TensorDataset(x[[1, 0, 2, 3]], y[[1, 0, 2, 3]])) != tensors  # order is part of it
     # Python ints are int64 arrays like the int64 tensor: the same examples hash alike in any Dataset class.
     assert dataset_sha256(Listed()) == tensors
+
+
+def test_an_sdk_member_gets_the_specs_settings_and_can_pin_the_tasks_recipe(make_net: Any) -> None:
+    from node.sdk import Member
+
+    digits = load_recipe("digits")
+    cnn = load_recipe("digits_cnn")
+    net: NodeNet = make_net(_spec(digits.cid), contributors=1)
+    options = NodeOptions(rounds=1, **FAST)
+
+    def runner(trainer: Any, on_record: Any) -> Any:
+        return net.runner(0, options, trainer=trainer, on_record=on_record)
+
+    wrong = Member(runner, recipe_ref=cnn.ref)
+    with pytest.raises(RecipeMismatch, match=cnn.cid):
+        next(wrong.rounds())
+
+    member = Member(runner, recipe_ref=digits.ref)
+    rounds = member.rounds()
+    rnd = next(rounds)
+    assert rnd.settings == HYPER
+    assert rnd.seed == round_seed(0, 1, 0)
+    rnd.submit(rnd.base_numpy, num_samples=3)
+    rounds.close()  # leaving the loop stops the node
