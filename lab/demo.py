@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -113,6 +114,8 @@ class DemoConfig:
                 f"--validators-down must be 0..{self.validators - self.quorum}: with more down, fewer than the "
                 f"quorum of {self.quorum} validators reveal and no update can be accepted"
             )
+        if not (math.isfinite(self.loss_delta) and self.loss_delta >= 0):
+            raise ConfigError(f"--loss-delta must be a finite number >= 0, got {self.loss_delta}")
         for name in ("submission_window_s", "commit_window_s", "reveal_window_s", "finalize_grace_s"):
             if getattr(self, name) < 5:
                 raise ConfigError(f"--{name.removesuffix('_s').replace('_', '-')} must be at least 5 seconds")

@@ -63,6 +63,15 @@ def demo(
             rich_help_panel=_TASK,
         ),
     ] = None,
+    loss_delta: Annotated[
+        float,
+        typer.Option(
+            "--loss-delta",
+            min=0,
+            help="Validators reject an update that raises the held-out loss (the recipe's evaluate) by more.",
+            rich_help_panel=_TASK,
+        ),
+    ] = 5.0,
     alpha: Annotated[
         float,
         typer.Option(
@@ -149,6 +158,7 @@ def demo(
         rule=rule,
         model=model,
         recipe=recipe,
+        loss_delta=loss_delta,
         alpha=alpha,
         seed=seed,
         data_dir=Path(chosen),

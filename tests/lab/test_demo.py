@@ -29,6 +29,7 @@ from lab.demo import (
 )
 from lab.procs import recorded
 from ledger.exit_codes import ExitCode
+from ledger.recipe import RecipeRef, parse_task_spec, recipe_cid
 from tests.support import REPO
 from tests.support.dashboard import free_port
 
@@ -222,6 +223,12 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
     assert [v["revealed"] for v in summary["validators"]] == [2, 2, 2]
     assert all(int(v["reward"]) > 0 for v in summary["validators"])
     final = summary["final"]
+    # The default task is the builtin digits recipe, named with its hash by the schema-2 spec anchored on chain.
+    digits = RecipeRef("digits", "1", recipe_cid(REPO / "node" / "recipes" / "digits.py"))
+    assert parse_task_spec((data_dir / "task-spec.json").read_bytes()).recipe == digits
+    assert {k: summary["recipe"][k] for k in ("name", "version", "cid")} == digits.to_dict()
+    assert final["recipe"] == digits.to_dict()
+    assert final["metrics"]["accuracy"] == final["accuracy"]
     assert final["accuracy"] >= 0.9  # 2 rounds of 2 honest members; the simulation reaches ≈ 95 %
     assert summary["baseline"]["accuracy"] >= 0.95
     assert final["model"] == summary["rounds"][-1]["aggregate"]

@@ -30,6 +30,30 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        (None, "neither a .py file nor a package directory"),
+        ("def model():\n    return None\n", "has no `data` / `evaluate` function"),
+        ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+    ],
+)
+def test_a_broken_recipe_is_refused_before_anything_starts(
+    tmp_path: Path, source: str | None, problem: str
+) -> None:
+    recipe = tmp_path / "broken_recipe.py"
+    if source is not None:
+        recipe.write_text(source)
+    data_dir = tmp_path / "demo"
+    done = subprocess.run(
+        meshprov("demo", "--recipe", str(recipe), "--data-dir", str(data_dir)),
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    assert problem in " ".join(done.stderr.split())
+    assert not data_dir.exists()  # nothing was made, nothing started
+
+
 @pytest.mark.anvil
 @pytest.mark.redis
 @pytest.mark.slow
