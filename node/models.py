@@ -102,7 +102,9 @@ def check_state(name: str, model: nn.Module, state: Mapping[str, np.ndarray]) ->
 
 def load_state(name: str, state: Mapping[str, np.ndarray]) -> nn.Module:
     """A model of architecture ``name`` holding the weights ``state`` (checked first)."""
+    from node.statedict import load_numpy_state
+
     model = build_model(name)
     check_state(name, model, state)
-    model.load_state_dict({key: torch.from_numpy(np.array(value, copy=True)) for key, value in state.items()})
+    load_numpy_state(model, state)  # the one torch <-> numpy conversion (node.statedict)
     return model
