@@ -12,7 +12,9 @@ is a plug-in named ``MODULE:FUNCTION`` like the held-out evaluator (``--evaluato
     trainer(weights: Mapping[str, ndarray], *, seed: int, steps: int) -> Mapping[str, ndarray]
 
 with the base's full weights (bfloat16 given as float32), returning the *delta* (trained minus base) of at least
-every floating-point tensor, as a member's update holds it. It must be deterministic given ``seed``.
+every floating-point tensor, as a member's update holds it. It must be deterministic given ``seed``. With
+``meshprov worker run --recipe`` the trainer is the task's recipe (its ``train`` or the default loop on the
+validator's slice), reached through :mod:`worker.recipe`'s host.
 """
 
 from __future__ import annotations
