@@ -167,7 +167,9 @@ def _object(where: str, value: object) -> dict[str, Any]:
     return dict(value)
 
 
-def _exact(where: str, data: Mapping[str, Any], required: set[str], optional: set[str] = set()) -> None:  # noqa: B006
+def _exact(
+    where: str, data: Mapping[str, Any], required: set[str], optional: frozenset[str] = frozenset()
+) -> None:
     missing = required - data.keys()
     extra = data.keys() - required - optional
     if missing:
@@ -303,7 +305,7 @@ def parse_task_spec(raw: bytes) -> TaskSpec:
         "specification",
         data,
         {"schema", "recipe", "hyperparameters", "seed", "shards", "checks"},
-        {"dataset"},
+        frozenset({"dataset"}),
     )
     return TaskSpec(
         recipe=RecipeRef.from_dict(data["recipe"]),

@@ -185,8 +185,8 @@ class Recipe:
             return default_fit(model, data, merged, loss_fn=loss_fn, progress=progress)
 
     def evaluate(self, model: nn.Module, data: Dataset[Any]) -> dict[str, float]:
-        """``evaluate(model, data)`` in eval mode without gradients; checked to hold a finite-or-not float
-        ``"loss"`` and only numbers."""
+        """``evaluate(model, data)`` in eval mode without gradients (the mode is restored); the result must be a
+        dict with a ``"loss"`` whose values are all numbers (returned as floats)."""
         was_training = model.training
         model.eval()
         try:
