@@ -303,8 +303,8 @@ class Demo:
         from lab.consortium import RoleKeys, deploy_consortium
         from ledger.chain.client import connect_web3
         from ledger.content import open_store
-        from ledger.recipe import TaskSpec
         from node.packaging import put_update, write_recipe_genesis
+        from node.recipe import task_spec
 
         c = self.config
         data_dir = settings.data_dir
@@ -323,15 +323,14 @@ class Demo:
         assert recipe is not None
         store = open_store(settings)
         genesis = put_update(store, write_recipe_genesis(data_dir / "genesis.safetensors", recipe, c.seed))
-        shards = {"alpha": c.alpha, "members": c.nodes}
         sizes = [len(self._data(i, c.nodes)[0]) for i in range(c.nodes)]
-        # The schema-2 specification: the recipe by name, version and the hash of its files, the
-        # hyperparameters members train with (the recipe's own SETTINGS), the split and the validators' checks.
-        spec = TaskSpec(
-            recipe=recipe.ref,
-            hyperparameters=dict(recipe.settings),
+        # The schema-2 specification: the recipe by name, version and the hash of its files, the hyperparameters
+        # members train with (written out in full), the seed, the split and the validators' checks.
+        spec = task_spec(
+            recipe,
+            members=c.nodes,
             seed=c.seed,
-            shards=shards,
+            alpha=c.alpha,
             checks={"zscore": c.zscore, "loss_delta": c.loss_delta},
             dataset="sklearn digits (8x8), fixed split" if c.recipe is None else None,
         )
