@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 NAME = "cnn_batchnorm"
 VERSION = "1"
@@ -120,11 +120,32 @@ def data(member: int, members: int, seed: int) -> tuple[Dataset[Any], Dataset[An
     )
 
 
+def tensors(data: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of a whole dataset as two stacked tensors: a TensorDataset's own (also through Subsets of one,
+    as validators pass their held-out slices), any other Dataset of ``(x, y)`` item by item."""
+    indices: Any = None
+    inner = data
+    while isinstance(inner, Subset):
+        indices = inner.indices if indices is None else [inner.indices[i] for i in indices]
+        inner = inner.dataset
+    if isinstance(inner, TensorDataset) and len(inner.tensors) == 2:
+        x, y = inner.tensors
+        if indices is None:
+            return x, y
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return x[index], y[index]
+    items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+    if not items:
+        return torch.empty(0), torch.empty(0)
+    return (
+        torch.stack([torch.as_tensor(item[0]) for item in items]),
+        torch.stack([torch.as_tensor(item[1]) for item in items]),
+    )
+
+
 def evaluate(model: nn.Module, data: Dataset[Any]) -> dict[str, float]:
     """Mean cross-entropy and accuracy (meshprov calls this in eval mode: BatchNorm uses running statistics)."""
-    if not isinstance(data, TensorDataset):
-        raise TypeError(f"evaluate() expects the TensorDataset data() returns, got {type(data).__name__}")
-    x, y = data.tensors
+    x, y = tensors(data)
     if len(y) == 0:
         raise ValueError("the evaluation set is empty")
     loss_sum, correct = 0.0, 0

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 NAME = "transformer_lm"
 VERSION = "1"
@@ -154,6 +154,29 @@ def _pairs(windows: torch.Tensor) -> TensorDataset:
     return TensorDataset(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
 
 
+def tensors(data: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of a whole dataset as two stacked tensors: a TensorDataset's own (also through Subsets of one,
+    as validators pass their held-out slices), any other Dataset of ``(x, y)`` item by item."""
+    indices: Any = None
+    inner = data
+    while isinstance(inner, Subset):
+        indices = inner.indices if indices is None else [inner.indices[i] for i in indices]
+        inner = inner.dataset
+    if isinstance(inner, TensorDataset) and len(inner.tensors) == 2:
+        x, y = inner.tensors
+        if indices is None:
+            return x, y
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return x[index], y[index]
+    items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+    if not items:
+        return torch.empty(0), torch.empty(0)
+    return (
+        torch.stack([torch.as_tensor(item[0]) for item in items]),
+        torch.stack([torch.as_tensor(item[1]) for item in items]),
+    )
+
+
 def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean next-byte cross-entropy (nats) over every position of every sequence."""
     return functional.cross_entropy(output.reshape(-1, VOCAB), target.reshape(-1))
@@ -162,9 +185,7 @@ def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def train(model: nn.Module, data: Dataset[Any], settings: dict[str, Any]) -> int:
     """AdamW over shuffled batches for ``epochs`` passes, stopping after ``max_steps`` steps if given (≤ 0: no
     cap); deterministic for a fixed ``seed``. Returns the number of distinct samples used."""
-    if not isinstance(data, TensorDataset):
-        raise TypeError(f"train() expects the TensorDataset data() returns, got {type(data).__name__}")
-    x, y = data.tensors
+    x, y = tensors(data)
     epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
     max_steps = int(settings.get("max_steps") or 0)
     if epochs < 1 or batch_size < 1:
@@ -194,9 +215,7 @@ def train(model: nn.Module, data: Dataset[Any], settings: dict[str, Any]) -> int
 
 def evaluate(model: nn.Module, data: Dataset[Any]) -> dict[str, float]:
     """Mean next-byte cross-entropy (nats), perplexity and bits per byte over the test windows."""
-    if not isinstance(data, TensorDataset):
-        raise TypeError(f"evaluate() expects the TensorDataset data() returns, got {type(data).__name__}")
-    x, y = data.tensors
+    x, y = tensors(data)
     if len(y) == 0:
         raise ValueError("the evaluation set is empty")
     total = 0.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Subset, TensorDataset
 
 from ledger.recipe import recipe_cid
 from node.recipe import Recipe, load_recipe
@@ -84,6 +84,11 @@ def test_one_training_step_moves_weights_and_buffers_and_evaluate_gives_a_loss(r
     assert after["1.num_batches_tracked"] == before["1.num_batches_tracked"] + 1
     metrics = recipe.evaluate(model, TensorDataset(*(t[:200] for t in test.tensors)))  # type: ignore[attr-defined]
     assert set(metrics) == {"loss", "accuracy"}
+    # Validators pass a Subset of a Subset of the test set (their held-out slice): the same samples, the same loss.
+    x_test, y_test = test.tensors  # type: ignore[attr-defined]
+    held = Subset(Subset(test, range(0, 200, 2)), range(0, 100, 5))
+    direct = recipe.evaluate(model, TensorDataset(x_test[0:200:10], y_test[0:200:10]))
+    assert recipe.evaluate(model, held) == pytest.approx(direct)
     assert np.isfinite(metrics["loss"])
     assert 0.0 <= metrics["accuracy"] <= 1.0
 

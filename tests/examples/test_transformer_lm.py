@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import Subset, TensorDataset
 
 from node.recipe import Recipe, load_recipe
 from node.statedict import state_to_numpy
@@ -77,5 +78,10 @@ def test_one_training_step_changes_the_weights_and_evaluate_gives_loss_and_perpl
     assert set(metrics) == {"loss", "perplexity", "bits_per_byte"}
     assert math.isclose(metrics["perplexity"], math.exp(metrics["loss"]))
     assert 0.0 < metrics["loss"] < 8.0
-    with pytest.raises(TypeError, match="TensorDataset"):
-        recipe.evaluate(model, [(1, 2)])  # type: ignore[arg-type]
+    # Validators pass a Subset of a Subset of the test set (their held-out slice): the same samples, the same loss.
+    held = Subset(Subset(test, [0, 1, 2, 3]), [1, 3])
+    x, y = test.tensors  # type: ignore[attr-defined]
+    direct = recipe.evaluate(model, TensorDataset(x[[1, 3]], y[[1, 3]]))
+    assert recipe.evaluate(model, held) == pytest.approx(direct)
+    as_list = [(x[i], y[i]) for i in (1, 3)]  # any Dataset of (x, y)
+    assert recipe.evaluate(model, as_list) == pytest.approx(direct)  # type: ignore[arg-type]
