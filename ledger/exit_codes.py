@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     MISSING_BINARY = 7
     REJECTED = 8
     NOT_MEMBER = 9
+    RECIPE_MISMATCH = 10
     INTERRUPTED = 130
 
     @property
@@ -37,5 +38,6 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.MISSING_BINARY: "A required program is missing (anvil, redis-server, solc wrapper); the hint says how to install or configure it.",
     ExitCode.REJECTED: "An update failed a validator check; the reason code says which.",
     ExitCode.NOT_MEMBER: "The key is not a member of the consortium in the needed role; ask the admin to grant it.",
+    ExitCode.RECIPE_MISMATCH: "The installed recipe's hash differs from the one the task's spec anchors; install the task's recipe version (the message names both hashes).",
     ExitCode.INTERRUPTED: "Interrupted (Ctrl-C); everything started by the command was stopped.",
 }
