@@ -20,6 +20,11 @@ reproducible and the validators' checks can be tested against every attack witho
 
 The sample claim and the submission order are the experiment's business (``lab.experiment``); here each
 behaviour only decides the bytes.
+
+Any state dict: the arithmetic acts on the floating-point tensors, as exact float64 values (bfloat16 decoded from
+its bits) rounded once back to each tensor's dtype; integer, uint8 and bool tensors (BatchNorm's
+``num_batches_tracked``, masks) keep the honest delta (free-rider: zero), since scaling a counter or negating a
+XOR mask would not be the attack.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 
 from node.errors import InvalidParameter, StateMismatch
 from node.models import StateDict
-from node.training import update_norm
+from node.training import float_values, update_norm, with_float_values
 
 DEFAULT_SCALE = 10.0
 
@@ -57,11 +62,13 @@ class Behaviour(StrEnum):
 
 
 def scale(delta: Mapping[str, np.ndarray], factor: float = DEFAULT_SCALE) -> StateDict:
-    return {k: (v * v.dtype.type(factor)).astype(v.dtype, copy=False) for k, v in delta.items()}
+    floats = float_values(delta)
+    return with_float_values(delta, {k: v * factor for k, v in floats.items()})
 
 
 def sign_flip(delta: Mapping[str, np.ndarray]) -> StateDict:
-    return {k: np.negative(v) for k, v in delta.items()}
+    floats = float_values(delta)
+    return with_float_values(delta, {k: np.negative(v) for k, v in floats.items()})
 
 
 def gaussian_noise(delta: Mapping[str, np.ndarray], seed: int, multiplier: float = 1.0) -> StateDict:
@@ -69,20 +76,29 @@ def gaussian_noise(delta: Mapping[str, np.ndarray], seed: int, multiplier: float
 
     Matching the honest norm is what makes this attack interesting: an absolute norm bound cannot catch it.
     """
-    size = sum(int(v.size) for v in delta.values())
+    floats = float_values(delta)
+    size = sum(int(v.size) for v in floats.values())
     std = multiplier * update_norm(delta) / math.sqrt(size) if size else 0.0
     rng = np.random.default_rng(seed)
-    return {k: rng.normal(0.0, std, size=v.shape).astype(v.dtype) for k, v in sorted(delta.items())}
+    return with_float_values(
+        delta, {k: rng.normal(0.0, std, size=v.shape) for k, v in sorted(floats.items())}
+    )
 
 
 def free_rider(delta: Mapping[str, np.ndarray], seed: int = 0, tiny_std: float = 0.0) -> StateDict:
     """A zero update (``tiny_std == 0``) or tiny noise N(0, tiny_std²) to look less obviously empty."""
     if tiny_std < 0:
         raise InvalidParameter("tiny_std", tiny_std, "must be non-negative")
+    zeros = {
+        k: np.zeros_like(v) for k, v in delta.items()
+    }  # a zero delta in every dtype (bfloat16 0 is 0 bits)
     if tiny_std == 0:
-        return {k: np.zeros_like(v) for k, v in delta.items()}
+        return zeros
     rng = np.random.default_rng(seed)
-    return {k: rng.normal(0.0, tiny_std, size=v.shape).astype(v.dtype) for k, v in sorted(delta.items())}
+    floats = float_values(delta)
+    return with_float_values(
+        zeros, {k: rng.normal(0.0, tiny_std, size=v.shape) for k, v in sorted(floats.items())}
+    )
 
 
 def copycat(own: Mapping[str, np.ndarray], copied: Mapping[str, np.ndarray]) -> StateDict:
@@ -121,11 +137,8 @@ def noisy_copy(
     base = copycat(own, copied)
     rng = np.random.default_rng(seed)
     factor = 1.0 + float(rng.uniform(-max_scale, max_scale))
-    jitter = gaussian_noise(base, int(rng.integers(2**63)), multiplier=noise)
-    return {
-        k: (v.astype(np.float64) * factor + jitter[k].astype(np.float64)).astype(v.dtype)
-        for k, v in base.items()
-    }
+    jitter = float_values(gaussian_noise(base, int(rng.integers(2**63)), multiplier=noise))
+    return with_float_values(base, {k: v * factor + jitter[k] for k, v in float_values(base).items()})
 
 
 def lie_z(num_nodes: int, num_malicious: int) -> float:
@@ -169,8 +182,9 @@ def little_is_enough(
     if not 0.0 <= low <= high:
         raise InvalidParameter("norm_range", (low, high), "must satisfy 0 ≤ low ≤ high")
     shifted: dict[str, np.ndarray] = {}
-    for key in benign[0]:
-        stacked = np.stack([np.asarray(d[key], dtype=np.float64) for d in benign])
+    values = [float_values(d) for d in benign]
+    for key in values[0]:
+        stacked = np.stack([v[key] for v in values])
         shifted[key] = stacked.mean(axis=0) - z * stacked.std(axis=0)
     norm = math.sqrt(sum(float(np.sum(np.square(v))) for v in shifted.values()))
     factor = 1.0
@@ -178,7 +192,8 @@ def little_is_enough(
         factor = high / norm
     elif 0.0 < norm < low:
         factor = low / norm
-    return {key: (shifted[key] * factor).astype(first.dtype) for key, first in benign[0].items()}
+    # Integer/bool buffers: the first benign delta's (a plausible counter increment), floats: the shifted mean.
+    return with_float_values(benign[0], {key: v * factor for key, v in shifted.items()})
 
 
 def apply_behaviour(

@@ -20,7 +20,7 @@ import numpy as np
 
 from node.errors import InvalidParameter
 from node.models import StateDict
-from node.training import update_norm
+from node.training import float_values, update_norm, with_float_values
 
 MECHANISM = "gaussian"
 DEFAULT_DELTA = 1e-5
@@ -68,24 +68,26 @@ def clip_update(delta: Mapping[str, np.ndarray], clip: float) -> tuple[StateDict
         return {k: np.array(v, copy=True) for k, v in delta.items()}, norm
     factor = clip / norm
     while True:
-        clipped = {k: (np.asarray(v, dtype=np.float64) * factor).astype(v.dtype) for k, v in delta.items()}
-        # Rounding to float32 can leave the norm a few ulps above C; the guarantee is ‖clipped‖ ≤ C, so shrink
-        # by one float32 ulp at a time (a step or two in practice).
-        if update_norm(clipped) <= clip:
+        clipped = with_float_values(delta, {k: v * factor for k, v in float_values(delta).items()})
+        # Rounding to the tensors' dtype can leave the norm a few ulps above C; the guarantee is ‖clipped‖ ≤ C,
+        # so shrink by the excess (at least one float32 ulp): a step or two in practice, for float16 and
+        # bfloat16 too.
+        after = update_norm(clipped)
+        if after <= clip:
             return clipped, norm
-        factor *= 1.0 - 2.0**-23
+        factor *= min(1.0 - 2.0**-23, clip / after)
 
 
 def add_gaussian_noise(delta: Mapping[str, np.ndarray], std: float, seed: int) -> StateDict:
-    """``delta`` plus i.i.d. N(0, std²) per coordinate; keys are visited sorted, so the seed alone fixes the noise."""
+    """``delta`` plus i.i.d. N(0, std²) per coordinate of its float tensors (added in float64, rounded once to each
+    tensor's dtype); keys are visited sorted, so the seed alone fixes the noise. Integer, uint8 and bool buffers are
+    released as they are (they are not in the clipped norm either)."""
     if std < 0.0:
         raise InvalidParameter("std", std, "must be non-negative")
     rng = np.random.default_rng(seed)
-    noised: StateDict = {}
-    for key in sorted(delta):
-        value = np.asarray(delta[key])
-        noised[key] = (value.astype(np.float64) + rng.normal(0.0, std, size=value.shape)).astype(value.dtype)
-    return {key: noised[key] for key in delta}
+    floats = float_values(delta)
+    noised = {key: floats[key] + rng.normal(0.0, std, size=floats[key].shape) for key in sorted(floats)}
+    return with_float_values(delta, noised)
 
 
 def compute_epsilon(

@@ -143,9 +143,43 @@ def apply_delta(base: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray])
     return {key: loose[key] if key in loose else state[key] for key in base}
 
 
+def float_kind(value: np.ndarray) -> str | None:
+    """The safetensors name of a floating-point tensor (``F32``, ``F16``, ``BF16`` for uint16 bits, ``F64``), None
+    for integer, uint8 and bool tensors (buffers such as ``num_batches_tracked``)."""
+    from ledger.updatefile.deltas import delta_kind, state_dtype
+
+    name = state_dtype(np.asarray(value))
+    return name if name is not None and delta_kind(name) == "float" else None
+
+
+def float_values(delta: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The float tensors of a delta as exact float64 values (bfloat16 decoded from its bits), by key."""
+    from ledger.updatefile.deltas import as_float64
+
+    out: dict[str, np.ndarray] = {}
+    for key, value in delta.items():
+        name = float_kind(value)
+        if name is not None:
+            out[key] = as_float64(name, np.asarray(value))
+    return out
+
+
+def with_float_values(delta: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> StateDict:
+    """``delta`` with its float tensors replaced by ``values`` (float64, rounded once to each tensor's dtype);
+    integer, uint8 and bool tensors are kept as they are (arithmetic on them would not mean the same thing)."""
+    from ledger.updatefile.deltas import round_to
+
+    out: StateDict = {}
+    for key, value in delta.items():
+        name = float_kind(value)
+        out[key] = round_to(name, np.asarray(values[key])) if name is not None else np.array(value, copy=True)
+    return out
+
+
 def update_norm(delta: Mapping[str, np.ndarray]) -> float:
-    """Global L2 norm of an update over all its tensors, accumulated in float64."""
-    return float(np.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in delta.values())))
+    """Global L2 norm of an update over its floating-point tensors (bfloat16 decoded), accumulated in float64.
+    Integer, uint8 and bool buffers (e.g. BatchNorm's counter) are not in it, as in the validators' norms."""
+    return float(np.sqrt(sum(float(np.sum(np.square(v))) for v in float_values(delta).values())))
 
 
 def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
