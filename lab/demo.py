@@ -258,6 +258,7 @@ class Demo:
     recipe: Recipe | None = None
     spec: TaskSpec | None = None
     spec_cid: str | None = None
+    _datasets: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict, repr=False)
 
     # ─── the run ────────────────────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict[str, Any]:
@@ -377,7 +378,10 @@ class Demo:
     def _data(self, member: int, members: int) -> tuple[Any, Any]:
         """The recipe's data for ``member`` of ``members``, with the split settings a member passes too."""
         assert self.recipe is not None
-        return self.recipe.data(member, members, self.config.seed, alpha=self.config.alpha)
+        key = (member, members)
+        if key not in self._datasets:  # a recipe may generate its data: once per shard is enough
+            self._datasets[key] = self.recipe.data(member, members, self.config.seed, alpha=self.config.alpha)
+        return self._datasets[key]
 
     def _env(self, settings: Settings, anvil_url: str, redis_url: str, task_id: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_") or k in _PASSED_SETTINGS}

@@ -40,6 +40,20 @@ if TYPE_CHECKING:
 _POSITIONAL = ("member", "members", "seed")
 
 
+def subset(data: Dataset[Any], indices: range) -> Dataset[Any]:
+    """``data`` restricted to ``indices``, of the same type when it is a ``TensorDataset`` (a recipe's
+    ``evaluate`` or ``train`` may read ``data.tensors``, as they would of the data their own ``data()`` made),
+    else a ``torch.utils.data.Subset``."""
+    from torch.utils.data import Subset, TensorDataset
+
+    if isinstance(data, TensorDataset):
+        import torch
+
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return TensorDataset(*(t[index] for t in data.tensors))
+    return Subset(data, indices)
+
+
 def data_options(spec: TaskSpec | None) -> dict[str, Any]:
     """The spec's ``shards`` settings a recipe's ``data`` may declare (never its positional parameters)."""
     shards = dict(spec.shards) if spec is not None else {}
@@ -64,8 +78,6 @@ class RecipeValidator:
     @cached_property
     def heldout(self) -> Dataset[Any]:
         """The even-numbered samples of the recipe's test set (never trained on by members)."""
-        from torch.utils.data import Subset
-
         from ledger.recipe import RecipeError
 
         _train, test = self.recipe.data(0, 1, self.seed, **data_options(self.spec))
@@ -75,13 +87,11 @@ class RecipeValidator:
                 f"the recipe {self.recipe.name!r}'s test set has {n} sample(s): validators need at least 2 "
                 "(half of it is their held-out data)"
             )
-        return Subset(test, range(0, n, 2))
+        return subset(test, range(0, n, 2))
 
     @cached_property
     def own_slice(self) -> Dataset[Any]:
         """This validator's slice of the held-out set (``HELDOUT_SLICE=v/V``)."""
-        from torch.utils.data import Subset
-
         from ledger.recipe import RecipeError
 
         v, count = self.slice
@@ -93,7 +103,7 @@ class RecipeValidator:
                 f"the held-out set of the recipe {self.recipe.name!r} has {n} samples, fewer than the {count} "
                 "validators sharing it"
             )
-        return Subset(self.heldout, range(v, n, count))
+        return subset(self.heldout, range(v, n, count))
 
     # ─── the hooks ─────────────────────────────────────────────────────────────────────────────────────────
     def _model(self, weights: Mapping[str, NDArray[Any]]) -> nn.Module:

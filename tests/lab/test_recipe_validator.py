@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from lab.recipe_validator import RecipeValidator, data_options, validator_hooks
 from ledger.recipe import RecipeError, TaskSpec
@@ -130,15 +131,34 @@ def test_the_reference_is_the_recipes_training_on_the_slice_seeded(bn_recipe: Re
 
 def test_validators_hold_disjoint_slices_of_the_even_half_of_the_test_set(bn_recipe: Recipe) -> None:
     _, test = bn_recipe.data(0, 1, 0)
-    assert len(RecipeValidator(bn_recipe, None).heldout) == len(test) // 2  # type: ignore[arg-type]
-    seen: list[int] = []
+    x, y = test.tensors  # type: ignore[attr-defined]
+    heldout = RecipeValidator(bn_recipe, None).heldout
+    # Still a TensorDataset, as the recipe made it: an evaluate or train reading `data.tensors` works on it.
+    assert isinstance(heldout, TensorDataset)
+    assert torch.equal(heldout.tensors[0], x[0::2])
+    assert torch.equal(heldout.tensors[1], y[0::2])
     for v in range(3):
-        hooks = RecipeValidator(bn_recipe, None, slice_=(v, 3))
-        part = hooks.own_slice
-        seen += [int(part.indices[i]) for i in range(len(part))]  # type: ignore[attr-defined]
-        assert hooks.heldout.indices == range(0, len(test), 2)  # type: ignore[attr-defined]
-    assert sorted(seen) == list(range(len(seen)))
-    assert len(seen) == len(test) // 2  # type: ignore[arg-type]
+        part = RecipeValidator(bn_recipe, None, slice_=(v, 3)).own_slice
+        assert isinstance(part, TensorDataset)
+        assert torch.equal(part.tensors[0], x[0::2][v::3])  # v, v + 3, … of the held-out half: disjoint
+
+
+def test_another_kind_of_dataset_is_sliced_as_a_subset(tmp_path: Path) -> None:
+    source = tmp_path / "listed_recipe.py"
+    source.write_text(
+        "import torch\nfrom torch import nn\n"
+        "def model():\n    return nn.Linear(2, 2)\n"
+        "def data(member, members, seed):\n"
+        "    items = [(torch.full((2,), float(i)), i % 2) for i in range(12)]\n"
+        "    return items, items\n"
+        "def evaluate(model, data):\n"
+        "    x = torch.stack([p for p, _ in data]); y = torch.tensor([c for _, c in data])\n"
+        "    return {'loss': float(nn.functional.cross_entropy(model(x), y)), 'n': len(data)}\n"
+    )
+    recipe = load_recipe(str(source))
+    hooks = RecipeValidator(recipe, None, slice_=(1, 2))
+    assert [int(hooks.own_slice[i][0][0]) for i in range(len(hooks.own_slice))] == [2, 6, 10]  # type: ignore[arg-type]
+    assert hooks.metrics(state_to_numpy(recipe.build_model(0)))["n"] == 6
 
 
 def test_the_host_reads_the_validators_slice_from_the_environment(

@@ -46,14 +46,9 @@ def data(member, members, seed):
 
 
 def evaluate(model, data):
-    x, y = data[:] if isinstance(data, TensorDataset) else _stack(data)
+    x, y = data.tensors  # the recipe's own data is a TensorDataset, and so is what meshprov hands back
     logits = model(x)
     return {
         "loss": float(nn.functional.cross_entropy(logits, y)),
         "accuracy": float((logits.argmax(dim=1) == y).float().mean()),
     }
-
-
-def _stack(data):
-    items = [data[i] for i in range(len(data))]
-    return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
