@@ -127,6 +127,17 @@ class RecipeValidator:
         settings = self.recipe.merged_settings(self.hyperparameters)
         batch = settings.get("batch_size")
         size = len(self.own_slice)  # type: ignore[arg-type]
+        if (
+            isinstance(batch, int)
+            and not isinstance(batch, bool)
+            and batch > 0
+            and size > 1
+            and size % batch == 1
+        ):
+            # A last batch of one sample breaks BatchNorm in training ("more than 1 value per channel"): one
+            # sample more per batch leaves none alone (size = k·batch + 1 is not 1 mod batch + 1 for k ≥ 1).
+            batch += 1
+            settings["batch_size"] = batch
         per_epoch = max(1, math.ceil(size / batch)) if isinstance(batch, int) and batch > 0 else 1
         settings.update(seed=int(seed), epochs=max(1, math.ceil(steps / per_epoch)))
         self.recipe.fit(model, self.own_slice, settings)

@@ -190,3 +190,25 @@ def test_a_test_set_too_small_to_share_is_refused(tmp_path: Path) -> None:
     recipe = load_recipe(str(source))
     with pytest.raises(RecipeError, match="fewer than the 3 validators"):
         _ = RecipeValidator(recipe, None, slice_=(0, 3)).own_slice
+
+
+def test_the_reference_never_trains_batchnorm_on_a_batch_of_one(tmp_path: Path) -> None:
+    """A held-out slice of 33 samples in batches of 32 would leave one sample alone, which BatchNorm1d refuses in
+    training; the reference takes batches of 33 instead."""
+    source = tmp_path / "bn1d_recipe.py"
+    source.write_text(
+        "import torch\nfrom torch import nn\nfrom torch.utils.data import TensorDataset\n"
+        "def model():\n    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))\n"
+        "def data(member, members, seed):\n"
+        "    x = torch.randn(66, 3, generator=torch.Generator().manual_seed(seed))\n"
+        "    d = TensorDataset(x, (x[:, 0] > 0).long())\n"
+        "    return d, d\n"
+        "def evaluate(model, data):\n"
+        "    x, y = data.tensors\n"
+        "    return {'loss': float(nn.functional.cross_entropy(model(x), y))}\n"
+    )
+    recipe = load_recipe(str(source))
+    hooks = RecipeValidator(recipe, None)
+    assert len(hooks.own_slice) == 33  # type: ignore[arg-type]
+    delta = hooks.reference(state_to_numpy(recipe.build_model(0)), seed=3, steps=4)
+    assert np.abs(delta["2.weight"]).sum() > 0
