@@ -196,6 +196,10 @@ def run(
         raise typer.BadParameter("choose one of mlp, cnn (or pass --recipe)", param_hint="--model")
     if model is not None and recipe is not None:
         raise typer.BadParameter("give --recipe or the legacy --model, not both", param_hint="--model")
+    if recipe is not None:
+        from node.recipe import load_recipe
+
+        load_recipe(recipe)  # a recipe that cannot be loaded fails now (exit 5), before any connection
     s = load_settings(redis_url=relay_via)
     key = s.signing_key()
     if key is None:

@@ -184,3 +184,18 @@ def test_an_sdk_member_gets_the_specs_settings_and_can_pin_the_tasks_recipe(make
     assert rnd.seed == round_seed(0, 1, 0)
     rnd.submit(rnd.base_numpy, num_samples=3)
     rounds.close()  # leaving the loop stops the node
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [(None, "does not exist"), ("def model():\n    pass\n", "has no `data` / `evaluate` function")],
+)
+def test_a_recipe_that_cannot_be_loaded_exits_5_before_connecting(
+    tmp_path: Path, text: str | None, words: str
+) -> None:
+    path = tmp_path / "broken_recipe.py"
+    if text is not None:
+        path.write_text(text)
+    done = cli(None, "node", "run", "--recipe", str(path), MESHPROV_CHAIN_RPC_URL="http://127.0.0.1:9")
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    assert words in " ".join(done.stderr.split())
