@@ -265,7 +265,9 @@ def default_fit(
 ) -> FitResult:
     """Mini-batch training: ``epochs`` passes in an order drawn from a ``torch.Generator`` seeded by ``seed``,
     ``batch_size``, the ``optimizer`` (sgd with ``momentum``, adam, adamw) at ``lr`` and ``weight_decay``, loss
-    ``loss_fn(model(x), y)``. Deterministic for a fixed seed (the node turns deterministic algorithms on)."""
+    ``loss_fn(model(x), y)``. Deterministic for a fixed seed (the node turns deterministic algorithms on). For a
+    model with BatchNorm layers, a last batch of one sample is folded into the batch before it (BatchNorm cannot
+    train on one sample; the sizes of members' shards are arbitrary)."""
     epochs = _setting(settings, "epochs", int, lambda v: v >= 1, "an integer ≥ 1")
     batch_size = _setting(settings, "batch_size", int, lambda v: v >= 1, "an integer ≥ 1")
     lr = _setting(settings, "lr", float, lambda v: v > 0 and math.isfinite(v), "a positive number")
@@ -289,15 +291,20 @@ def default_fit(
     else:
         optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    total = -(-n // batch_size) * epochs
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1 and _has_batch_norm(model):
+        # BatchNorm cannot train on a batch of one sample: fold a trailing single sample into the batch before it.
+        starts.pop()
+    ends = [*starts[1:], n]
+    total = len(starts) * epochs
     step = 0
     epoch_loss = 0.0
     model.train()
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
         epoch_loss = 0.0
-        for start in range(0, n, batch_size):
-            indices = order[start : start + batch_size]
+        for start, end in zip(starts, ends, strict=True):
+            indices = order[start:end]
             x, y = _batch(data, indices)
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
@@ -308,6 +315,10 @@ def default_fit(
             if progress is not None:
                 progress(step, total)
     return FitResult(n, epoch_loss / n, total)
+
+
+def _has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def classification_metrics(

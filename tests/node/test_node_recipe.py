@@ -261,3 +261,13 @@ def test_shard_settings_reach_only_what_data_declares(tmp_path: Path) -> None:
     digits = load_recipe("digits")
     train, _ = digits.data(0, 3, 0, alpha=100.0, members=3, kind="dirichlet")
     assert len(train) == len(make_federation(3, 100.0, 0).node_data(0))  # type: ignore[arg-type]
+
+
+def test_batch_norm_never_trains_on_a_single_sample_batch(tmp_path: Path) -> None:
+    recipe = load_recipe(str(_write(tmp_path / "bn_one.py", GOOD)))
+    model = recipe.build_model(0)
+    train, _ = recipe.data(0, 1, 0)  # 30 samples: batches of 29 leave one over
+    result = recipe.fit_result(model, train, {"batch_size": 29, "epochs": 2})
+    assert result.num_samples == 30
+    assert result.steps == 2  # one batch of 30 per epoch, not 29 + 1
+    assert int(state_to_numpy(model)["1.num_batches_tracked"]) == 2
