@@ -30,7 +30,8 @@ import importlib.util
 import inspect
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from ledger.errors import MeshprovError
 from ledger.recipe import RecipeError, RecipeRef, TaskSpec, recipe_cid
 from node.training import torch_settings
 
@@ -119,11 +121,24 @@ class Recipe:
     def trains_itself(self) -> bool:
         return callable(getattr(self.module, "train", None))
 
+    @contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        """Name the recipe and the step when the recipe's own code fails (exit 5 with a message, not a traceback)."""
+        try:
+            yield
+        except MeshprovError:
+            raise
+        except Exception as exc:
+            raise RecipeError(
+                f"{what} of the recipe {self.name!r} ({self.source}) failed: {type(exc).__name__}: {exc}",
+                hint="the recipe's code raised this; run it directly to debug (docs/recipes.md)",
+            ) from exc
+
     # ─── the interface ─────────────────────────────────────────────────────────────────────────────────────
     def build_model(self, seed: int = 0) -> nn.Module:
         """``model()`` with torch seeded by ``seed`` inside a forked RNG: deterministic initial weights, and
         nobody else's random draws disturbed."""
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), self._calling("model()"):
             torch.manual_seed(seed)
             model = self.module.model()
         if not isinstance(model, nn.Module):
@@ -139,7 +154,8 @@ class Recipe:
         (e.g. the task's ``shards`` ``alpha``), so a recipe need not accept settings it does not use."""
         fn = self.module.data
         accepted = _accepted_keywords(fn, {k: v for k, v in options.items() if k not in _POSITIONAL})
-        result = fn(member, members, seed, **accepted)
+        with self._calling("data()"):
+            result = fn(member, members, seed, **accepted)
         if not isinstance(result, tuple | list) or len(result) != 2:
             raise RecipeError(
                 f"data() of the recipe {self.name!r} returned {type(result).__name__}, not a (train, test) pair"
@@ -171,7 +187,10 @@ class Recipe:
     ) -> FitResult:
         merged = self.merged_settings(settings)
         threads = merged.get("threads")
-        with torch_settings(threads if isinstance(threads, int) and threads > 0 else None):
+        with (
+            torch_settings(threads if isinstance(threads, int) and threads > 0 else None),
+            self._calling("training"),
+        ):
             model.train()
             if self.trains_itself:
                 used = self.module.train(model, data, dict(merged))
@@ -190,7 +209,7 @@ class Recipe:
         was_training = model.training
         model.eval()
         try:
-            with torch_settings(1), torch.no_grad():
+            with torch_settings(1), torch.no_grad(), self._calling("evaluate()"):
                 result = self.module.evaluate(model, data)
         finally:
             model.train(was_training)

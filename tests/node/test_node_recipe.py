@@ -271,3 +271,15 @@ def test_batch_norm_never_trains_on_a_single_sample_batch(tmp_path: Path) -> Non
     assert result.num_samples == 30
     assert result.steps == 2  # one batch of 30 per epoch, not 29 + 1
     assert int(state_to_numpy(model)["1.num_batches_tracked"]) == 2
+
+
+def test_a_recipe_that_raises_is_named_with_the_step(tmp_path: Path) -> None:
+    raising = GOOD + "\ndef train(model, data, settings):\n    raise ValueError('boom')\n"
+    recipe = load_recipe(str(_write(tmp_path / "raising.py", raising)))
+    with pytest.raises(RecipeError, match=r"training of the recipe 'tiny' .* failed: ValueError: boom"):
+        recipe.fit(recipe.build_model(0), recipe.data(0, 1, 0)[0])
+    lonely = load_recipe(str(_write(tmp_path / "lonely.py", GOOD.replace("x[:30], y[:30]", "x[:1], y[:1]"))))
+    with pytest.raises(
+        RecipeError, match=r"training of the recipe 'tiny' .* failed: ValueError: Expected more than 1"
+    ):
+        lonely.fit(lonely.build_model(0), lonely.data(0, 1, 0)[0])
