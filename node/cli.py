@@ -76,12 +76,20 @@ def run(
     shard: Annotated[
         int,
         typer.Option(
-            "--shard", min=0, help="This member's shard of digits (0-based).", rich_help_panel=_DATA
+            "--shard",
+            min=0,
+            help="This member's share of the recipe's data(shard, shards, seed) (0-based).",
+            rich_help_panel=_DATA,
         ),
     ] = 0,
     shards: Annotated[
         int,
-        typer.Option("--shards", min=1, help="Number of shards digits is split into.", rich_help_panel=_DATA),
+        typer.Option(
+            "--shards",
+            min=1,
+            help="Number of members the recipe's data is split over.",
+            rich_help_panel=_DATA,
+        ),
     ] = 1,
     alpha: Annotated[
         float | None,
