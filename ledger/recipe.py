@@ -14,7 +14,8 @@ The archive is a POSIX tar with members in sorted order, ``mtime`` 0, uid/gid 0,
 0644, so the same files give the same bytes whatever their timestamps, permissions, owners or the order the file
 system lists them in. ``__pycache__`` directories, ``*.pyc``/``*.pyo`` files and dot-files (``.git``, editor
 droppings) are left out: they are byproducts, not the recipe. A single ``.py`` file is archived under its file
-name; a package directory under ``<directory name>/<relative path>`` (the name is the import name). Symbolic
+name; a package directory (or its ``__init__.py``) under ``<directory name>/<relative path>`` (the name is the
+import name). Symbolic
 links are refused: what they point at is not part of the recipe's files.
 """
 
@@ -74,6 +75,8 @@ def _skipped(name: str) -> bool:
 def recipe_files(source: Path) -> list[tuple[str, Path]]:
     """(archive name, path) of every file of the recipe at ``source``, sorted by archive name."""
     source = Path(source)
+    if source.name == "__init__.py" and source.is_file():
+        source = source.parent  # a package named by its __init__.py is the package
     if source.is_symlink():
         raise RecipeError(
             f"the recipe {source} is a symbolic link", hint="point at the real file or directory"

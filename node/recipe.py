@@ -374,6 +374,8 @@ def _source_of(module: ModuleType, requested: str) -> Path:
 
 def _import_path(path: Path, requested: str) -> ModuleType:
     path = path.resolve()
+    if path.name == "__init__.py":
+        path = path.parent  # the package, as if its directory were given
     if path.is_dir():
         init = path / "__init__.py"
         if not init.is_file():

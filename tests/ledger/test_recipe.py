@@ -178,3 +178,8 @@ def test_a_spec_from_before_recipes_is_recognised() -> None:
     legacy = b'{"dataset":"sklearn digits","model":"mlp","seed":0}'
     with pytest.raises(LegacyTaskSpec, match="before recipes"):
         parse_task_spec(legacy)
+
+
+def test_a_package_named_by_its_init_file_is_the_package(tmp_path: Path) -> None:
+    pkg = _package(tmp_path, FILES)
+    assert recipe_archive(pkg / "__init__.py") == recipe_archive(pkg)

@@ -283,3 +283,12 @@ def test_a_recipe_that_raises_is_named_with_the_step(tmp_path: Path) -> None:
         RecipeError, match=r"training of the recipe 'tiny' .* failed: ValueError: Expected more than 1"
     ):
         lonely.fit(lonely.build_model(0), lonely.data(0, 1, 0)[0])
+
+
+def test_a_package_given_by_its_init_file(tmp_path: Path) -> None:
+    pkg = tmp_path / "initpkg"
+    _write(pkg / "__init__.py", GOOD)
+    recipe = load_recipe(str(pkg / "__init__.py"))
+    assert recipe.source == pkg.resolve()
+    assert recipe.cid == recipe_cid(pkg)
+    assert recipe.module.__name__ == "initpkg"
