@@ -158,10 +158,32 @@ class RecipeValidator:
         _ = self.own_slice
 
 
+def validator_slice(raw: str | None = None) -> tuple[int, int]:
+    """(v, V) from ``HELDOUT_SLICE`` (``"v/V"``, as ``node.heldout`` reads it), (0, 1) when unset.
+
+    Parsed here rather than imported: importing ``node.heldout`` evaluates the digits model as it loads (its
+    warm-up for the old plug-ins), seconds of a validator's start-up spent on a model it may not judge."""
+    import os
+
+    from ledger.errors import ConfigError
+
+    text = (os.environ.get("HELDOUT_SLICE", "") if raw is None else raw).strip()
+    if not text:
+        return 0, 1
+    try:
+        v, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError(
+            f"HELDOUT_SLICE={text!r} is not v/V", hint="e.g. 0/3 for the first of three validators"
+        ) from None
+    if not 0 <= v < n:
+        raise ConfigError(f"HELDOUT_SLICE={text!r}: v must be in 0..V-1")
+    return v, n
+
+
 def validator_hooks(recipe: str, spec: TaskSpec | None) -> RecipeValidator:
     """The host of ``worker.recipe``: ``recipe`` loaded by ``node.recipe.load_recipe``, this validator's slice
     from ``HELDOUT_SLICE`` (unset: the whole held-out set)."""
-    from node.heldout import validator_slice
     from node.recipe import load_recipe
 
     return RecipeValidator(load_recipe(recipe), spec, slice_=validator_slice())

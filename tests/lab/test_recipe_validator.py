@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from lab.recipe_validator import RecipeValidator, data_options, validator_hooks
+from lab.recipe_validator import RecipeValidator, data_options, validator_hooks, validator_slice
 from ledger.recipe import RecipeError, TaskSpec
 from ledger.updatefile.dtypes import bf16_to_float32
 from node.recipe import Recipe, load_recipe
@@ -212,3 +212,13 @@ def test_the_reference_never_trains_batchnorm_on_a_batch_of_one(tmp_path: Path) 
     assert len(hooks.own_slice) == 33  # type: ignore[arg-type]
     delta = hooks.reference(state_to_numpy(recipe.build_model(0)), seed=3, steps=4)
     assert np.abs(delta["2.weight"]).sum() > 0
+
+
+@pytest.mark.parametrize("raw", ["1", "a/3", "3/3", "-1/2", "1/2/3"])
+def test_a_malformed_slice_is_refused_by_name(raw: str) -> None:
+    from ledger.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="HELDOUT_SLICE"):
+        validator_slice(raw)
+    assert validator_slice("") == (0, 1)
+    assert validator_slice(" 1/4 ") == (1, 4)
