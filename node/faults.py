@@ -78,6 +78,8 @@ class RecipeMismatch(Mismatch):
     """The member's installed recipe is not the one the task's specification anchors: training would make an
     update of different code (and is refused before any training or transaction)."""
 
+    exit_code = ExitCode.RECIPE_MISMATCH
+
     def __init__(self, task: int, installed: str, installed_cid: str, wanted: str, wanted_cid: str) -> None:
         self.task = task
         self.installed_cid = installed_cid

@@ -71,7 +71,7 @@ def test_a_recipe_whose_hash_is_not_the_tasks_is_refused_with_both_hashes(make_n
     net: NodeNet = make_net(_spec(cnn.cid, "digits_cnn"), contributors=1)
     key = net.contributor_keys[0][1]
     done = cli(net, "node", "run", "--rounds", "1", "--recipe", "digits", key=key)
-    assert done.returncode == ExitCode.MISMATCH, done.stderr
+    assert done.returncode == ExitCode.RECIPE_MISMATCH, done.stderr
     text = " ".join(done.stderr.split())
     assert digits.cid in text
     assert cnn.cid in text
