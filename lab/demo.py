@@ -653,8 +653,6 @@ class Demo:
                 "epochs": central.epochs,
                 "seconds": round(central.seconds, 2),
             }
-        from lab.recipe_validator import no_lone_sample
-
         recipe = self.recipe
         assert recipe is not None
         assert self.spec is not None
@@ -663,7 +661,6 @@ class Demo:
         settings = recipe.merged_settings(self.spec.hyperparameters)
         epochs = int(settings.get("epochs", 1)) * c.rounds
         settings.update(epochs=epochs, seed=c.seed)
-        no_lone_sample(settings, len(train))
         model = recipe.build_model(c.seed)
         try:
             recipe.fit(model, train, settings)

@@ -54,19 +54,6 @@ def subset(data: Dataset[Any], indices: range) -> Dataset[Any]:
     return Subset(data, indices)
 
 
-def no_lone_sample(settings: dict[str, Any], size: int) -> int | None:
-    """The default loop's ``batch_size`` for ``size`` samples, one larger (set in ``settings``) when the last batch
-    would hold a single sample: BatchNorm refuses one in training ("more than 1 value per channel"), and
-    ``size = k·batch + 1`` is not 1 mod ``batch + 1`` for k ≥ 1. None when the setting is not a positive int."""
-    batch = settings.get("batch_size")
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        return None
-    if size > 1 and size % batch == 1:
-        batch += 1
-        settings["batch_size"] = batch
-    return batch
-
-
 def data_options(spec: TaskSpec | None) -> dict[str, Any]:
     """The spec's ``shards`` settings a recipe's ``data`` may declare (never its positional parameters)."""
     shards = dict(spec.shards) if spec is not None else {}
@@ -139,8 +126,10 @@ class RecipeValidator:
         before = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
         settings = self.recipe.merged_settings(self.hyperparameters)
         size = len(self.own_slice)  # type: ignore[arg-type]
-        batch = no_lone_sample(settings, size)
-        per_epoch = max(1, math.ceil(size / batch)) if batch else 1
+        batch = settings.get("batch_size")
+        per_epoch = 1  # with an invalid batch size fit() names the setting
+        if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
+            per_epoch = max(1, math.ceil(size / batch))
         settings.update(seed=int(seed), epochs=max(1, math.ceil(steps / per_epoch)))
         self.recipe.fit(model, self.own_slice, settings)
         after = model.state_dict()

@@ -194,7 +194,7 @@ def test_a_test_set_too_small_to_share_is_refused(tmp_path: Path) -> None:
 
 def test_the_reference_never_trains_batchnorm_on_a_batch_of_one(tmp_path: Path) -> None:
     """A held-out slice of 33 samples in batches of 32 would leave one sample alone, which BatchNorm1d refuses in
-    training; the reference takes batches of 33 instead."""
+    training; the default loop folds it into the previous batch (node.recipe.default_fit)."""
     source = tmp_path / "bn1d_recipe.py"
     source.write_text(
         "import torch\nfrom torch import nn\nfrom torch.utils.data import TensorDataset\n"
