@@ -3,9 +3,9 @@
 16 members × ``examples/transformer_lm`` (25.5M float32 parameters, 101.9 MB per update) on a fresh anvil, a
 local block store and a private redis-server, each role in its own child process pinned to one core:
 
-* members (one process, one member after another): *local training* is a synthetic perturbation of the base
-  (N(0, 1e-3) added to every weight, per-member seed; no optimiser step: training is not what is measured), then
-  the node's real path: ``node.training.compute_delta`` → ``node.packaging.write_update_file`` (the update file)
+* members (one process, one member after another): *local training* is one real optimiser step of the recipe's
+  own ``train`` (AdamW, batch 8 × 128 bytes of the member's shard; measured, and excluded from the goal), then the
+  node's real path: ``node.training.compute_delta`` → ``node.packaging.write_update_file`` (the update file)
   → ``put_update`` (the store, CID checked) → ``submit_direct`` (``submitUpdate`` on anvil);
 * validators (one process each, one after the other): the worker's own ``worker.verify.verify_round`` with a
   Runtime built as ``meshprov worker run --role validator --recipe examples/transformer_lm`` builds it (spec read
@@ -24,6 +24,7 @@ after imports (torch, web3) and before the work.
     python benchmarks/round.py                 # 16 members × 25.5M parameters (1.6 GB of updates; ~6 min)
     python benchmarks/round.py --members 4     # a quicker run
     python benchmarks/round.py --json
+    ROUND_PROFILE=DIR python benchmarks/round.py --members 4   # also a cProfile of each validator's commit
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ sys.path.insert(0, str(REPO))
 RECIPE = REPO / "examples" / "transformer_lm"
 GOAL_RATIO = 3.0  # everything but training and evaluation ≤ 3 × one sha-256 pass
 GOAL_MEMORY = 3.0  # validators' and aggregator's peak ≤ 3 × one model
-NOISE = 1e-3
 
 
 # ─── Flower's FedAvg, verbatim from flwr 1.42.0 (flwr/server/strategy/aggregate.py, Apache-2.0) ─────────────────
@@ -110,11 +110,14 @@ def child_members(job: dict[str, Any]) -> dict[str, Any]:
     from ledger.content.local_store import LocalStore
     from ledger.updatefile import UpdateFile
     from node.packaging import put_update, submit_direct, write_update_file
+    from node.recipe import load_recipe
+    from node.statedict import load_numpy_state, state_to_numpy
     from node.training import compute_delta
 
     _pin()
     torch.set_num_threads(1)
     store = LocalStore(Path(job["store"]))
+    recipe = load_recipe(job["recipe"])
     record = DeploymentRecord.read(Path(job["deployment"]))
     w3 = connect_web3(job["anvil"])
     with UpdateFile.open(job["base"]) as f:
@@ -123,9 +126,13 @@ def child_members(job: dict[str, Any]) -> dict[str, Any]:
     baseline = _status_kib("VmRSS")
     files = []
     for i, (address, key) in enumerate(job["contributors"]):
-        with clock.stage("local training (synthetic perturbation)"):
-            rng = np.random.default_rng(1000 + i)
-            local = {k: v + rng.normal(0.0, NOISE, v.shape).astype(v.dtype) for k, v in base.items()}
+        with clock.stage("local training (one optimiser step)"):
+            model = recipe.build_model(0)
+            load_numpy_state(model, base)
+            train, _ = recipe.data(i, len(job["contributors"]), 0)
+            recipe.fit(model, train, {"max_steps": 1, "seed": i})
+            local = state_to_numpy(model)
+            del model
         with clock.stage("package: delta + update file"):
             delta = compute_delta(local, base)
             written = write_update_file(
@@ -193,8 +200,18 @@ def child_validator(job: dict[str, Any], index: int, phase: str) -> dict[str, An
     rt.chain().round_view(job["task"], job["round"])  # connect before timing
     baseline = _status_kib("VmRSS")
     clock = Clock()
+    profile = os.environ.get(
+        "ROUND_PROFILE"
+    )  # a directory: write a cProfile of each validator's commit there
     with clock.stage(phase):
-        result = verify_round(rt, job["task"], job["round"])
+        if profile and phase == "commit":
+            import cProfile
+
+            with cProfile.Profile() as profiler:
+                result = verify_round(rt, job["task"], job["round"])
+            profiler.dump_stats(Path(profile) / f"validator-{index}.prof")
+        else:
+            result = verify_round(rt, job["task"], job["round"])
     return {
         **clock.report(),
         "evaluate": evaluation.report(),
