@@ -350,6 +350,7 @@ def _use_recipe(rt: Any, recipe: str, *, host: str | None, loss_delta_given: boo
     is the loss gate's margin unless --loss-delta was given (consortium-wide values live in the spec)."""
     from dataclasses import replace
 
+    from ledger.errors import ConfigError
     from worker.recipe import DEFAULT_HOST, check_recipe, load_hooks, loss_of, read_task_spec
 
     task_id = rt.settings.task_id
@@ -361,8 +362,19 @@ def _use_recipe(rt: Any, recipe: str, *, host: str | None, loss_delta_given: boo
     else:
         info(f"recipe {hooks.ref}: the task's")
         margin = spec.checks.get("loss_delta")
-        if not loss_delta_given and isinstance(margin, int | float) and not isinstance(margin, bool):
-            rt.limits = replace(rt.limits, loss_delta=float(margin))
+        if not loss_delta_given and margin is not None:
+            if isinstance(margin, bool) or not isinstance(margin, int | float):
+                raise ConfigError(
+                    f"task {task_id}'s specification has checks.loss_delta={margin!r}, not a number",
+                    hint="pass --loss-delta to set the margin yourself",
+                )
+            try:
+                rt.limits = replace(rt.limits, loss_delta=float(margin))
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"task {task_id}'s specification: checks.{exc}",
+                    hint="pass --loss-delta to set the margin",
+                ) from None
     warm_up = getattr(hooks, "warm_up", None)
     if callable(warm_up):
         warm_up()

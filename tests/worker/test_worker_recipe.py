@@ -4,6 +4,7 @@ whose hash is not the task's (``meshprov worker run --recipe``; the end-to-end r
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -145,3 +146,48 @@ def test_only_a_validator_takes_a_recipe() -> None:
     result = CliRunner().invoke(app, ["run", "--role", "aggregator", "--recipe", "digits"])
     assert result.exit_code == 2
     assert "only validators" in " ".join(result.output.split())
+
+
+def runtime_for(tmp_path: Path, spec: TaskSpec) -> Any:
+    """What ``worker run`` has when it takes up the recipe: chain, store, the task, the check limits."""
+    from ledger.checks import CheckLimits
+
+    chain, store = stored(tmp_path, spec.to_json().encode())
+    return SimpleNamespace(
+        chain=lambda: chain,
+        store=lambda: store,
+        settings=SimpleNamespace(task_id=1),
+        limits=CheckLimits(),
+        recipe=None,
+        evaluate=None,
+        reference_trainer=None,
+    )
+
+
+def test_worker_run_takes_up_the_tasks_recipe_with_the_specs_margin(tmp_path: Path) -> None:
+    from worker.cli import _use_recipe
+
+    rt = runtime_for(tmp_path, TaskSpec(recipe=REF, checks={"loss_delta": 2.5}))
+    _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
+    assert rt.recipe == REF
+    assert rt.limits.loss_delta == 2.5
+    assert rt.evaluate({"w": np.array([3.0])}) == 4.0
+    assert rt.reference_trainer.__self__.recipe == "mine"
+
+    given = runtime_for(tmp_path / "given", TaskSpec(recipe=REF, checks={"loss_delta": 2.5}))
+    given.limits = replace(given.limits, loss_delta=0.5)
+    _use_recipe(given, "mine", host=f"{__name__}:host", loss_delta_given=True)
+    assert given.limits.loss_delta == 0.5  # --loss-delta wins over the spec
+
+
+def test_worker_run_refuses_another_recipe_or_a_bad_margin(tmp_path: Path) -> None:
+    from worker.cli import _use_recipe
+
+    rt = runtime_for(tmp_path, TaskSpec(recipe=OTHER))
+    with pytest.raises(RecipeMismatch):
+        _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
+    assert rt.evaluate is None  # nothing taken up
+    for bad in ("5", -1.0):
+        rt = runtime_for(tmp_path / str(bad), TaskSpec(recipe=REF, checks={"loss_delta": bad}))
+        with pytest.raises(ConfigError, match="specification"):
+            _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
