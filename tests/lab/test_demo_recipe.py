@@ -144,3 +144,39 @@ def test_an_outside_recipe_with_buffers_runs_through_the_demo_and_its_record_aud
     finally:
         cli(data_dir, "dev", "down")
     assert processes_using(data_dir.resolve()) == []
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_recipe_package_with_its_own_training_and_no_accuracy_runs_and_reports_its_loss(
+    tmp_path: Path,
+) -> None:
+    """tests/lab/recipes/regress: a package directory (relative import), a custom Dataset, its own train() and
+    loss(), an evaluate returning a loss and a mean absolute error but no accuracy."""
+    package = REPO / "tests" / "lab" / "recipes" / "regress"
+    data_dir = tmp_path / "demo"
+    done = subprocess.run(
+        meshprov("demo", "--recipe", str(package), "--nodes", "3", "--rounds", "2", "--json", "--data-dir", str(data_dir)),
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    try:
+        assert (summary["recipe"]["name"], summary["recipe"]["cid"]) == ("regress", recipe_cid(package))
+        final = summary["final"]
+        assert final["accuracy"] is None
+        assert set(final["metrics"]) == {"loss", "mae"}
+        assert final["lineage"]["verified"] is True
+        assert summary["baseline"]["accuracy"] is None
+        assert (
+            summary["baseline"]["loss"] < summary["rounds"][0]["loss"]
+        )  # trained, by the recipe's own train()
+        assert all(r["accepted"] for r in summary["rounds"])
+        # Without an accuracy the rounds and the summary print the recipe's loss.
+        assert f"test loss {summary['rounds'][-1]['loss']:.4g}" in done.stderr
+        replay = cli(data_dir, "audit", "replay", "1", "2", "--json")
+        assert replay.returncode == ExitCode.OK, replay.stderr
+        assert json.loads(replay.stdout)["status"] == "match"
+    finally:
+        cli(data_dir, "dev", "down")
