@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -170,7 +172,10 @@ def demo(
         relay=relay,
         timeout_s=timeout,
     )
-    summary = Demo(config, console=stderr, say=info).run()
+    # The recipe's own code runs in this process too (its data, the reports' evaluate, the baseline's training),
+    # and recipes print progress: stdout is kept for the --json summary alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = Demo(config, console=stderr, say=info).run()
     print_summary(stderr, summary)
     if want_json(json_output):
         emit(summary, json_mode=True)

@@ -173,6 +173,8 @@ def test_a_recipe_package_with_its_own_training_and_no_accuracy_runs_and_reports
             summary["baseline"]["loss"] < summary["rounds"][0]["loss"]
         )  # trained, by the recipe's own train()
         assert all(r["accepted"] for r in summary["rounds"])
+        # The recipe printed in the demo's process (the baseline's training): on stderr, stdout kept for the JSON.
+        assert "regress: trained on 300 samples" in done.stderr
         # Without an accuracy the rounds and the summary print the recipe's loss.
         assert f"test loss {summary['rounds'][-1]['loss']:.4g}" in done.stderr
         replay = cli(data_dir, "audit", "replay", "1", "2", "--json")
