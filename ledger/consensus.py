@@ -18,14 +18,19 @@ The rules, in the contract's integer arithmetic (``//`` rounds down, as Solidity
   accepted update, else 0. Reputation (only when the quorum was met): ``c > 0`` → ``+500 * c // 10000``;
   ``c < 0`` → ``-(1500 * |c| // 10000)``; clamped to [100, 10000].
 * **Validators** (set order): a member that revealed has distance ``d = Σ min(|s_i - c_i|, 10000) // n`` (0 when
-  the round had no update). The round's reference distance ``m`` is the lower weighted median of the revealed
+  the round had no update). The round's reference distance ``m`` is the *upper* weighted median of the revealed
   members' distances (weights frozen at opening), at least ``DISTANCE_FLOOR`` (200); the tolerance is
-  ``r = DISTANCE_TOLERANCE * m`` (3m). Agreement ``A = 0`` if ``d ≥ r``, else ``(r - d) * 10000 // r`` (basis
-  points); reputation ``+200`` if ``d ≤ r``, else ``-min(1000, 1000 * (d - r) // r)``; reward
-  ``validator_share * rep * A // Σ`` with ``rep`` its validator reputation before this round's step. A member that
+  ``r = DISTANCE_TOLERANCE * m`` (3m). Reputation ``+200`` if ``d ≤ r``, else ``-min(1000, 1000 * (d - r) // r)``.
+  Pay (anti-lazy): the public record's distance ``d_p = Σ min(|p_i - c_i|, 10000) // n`` with ``p_i`` the
+  contributor's last settled consensus (0 if none; :attr:`ConsensusBook.last_consensus`), the pay tolerance
+  ``r_p = min(r, d_p)`` (``r`` when the round had no update), agreement ``A = 0`` if ``d ≥ r_p``, else
+  ``(r_p - d) * 10000 // r_p``; reward ``validator_share * rep * A // Σ`` with ``rep`` its validator reputation
+  before this round's step. A member that
   did not reveal is absent: ``-500``, no reward. Below the quorum (fewer reveals than ``quorum``, a carry-over
-  too) nobody is paid and only absent members' reputations move. Measuring against the round's own median distance keeps a lazy
-  validator (one that copies the last consensus) from earning what an honest one earns (docs/protocol.md R5).
+  too) nobody is paid and only absent members' reputations move. Paying only for landing closer than the public
+  record keeps a lazy validator (one that copies the last consensus) from earning anything (docs/protocol.md R5).
+* Every settled round (carry-overs and rounds below the quorum included) records each contributor's consensus as
+  its last one.
 * Rounding dust and shares nobody earned are not accrued. Rewards accrue (``accrued``) until claimed.
 
 A member starts at reputation 5000 when it is first granted a role (:meth:`ConsensusBook.grant`; an account the
@@ -106,6 +111,22 @@ def lower_weighted_median(values: Sequence[int], weights: Sequence[int]) -> int:
     raise AssertionError("unreachable: the weights add up to the total")  # pragma: no cover
 
 
+def upper_weighted_median(values: Sequence[int], weights: Sequence[int]) -> int:
+    """The largest value ``v`` such that the weight of the values ≥ ``v``, doubled, is at least the total weight
+    (``Consensus.tolerance``'s median); 0 when the total weight is 0 or there is no value."""
+    if len(values) != len(weights):
+        raise SettlementError("weights", list(weights), f"one weight per value ({len(values)} values)")
+    total = sum(weights)
+    if total == 0:
+        return 0
+    cumulative = 0
+    for value, weight in sorted(zip(values, weights, strict=True), key=lambda vw: -vw[0]):
+        cumulative += weight
+        if 2 * cumulative >= total:
+            return value
+    raise AssertionError("unreachable: the weights add up to the total")  # pragma: no cover
+
+
 def consensus_scores(scores: Sequence[Sequence[int] | None], weights: Sequence[int], n: int) -> list[int]:
     """Each update's consensus from the set members' scores (None: did not reveal, counts as 0)."""
     table = [list(s) if s is not None else [0] * n for s in scores]
@@ -119,10 +140,10 @@ def capped_distance(score: int, consensus: int) -> int:
 def tolerance(
     distances: Sequence[int | None], weights: Sequence[int], constants: ConsensusConstants = DEFAULT_CONSTANTS
 ) -> int:
-    """The round's tolerance ``r``: DISTANCE_TOLERANCE × the lower weighted median of the revealed members'
+    """The round's tolerance ``r``: DISTANCE_TOLERANCE × the upper weighted median of the revealed members'
     distances (None: absent), floored at DISTANCE_FLOOR."""
     pairs = [(d, w) for d, w in zip(distances, weights, strict=True) if d is not None]
-    m = lower_weighted_median([d for d, _ in pairs], [w for _, w in pairs])
+    m = upper_weighted_median([d for d, _ in pairs], [w for _, w in pairs])
     return constants.distance_tolerance * max(m, constants.distance_floor)
 
 
@@ -177,6 +198,13 @@ class ConsensusBook:
     """Rewards accrued and not claimed, per account (lower-case address): ``AccountView.accrued``."""
     claimed: dict[str, int] = field(default_factory=dict)
     """Rewards claimed so far, per account (lower-case address): its token balance, if it never transferred any."""
+    last_consensus: dict[str, int] = field(default_factory=dict)
+    """Each contributor's last settled consensus (lower-case address; absent: none yet, predicted as 0): the
+    public record the validators' pay is measured against (``Account.lastConsensus``)."""
+
+    def predicted(self, account: str) -> int:
+        """The public record's prediction of ``account``'s next consensus: its last one, else 0."""
+        return self.last_consensus.get(account.lower(), 0)
 
     @staticmethod
     def _key(account: str, role: Role) -> tuple[str, Role]:
@@ -253,10 +281,24 @@ class ConsensusBook:
         # Below the quorum the validators failed: nobody is paid and only the absent ones lose reputation.
         pay = 0 if carried_over or not quorate else budget
         validator_share = pay * c.validator_share_bps // 10_000
+        predictor = (
+            sum(capped_distance(self.predicted(a), ci) for a, ci in zip(contributors, consensus, strict=True))
+            // n
+            if n
+            else None
+        )
         out = self._settle_contributors(contributors, consensus, accepted, quorate, pay - validator_share)
         out += self._settle_validators(
-            validators, weights, scores, consensus, share=validator_share, quorate=quorate
+            validators,
+            weights,
+            scores,
+            consensus,
+            share=validator_share,
+            quorate=quorate,
+            predictor=predictor,
         )
+        for account, ci in zip(contributors, consensus, strict=True):
+            self.last_consensus[account.lower()] = ci
         for s in out:
             if s.reward:
                 key = s.account.lower()
@@ -296,6 +338,7 @@ class ConsensusBook:
         *,
         share: int,
         quorate: bool,
+        predictor: int | None = None,
     ) -> list[Settlement]:
         c = self.constants
         n = len(consensus)
@@ -306,6 +349,7 @@ class ConsensusBook:
             for row in scores
         ]
         r = tolerance(distances, weights, c)
+        pay_r = r if predictor is None else min(r, predictor)
         rows: list[tuple[str, int, int, bool]] = []  # account, new reputation, distance, absent
         pay_weights: list[int] = []
         for v, d in zip(validators, distances, strict=True):
@@ -324,7 +368,7 @@ class ConsensusBook:
                     new = lower_reputation(old, min(c.validator_loss, c.validator_loss * (d - r) // r), c)
                 rows.append((v, new, d, False))
                 # Paid by its reputation at settlement (before this round's step), not the frozen weight.
-                pay_weights.append(old * agreement(d, r))
+                pay_weights.append(old * agreement(d, pay_r))
             self._set(v, Role.VALIDATOR, new)
         total = sum(pay_weights)
         return [

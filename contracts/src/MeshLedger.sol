@@ -756,7 +756,7 @@ contract MeshLedger is IMeshLedger, AccessControl, EIP712 {
         if (err != ECDSA.RecoverError.NoError || signer != sub.contributor) {
             revert MeshLedger_InvalidSignature(sub.contributor, signer);
         }
-        // unchecked: a nonce grows by one per relayed submission; 2^64 of them will never be signed.
+        // unchecked: a nonce grows by one per relayed submission; 2^48 of them will never be signed.
         unchecked {
             stored.nonce = a.nonce + 1;
         }

@@ -38,6 +38,7 @@ library RoundSettlement {
         uint256[] distance; // per member: Σ min(|s - c|, SCORE_ONE) over the updates (revealed members only)
         uint256 accepted; // bitmap: consensus > 0 and revealCount ≥ quorum
         bool quorate;
+        uint256 predictor; // Σ min(|p_i - c_i|, SCORE_ONE): the public record's distance (p_i the last consensus)
     }
 
     // ─── Opening ────────────────────────────────────────────────────────────────────────────────────────────
@@ -394,6 +395,11 @@ library RoundSettlement {
             uint16 old = a.contributorReputation;
             uint16 rep = old;
             uint256 weight;
+            // The public record: this contributor's last settled consensus (0 when it has none yet).
+            uint16 last = a.lastConsensus;
+            r.predictor += Consensus.cappedDistance(last == 0 ? int256(0) : int256(uint256(last)) - 10_001, c);
+            // forge-lint: disable-next-line(unsafe-typecast) c ∈ [-10_000, 10_000]: c + 10_001 ∈ [1, 20_001]
+            uint16 next = uint16(uint256(c + 10_001));
             if (r.quorate && c > 0) {
                 rep = Consensus.raise(old, CONTRIBUTOR_GAIN * uint256(c) / 10_000, REPUTATION_MAX);
                 // c ≤ 10^4 and reputation ≤ 10^4: a weight is at most 10^12, their sum below 2^47.
@@ -402,15 +408,19 @@ library RoundSettlement {
             } else if (r.quorate && c < 0) {
                 rep = Consensus.lower(old, CONTRIBUTOR_LOSS * uint256(-c) / 10_000, REPUTATION_MIN);
             }
-            if (rep != old) a.contributorReputation = rep;
+            if (rep != old || next != last) {
+                a.contributorReputation = rep;
+                a.lastConsensus = next;
+            }
             _put(data, i, who, IMeshLedger.Role.Contributor, rep, weight, c, 0, false);
         }
     }
 
     /// Validators: those that revealed are measured by their mean capped distance d to the consensus against the
-    /// round's tolerance r (DISTANCE_TOLERANCE × the weighted median of the revealed distances, at least
-    /// DISTANCE_TOLERANCE × DISTANCE_FLOOR): agreement A = max(0, 1 - d/r); +GAIN when d ≤ r, else
-    /// -min(LOSS, LOSS·(d - r)/r); their share split by reputation-before × A. Below the quorum the revealers'
+    /// round's tolerance r (DISTANCE_TOLERANCE × the upper weighted median of the revealed distances, at least
+    /// DISTANCE_TOLERANCE × DISTANCE_FLOOR): +GAIN when d ≤ r, else -min(LOSS, LOSS·(d - r)/r); their share split
+    /// by reputation-before × A, A = max(0, 1 - d/r_p) with r_p = min(r, d_p), d_p the mean distance of the
+    /// contributors' last consensus to this one (anti-lazy). Below the quorum the revealers'
     /// reputations do not move. Absent members lose ABSENT_LOSS and earn nothing. Returns the total weight.
     function _settleValidators(LedgerStore storage s, Round memory r, bytes memory data)
         private
@@ -423,6 +433,11 @@ library RoundSettlement {
             }
         }
         uint256 tol = Consensus.tolerance(distance, r.weights, r.revealed);
+        // Pay is measured against min(r, the public record's distance d_p): a validator earns only by landing
+        // closer to the consensus than the last consensus of each contributor does (anti-lazy, R5); its
+        // reputation still follows r.
+        uint256 payTol = tol;
+        if (r.n != 0 && r.predictor / r.n < payTol) payTol = r.predictor / r.n;
         for (uint256 k; k < r.v; ++k) {
             address who = r.members[k];
             Account storage a = s.accounts[who];
@@ -442,7 +457,7 @@ library RoundSettlement {
                     uint256 step = VALIDATOR_LOSS * (d - tol) / tol;
                     rep = Consensus.lower(old, step < VALIDATOR_LOSS ? step : VALIDATOR_LOSS, REPUTATION_MIN);
                 }
-                weight = uint256(old) * Consensus.agreement(d, tol);
+                weight = uint256(old) * Consensus.agreement(d, payTol);
                 total += weight;
             }
             if (rep != old) a.validatorReputation = rep;

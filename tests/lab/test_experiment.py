@@ -189,6 +189,10 @@ def test_a_lazy_validator_copies_the_previous_consensus() -> None:
     previous = dict(zip(first.submitted, first.consensus, strict=True))
     assert second.scores[2] == [previous[m] for m in second.submitted]
     assert result.byzantine_flips() == (0, 0)
+    # docs/protocol.md R5 anti-lazy: a copy of the public record lands exactly at the record's distance, so its pay
+    # agreement is 0 (the tolerance rule alone paid it while the copy lay within 3 x the median distance).
+    assert second.validator_pay[2] == 0
+    assert sum(second.validator_pay[:2]) > 0
 
 
 def test_byzantine_scores() -> None:

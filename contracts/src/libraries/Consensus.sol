@@ -41,9 +41,12 @@ library Consensus {
         return distance >= r ? 0 : (r - distance) * 10_000 / r;
     }
 
-    /// @notice The round's tolerance r = DISTANCE_TOLERANCE × max(DISTANCE_FLOOR, m), m the lower weighted median
-    /// of the revealed members' mean distances (`revealed` bit k: member k revealed; others are ignored).
-    /// @dev Pairwise (a set holds at most 32 members): the smallest candidate x with 2 × weight(d ≤ x) ≥ total.
+    /// @notice The round's tolerance r = DISTANCE_TOLERANCE × max(DISTANCE_FLOOR, m), m the UPPER weighted median
+    /// of the revealed members' mean distances (`revealed` bit k: member k revealed; others are ignored): the
+    /// largest candidate x with 2 × weight(d ≥ x) ≥ total. Upper, not lower: when the consensus is one revealed
+    /// member's own score (a member absent) that member's distance is 0, and the lower median of {0, d} would
+    /// be 0 and leave the other honest member outside the floor's tolerance (docs/protocol.md R5).
+    /// @dev Pairwise (a set holds at most 32 members).
     function tolerance(uint256[] memory distance, uint256[] memory weights, uint256 revealed)
         internal
         pure
@@ -53,16 +56,16 @@ library Consensus {
         for (uint256 k; k < distance.length; ++k) {
             if ((revealed >> k) & 1 != 0) total += weights[k];
         }
-        uint256 m = type(uint256).max;
+        uint256 m;
         for (uint256 k; k < distance.length; ++k) {
-            if ((revealed >> k) & 1 == 0 || distance[k] >= m) continue;
+            if ((revealed >> k) & 1 == 0 || distance[k] <= m) continue;
             uint256 cumulative;
             for (uint256 j; j < distance.length; ++j) {
-                if ((revealed >> j) & 1 != 0 && distance[j] <= distance[k]) cumulative += weights[j];
+                if ((revealed >> j) & 1 != 0 && distance[j] >= distance[k]) cumulative += weights[j];
             }
             if (2 * cumulative >= total) m = distance[k];
         }
-        if (m < DISTANCE_FLOOR || m == type(uint256).max) m = DISTANCE_FLOOR;
+        if (m < DISTANCE_FLOOR) m = DISTANCE_FLOOR;
         return DISTANCE_TOLERANCE * m;
     }
 

@@ -9,7 +9,10 @@ pragma solidity 0.8.30;
 /// rewards accrued. Finalization settles a participant with one read and one write of this slot — already
 /// nonzero for every member (its seat and flags), so a task's first round costs what every round costs.
 struct Account {
-    uint64 nonce;
+    uint48 nonce; // one per relayed submission: 2^48 of them will never be signed
+    /// The last consensus settled for this account's update, plus 10_001 (0: none yet): the public record a lazy
+    /// validator could copy, which the validators' pay is measured against (docs/protocol.md R5, anti-lazy).
+    uint16 lastConsensus;
     uint16 seat;
     uint8 flags;
     uint16 contributorReputation; // ≤ REPUTATION_MAX = 10_000; 0 = never a contributor

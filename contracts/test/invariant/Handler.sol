@@ -74,6 +74,10 @@ contract LedgerHandler is CheatCodes {
     uint256 public setViolations;
     uint256 public backwardSteps;
 
+    /// Each contributor's last settled consensus + 10_001 (0: none): the public record validators' pay is
+    /// measured against (R5, anti-lazy).
+    mapping(address => int256) internal _lastConsensus;
+
     uint32 internal _lastRound = 1;
     uint8 internal _lastPhase;
 
@@ -360,6 +364,10 @@ contract LedgerHandler is CheatCodes {
     }
 
     function _advance(uint32 round) internal {
+        (int256[] memory consensus,) = _expectedOutcome(round);
+        for (uint256 i; i < consensus.length; ++i) {
+            _lastConsensus[_updates[round][i]] = consensus[i] + 10_001;
+        }
         ++rounds;
         ghostRound = round + 1;
         _freezeGhostSet(round + 1);
@@ -443,6 +451,15 @@ contract LedgerHandler is CheatCodes {
         }
         if (revealCount < QUORUM) return 0;
         uint256 tol = Consensus.tolerance(distance, _weights[round], mask);
+        if (n != 0) {
+            // Pay against min(r, the public record's distance): the contributors' last consensus (0 if none).
+            uint256 record;
+            for (uint256 i; i < n; ++i) {
+                int256 last = _lastConsensus[_updates[round][i]];
+                record += Consensus.cappedDistance(last == 0 ? int256(0) : last - 10_001, consensus[i]);
+            }
+            if (record / n < tol) tol = record / n;
+        }
         for (uint256 k; k < set.length; ++k) {
             if ((mask >> k) & 1 != 0 && Consensus.agreement(distance[k], tol) > 0) ++count;
         }

@@ -24,11 +24,13 @@ contract MeshLedgerFinalizeTest is Fixture {
         out[1] = IMeshLedger.Settlement(contributors[1], IMeshLedger.Role.Contributor, 4_700, 0, -2_000, 0, false);
         out[2] = IMeshLedger.Settlement(contributors[2], IMeshLedger.Role.Contributor, 5_100, uint256(900 ether) * 20 / 145, 2_000, 0, false);
         out[3] = IMeshLedger.Settlement(contributors[3], IMeshLedger.Role.Contributor, 5_000, 0, 0, 0, false);
-        // Distances 2250, 3625 (the 12000 gap capped at 10000), 375: their median 2250, tolerance 3 × 2250 = 6750,
-        // all within it (+200); agreements (6750 - d) × 10^4 / 6750 = 6666, 4629, 9444.
-        out[4] = IMeshLedger.Settlement(validatorAddrs[0], IMeshLedger.Role.Validator, 5_200, uint256(100 ether) * 6_666 / 20_739, 0, 2_250, false);
-        out[5] = IMeshLedger.Settlement(validatorAddrs[1], IMeshLedger.Role.Validator, 5_200, uint256(100 ether) * 4_629 / 20_739, 0, 3_625, false);
-        out[6] = IMeshLedger.Settlement(validatorAddrs[2], IMeshLedger.Role.Validator, 5_200, uint256(100 ether) * 9_444 / 20_739, 0, 375, false);
+        // Distances 2250, 3625 (the 12000 gap capped at 10000), 375: their (upper) median 2250, tolerance
+        // 3 × 2250 = 6750, all within it (+200). Pay (anti-lazy): no contributor has a consensus yet, so the public
+        // record predicts 0 for each: its distance (5000 + 2000 + 2000 + 0) / 4 = 2250, the pay tolerance
+        // min(6750, 2250) = 2250; agreements 0, 0 and (2250 - 375) × 10^4 / 2250 = 8333: validator 2 takes it all.
+        out[4] = IMeshLedger.Settlement(validatorAddrs[0], IMeshLedger.Role.Validator, 5_200, 0, 0, 2_250, false);
+        out[5] = IMeshLedger.Settlement(validatorAddrs[1], IMeshLedger.Role.Validator, 5_200, 0, 0, 3_625, false);
+        out[6] = IMeshLedger.Settlement(validatorAddrs[2], IMeshLedger.Role.Validator, 5_200, uint256(100 ether), 0, 375, false);
     }
 
     function test_finalizeRound_settlesByConsensusExactly() public {
@@ -94,6 +96,50 @@ contract MeshLedgerFinalizeTest is Fixture {
         IMeshLedger.AccountView memory near = ledger.account(validatorAddrs[1]);
         assertEq(near.validatorReputation, 5_200, "within the tolerance: +200");
         assertLt(0, near.accrued, "paid by its agreement");
+    }
+
+    /// R5 anti-lazy: a validator that copies each contributor's previous consensus (the public record) is paid
+    /// nothing, even when the consensus barely moved and the copy lies well within the tolerance; the honest
+    /// validators that beat the record share the validators' pay. (The rule before paid it 1/6 of an agreement.)
+    function test_finalizeRound_lazyCopyOfTheLastConsensusEarnsNothing() public {
+        _submitAll();
+        _scoreRound(_sameScores(5_000));
+        _finalize(_aggregate(1));
+        uint256 lazyBefore = ledger.account(validatorAddrs[2]).accrued;
+        _submitAll();
+        int256[][] memory rows = _sameScores(5_000); // validator 2 copies round 1's consensus
+        rows[0] = _uniform(4, 5_600);
+        rows[1] = _uniform(4, 5_500);
+        _scoreRound(rows);
+        (int16[] memory consensus,) = ledger.tally(taskId, 2);
+        assertEq(int256(consensus[0]), 5_500, "the middle score");
+        _finalize(_aggregate(2));
+        // Distances 100, 0, 500; tolerance 3 × max(200, 100) = 600: the copy keeps its reputation (+200) ...
+        IMeshLedger.AccountView memory lazy = ledger.account(validatorAddrs[2]);
+        assertEq(lazy.validatorReputation, 5_400, "within the tolerance: no reputation lost");
+        // ... but the record's distance is 500, exactly the copy's: agreement 0 against min(600, 500).
+        assertEq(lazy.accrued, lazyBefore, "a copy of the public record earns nothing");
+        assertLt(ledger.account(validatorAddrs[0]).accrued, ledger.account(validatorAddrs[1]).accrued, "closer earns more");
+        assertLt(0, ledger.account(validatorAddrs[0]).accrued, "an honest validator beating the record is paid");
+    }
+
+    /// R5: with a validator absent the consensus is one revealer's own score (distance 0); the tolerance comes
+    /// from the UPPER median of the revealed distances, so the other honest revealer 1,000 away is still within
+    /// it and paid. (The lower median was 0, the floor gave 600, and it lost 666 reputation and earned nothing.)
+    function test_finalizeRound_absentValidatorDoesNotSinkTheOtherHonestOne() public {
+        _submitAll();
+        int256[][] memory rows = new int256[][](3);
+        rows[0] = _uniform(4, 6_000);
+        rows[1] = _uniform(4, 7_000);
+        _scoreRound(rows);
+        (int16[] memory consensus, uint256 accepted) = ledger.tally(taskId, 1);
+        assertEq(int256(consensus[0]), 6_000, "median of (0 absent, 6000, 7000)");
+        assertEq(accepted, 15, "all accepted");
+        _finalize(_aggregate(1));
+        IMeshLedger.AccountView memory other = ledger.account(validatorAddrs[1]);
+        assertEq(other.validatorReputation, 5_200, "distance 1000 within 3 x 1000");
+        assertLt(0, other.accrued, "and paid");
+        assertEq(ledger.account(validatorAddrs[2]).validatorReputation, 4_500, "the absent one: -500");
     }
 
     /// An absent validator counts as a score of 0 with its weight: absence never makes acceptance easier.

@@ -24,6 +24,7 @@ from ledger.consensus import (
     agreement,
     lower_weighted_median,
     tolerance,
+    upper_weighted_median,
 )
 from ledger.dev.services import AnvilProcess
 from tests.support.chain import Consortium, chain_snapshot
@@ -82,11 +83,42 @@ def test_agreement_is_linear_down_to_zero_at_the_tolerance() -> None:
     assert [agreement(d, 600) for d in (0, 1, 300, 599, 600, 10_000)] == [10_000, 9_983, 5_000, 16, 0, 0]
 
 
-def test_the_tolerance_is_three_times_the_median_revealed_distance_and_at_least_600() -> None:
+def test_the_upper_weighted_median_by_hand() -> None:
+    assert upper_weighted_median([5, 1, 3], [1, 1, 1]) == 3
+    assert upper_weighted_median([1, 2], [1, 1]) == 2  # upper: exactly half the weight suffices, from above
+    assert upper_weighted_median([1, 2], [2, 1]) == 1
+    assert upper_weighted_median([], []) == 0
+    with pytest.raises(SettlementError, match="one weight per value"):
+        upper_weighted_median([1, 2], [1])
+
+
+def test_the_tolerance_is_three_times_the_upper_median_revealed_distance_and_at_least_600() -> None:
     assert tolerance([0, 0, None], [5_000, 5_000, 5_000]) == 600  # the floor: 3 x 200
     assert tolerance([1_000, 2_000, 9_000], [5_000, 5_000, 5_000]) == 6_000
     assert tolerance([1_000, 2_000, None], [5_000, 4_000, 9_000]) == 3_000  # the absent weight does not count
     assert tolerance([None, None], [5_000, 5_000]) == 600
+    # One validator absent: the consensus is a revealer's own score (distance 0). The lower median of (0, 1000)
+    # was 0, which left the other honest revealer outside the floor's 600; the upper median is 1000.
+    assert tolerance([0, 1_000, None], [5_000, 5_000, 5_000]) == 3_000
+
+
+def test_a_lazy_copy_of_the_last_consensus_earns_nothing() -> None:
+    """docs/protocol.md R5 anti-lazy: copying each contributor's previous consensus earns no pay (it keeps its
+    reputation while within the tolerance); the previous rule paid it (distance 500 within 3 x 200)."""
+    book = ConsensusBook()
+    vals, contribs = ["0xv0", "0xv1", "0xlazy"], ["0xc0", "0xc1"]
+    book.settle(contribs, vals, book.freeze(vals), [[5_000, 4_000]] * 3, quorum=2, budget=10_000)
+    assert book.last_consensus == {"0xc0": 5_000, "0xc1": 4_000}
+    lazy_row = [book.predicted(c) for c in contribs]
+    out = book.settle(
+        contribs, vals, book.freeze(vals), [[5_600, 4_600], [5_500, 4_500], lazy_row], quorum=2, budget=10_000
+    )
+    assert out.consensus == (5_500, 4_500)
+    v0, v1, lazy = out.settlements[2:]
+    assert (lazy.distance, lazy.reward, lazy.reputation) == (500, 0, 5_400)  # within r = 600, paid nothing
+    assert (v0.distance, v1.distance) == (100, 0)
+    # r_p = min(600, 500): agreements 8000 and 10000 of the 1000 validator share.
+    assert (v0.reward, v1.reward) == (1_000 * 8_000 // 18_000, 1_000 * 10_000 // 18_000)
 
 
 # ─── settlement by hand ─────────────────────────────────────────────────────────────────────────────────────
@@ -106,10 +138,16 @@ def test_one_round_settled_by_hand() -> None:
     c0, c1, v0, v1, v2 = out.settlements
     assert (c0.reputation, c0.reward, c0.score) == (5_000 + 300, 9_000, 6_000)
     assert (c1.reputation, c1.reward, c1.score) == (5_000 - 1_500, 0, REJECT)
-    # Distances: v0 (2000, 0) -> 1000, v1 0; their median 0 is below the floor, so r = 3 x 200 = 600.
-    # v0 is past the tolerance: A = 0 and -1000 x (1000 - 600) / 600; v1 takes the whole validator share.
-    assert (v0.distance, v0.reputation, v0.reward, v0.absent) == (1_000, 5_000 - 666, 0, False)
-    assert (v1.distance, v1.reputation, v1.reward) == (0, 5_200, 1_000)
+    # Distances: v0 (2000, 0) -> 1000, v1 0; their upper median 1000, so r = 3000: both within (+200). Pay: no
+    # contributor has a consensus yet (predicted 0): the record's distance (6000 + 10000) / 2 = 8000, r_p = 3000;
+    # agreements 6666 and 10000 of the 1000 validator share.
+    assert (v0.distance, v0.reputation, v0.reward, v0.absent) == (
+        1_000,
+        5_200,
+        1_000 * 6_666 // 16_666,
+        False,
+    )
+    assert (v1.distance, v1.reputation, v1.reward) == (0, 5_200, 1_000 * 10_000 // 16_666)
     assert (v2.absent, v2.reputation, v2.reward) == (True, 4_500, 0)
     assert book.accrued_of("0xC0") == 9_000
     assert book.claim("0xc0") == 9_000
@@ -133,6 +171,7 @@ def test_below_quorum_no_contributor_moves_and_a_carry_over_pays_nothing() -> No
     assert carried.consensus == (9_000,)
     assert carried.accrued == 0
     assert carried.settlements[0].reputation == 5_000 + 450  # reputations settle as usual
+    assert book.last_consensus == {"0xc0": 9_000}  # every settled round records the public consensus
 
 
 def test_the_mirror_refuses_what_the_contract_never_settles() -> None:
