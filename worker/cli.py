@@ -256,7 +256,7 @@ def run(
             "--recipe",
             help="The task's recipe as installed here (builtin name, module name, .py file or package "
             "directory): its evaluate() is the held-out loss and score, its training the reference update; "
-            "refused (exit 3) when its hash is not the one the task's specification anchors. Replaces "
+            "refused (exit 10) when its hash is not the one the task's specification anchors. Replaces "
             "--evaluator and --reference-trainer.",
             rich_help_panel=_CHECKS,
         ),

@@ -17,7 +17,7 @@ give the worker exactly what it called ``--evaluator`` and ``--reference-trainer
 * ``reference(weights, *, seed, steps) -> delta``: the validator's reference update (``worker.reference``).
 
 Before serving, :func:`check_recipe` refuses a recipe whose hash is not the one the task's specification anchors
-(:class:`RecipeMismatch`, exit 3), as the node refuses to train with one: a validator judging with other code
+(:class:`RecipeMismatch`, exit 10, ``RECIPE_MISMATCH``), as the node refuses to train with one: a validator judging with other code
 than the members train with would score them against the wrong task.
 """
 
@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.errors import ConfigError, Mismatch
+from ledger.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -56,6 +57,8 @@ class RecipeHooks(Protocol):
 
 class RecipeMismatch(Mismatch):
     """The validator's installed recipe is not the one the task's specification anchors."""
+
+    exit_code = ExitCode.RECIPE_MISMATCH
 
     def __init__(self, task: int, installed: RecipeRef, wanted: RecipeRef) -> None:
         self.task = task

@@ -138,7 +138,7 @@ def test_an_outside_recipe_with_buffers_runs_through_the_demo_and_its_record_aud
         wrong = cli(
             data_dir, "worker", "run", "--role", "validator", "--recipe", "digits", "--pool", "solo", env=env
         )
-        assert wrong.returncode == ExitCode.MISMATCH, wrong.stderr
+        assert wrong.returncode == ExitCode.RECIPE_MISMATCH, wrong.stderr
         assert "refusing to judge" in wrong.stderr
         assert ref.cid in wrong.stderr
     finally:

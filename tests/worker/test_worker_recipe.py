@@ -61,7 +61,7 @@ def test_a_broken_or_missing_spec_is_an_error_naming_its_cid(tmp_path: Path) -> 
         read_task_spec(missing, store, 4)  # type: ignore[arg-type]
 
 
-def test_a_recipe_of_another_hash_is_refused_with_both_hashes_and_exit_3() -> None:
+def test_a_recipe_of_another_hash_is_refused_with_both_hashes_and_exit_10() -> None:
     spec = TaskSpec(recipe=OTHER)
     with pytest.raises(RecipeMismatch) as caught:
         check_recipe(7, REF, spec)
@@ -69,7 +69,7 @@ def test_a_recipe_of_another_hash_is_refused_with_both_hashes_and_exit_3() -> No
     assert REF.cid in message
     assert OTHER.cid in message
     assert "task 7" in message
-    assert caught.value.exit_code == ExitCode.MISMATCH
+    assert caught.value.exit_code == ExitCode.RECIPE_MISMATCH
     check_recipe(7, OTHER, spec)  # the task's own: accepted
     check_recipe(7, REF, None)  # a legacy spec names no hash: nothing to compare
 
