@@ -366,18 +366,22 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
 
 def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict | None]) -> list[Scored]:
     from ledger.checks.copies import find_copies
-    from ledger.checks.vectors import flatten
     from ledger.updatefile import UpdateFile
+    from worker.vectorfiles import vector_file
 
     rt, view = ctx.rt, ctx.view
+    # Vectors as memory-mapped files (worker.vectorfiles): N updates of a large model never sit in memory at once.
+    vector_dir = ctx.directory / "vectors"
+    shutil.rmtree(vector_dir, ignore_errors=True)
+    vector_dir.mkdir(parents=True)
     vectors: list[NDArray[Any] | None] = []
     for sub, v in zip(subs, verdicts, strict=True):
         if v is None or not v.accepted:
             vectors.append(None)
             continue
         with UpdateFile.open(_update_path(ctx, sub)) as update:
-            vectors.append(flatten(update, ctx.layout))
-    copies = find_copies(vectors, [s.contributor for s in subs], _history(rt, view, ctx.layout))
+            vectors.append(vector_file(update, ctx.layout, vector_dir / f"{sub.index}.npy"))
+    copies = find_copies(vectors, [s.contributor for s in subs], _history(rt, view, ctx.layout, vector_dir))
     scorer = _scorer(ctx, subs, vectors)
     out: list[Scored] = []
     for i, (sub, v) in enumerate(zip(subs, verdicts, strict=True)):
@@ -402,12 +406,13 @@ def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict 
     return out
 
 
-def _history(rt: Runtime, view: RoundView, layout: Sequence[TensorInfo]) -> list[tuple[str, NDArray[Any]]]:
-    """(contributor, vector) of the last rounds' updates this validator kept that the consensus accepted."""
-    import numpy as np
-
-    from ledger.checks.vectors import flatten
+def _history(
+    rt: Runtime, view: RoundView, layout: Sequence[TensorInfo], vector_dir: Path
+) -> list[tuple[str, NDArray[Any]]]:
+    """(contributor, vector) of the last rounds' updates this validator kept that the consensus accepted (as
+    memory-mapped files in ``vector_dir``)."""
     from ledger.updatefile import FileRejected, UpdateFile
+    from worker.vectorfiles import vector_file
 
     kept = history.recent(rt.cache_dir, view.task_id, view.round)
     if not kept:
@@ -421,7 +426,8 @@ def _history(rt: Runtime, view: RoundView, layout: Sequence[TensorInfo]) -> list
             continue
         try:
             with UpdateFile.open(past.path) as update:
-                out.append((past.contributor, flatten(update, layout, dtype=np.float32)))
+                path = vector_dir / f"history-{past.round}-{past.index}.npy"
+                out.append((past.contributor, vector_file(update, layout, path)))
         except (
             FileRejected,
             OSError,
@@ -442,13 +448,12 @@ def _scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence[NDArray[A
     has nothing to be compared with and scores SCORE_ONE / 2."""
     if ctx.rt.reference_trainer is not None:
         return _reference_scorer(ctx, subs, vectors)
-    import numpy as np
-
     from ledger.chain.scores import SCORE_ONE
     from ledger.checks.score import score_vector
+    from worker.vectorfiles import running_sum
 
     usable = [v for v in vectors if v is not None]
-    total = np.sum(usable, axis=0) if usable else None
+    total = running_sum(usable) if usable else None
 
     def score(i: int) -> Scored:
         v = vectors[i]
