@@ -77,7 +77,10 @@ def test_the_self_containment_check_catches_what_it_should() -> None:
 
 def readme_blocks() -> list[str]:
     text = (REPO / "README.md").read_text()
-    return re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, flags=re.DOTALL)
+    # every fenced block is matched (so a ```python block cannot pair its closing fence with the next opening);
+    # only shell blocks hold commands
+    blocks = re.findall(r"```([a-z]*)\n(.*?)```", text, flags=re.DOTALL)
+    return [body for lang, body in blocks if lang in ("", "sh", "bash", "console")]
 
 
 def readme_lines(program: str) -> list[str]:
