@@ -6,6 +6,8 @@
 - ``lab.experiment``        the Byzantine robustness experiment (the pure pipeline) and its sweeps
 - ``lab.faults``            fault injection on real processes (``meshprov experiment faults``)
 - ``lab.meshnet``           a consortium of real worker processes, with faults to inject (faults, benchmarks)
+- ``lab.recipe_validator`` a validator's recipe hooks (held-out slice, loss gate, reference training), named by
+                            the worker as a plug-in string (``worker`` may not import ``node``)
 - ``lab.procs``             child processes: started in their own sessions, recorded, always stopped
 - ``lab.central``           a centrally trained baseline; ``lab.simulate`` an in-memory FedAvg simulation
 
