@@ -10,7 +10,7 @@ member has): the corpus is cut into non-overlapping windows of ``block + 1`` byt
 ``seed`` sets aside ``test_blocks`` windows as the shared held-out test set; the rest are dealt to ``members``
 disjoint training shards. A sample is ``(x, y)`` = (a window's first ``block`` bytes, the same shifted by one).
 
-One optimiser step of batch 8 × 128 bytes takes a few seconds on one CPU core, so ``SETTINGS`` cap a round at
+One optimiser step of batch 8 × 128 bytes takes about a second on one CPU core; ``SETTINGS`` cap a round at
 ``max_steps`` steps (raise it, or ``epochs``, for a real run).
 """
 
