@@ -18,7 +18,8 @@ Then it checks, from the chain's logs:
   * every round finalized exactly once (one RoundFinalized per round), and the rounds ran in order;
   * no submission was lost: every update the members submitted is on chain at its index (members submit the
     digest, then publish the content once submissions close), every validator revealed exactly once a score for
-    every update, and each update is in the accepted set or scored <= 0 by every validator;
+    every update, and the accepted set is the consensus outcome (the lower weighted median of the revealed scores
+    with the weights frozen at the round's opening > 0, with a quorum of reveals: docs/protocol.md R4);
   * the followed index (the `meshprov index follow` process's SQLite file) equals a trustless index rebuilt
     from the chain's logs (``ledger.index.service.trustless``), table by table;
   * baseline: every aggregate's CID equals the one the pure pipeline (no processes, no faults) computes for the
@@ -140,6 +141,7 @@ FAULTS: list[tuple[str, Callable[[MeshNet, int], str] | None]] = [
 
 def check_rounds(net: MeshNet, rounds: int, submitted: dict[int, list[Any]]) -> dict[str, Any]:
     from ledger.chain.scores import decode_scores
+    from ledger.consensus import consensus_scores
     from ledger.content import cid_to_digest
 
     problems: list[str] = []
@@ -178,15 +180,25 @@ def check_rounds(net: MeshNet, rounds: int, submitted: dict[int, list[Any]]) -> 
                 problems.append(
                     f"round {r}: validator {i} revealed {len(scores.get(address, []))} scores of {n}"
                 )
+        # The accepted set must be the consensus outcome (R4): the lower weighted median of the revealed scores
+        # (weights frozen at the round's opening, an unrevealed member counting 0) > 0. Not "every validator
+        # scored > 0": honest validators may split in sign on a near-zero update, and the median then decides.
+        (opened,) = net.events("RoundOpened", r)
+        members = [str(a) for a in opened.args["validators"]]
+        rows = [scores.get(a) for a in members]
+        revealed = [row if row is not None and len(row) == n else None for row in rows]
+        quorate = sum(row is not None for row in revealed) >= net.quorum
+        consensus = consensus_scores(revealed, list(opened.args["weights"]), n)
         for i in range(n):
             said = [scores.get(net.validator(v)[0], [])[i : i + 1] for v in range(net.validators)]
             if accepted >> i & 1:
                 stats["accepted"] += 1
-            elif all(s and s[0] <= 0 for s in said):
-                stats["rejected"] += 1
             else:
+                stats["rejected"] += 1
+            if bool(accepted >> i & 1) != (quorate and consensus[i] > 0):
                 problems.append(
-                    f"round {r}: update {i} neither accepted nor scored <= 0 by every validator ({said})"
+                    f"round {r}: update {i} accepted={bool(accepted >> i & 1)} against its consensus "
+                    f"{consensus[i]} ({said})"
                 )
     return {"problems": problems, **stats, "finalizations": {r: len(f) for r, f in per_round.items()}}
 
