@@ -481,7 +481,9 @@ def task_spec(
 ) -> TaskSpec:
     """The schema-2 specification of a task running ``recipe``: its ref, the hyperparameters (default: the default
     loop's settings with the recipe's ``SETTINGS``, written out in full so the record is explicit), the seed, a
-    Dirichlet(α) split over ``members`` and the validators' ``checks``."""
+    split over ``members`` and the validators' ``checks``. The split is recorded as it happens: a Dirichlet(α)
+    split when the recipe's ``data()`` takes ``alpha``, else ``{"kind": "recipe"}`` (the recipe's own split, with
+    no α that was never used)."""
     from ledger.recipe import TaskSpec
 
     if hyperparameters is None:
@@ -491,7 +493,11 @@ def task_spec(
         recipe=recipe.ref,
         hyperparameters=dict(hyperparameters),
         seed=seed,
-        shards={"kind": "dirichlet", "alpha": alpha, "members": members},
+        shards=(
+            {"kind": "dirichlet", "alpha": alpha, "members": members}
+            if "alpha" in _accepted_keywords(recipe.module.data, {"alpha": alpha})
+            else {"kind": "recipe", "members": members}
+        ),
         checks=dict(checks or {}),
         dataset=dataset,
     )

@@ -292,3 +292,12 @@ def test_a_package_given_by_its_init_file(tmp_path: Path) -> None:
     assert recipe.source == pkg.resolve()
     assert recipe.cid == recipe_cid(pkg)
     assert recipe.module.__name__ == "initpkg"
+
+
+def test_the_spec_records_the_split_that_happens(tmp_path: Path) -> None:
+    from node.recipe import task_spec
+
+    own_split = load_recipe(str(_write(tmp_path / "tiny.py", GOOD)))  # data() takes no alpha
+    assert task_spec(own_split, members=4, alpha=0.3).shards == {"kind": "recipe", "members": 4}
+    digits = load_recipe("digits")  # its data() splits by Dirichlet(alpha)
+    assert task_spec(digits, members=4, alpha=0.3).shards == {"kind": "dirichlet", "alpha": 0.3, "members": 4}
