@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from node.errors import StateMismatch, UnknownModel
+from node.recipes import digits, digits_cnn
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (1, 8, 8)
@@ -22,30 +23,8 @@ DEFAULT_MODEL = "mlp"
 StateDict = dict[str, np.ndarray]
 
 
-def _mlp() -> nn.Module:
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(64, 128),
-        nn.ReLU(),
-        nn.Linear(128, NUM_CLASSES),
-    )
-
-
-def _cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 4 * 4, 64),
-        nn.ReLU(),
-        nn.Linear(64, NUM_CLASSES),
-    )
-
-
-_REGISTRY: dict[str, Callable[[], nn.Module]] = {"mlp": _mlp, "cnn": _cnn}
+# The builtin recipes hold the two architectures (a recipe's hash covers its own file, so the model lives there).
+_REGISTRY: dict[str, Callable[[], nn.Module]] = {"mlp": digits.model, "cnn": digits_cnn.model}
 
 
 def model_names() -> list[str]:
