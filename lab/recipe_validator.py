@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from node.slices import validator_slice
+
 if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import Dataset
@@ -145,29 +147,6 @@ class RecipeValidator:
 
         self.metrics(state_to_numpy(self.recipe.build_model(self.seed)))
         _ = self.own_slice
-
-
-def validator_slice(raw: str | None = None) -> tuple[int, int]:
-    """(v, V) from ``HELDOUT_SLICE`` (``"v/V"``, as ``node.heldout`` reads it), (0, 1) when unset.
-
-    Parsed here rather than imported: importing ``node.heldout`` evaluates the digits model as it loads (its
-    warm-up for the old plug-ins), seconds of a validator's start-up spent on a model it may not judge."""
-    import os
-
-    from ledger.errors import ConfigError
-
-    text = (os.environ.get("HELDOUT_SLICE", "") if raw is None else raw).strip()
-    if not text:
-        return 0, 1
-    try:
-        v, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ConfigError(
-            f"HELDOUT_SLICE={text!r} is not v/V", hint="e.g. 0/3 for the first of three validators"
-        ) from None
-    if not 0 <= v < n:
-        raise ConfigError(f"HELDOUT_SLICE={text!r}: v must be in 0..V-1")
-    return v, n
 
 
 def validator_hooks(recipe: str, spec: TaskSpec | None) -> RecipeValidator:

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from node.slices import validator_slice
+
 if TYPE_CHECKING:
     from node.data import Dataset
 
@@ -40,26 +42,6 @@ def heldout_data(seed: int = SEED) -> Dataset:
 
     _, test = train_test_split(seed=seed)
     return test.subset(np.arange(0, len(test), 2))
-
-
-def validator_slice() -> tuple[int, int]:
-    """(v, V) from ``HELDOUT_SLICE`` (``"v/V"``), (0, 1) when unset."""
-    import os
-
-    from ledger.errors import ConfigError
-
-    raw = os.environ.get("HELDOUT_SLICE", "").strip()
-    if not raw:
-        return 0, 1
-    try:
-        v, n = (int(part) for part in raw.split("/"))
-    except ValueError:
-        raise ConfigError(
-            f"HELDOUT_SLICE={raw!r} is not v/V", hint="e.g. 0/3 for the first of three validators"
-        ) from None
-    if not 0 <= v < n:
-        raise ConfigError(f"HELDOUT_SLICE={raw!r}: v must be in 0..V-1")
-    return v, n
 
 
 def slice_data(seed: int = SEED) -> Dataset:
