@@ -32,7 +32,8 @@ from typing import Any
 
 from ledger.content import InvalidCID, cid_of_bytes
 from ledger.content.multiformats import CID
-from ledger.errors import ConfigError
+from ledger.errors import ConfigError, Mismatch
+from ledger.exit_codes import ExitCode
 from ledger.updatefile.canonical import NotCanonical, canonical_json
 
 SPEC_SCHEMA = 2
@@ -211,6 +212,25 @@ class RecipeRef:
 
     def __str__(self) -> str:
         return f"{self.name} {self.version} ({self.cid})"
+
+
+class RecipeMismatch(Mismatch):
+    """The installed recipe is not the one the task's specification anchors. A member would train, a validator
+    judge, with other code than the task's: both refuse before anything else (exit 10)."""
+
+    exit_code = ExitCode.RECIPE_MISMATCH
+
+    def __init__(self, task: int, installed: RecipeRef, wanted: RecipeRef, *, refusing: str) -> None:
+        self.task = task
+        self.installed = installed
+        self.wanted = wanted
+        super().__init__(
+            f"the installed recipe {installed.name} {installed.version} has hash {installed.cid}, but task {task} "
+            f"runs {wanted.name} {wanted.version} with hash {wanted.cid}: refusing to {refusing}",
+            hint=f"install the task's recipe (`{wanted.name}` {wanted.version}, the files whose archive hashes to "
+            f'{wanted.cid}; `python -c "from ledger.recipe import recipe_cid; print(recipe_cid(PATH))"` checks a '
+            "copy) and pass it with --recipe NAME_OR_PATH",
+        )
 
 
 @dataclass(frozen=True)

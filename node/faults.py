@@ -5,7 +5,7 @@
     ├── NoSigningKey (ConfigError)  no key configured                                            [CONFIG, 5]
     ├── BaseUnavailable             the round's base model cannot be fetched after every retry   [UNAVAILABLE, 6]
     ├── BaseMismatch (Mismatch)     the base is not a model of the node's recipe                 [MISMATCH, 3]
-    ├── RecipeMismatch (Mismatch)   the installed recipe's hash is not the task's                [MISMATCH, 3]
+    ├── RecipeMismatch (Mismatch)   the installed recipe is not the task's (ledger.recipe)        [RECIPE_MISMATCH, 10]
     ├── SpecUnavailable             the task's spec is required (--require-spec) but unreadable  [UNAVAILABLE, 6]
     ├── TooManySamplesClaimed       the update claims more samples than the task's maxSamples    [CONFIG, 5]
     ├── RelayRejected               the relayer refused the signed submission                    [ERROR, 1]
@@ -71,25 +71,6 @@ class BaseMismatch(Mismatch):
         super().__init__(
             f"the base model {cid} is not a `{model}` model: {problem}",
             hint="install and pass the task's recipe with --recipe (see `meshprov node run --help`)",
-        )
-
-
-class RecipeMismatch(Mismatch):
-    """The member's installed recipe is not the one the task's specification anchors: training would make an
-    update of different code (and is refused before any training or transaction)."""
-
-    exit_code = ExitCode.RECIPE_MISMATCH
-
-    def __init__(self, task: int, installed: str, installed_cid: str, wanted: str, wanted_cid: str) -> None:
-        self.task = task
-        self.installed_cid = installed_cid
-        self.wanted_cid = wanted_cid
-        super().__init__(
-            f"the installed recipe {installed} has hash {installed_cid}, but task {task} runs {wanted} with hash "
-            f"{wanted_cid}: refusing to train",
-            hint=f"install the task's recipe (`{wanted}`, the files whose archive hashes to {wanted_cid}; "
-            '`python -c "from ledger.recipe import recipe_cid; print(recipe_cid(PATH))"` checks a copy) and '
-            "pass it with --recipe NAME_OR_PATH",
         )
 
 

@@ -8,7 +8,7 @@ One round, as :meth:`NodeRunner.step` runs it (every step re-reads the chain, so
 3. local training on the member's data (or reuse the update file an earlier run left for this round): the
    pluggable step of :mod:`node.trainer`, the task's recipe (``--recipe``) or the member's own loop
    (:mod:`node.sdk`); before the first round the runner reads the task's specification and refuses a recipe whose
-   hash is not the task's (:class:`RecipeMismatch`, exit 3);
+   hash is not the task's (:class:`RecipeMismatch`, exit 10);
 4. the update file (delta, canonical metadata, optional DP record) in ``<data_dir>/node/<address>/updates/``,
    kept for good; its sample count must not exceed the task's ``maxSamples`` (:class:`TooManySamplesClaimed`);
 5. the submission of the file's *digest only*, direct (the member pays gas) or relayed (EIP-712 signature, see
@@ -40,7 +40,8 @@ from ledger.chain.types import Phase, Role, Submission
 from ledger.content import ContentStore, digest_to_cid, read_bytes
 from ledger.errors import ConfigError, MeshprovError, ServiceUnavailable
 from ledger.reasons import Reason
-from node.faults import NotMember, RecipeMismatch, SpecUnavailable, TooManySamplesClaimed
+from ledger.recipe import RecipeMismatch
+from node.faults import NotMember, SpecUnavailable, TooManySamplesClaimed
 from node.journal import Journal, RoundRecord
 from node.packaging import Submitted, put_update, submit_direct, write_update_file
 from node.progress import Bars, NoBars
@@ -285,13 +286,7 @@ class NodeRunner:
             self.say(f"task {self.options.task} runs the recipe {wanted}; this member trains its own loop")
             return
         if ref.cid != wanted.cid:
-            raise RecipeMismatch(
-                self.options.task,
-                f"{ref.name} {ref.version}",
-                ref.cid,
-                f"{wanted.name} {wanted.version}",
-                wanted.cid,
-            )
+            raise RecipeMismatch(self.options.task, ref, wanted, refusing="train")
         self.say(f"recipe {ref}: the task's")
 
     def _recipe_trainer(self, recipe: Recipe) -> Trainer:

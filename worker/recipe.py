@@ -27,8 +27,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger.errors import ConfigError, Mismatch
-from ledger.exit_codes import ExitCode
+from ledger.errors import ConfigError
+from ledger.recipe import RecipeMismatch
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -53,24 +53,6 @@ class RecipeHooks(Protocol):
     def reference(
         self, weights: Mapping[str, NDArray[Any]], *, seed: int, steps: int
     ) -> Mapping[str, NDArray[Any]]: ...
-
-
-class RecipeMismatch(Mismatch):
-    """The validator's installed recipe is not the one the task's specification anchors."""
-
-    exit_code = ExitCode.RECIPE_MISMATCH
-
-    def __init__(self, task: int, installed: RecipeRef, wanted: RecipeRef) -> None:
-        self.task = task
-        self.installed = installed
-        self.wanted = wanted
-        super().__init__(
-            f"the installed recipe {installed.name} {installed.version} has hash {installed.cid}, but task {task} "
-            f"runs {wanted.name} {wanted.version} with hash {wanted.cid}: refusing to judge its updates",
-            hint=f"install the task's recipe (the files whose archive hashes to {wanted.cid}; "
-            '`python -c "from ledger.recipe import recipe_cid; print(recipe_cid(PATH))"` checks a copy) and '
-            "pass it with --recipe NAME_OR_PATH",
-        )
 
 
 def _host(spec: str) -> Callable[..., RecipeHooks]:
@@ -116,7 +98,7 @@ def read_task_spec(chain: WorkerChain, store: ContentStore, task_id: int) -> Tas
 def check_recipe(task_id: int, installed: RecipeRef, spec: TaskSpec | None) -> None:
     """Refuse (:class:`RecipeMismatch`) a recipe whose hash is not the task's; a legacy spec names none."""
     if spec is not None and installed.cid != spec.recipe.cid:
-        raise RecipeMismatch(task_id, installed, spec.recipe)
+        raise RecipeMismatch(task_id, installed, spec.recipe, refusing="judge its updates")
 
 
 def load_hooks(recipe: str, spec: TaskSpec | None, *, host: str = DEFAULT_HOST) -> RecipeHooks:

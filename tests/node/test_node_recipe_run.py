@@ -16,9 +16,8 @@ import pytest
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.exit_codes import ExitCode
-from ledger.recipe import RecipeRef, TaskSpec
+from ledger.recipe import RecipeMismatch, RecipeRef, TaskSpec
 from ledger.updatefile import UpdateFile, UpdateMeta
-from node.faults import RecipeMismatch
 from node.models import genesis_state
 from node.provenance import dataset_sha256
 from node.recipe import load_recipe

@@ -18,8 +18,8 @@ from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.errors import ConfigError
 from ledger.exit_codes import ExitCode
-from ledger.recipe import RecipeRef, TaskSpec, TaskSpecRejected
-from worker.recipe import RecipeMismatch, check_recipe, load_hooks, loss_of, read_task_spec
+from ledger.recipe import RecipeMismatch, RecipeRef, TaskSpec, TaskSpecRejected
+from worker.recipe import check_recipe, load_hooks, loss_of, read_task_spec
 from worker.reference import reference_update
 
 REF = RecipeRef("mine", "1", "QmWvayS2Z667EYvP7QYPgY7HbVHAzHnAUK3fXDZ74rfaPf")
