@@ -1,0 +1,115 @@
+"""The raw-block trustless gateway: a real server on 127.0.0.1, an honest and a lying one, and the fetcher."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from ledger.content import CID, ContentNotFound, StoreError, StoreUnavailable, cid_of_bytes
+from ledger.content.gateway import RAW, gateway_get, serve_blocks
+from ledger.content.local_store import LocalStore
+
+DATA = os.urandom(3 * 262144 + 1000)  # several leaves and a root node
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    store = LocalStore(tmp_path / "blocks")
+    cid = store.put_bytes(DATA)
+    server = serve_blocks(store, port=0)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", cid
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _liar(body: bytes, kind: str = RAW) -> ThreadingHTTPServer:
+    class Liar(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_fetches_every_block_from_a_served_store(served: tuple[str, str]) -> None:
+    url, cid = served
+    assert b"".join(gateway_get([url], cid)) == DATA
+
+
+def test_a_lying_gateway_is_skipped_and_the_next_one_serves(
+    served: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, cid = served
+    liar = _liar(b"not the block")
+    try:
+        with caplog.at_level(logging.WARNING):
+            got = b"".join(gateway_get([f"http://127.0.0.1:{liar.server_address[1]}", url], cid))
+    finally:
+        liar.shutdown()
+        liar.server_close()
+    assert got == DATA
+    assert "do not hash to the CID" in caplog.text
+
+
+def test_only_liars_is_unavailable_not_a_verdict(served: tuple[str, str]) -> None:
+    _, cid = served
+    liar = _liar(b"x" * 10, kind="text/html")
+    try:
+        with pytest.raises(StoreUnavailable, match=r"not application/vnd\.ipld\.raw"):
+            gateway_get([f"http://127.0.0.1:{liar.server_address[1]}"], cid)
+    finally:
+        liar.shutdown()
+        liar.server_close()
+
+
+def test_missing_everywhere_is_not_found(served: tuple[str, str]) -> None:
+    url, _ = served
+    with pytest.raises(ContentNotFound):
+        gateway_get([url], cid_of_bytes(b"held by nobody"))
+
+
+def test_server_answers_raw_head_404_400_406(served: tuple[str, str]) -> None:
+    url, cid = served
+
+    def status(path: str, accept: str = RAW, method: str = "GET") -> tuple[int, bytes, str]:
+        req = urllib.request.Request(url + path, headers={"Accept": accept}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read(), r.headers["Content-Type"]
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), exc.headers["Content-Type"]
+
+    code, body, kind = status(f"/ipfs/{cid}")
+    assert (code, kind) == (200, RAW)
+    assert hashlib.sha256(body).digest() == CID.parse(cid).digest  # the root block itself, not the file
+    code, body, _ = status(f"/ipfs/{cid}", method="HEAD")
+    assert (code, body) == (200, b"")
+    assert status("/ipfs/QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG")[0] == 404
+    assert status("/ipfs/not-a-cid")[0] == 400
+    assert status("/ipfs/" + "Q" * 400)[0] == 400
+    assert status(f"/ipfs/{cid}", accept="application/vnd.ipld.car")[0] == 406
+
+
+def test_only_http_gateways(served: tuple[str, str]) -> None:
+    _, cid = served
+    with pytest.raises(StoreError, match="http"):
+        gateway_get(["file:///etc"], cid)
