@@ -1,9 +1,10 @@
-"""`meshprov store put | get | pin | stat | has`: content in the configured store (local blocks or Kubo)."""
+"""`meshprov store put | get | pin | stat | has | serve`: content in the configured store (local blocks or Kubo)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -239,3 +240,39 @@ def has(
     )
     if not present:
         raise typer.Exit(int(ExitCode.NOT_FOUND))
+
+
+@app.command()
+def serve(
+    store_dir: StoreDirOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 8080,
+) -> None:
+    """Serve the local store's blocks over the IPFS trustless gateway protocol (raw blocks) until Ctrl-C.
+
+    Clients ask `GET /ipfs/{cid}` with `Accept: application/vnd.ipld.raw` and check every block against its CID,
+    so serving is safe to expose to peers; see docs/gateway.md.
+    """
+    from ledger.content.gateway import serve_blocks
+    from ledger.content.local_store import LocalStore
+
+    settings = load_settings(store="local", store_dir=store_dir, kubo_api_url=None)
+    directory = settings.resolved_store_dir
+    if not directory.is_dir():
+        raise NotFound(
+            f"no local block store at {directory}",
+            hint="pass --store-dir, or `meshprov store put` a file first",
+        )
+    try:
+        server = serve_blocks(LocalStore(directory), host, port)
+    except OSError as exc:
+        raise MeshprovError(f"cannot listen on {host}:{port}: {exc}", hint="pick another --port") from None
+    address, bound = server.server_address[:2]
+    info(f"serving {directory} at http://{address!s}:{bound}/ipfs/{{cid}} (Ctrl-C to stop)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
