@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ledger.content import CID, ContentNotFound, StoreError, StoreUnavailable, cid_of_bytes
+from ledger.content.dag import MAX_BLOCK_SIZE
 from ledger.content.gateway import RAW, gateway_get, serve_blocks
 from ledger.content.local_store import LocalStore
 
@@ -113,3 +114,14 @@ def test_only_http_gateways(served: tuple[str, str]) -> None:
     _, cid = served
     with pytest.raises(StoreError, match="http"):
         gateway_get(["file:///etc"], cid)
+
+
+def test_an_oversized_block_is_refused(served: tuple[str, str]) -> None:
+    _, cid = served
+    liar = _liar(b"x" * (MAX_BLOCK_SIZE + 10))
+    try:
+        with pytest.raises(StoreUnavailable, match="more than"):
+            gateway_get([f"http://127.0.0.1:{liar.server_address[1]}"], cid)
+    finally:
+        liar.shutdown()
+        liar.server_close()
