@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import os
 import threading
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ from ledger.content.multiformats import CID
 
 if TYPE_CHECKING:
     from ledger.content.local_store import LocalStore
+    from ledger.content.store import ContentStat
+    from ledger.content.unixfs import Buffer, Progress
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +218,53 @@ def serve_blocks(store: LocalStore, host: str = "127.0.0.1", port: int = 8080) -
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="meshprov-gateway", daemon=True).start()
     return server
+
+
+GATEWAYS_ENV = "MESHPROV_GATEWAYS"
+"""Comma- or space-separated gateway URLs, tried in order after the local store (read by :func:`open_store`)."""
+
+
+def gateways_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    raw = (os.environ if environ is None else environ).get(GATEWAYS_ENV, "")
+    return [g for g in raw.replace(",", " ").split() if g]
+
+
+class GatewayStore:
+    """The local store, and for content it lacks, the gateways (read-through; what they serve is not kept yet).
+
+    Writes go to the local store. ``name`` is ``"local"`` so :func:`fetch_to_file` trusts the walk's proof of the
+    Kubo CID, which the gateway path gives too (it walks the same :func:`iter_file`).
+    """
+
+    name = "local"
+
+    def __init__(self, local: LocalStore, gateways: Sequence[str], *, timeout: float = TIMEOUT_S) -> None:
+        self.local = local
+        self.gateways = list(gateways)
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"GatewayStore({self.local!r}, {self.gateways!r})"
+
+    def put_file(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> str:
+        return self.local.put_file(path, progress=progress)
+
+    def put_bytes(self, data: Buffer) -> str:
+        return self.local.put_bytes(data)
+
+    def get(self, cid: str, *, max_bytes: int | None = None) -> Iterator[memoryview]:
+        if self.local.has(cid):
+            return self.local.get(cid, max_bytes=max_bytes)
+        return gateway_get(self.gateways, cid, max_bytes=max_bytes, timeout=self.timeout)
+
+    def has(self, cid: str) -> bool:
+        return self.local.has(cid)
+
+    def pin(self, cid: str) -> None:
+        self.local.pin(cid)
+
+    def stat(self, cid: str) -> ContentStat:
+        return self.local.stat(cid)
+
+    def close(self) -> None:
+        self.local.close()
