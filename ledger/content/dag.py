@@ -23,7 +23,7 @@ MAX_BLOCK_SIZE = 1024 * 1024 + 1024
 _UNIXFS_RAW = 0
 _UNIXFS_FILE = 2
 
-BlockReader = Callable[[bytes], bytes]
+BlockReader = Callable[[bytes], bytes | bytearray]
 """Returns the verified bytes of the block with this sha-256 digest (raising if absent or corrupt)."""
 
 
@@ -104,7 +104,7 @@ def _link(body: memoryview) -> PBLink:
     return PBLink(digest, tsize)
 
 
-def decode_file_node(block: bytes, cid: str = "?") -> FileNode:
+def decode_file_node(block: bytes | bytearray, cid: str = "?") -> FileNode:
     """Decode a dag-pb block holding a UnixFS file (or raw) node; :class:`MalformedDag` otherwise."""
     buf = memoryview(block)
     links: list[PBLink] = []
@@ -216,7 +216,7 @@ _FULL_LEAF = leaf_frame(CHUNK_SIZE)
 
 
 def _walk(
-    block: bytes,
+    block: bytes | bytearray,
     digest: bytes,
     read_block: BlockReader,
     layout: KuboLayout,

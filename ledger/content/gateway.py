@@ -72,14 +72,24 @@ class _Connections:
             self.drop(gateway)
 
 
-def _read_raw_block(connections: _Connections, gateway: str, digest: bytes) -> bytes:
+def _read_raw_block(connections: _Connections, gateway: str, digest: bytes) -> bytes | bytearray:
     prefix = urllib.parse.urlsplit(gateway).path.rstrip("/")
     try:
         conn = connections.get(gateway)
         conn.request("GET", f"{prefix}/ipfs/{CID(digest).v0}", headers={"Accept": RAW})
         response = conn.getresponse()
-        # Bounded before anything else looks at it: one byte more than a block may be means a liar.
-        block = response.read(MAX_BLOCK_SIZE + 1)
+        # Bounded before anything else looks at it: one byte more than a block may be means a liar. With a
+        # Content-Length (Kubo and our server send one) the body is read into a buffer of exactly its size:
+        # read(amt) would zero a 1 MiB buffer and copy it out again for every block.
+        length = response.length
+        if length is not None and length <= MAX_BLOCK_SIZE:
+            buffer = bytearray(length)
+            got = response.readinto(buffer)
+            if got != length:
+                raise BlockSkipped(f"sent {got} of the {length} bytes it announced")
+            block: bytes | bytearray = buffer
+        else:
+            block = response.read(MAX_BLOCK_SIZE + 1)
         if response.status != 200:
             raise BlockSkipped(f"HTTP {response.status}")
         kind = (response.getheader("Content-Type") or "").split(";")[0].strip()
@@ -124,7 +134,7 @@ def gateway_get(
     root = CID.parse(cid).digest
     connections = _Connections(timeout)
 
-    def read_block(digest: bytes) -> bytes:
+    def read_block(digest: bytes) -> bytes | bytearray:
         reasons = []
         for gateway in gateways:
             try:
