@@ -5,6 +5,7 @@
 * :mod:`~ledger.content.dag`: reading a file back from its blocks.
 * :mod:`~ledger.content.store`: the :class:`ContentStore` interface and helpers for any store.
 * :mod:`~ledger.content.local_store` and :mod:`~ledger.content.kubo_store`: the two stores.
+* :mod:`~ledger.content.gateway`: blocks between hosts over the trustless gateway protocol (serve and fetch).
 * :mod:`~ledger.content.errors`: the error tree.
 
 :func:`open_store` builds the store the settings name. See docs/content.md.
