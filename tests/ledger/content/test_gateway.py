@@ -146,3 +146,27 @@ def test_open_store_reads_through_the_gateways_of_the_environment(
     assert dest.read_bytes() == DATA
     monkeypatch.delenv(GATEWAYS_ENV)
     assert not isinstance(open_store(settings), GatewayStore)
+
+
+def test_a_truncated_answer_is_skipped_for_the_next_gateway(served: tuple[str, str]) -> None:
+    url, cid = served
+
+    class Truncating(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", RAW)
+            self.send_header("Content-Length", "5000")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)  # then the connection closes
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    liar = ThreadingHTTPServer(("127.0.0.1", 0), Truncating)
+    threading.Thread(target=liar.serve_forever, daemon=True).start()
+    try:
+        got = b"".join(gateway_get([f"http://127.0.0.1:{liar.server_address[1]}", url], cid))
+    finally:
+        liar.shutdown()
+        liar.server_close()
+    assert got == DATA
