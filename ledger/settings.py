@@ -19,10 +19,10 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ledger.errors import ConfigError
 
@@ -85,6 +85,10 @@ class Settings(BaseSettings):
 
     kubo_api_url: str = "http://127.0.0.1:5001"
     """Kubo RPC API base URL (used when `store = "kubo"`)."""
+
+    gateways: Annotated[list[str], NoDecode] = []
+    """Trustless gateways (`http(s)://host:port`) asked, in order, for content the local store lacks; every block
+    is verified against its CID (docs/gateway.md). TOML: a list; environment: comma- or space-separated URLs."""
 
     max_update_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest update or aggregate file accepted, checked before the download completes."""
@@ -157,6 +161,21 @@ class Settings(BaseSettings):
 
     dashboard_port: int = Field(default=8787, ge=0, le=65535)
     """Port the dashboard listens on."""
+
+    @field_validator("gateways", mode="before")
+    @classmethod
+    def _gateway_list(cls, value: object) -> object:
+        if isinstance(value, str):  # from the environment: "http://a:8080, http://b:8080"
+            return [g for g in value.replace(",", " ").split() if g]
+        return value
+
+    @field_validator("gateways")
+    @classmethod
+    def _gateway_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"gateway {url!r} is not an http:// or https:// URL")
+        return value
 
     @field_validator("chain_rpc_url", "redis_url", "index_url")
     @classmethod

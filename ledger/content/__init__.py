@@ -77,10 +77,9 @@ def open_store(settings: Settings) -> ContentStore:
         from ledger.content.kubo_store import KuboStore
 
         return KuboStore(settings.kubo_api_url)
-    from ledger.content.gateway import GatewayStore, gateways_from_env
+    from ledger.content.gateway import GatewayStore
     from ledger.content.local_store import LocalStore
 
     local = LocalStore(settings.resolved_store_dir)
     # Content this host lacks comes from other hosts' gateways, every block verified (docs/gateway.md).
-    gateways = gateways_from_env()
-    return GatewayStore(local, gateways) if gateways else local
+    return GatewayStore(local, settings.gateways) if settings.gateways else local

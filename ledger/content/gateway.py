@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
@@ -228,15 +228,6 @@ def serve_blocks(store: LocalStore, host: str = "127.0.0.1", port: int = 8080) -
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="meshprov-gateway", daemon=True).start()
     return server
-
-
-GATEWAYS_ENV = "MESHPROV_GATEWAYS"
-"""Comma- or space-separated gateway URLs, tried in order after the local store (read by :func:`open_store`)."""
-
-
-def gateways_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    raw = (os.environ if environ is None else environ).get(GATEWAYS_ENV, "")
-    return [g for g in raw.replace(",", " ").split() if g]
 
 
 class GatewayStore:

@@ -127,25 +127,27 @@ def test_an_oversized_block_is_refused(served: tuple[str, str]) -> None:
         liar.server_close()
 
 
-def test_open_store_reads_through_the_gateways_of_the_environment(
-    served: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_open_store_reads_through_the_configured_gateways(served: tuple[str, str], tmp_path: Path) -> None:
     from ledger.content import fetch_to_file, open_store
-    from ledger.content.gateway import GATEWAYS_ENV, GatewayStore
+    from ledger.content.gateway import GatewayStore
+    from ledger.errors import ConfigError
     from ledger.settings import load_settings
 
     url, cid = served
-    # Settings first: until ledger.settings knows MESHPROV_GATEWAYS it refuses unknown MESHPROV_* variables.
-    settings = load_settings(None, environ={}, store="local", store_dir=tmp_path / "mine")
-    monkeypatch.setenv(GATEWAYS_ENV, f"http://127.0.0.1:9, {url}")  # a dead one first, then the peer
+    # from the environment, as a deployment sets it: a dead gateway first, then the peer
+    env = {"MESHPROV_GATEWAYS": f"http://127.0.0.1:9, {url}"}
+    settings = load_settings(None, environ=env, store="local", store_dir=tmp_path / "mine")
+    assert settings.gateways == ["http://127.0.0.1:9", url]
     store = open_store(settings)
     assert isinstance(store, GatewayStore)
     assert not store.has(cid)
     dest = tmp_path / "out.bin"
     assert fetch_to_file(store, cid, dest, max_bytes=len(DATA)) == len(DATA)
     assert dest.read_bytes() == DATA
-    monkeypatch.delenv(GATEWAYS_ENV)
-    assert not isinstance(open_store(settings), GatewayStore)
+    plain = load_settings(None, environ={}, store="local", store_dir=tmp_path / "mine")
+    assert not isinstance(open_store(plain), GatewayStore)
+    with pytest.raises(ConfigError, match="gateway"):
+        load_settings(None, environ={"MESHPROV_GATEWAYS": "ftp://peer"}, store="local")
 
 
 def test_a_truncated_answer_is_skipped_for_the_next_gateway(served: tuple[str, str]) -> None:
