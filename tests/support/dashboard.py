@@ -74,6 +74,7 @@ class DemoRun:
     claimed: int = 0  # what contributor 0 claimed after round 3
     role_change_after: int = 0  # the admin scheduled granting contributor 3 the validator role, from then
     sizes: dict[str, int] = field(default_factory=dict)  # CID -> bytes
+    accrued_total: int = 0  # what the chain accrued to everyone over rounds 1-3 (before the claim), in wei
 
     @property
     def malicious(self) -> str:
@@ -112,6 +113,10 @@ def build_demo_run(c: Consortium, store: LocalStore, run: DemoRun) -> None:
         advance_time(c.w3, 240 + 60 * round_)  # rounds of a few minutes, as on a real consortium
         c.finalize(record)  # the record run_round appended to c.rounds gets its outcome
         advance_time(c.w3, 30)
+    # What the chain itself accrued: a validator that does not beat the public record is not paid (R5), so a
+    # round need not pay out its whole budget.
+    everyone = [address for address, _ in c.contributors] + [v for v in c.rounds[0].validators]
+    run.accrued_total = sum(c.admin_client.accrued(address) for address in everyone)
     run.claimed = c.client(c.contributors[0][1]).claim_rewards().value
     run.role_change_after = c.admin_client.schedule_role_change("validator", c.contributors[3][0], True).value
     digests = _updates(store, run, 4, 3)
