@@ -199,18 +199,10 @@ def _settings_and_config(failpoints: list[str] | None = None, **flags: Any) -> t
 def _load_evaluator(spec: str | None) -> LossFn | None:
     if spec is None:
         return None
-    import importlib
+    from worker.plugins import load_plugin
 
-    from ledger.errors import ConfigError
-
-    module_name, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"cannot load the evaluator {spec!r}: {exc}", hint="give MODULE:FUNCTION") from None
-    if not callable(fn):
-        raise ConfigError(f"the evaluator {spec!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    evaluator: LossFn = load_plugin(spec, "the evaluator", example="node.heldout:loss")
+    return evaluator
 
 
 # --- run ------------------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ than the members train with would score them against the wrong task.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,18 +55,10 @@ class RecipeHooks(Protocol):
 
 
 def _host(spec: str) -> Callable[..., RecipeHooks]:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"the recipe host {spec!r} is not MODULE:FUNCTION")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"cannot load the recipe host {spec!r}: {exc}", hint="give MODULE:FUNCTION"
-        ) from None
-    if not callable(fn):
-        raise ConfigError(f"the recipe host {spec!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    from worker.plugins import load_plugin
+
+    host: Callable[..., RecipeHooks] = load_plugin(spec, "the recipe host", example=DEFAULT_HOST)
+    return host
 
 
 def read_task_spec(chain: WorkerChain, store: ContentStore, task_id: int) -> TaskSpec | None:

@@ -20,7 +20,6 @@ validator's slice), reached through :mod:`worker.recipe`'s host.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -51,20 +50,10 @@ def reference_seed(task_id: int, round_: int, validator: str) -> int:
 
 def load_trainer(spec: str) -> ReferenceTrainer:
     """The trainer named ``MODULE:FUNCTION`` (``ConfigError`` naming what is wrong otherwise)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(
-            f"the reference trainer {spec!r} is not MODULE:FUNCTION", hint="e.g. node.heldout:reference"
-        )
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"cannot load the reference trainer {spec!r}: {exc}", hint="give MODULE:FUNCTION"
-        ) from None
-    if not callable(fn):
-        raise ConfigError(f"the reference trainer {spec!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    from worker.plugins import load_plugin
+
+    trainer: ReferenceTrainer = load_plugin(spec, "the reference trainer", example="node.heldout:reference")
+    return trainer
 
 
 def reference_update(
