@@ -42,6 +42,7 @@ _EXTERNAL_GROUPS: dict[str, tuple[str, str]] = {  # name -> (extra that provides
     "node": ("node", "A consortium member: train, publish, submit."),
     "demo": ("node", "Run a whole consortium on one machine."),
     "experiment": ("node", "Robustness experiments: Byzantine members and fault injection."),
+    "lab": ("node", "Multi-host test consortia in network namespaces."),
 }
 
 app = typer.Typer(
