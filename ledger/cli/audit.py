@@ -261,3 +261,12 @@ def replay(
     finally:
         source.close()
     _finish(report, json_output, render.replay)
+
+
+def _register_questions() -> None:
+    from ledger.cli.audit_questions import register
+
+    register(app)
+
+
+_register_questions()
