@@ -338,10 +338,10 @@ def _runtime(
 
 def _use_recipe(rt: Any, recipe: str, *, host: str | None, loss_delta_given: bool) -> None:
     """Judge with the installed recipe: read the task's specification, refuse a recipe of another hash, then
-    take its evaluate as the loss hook and its training as the reference trainer. The spec's ``checks.loss_delta``
-    is the loss gate's margin unless --loss-delta was given (consortium-wide values live in the spec)."""
-    from dataclasses import replace
-
+    take its evaluate as the loss hook and its training as the reference trainer. The spec's ``checks`` set the
+    checks' limits (``ledger.checks.anchored``), its ``loss_delta`` unless --loss-delta was given (consortium-wide
+    values live in the spec)."""
+    from ledger.checks.anchored import anchored_limits
     from ledger.errors import ConfigError
     from worker.recipe import DEFAULT_HOST, check_recipe, load_hooks, loss_of, read_task_spec
 
@@ -353,20 +353,15 @@ def _use_recipe(rt: Any, recipe: str, *, host: str | None, loss_delta_given: boo
         info(f"recipe {hooks.ref}: task {task_id}'s specification names no recipe (pre-recipe); unchecked")
     else:
         info(f"recipe {hooks.ref}: the task's")
-        margin = spec.checks.get("loss_delta")
-        if not loss_delta_given and margin is not None:
-            if isinstance(margin, bool) or not isinstance(margin, int | float):
-                raise ConfigError(
-                    f"task {task_id}'s specification has checks.loss_delta={margin!r}, not a number",
-                    hint="pass --loss-delta to set the margin yourself",
-                )
-            try:
-                rt.limits = replace(rt.limits, loss_delta=float(margin))
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"task {task_id}'s specification: checks.{exc}",
-                    hint="pass --loss-delta to set the margin",
-                ) from None
+        # The task anchors its checks' settings (ledger.checks.anchored): judging with others would be found by
+        # `meshprov audit rejudge`. --loss-delta alone may override, as before.
+        checks = {k: v for k, v in spec.checks.items() if not (loss_delta_given and k == "loss_delta")}
+        try:
+            rt.limits = anchored_limits(checks, rt.limits)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"task {task_id}'s specification: {exc}", hint="fix the specification the task anchors"
+            ) from None
     warm_up = getattr(hooks, "warm_up", None)
     if callable(warm_up):
         warm_up()

@@ -1,4 +1,4 @@
-"""Human output of the auditor's questions (`audit influence`); JSON is each report's ``to_dict``."""
+"""Human output of the auditor's questions (`audit influence`, `audit rejudge`); JSON is each report's ``to_dict``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ledger.audit.influence import InfluenceReport
+    from ledger.audit.rejudge import RejudgeReport
 
 
 def _num(value: float | None, fmt: str = ".4g") -> str:
@@ -40,4 +41,39 @@ def influence(console: Console, report: InfluenceReport) -> None:
     )
     for note in report.notes:
         console.print(f"[dim]{escape(note)}[/]")
+    console.print(source_line(report.source))
+
+
+def rejudge(console: Console, report: RejudgeReport) -> None:
+    console.print(
+        f"[bold]task {report.task_id} round {report.round}[/]: {len(report.updates)} updates re-judged with the "
+        f"limits of {escape(report.limits_from)}"
+    )
+    for u in report.updates:
+        verdict = "[green]ACCEPTED[/]" if u.reason == "ACCEPTED" else f"[red]{u.reason}[/]"
+        console.print(
+            f"  {u.index:>3}  {u.cid}  {short(u.contributor)}  {verdict}  [dim]{escape(u.detail)}[/]"
+        )
+    for b in report.disagreements:
+        console.print(
+            f"[red]{b.kind}[/] validator {b.validator} on update {b.index}: scored {b.score} ({b.reason}), the "
+            f"checks say {b.checks_reason} [dim]{escape(b.checks_detail)}; revealed in {b.tx_hash}[/]"
+        )
+    for b in report.ballots:
+        if b.kind == "unverifiable":
+            console.print(
+                f"[dim]unverifiable: validator {b.validator} rejected update {b.index} for {b.reason}, which "
+                "depends on its own data or history[/]"
+            )
+    for validator, tally in sorted(report.validators.items()):
+        console.print(
+            f"  {validator}  agree {tally['agree']}  disagree {tally['disagree']}  "
+            f"unverifiable {tally['unverifiable']}"
+        )
+    for note in report.notes:
+        console.print(f"[dim]{escape(note)}[/]")
+    if report.disagreements:
+        console.print(f"[red]DISAGREE[/]: {len(report.disagreements)} ballots differ from the checks")
+    else:
+        console.print("[green]OK[/]: every revealed ballot the checks can recompute agrees with them")
     console.print(source_line(report.source))

@@ -1,4 +1,4 @@
-"""`meshprov audit influence` (and the other auditor's questions of docs/audit.md): registered on the audit group
+"""`meshprov audit influence | rejudge` (and the other auditor's questions of docs/audit.md): registered on the audit group
 by :func:`register`, kept apart from ledger/cli/audit.py so that each question's options live with it."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ledger.cli.output import JsonFlag, emit, want_json
+from ledger.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,6 +27,7 @@ DEFAULT_RECIPE_HOST = "lab.recipe_validator:validator_hooks"
 
 def register(app: typer.Typer) -> None:
     app.command()(influence)
+    app.command()(rejudge)
 
 
 def influence(
@@ -98,6 +100,42 @@ def influence(
     finally:
         source.close()
     emit(report.to_dict(), json_mode=want_json(json_output), human=lambda console: render(console, report))
+
+
+def rejudge(
+    task: Annotated[int, typer.Argument(min=1, help="Task id.")],
+    round_: Annotated[int, typer.Argument(min=1, help="Round number.", metavar="ROUND")],
+    *,
+    trustless: Annotated[
+        bool,
+        typer.Option(
+            "--trustless",
+            help="Ignore the index: read the ledger's logs from the chain into a throwaway index.",
+        ),
+    ] = False,
+    no_sync: Annotated[bool, typer.Option("--no-sync", help="Answer from the index as it is.")] = False,
+    index_url: Annotated[
+        str | None,
+        typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Recompute every deterministic check of the round's updates with the settings the task's specification
+    anchors, and list each validator's revealed ballots that disagree, with the evidence. Exit 0 none disagree,
+    3 some do, 4 not found."""
+    from ledger.audit import rejudge as rejudging
+    from ledger.audit.render_questions import rejudge as render
+    from ledger.cli.audit import _settings, _source
+
+    s = _settings(index_url)
+    source = _source(s, trustless=trustless, no_sync=no_sync)
+    try:
+        report = rejudging.rejudge(source, s, task, round_)
+    finally:
+        source.close()
+    emit(report.to_dict(), json_mode=want_json(json_output), human=lambda console: render(console, report))
+    if report.exit_code != ExitCode.OK:
+        raise typer.Exit(int(report.exit_code))
 
 
 def _evaluator(

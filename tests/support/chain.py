@@ -162,10 +162,11 @@ def task_params(
     max_samples: int = 1_000_000,
     reward: int = 10**18,
     genesis: bytes | None = None,
+    spec: bytes | None = None,
 ) -> TaskParams:
-    """A task's parameters for the tests (spec and genesis are stand-in digests unless ``genesis`` is given)."""
+    """A task's parameters for the tests (spec and genesis are stand-in digests unless given)."""
     return TaskParams(
-        spec_digest=fake_digest("spec"),
+        spec_digest=spec or fake_digest("spec"),
         genesis_digest=genesis or fake_digest("genesis", 0),
         rule=rule,
         rule_param=rule_param,

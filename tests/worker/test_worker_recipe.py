@@ -180,6 +180,22 @@ def test_worker_run_takes_up_the_tasks_recipe_with_the_specs_margin(tmp_path: Pa
     assert given.limits.loss_delta == 0.5  # --loss-delta wins over the spec
 
 
+def test_worker_run_judges_with_every_check_setting_the_task_anchors(tmp_path: Path) -> None:
+    """What `meshprov audit rejudge` re-judges with is what the validator judged with."""
+    from worker.cli import _use_recipe
+
+    anchored = {"zscore": None, "max_scale_ratio": 2.0, "min_norm": 0.01, "near_copy_cosine": 0.99}
+    rt = runtime_for(tmp_path, TaskSpec(recipe=REF, checks=anchored))
+    _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
+    assert rt.limits.zscore_threshold is None
+    assert rt.limits.max_scale_ratio == 2.0
+    assert rt.limits.min_norm == 0.01
+    assert rt.limits.near_copy_cosine == 0.99
+    rt = runtime_for(tmp_path / "typo", TaskSpec(recipe=REF, checks={"zscor": 3}))
+    with pytest.raises(ConfigError, match=r"checks\.zscor is not a check setting"):
+        _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
+
+
 def test_worker_run_refuses_another_recipe_or_a_bad_margin(tmp_path: Path) -> None:
     from worker.cli import _use_recipe
 
