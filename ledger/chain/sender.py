@@ -4,8 +4,9 @@ Several threads of one process may send from the same key: a nonce is reserved a
 node under one lock, so no nonce is skipped or used twice; receipts are awaited outside the lock. Another process
 using the same key shows up as a "nonce too low" answer, which resynchronises from the node and retries. Gas is
 estimated before a nonce is reserved, so a call that would revert raises its named exception and uses no nonce.
-A transaction that reverts anyway once mined (something changed between the estimate and its block) is replayed
-to recover its revert data, so it raises its named exception too.
+A transaction that reverts anyway once mined (something changed between the estimate and its block, e.g. a window
+ended) raises its named exception too: its revert data comes from the node's trace of it, or from a replay on its
+block's state where the node has no debug API (:meth:`TxSender.explain_failure`).
 """
 
 from __future__ import annotations
@@ -210,38 +211,92 @@ class TxSender:
         return receipt
 
     def explain_failure(self, receipt: TxReceipt) -> ContractRevert:
-        """The named exception of a mined-but-reverted transaction, recovered by replaying it.
+        """The named exception of a mined-but-reverted transaction.
 
-        A receipt carries no revert data, so the transaction (same sender, target, input, value and gas limit) is
-        run again with ``eth_call`` on the state its block left, where a transaction mined before it in the same
-        block (a conflicting submission, a vote that closed the round) has taken effect; then, if that answers
-        nothing, on the state before its block. Only when neither replay reverts with data is the failure put down
-        to gas, with the gas used beside the limit."""
+        A receipt carries no revert data. The node is first asked for the transaction's own execution
+        (``debug_traceTransaction`` with the call tracer: anvil and geth answer it): its output is the exact revert
+        data, and its error says whether it ran out of gas. A node without the debug API (most public endpoints)
+        gets the transaction (same sender, target, input, value and gas limit) replayed with ``eth_call`` on the
+        state its block left, where a transaction mined before it in the same block (a conflicting submission, a
+        vote that closed the round) has taken effect, then on the state before its block. Only when all of that
+        answers nothing is the failure reported without a name, with the gas used beside the limit and what the
+        node said."""
         block = int(receipt["blockNumber"])
+        used = int(receipt["gasUsed"])
+        tx_hash = bytes(receipt["transactionHash"])
+        traced = self._trace(tx_hash)
+        if traced is not None and traced.data:
+            return self.decoder.decode(traced.data)
         tx = self.w3.eth.get_transaction(receipt["transactionHash"])
+        limit = int(tx["gas"])
+        gas = f"it used {used} of its {limit} gas limit"
+        if traced is not None and traced.error == "out of gas":
+            return UnknownRevert(
+                b"", f"in block {block}, without revert data (out of gas? {gas}: the node's trace says so)"
+            )
         call: TxParams = {"from": tx["from"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
         if tx.get("to"):
             call["to"] = tx["to"]
+        notes: list[str] = []
         for at in (block, block - 1):
-            data = self._replay(call, at)
+            data = self._replay(call, at, notes)
             if data is not None:
                 return self.decoder.decode(data)
-        used, limit = int(receipt["gasUsed"]), int(tx["gas"])
-        return UnknownRevert(
-            b"",
-            f"in block {block}, without revert data (out of gas? it used {used} of its {limit} gas limit)",
-        )
+        if traced is not None:  # the trace ran it: not gas, a revert that gave no data (a bare `revert()`)
+            notes.insert(0, f"the node's trace says {traced.error or 'nothing more'}")
+            why = gas
+        else:
+            why = f"out of gas? {gas}"
+        return UnknownRevert(b"", f"in block {block}, without revert data ({'; '.join([why, *notes])})")
 
-    def _replay(self, call: TxParams, block: int) -> bytes | None:
-        """The revert data of ``call`` run at ``block``: None when it succeeds or reverts without data."""
+    def _trace(self, tx_hash: bytes) -> _Trace | None:
+        """The mined transaction's own revert data and error from the node's call tracer; None when the node has
+        no debug API (or answers something else)."""
+        try:
+            reply = self.w3.provider.make_request(
+                "debug_traceTransaction",  # type: ignore[arg-type]
+                ["0x" + tx_hash.hex(), {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}],
+            )
+        except (Web3RPCError, ValueError) as exc:
+            log.debug("debug_traceTransaction failed: %s", exc)
+            return None
+        result = reply.get("result") if isinstance(reply, dict) else None
+        if not isinstance(result, dict):
+            return None
+        output = result.get("output")
+        # The node is not trusted: revert data beyond any error our contracts declare is cut, not parsed.
+        text = output[: 2 + 2 * MAX_REVERT_BYTES] if isinstance(output, str) else ""
+        error = result.get("error")
+        return _Trace(revert_bytes(text), str(error)[:200] if isinstance(error, str) else "")
+
+    def _replay(self, call: TxParams, block: int, notes: list[str] | None = None) -> bytes | None:
+        """The revert data of ``call`` run at ``block``: None when it succeeds or reverts without data (what the
+        node said then goes to ``notes``)."""
         try:
             self.w3.eth.call(call, block_identifier=block)
         except ContractLogicError as exc:
             data = revert_bytes(exc.data)
+            if not data and notes is not None:
+                notes.append(f"its replay at block {block} reverted without data")
             return data or None
         except Web3RPCError as exc:  # out of gas, or a node that cannot replay that far back
             log.debug("replaying a reverted transaction at block %d failed: %s", block, exc)
+            if notes is not None:
+                notes.append(f"its replay at block {block} failed: {_rpc_message(exc)[:200]}")
+            return None
+        if notes is not None:
+            notes.append(f"its replay at block {block} succeeds")
         return None
+
+
+MAX_REVERT_BYTES = 16 * 1024
+"""Revert data longer than this from a node's trace is cut before decoding (our errors are a few words)."""
+
+
+@dataclass(frozen=True)
+class _Trace:
+    data: bytes
+    error: str
 
 
 def _rpc_message(exc: Web3RPCError) -> str:
