@@ -126,9 +126,26 @@ def run(
     relay_via: Annotated[
         str | None,
         typer.Option(
-            "--relay-via", help="Redis URL of the relayer's queue (default: the redis_url setting)."
+            "--relay-via",
+            help="The relayer: http(s)://HOST:PORT (`meshprov worker relay`, across organisations) or the Redis "
+            "URL of its queue (inside the operator's organisation; default: the redis_url setting).",
         ),
     ] = None,
+    relay_timeout: Annotated[
+        float,
+        typer.Option(
+            "--relay-timeout",
+            min=1.0,
+            help="HTTP relay: seconds to wait for the submission on chain before --relay-fallback submits it.",
+        ),
+    ] = 120.0,
+    relay_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--relay-fallback/--no-relay-fallback",
+            help="HTTP relay: submit directly (the key pays gas) when the relayer has not got it on chain in time.",
+        ),
+    ] = False,
     behaviour: Annotated[
         str,
         typer.Option(
@@ -208,7 +225,16 @@ def run(
         from node.recipe import load_recipe
 
         load_recipe(recipe)  # a recipe that cannot be loaded fails now (exit 5), before any connection
-    s = load_settings(redis_url=relay_via)
+    http_relay = relay_via is not None and relay_via.startswith(("http://", "https://"))
+    if relay_via is not None and not relay_via.startswith(
+        ("http://", "https://", "redis://", "rediss://", "unix://")
+    ):
+        raise typer.BadParameter("an http(s):// relayer or a redis(s):// queue", param_hint="--relay-via")
+    if relay_fallback and not http_relay:
+        raise typer.BadParameter(
+            "is for an http(s) relayer (--relay-via http://…)", param_hint="--relay-fallback"
+        )
+    s = load_settings(redis_url=None if http_relay else relay_via)
     key = s.signing_key()
     if key is None:
         raise NoSigningKey()
@@ -234,8 +260,16 @@ def run(
         base_attempts=base_attempts,
         outage_max_s=wait_chain,
     )
-    client = _client(s, read_only=relay, wait_s=wait_chain)
-    redis_client = _relay_redis(s) if relay else None
+    # A fallback to direct submission needs the signing client; otherwise a relayed member never sends a tx.
+    client = _client(s, read_only=relay and not relay_fallback, wait_s=wait_chain)
+    redis_client: Any = None
+    if relay and http_relay:
+        from node.relay import HttpRelay
+
+        assert relay_via is not None
+        redis_client = HttpRelay(relay_via, timeout_s=relay_timeout, fallback_direct=relay_fallback)
+    elif relay:
+        redis_client = _relay_redis(s)
     from eth_account import Account
 
     address = Account.from_key(key).address

@@ -1,5 +1,11 @@
 """Gasless submissions: a member signs its submission (EIP-712) and a relayer pays for the transaction.
 
+Two ways to reach a relayer: a Redis queue (members inside the operator's organisation, the queue below) or HTTP
+(members of other organisations: ``--relay-via http://HOST:PORT``, :class:`HttpRelay`, served by
+``meshprov worker relay``; docs/relay.md). Over HTTP the member believes the chain, never the relayer: it confirms
+its own submission with ``submissionOf``, checks a refusal against the chain before giving up, and can fall back to
+a direct submission after ``--relay-timeout``.
+
     member (`node run --relay`)                     relayer (`node relay`, any funded key)
       sign_submission(key, task, round, digest, n)
       RPUSH meshprov:relay:<ledger>  ──────────────▶  BLPOP, then up to --max-batch more within --batch-wait
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.chain.types import Phase, SignedSubmission, checksum
 from node.faults import InvalidRelayMessage, NoSigningKey, RelayRejected
-from node.packaging import CLOSED_REVERTS, Submitted
+from node.packaging import CLOSED_REVERTS, Submitted, submit_direct
 
 if TYPE_CHECKING:
     import redis
@@ -149,7 +155,7 @@ def _bytes32(data: dict[str, Any], name: str) -> bytes:
 
 def submit_relayed(
     client: LedgerClient,
-    redis_client: redis.Redis[bytes],
+    redis_client: redis.Redis[bytes] | HttpRelay,
     key: str,
     *,
     task: int,
@@ -160,9 +166,23 @@ def submit_relayed(
     sleep: Callable[[float], None] = time.sleep,
     valid_for: int = 3600,
 ) -> Submitted:
-    """Sign the submission, queue it for a relayer and wait until the chain has it (or the round closes)."""
+    """Sign the submission, hand it to a relayer (Redis queue or HTTP) and wait until the chain has it (or the
+    round closes)."""
     from ledger.content import cid_to_digest
 
+    if isinstance(redis_client, HttpRelay):
+        return submit_relayed_http(
+            client,
+            redis_client,
+            key,
+            task=task,
+            round_=round_,
+            cid=cid,
+            num_samples=num_samples,
+            poll_s=poll_s,
+            sleep=sleep,
+            valid_for=valid_for,
+        )
     signed = client.sign_submission(key, task, round_, cid_to_digest(cid), num_samples, valid_for=valid_for)
     me = signed.contributor
     reply = reply_key(client.address, me, signed.nonce)
@@ -193,6 +213,203 @@ def _reply(redis_client: redis.Redis[bytes], key: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+# ─── the member's side over HTTP ────────────────────────────────────────────────────────────────────────────
+
+MAX_REPLY_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class RelayAnswer:
+    """What a relayer said: the HTTP ``status`` (0: it could not be reached), its JSON ``body`` and
+    ``Retry-After``. Only a claim: the member checks it against the chain."""
+
+    status: int
+    body: dict[str, Any]
+    retry_after: float | None = None
+
+    @property
+    def problem(self) -> str:
+        return str(self.body.get("problem") or self.body.get("code") or f"HTTP {self.status}")
+
+
+class HttpRelay:
+    """A relayer's HTTP endpoint (``meshprov worker relay``), as a member of another organisation uses it.
+
+    ``timeout_s``: how long the member waits for its submission to appear on chain before ``fallback_direct``
+    (submitting itself; its key then needs ETH). ``retry_s``: how often it re-sends while the chain does not show
+    the submission (a relayer may drop requests; the nonce makes a re-send harmless)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 120.0,
+        fallback_direct: bool = False,
+        retry_s: float = 10.0,
+        request_timeout_s: float = 60.0,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        self.url = url.rstrip("/") + "/v1/submissions"
+        self.timeout_s = timeout_s
+        self.fallback_direct = fallback_direct
+        self.retry_s = retry_s
+        self.request_timeout_s = request_timeout_s
+
+    def post(self, body: bytes) -> RelayAnswer:
+        import httpx
+
+        try:
+            # No redirects followed (httpx's default): the answer comes from the relayer the member chose.
+            with httpx.stream(
+                "POST",
+                self.url,
+                content=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self.request_timeout_s,
+            ) as response:
+                raw = bytearray()
+                for chunk in response.iter_bytes():
+                    raw += chunk
+                    if len(raw) > MAX_REPLY_BYTES:
+                        break
+                return _answer(response.status_code, bytes(raw), response.headers)
+        except httpx.HTTPError as exc:  # refused, reset, timed out, a broken reply
+            return RelayAnswer(0, {"problem": f"the relayer cannot be reached ({exc})"})
+
+    def close(self) -> None:
+        """Nothing to release (one connection per request); here so the CLI closes either relay alike."""
+
+
+def _answer(status: int, raw: bytes, headers: Any) -> RelayAnswer:
+    body: dict[str, Any] = {}
+    if len(raw) <= MAX_REPLY_BYTES:  # a relayer's reply is untrusted: bounded, and anything odd is no answer
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            body = data
+    retry: float | None = None
+    text = headers.get("Retry-After") if headers is not None else None
+    if text is not None:
+        try:
+            retry = min(max(float(text), 0.0), 3600.0)
+        except ValueError:
+            retry = None
+    return RelayAnswer(status, body, retry)
+
+
+def own_check(
+    client: LedgerClient, task: int, round_: int, signed: SignedSubmission
+) -> tuple[str, str] | None:
+    """The member's own reading of the chain: ``("closed", why)`` when the round takes no more submissions,
+    ``("refused", why)`` when the chain would refuse this signed submission, None when nothing is wrong with it
+    (a relayer's refusal is then not believed)."""
+    from ledger.chain.revert import ContractRevert
+
+    try:
+        current = client.task(task)
+        if current.current_round != round_:
+            return "closed", f"round {round_} is no longer the task's current round ({current.current_round})"
+        view = client.round_view(task, round_)
+        if view.phase is not Phase.OPEN:
+            return "closed", f"round {round_} is {view.phase.name.lower()}"
+        if not client.account(signed.contributor).contributor:
+            return "refused", f"{signed.contributor} is not a contributor"
+        if signed.num_samples > current.params.max_samples:
+            return "refused", f"num_samples {signed.num_samples} is over the cap {current.params.max_samples}"
+        if signed.digest == bytes(32) or signed.num_samples == 0:
+            return "refused", "a zero digest or sample count"
+        nonce = client.nonces(signed.contributor)
+        if signed.nonce != nonce:
+            return "refused", f"the signature's nonce {signed.nonce} is not the chain's {nonce}"
+        now = int(client.rpc(lambda: client.w3.eth.get_block("latest"))["timestamp"])
+        if signed.deadline <= now:
+            return "refused", f"the signature expired at {signed.deadline}"
+    except ContractRevert as exc:
+        return "refused", exc.message
+    return None
+
+
+def submit_relayed_http(
+    client: LedgerClient,
+    relay: HttpRelay,
+    key: str,
+    *,
+    task: int,
+    round_: int,
+    cid: str,
+    num_samples: int,
+    poll_s: float = 0.25,
+    sleep: Callable[[float], None] = time.sleep,
+    valid_for: int = 3600,
+    clock: Callable[[], float] = time.monotonic,
+) -> Submitted:
+    """Sign, POST to the relayer, and believe only the chain.
+
+    * on chain (``submissionOf``): submitted, whatever the relayer said;
+    * the round closed without it: closed (the runner records the round missed and keeps the file);
+    * a refusal the chain bears out (not a contributor, over the cap, an old nonce): :class:`RelayRejected`;
+    * a refusal the chain does not bear out, an unreachable or silent relayer: not believed — re-sent every
+      ``relay.retry_s``, and after ``relay.timeout_s`` submitted directly when ``relay.fallback_direct``.
+    """
+    from ledger.content import cid_to_digest
+
+    signed = client.sign_submission(key, task, round_, cid_to_digest(cid), num_samples, valid_for=valid_for)
+    me = signed.contributor
+    body = RelayMessage(task, round_, signed).to_json().encode()
+    give_up = clock() + relay.timeout_s
+    next_post = clock()
+    claimed_tx: str | None = None
+    while True:
+        status = client.submission_of(task, round_, me)
+        if status.submitted:
+            return Submitted("submitted", index=status.index, tx_hash=claimed_tx, detail="relayed")
+        view = client.round_view(task, round_)
+        if view.phase is not Phase.OPEN:
+            return Submitted(
+                "closed", detail="the round closed before the relayer's submission reached the chain"
+            )
+        now = clock()
+        if now >= give_up and relay.fallback_direct:
+            log.warning(
+                "the relayer did not get the submission on chain in %.0f s: submitting directly",
+                relay.timeout_s,
+            )
+            return submit_direct(client, task=task, round_=round_, cid=cid, num_samples=num_samples)
+        if now >= next_post:
+            answer = relay.post(body)
+            next_post = now + relay.retry_s
+            if answer.status == 200 and answer.body.get("status") == "submitted":
+                tx = answer.body.get("tx")
+                claimed_tx = tx if isinstance(tx, str) and len(tx) == 66 else None
+                continue  # the claim is checked against the chain at once
+            if answer.status in (429, 503) and answer.retry_after is not None:
+                next_post = now + max(answer.retry_after, poll_s)
+            elif 400 <= answer.status < 500 and answer.status not in (408, 429):
+                found = own_check(client, task, round_, signed)
+                if client.submission_of(task, round_, me).submitted:
+                    continue  # e.g. "already_submitted": the chain has it, which is all that matters
+                if found is not None and found[0] == "closed":
+                    return Submitted("closed", detail=found[1])
+                if found is not None:
+                    raise RelayRejected(me, signed.nonce, f"{answer.problem} (the chain agrees: {found[1]})")
+                log.warning(
+                    "the relayer refused the submission (%s) but the chain shows nothing wrong with it: not believed",
+                    answer.problem,
+                )
+                if relay.fallback_direct:
+                    give_up = now
+            else:
+                log.warning(
+                    "the relayer answered %s (%s); re-sending later",
+                    answer.status or "nothing",
+                    answer.problem,
+                )
+        sleep(poll_s)
 
 
 # ─── the relayer ────────────────────────────────────────────────────────────────────────────────────────────

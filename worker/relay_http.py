@@ -1,0 +1,549 @@
+"""The HTTP relayer: members of other organisations send their EIP-712 signed submissions here, not into a Redis.
+
+    member (`node run --relay --relay-via http://HOST:PORT`)       relayer (`meshprov worker relay`, funded key)
+      POST /v1/submissions  {schema, task, round, contributor,  ─▶ 1. body bounded (Content-Length ≤ 2048) and parsed
+                             digest, num_samples, nonce,           2. zero digest / zero samples refused
+                             deadline, v, r, s}                    3. signature recovered OFF CHAIN: must be the
+                                                                      claimed contributor (no gas, no chain call)
+                                                                   4. the member's token bucket (429, Retry-After)
+                                                                   5. chain reads: task, current round, open,
+                                                                      contributor, sample cap, nonce, deadline,
+                                                                      not already on chain, not already queued
+                                                                   6. queued; the batcher sends up to 16 per
+                                                                      `submitUpdatesFor` (one at a time if a
+                                                                      batch reverts)
+      200 {status: submitted, tx, index, block}          ◀────────  the answer once the transaction is mined,
+      4xx/5xx {status, code, problem[, error]}                      or the decoded revert
+
+Nothing is sent to the chain before steps 1-5 pass, so a refused request costs the relayer no gas. The relayer
+cannot alter a submission (the digest and the sample count are signed and the contract checks the signature again);
+it can drop or delay one, and a member never believes its word: it confirms its own submission on chain
+(``node.relay``). docs/relay.md is the protocol's reference.
+
+This module is the worker's (``worker`` never imports ``node``): it parses the wire format itself, the member side
+writes it with ``node.relay.RelayMessage``; a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from ledger.chain.types import Phase, SignedSubmission, checksum
+
+if TYPE_CHECKING:
+    from ledger.chain.client import LedgerClient
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+PATH = "/v1/submissions"
+MAX_BODY_BYTES = 2048
+MAX_BATCH = 16
+_FIELDS = frozenset(
+    {"schema", "task", "round", "contributor", "digest", "num_samples", "nonce", "deadline", "v", "r", "s"}
+)
+
+
+class Refusal(Exception):
+    """A request the relayer answers without sending anything: HTTP ``status``, a stable ``code``, the problem."""
+
+    def __init__(
+        self, status: int, code: str, problem: str, *, retry_after: float | None = None, **extra: Any
+    ) -> None:
+        super().__init__(problem)
+        self.status = status
+        self.code = code
+        self.problem = problem
+        self.retry_after = retry_after
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        state = {429: "limited", 503: "busy", 504: "pending", 502: "error"}.get(self.status, "rejected")
+        return {"status": state, "code": self.code, "problem": self.problem, **self.extra}
+
+
+# ─── the wire format ──────────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Item:
+    """One member's signed submission to round ``round`` of task ``task``."""
+
+    task: int
+    round: int
+    sub: SignedSubmission
+
+
+def parse_item(raw: bytes) -> Item:
+    """Strictly parse a request body (untrusted, already bounded by the caller): :class:`Refusal` 400 otherwise."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise Refusal(413, "too_large", f"{len(raw)} bytes, over {MAX_BODY_BYTES}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refusal(400, "malformed", f"not JSON ({exc})") from None
+    if not isinstance(data, dict) or set(data) != _FIELDS:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise Refusal(400, "malformed", f"expected the fields {sorted(_FIELDS)}, got {keys}")
+    if data["schema"] != SCHEMA:
+        raise Refusal(400, "malformed", f"unknown schema {data['schema']!r} (this relayer speaks {SCHEMA})")
+    contributor = data["contributor"]
+    try:
+        if not isinstance(contributor, str):
+            raise ValueError
+        contributor = checksum(contributor)
+    except ValueError:
+        raise Refusal(400, "malformed", "`contributor` is not an address") from None
+    v = _int(data, "v", 255)
+    if v not in (27, 28):
+        raise Refusal(400, "malformed", f"`v` must be 27 or 28, got {v}")
+    sub = SignedSubmission(
+        contributor=contributor,
+        digest=_bytes32(data, "digest"),
+        num_samples=_int(data, "num_samples", 2**64 - 1),
+        nonce=_int(data, "nonce", 2**48 - 1),
+        deadline=_int(data, "deadline", 2**64 - 1),
+        v=v,
+        r=_bytes32(data, "r"),
+        s=_bytes32(data, "s"),
+    )
+    return Item(task=_int(data, "task", 2**256 - 1), round=_int(data, "round", 2**32 - 1), sub=sub)
+
+
+def _int(data: dict[str, Any], name: str, maximum: int) -> int:
+    value = data[name]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        raise Refusal(400, "malformed", f"`{name}` must be an integer in [0, {maximum}], got {value!r}")
+    return value
+
+
+def _bytes32(data: dict[str, Any], name: str) -> bytes:
+    text = data[name]
+    if not isinstance(text, str) or not text.startswith("0x") or len(text) != 66:
+        raise Refusal(400, "malformed", f"`{name}` must be 0x and 64 hex digits")
+    try:
+        return bytes.fromhex(text[2:])
+    except ValueError:
+        raise Refusal(400, "malformed", f"`{name}` is not hex") from None
+
+
+# ─── rate limits ──────────────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class TokenBucket:
+    """``capacity`` requests at once, refilled at ``rate`` per second."""
+
+    capacity: float
+    rate: float
+    tokens: float = field(default=-1.0)
+    updated: float = 0.0
+
+    def take(self, now: float) -> float:
+        """0 when a token was taken, else the seconds until one will be there."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.capacity, now
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate if self.rate > 0 else math.inf
+
+
+class RateLimiter:
+    """One bucket per key (a member's address, a peer's IP), the least recently seen forgotten beyond
+    ``max_keys`` so that a flood of fresh keys costs memory only up to that bound."""
+
+    def __init__(
+        self,
+        capacity: float,
+        rate: float,
+        *,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.capacity, self.rate, self.max_keys, self.clock = capacity, rate, max_keys, clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        with self._lock:
+            bucket = self._buckets.pop(key, None) or TokenBucket(self.capacity, self.rate)
+            self._buckets[key] = bucket
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+            return bucket.take(self.clock())
+
+
+# ─── checks and batching ──────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class Limits:
+    max_batch: int = MAX_BATCH
+    batch_wait_s: float = 0.5
+    member_burst: float = 3.0
+    member_rate: float = 1 / 20  # a member submits once a round: one request per 20 s after a burst of 3
+    peer_burst: float = 30.0
+    peer_rate: float = 10.0  # per client address, before any signature is recovered
+    max_queued: int = 112  # a round holds at most 112 updates (MAX_UPDATES_PER_ROUND)
+    answer_timeout_s: float = 120.0
+
+
+@dataclass
+class Pending:
+    item: Item
+    done: threading.Event = field(default_factory=threading.Event)
+    status: int = 0
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def answer(self, status: int, body: dict[str, Any]) -> None:
+        self.status, self.body = status, body
+        self.done.set()
+
+
+class RelayService:
+    """Checks signed submissions and relays them in batches with ``sender`` (a funded key; only the batcher thread
+    uses it); ``reader`` (default: ``sender``) answers the checks' chain reads."""
+
+    def __init__(
+        self,
+        sender: LedgerClient,
+        *,
+        reader: LedgerClient | None = None,
+        limits: Limits | None = None,
+        say: Callable[[str], None] = log.info,
+    ) -> None:
+        if sender.sender is None:
+            raise ValueError("the relayer needs a signing key (it pays the gas)")
+        self.sender = sender
+        self.reader = reader or sender
+        self.limits = limits or Limits()
+        if not 1 <= self.limits.max_batch <= 112:
+            raise ValueError(f"max_batch must be in [1, 112], got {self.limits.max_batch}")
+        self.say = say
+        self.members = RateLimiter(self.limits.member_burst, self.limits.member_rate)
+        self.peers = RateLimiter(self.limits.peer_burst, self.limits.peer_rate)
+        self._read_lock = threading.Lock()
+        self._queue: list[Pending] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.relayed = 0
+        self.refused = 0
+        self.transactions = 0
+
+    # --- admission (request threads) --------------------------------------------------------------------------
+    def admit(self, raw: bytes, peer: str) -> Pending:
+        """Every check that needs no gas, in order of cost; the item queued for the next batch. Raises
+        :class:`Refusal` for anything refused (nothing sent)."""
+        wait = self.peers.take(peer)
+        if wait:
+            raise Refusal(429, "rate_limited", f"too many requests from {peer}", retry_after=wait)
+        item = parse_item(raw)
+        sub = item.sub
+        if sub.digest == bytes(32):
+            raise Refusal(400, "zero_digest", "the digest is zero: it names no update")
+        if sub.num_samples == 0:
+            raise Refusal(400, "zero_samples", "num_samples is 0")
+        signer = self._recover(item)
+        if signer != sub.contributor:
+            raise Refusal(
+                401,
+                "bad_signature",
+                f"the signature recovers to {signer}, not to the contributor {sub.contributor}",
+            )
+        wait = self.members.take(sub.contributor)
+        if wait:
+            raise Refusal(
+                429,
+                "rate_limited",
+                f"{sub.contributor} sent too many submissions; retry later",
+                retry_after=wait,
+            )
+        with self._read_lock:
+            self._check_chain(item)
+        pending = Pending(item)
+        with self._cond:
+            if self._stopping:
+                raise Refusal(503, "stopping", "the relayer is shutting down", retry_after=5)
+            if any(p.item.sub.contributor == sub.contributor for p in self._queue):
+                raise Refusal(
+                    409, "duplicate", f"{sub.contributor} already has a submission in the next batch"
+                )
+            if len(self._queue) >= self.limits.max_queued:
+                raise Refusal(
+                    503, "busy", "the relayer's queue is full", retry_after=self.limits.batch_wait_s + 1
+                )
+            self._queue.append(pending)
+            self._cond.notify_all()
+        return pending
+
+    def _recover(self, item: Item) -> str:
+        from eth_account import Account
+        from eth_account.messages import encode_typed_data
+
+        sub = item.sub
+        with self._read_lock:  # the EIP-712 domain is read from the chain once, then cached
+            data = self.reader.submission_typed_data(
+                item.task, item.round, sub.digest, sub.num_samples, nonce=sub.nonce, deadline=sub.deadline
+            )
+        try:
+            signer = Account.recover_message(
+                encode_typed_data(full_message=data),
+                vrs=(sub.v, int.from_bytes(sub.r, "big"), int.from_bytes(sub.s, "big")),
+            )
+        except Exception as exc:  # a malformed (r, s): eth_keys raises several types; all mean "not signed"
+            raise Refusal(
+                401, "bad_signature", f"the signature does not recover ({type(exc).__name__})"
+            ) from None
+        return checksum(signer)
+
+    def _check_chain(self, item: Item) -> None:
+        from ledger.chain.errors import UnknownTask
+        from ledger.chain.revert import ContractRevert
+
+        c, sub = self.reader, item.sub
+        try:
+            try:
+                task = c.task(item.task)
+            except UnknownTask:
+                raise Refusal(
+                    404, "unknown_task", f"task {item.task} does not exist on this ledger"
+                ) from None
+            if item.round != task.current_round:
+                raise Refusal(
+                    409,
+                    "wrong_round",
+                    f"round {item.round} is not task {item.task}'s current round {task.current_round}",
+                )
+            if not c.account(sub.contributor).contributor:
+                raise Refusal(403, "not_member", f"{sub.contributor} is not a contributor of this ledger")
+            if sub.num_samples > task.params.max_samples:
+                raise Refusal(
+                    422,
+                    "over_cap",
+                    f"num_samples {sub.num_samples} is over the task's cap of {task.params.max_samples}",
+                )
+            view = c.round_view(item.task, item.round)
+            if view.phase is not Phase.OPEN:
+                raise Refusal(409, "closed", f"round {item.round} is {view.phase.name.lower()}")
+            if c.submission_of(item.task, item.round, sub.contributor).submitted:
+                raise Refusal(
+                    409, "already_submitted", f"{sub.contributor} already submitted to round {item.round}"
+                )
+            expected = c.nonces(sub.contributor)
+            if sub.nonce != expected:
+                raise Refusal(409, "bad_nonce", f"nonce {sub.nonce}, the chain expects {expected}")
+            now = int(c.rpc(lambda: c.w3.eth.get_block("pending"))["timestamp"])
+            if sub.deadline <= now:
+                raise Refusal(400, "expired", f"the signature expired at {sub.deadline} (now {now})")
+        except ContractRevert as exc:
+            raise Refusal(409, "refused_by_chain", exc.message, error=exc.error_name) from None
+
+    # --- the batcher (one thread: the only user of the sending key) ---------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="relay-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(self.limits.answer_timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self.relay(batch)
+            except Exception as exc:  # a chain outage must answer the waiting members, not kill the thread
+                log.exception("relaying a batch failed")
+                for p in batch:
+                    if not p.done.is_set():
+                        p.answer(502, Refusal(502, "chain_error", f"{type(exc).__name__}: {exc}").body())
+
+    def _next_batch(self) -> list[Pending] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait(1.0)
+            # The first item waits at most batch_wait_s for company: latency for one member stays bounded.
+            deadline = time.monotonic() + self.limits.batch_wait_s
+            while len(self._queue) < self.limits.max_batch and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch = self._queue[: self.limits.max_batch]
+            del self._queue[: len(batch)]
+            return batch
+
+    def relay(self, batch: list[Pending]) -> None:
+        """Send ``batch`` (one transaction per task and round) and answer each member."""
+        groups: dict[tuple[int, int], list[Pending]] = {}
+        for p in batch:
+            groups.setdefault((p.item.task, p.item.round), []).append(p)
+        for (task, round_), group in groups.items():
+            self._send(task, round_, group)
+
+    def _send(self, task: int, round_: int, group: list[Pending]) -> None:
+        from ledger.chain.revert import ContractRevert
+
+        try:
+            result = self.sender.submit_updates_for(task, round_, [p.item.sub for p in group])
+        except ContractRevert as exc:
+            if len(group) == 1:
+                self._reverted(group[0], exc)
+                return
+            # The chain changed between the checks and the batch (a member submitted directly, the round
+            # closed): one transaction per item so that one stale item does not cost the others their place.
+            self.say(
+                f"batch of {len(group)} for round {round_} reverted ({exc.error_name}); relaying one by one"
+            )
+            for p in group:
+                try:
+                    one = self.sender.submit_update_for(task, round_, p.item.sub)
+                except ContractRevert as exc_one:
+                    self._reverted(p, exc_one)
+                else:
+                    self.transactions += 1
+                    self._submitted(p, one.value, one.tx_hash, one.block_number)
+            return
+        self.transactions += 1
+        for offset, p in enumerate(group):  # a batch's updates get consecutive indexes
+            self._submitted(p, result.value + offset, result.tx_hash, result.block_number)
+        self.say(f"relayed {len(group)} update(s) to task {task} round {round_} in {result.tx_hash}")
+
+    def _submitted(self, p: Pending, index: int, tx: str, block: int) -> None:
+        self.relayed += 1
+        p.answer(200, {"status": "submitted", "tx": tx, "index": index, "block": block})
+
+    def _reverted(self, p: Pending, exc: Any) -> None:
+        self.refused += 1
+        self.say(f"the chain refused the submission of {p.item.sub.contributor}: {exc.message}")
+        p.answer(
+            409, {"status": "reverted", "code": "reverted", "error": exc.error_name, "problem": exc.message}
+        )
+
+
+# ─── HTTP ─────────────────────────────────────────────────────────────────────────────────────────────────────
+
+
+class RelayHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Bounded concurrency: each request holds a thread while its batch is mined.
+    max_in_flight = 64
+
+    def __init__(self, address: tuple[str, int], service: RelayService) -> None:
+        self.service = service
+        self.in_flight = threading.BoundedSemaphore(self.max_in_flight)
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RelayHTTPServer
+    protocol_version = "HTTP/1.1"
+    timeout = 10  # a client that sends its body slowly holds a thread at most this long per read
+    server_version = "meshprov-relay/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        if self.path != "/healthz":
+            self._reply(404, {"status": "rejected", "code": "not_found", "problem": f"no {self.path}"})
+            return
+        s = self.server.service
+        self._reply(
+            200,
+            {
+                "status": "ok",
+                "ledger": s.sender.address,
+                "relayer": s.sender.sender_address,
+                "relayed": s.relayed,
+                "refused": s.refused,
+                "max_batch": s.limits.max_batch,
+                "max_body_bytes": MAX_BODY_BYTES,
+            },
+        )
+
+    def do_POST(self) -> None:
+        try:
+            self._reply(*self._post())
+        except Refusal as r:
+            self.server.service.refused += 1
+            headers = {"Retry-After": str(max(1, math.ceil(r.retry_after)))} if r.retry_after else {}
+            self._reply(r.status, r.body(), headers, close=r.status in (411, 413))
+
+    def _post(self) -> tuple[int, dict[str, Any]]:
+        if self.path != PATH:
+            raise Refusal(404, "not_found", f"POST {PATH}")
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise Refusal(415, "content_type", "send Content-Type: application/json")
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or self.headers.get("Transfer-Encoding"):
+            raise Refusal(411, "length_required", "send the body with a Content-Length (no chunked encoding)")
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise Refusal(400, "malformed", "Content-Length is not a number") from None
+        if not 0 <= length <= MAX_BODY_BYTES:  # bounded before a byte of the body is read
+            raise Refusal(413, "too_large", f"{length} bytes, over {MAX_BODY_BYTES}")
+        raw = self.rfile.read(length)
+        if len(raw) != length:
+            raise Refusal(400, "malformed", "the body is shorter than its Content-Length")
+        if not self.server.in_flight.acquire(blocking=False):
+            raise Refusal(503, "busy", "too many requests in flight", retry_after=2)
+        try:
+            pending = self.server.service.admit(raw, self.client_address[0])
+            if not pending.done.wait(self.server.service.limits.answer_timeout_s):
+                raise Refusal(
+                    504, "not_mined", "the batch was not mined in time; check the chain before retrying"
+                )
+            return pending.status, pending.body
+        finally:
+            self.server.in_flight.release()
+
+    def _reply(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None, *, close: bool = False
+    ) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close:  # an unread body is still on the connection: do not parse it as the next request
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve(service: RelayService, host: str, port: int) -> RelayHTTPServer:
+    """Bind the relayer (port 0 picks a free one) and start its batcher; call ``serve_forever`` (or run it in a
+    thread) and ``shutdown`` + ``service.stop()`` to end."""
+    server = RelayHTTPServer((host, port), service)
+    service.start()
+    return server
