@@ -33,6 +33,9 @@ from ledger.reasons import Reason
 from worker.errors import ContentMissing, StoreFault
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ledger.checks.update_checks import StreamChecks
     from ledger.content import ContentStore
 
 
@@ -44,6 +47,10 @@ class Fetched:
     digest: bytes | None = None
     """sha-256 inside the Kubo-default CID of the downloaded bytes: the digest asked for, which the download
     proved (the checks then need not hash the file)."""
+    verdict: Verdict | None = None
+    """:func:`fetch_checked`: the per-update checks' verdict of the streamed bytes."""
+    checks: StreamChecks | None = None
+    """:func:`fetch_checked`: the checks that judged the stream (their ``kept`` tensors)."""
 
 
 def fetch(store: ContentStore, digest: bytes, dest: Path, *, max_bytes: int) -> Fetched:
@@ -70,6 +77,57 @@ def fetch(store: ContentStore, digest: bytes, dest: Path, *, max_bytes: int) -> 
     except OSError as exc:
         raise StoreFault(f"fetching {cid} to {dest}: {exc}") from None
     return Fetched(None, digest)
+
+
+def fetch_checked(
+    store: ContentStore, digest: bytes, *, max_bytes: int, checks: Callable[[int], StreamChecks]
+) -> Fetched:
+    """Judge the update ``digest`` from the store's verified stream, in one pass and without writing it.
+
+    ``checks(size)`` makes the :class:`~ledger.checks.update_checks.StreamChecks` for content of ``size`` bytes
+    (the DAG's root announces it; more than ``max_bytes`` is ``TOO_LARGE`` before any content is read). Every
+    piece the store hands over is hashed once, by the store as it reads the block (a store that does not prove
+    Kubo CIDs itself is re-hashed here with the UnixFS importer), then fed to the checks; the verdict counts
+    only once the whole DAG is proven. Failures sort as in :func:`fetch`; the returned ``rejected`` is the
+    member's fault found while downloading (size, DAG), ``verdict`` the checks' verdict otherwise."""
+    from ledger.content import UnixfsHasher
+    from ledger.content.store import PROVES_KUBO_CID
+
+    cid = digest_to_cid(digest)
+    try:
+        size = store.stat(cid).size
+        if size > max_bytes:
+            raise ContentTooLarge(cid, max_bytes, size)
+        judge = checks(size)
+        hasher = None if store.name in PROVES_KUBO_CID else UnixfsHasher()
+        got = 0
+        for chunk in store.get(cid, max_bytes=max_bytes):
+            got += len(chunk)
+            if got > size:  # the root announced less: the store is lying (a Kubo-layout walk never does this)
+                raise StoreError(store.name, f"{cid}: more than the {size} bytes announced")
+            if hasher is not None:
+                hasher.update(chunk)
+            judge.feed(chunk)
+        if got != size:
+            raise StoreError(store.name, f"{cid}: {got} bytes of the {size} announced")
+        if hasher is not None and (proven := hasher.finish()).digest != digest:
+            raise CidMismatch(cid, proven.cid, context=f"the {size} bytes the {store.name} store returned")
+    except ContentTooLarge as exc:
+        got_text = f"{exc.size} bytes" if exc.size is not None else "more bytes"
+        return Fetched(Verdict(Reason.TOO_LARGE, f"{got_text} than the limit of {max_bytes}", digest=digest))
+    except MalformedDag as exc:
+        return Fetched(
+            Verdict(Reason.CID_MISMATCH, f"not a Kubo-default UnixFS file: {exc.problem}", digest=digest)
+        )
+    except ContentNotFound as exc:
+        raise ContentMissing(f"{cid} is not available in the {exc.store} store (yet)") from None
+    except (CorruptBlock, CidMismatch) as exc:
+        raise StoreFault(f"the store returned bytes that do not match {cid}: {exc.message}") from None
+    except (StoreUnavailable, StoreError) as exc:
+        raise StoreFault(f"fetching {cid}: {exc.message}") from None
+    except OSError as exc:
+        raise StoreFault(f"fetching {cid}: {exc}") from None
+    return Fetched(None, digest, judge.finish(digest), judge)
 
 
 def ensure_base(store: ContentStore, digest: bytes, cache: Path, *, max_bytes: int) -> Path:

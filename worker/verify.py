@@ -27,7 +27,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +46,11 @@ from ledger.chain.errors import (
 )
 from ledger.chain.scores import REJECT, ScoreSheet
 from ledger.chain.types import Phase, RoundView, Submission, ValidatorSet
-from ledger.checks import ChainRecord, Judged, Verdict, base_norm, judge_round, judge_update
+from ledger.checks import ChainRecord, Judged, Verdict, base_norm, judge_round
 from ledger.content import digest_to_cid
 from worker import history
 from worker.errors import ContentMissing, NotReady, StoreFault
-from worker.fetch import ensure_base, fetch, remove
+from worker.fetch import ensure_base, fetch_checked, remove
 from worker.sheets import SheetUnreadable, discard_sheet, load_sheet, save_sheet
 from worker.state import renew
 
@@ -316,47 +316,86 @@ def _judge_waiting(
 
 
 def _update_path(ctx: _Round, sub: Submission) -> Path:
-    return ctx.directory / f"{sub.index}-{digest_to_cid(sub.digest)}.safetensors"
+    """The update's vector file (``worker.vectorfiles``): what the validator keeps of an update that passed the
+    per-update checks. The update file itself is never written (``_judge_cached``)."""
+    return ctx.directory / f"{sub.index}-{digest_to_cid(sub.digest)}.npy"
+
+
+def _kept_path(ctx: _Round, sub: Submission) -> Path:
+    """The update's small tensors that are not in its vector (running statistics, integer buffers)."""
+    return ctx.directory / f"{sub.index}-{digest_to_cid(sub.digest)}.rest.npz"
+
+
+def _update_source(ctx: _Round, sub: Submission) -> TensorSource:
+    """The update as a ``TensorSource`` (its values exactly, from the vector file and the kept tensors)."""
+    from worker.vectorfiles import VectorSource, load_kept, load_vector
+
+    return VectorSource(load_vector(_update_path(ctx, sub)), ctx.layout, load_kept(_kept_path(ctx, sub)))
 
 
 def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
+    """The update's per-update verdict, judged from the store's verified stream in one pass
+    (``worker.fetch.fetch_checked``): each block hashed once as it is read, the header parsed within its bound,
+    the values scanned and the update's vector written as the bytes arrive. Nothing is written of an update
+    but its vector (and its few non-parameter tensors), and nothing is read back to judge it."""
+    from ledger.checks.update_checks import StreamChecks, check_loss
+    from worker.vectorfiles import VectorSource, VectorWriter, save_kept
+
     cid = digest_to_cid(sub.digest)
     cached = ctx.directory / f"{sub.index}-{cid}.json"
-    path = _update_path(ctx, sub)
+    path, kept_path = _update_path(ctx, sub), _kept_path(ctx, sub)
     try:
         judged = Judged.from_json(cached.read_text())
-        if not judged.verdict.accepted or path.is_file():
+        if not judged.verdict.accepted or (path.is_file() and kept_path.is_file()):
             return judged
     except (OSError, ValueError, KeyError):
         pass
-    got = fetch(ctx.rt.store(), sub.digest, path, max_bytes=ctx.max_bytes)
-    ctx.rt.failpoint("verify.fetched")
-    if got.rejected is not None:
-        judged = Judged(got.rejected)
-    else:
-        record = ChainRecord(
-            digest=sub.digest,
-            task=ctx.view.task_id,
-            round=ctx.view.round,
-            base=ctx.view.base_digest,
-            contributor=sub.contributor,
-            num_samples=sub.num_samples,
-        )
-        # With a reference trainer the scorer applies the loss gate: the loss is not evaluated twice.
-        scorer_gates = ctx.rt.reference_trainer is not None
-        judged = judge_update(
-            path,
+    record = ChainRecord(
+        digest=sub.digest,
+        task=ctx.view.task_id,
+        round=ctx.view.round,
+        base=ctx.view.base_digest,
+        contributor=sub.contributor,
+        num_samples=sub.num_samples,
+    )
+    # With a reference trainer the scorer applies the loss gate: the loss is not evaluated twice.
+    scorer_gates = ctx.rt.reference_trainer is not None
+    limits = ctx.rt.limits
+    writers: list[VectorWriter] = []
+
+    def checks(size: int) -> StreamChecks:
+        writers.append(VectorWriter(path, ctx.layout))
+        return StreamChecks(
+            size,
             base=ctx.base,
-            layout=ctx.layout,
             record=record,
-            limits=replace(ctx.rt.limits, loss_delta=None) if scorer_gates else ctx.rt.limits,
-            digest=got.digest,
-            evaluate=None if scorer_gates else ctx.rt.evaluate,
-            base_loss=None,
+            limits=limits,
+            base_layout=ctx.layout,
             base_scale=ctx.base_scale,
+            sink=writers[-1],
         )
-    if not judged.verdict.accepted:
-        remove(path)  # a rejected file is never read again: do not keep untrusted bytes around
+
+    try:
+        got = fetch_checked(ctx.rt.store(), sub.digest, max_bytes=ctx.max_bytes, checks=checks)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    ctx.rt.failpoint("verify.fetched")
+    verdict = got.rejected or got.verdict
+    assert verdict is not None
+    loss = None
+    if verdict.accepted:
+        assert got.checks is not None
+        vector = writers[-1].finish()
+        save_kept(kept_path, got.checks.kept)
+        if not scorer_gates and ctx.rt.evaluate is not None and limits.loss_delta is not None:
+            source = VectorSource(vector, ctx.layout, got.checks.kept)
+            loss = check_loss(source, ctx.base, ctx.rt.evaluate, limits)
+    else:
+        for w in writers:
+            w.abort()  # a rejected update is never read again: keep nothing of its untrusted bytes
+    judged = Judged(verdict, loss)
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(judged.to_json())
     tmp.replace(cached)
@@ -366,21 +405,17 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
 
 def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict | None]) -> list[Scored]:
     from ledger.checks.copies import find_copies
-    from ledger.updatefile import UpdateFile
-    from worker.vectorfiles import vector_file
+    from worker.vectorfiles import load_vector
 
     rt, view = ctx.rt, ctx.view
-    # Vectors as memory-mapped files (worker.vectorfiles): N updates of a large model never sit in memory at once.
+    # Vectors as memory-mapped files (worker.vectorfiles), written while each update streamed in: N updates of a
+    # large model never sit in memory at once.
     vector_dir = ctx.directory / "vectors"
     shutil.rmtree(vector_dir, ignore_errors=True)
     vector_dir.mkdir(parents=True)
     vectors: list[NDArray[Any] | None] = []
     for sub, v in zip(subs, verdicts, strict=True):
-        if v is None or not v.accepted:
-            vectors.append(None)
-            continue
-        with UpdateFile.open(_update_path(ctx, sub)) as update:
-            vectors.append(vector_file(update, ctx.layout, vector_dir / f"{sub.index}.npy"))
+        vectors.append(load_vector(_update_path(ctx, sub)) if v is not None and v.accepted else None)
     copies = find_copies(vectors, [s.contributor for s in subs], _history(rt, view, ctx.layout, vector_dir))
     scorer = _scorer(ctx, subs, vectors)
     out: list[Scored] = []
@@ -393,38 +428,62 @@ def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict 
             out.append(Scored(REJECT, int(copy.reason), copy.detail))
         else:
             out.append(scorer(i))
-            history.remember(
-                rt.cache_dir,
-                view.task_id,
-                view.round,
-                index=sub.index,
-                contributor=sub.contributor,
-                file=_update_path(ctx, sub),
-            )
+            _remember(rt, view, sub, _update_path(ctx, sub))
     for i, s in enumerate(out):
-        log.info("round %d update %d: score %d reason %d %s", view.round, i, s.score, s.reason, s.detail)
+        log.info("round %d: update %d: score %d reason %d %s", view.round, i, s.score, s.reason, s.detail)
     return out
+
+
+def _remember(rt: Runtime, view: RoundView, sub: Submission, vector: Path) -> None:
+    """Keep the vector of an update that passed the checks for the next rounds' near-copy check, in the
+    history's round directory (``worker.history``, which removes rounds too old to compare with): hard-linked,
+    so keeping it costs no copy."""
+    directory = history.history_dir(rt.cache_dir, view.task_id) / str(view.round)
+    directory.mkdir(parents=True, exist_ok=True)
+    dest = directory / f"{sub.index}-{sub.contributor.lower()}.npy"
+    if dest.exists():
+        return
+    tmp = dest.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.hardlink_to(vector)
+    except OSError:
+        shutil.copyfile(vector, tmp)
+    tmp.replace(dest)
 
 
 def _history(
     rt: Runtime, view: RoundView, layout: Sequence[TensorInfo], vector_dir: Path
 ) -> list[tuple[str, NDArray[Any]]]:
-    """(contributor, vector) of the last rounds' updates this validator kept that the consensus accepted (as
-    memory-mapped files in ``vector_dir``)."""
+    """(contributor, vector) of the last rounds' updates this validator kept that the consensus accepted
+    (memory-mapped vector files; update files an earlier version kept are turned into vectors in ``vector_dir``)."""
     from ledger.updatefile import FileRejected, UpdateFile
-    from worker.vectorfiles import vector_file
+    from worker.vectorfiles import load_vector, vector_file
 
-    kept = history.recent(rt.cache_dir, view.task_id, view.round)
+    kept = history.recent(rt.cache_dir, view.task_id, view.round)  # also removes rounds too old
+    root = history.history_dir(rt.cache_dir, view.task_id)
+    for past_round in range(view.round - history.KEEP_ROUNDS, view.round):
+        for path in sorted((root / str(past_round)).glob("*.npy")):
+            index, _, contributor = path.stem.partition("-")
+            if index.isdigit() and contributor:
+                kept.append(history.PastUpdate(past_round, int(index), contributor, path))
     if not kept:
         return []
     accepted: dict[int, int] = {}
     for final in rt.chain().finalizations(view.task_id):
         accepted[final.round] = final.accepted_bitmap
+    size = sum(info.size for info in layout if info.parameter)
     out = []
     for past in kept:
         if not accepted.get(past.round, 0) >> past.index & 1:
             continue
         try:
+            if past.path.suffix == ".npy":
+                vector = load_vector(past.path)
+                if vector.shape != (size,):
+                    raise ValueError(f"{vector.shape[0]} values, the layout has {size}")
+                out.append((past.contributor, vector))
+                continue
             with UpdateFile.open(past.path) as update:
                 path = vector_dir / f"history-{past.round}-{past.index}.npy"
                 out.append((past.contributor, vector_file(update, layout, path)))
@@ -472,7 +531,6 @@ def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence
     import numpy as np
 
     from worker.reference import reference_seed, reference_update
-    from worker.scoring import score_update
 
     rt, view = ctx.rt, ctx.view
     cached = ctx.directory / "reference.npy"
@@ -485,22 +543,30 @@ def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence
         tmp = ctx.directory / "reference.tmp.npy"
         np.save(tmp, reference)
         tmp.replace(cached)
-    margin = rt.limits.loss_delta if rt.evaluate is not None else None
-    evaluate = rt.evaluate if margin is not None else None
+    limits = rt.limits
+    gate = rt.evaluate is not None and limits.loss_delta is not None
     base_loss: list[float | None] = [None]  # the base is evaluated once per round
 
     def score(i: int) -> Scored:
-        s = score_update(
-            _update_path(ctx, subs[i]),
-            base=ctx.base,
-            reference=reference,
-            evaluate=evaluate,
-            margin=margin,
-            base_loss=base_loss[0],
-            vector=vectors[i],
-            layout=ctx.layout,
-        )
-        base_loss[0] = s.base_loss
+        from ledger.checks.score import rejected, score_vector
+        from ledger.checks.update_checks import check_loss
+
+        # worker.scoring.score_update's arithmetic, on the update's values from its vector file (there is no
+        # update file): the loss gate first (check_loss, with the task's margins), then the cosine score.
+        vector = vectors[i]
+        assert vector is not None
+        loss = None
+        if gate:
+            assert rt.evaluate is not None
+            checked = check_loss(
+                _update_source(ctx, subs[i]), ctx.base, rt.evaluate, limits, base_loss=base_loss[0]
+            )
+            base_loss[0] = checked.base_loss
+            if not checked.accepted:
+                r = rejected(checked.reason, checked.detail)
+                return Scored(r.value, int(r.reason), r.detail)
+            loss = checked.loss
+        s = score_vector(vector, reference, loss=loss, base_loss=base_loss[0])
         return Scored(s.value, int(s.reason), s.detail)
 
     return score

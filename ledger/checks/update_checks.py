@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,7 +46,7 @@ from ledger.aggregation.source import (
     tensor_info,
 )
 from ledger.checks.limits import CheckLimits
-from ledger.checks.profile import Scan, UpdateProfile, scan, scan_file
+from ledger.checks.profile import _SUB, Scan, TensorScanner, UpdateProfile, _plan, _result, scan, scan_file
 from ledger.checks.round import RoundStats
 from ledger.checks.verdict import Verdict
 from ledger.content.multiformats import digest_to_cid
@@ -267,6 +267,200 @@ def verify_update(
         return failed.but(digest=digest)
     profile = UpdateProfile(digest, result.norm, result.fingerprint)
     return Verdict(Reason.ACCEPTED, norm=result.norm, digest=digest, profile=profile)
+
+
+TensorSink = Callable[[TensorInfo, int, memoryview], None]
+"""Called by :class:`StreamChecks` with a parameter tensor's bytes as they arrive: ``(info, first, data)``, where
+``data`` holds whole elements of the tensor (its stored dtype) starting at element ``first``."""
+
+
+class _Prefix:
+    """The first bytes of a stream as a seekable file of the stream's full size, for the header pre-parser (which
+    reads the 8-byte length, then at most that many bytes, and never past them)."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self._data, self._size, self._pos = data, size, 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = self._size + pos if whence == 2 else pos
+        return self._pos
+
+    def read(self, n: int) -> bytes:
+        out = self._data[self._pos : self._pos + n]
+        self._pos += len(out)
+        return out
+
+
+@dataclass
+class _Span:
+    start: int
+    end: int
+    info: TensorInfo
+    scanner: TensorScanner | None
+    keep: bytearray | None
+    """Bytes of a small tensor kept for the update's source (running statistics, integer buffers)."""
+    carry: bytearray
+
+
+class StreamChecks:
+    """The per-update checks of :func:`verify_update`, run on the update's bytes as a store hands them over:
+    one pass, nothing written, nothing read back.
+
+    ``size`` is the content's size (the DAG's root says it before the first byte). Feed every piece in order
+    with :meth:`feed`; :meth:`finish` takes the digest the download proved and returns the same verdict
+    :func:`verify_update` returns for a file of these bytes. The header is parsed as soon as its bytes are in
+    (bounded: at most ``8 + limits.max_header_bytes`` bytes are buffered before the length is checked), then
+    each floating-point tensor's bytes go to its scanner (finite, norm, fingerprint) and, for parameters, to
+    ``sink`` (e.g. the update's vector file: ``worker.vectorfiles.VectorWriter``). Tensors that are not
+    parameters (running statistics, integer buffers) are kept in memory, bounded by the base's layout, for
+    :attr:`kept`.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        base: TensorSource,
+        record: ChainRecord | None = None,
+        limits: CheckLimits | None = None,
+        base_layout: Sequence[TensorInfo] | None = None,
+        base_scale: float | None = None,
+        sink: TensorSink | None = None,
+    ) -> None:
+        self.size = size
+        self.base = base
+        self.record = record or ChainRecord()
+        self.limits = limits or CheckLimits()
+        self.layout = list(base_layout) if base_layout is not None else describe_source(base)
+        self.base_scale = base_scale
+        self.sink = sink
+        self.failed: Verdict | None = check_size(size, self.limits)
+        self.kept: dict[str, NDArray[Any]] = {}
+        self._prefix = bytearray()
+        self._header_end: int | None = None
+        self._pos = 0
+        self._spans: list[_Span] = []
+        self._next = 0
+        self._scanners: list[TensorScanner] = []
+        self._buf = np.empty(_SUB, np.float64)
+
+    def feed(self, data: memoryview | bytes) -> None:
+        view = memoryview(data).cast("B")
+        start = self._pos
+        self._pos += len(view)
+        if self.failed is not None:
+            return  # the digest is still proven by the caller; nothing else is looked at
+        if self._header_end is None:
+            used = 0
+            while (want := self._wanted() - len(self._prefix)) > 0 and used < len(view):
+                self._prefix += view[used : used + want]
+                used += min(want, len(view) - used)
+            if len(self._prefix) < self._wanted():
+                return
+            self._parse_header()
+            if self.failed is not None:
+                return
+        assert self._header_end is not None
+        end = self._pos
+        i = self._next
+        while i < len(self._spans) and self._spans[i].start < end:
+            span = self._spans[i]
+            if span.end > start:
+                lo, hi = max(span.start, start), min(span.end, end)
+                self._feed_span(span, lo, view[lo - start : hi - start])
+            if span.end <= end:
+                self._finish_span(span)
+                self._next = i + 1
+            i += 1
+
+    def _wanted(self) -> int:
+        """Bytes of prefix needed: the length field, then the header it announces (if within the bound)."""
+        if len(self._prefix) < 8:
+            return 8
+        n = int.from_bytes(self._prefix[:8], "little")
+        if n > self.limits.max_header_bytes or n > self.size - 8:
+            return 8  # the pre-parser rejects the length itself: buffer nothing more
+        return 8 + n
+
+    def _parse_header(self) -> None:
+        from ledger.updatefile import FileRejected, HeaderLimits, UpdateFile
+        from ledger.updatefile.format import _metadata_of
+        from ledger.updatefile.header import read_header
+
+        header_limits = HeaderLimits(
+            max_header_bytes=self.limits.max_header_bytes, max_file_bytes=self.limits.max_update_bytes
+        )
+        try:
+            prefix = cast("BinaryIO", _Prefix(bytes(self._prefix), self.size))
+            header = read_header(prefix, header_limits, name="<stream>")
+            metadata = _metadata_of(header, "update", "<stream>")
+        except FileRejected as exc:
+            self.failed = Verdict(exc.reason, exc.detail)
+            return
+        update = UpdateFile(header, metadata, path=None, file=None, data=None)
+        self.failed = check_metadata(metadata, self.record) or check_layout(update, self.layout)
+        self._header_end = header.data_start
+        self._prefix = bytearray()
+        if self.failed is not None:
+            return
+        wanted = {info.key: positions for info, positions in _plan(self.layout)}
+        for info in self.layout:
+            t = header.tensors[info.key]
+            scanner = None
+            if info.key in wanted:
+                scanner = TensorScanner(info, wanted[info.key], self._buf)
+                self._scanners.append(scanner)
+            keep = None if info.parameter else bytearray()
+            self._spans.append(_Span(t.start, t.end, info, scanner, keep, bytearray()))
+        self._spans.sort(key=lambda s: s.start)
+
+    def _feed_span(self, span: _Span, lo: int, data: memoryview) -> None:
+        if span.scanner is not None:
+            span.scanner.feed(data)
+        if span.keep is not None:
+            span.keep += data
+        elif self.sink is not None and not (span.scanner is not None and span.scanner.non_finite):
+            item = span.info.dtype.itemsize
+            done = lo - span.start - len(span.carry)  # bytes of the tensor handed to the sink so far
+            if span.carry:
+                take = min(item - len(span.carry), len(data))
+                span.carry += data[:take]
+                data = data[take:]
+                if len(span.carry) == item:
+                    self.sink(span.info, done // item, memoryview(bytes(span.carry)))
+                    done += item
+                    span.carry = bytearray()
+            whole = len(data) // item * item
+            if whole:
+                self.sink(span.info, done // item, data[:whole])
+            span.carry += data[whole:]
+
+    def _finish_span(self, span: _Span) -> None:
+        if span.scanner is not None:
+            span.scanner.finish()
+        if span.keep is not None:
+            values = np.frombuffer(bytes(span.keep), dtype=span.info.dtype)
+            self.kept[span.info.key] = values.reshape(span.info.shape)
+            span.keep = None
+
+    def finish(self, digest: bytes) -> Verdict:
+        """The verdict, once every byte was fed and the store proved ``digest`` (the Kubo digest of the bytes)."""
+        if self._pos != self.size:
+            raise ValueError(f"{self._pos} bytes fed of a {self.size}-byte content")
+        if self.failed is None and self._header_end is None:
+            self._parse_header()  # shorter than its header: the pre-parser says how
+        failed = check_digest(digest, self.record) or self.failed
+        if failed is not None:
+            return failed.but(digest=digest)
+        result = _result(sorted(self._scanners, key=lambda s: s.info.key), digest)
+        base_scale = self.base_scale
+        if base_scale is None and self.limits.max_scale_ratio is not None:
+            base_scale = base_norm(self.base, self.layout)
+        failed = check_values(result, self.limits, base_scale)
+        if failed:
+            return failed.but(digest=digest)
+        profile = UpdateProfile(digest, result.norm, result.fingerprint)
+        return Verdict(Reason.ACCEPTED, norm=result.norm, digest=digest, profile=profile)
 
 
 def judge_in_round(verdict: Verdict, stats: RoundStats | None, limits: CheckLimits | None = None) -> Verdict:

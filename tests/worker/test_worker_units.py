@@ -373,3 +373,120 @@ def test_the_worker_docs_list_every_reason_code_with_its_slug_and_help() -> None
     text = (REPO / "docs" / "worker.md").read_text()
     for reason in Reason:
         assert f"| {int(reason)} | `{reason.slug}` | {reason.help} |" in text, reason
+
+
+# --- judging an update from the store's verified stream (one pass) ----------------------------------------------
+
+
+def _corpus_round(tmp_path: Path) -> tuple[LocalStore, Any, list[tuple[bytes, Any]]]:
+    from tests.worker.test_worker_corpus import RoundUnderTest
+
+    rnd = RoundUnderTest(tmp_path / "round")
+    rnd.submit_honest()
+    for case in corpus.CASES:
+        if not case.odd_dag and case.reason not in (Reason.TOO_LARGE,):
+            ctx = rnd.context(corpus.HONEST_MEMBERS, peer=0)
+            rnd.submit(ctx, case.build(ctx))
+    return rnd.store, rnd, rnd.submissions
+
+
+def test_the_stream_judges_every_corpus_update_as_the_file_checks_do(tmp_path: Path) -> None:
+    from ledger.aggregation.source import describe_source
+    from ledger.checks import judge_update
+    from ledger.checks.update_checks import StreamChecks
+    from ledger.updatefile import UpdateFile
+    from tests.worker.test_worker_corpus import limits
+    from worker.fetch import fetch_checked
+
+    store, rnd, submissions = _corpus_round(tmp_path)
+    checks_limits = limits()
+    with UpdateFile.open(rnd.base_path) as base:
+        layout = describe_source(base)
+        for i, (digest, record) in enumerate(submissions):
+            path = tmp_path / f"{i}.safetensors"
+            got = fetch(store, digest, path, max_bytes=checks_limits.max_update_bytes)
+            want = (
+                got.rejected
+                or judge_update(
+                    path, base=base, layout=layout, record=record, limits=checks_limits, digest=got.digest
+                ).verdict
+            )
+
+            def checks(size: int, record: Any = record) -> StreamChecks:
+                return StreamChecks(size, base=base, record=record, limits=checks_limits, base_layout=layout)
+
+            streamed = fetch_checked(store, digest, max_bytes=checks_limits.max_update_bytes, checks=checks)
+            assert (streamed.rejected or streamed.verdict) == want, i
+    assert len(submissions) > 20
+
+
+def test_the_stream_hashes_each_block_once_and_writes_nothing_but_the_vector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-pass property, counted: every leaf block of the update (1.2 MB, 5 leaves) is read and hashed exactly
+    once (by the store, as it is read), the UnixFS importer never re-hashes the stream, no file is scanned, and
+    the only file written is the vector, which holds the update's values."""
+    import hashlib
+
+    import numpy as np
+
+    import ledger.checks.update_checks as update_checks
+    import ledger.content.local_store as local_store
+    from ledger.aggregation.source import describe_source
+    from ledger.checks import flatten, kubo_digest
+    from ledger.checks.update_checks import ChainRecord, StreamChecks
+    from ledger.updatefile import GenesisMeta, UpdateFile, UpdateMeta, write_aggregate, write_update
+    from worker.fetch import fetch_checked
+    from worker.vectorfiles import VectorWriter
+
+    rng = np.random.default_rng(0)
+    base_state = {"w": rng.standard_normal((300, 1000)).astype(np.float32), "b": np.zeros(7, np.float16)}
+    base_path = tmp_path / "base.safetensors"
+    base_cid = write_aggregate(base_path, base_state, GenesisMeta(model="big")).cid
+    delta = {k: (0.01 * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in base_state.items()}
+    path = tmp_path / "u.safetensors"
+    member = "0x" + "ab" * 20
+    write_update(path, delta, UpdateMeta(task=1, round=1, base=base_cid, contributor=member, num_samples=3))
+    store = LocalStore(tmp_path / "blocks")
+    digest = cid_to_digest(store.put_file(path))
+    record = ChainRecord(digest=digest, task=1, round=1, base=kubo_digest(base_path), contributor=member)
+    reads: list[bytes] = []
+    hashed: list[int] = []
+    real_read, real_sha = local_store.LocalStore._read_block, hashlib.sha256
+
+    def counting_read(self: Any, d: bytes, root: bytes) -> bytes:
+        reads.append(d)
+        return real_read(self, d, root)
+
+    def counting_sha(data: Any = b"") -> Any:
+        hashed.append(len(data))
+        return real_sha(data)
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a second pass over the update")
+
+    monkeypatch.setattr(local_store.LocalStore, "_read_block", counting_read)
+    monkeypatch.setattr(local_store.hashlib, "sha256", counting_sha)
+    monkeypatch.setattr(update_checks, "scan_file", never)
+    monkeypatch.setattr("ledger.content.UnixfsHasher", never)
+    out = tmp_path / "out"
+    out.mkdir()
+    with UpdateFile.open(base_path) as base:
+        layout = describe_source(base)
+        writer = VectorWriter(out / "v.npy", layout)
+        got = fetch_checked(
+            store,
+            digest,
+            max_bytes=1 << 30,
+            checks=lambda size: StreamChecks(size, base=base, record=record, base_layout=layout, sink=writer),
+        )
+        assert got.verdict is not None
+        assert got.verdict.accepted, got.verdict
+        vector = writer.finish()
+    leaves = [d for d in reads if d != digest]
+    assert len(leaves) == 5 == len(set(leaves))  # each leaf block read once
+    assert reads.count(digest) == 3  # the root (links only): stat, and get's existence check and walk
+    assert sum(hashed) == path.stat().st_size + 5 * 14 + 3 * len(real_read(store, digest, digest))
+    assert sorted(p.name for p in out.iterdir()) == ["v.npy"]
+    with UpdateFile.open(path) as update:
+        assert np.array_equal(vector, flatten(update, layout))
