@@ -1,0 +1,160 @@
+"""The operator's admin process of a multi-host lab (``python -m lab.host_driver CONFIG``), run inside the
+operator host's namespace by :mod:`lab.hosts`.
+
+It is the only part of the lab that talks to the chain on the lab's behalf, so it runs where the operator does
+(the harness itself stays in the root namespace, which has no route to the hosts):
+
+1. waits for the chain host's anvil to answer;
+2. puts the genesis model and the task's specification in the operator's own store (``<operator>/blocks``; the
+   other hosts fetch them over the gateway) and deploys the consortium (``ledger.chain.deploy``, every aggregator
+   address granted the role) — the record goes to ``<operator>/deployment.json``;
+3. mines an empty block every second (anvil mines on demand; windows that end by time alone need a block, as in
+   ``meshprov demo``) and follows ``RoundFinalized`` until the rounds asked for are finalized;
+4. writes what it saw to ``<operator>/driver/rounds.json`` after every round, ``done`` (or ``error``) at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = "driver"
+
+
+def _write(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def wait_for_chain(url: str, timeout: float) -> None:
+    from ledger.dev.services import anvil_chain_id
+    from ledger.errors import ServiceUnavailable
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            anvil_chain_id(url, timeout=1.0)
+            return
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _train(recipe: Any, member: int, members: int, seed: int, alpha: float) -> Any:
+    return recipe.data(member, members, seed, alpha=alpha)[0]
+
+
+def deploy(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """Genesis and spec in the operator's store, then the consortium on chain; returns the deployment summary."""
+    from ledger.chain.client import connect_web3
+    from ledger.chain.consortium import parse_consortium
+    from ledger.chain.deploy import deploy as chain_deploy
+    from ledger.content.local_store import LocalStore
+    from node.packaging import put_update, write_recipe_genesis
+    from node.recipe import load_recipe, task_spec
+
+    recipe = load_recipe(config["recipe"])
+    store = LocalStore(data_dir / "blocks")
+    seed, alpha, members = int(config["seed"]), float(config["alpha"]), int(config["members"])
+    genesis = put_update(store, write_recipe_genesis(data_dir / "genesis.safetensors", recipe, seed))
+    sizes = [len(_train(recipe, i, members, seed, alpha)) for i in range(members)]
+    spec = task_spec(
+        recipe,
+        members=members,
+        seed=seed,
+        alpha=alpha,
+        checks=dict(config["checks"]),
+        dataset="sklearn digits (8x8), fixed split" if config["recipe"] in ("digits", "digits_cnn") else None,
+    )
+    spec_path = data_dir / "task-spec.json"
+    spec_path.write_text(spec.to_json())
+    spec_cid = store.put_file(spec_path)
+    windows = config["windows"]
+    document = {
+        "admin": config["admin"][0],
+        "aggregators": [a for a, _ in config["aggregators"]],
+        "validators": [a for a, _ in config["validators"]],
+        "contributors": [a for a, _ in config["contributors"]],
+        "role_delay_s": 60,
+        "task": {
+            "spec": spec_cid,
+            "genesis": genesis,
+            "rule": "fedavg",
+            "quorum": int(config["quorum"]),
+            "submission_window_s": windows["submission"],
+            "commit_window_s": windows["commit"],
+            "reveal_window_s": windows["reveal"],
+            "finalize_grace_s": windows["finalize_grace"],
+            "max_samples": max(sizes),
+            "reward_per_round": "1000",
+        },
+    }
+    (data_dir / "consortium.json").write_text(json.dumps(document, indent=2))
+    consortium = parse_consortium(document, "the multi-host lab")
+    record = chain_deploy(connect_web3(config["rpc_url"]), config["admin"][1], consortium, timeout=60.0)
+    record.write(data_dir / "deployment.json")
+    return {"ledger": record.ledger, "task_id": record.task_id, "genesis": genesis, "spec": spec_cid}
+
+
+def follow(config: dict[str, Any], data_dir: Path, state: Path, deployed: dict[str, Any]) -> None:
+    from ledger.chain.client import LedgerClient, connect_web3
+    from ledger.content import digest_to_cid
+
+    client = LedgerClient.connect(connect_web3(config["rpc_url"]), deployed["ledger"])
+    task_id, wanted = int(deployed["task_id"]), int(config["rounds"])
+    scanned = client.block_number()
+    rounds: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + float(config["timeout_s"])
+    while True:
+        # Anvil mines on demand: a block a second keeps the ledger's clock moving (see the module docstring).
+        client.rpc(lambda: client.w3.provider.make_request("evm_mine", []))  # type: ignore[arg-type]
+        head = client.block_number()
+        if head > scanned:
+            for event in client.events(scanned + 1, head, names=["RoundFinalized", "UpdateSubmitted"]):
+                if int(event.args["taskId"]) != task_id:
+                    continue
+                r = int(event.args["round"])
+                entry = rounds.setdefault(r, {"round": r, "finalized": 0, "submissions": 0})
+                if event.name == "UpdateSubmitted":
+                    entry["submissions"] += 1
+                    continue
+                entry["finalized"] += 1
+                entry["aggregate"] = digest_to_cid(bytes(event.args["aggregateDigest"]))
+                entry["by"] = str(event.args["by"])
+                entry["carried_over"] = bool(event.args["carriedOver"])
+                entry["accepted"] = bin(int(event.args["acceptedBitmap"])).count("1")
+            scanned = head
+            _write(state / "rounds.json", sorted(rounds.values(), key=lambda e: e["round"]))
+        if all(rounds.get(r, {}).get("finalized") for r in range(1, wanted + 1)):
+            return
+        if time.monotonic() > deadline:
+            done = sum(1 for r in range(1, wanted + 1) if rounds.get(r, {}).get("finalized"))
+            raise TimeoutError(f"{done} of {wanted} rounds finalized within {config['timeout_s']} s")
+        time.sleep(1.0)
+
+
+def main(argv: list[str]) -> int:
+    config = json.loads(Path(argv[0]).read_text())
+    data_dir = Path(config["data_dir"])
+    state = data_dir / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    try:
+        wait_for_chain(config["rpc_url"], 60.0)
+        deployed = deploy(config, data_dir)
+        _write(state / "deployed.json", deployed)
+        follow(config, data_dir, state, deployed)
+    except Exception as exc:  # reported to the harness through the file, and in the log
+        (state / "error").write_text(f"{type(exc).__name__}: {exc}\n")
+        raise
+    (state / "done").write_text("ok\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,611 @@
+"""`meshprov lab hosts`: a consortium of hosts that share a chain and content, not a disk (issue 15 item 1).
+
+Every host is a network namespace (:mod:`lab.netns`) with its own address, data directory and block store:
+
+==============  ===============================================================================================
+host            runs
+==============  ===============================================================================================
+``chain``       anvil on its own address (members submit to it directly; nobody else has a chain)
+``operator``    redis-server (password) for the operator's aggregators, the admin's driver
+                (:mod:`lab.host_driver`: genesis and spec in its store, deploy, follow the rounds), its gateway
+``agg-K``       ``meshprov worker run --role aggregator --watch`` on the operator's Redis (same organisation),
+                its own key (every aggregator address has the role), store and gateway
+``val-K``       its organisation's own redis-server (own password), ``meshprov worker watch`` and
+                ``meshprov worker run --role validator --recipe …`` on it, store and gateway
+``member-K``    ``meshprov node run`` (submits to the chain host's RPC), store and gateway
+==============  ===============================================================================================
+
+Content moves between hosts only over the trustless gateway: every host but the chain runs
+``meshprov store serve`` on its own address, and lists every other host's gateway in ``MESHPROV_GATEWAYS``.
+
+No host reads another's disk: each host's processes run in a private mount namespace in which every other host's
+directory, and the harness's own (keys of all, logs), is covered by an empty read-only tmpfs (:func:`host_argv`).
+
+Counting: each host process records the blocks its gateway client verified (:mod:`lab.host_exec`); each gateway
+logs the blocks it sent (``--log-level debug``). ``blocks`` in the summary holds both counts and the blocks sent
+that no client recorded as verified (0 when every fetched block was verified).
+
+Cleanup: processes are stopped (their process groups), then every namespace is deleted (which deletes the veth
+pairs and the bridge), also on Ctrl-C, SIGTERM and any failure; a run that was killed outright is cleaned up by
+the next run in the same directory, from the records in ``<dir>/ctl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.netns import REGISTRY, Network, create_network, existing_namespaces, remove_recorded
+from lab.procs import Child, Children, stop_recorded
+from ledger.errors import ConfigError, MeshprovError
+
+MARKER = ".meshprov-lab-hosts"
+SUMMARY = "hosts-summary.json"
+GATEWAY_PORT = 8080
+ANVIL_PORT = 8545
+REDIS_PORT = 6379
+VERIFIED_RECORD = "gateway-verified.log"
+# What each kind of process imports before it waits for the deployment (lab.host_exec --warm).
+_WARM_WORKER = ("celery", "worker.cli")
+_WARM_TRAIN = ("torch", "sklearn.datasets", "celery", "worker.cli", "node.cli")
+_PASSED = ("MESHPROV_ANVIL_BIN", "MESHPROV_REDIS_SERVER_BIN")
+
+
+class HostsFailed(MeshprovError):
+    def __init__(self, what: str, detail: str = "", *, log: Path | None = None) -> None:
+        super().__init__(
+            f"the multi-host lab failed: {what}\n{detail}".rstrip(), hint=f"see {log}" if log else None
+        )
+
+
+@dataclass(frozen=True)
+class HostsConfig:
+    members: int = 3
+    validators: int = 2
+    aggregators: int = 2
+    rounds: int = 2
+    quorum: int | None = None
+    """Default: a majority of the validators."""
+    recipe: str = "digits"
+    seed: int = 0
+    alpha: float = 0.5
+    submission_window_s: int = 60
+    commit_window_s: int = 60
+    reveal_window_s: int = 60
+    finalize_grace_s: int = 60
+    timeout_s: float = 900.0
+    data_dir: Path | None = None
+    """Default: a fresh directory under the system's temporary directory."""
+
+    @property
+    def quorum_or_default(self) -> int:
+        return self.quorum if self.quorum is not None else self.validators // 2 + 1
+
+    def validate(self) -> None:
+        if self.members < 3:
+            raise ConfigError("--members must be at least 3 (a consortium of hosts has ≥ 3 member hosts)")
+        if self.validators < 2:
+            raise ConfigError("--validators must be at least 2 (validators of different organisations)")
+        if self.aggregators < 2:
+            raise ConfigError("--aggregators must be at least 2 (one may fail)")
+        if self.members + self.validators + self.aggregators + 2 > 200:
+            raise ConfigError("at most 200 hosts (one /24)")
+        if self.rounds < 1:
+            raise ConfigError("--rounds must be at least 1")
+        if not 1 <= self.quorum_or_default <= self.validators:
+            raise ConfigError(f"--quorum must be 1..{self.validators}")
+        for name in ("submission_window_s", "commit_window_s", "reveal_window_s", "finalize_grace_s"):
+            if getattr(self, name) < 5:
+                raise ConfigError(f"--{name.removesuffix('_s').replace('_', '-')} must be at least 5 seconds")
+        if self.timeout_s <= 0:
+            raise ConfigError("--timeout must be positive")
+
+
+@dataclass
+class HostPlan:
+    name: str
+    roles: list[str]
+    organisation: str
+    gateway: bool = True
+    address: str = ""
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.address}:{GATEWAY_PORT}"
+
+
+def plan_hosts(config: HostsConfig) -> list[HostPlan]:
+    """The hosts of ``config`` in start order (module docstring)."""
+    hosts = [
+        HostPlan("chain", ["chain"], "consortium", gateway=False),
+        HostPlan("operator", ["operator", "redis", "admin", "gateway"], "operator"),
+    ]
+    hosts += [
+        HostPlan(f"agg-{i + 1}", ["aggregator", "gateway"], "operator") for i in range(config.aggregators)
+    ]
+    hosts += [
+        HostPlan(f"val-{i + 1}", ["validator", "redis", "gateway"], f"validator-org-{i + 1}")
+        for i in range(config.validators)
+    ]
+    hosts += [
+        HostPlan(f"member-{i + 1}", ["member", "gateway"], f"member-org-{i + 1}")
+        for i in range(config.members)
+    ]
+    return hosts
+
+
+def host_argv(root: Path, host: str, hosts: Sequence[str], namespace: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` run as ``host``: in its namespace, in a private mount namespace where every other host's directory
+    under ``root/hosts`` and the harness's ``root/ctl`` are covered by an empty read-only tmpfs."""
+    hidden = [root / "hosts" / h for h in hosts if h != host] + [root / "ctl"]
+    mounts = " && ".join(
+        f"mount -t tmpfs -o ro,size=4k,mode=0555 meshprov-lab-hidden {shlex.quote(str(d))}" for d in hidden
+    )
+    script = f'{mounts} && exec "$@"'
+    return ["ip", "netns", "exec", namespace, "unshare", "--mount", "--propagation", "private",
+            "sh", "-c", script, "host", *argv]  # fmt: skip
+
+
+def prepare_directory(path: Path | None) -> Path:
+    """An empty lab directory: a fresh temporary one, or ``path`` (an earlier lab's is cleaned up and emptied;
+    any other non-empty directory is refused)."""
+    if path is None:
+        return Path(tempfile.mkdtemp(prefix="meshprov-hosts-")).resolve()
+    path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            raise ConfigError(
+                f"{path} is not empty and was not made by `meshprov lab hosts`: refusing to delete it",
+                hint="pass another --data-dir",
+            )
+        cleanup_directory(path)
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cleanup_directory(path: Path) -> dict[str, list[str]]:
+    """Stop what a run in ``path`` left (processes by recorded pid and start time, then its namespaces)."""
+    ctl = path / "ctl"
+    return {"processes": stop_recorded(ctl), "namespaces": remove_recorded(ctl / REGISTRY)}
+
+
+_SERVED = re.compile(r'gateway (\S+): "GET /ipfs/\w+(?:\?\S*)? HTTP/1\.[01]" 200 ')
+_REFUSED = re.compile(r"WARNING ledger\.content\.gateway: .*(?:do not hash|does not hash) to")
+
+
+@dataclass
+class HostsLab:
+    config: HostsConfig
+    say: Callable[[str], None] = lambda _m: None
+    root: Path | None = None
+    children: Children | None = None
+    net: Network | None = None
+    plans: list[HostPlan] = field(default_factory=list)
+    _interrupt_after: str | None = None
+    """Tests: raise KeyboardInterrupt after this step (``network``, ``services``, ``deployed``)."""
+
+    # ─── the run ──────────────────────────────────────────────────────────────────────────────────────────
+    def run(self) -> dict[str, Any]:
+        from lab.demo import sigterm_as_interrupt, uninterruptible
+        from lab.netns import NamespacesUnavailable, unavailable_reason
+
+        c = self.config
+        c.validate()
+        reason = unavailable_reason()
+        if reason is not None:
+            raise NamespacesUnavailable(reason)
+        started = time.monotonic()
+        root = self.root = prepare_directory(c.data_dir)
+        (root / MARKER).write_text("made by `meshprov lab hosts`; emptied by the next run\n")
+        ctl = root / "ctl"
+        ctl.mkdir()
+        self.children = Children(ctl)
+        self.plans = plan_hosts(c)
+        summary: dict[str, Any] = {}
+        cleanup: dict[str, Any] = {}
+        try:
+            with sigterm_as_interrupt():
+                self.net = create_network([p.name for p in self.plans], ctl / REGISTRY)
+                for plan in self.plans:
+                    plan.address = self.net.host(plan.name).address
+                    (root / "hosts" / plan.name / "blocks").mkdir(parents=True)
+                self.say(
+                    f"{len(self.plans)} hosts on {self.net.subnet} (bridge {self.net.bridge} in {self.net.switch})"
+                )
+                self._step("network")
+                accounts = self._accounts()
+                passwords = {p.name: secrets.token_hex(16) for p in self.plans if "redis" in p.roles}
+                self._start_services(passwords)
+                self._step("services")
+                self._start_roles(passwords)  # they import, then wait for the deployment record
+                deployed = self._deploy(accounts)
+                self._step("deployed")
+                rounds = self._wait_rounds()
+                self._finish_members()
+                summary = self._summarise(deployed, rounds)
+        finally:
+            with uninterruptible():
+                cleanup = self._cleanup()
+        summary["cleanup"] = cleanup
+        summary["blocks"] = self._blocks()
+        summary["wall_seconds"] = round(time.monotonic() - started, 2)
+        (root / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return summary
+
+    def _step(self, name: str) -> None:
+        if self._interrupt_after == name:
+            raise KeyboardInterrupt
+
+    def _cleanup(self) -> dict[str, Any]:
+        assert self.children is not None
+        self.children.stop(timeout=10.0)
+        removed = self.net.remove() if self.net is not None else []
+        tag = self.net.tag if self.net is not None else None
+        left = [ns for ns in existing_namespaces() if tag is not None and ns.startswith(f"mp-{tag}-")]
+        alive = [c.name for c in self.children.children if c.record.alive()]
+        return {"namespaces_removed": len(removed), "namespaces_left": left, "processes_left": alive}
+
+    # ─── set-up ───────────────────────────────────────────────────────────────────────────────────────────
+    def _dir(self, host: str) -> Path:
+        assert self.root is not None
+        return self.root / "hosts" / host
+
+    def _accounts(self) -> dict[str, tuple[str, str]]:
+        """Anvil's dev accounts by host: 0 the admin (operator), then aggregators, validators, members; each key
+        written to its own host's directory only."""
+        from ledger.dev.services import dev_accounts
+        from ledger.settings import Settings
+
+        holders = ["operator"] + [
+            p.name for p in self.plans if p.roles[0] in ("aggregator", "validator", "member")
+        ]
+        keys = dev_accounts(Settings().anvil_mnemonic, len(holders))
+        accounts = dict(zip(holders, keys, strict=True))
+        for host, (_address, key) in accounts.items():
+            path = self._dir(host) / "key"
+            path.write_text(key + "\n")
+            path.chmod(0o600)
+        return accounts
+
+    def _env(self, host: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_") or k in _PASSED}
+        gateways = [p.gateway_url for p in self.plans if p.gateway and p.name != host]
+        env.update(
+            MESHPROV_DATA_DIR=str(self._dir(host)),
+            MESHPROV_STORE="local",
+            MESHPROV_GATEWAYS=",".join(gateways),
+            MESHPROV_CHAIN_RPC_URL=f"http://{self._address('chain')}:{ANVIL_PORT}",
+            MESHPROV_TX_TIMEOUT_S="30",
+            PYTHONUNBUFFERED="1",
+            **extra,
+        )
+        return env
+
+    def _address(self, host: str) -> str:
+        return next(p.address for p in self.plans if p.name == host)
+
+    def _start(self, host: str, role: str, argv: Sequence[str], env: dict[str, str]) -> Child:
+        assert self.children is not None
+        assert self.net is not None
+        assert self.root is not None
+        wrapped = host_argv(
+            self.root, host, [p.name for p in self.plans], self.net.host(host).namespace, argv
+        )
+        return self.children.start(f"{host}.{role}", wrapped, env, cwd=self._dir(host))
+
+    def _meshprov(self, host: str, *args: str, warm: Sequence[str] = ()) -> list[str]:
+        """``meshprov ARGS`` through :mod:`lab.host_exec`; with ``warm``, those modules are imported first and the
+        command waits for the host's copy of the deployment record (the task id comes from it)."""
+        record = str(self._dir(host) / VERIFIED_RECORD)
+        wait = ["--warm", ",".join(warm), "--after", str(self._dir(host) / "deployment.json")] if warm else []
+        return [sys.executable, "-m", "lab.host_exec", record, *wait, "--", *args]
+
+    def _start_services(self, passwords: dict[str, str]) -> None:
+        from ledger.dev.toolchain import foundry_binary, redis_server_binary
+        from ledger.settings import Settings
+
+        settings = Settings()
+        anvil = foundry_binary("anvil", settings.anvil_bin)
+        accounts = 1 + self.config.aggregators + self.config.validators + self.config.members
+        chain_dir = self._dir("chain")
+        self._start("chain", "anvil", [
+            str(anvil), "--host", self._address("chain"), "--port", str(ANVIL_PORT),
+            "--mnemonic", settings.anvil_mnemonic, "--accounts", str(max(accounts, 10)),
+            "--state", str(chain_dir / "state.json"), "--silent",
+        ], self._env("chain"))  # fmt: skip
+        redis = redis_server_binary(settings.redis_server_bin)
+        for host, password in passwords.items():
+            self._start(host, "redis", [
+                str(redis), "--bind", self._address(host), "--port", str(REDIS_PORT),
+                "--requirepass", password, "--dir", str(self._dir(host)), "--appendonly", "yes",
+                "--save", "", "--protected-mode", "yes", "--daemonize", "no",
+            ], self._env(host))  # fmt: skip
+        for plan in self.plans:
+            if plan.gateway:
+                argv = self._meshprov(
+                    plan.name, "--log-level", "debug", "store", "serve",
+                    "--store-dir", str(self._dir(plan.name) / "blocks"),
+                    "--host", plan.address, "--port", str(GATEWAY_PORT),
+                )  # fmt: skip
+                self._start(plan.name, "gateway", argv, self._env(plan.name))
+        self.say(
+            f"anvil on chain, redis on {', '.join(passwords)}, gateways on {sum(p.gateway for p in self.plans)} hosts"
+        )
+
+    def _deploy(self, accounts: dict[str, tuple[str, str]]) -> dict[str, Any]:
+        assert self.children is not None
+        c = self.config
+        op = self._dir("operator")
+        config = {
+            "rpc_url": f"http://{self._address('chain')}:{ANVIL_PORT}",
+            "data_dir": str(op),
+            "admin": accounts["operator"],
+            "aggregators": [accounts[p.name] for p in self.plans if p.roles[0] == "aggregator"],
+            "validators": [accounts[p.name] for p in self.plans if p.roles[0] == "validator"],
+            "contributors": [accounts[p.name] for p in self.plans if p.roles[0] == "member"],
+            "members": c.members,
+            "recipe": c.recipe,
+            "seed": c.seed,
+            "alpha": c.alpha,
+            "checks": {"zscore": 3.5, "loss_delta": 5.0},
+            "quorum": c.quorum_or_default,
+            "rounds": c.rounds,
+            "timeout_s": c.timeout_s,
+            "windows": {
+                "submission": c.submission_window_s,
+                "commit": c.commit_window_s,
+                "reveal": c.reveal_window_s,
+                "finalize_grace": c.finalize_grace_s,
+            },
+        }
+        # The admin's secret stays in the operator's directory (the driver reads it there).
+        (op / "driver.json").write_text(json.dumps(config))
+        (op / "driver.json").chmod(0o600)
+        driver = self._start(
+            "operator",
+            "driver",
+            [sys.executable, "-m", "lab.host_driver", str(op / "driver.json")],
+            self._env("operator"),
+        )
+        state = op / "driver"
+        deadline = time.monotonic() + 180.0
+        while not (state / "deployed.json").exists():
+            self._check(driver_only=True)
+            if time.monotonic() > deadline:
+                raise HostsFailed(
+                    "the consortium was not deployed within 180 s", driver.tail(), log=driver.log
+                )
+            time.sleep(0.2)
+        deployed: dict[str, Any] = json.loads((state / "deployed.json").read_text())
+        record = (op / "deployment.json").read_text()
+        for plan in self.plans:  # the deployment record is public: every host gets its copy (atomically)
+            if plan.name != "operator":
+                tmp = self._dir(plan.name) / "deployment.json.tmp"
+                tmp.write_text(record)
+                os.replace(tmp, self._dir(plan.name) / "deployment.json")
+        self.say(
+            f"deployed ledger {deployed['ledger']} (task {deployed['task_id']}); genesis {deployed['genesis']}"
+        )
+        return deployed
+
+    def _start_roles(self, passwords: dict[str, str]) -> None:
+        c = self.config
+        tuning = [
+            "--pool", "threads", "--concurrency", "1", "--loglevel", "WARNING",
+            "--poll-interval", "0.5", "--job-ttl", "15", "--heartbeat", "1",
+            "--retry-backoff", "1", "--retry-backoff-max", "4",
+        ]  # fmt: skip
+        op_redis = f"redis://:{passwords['operator']}@{self._address('operator')}:{REDIS_PORT}/0"
+        for plan in self.plans:
+            key = str(self._dir(plan.name) / "key")
+            role = plan.roles[0]
+            if role == "aggregator":
+                env = self._env(
+                    plan.name,
+                    MESHPROV_PRIVATE_KEY_FILE=key,
+                    MESHPROV_REDIS_URL=op_redis,
+                )
+                self._start(
+                    plan.name,
+                    "aggregator",
+                    self._meshprov(
+                        plan.name,
+                        "worker",
+                        "run",
+                        "--role",
+                        "aggregator",
+                        "--watch",
+                        *tuning,
+                        warm=_WARM_WORKER,
+                    ),
+                    env,
+                )
+            elif role == "validator":
+                index = int(plan.name.split("-")[1]) - 1
+                redis_url = f"redis://:{passwords[plan.name]}@{plan.address}:{REDIS_PORT}/0"
+                env = self._env(
+                    plan.name, MESHPROV_PRIVATE_KEY_FILE=key, MESHPROV_REDIS_URL=redis_url,
+                    HELDOUT_SLICE=f"{index}/{c.validators}",
+                )  # fmt: skip
+                checks = ["--recipe", c.recipe, "--loss-delta", "5", "--zscore", "3.5"]
+                self._start(
+                    plan.name,
+                    "validator",
+                    self._meshprov(
+                        plan.name, "worker", "run", "--role", "validator", *tuning, *checks, warm=_WARM_TRAIN
+                    ),
+                    env,
+                )
+                self._start(
+                    plan.name,
+                    "watcher",
+                    self._meshprov(
+                        plan.name,
+                        "worker",
+                        "watch",
+                        "--poll-interval",
+                        "0.5",
+                        "--job-ttl",
+                        "15",
+                        warm=_WARM_WORKER,
+                    ),
+                    env,
+                )
+            elif role == "member":
+                index = int(plan.name.split("-")[1]) - 1
+                env = self._env(plan.name, MESHPROV_PRIVATE_KEY_FILE=key)
+                argv = self._meshprov(
+                    plan.name, "node", "run", "--recipe", c.recipe,
+                    "--shard", str(index), "--shards", str(c.members), "--alpha", f"{c.alpha:g}", "--seed", str(c.seed),
+                    "--rounds", str(c.rounds), "--poll", "0.2", "--max-poll", "1", "--no-progress",
+                    warm=_WARM_TRAIN,
+                )  # fmt: skip
+                self._start(plan.name, "member", argv, env)
+        self.say(
+            f"started {c.aggregators} aggregators, {c.validators} validators (own Redis each), {c.members} members"
+        )
+
+    # ─── following ───────────────────────────────────────────────────────────────────────────────────────
+    def _check(self, *, driver_only: bool = False) -> None:
+        assert self.children is not None
+        for child in self.children.children:
+            code = child.returncode
+            if code is None:
+                continue
+            role = child.name.split(".")[1]
+            if role == "member" and code == 0:
+                continue  # a member exits by itself after its last round
+            if role == "driver" and code == 0:
+                continue
+            raise HostsFailed(f"{child.name} exited with code {code}", child.tail(), log=child.log)
+
+    def _wait_rounds(self) -> list[dict[str, Any]]:
+        state = self._dir("operator") / "driver"
+        deadline = time.monotonic() + self.config.timeout_s + 30
+        seen = 0
+        while True:
+            done = (state / "done").exists()
+            if not done:
+                self._check()
+            rounds = self._read_rounds()
+            for r in rounds[seen:]:
+                if not r.get("finalized"):
+                    break
+                self.say(
+                    f"round {r['round']} finalized by {r.get('by')}: {r.get('accepted')} of {r['submissions']} "
+                    f"accepted, aggregate {r.get('aggregate')}"
+                )
+                seen += 1
+            if done:
+                return rounds
+            if time.monotonic() > deadline:
+                raise HostsFailed("the rounds did not finish in time", self._tails())
+            time.sleep(0.5)
+
+    def _read_rounds(self) -> list[dict[str, Any]]:
+        try:
+            data = json.loads((self._dir("operator") / "driver" / "rounds.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [r for r in data if isinstance(r, dict)]
+
+    def _tails(self) -> str:
+        assert self.children is not None
+        return "\n".join(
+            f"--- {c.name} ---\n{c.tail(6)}" for c in self.children.children if "gateway" not in c.name
+        )
+
+    def _finish_members(self) -> None:
+        assert self.children is not None
+        members = [c for c in self.children.children if c.name.endswith(".member")]
+        if not self.children.wait(members, 30.0):
+            self.say("some members did not exit after their last round; stopping them")
+
+    # ─── the summary ─────────────────────────────────────────────────────────────────────────────────────
+    def _summarise(self, deployed: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+        assert self.net is not None
+        wanted = [r for r in rounds if r["round"] <= self.config.rounds]
+        return {
+            "hosts": [
+                {
+                    "name": p.name,
+                    "address": p.address,
+                    "roles": p.roles,
+                    "organisation": p.organisation,
+                    "namespace": self.net.host(p.name).namespace,
+                }
+                for p in self.plans
+            ],
+            "network": {"subnet": self.net.subnet, "bridge": self.net.bridge, "switch": self.net.switch},
+            "chain": deployed,
+            "rounds": [
+                {
+                    "round": r["round"],
+                    "finalized": r["finalized"],
+                    "aggregate": r.get("aggregate"),
+                    "accepted": r.get("accepted"),
+                    "submissions": r["submissions"],
+                    "by": r.get("by"),
+                    "carried_over": r.get("carried_over"),
+                }
+                for r in wanted
+            ],
+            "data_dir": str(self.root),
+        }
+
+    def _blocks(self) -> dict[str, Any]:
+        """Blocks each host took from other hosts' gateways, verified (its :mod:`lab.host_exec` record) or refused
+        for not hashing to their CID (its processes' gateway warnings), and the requests each gateway answered
+        with 200 to another host (its debug log)."""
+        assert self.children is not None
+        logs = self.children.directory / "logs"
+        by_address = {p.address: p.name for p in self.plans}
+        per_host: dict[str, dict[str, int]] = {
+            p.name: {"verified": 0, "refused": 0, "bytes": 0, "served_requests": 0}
+            for p in self.plans
+            if p.gateway
+        }
+        for plan in self.plans:
+            if not plan.gateway:
+                continue
+            counts = per_host[plan.name]
+            with contextlib.suppress(OSError):
+                for line in (self._dir(plan.name) / VERIFIED_RECORD).read_text().splitlines():
+                    parts = line.split()
+                    if len(parts) == 2 and parts[1].isdigit():
+                        counts["verified"] += 1
+                        counts["bytes"] += int(parts[1])
+            for log in logs.glob(f"{plan.name}.*.log"):
+                with contextlib.suppress(OSError):
+                    text = log.read_text(errors="replace")
+                    if log.name.endswith(".gateway.log"):
+                        counts["served_requests"] += sum(
+                            1
+                            for m in _SERVED.finditer(text)
+                            if by_address.get(m.group(1), plan.name) != plan.name
+                        )
+                    counts["refused"] += len(_REFUSED.findall(text))
+        verified = sum(c["verified"] for c in per_host.values())
+        refused = sum(c["refused"] for c in per_host.values())
+        return {
+            "fetched_from_other_hosts": verified + refused,
+            "verified": verified,
+            "refused": refused,
+            "requests_served_to_other_hosts": sum(c["served_requests"] for c in per_host.values()),
+            "by_host": per_host,
+        }
