@@ -126,8 +126,23 @@ class IndexDB:
                 if self.schema_name and self.dialect == "postgresql":
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema_name}"'))
                 schema.metadata.create_all(conn)
+                # The upgrade from an older schema whose rows stay valid: create_all just added the new
+                # (empty) tables, so saying so in the checkpoint is the whole migration.
+                conn.execute(
+                    update(schema.checkpoint)
+                    .where(schema.checkpoint.c.schema_version.in_(sorted(schema.MIGRATES_FROM)))
+                    .values(schema_version=schema.SCHEMA_VERSION)
+                )
         except OperationalError as exc:
             raise IndexUnavailable(self.url, _short(exc)) from None
+
+    def content(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of the content tables (specs and update metadata read from the store), sorted."""
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        with self.connect() as conn:
+            for table in schema.CONTENT:
+                out[table.name] = sorted((tuple(r) for r in conn.execute(select(table)).all()), key=repr)
+        return out
 
     def drop(self) -> None:
         """Delete every table (and the PostgreSQL schema, if one was given)."""

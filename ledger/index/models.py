@@ -50,6 +50,30 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class TaskSpecInfo(_Dict):
+    """What the task's specification (read from the content store, ledger/index/content.py) says made its models.
+
+    ``status``: ``ok`` (schema 2: ``recipe`` {name, version, cid} and ``hyperparameters``), ``legacy`` (a spec from
+    before recipes, naming none), ``invalid`` (``problem`` says why) or ``unread`` (the store has not given it)."""
+
+    status: str = "unread"
+    recipe: dict[str, str] | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    dataset: str | None = None
+    problem: str | None = None
+
+    @property
+    def recipe_summary(self) -> str:
+        if self.recipe is not None:
+            return f"{self.recipe['name']} {self.recipe['version']} ({self.recipe['cid']})"
+        return {
+            "legacy": "none (legacy spec: written before recipes, it names no recipe)",
+            "invalid": f"unknown (the specification is invalid: {self.problem})",
+        }.get(self.status, "unknown (the specification was not read from the content store)")
+
+
+@dataclass(frozen=True)
 class TaskRecord(_Dict):
     task_id: int
     admin: str
@@ -66,6 +90,11 @@ class TaskRecord(_Dict):
     reward_per_round: int
     block_number: int
     tx_hash: str
+    spec: TaskSpecInfo = field(default_factory=TaskSpecInfo)
+
+    @property
+    def spec_cid(self) -> str | None:
+        return cid_of(self.spec_digest)
 
     @property
     def genesis_cid(self) -> str | None:
@@ -121,6 +150,10 @@ class Update(_Dict):
     accepted: bool | None = None  # None while the round is not finalized
     consensus: int | None = None  # the lower weighted median of the scores, once the round is finalized
     carried_over: bool = False  # its round was carried over: not aggregated whatever its consensus
+    # From the update file's metadata in the content store (None until read, or when the member named none):
+    dataset: str | None = None  # the member's dataset commitment, sha-256 of the manifest it keeps
+    frameworks: dict[str, str] | None = None  # versions of the software that made it
+    metadata: str = "unread"  # ok, invalid (the file's metadata did not parse) or unread
 
     @property
     def cid(self) -> str | None:

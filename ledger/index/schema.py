@@ -17,6 +17,11 @@ Three kinds of table:
   ``log_index``: a reorg rewinds by deleting the rows above the common ancestor, and "current" values (latest
   reputation, totals) are computed by queries instead of being updated in place.
 
+* content facts, keyed by digest, read from the content store rather than the chain (:mod:`ledger.index.content`):
+  ``task_specs`` (a task specification's recipe name, version and CID, hyperparameters, seed; or that it is a
+  legacy spec naming no recipe) and ``update_meta`` (an update's dataset commitment and framework versions). Content
+  never changes, so these rows are never rewound; a row is written only once its file was read.
+
 Digests and hashes are ``0x``-hex text, addresses checksummed text, uint256 amounts and bitmaps decimal or hex
 text (they overflow every SQL integer type).
 """
@@ -37,8 +42,13 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
-"""2: protocol v2 (commit-reveal scores, consensus, accrued and claimed rewards); 1 was v1's votes."""
+SCHEMA_VERSION = 3
+"""3: adds the content tables (``task_specs``, ``update_meta``); 2: protocol v2 (commit-reveal scores, consensus,
+accrued and claimed rewards); 1 was v1's votes. A version-2 index is upgraded in place (the new tables are created
+empty and filled from the content store: :mod:`ledger.index.content`); version 1 must be rebuilt."""
+
+MIGRATES_FROM = frozenset({2})
+"""Older versions :meth:`ledger.index.db.IndexDB.create` upgrades in place (their rows stay valid)."""
 
 metadata = MetaData()
 
@@ -308,6 +318,33 @@ scheduled_role_changes = Table(
     Column("cancelled", Boolean, nullable=False),
     Column("execute_after", BigInteger),  # None for a cancellation
 )
+
+task_specs = Table(
+    "task_specs",
+    metadata,
+    Column("digest", HASH, primary_key=True),
+    Column("status", String(16), nullable=False),  # ok, legacy (no recipe: a pre-recipe spec) or invalid
+    Column("recipe_name", String(128)),
+    Column("recipe_version", String(64)),
+    Column("recipe_cid", String(128)),
+    Column("hyperparameters", Text, nullable=False),  # canonical JSON object ("{}" when none)
+    Column("seed", BigInteger),
+    Column("dataset", Text),  # the spec's own words on the data it expects
+    Column("problem", Text),  # why an invalid spec was not read
+)
+
+update_meta = Table(
+    "update_meta",
+    metadata,
+    Column("digest", HASH, primary_key=True),
+    Column("status", String(16), nullable=False),  # ok or invalid
+    Column("dataset", HASH),  # the member's dataset commitment, 0x + 64 hex
+    Column("frameworks", Text),  # JSON object of versions, or NULL when the update names none
+    Column("problem", Text),
+)
+
+CONTENT = (task_specs, update_meta)
+"""Facts read from the content store, keyed by digest: not rewound, not part of the chain's record."""
 
 PROJECTIONS = (
     tasks,

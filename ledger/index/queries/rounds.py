@@ -7,6 +7,7 @@ result in Python: a lineage 100 rounds deep is a few thousand rows, not thousand
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -108,17 +109,36 @@ def load_rounds(
             member.committed = (n, member.validator) in committed
             member.revealed = (n, member.validator) in revealed
     s = schema.submissions.c
+    um = schema.update_meta.c
+    # Each update's metadata facts (read from the content store, schema v3) come with it in the same read.
     sq = (
-        select(s.round, s.idx, s.contributor, s.digest, s.num_samples, s.relayer, s.block_number, s.tx_hash)
+        select(
+            s.round,
+            s.idx,
+            s.contributor,
+            s.digest,
+            s.num_samples,
+            s.relayer,
+            s.block_number,
+            s.tx_hash,
+            um.status,
+            um.dataset,
+            um.frameworks,
+        )
+        .select_from(schema.submissions.outerjoin(schema.update_meta, um.digest == s.digest))
         .where(within(schema.submissions))
         .order_by(s.round, s.idx)
     )
     accepted_sets = {n: set(rd.accepted_indexes) for n, rd in out.items() if rd.finalized}
-    for round_no, idx, contributor, digest, samples, relayer, block, tx in raw(conn, sq):
+    for round_no, idx, contributor, digest, samples, relayer, block, tx, status, dataset, fw in raw(conn, sq):
         rd = out.get(round_no)
         if rd is None:
             continue
         u = Update(task_id, round_no, idx, contributor, digest, samples, relayer, block, tx)
+        if status is not None:
+            u.metadata = str(status)
+            u.dataset = dataset
+            u.frameworks = json.loads(fw) if fw is not None else None
         u.scores = scores.get((round_no, idx), [])
         chosen = accepted_sets.get(round_no)
         if chosen is not None:

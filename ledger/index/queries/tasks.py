@@ -4,22 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, select
 
 from ledger.index import schema
-from ledger.index.models import TaskProgress, TaskRecord
+from ledger.index.content import spec_from_row
+from ledger.index.models import TaskProgress, TaskRecord, TaskSpecInfo
 from ledger.index.queries.errors import UnknownTask
 from ledger.index.queries.rows import raw
 
 
+def _with_spec() -> Select[Any]:
+    """Tasks with what their specification says, when it was read from the content store (schema v3)."""
+    ts = schema.task_specs.c
+    return select(
+        schema.tasks,
+        *(c.label(f"spec_{c.name}") for c in schema.task_specs.columns if c.name != "digest"),
+    ).select_from(schema.tasks.outerjoin(schema.task_specs, ts.digest == schema.tasks.c.spec_digest))
+
+
 def tasks(conn: Connection) -> list[TaskRecord]:
-    rows = conn.execute(select(schema.tasks).order_by(schema.tasks.c.task_id)).mappings().all()
+    rows = conn.execute(_with_spec().order_by(schema.tasks.c.task_id)).mappings().all()
     return [task_record(r) for r in rows]
 
 
 def task(conn: Connection, task_id: int) -> TaskRecord:
     """The task; UnknownTask (naming the tasks indexed) when the index has no such task."""
-    row = conn.execute(select(schema.tasks).where(schema.tasks.c.task_id == task_id)).mappings().first()
+    row = conn.execute(_with_spec().where(schema.tasks.c.task_id == task_id)).mappings().first()
     if row is None:
         known = [
             int(t)
@@ -78,4 +88,14 @@ def task_record(r: Any) -> TaskRecord:
         reward_per_round=int(r["reward_per_round"]),
         block_number=int(r["block_number"]),
         tx_hash=str(r["tx_hash"]),
+        spec=_spec_info(r),
+    )
+
+
+def _spec_info(r: Any) -> TaskSpecInfo:
+    if r.get("spec_status") is None:  # not read from the store yet (or selected without the join)
+        return TaskSpecInfo()
+    facts = spec_from_row({k[len("spec_") :]: v for k, v in r.items() if k.startswith("spec_")})
+    return TaskSpecInfo(
+        facts.status, facts.recipe, facts.hyperparameters, facts.seed, facts.dataset, facts.problem
     )

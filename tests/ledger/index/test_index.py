@@ -86,12 +86,35 @@ def test_an_index_of_an_older_schema_is_refused_with_a_rebuild_hint(
     db = new_index()
     follower_for(db, h).sync()
     with db.begin() as conn:
-        conn.execute(update(schema.checkpoint).values(schema_version=schema.SCHEMA_VERSION - 1))
+        conn.execute(update(schema.checkpoint).values(schema_version=1))
+    db.create()  # version 1 (protocol v1's votes) is not upgraded in place
     with pytest.raises(IndexSchemaTooOld) as info:
         follower_for(db, h).sync()
     assert info.value.exit_code == ExitCode.CONFIG
     assert "schema version 1" in str(info.value)
     assert "rebuild" in str(info.value.hint)
+
+
+def test_a_version_2_index_is_upgraded_in_place(h: Consortium, new_index: IndexFactory) -> None:
+    """v3 only adds the content tables: a v2 index (without them) keeps its rows, gains them empty, and goes on
+    syncing."""
+    db = new_index()
+    follower_for(db, h).sync()
+    before = db.dump()
+    with db.begin() as conn:
+        conn.execute(update(schema.checkpoint).values(schema_version=2))
+        for table in schema.CONTENT:
+            table.drop(conn)
+    reopened = IndexDB(db.url, schema_name=db.schema_name)
+    try:
+        cp = reopened.checkpoint()
+        assert cp is not None
+        assert cp.schema_version == schema.SCHEMA_VERSION == 3
+        assert reopened.dump() == before
+        assert reopened.content() == {"task_specs": [], "update_meta": []}
+        assert follower_for(reopened, h).sync().events == 0
+    finally:
+        reopened.dispose()
 
 
 def test_sync_is_idempotent(h: Consortium, new_index: IndexFactory) -> None:
