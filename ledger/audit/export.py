@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ledger.audit.render import dataset_line
 from ledger.index.models import ROLE_NAMES, cid_of, reason_name
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from ledger.index.models import Lineage, Round, TaskRecord
 
 FORMATS = ("json", "csv", "html")
+MODEL_FORMATS = ("in-toto",)
+"""Formats that describe one model (`audit export --format in-toto MODEL`; ledger/audit/provenance.py)."""
 
 CSV_COLUMNS = [
     "task_id",
@@ -35,6 +38,7 @@ CSV_COLUMNS = [
     "reject_reasons",
     "submitted_block",
     "tx_hash",
+    "dataset",
 ]
 
 
@@ -105,6 +109,8 @@ def to_csv(export: TaskExport) -> str:
                     "reject_reasons": ";".join(reasons),
                     "submitted_block": u.block_number,
                     "tx_hash": u.tx_hash,
+                    # the member's dataset commitment from its update's metadata (empty: none, or not read)
+                    "dataset": u.dataset or "",
                 }
             )
     return out.getvalue()
@@ -156,6 +162,12 @@ def to_html(export: TaskExport) -> str:
         "<h2>Task</h2><table>",
         f"<tr><th>genesis model</th><td>{_code(t.genesis_cid)}</td></tr>",
         f"<tr><th>specification</th><td>{_code(cid_of(t.spec_digest))}</td></tr>",
+        f"<tr><th>recipe</th><td>{_e(t.spec.recipe_summary)}</td></tr>",
+        (
+            f"<tr><th>hyperparameters</th><td>{_code(json.dumps(t.spec.hyperparameters, sort_keys=True))}</td></tr>"
+            if t.spec.status == "ok"
+            else ""
+        ),
         f"<tr><th>aggregation rule</th><td>{_e(t.rule_description)}</td></tr>",
         f"<tr><th>quorum</th><td>{t.quorum} revealed score sheets</td></tr>",
         f"<tr><th>windows</th><td>submissions {t.submission_window} s, commits {t.commit_window} s, reveals "
@@ -183,7 +195,7 @@ def to_html(export: TaskExport) -> str:
         parts.append(f"<h2>Round {r.round}</h2>")
         parts.append(
             "<table><tr><th>#</th><th>contributor</th><th>update</th><th>samples</th><th>consensus</th>"
-            "<th>verdict</th><th>scores</th></tr>"
+            "<th>verdict</th><th>scores</th><th>dataset</th></tr>"
         )
         for u in r.updates:
             css = {"accepted": "ok", "rejected": "bad"}.get(u.verdict, "muted")
@@ -196,7 +208,7 @@ def to_html(export: TaskExport) -> str:
             parts.append(
                 f"<tr><td>{u.index}</td><td>{_code(u.contributor)}</td><td>{_code(u.cid)}</td>"
                 f'<td>{u.num_samples}</td><td>{consensus}</td><td class="{css}">{_e(u.verdict)}</td>'
-                f"<td>{scores}</td></tr>"
+                f"<td>{scores}</td><td>{_code(dataset_line(u).removeprefix('dataset '))}</td></tr>"
             )
         parts.append("</table>")
         if r.reputation:

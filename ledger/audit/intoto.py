@@ -9,6 +9,7 @@ verifiers can read it. Pure: the caller gathers the facts (index + store) and th
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ class InputUpdate:
     sha256: str | None
     contributor: str
     dataset: str | None  # the member's dataset commitment ("0x" + 64 hex) when its metadata records one
+    frameworks: Mapping[str, str] | None = None  # software versions the member's metadata records
+    num_samples: int | None = None  # as the member claimed on chain
+    consensus: int | None = None  # the validators' consensus score (fixed point, 10,000 = 1.0): its weight
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,12 @@ def statement(p: ModelProvenance) -> dict[str, Any]:
         annotations: dict[str, Any] = {"contributor": u.contributor}
         if u.dataset is not None:
             annotations["datasetCommitment"] = u.dataset
+        if u.frameworks is not None:
+            annotations["frameworks"] = dict(u.frameworks)
+        if u.num_samples is not None:
+            annotations["numSamples"] = u.num_samples
+        if u.consensus is not None:
+            annotations["consensus"] = u.consensus
         deps.append(
             {
                 "name": f"update:{u.contributor}",

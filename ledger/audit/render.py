@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ledger.audit.reports import AccountReport, LineageReport, RoundReport, VerifyReport
     from ledger.audit.source import SourceInfo
-    from ledger.index.models import Lineage, Round, Update
+    from ledger.index.models import Lineage, Round, TaskRecord, Update
 
 
 def short(address: str) -> str:
@@ -80,7 +80,26 @@ def _round_node(parent: Tree, r: Round) -> None:
         )
     node = parent.add(head)
     for u in r.updates:
-        node.add(_update_line(u))
+        node.add(_update_line(u)).add(f"[dim]{escape(dataset_line(u))}[/]")
+
+
+def dataset_line(u: Update) -> str:
+    """The contributor's dataset commitment as its update file's metadata records it (index schema v3)."""
+    if u.metadata == "ok":
+        return f"dataset {u.dataset}" if u.dataset else "dataset: none committed"
+    if u.metadata == "invalid":
+        return "dataset: unknown (the update's metadata does not parse)"
+    return "dataset: unknown (the update is not in the content store)"
+
+
+def recipe_lines(t: TaskRecord) -> list[str]:
+    """The task's recipe and hyperparameters as its specification says (index schema v3)."""
+    import json
+
+    lines = [f"recipe: {t.spec.recipe_summary}"]
+    if t.spec.status == "ok":
+        lines.append(f"hyperparameters: {json.dumps(t.spec.hyperparameters, sort_keys=True)}")
+    return lines
 
 
 def _lineage_tree(lin: Lineage) -> Tree:
@@ -96,9 +115,12 @@ def _lineage_tree(lin: Lineage) -> Tree:
             f"{lin.update.contributor}: [bold]{lin.update.verdict}[/]"
         )
     tree = Tree(title)
-    tree.add(
+    task_node = tree.add(
         f"task {t.task_id}: {escape(t.rule_description)}, quorum {t.quorum}, created in block {t.block_number}"
     )
+    task_node.add(f"specification {t.spec_cid}")
+    for line in recipe_lines(t):
+        task_node.add(escape(line))
     if lin.update is not None:
         scores = tree.add(f"scores (consensus {score(lin.update.consensus)})")
         for v in lin.update.scores:

@@ -17,6 +17,7 @@ from ledger.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from ledger.chain.client import LedgerClient
+    from ledger.content import ContentStore
     from ledger.index.db import IndexDB
     from ledger.index.queries import Queries
     from ledger.settings import Settings
@@ -35,6 +36,7 @@ class SourceInfo:
     head: int | None  # None when the chain could not be reached (--no-sync)
     synced_events: int = 0
     seconds: float = 0.0
+    content_read: int = 0  # specs and updates read from the content store by this call (index schema v3)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -82,8 +84,10 @@ def open_source(settings: Settings, *, trustless: bool = False, sync: bool = Tru
             result.head,
             synced_events=result.events,
         )
+        source = Source(Queries(memory), info, client, memory)
+        read_content(source, settings)
         info.seconds = time.perf_counter() - started
-        return Source(Queries(memory), info, client, memory)
+        return source
 
     from ledger.index import service
 
@@ -93,8 +97,46 @@ def open_source(settings: Settings, *, trustless: bool = False, sync: bool = Tru
     except BaseException:
         db.dispose()
         raise
+    read_content(source, settings)
     source.info.seconds = time.perf_counter() - started
     return source
+
+
+def configured_store(settings: Settings) -> ContentStore | None:
+    """The configured content store, unless it is a local store that does not exist yet (nothing to read, and
+    an audit must not create one)."""
+    from ledger.content import open_store
+
+    if settings.store == "local" and not settings.resolved_store_dir.is_dir() and not settings.gateways:
+        return None
+    return open_store(settings)
+
+
+def read_content(source: Source, settings: Settings) -> None:
+    """Record in the index what the content store says of the specs and updates it has not read yet (recipe,
+    hyperparameters, dataset commitments: ledger/index/content.py). The chain's record does not depend on it: a
+    store that fails is a warning, and what it does not hold stays "unread"."""
+    from ledger.errors import MeshprovError
+    from ledger.index.content import enrich
+
+    store = configured_store(settings)
+    if store is None:
+        return
+    try:
+        result = enrich(source.db, store)
+    except MeshprovError as exc:
+        source.info.warnings.append(
+            f"the content store could not be read ({exc.message}): recipes and dataset commitments not read yet "
+            "are shown as unknown"
+        )
+        return
+    finally:
+        store.close()
+    source.info.content_read = result.specs + result.updates
+    if result.missing:
+        log.debug(
+            "the content store lacks %d file(s) the chain names: %s", len(result.missing), result.missing
+        )
 
 
 def _indexed(db: IndexDB, settings: Settings, *, sync: bool) -> Source:

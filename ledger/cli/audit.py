@@ -197,27 +197,103 @@ def settlements(
     _finish(report, json_output, render.settlements)
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it: on any failure ``path`` is left as it was
+    (no half-written report or statement)."""
+    import contextlib
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 @app.command()
 def export(
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="With --format in-toto: the CID (or 0x digest) of the model to describe.", show_default=False
+        ),
+    ] = None,
     *,
     task: Annotated[
         int | None, typer.Option("--task", min=1, help="Task id (default: the `task_id` setting).")
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="json, csv (one row per update) or html (self-contained).")
+        str,
+        typer.Option(
+            "--format",
+            help="json, csv (one row per update), html (self-contained), or in-toto (a model's in-toto "
+            "Statement with a SLSA provenance predicate; give MODEL).",
+        ),
     ] = "html",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.", show_default=False)
+    ] = None,
+    subject_name: Annotated[
+        str | None,
+        typer.Option(
+            "--subject-name",
+            help="in-toto: the subject's name (default: MODEL_CID.safetensors).",
+            show_default=False,
+        ),
+    ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe",
+            help="in-toto: the recipe's files (.py or package directory); checked against the task's recipe "
+            "hash, they add the archive's sha-256 to the statement.",
+            show_default=False,
+        ),
     ] = None,
     trustless: Trustless = False,
     no_sync: NoSync = False,
     index_url: IndexUrl = None,
 ) -> None:
-    """A task's whole record as one report. Exit 3 if the latest model's lineage does not hold."""
+    """A task's whole record as one report, or (--format in-toto MODEL) the provenance of one model as an in-toto
+    Statement: recipe, hyperparameters, base, every accepted update with its contributor and dataset commitment.
+    Exit 3 if the latest model's lineage does not hold, 4 if the model, its specification or an input is not
+    found."""
     from ledger.audit import export as exporting
 
-    if fmt not in exporting.FORMATS:
-        raise typer.BadParameter(f"choose one of {', '.join(exporting.FORMATS)}", param_hint="--format")
+    if fmt not in (*exporting.FORMATS, *exporting.MODEL_FORMATS):
+        raise typer.BadParameter(
+            f"choose one of {', '.join((*exporting.FORMATS, *exporting.MODEL_FORMATS))}",
+            param_hint="--format",
+        )
+    if fmt in exporting.MODEL_FORMATS:
+        if model is None:
+            raise typer.BadParameter("--format in-toto describes one model: give its CID", param_hint="MODEL")
+        if task is not None:
+            raise typer.BadParameter(
+                "--task is for the task reports; in-toto takes MODEL", param_hint="--task"
+            )
+        _export_statement(
+            model,
+            output=output,
+            subject_name=subject_name,
+            recipe=recipe,
+            trustless=trustless,
+            no_sync=no_sync,
+            index_url=index_url,
+        )
+        return
+    if model is not None or subject_name is not None or recipe is not None:
+        raise typer.BadParameter(
+            "MODEL, --subject-name and --recipe are for --format in-toto; the task reports take --task",
+            param_hint="MODEL",
+        )
     s = _settings(index_url)
     task_id = task if task is not None else s.task_id
     source = _source(s, trustless=trustless, no_sync=no_sync)
@@ -229,10 +305,51 @@ def export(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        _write_atomically(output, text)
         info(f"wrote {fmt} report of task {task_id} ({len(collected.rounds)} rounds) to {output}")
     if collected.problems:
         raise typer.Exit(int(ExitCode.MISMATCH))
+
+
+def _export_statement(
+    model: str,
+    *,
+    output: Path | None,
+    subject_name: str | None,
+    recipe: Path | None,
+    trustless: bool,
+    no_sync: bool,
+    index_url: str | None,
+) -> None:
+    import json
+
+    from ledger.audit import provenance, reports
+    from ledger.content import open_store
+
+    digest = reports.parse_digest(model)  # a CID that does not parse fails before any service is touched
+    if recipe is not None and not recipe.exists():
+        raise typer.BadParameter(f"{recipe} does not exist", param_hint="--recipe")
+    if output is not None and not output.parent.is_dir():
+        raise typer.BadParameter(f"the directory {output.parent} does not exist", param_hint="--output")
+    s = _settings(index_url)
+    source = _source(s, trustless=trustless, no_sync=no_sync)
+    try:
+        store = open_store(s)
+        try:
+            exported = provenance.gather(source, store, digest, subject_name=subject_name, recipe_path=recipe)
+        finally:
+            store.close()
+    finally:
+        source.close()
+    text = json.dumps(exported.document, indent=2, sort_keys=True) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        _write_atomically(output, text)
+        info(
+            f"wrote the in-toto statement of task {exported.task_id} round {exported.round}'s model "
+            f"({exported.updates} updates, recipe {exported.recipe}) to {output}"
+        )
 
 
 @app.command()
