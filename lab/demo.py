@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -58,6 +59,10 @@ BEHAVIOURS = ("scale", "sign-flip", "noise", "free-rider", "copycat", "little-is
 RULES = ("fedavg", "trimmed-mean", "median", "multi-krum")
 # Settings a user may need for the embedded services even in a demo (where the binaries are).
 _PASSED_SETTINGS = ("MESHPROV_ANVIL_BIN", "MESHPROV_REDIS_SERVER_BIN", "MESHPROV_SERVICE_START_TIMEOUT_S")
+# MeshLedger's per-round limits (contracts/src/MeshLedger.sol): a round takes at most this many updates, a set at
+# most this many validators.
+MAX_UPDATES_PER_ROUND = 112
+MAX_VALIDATORS = 32
 # The builtin recipe of each legacy --model name.
 _MODEL_RECIPES = {"mlp": "digits", "cnn": "digits_cnn"}
 
@@ -81,24 +86,34 @@ class DemoConfig:
     validators_down: int = 0
     """Validators of the set that are never started (the last ones): the rounds still reach the quorum as long as
     ``validators - validators_down >= quorum``, after the commit window (the absent never commit)."""
-    submission_window_s: int = 60
-    commit_window_s: int = 60
-    reveal_window_s: int = 60
-    finalize_grace_s: int = 60
+    submission_window_s: int | None = None
+    """None: sized to the members (:meth:`sized`). Every window ends early once everyone it waits for has acted
+    (the last submission closes the round, the last commit the commit phase), so a generous one costs nothing
+    unless someone is missing."""
+    commit_window_s: int | None = None
+    reveal_window_s: int | None = None
+    finalize_grace_s: int | None = None
     loss_delta: float = 5.0
     zscore: float = 3.5
     relay: bool = False
-    timeout_s: float = 600.0
+    timeout_s: float | None = None
+    """None: sized to the rounds' windows (:meth:`sized`)."""
     reward_per_round: str = "1000"
+    members_per_process: int = 0
+    """Members one process hosts (``lab.members``); 1: each its own `meshprov node run`; 0: as many as it takes to
+    have one member process per core (at least two processes)."""
 
-    def validate(self, accounts: int = 20) -> None:
-        if self.validators < 1:
-            raise ConfigError("the demo needs at least one validator")
-        from lab.consortium import FIRST_VALIDATOR
-
-        most = accounts - FIRST_VALIDATOR - self.validators
-        if not 1 <= self.nodes <= most:
-            raise ConfigError(f"--nodes must be 1..{most} (anvil's {accounts} dev accounts)")
+    def validate(self) -> None:
+        if not 1 <= self.validators <= MAX_VALIDATORS:
+            raise ConfigError(f"--validators must be 1..{MAX_VALIDATORS} (MeshLedger's MAX_VALIDATORS)")
+        if not 1 <= self.nodes <= MAX_UPDATES_PER_ROUND:
+            raise ConfigError(
+                f"--nodes must be 1..{MAX_UPDATES_PER_ROUND}: a round takes at most {MAX_UPDATES_PER_ROUND} updates "
+                "(MeshLedger's MAX_UPDATES_PER_ROUND), so more members could not all be in every round",
+                hint="docs/scale.md says how a consortium grows past one round's limit",
+            )
+        if self.members_per_process < 0:
+            raise ConfigError("--members-per-process must be 0 (automatic) or more")
         if not 0 <= self.malicious <= self.nodes:
             raise ConfigError(f"--malicious must be 0..{self.nodes}")
         if self.rounds < 1:
@@ -117,12 +132,46 @@ class DemoConfig:
         if not (math.isfinite(self.loss_delta) and self.loss_delta >= 0):
             raise ConfigError(f"--loss-delta must be a finite number >= 0, got {self.loss_delta}")
         for name in ("submission_window_s", "commit_window_s", "reveal_window_s", "finalize_grace_s"):
-            if getattr(self, name) < 5:
+            value = getattr(self, name)
+            if value is not None and value < 5:
                 raise ConfigError(f"--{name.removesuffix('_s').replace('_', '-')} must be at least 5 seconds")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ConfigError("--timeout must be positive")
         from node.models import model_names
 
         if self.model not in model_names():
             raise ConfigError(f"--model must be one of {', '.join(model_names())}")
+
+    def sized(self) -> DemoConfig:
+        """This configuration with every window and the timeout it leaves open sized to the load.
+
+        Measured here (docs/benchmarks.md, Scale): a member trains the digits MLP in < 0.1 s once warm, a member
+        process starts (torch, the recipe, its members' data) in 5-20 s on two busy cores, a validator judges an
+        update in ≈ 0.1-0.3 s. The windows give every member ≈ 2 s and every update ≈ 1 s of a validator's time on
+        top of a minute, an order of magnitude of slack: they close early when everyone has acted."""
+        n = self.nodes
+        submission = self.submission_window_s or 60 + 2 * n
+        commit = self.commit_window_s or 60 + n
+        reveal = self.reveal_window_s or 60
+        grace = self.finalize_grace_s or 60 + n // 2
+        timeout = self.timeout_s or max(600.0, 120.0 + self.rounds * (submission + commit + reveal + grace))
+        return dataclasses.replace(
+            self,
+            submission_window_s=submission,
+            commit_window_s=commit,
+            reveal_window_s=reveal,
+            finalize_grace_s=grace,
+            timeout_s=timeout,
+        )
+
+    def member_hosts(self, cores: int | None = None) -> list[list[int]]:
+        """The members (0-based) each member process hosts: one each with ``members_per_process`` 1, else in
+        contiguous groups of ``members_per_process`` (0: as many as give one process per core, at least two)."""
+        per = self.members_per_process
+        if per == 0:
+            processes = min(self.nodes, max(2, cores if cores is not None else os.cpu_count() or 2))
+            per = math.ceil(self.nodes / processes)
+        return [list(range(i, min(i + per, self.nodes))) for i in range(0, self.nodes, per)]
 
     @property
     def recipe_name(self) -> str:
@@ -220,6 +269,23 @@ def next_commands(data_dir: Path, model: str, cwd: Path | None = None) -> list[s
     ]
 
 
+DEV_BALANCE_WEI = 10_000 * 10**18
+"""What anvil gives each of its dev accounts; the demo gives the same to the ones beyond anvil's 20."""
+
+
+def fund_dev_accounts(w3: Any, keys: list[tuple[str, str]]) -> int:
+    """Give every account of ``keys`` without ether a dev account's balance (``anvil_setBalance``): the embedded
+    anvil funds 20 accounts and a demo may need up to 2 + 32 + 112. Returns how many were funded."""
+    funded = 0
+    for address, _key in keys:
+        if int(w3.eth.get_balance(address)) == 0:
+            reply = w3.provider.make_request("anvil_setBalance", [address, hex(DEV_BALANCE_WEI)])
+            if "error" in reply:
+                raise DemoFailed(f"funding {address}", str(reply["error"]))
+            funded += 1
+    return funded
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM stops the demo the way Ctrl-C does (cleanup runs). SIGINT is installed explicitly too: a process
@@ -259,6 +325,8 @@ class Demo:
     spec: TaskSpec | None = None
     spec_cid: str | None = None
     _datasets: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict, repr=False)
+    member_processes: list[list[str]] = field(default_factory=list)
+    """The members each member process hosted, by name."""
 
     # ─── the run ────────────────────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict[str, Any]:
@@ -266,6 +334,7 @@ class Demo:
 
         started = time.monotonic()
         self.config.validate()
+        self.config = self.config.sized()
         self.recipe = self._load_recipe()  # a broken recipe is refused before anything starts
         data_dir = prepare_directory(self.config.data_dir)
         settings = demo_settings(data_dir)
@@ -355,8 +424,10 @@ class Demo:
             "reward_per_round": c.reward_per_round,
         }
         (data_dir / "consortium.json").write_text(json.dumps(roles.document(task), indent=2))
+        w3 = connect_web3(anvil_url)
+        fund_dev_accounts(w3, [roles.admin, roles.aggregator, *roles.validators, *roles.contributors])
         record = deploy_consortium(
-            connect_web3(anvil_url),
+            w3,
             roles,
             task,
             record_path=settings.resolved_deployment_file,
@@ -442,21 +513,59 @@ class Demo:
     def _start_nodes(self, env: dict[str, str], data_dir: Path, members: list[Member]) -> list[Child]:
         assert self.children is not None
         c = self.config
+        # Many members poll the same anvil: the longest poll interval grows with them (100 members: 2 s).
+        max_poll = max(0.5, c.nodes / 50)
+        hosts = c.member_hosts()
+        self.member_processes = [[members[i].name for i in group] for group in hosts]
         nodes = []
-        for m in members:
-            key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"{m.name}.key")}
-            argv = self._meshprov(
-                "node", "run",
-                *(["--model", c.model] if c.recipe is None else ["--recipe", c.recipe_name]),
-                "--shard", str(m.node - 1), "--shards", str(c.nodes),
-                "--alpha", f"{c.alpha:g}", "--seed", str(c.seed), "--rounds", str(c.rounds),
-                "--behaviour", m.behaviour, "--poll", "0.1", "--max-poll", "0.5", "--no-progress",
-                *(["--relay"] if c.relay else []),
-            )  # fmt: skip
-            nodes.append(self.children.start(m.name, argv, key_env))
+        if all(len(group) == 1 for group in hosts):
+            for m in members:
+                key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"{m.name}.key")}
+                argv = self._meshprov(
+                    "node", "run",
+                    *(["--model", c.model] if c.recipe is None else ["--recipe", c.recipe_name]),
+                    "--shard", str(m.node - 1), "--shards", str(c.nodes),
+                    "--alpha", f"{c.alpha:g}", "--seed", str(c.seed), "--rounds", str(c.rounds),
+                    "--behaviour", m.behaviour, "--poll", "0.1", "--max-poll", f"{max_poll:g}", "--no-progress",
+                    *(["--relay"] if c.relay else []),
+                )  # fmt: skip
+                nodes.append(self.children.start(m.name, argv, key_env))
+            how = "each in its own process"
+        else:
+            from lab.members import HostedMember, HostPlan
+
+            plans = data_dir / "hosts"
+            plans.mkdir(exist_ok=True)
+            for h, group in enumerate(hosts, start=1):
+                plan = HostPlan(
+                    members=tuple(
+                        HostedMember(
+                            members[i].name,
+                            data_dir / "keys" / f"{members[i].name}.key",
+                            i,
+                            members[i].behaviour,
+                        )
+                        for i in group
+                    ),
+                    shards=c.nodes,
+                    log_dir=data_dir / "logs",
+                    recipe=None if c.recipe is None else c.recipe_name,
+                    model=c.model if c.recipe is None else None,
+                    alpha=c.alpha,
+                    seed=c.seed,
+                    rounds=c.rounds,
+                    relay=c.relay,
+                    poll_s=0.1,
+                    max_poll_s=max_poll,
+                )
+                path = plans / f"members-{h}.json"
+                path.write_text(plan.to_json())
+                argv = [sys.executable, "-m", "lab.members", str(path)]
+                nodes.append(self.children.start(f"members-{h}", argv, env))
+            how = f"in {len(hosts)} processes of up to {max(len(g) for g in hosts)} (lab.members)"
         bad = [m for m in members if m.malicious]
         self.say(
-            f"started {len(members)} member(s)"
+            f"started {len(members)} member(s) {how}"
             + (f"; {', '.join(m.name for m in bad)} {c.behaviour}" if bad else ", all honest")
         )
         return nodes
@@ -479,7 +588,8 @@ class Demo:
         _, test = self._data(0, 1)  # the recipe's test set (member 0 of 1: the whole pool)
         results: list[RoundResult] = []
         scanned = record.deploy_block - 1
-        deadline = time.monotonic() + self.config.timeout_s
+        timeout = self.config.timeout_s or 600.0
+        deadline = time.monotonic() + timeout
         ticked = 0.0
         while len(results) < self.config.rounds:
             self._check_children(workers, nodes)
@@ -492,14 +602,16 @@ class Demo:
                     result = tracker.add(event)
                     if result is not None and len(results) < self.config.rounds:
                         finished = self._block_time(client, event.block_number)
-                        result.seconds = max(0, finished - tracker.opened.get(result.round, finished))
+                        opened = tracker.opened.get(result.round, finished)
+                        result.seconds = max(0, finished - opened)
+                        result.stages = self._stages(client, tracker, result.round, opened, finished)
                         self._evaluate(settings, result, test, results)
                         results.append(result)
                         print_round(self.console, result, by_address)
                 scanned = head
             if time.monotonic() > deadline:
                 raise DemoFailed(
-                    f"{len(results)} of {self.config.rounds} rounds finalized within {self.config.timeout_s:.0f} s",
+                    f"{len(results)} of {self.config.rounds} rounds finalized within {timeout:.0f} s",
                     "\n".join(f"--- {c.name} ---\n{c.tail(8)}" for c in [*workers, *nodes]),
                 )
             time.sleep(0.2)
@@ -511,6 +623,19 @@ class Demo:
         ``--block-time 1``) produces blocks: anvil mines only on demand, and a transaction whose window ended by
         time alone (a validator down: the commit window) is judged against the latest block's clock."""
         client.rpc(lambda: client.w3.provider.make_request("evm_mine", []))  # type: ignore[arg-type]
+
+    def _stages(
+        self, client: LedgerClient, tracker: RoundTracker, round_: int, opened: int, finished: int
+    ) -> dict[str, float]:
+        """How long each stage of the round took in chain time (see :attr:`RoundResult.stages`)."""
+        stages: dict[str, float] = {}
+        previous = opened
+        for stage, block in tracker.stage_blocks(round_).items():
+            at = self._block_time(client, block)
+            stages[stage] = float(max(0, at - previous))
+            previous = at
+        stages["finalize"] = float(max(0, finished - previous))
+        return stages
 
     @staticmethod
     def _block_time(client: LedgerClient, number: int) -> int:
@@ -623,7 +748,10 @@ class Demo:
             "final": final,
             "baseline": baseline,
             "rounds_to_95": reached,
-            "processes": {"started": len(self.children.children) if self.children else 0},
+            "processes": {
+                "started": len(self.children.children) if self.children else 0,
+                "members": self.member_processes,
+            },
             "next": next_commands(settings.data_dir, final["model"]),
         }
 

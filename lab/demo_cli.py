@@ -24,7 +24,22 @@ _MEMBERS = "Members"
 def demo(
     ctx: typer.Context,
     *,
-    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Members.", rich_help_panel=_MEMBERS)] = 5,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            "--nodes", min=1, max=112, help="Members (1-112: a round's updates).", rich_help_panel=_MEMBERS
+        ),
+    ] = 5,
+    members_per_process: Annotated[
+        int,
+        typer.Option(
+            "--members-per-process",
+            min=0,
+            help="Members one process hosts, each with its own key, data and log (1: each its own `meshprov node "
+            "run`; 0: one member process per core).",
+            rich_help_panel=_MEMBERS,
+        ),
+    ] = 0,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds to run.", rich_help_panel=_TASK)] = 5,
     malicious: Annotated[
         int,
@@ -86,7 +101,7 @@ def demo(
     validators: Annotated[
         int,
         typer.Option(
-            "--validators", min=1, max=10, help="Validators of the round's set.", rich_help_panel=_TASK
+            "--validators", min=1, max=32, help="Validators of the round's set (1-32).", rich_help_panel=_TASK
         ),
     ] = 3,
     quorum: Annotated[
@@ -107,22 +122,34 @@ def demo(
             rich_help_panel=_TASK,
         ),
     ] = 0,
+    submission_window: Annotated[
+        int | None,
+        typer.Option(
+            "--submission-window",
+            min=5,
+            help="Seconds members have to submit (default 60 + 2 per member; ends when every member submitted).",
+            rich_help_panel=_TASK,
+        ),
+    ] = None,
     commit_window: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--commit-window",
             min=5,
-            help="Seconds validators have to commit their scores once submissions close (ends early when every "
-            "validator committed).",
+            help="Seconds validators have to commit their scores once submissions close (default 60 + 1 per member; "
+            "ends early when every validator committed).",
             rich_help_panel=_TASK,
         ),
-    ] = 60,
+    ] = None,
     reveal_window: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--reveal-window", min=5, help="Seconds validators have to reveal them.", rich_help_panel=_TASK
+            "--reveal-window",
+            min=5,
+            help="Seconds validators have to reveal them (60).",
+            rich_help_panel=_TASK,
         ),
-    ] = 60,
+    ] = None,
     relay: Annotated[
         bool,
         typer.Option(
@@ -137,8 +164,13 @@ def demo(
         ),
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
-    ] = 600.0,
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=1,
+            help="Give up after this many seconds (default: what the rounds' windows allow).",
+        ),
+    ] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Start anvil and redis, deploy, run validators, an aggregator and the members as real processes for
@@ -167,10 +199,12 @@ def demo(
         validators=validators,
         quorum=quorum,
         validators_down=validators_down,
+        submission_window_s=submission_window,
         commit_window_s=commit_window,
         reveal_window_s=reveal_window,
         relay=relay,
         timeout_s=timeout,
+        members_per_process=members_per_process,
     )
     # The recipe's own code runs in this process too (its data, the reports' evaluate, the baseline's training),
     # and recipes print progress: stdout is kept for the --json summary alone.

@@ -88,6 +88,9 @@ class RoundResult:
     loss: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     """Everything the recipe's ``evaluate`` returned for the aggregate on the test set (``loss`` included)."""
+    stages: dict[str, float] = field(default_factory=dict)
+    """Chain time (s) of each stage: ``submit`` (opening to the last submission), ``commit`` (to the last
+    commitment), ``reveal`` (to the last reveal), ``finalize`` (to the finalization); block timestamps."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -121,6 +124,16 @@ class RoundTracker:
         if event.name != "RoundFinalized":
             return None
         return self._result(round_, event)
+
+    def stage_blocks(self, round_: int) -> dict[str, int]:
+        """The block of the last submission, commitment and reveal of ``round_`` (those it has)."""
+        kinds = {"UpdateSubmitted": "submit", "ScoresCommitted": "commit", "ScoresRevealed": "reveal"}
+        out: dict[str, int] = {}
+        for e in self.events.get(round_, []):
+            stage = kinds.get(e.name)
+            if stage is not None:
+                out[stage] = max(out.get(stage, 0), e.block_number)
+        return out
 
     def _result(self, round_: int, final: LedgerEvent) -> RoundResult:
         events = self.events.get(round_, [])

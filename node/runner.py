@@ -128,6 +128,7 @@ class NodeRunner:
         stop: threading.Event | None = None,
         trainer: Trainer | None = None,
         on_record: Callable[[RoundRecord], None] | None = None,
+        train_lock: contextlib.AbstractContextManager[Any] | None = None,
     ) -> None:
         from eth_account import Account
 
@@ -146,6 +147,9 @@ class NodeRunner:
         self._data = data
         self.trainer = trainer
         self.on_record = on_record
+        # Members sharing a process (lab.members) take turns to load their data and train: torch's global RNG
+        # and thread pool belong to the process, so two at once would neither be reproducible nor faster.
+        self.train_lock = train_lock if train_lock is not None else contextlib.nullcontext()
         self.spec: TaskSpec | None = None
         self._prepared = False
         self._from_block = client.deployment.deploy_block if client.deployment is not None else 0
@@ -230,9 +234,10 @@ class NodeRunner:
             return
         self.spec = self._read_spec()
         if self.trainer is None:
-            recipe = self._choose_recipe()
-            self._check_recipe(recipe.ref)  # before any data is loaded or anything trained
-            self.trainer = self._recipe_trainer(recipe)
+            with self.train_lock:
+                recipe = self._choose_recipe()
+                self._check_recipe(recipe.ref)  # before any data is loaded or anything trained
+                self.trainer = self._recipe_trainer(recipe)
         else:
             self._check_recipe(self.trainer.recipe_ref)
         self._prepared = True
@@ -345,7 +350,7 @@ class NodeRunner:
         assert self.trainer is not None
         base = self._fetch_base(round_, base_cid)
         seed = round_seed(o.seed, round_, o.shard)
-        with self.bars.task(f"round {round_}: training", self.trainer.steps()) as advance:
+        with self.train_lock, self.bars.task(f"round {round_}: training", self.trainer.steps()) as advance:
             result = self.trainer.train(round_, base_cid, base, seed=seed, progress=advance)
         delta = self._behave(result.delta, round_, seed, submission_end)
         privacy = None

@@ -128,7 +128,9 @@ def test_the_demo_ignores_the_callers_services_but_keeps_binary_paths(tmp_path: 
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        ({"nodes": 17}, "--nodes"),
+        ({"nodes": 113}, "--nodes"),
+        ({"validators": 33, "quorum": 2}, "--validators"),
+        ({"members_per_process": -1}, "--members-per-process"),
         ({"malicious": 4, "nodes": 3}, "--malicious"),
         ({"behaviour": "honest"}, "--behaviour"),
         ({"rule": "mean"}, "--rule"),
@@ -143,6 +145,23 @@ def test_bad_demo_settings_are_refused(change: dict[str, Any], problem: str) -> 
 
     with pytest.raises(ConfigError, match=problem):
         DemoConfig(**change).validate()
+
+
+def test_windows_and_the_timeout_left_open_are_sized_to_the_members_and_given_ones_are_kept() -> None:
+    small, large = DemoConfig(nodes=5).sized(), DemoConfig(nodes=100, rounds=1).sized()
+    assert (small.submission_window_s, large.submission_window_s) == (70, 260)
+    assert (small.commit_window_s, large.commit_window_s) == (65, 160)
+    assert (large.timeout_s or 0) >= 120 + 260 + 160 + 60 + 110
+    given = DemoConfig(nodes=100, submission_window_s=30, commit_window_s=8, timeout_s=50).sized()
+    assert (given.submission_window_s, given.commit_window_s, given.timeout_s) == (30, 8, 50)
+
+
+def test_members_are_dealt_to_processes_in_contiguous_groups() -> None:
+    assert DemoConfig(nodes=5, members_per_process=2).member_hosts() == [[0, 1], [2, 3], [4]]
+    assert DemoConfig(nodes=3, members_per_process=1).member_hosts() == [[0], [1], [2]]
+    assert DemoConfig(nodes=100).member_hosts(cores=2) == [list(range(50)), list(range(50, 100))]
+    assert DemoConfig(nodes=2).member_hosts(cores=2) == [[0], [1]]  # as many processes as cores, no more
+    assert DemoConfig(nodes=7).member_hosts(cores=1) == [[0, 1, 2, 3], [4, 5, 6]]  # at least two
 
 
 def test_the_last_members_misbehave_and_robust_rules_get_parameters() -> None:
@@ -176,7 +195,18 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
     started = time.monotonic()
     done = subprocess.run(
         meshprov(
-            "demo", "--nodes", "3", "--rounds", "2", "--malicious", "1", "--json", "--data-dir", str(data_dir)
+            "demo",
+            "--nodes",
+            "3",
+            "--rounds",
+            "2",
+            "--malicious",
+            "1",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+            "--members-per-process",
+            "2",
         ),
         cwd=REPO,
         env=fresh_shell_env(),  # as `make demo` runs it: the venv's bin directory is not on PATH
@@ -193,7 +223,11 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
 
     # Nothing the demo started is still running: workers, members, anvil, redis.
     assert processes_using(data_dir.resolve()) == []
-    assert len(recorded(data_dir)) == 3 + 3 + 1  # members, validators, aggregator
+    # node-1 and node-2 share a process (lab.members), node-3 has one of its own; then validators, aggregator.
+    assert [r.name for r in recorded(data_dir)] == [
+        "validator-1", "validator-2", "validator-3", "aggregator", "members-1", "members-2",
+    ]  # fmt: skip
+    shared_process_members_did_not_interfere(data_dir, summary)
 
     members = {m["name"]: m for m in summary["members"]}
     assert [m["behaviour"] for m in summary["members"]] == ["honest", "honest", "scale"]
@@ -304,6 +338,58 @@ def test_with_one_validator_of_three_down_the_rounds_still_reach_the_quorum(tmp_
     assert [v["absent"] for v in summary["validators"]] == [0, 0, 1]
     assert "absent (did not reveal)" in done.stderr
     assert processes_using(data_dir.resolve()) == []
+
+
+def shared_process_members_did_not_interfere(data_dir: Path, summary: dict[str, Any]) -> None:
+    """Each member of a shared process submitted from its own key the file its own journal holds, naming it as
+    the contributor; and the two that trained side by side (node-1, node-2) made exactly the updates each would
+    have made alone (their trainings seed torch's global RNG: interleaved, they would change each other's)."""
+    import numpy as np
+
+    from ledger.updatefile import UpdateFile
+    from ledger.updatefile.metadata import UpdateMeta
+    from node.basemodel import load_weights
+    from node.recipe import load_recipe
+    from node.training import recipe_round, round_seed
+
+    address = {m["name"]: m["address"] for m in summary["members"]}
+    assert len(set(address.values())) == 3
+    for r in summary["rounds"]:
+        assert sorted(u["address"] for u in r["updates"]) == sorted(address.values())
+        assert len({u["cid"] for u in r["updates"]}) == 3
+        for u in r["updates"]:
+            journal = data_dir / "node" / u["address"] / "updates"
+            record = json.loads((journal / f"task-1-round-{r['round']}.json").read_text())
+            assert record["cid"] == u["cid"]
+            with UpdateFile.from_bytes(
+                (journal / f"task-1-round-{r['round']}.safetensors").read_bytes()
+            ) as f:
+                assert isinstance(f.metadata, UpdateMeta)
+                assert f.metadata.contributor == u["address"]
+    assert "hosting 2 member(s): node-1, node-2" in (data_dir / "logs" / "members-1.log").read_text()
+
+    import torch
+
+    spec = parse_task_spec((data_dir / "task-spec.json").read_bytes())
+    recipe = load_recipe("digits")
+    genesis = summary["rounds"][0]["base"]
+    base = load_weights(data_dir / "genesis.safetensors", genesis)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the member processes train
+    try:
+        for shard, name in enumerate(("node-1", "node-2")):
+            data = recipe.data(shard, 3, spec.seed, **dict(spec.shards))[0]
+            settings = {**spec.hyperparameters, "seed": round_seed(spec.seed, 1, shard)}
+            alone = recipe_round(recipe, base, data, settings).delta
+            path = data_dir / "node" / address[name] / "updates" / "task-1-round-1.safetensors"
+            with UpdateFile.from_bytes(path.read_bytes()) as f:
+                assert set(f) == set(alone)
+                for k, v in alone.items():
+                    np.testing.assert_allclose(
+                        np.array(f.tensor(k)), v, rtol=1e-5, atol=1e-7, err_msg=f"{name} {k}"
+                    )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def bash(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
