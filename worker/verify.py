@@ -389,7 +389,7 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
         assert got.checks is not None
         vector = writers[-1].finish()
         save_kept(kept_path, got.checks.kept)
-        if not scorer_gates and ctx.rt.evaluate is not None and limits.loss_delta is not None:
+        if not scorer_gates and ctx.rt.evaluate is not None and limits.loss_gate:
             source = VectorSource(vector, ctx.layout, got.checks.kept)
             loss = check_loss(source, ctx.base, ctx.rt.evaluate, limits)
     else:
@@ -544,7 +544,7 @@ def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence
         np.save(tmp, reference)
         tmp.replace(cached)
     limits = rt.limits
-    gate = rt.evaluate is not None and limits.loss_delta is not None
+    gate = rt.evaluate is not None and limits.loss_gate
     base_loss: list[float | None] = [None]  # the base is evaluated once per round
 
     def score(i: int) -> Scored:

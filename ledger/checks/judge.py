@@ -72,7 +72,7 @@ def judge_update(
     if verdict.digest is None and record.digest is not None:
         verdict = verdict.but(digest=record.digest)
     loss = None
-    if verdict.accepted and evaluate is not None and limits.loss_delta is not None:
+    if verdict.accepted and evaluate is not None and limits.loss_gate:
         from ledger.updatefile import UpdateFile
 
         with UpdateFile.open(path) as update:

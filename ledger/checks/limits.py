@@ -70,7 +70,29 @@ class CheckLimits:
     (``DUPLICATE``); None: off. Applies when the caller gives ``judge_round`` the updates' vectors."""
 
     loss_delta: float | None = None
-    """Allowed increase of the held-out loss over the base's (``LOSS_REGRESSION``); None: no loss check."""
+    """Allowed increase of the held-out loss over the base's, in the loss's units (``LOSS_REGRESSION``); None:
+    no absolute margin."""
+
+    loss_ratio: float | None = None
+    """Relative margin (>= 1): the held-out loss of base + update may be at most ``loss_ratio`` times the base's
+    (``LOSS_REGRESSION``; for a negative base loss, ``loss_ratio - 1`` times its magnitude above it); None: no
+    relative margin. An absolute margin fitted to one model's loss scale lets another model's broken update
+    through: with ``loss_delta`` 5 nats a x10-scaled language-model update (3.2 -> 7.9 nats) passed, where 1.5
+    rejects it. With both set an update must respect both."""
+
+    @property
+    def loss_gate(self) -> bool:
+        """Whether the held-out loss check applies (an absolute or a relative margin is set)."""
+        return self.loss_delta is not None or self.loss_ratio is not None
+
+    def loss_bound(self, base_loss: float) -> float:
+        """The highest held-out loss of base + update that passes, given the base's (``inf``: no margin set)."""
+        bound = math.inf
+        if self.loss_delta is not None:
+            bound = base_loss + self.loss_delta
+        if self.loss_ratio is not None:
+            bound = min(bound, base_loss + (self.loss_ratio - 1.0) * abs(base_loss))
+        return bound
 
     def __post_init__(self) -> None:
         if self.max_update_bytes <= 0 or self.max_header_bytes <= 0:
@@ -79,6 +101,8 @@ class CheckLimits:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite non-negative number or None, got {value}")
+        if self.loss_ratio is not None and not (math.isfinite(self.loss_ratio) and self.loss_ratio >= 1):
+            raise ConfigError(f"loss_ratio must be a finite number >= 1 or None, got {self.loss_ratio}")
         ratio = self.max_scale_ratio
         if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
             raise ConfigError(f"max_scale_ratio must be a finite positive number or None, got {ratio}")

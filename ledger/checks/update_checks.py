@@ -196,23 +196,35 @@ def check_loss(
     *,
     base_loss: float | None = None,
 ) -> Verdict:
-    """LOSS_REGRESSION when ``evaluate(base + update)`` exceeds ``base_loss + limits.loss_delta``.
+    """LOSS_REGRESSION when ``evaluate(base + update)`` exceeds the margins over ``base_loss``: ``loss_delta``
+    (absolute) and ``loss_ratio`` (relative), whichever are set (``CheckLimits.loss_bound``; with neither set, the
+    absolute margin 0).
 
     ``base_loss`` is computed with ``evaluate(base)`` when not given (pass it to evaluate the base once per
     round). Holds one model's weights in memory. Returns an ACCEPTED verdict carrying both losses when it passes.
     """
-    delta = 0.0 if limits.loss_delta is None else limits.loss_delta
     if base_loss is None:
         base_loss = float(evaluate(_weights(base, None)))
     loss = float(evaluate(_weights(base, update)))
-    if not math.isfinite(loss) or loss > base_loss + delta:
+    bound = limits.loss_bound(base_loss) if limits.loss_gate else base_loss
+    if not math.isfinite(loss) or loss > bound:
         return Verdict(
             Reason.LOSS_REGRESSION,
-            f"held-out loss {loss:.6g} > base {base_loss:.6g} + {delta:g}",
+            f"held-out loss {loss:.6g} > base {base_loss:.6g} + {_margins(limits, base_loss)}",
             loss=loss,
             base_loss=base_loss,
         )
     return Verdict(Reason.ACCEPTED, loss=loss, base_loss=base_loss)
+
+
+def _margins(limits: CheckLimits, base_loss: float) -> str:
+    """The margin that decided, as the detail names it: ``5`` (absolute), ``50% (ratio 1.5)``, or both."""
+    parts = []
+    if limits.loss_delta is not None or limits.loss_ratio is None:
+        parts.append(f"{limits.loss_delta or 0.0:g}")
+    if limits.loss_ratio is not None:
+        parts.append(f"{(limits.loss_ratio - 1) * abs(base_loss):.6g} (ratio {limits.loss_ratio:g})")
+    return " and ".join(parts) if len(parts) == 1 else f"min({', '.join(parts)})"
 
 
 # --- orchestration -------------------------------------------------------------------------------------------
@@ -497,7 +509,7 @@ def check_update(
     with UpdateFile.open(base_path) as base:
         verdict = verify_update(path, base=base, record=record, limits=limits)
         verdict = judge_in_round(verdict, stats, limits)
-        if verdict.accepted and evaluate is not None and limits.loss_delta is not None:
+        if verdict.accepted and evaluate is not None and limits.loss_gate:
             with UpdateFile.open(path) as update:
                 loss = check_loss(update, base, evaluate, limits, base_loss=base_loss)
             verdict = verdict.but(
