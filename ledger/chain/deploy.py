@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from web3 import Web3
     from web3.types import TxReceipt
 
+    from ledger.chain.sender import TxSender
+
 RECORD_FORMAT = 2
 """2: protocol v2 (a linked RoundSettlement library, roleDelay); a format-1 record names a v1 ledger this client
 cannot speak to."""
@@ -176,6 +178,19 @@ class _Deployer:
             "read the deployer's nonce", lambda: w3.eth.get_transaction_count(self.account.address, "pending")
         )
         self.transactions: dict[str, str] = {}
+        self._sender: TxSender | None = None
+
+    def _explainer(self) -> TxSender:
+        """A sender used only for its revert decoding: a revert is named by the contracts' ABIs, on every path."""
+        if self._sender is None:
+            from ledger.chain.revert import RevertDecoder
+            from ledger.chain.sender import TxSender
+
+            abis = [load_artifact("MeshToken").abi, load_artifact("MeshLedger").abi]
+            self._sender = TxSender(
+                self.w3, self.account.key, decoder=RevertDecoder(abis), timeout=self.timeout
+            )
+        return self._sender
 
     @property
     def address(self) -> str:
@@ -199,7 +214,8 @@ class _Deployer:
         try:
             tx = self._rpc(step, lambda: fn.build_transaction({"from": self.address, "nonce": self.nonce}))
         except ContractLogicError as exc:
-            raise DeployFailed(step, f"the call would revert: {exc.message or exc}") from None
+            named = self._explainer().decoder.decode(exc.data, exc.message or "")
+            raise DeployFailed(step, f"the call would revert: {named.message}") from None
         signed = self.account.sign_transaction(tx)
         tx_hash = self._rpc(step, lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
         hex_hash = "0x" + bytes(tx_hash).hex()
@@ -211,7 +227,8 @@ class _Deployer:
         except TimeExhausted:
             raise DeployFailed(step, f"no receipt within {self.timeout:g} s", hex_hash) from None
         if receipt["status"] != 1:
-            raise DeployFailed(step, "the transaction reverted", hex_hash)
+            named = self._rpc(step, lambda: self._explainer().explain_failure(receipt))
+            raise DeployFailed(step, f"the transaction reverted: {named.message}", hex_hash)
         self.transactions[step] = hex_hash
         self.log(f"{step}: block {receipt['blockNumber']}, gas {receipt['gasUsed']:,}")
         return receipt  # type: ignore[no-any-return]

@@ -132,3 +132,20 @@ def test_out_of_gas_is_said_only_when_the_trace_says_so(c: Consortium, w3: Any) 
         sender.send(fn, gas=25_000)
     assert "the node's trace says so" in str(info.value)
     assert "it used 25000 of its 25000 gas limit" in str(info.value)
+
+
+def test_a_deployment_refused_by_the_contract_names_the_error(anvil: AnvilProcess, w3: Any) -> None:
+    """The deployer's path too: a 33rd validator is refused by MeshLedger_TooManyValidators, by name."""
+    from lab.consortium import RoleKeys, deploy_consortium, task_table
+    from ledger.chain.deploy import DeployFailed
+    from ledger.dev.services import dev_accounts
+    from ledger.settings import Settings
+
+    keys = RoleKeys.laid_out(
+        dev_accounts(Settings().anvil_mnemonic, 2 + 33 + 1), validators=33, contributors=1
+    )
+    task = task_table(spec=fake_digest("spec"), genesis=fake_digest("genesis"), quorum=1)
+    with pytest.raises(DeployFailed) as info:
+        deploy_consortium(w3, keys, task, source="test")
+    assert "MeshLedger_TooManyValidators(max=32)" in str(info.value)
+    assert info.value.step.startswith("grant validator")
