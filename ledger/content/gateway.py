@@ -1,15 +1,20 @@
-"""Blocks between hosts over the IPFS trustless gateway protocol, raw blocks only (a first part of issue 15 item 2).
+"""Blocks between hosts over the IPFS trustless gateway protocol: raw blocks and CAR streams (issue 15 item 2).
 
-* :func:`gateway_get`: a file's bytes from an ordered list of gateways (``GET /ipfs/{cid}`` with
-  ``Accept: application/vnd.ipld.raw``, one request per block). Every block is hashed against the CID it was
-  asked for and every DAG node is checked by :func:`ledger.content.dag.iter_file` (Kubo's default layout), so no
-  gateway is trusted: a gateway that is down, lacks the block or hands back other bytes is skipped, the reason
-  logged, and the next one asked for that block.
-* :func:`serve_blocks`: a small HTTP server answering those requests (GET and HEAD) from a :class:`LocalStore`,
-  on 127.0.0.1 unless told otherwise.
+* :func:`gateway_get`: a file's bytes from an ordered list of gateways. It asks for the whole DAG in one CAR
+  (``GET /ipfs/{cid}?format=car&dag-scope=all``, ``Accept: application/vnd.ipld.car; version=1; order=dfs;
+  dups=y``) and hashes every block against its CID as it streams past; a gateway that cannot or will not send a
+  CAR, or whose CAR lies (a block that is not its CID's bytes, a block the DAG does not need next, a truncated or
+  oversized stream), is dropped and the rest of the file asked from the next gateway with ``entity-bytes`` from
+  where the walk stands; when no gateway gives a CAR, the rest comes as raw blocks (``application/vnd.ipld.raw``,
+  one request per block, every gateway in order). Every DAG node is checked by
+  :func:`ledger.content.dag.iter_file` (Kubo's default layout), so no gateway is trusted.
+* :func:`serve_blocks`: an HTTP server answering those requests (GET and HEAD, raw and CAR, ``dag-scope``
+  ``all``/``entity``/``block``, ``entity-bytes``, ``dups=y``/``n``) from a :class:`LocalStore`, on 127.0.0.1
+  unless told otherwise.
+* :class:`GatewayStore`: the local store, then the gateways; with ``keep=True`` what it fetches and verifies is
+  written to the local store and pinned, so this host serves it next (the replication rule, docs/gateway.md).
 
-Not yet here: ``application/vnd.ipld.car`` (CAR of the whole DAG, ``dag-scope=all``), which saves one round trip
-per block; a server asked for it answers 406 so a client falls back to raw blocks. See docs/gateway.md.
+See docs/gateway.md.
 """
 
 from __future__ import annotations
@@ -18,31 +23,58 @@ import hashlib
 import http.client
 import logging
 import os
+import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from ledger.content.dag import MAX_BLOCK_SIZE, iter_file
-from ledger.content.errors import ContentNotFound, InvalidCID, StoreError, StoreUnavailable
+from ledger.content.car import (
+    CAR,
+    ByteRange,
+    CarError,
+    CarReader,
+    dag_blocks,
+    write_car,
+)
+from ledger.content.dag import MAX_BLOCK_SIZE, decode_file_node, iter_file
+from ledger.content.errors import ContentNotFound, InvalidCID, MalformedDag, StoreError, StoreUnavailable
 from ledger.content.multiformats import CID
 
 if TYPE_CHECKING:
     from ledger.content.local_store import LocalStore
+    from ledger.content.replicate import BlockKeeper
     from ledger.content.store import ContentStat
     from ledger.content.unixfs import Buffer, Progress
 
 log = logging.getLogger(__name__)
 
 RAW = "application/vnd.ipld.raw"
+CAR_ACCEPT = f"{CAR}; version=1; order=dfs; dups=y"
+"""What the fetcher asks for: depth-first with duplicates, so a block can be dropped as soon as it is used."""
 TIMEOUT_S = 30.0
-MAX_PATH = 256
-"""A CIDv0 or CIDv1 path is well under this; longer request lines are refused before parsing."""
+MAX_PATH = 512
+"""A CIDv0/CIDv1 path with the CAR query parameters is well under this; longer request lines are refused
+before parsing."""
+MAX_ERROR_BODY = 4096
+RCVLOWAT = 512 * 1024
 
 
 class BlockSkipped(Exception):
     """One gateway could not give one block (the reason is logged; the next gateway is asked)."""
+
+
+@dataclass
+class FetchStats:
+    """What one :func:`gateway_get` did (for reports such as the multi-host harness's counts)."""
+
+    car_requests: int = 0
+    car_blocks: int = 0
+    raw_blocks: int = 0
+    skipped: int = 0
+    """Gateways dropped for this fetch or skipped for a block (each with a logged reason)."""
 
 
 class _Connections:
@@ -56,9 +88,7 @@ class _Connections:
     def get(self, gateway: str) -> http.client.HTTPConnection:
         conn = self._open.get(gateway)
         if conn is None:
-            parts = urllib.parse.urlsplit(gateway)
-            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = kind(parts.netloc, timeout=self._timeout)
+            conn = _connect(gateway, self._timeout)
             self._open[gateway] = conn
         return conn
 
@@ -72,11 +102,30 @@ class _Connections:
             self.drop(gateway)
 
 
+def _connect(gateway: str, timeout: float) -> http.client.HTTPConnection:
+    parts = urllib.parse.urlsplit(gateway)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    return kind(parts.netloc, timeout=timeout)
+
+
+def _prefix(gateway: str) -> str:
+    return urllib.parse.urlsplit(gateway).path.rstrip("/")
+
+
+def _media_type(value: str | None) -> tuple[str, dict[str, str]]:
+    """``type/subtype`` and its parameters (lower-cased names) of a Content-Type or one Accept entry."""
+    kind, *params = (value or "").split(";")
+    parsed = {}
+    for param in params:
+        name, _, val = param.partition("=")
+        parsed[name.strip().lower()] = val.strip().strip('"')
+    return kind.strip().lower(), parsed
+
+
 def _read_raw_block(connections: _Connections, gateway: str, digest: bytes) -> bytes | bytearray:
-    prefix = urllib.parse.urlsplit(gateway).path.rstrip("/")
     try:
         conn = connections.get(gateway)
-        conn.request("GET", f"{prefix}/ipfs/{CID(digest).v0}", headers={"Accept": RAW})
+        conn.request("GET", f"{_prefix(gateway)}/ipfs/{CID(digest).v0}?format=raw", headers={"Accept": RAW})
         response = conn.getresponse()
         # Bounded before anything else looks at it: one byte more than a block may be means a liar. With a
         # Content-Length (Kubo and our server send one) the body is read into a buffer of exactly its size:
@@ -92,7 +141,7 @@ def _read_raw_block(connections: _Connections, gateway: str, digest: bytes) -> b
             block = response.read(MAX_BLOCK_SIZE + 1)
         if response.status != 200:
             raise BlockSkipped(f"HTTP {response.status}")
-        kind = (response.getheader("Content-Type") or "").split(";")[0].strip()
+        kind = _media_type(response.getheader("Content-Type"))[0]
         if kind != RAW:
             raise BlockSkipped(f"answered {kind or 'no Content-Type'}, not {RAW}")
         if not response.isclosed() and response.will_close:
@@ -111,19 +160,177 @@ def _read_raw_block(connections: _Connections, gateway: str, digest: bytes) -> b
     return block
 
 
-def gateway_get(
-    gateways: Sequence[str],
-    cid: str,
-    *,
-    max_bytes: int | None = None,
-    timeout: float = TIMEOUT_S,
-) -> Iterator[memoryview]:
-    """A file's bytes, every block verified, each block from the first gateway in ``gateways`` that gives it.
+class _CarStream:
+    """One CAR response being read: its connection and the reader over its body."""
 
-    Raises :class:`ContentNotFound` when every gateway answered and none had a block, :class:`StoreUnavailable`
-    when some could not be asked (down, lying): retrying later may help. The DAG checks (Kubo's layout, the size
-    bound) raise what :func:`iter_file` raises.
-    """
+    def __init__(self, gateway: str, conn: http.client.HTTPConnection, reader: CarReader) -> None:
+        self.gateway = gateway
+        self.conn = conn
+        self.reader = reader
+        self.discarded = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Fetch:
+    """The blocks of one file for :func:`iter_file`: from CAR streams while a gateway gives an honest one, then
+    from raw blocks. ``offset`` (file bytes already handed out) is where a replacement CAR starts."""
+
+    def __init__(
+        self,
+        gateways: Sequence[str],
+        root: bytes,
+        timeout: float,
+        *,
+        car: bool,
+        stats: FetchStats,
+        keeper: BlockKeeper | None,
+    ) -> None:
+        self.gateways = list(gateways)
+        self.root = root
+        self.timeout = timeout
+        self.stats = stats
+        self.keeper = keeper
+        self.connections = _Connections(timeout)
+        self.car_gateways = list(gateways) if car else []
+        self.stream: _CarStream | None = None
+        self.seen: set[bytes] = set()
+        self.offset = 0
+        self._held: tuple[bytes, bytes | bytearray | memoryview] | None = None
+
+    # --- the walk's block reader -----------------------------------------------------------------------------
+    def read_block(self, digest: bytes) -> bytes | bytearray:
+        if self._held is not None and self._held[0] == digest:
+            block = self._held[1]
+            self._held = None
+        else:
+            from_car = self._car_block(digest)
+            block = self._raw_block(digest) if from_car is None else from_car
+            self.seen.add(digest)
+            if self.keeper is not None:
+                self.keeper.add(digest, block)
+        # iter_file only slices, compares and hashes a block, which a memoryview does as well as bytes: the view
+        # into the CAR reader's segment saves a copy of every block (a widened BlockReader type is requested).
+        return cast("bytes", block)
+
+    def first(self) -> None:
+        """Fetch the root now, so a missing CID fails at the call (like the other stores), and hold it."""
+        block = self.read_block(self.root)
+        self._held = (self.root, block)
+
+    def _car_block(self, digest: bytes) -> memoryview | None:
+        while self.car_gateways:
+            if self.stream is None:
+                self.stream = self._open_car()
+                if self.stream is None:
+                    return None
+            stream = self.stream
+            try:
+                section = stream.reader.peek()
+            except (CarError, http.client.HTTPException, OSError) as exc:
+                self._drop_car(str(exc))
+                continue
+            if section is None:
+                self._drop_car(f"the CAR ended before block {CID(digest).v0}")
+                continue
+            if section.digest == digest:
+                stream.reader.take()
+                self.stats.car_blocks += 1
+                return section.block
+            if digest in self.seen:
+                return None  # a dups=n CAR sends a repeated block once: ask for it raw
+            if section.digest in self.seen and stream.discarded <= len(self.seen):
+                # A block already used (a replacement CAR repeats the root and the branches down to its start;
+                # a gateway that ignores entity-bytes repeats everything). Bounded: a gateway cannot loop us.
+                stream.reader.take()
+                stream.discarded += 1
+                continue
+            self._drop_car(f"sent block {CID(section.digest).v0} where the DAG needs {CID(digest).v0}")
+        return None
+
+    def _open_car(self) -> _CarStream | None:
+        """A CAR of the file from the first gateway that gives one (from ``offset`` on), or None."""
+        query = "format=car&dag-scope=all"
+        if self.offset:
+            query = f"format=car&dag-scope=entity&entity-bytes={self.offset}:*"
+        while self.car_gateways:
+            gateway = self.car_gateways[0]
+            conn = _connect(gateway, self.timeout)
+            try:
+                self.stats.car_requests += 1
+                conn.request(
+                    "GET",
+                    f"{_prefix(gateway)}/ipfs/{CID(self.root).v0}?{query}",
+                    headers={"Accept": CAR_ACCEPT},
+                )
+                response = conn.getresponse()
+                if response.status != 200:
+                    response.read(MAX_ERROR_BODY)
+                    raise CarError(f"HTTP {response.status}")
+                kind, params = _media_type(response.getheader("Content-Type"))
+                if kind != CAR:
+                    raise CarError(f"answered {kind or 'no Content-Type'}, not {CAR}")
+                if params.get("version", "1") != "1":
+                    raise CarError(f"sent a CAR version {params['version']}, not 1")
+                if response.length is None and not response.chunked and conn.sock is not None:
+                    # The CAR ends when the connection does (our server): wake only once a good part of a
+                    # segment is there, not per arriving packet, which costs more CPU than copying the bytes.
+                    # Not for chunked or sized bodies: their end is not a close, and would wait for the timeout.
+                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
+                reader = CarReader(response)
+                reader.header()  # roots: the spec tells clients to ignore them; every block is checked instead
+                return _CarStream(gateway, conn, reader)
+            except (CarError, http.client.HTTPException, OSError) as exc:
+                conn.close()
+                self._skip_car(gateway, str(exc))
+        return None
+
+    def _skip_car(self, gateway: str, reason: str) -> None:
+        log.warning(
+            "gateway %s: no CAR of %s used from byte %d on: %s",
+            gateway,
+            CID(self.root).v0,
+            self.offset,
+            reason,
+        )
+        self.stats.skipped += 1
+        if gateway in self.car_gateways:
+            self.car_gateways.remove(gateway)
+
+    def _drop_car(self, reason: str) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.close()
+            self._skip_car(stream.gateway, reason)
+
+    def _raw_block(self, digest: bytes) -> bytes | bytearray:
+        reasons = []
+        for gateway in self.gateways:
+            try:
+                block = _read_raw_block(self.connections, gateway, digest)
+            except BlockSkipped as exc:
+                log.warning("gateway %s skipped for block %s: %s", gateway, CID(digest).v0, exc)
+                self.stats.skipped += 1
+                reasons.append(f"{gateway}: {exc}")
+                continue
+            self.stats.raw_blocks += 1
+            return block
+        if all(r.endswith("HTTP 404") for r in reasons):
+            detail = None if digest == self.root else f"block {CID(digest).v0} of it is missing"
+            raise ContentNotFound(CID(self.root).v0, "gateway", detail=detail)
+        raise StoreUnavailable(
+            ", ".join(self.gateways), "; ".join(reasons), hint="check the gateways or try later"
+        )
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        self.connections.close()
+
+
+def _check_gateways(gateways: Sequence[str]) -> None:
     if not gateways:
         raise StoreUnavailable("gateways", "no gateway is configured", hint="list at least one gateway URL")
     for gateway in gateways:
@@ -131,43 +338,106 @@ def gateway_get(
             raise StoreError(
                 gateway, "a gateway is an http:// or https:// URL", hint="e.g. http://127.0.0.1:8080"
             )
+
+
+def gateway_get(
+    gateways: Sequence[str],
+    cid: str,
+    *,
+    max_bytes: int | None = None,
+    timeout: float = TIMEOUT_S,
+    car: bool = True,
+    stats: FetchStats | None = None,
+    keeper: BlockKeeper | None = None,
+) -> Iterator[memoryview]:
+    """A file's bytes, every block verified, from the first gateway in ``gateways`` that gives them honestly.
+
+    One CAR request per file while gateways answer with honest CARs (``car=False``: raw blocks only, one request
+    each). Raises :class:`ContentNotFound` when every gateway answered and none had a block,
+    :class:`StoreUnavailable` when some could not be asked (down, lying): retrying later may help. The DAG checks
+    (Kubo's layout, the size bound) raise what :func:`iter_file` raises. ``keeper`` is handed every verified
+    block (see :mod:`ledger.content.replicate`) and committed once the whole file was walked.
+
+    A yielded view stays valid while it is referenced (the reader reuses a buffer only once no view of it is
+    alive), so consumers may keep them.
+    """
+    _check_gateways(gateways)
     root = CID.parse(cid).digest
-    connections = _Connections(timeout)
-
-    def read_block(digest: bytes) -> bytes | bytearray:
-        reasons = []
-        for gateway in gateways:
-            try:
-                return _read_raw_block(connections, gateway, digest)
-            except BlockSkipped as exc:
-                log.warning("gateway %s skipped for block %s: %s", gateway, CID(digest).v0, exc)
-                reasons.append(f"{gateway}: {exc}")
-        if all(r.endswith("HTTP 404") for r in reasons):
-            detail = None if digest == root else f"block {CID(digest).v0} of it is missing"
-            raise ContentNotFound(CID(root).v0, "gateway", detail=detail)
-        raise StoreUnavailable(
-            ", ".join(gateways), "; ".join(reasons), hint="check the gateways or try later"
-        )
-
+    fetch = _Fetch(gateways, root, timeout, car=car, stats=stats or FetchStats(), keeper=keeper)
     try:
-        read_block(root)  # fail at the call, not at the first next(), like the other stores
+        fetch.first()
     except BaseException:
-        connections.close()
+        fetch.close()
+        if keeper is not None:
+            keeper.abort()
         raise
-    return _closing(iter_file(root, read_block, max_bytes=max_bytes), connections)
+    return _walk(fetch, max_bytes, keeper)
 
 
-def _closing(chunks: Iterator[memoryview], connections: _Connections) -> Iterator[memoryview]:
+def _walk(fetch: _Fetch, max_bytes: int | None, keeper: BlockKeeper | None) -> Iterator[memoryview]:
+    done = False
     try:
-        yield from chunks
+        for chunk in iter_file(fetch.root, fetch.read_block, max_bytes=max_bytes):
+            fetch.offset += len(chunk)
+            yield chunk
+        done = True
     finally:
-        connections.close()
+        fetch.close()
+        if keeper is not None:
+            if done:
+                keeper.commit(fetch.root)
+            else:
+                keeper.abort()
+
+
+# --- serving -------------------------------------------------------------------------------------------------
+
+
+class _Corrupt(Exception):
+    pass
+
+
+class _Missing(Exception):
+    pass
+
+
+def _read_verified(store: LocalStore, digest: bytes) -> bytes | None:
+    """A block of the store, checked against its CID; None when absent; :class:`_Corrupt` when it does not match."""
+    try:
+        with open(store.block_path(digest), "rb") as f:
+            block = f.read(MAX_BLOCK_SIZE + 1)
+    except FileNotFoundError:
+        return None
+    if len(block) > MAX_BLOCK_SIZE or hashlib.sha256(block).digest() != digest:
+        # Never pass on a block our own disk corrupted: clients would skip us anyway.
+        log.error("gateway: block %s on disk does not match its CID", CID(digest).v0)
+        raise _Corrupt
+    return block
+
+
+def _choose(accept: str, fmt: str | None) -> tuple[str, dict[str, str]] | None:
+    """The response type asked for: ``format`` first (the spec's precedence), then the first of raw or CAR in
+    Accept; None for anything else (a trustless gateway serves no deserialized responses)."""
+    wanted = {"raw": RAW, "car": CAR}.get(fmt) if fmt is not None else None
+    if fmt is not None and wanted is None:
+        return None
+    for entry in accept.split(",")[:32]:
+        kind, params = _media_type(entry)
+        if wanted is not None and kind == wanted:
+            return kind, params  # format picks the type; Accept may still carry its parameters
+        if (
+            wanted is None
+            and kind in (RAW, CAR)
+            and params.get("q", "1") not in ("0", "0.0", "0.00", "0.000")
+        ):
+            return kind, params
+    return (wanted, {}) if wanted is not None else None
 
 
 class _Handler(BaseHTTPRequestHandler):
     store: LocalStore
     server_version = "meshprov-gateway"
-    protocol_version = "HTTP/1.1"  # keep-alive: every answer has a Content-Length
+    protocol_version = "HTTP/1.1"  # keep-alive for raw blocks: every raw answer has a Content-Length
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("gateway %s: " + format, self.client_address[0], *args)
@@ -179,37 +449,108 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=True)
 
     def _answer(self, *, body: bool) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if len(self.path) > MAX_PATH or not path.startswith("/ipfs/") or path.count("/") != 2:
-            self._error(400, "ask for /ipfs/{cid} (one block)")
-            return
-        accept = self.headers.get("Accept", "")
-        if RAW not in accept and "format=raw" not in self.path:
-            self._error(406, f"only {RAW} is served (CAR is not implemented yet)")
+            self._error(400, "ask for /ipfs/{cid} (no paths below a CID)")
             return
         try:
-            digest = CID.parse(path[len("/ipfs/") :]).digest
+            params = {k: v[-1] for k, v in urllib.parse.parse_qs(query, max_num_fields=16).items()}
+        except ValueError:
+            self._error(400, "too many query parameters")
+            return
+        chosen = _choose(self.headers.get("Accept", ""), params.get("format"))
+        if chosen is None:
+            self._error(406, f"ask for {RAW} or {CAR} (Accept or ?format=raw|car)")
+            return
+        try:
+            cid = CID.parse(path[len("/ipfs/") :])
         except InvalidCID as exc:
             self._error(400, f"not a CID: {exc.problem}")
             return
         try:
-            with open(self.store.block_path(digest), "rb") as f:
-                block = f.read(MAX_BLOCK_SIZE + 1)
-        except FileNotFoundError:
-            self._error(404, "block not held here")
-            return
-        if len(block) > MAX_BLOCK_SIZE or hashlib.sha256(block).digest() != digest:
-            # Never pass on a block our own disk corrupted: clients would skip us anyway.
-            log.error("gateway: block %s on disk does not match its CID", CID(digest).v0)
+            block = _read_verified(self.store, cid.digest)
+        except _Corrupt:
             self._error(500, "block corrupt on this host")
             return
+        if block is None:
+            self._error(404, "block not held here")
+            return
+        kind, accept_params = chosen
+        if kind == RAW:
+            self._raw(cid, block, body=body)
+        else:
+            self._car(cid, block, {**accept_params, **_car_query(params)}, params, body=body)
+
+    def _raw(self, cid: CID, block: bytes, *, body: bool) -> None:
         self.send_response(200)
         self.send_header("Content-Type", RAW)
         self.send_header("Content-Length", str(len(block)))
+        self.send_header("Content-Disposition", f'attachment; filename="{cid.v0}.bin"')
+        self.send_header("Etag", f'"{cid.v0}.raw"')
+        self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "public, max-age=29030400, immutable")
         self.end_headers()
         if body:
             self.wfile.write(block)
+
+    def _car(
+        self, cid: CID, root_block: bytes, car_params: dict[str, str], params: dict[str, str], *, body: bool
+    ) -> None:
+        if car_params.get("version", "1") != "1":
+            self._error(406, "only CAR version 1 is served")
+            return
+        if car_params.get("order", "dfs") not in ("dfs", "unk", ""):
+            self._error(406, "only order=dfs is served")
+            return
+        dups = car_params.get("dups") == "y"  # the spec: without dups=y, send each block once
+        scope = params.get("dag-scope", "all")
+        if scope not in ("all", "entity", "block"):
+            self._error(400, "dag-scope is all, entity or block")
+            return
+        byte_range: ByteRange | None = None
+        ranged = "entity-bytes" in params
+        if ranged:
+            scope = "entity"
+            try:
+                size = decode_file_node(root_block, cid.v0).filesize
+                byte_range = ByteRange.parse(params["entity-bytes"], size)
+            except ValueError:
+                self._error(400, "entity-bytes is from:to (integers, to may be *)")
+                return
+            except MalformedDag:
+                ranged = False  # not a file: entity-bytes is ignored, as the spec says
+            else:
+                if byte_range is None:
+                    scope = "block"  # an empty range: the root alone, so the client can see why
+        self.send_response(200)
+        self.send_header("Content-Type", f"{CAR}; version=1; order=dfs; dups={'y' if dups else 'n'}")
+        self.send_header("Content-Disposition", f'attachment; filename="{cid.v0}.car"')
+        tag = f"{scope}.{'y' if dups else 'n'}" + (f".{params['entity-bytes']}" if ranged else "")
+        self.send_header("Etag", f'W/"{cid.v0}.car.{hashlib.sha256(tag.encode()).hexdigest()[:16]}"')
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "public, max-age=29030400, immutable")
+        # Streamed without a length: the end of the CAR is the end of the connection, and a missing child
+        # block cuts it short, which the client sees as a truncated CAR (the spec's streaming rule).
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        if not body:
+            return
+
+        def read_block(digest: bytes) -> bytes:
+            block = _read_verified(self.store, digest)
+            if block is None:
+                raise _Missing
+            return block
+
+        blocks = dag_blocks(cid.digest, root_block, read_block, scope=scope, dups=dups, byte_range=byte_range)
+        try:
+            for piece in write_car(cid.multihash, blocks):
+                self.wfile.write(piece)
+        except (_Missing, _Corrupt, MalformedDag, CarError) as exc:
+            log.warning("gateway: CAR of %s cut short: %s", cid.v0, type(exc).__name__.strip("_"))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _error(self, code: int, message: str) -> None:
         data = (message + "\n").encode()
@@ -219,6 +560,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _car_query(params: dict[str, str]) -> dict[str, str]:
+    """``car-version``/``car-order``/``car-dups`` query parameters, which take precedence over Accept's."""
+    return {
+        name[4:]: value for name, value in params.items() if name in ("car-version", "car-order", "car-dups")
+    }
 
 
 def serve_blocks(store: LocalStore, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
@@ -231,21 +579,35 @@ def serve_blocks(store: LocalStore, host: str = "127.0.0.1", port: int = 8080) -
 
 
 class GatewayStore:
-    """The local store, and for content it lacks, the gateways (read-through; what they serve is not kept yet).
+    """The local store, and for content it lacks, the gateways.
 
-    Writes go to the local store. ``name`` is ``"local"`` so :func:`fetch_to_file` trusts the walk's proof of the
-    Kubo CID, which the gateway path gives too (it walks the same :func:`iter_file`).
+    Writes go to the local store. With ``keep=True`` (the replication rule for validators and aggregators) every
+    block fetched from a gateway and verified is written to the local store as it passes, and the root, which
+    makes the file present, last, once the whole DAG was walked; the file is then pinned and served by this
+    host's gateway. ``name`` is ``"local"`` so :func:`fetch_to_file` trusts the walk's proof of the Kubo CID,
+    which the gateway path gives too (it walks the same :func:`iter_file`).
     """
 
     name = "local"
 
-    def __init__(self, local: LocalStore, gateways: Sequence[str], *, timeout: float = TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        local: LocalStore,
+        gateways: Sequence[str],
+        *,
+        timeout: float = TIMEOUT_S,
+        keep: bool = False,
+        car: bool = True,
+    ) -> None:
         self.local = local
         self.gateways = list(gateways)
         self.timeout = timeout
+        self.keep = keep
+        self.car = car
+        self.stats = FetchStats()
 
     def __repr__(self) -> str:
-        return f"GatewayStore({self.local!r}, {self.gateways!r})"
+        return f"GatewayStore({self.local!r}, {self.gateways!r}, keep={self.keep})"
 
     def put_file(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> str:
         return self.local.put_file(path, progress=progress)
@@ -256,12 +618,30 @@ class GatewayStore:
     def get(self, cid: str, *, max_bytes: int | None = None) -> Iterator[memoryview]:
         if self.local.has(cid):
             return self.local.get(cid, max_bytes=max_bytes)
-        return gateway_get(self.gateways, cid, max_bytes=max_bytes, timeout=self.timeout)
+        keeper = None
+        if self.keep:
+            from ledger.content.replicate import BlockKeeper
+
+            keeper = BlockKeeper(self.local)
+        return gateway_get(
+            self.gateways,
+            cid,
+            max_bytes=max_bytes,
+            timeout=self.timeout,
+            car=self.car,
+            stats=self.stats,
+            keeper=keeper,
+        )
 
     def has(self, cid: str) -> bool:
         return self.local.has(cid)
 
     def pin(self, cid: str) -> None:
+        """Make the whole file held here: fetched (every block verified) into the local store if absent."""
+        if not self.local.has(cid):
+            from ledger.content.replicate import replicate
+
+            replicate(self, cid)
         self.local.pin(cid)
 
     def stat(self, cid: str) -> ContentStat:
