@@ -39,6 +39,7 @@ import re
 import secrets
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +61,33 @@ VERIFIED_RECORD = "gateway-verified.log"
 # What each kind of process imports before it waits for the deployment (lab.host_exec --warm).
 _WARM_WORKER = ("celery", "worker.cli")
 _WARM_TRAIN = ("torch", "sklearn.datasets", "celery", "worker.cli", "node.cli")
+# Run in a member host by _probe_isolation: each Redis asked without a password, each other host's directory listed.
+_PROBE = """
+import json, os, sys
+import redis
+targets = json.loads(sys.argv[1])
+out = {"redis": {}, "dirs": {}}
+for name, where in targets["redis"].items():
+    host, port = where.rsplit(":", 1)
+    client = redis.Redis(host=host, port=int(port), socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.set("meshprov-lab-probe", "written by another organisation")
+        out["redis"][name] = "OPEN: a write was accepted"
+    except redis.AuthenticationError as exc:
+        out["redis"][name] = f"refused: {exc}"
+    except redis.ResponseError as exc:
+        out["redis"][name] = f"refused: {exc}" if "NOAUTH" in str(exc) or "auth" in str(exc).lower() else f"OPEN? {exc}"
+    except (redis.ConnectionError, OSError) as exc:
+        out["redis"][name] = f"unreachable: {exc}"
+    finally:
+        client.close()
+for name, path in targets["dirs"].items():
+    try:
+        out["dirs"][name] = sorted(os.listdir(path))
+    except OSError as exc:
+        out["dirs"][name] = [f"error: {exc}"]
+print(json.dumps(out))
+"""
 _PASSED = ("MESHPROV_ANVIL_BIN", "MESHPROV_REDIS_SERVER_BIN")
 
 
@@ -235,9 +263,11 @@ class HostsLab:
                 self._start_roles(passwords)  # they import, then wait for the deployment record
                 deployed = self._deploy(accounts)
                 self._step("deployed")
+                isolation = self._probe_isolation(passwords)
                 rounds = self._wait_rounds()
                 self._finish_members()
                 summary = self._summarise(deployed, rounds)
+                summary["isolation"] = isolation
         finally:
             with uninterruptible():
                 cleanup = self._cleanup()
@@ -479,6 +509,39 @@ class HostsLab:
         self.say(
             f"started {c.aggregators} aggregators, {c.validators} validators (own Redis each), {c.members} members"
         )
+
+    def _probe_isolation(self, passwords: dict[str, str]) -> dict[str, Any]:
+        """From the first member host: every organisation's Redis without its password, and every other host's
+        directory. Both must be refused / empty (module docstring)."""
+        assert self.root is not None
+        assert self.net is not None
+        member = next(p for p in self.plans if p.roles[0] == "member")
+        targets = {h: f"{self._address(h)}:{REDIS_PORT}" for h in passwords}
+        dirs = {p.name: str(self._dir(p.name)) for p in self.plans if p.name != member.name}
+        argv = host_argv(
+            self.root,
+            member.name,
+            [p.name for p in self.plans],
+            self.net.host(member.name).namespace,
+            [sys.executable, "-c", _PROBE, json.dumps({"redis": targets, "dirs": dirs})],
+        )
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        try:
+            found: dict[str, Any] = json.loads(proc.stdout)
+        except ValueError:
+            raise HostsFailed("the isolation probe failed", proc.stderr[-2000:]) from None
+        found["from"] = member.name
+        open_redis = [h for h, r in found["redis"].items() if not r.startswith("refused")]
+        readable = [h for h, entries in found["dirs"].items() if entries]
+        if open_redis or readable:
+            raise HostsFailed(
+                f"isolation broken: {member.name} used the Redis of {open_redis} / read the directories of {readable}"
+            )
+        self.say(
+            f"{member.name}: the Redis of {', '.join(targets)} refused without their passwords; "
+            f"{len(dirs)} other hosts' directories empty from here"
+        )
+        return found
 
     # ─── following ───────────────────────────────────────────────────────────────────────────────────────
     def _check(self, *, driver_only: bool = False) -> None:
