@@ -84,7 +84,8 @@ def relay_command(
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     previous = signal.signal(signal.SIGTERM, _stop)
-    info(f"relaying to ledger {sender.address} as {sender.sender_address} on {server.url}")
+    info(f"relaying to ledger {sender.address} as {sender.sender_address}")
+    info(f"listening on {server.url}")  # its own short line: a caller that asked for port 0 reads it
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -96,9 +97,25 @@ def relay_command(
     info(f"relayed {service.relayed} in {service.transactions} transaction(s), refused {service.refused}")
 
 
-def main() -> None:  # pragma: no cover - `python -m worker.relay_cli`
-    typer.run(relay_command)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worker.relay_cli``: the command on its own, with meshprov's error messages and exit codes."""
+    from ledger.errors import MeshprovError
+
+    standalone = typer.Typer(add_completion=False)
+    standalone.command()(relay_command)
+    try:
+        typer.main.get_command(standalone).main(
+            args=argv, prog_name="meshprov worker relay", standalone_mode=True
+        )
+    except MeshprovError as exc:
+        info(f"error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""))
+        return int(exc.exit_code)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    import sys
+
+    sys.exit(main())
