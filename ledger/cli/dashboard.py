@@ -66,7 +66,9 @@ def serve(
             client = LedgerClient.from_settings(s, endpoint=chain_url(s), read_only=True)
             if not writer:
                 writer.append(service.open_index(s))
-            return service.follower(writer[0], client, confirmations=s.confirmations)
+            return service.follower(
+                writer[0], client, confirmations=s.confirmations, content=service.content_reader(s)
+            )
 
         follower = BackgroundFollower(make_follower, poll=poll)
     application = create_app(s, follower=follower)

@@ -49,7 +49,8 @@ def follow(
     s = load_settings(index_url=index_url, confirmations=confirmations)
     client = LedgerClient.from_settings(s, endpoint=chain_url(s), read_only=True)
     db = service.open_index(s)
-    follower = service.follower(db, client, confirmations=s.confirmations)
+    content = service.content_reader(s)
+    follower = service.follower(db, client, confirmations=s.confirmations, content=content)
     json_mode = want_json(json_output)
     info(f"indexing ledger {client.address} from {client.endpoint} into {redact(db.url)}")
 
@@ -62,6 +63,7 @@ def follow(
             "events": result.events,
             "reorgs": result.reorgs,
             "rewound_rows": result.rewound_rows,
+            "content_read": result.content_read,
             "seconds": round(result.seconds, 3),
         }
 
@@ -100,6 +102,8 @@ def follow(
                 emit(summary(result), json_mode=True)
             time.sleep(poll)
     finally:
+        if content is not None:
+            content.close()
         db.dispose()
 
 

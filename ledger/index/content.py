@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -227,6 +228,7 @@ def enrich(
     store: ContentStore,
     *,
     on_missing: Callable[[str, str], None] | None = None,
+    skip: Callable[[str], bool] | None = None,
 ) -> EnrichResult:
     """Read, from ``store``, every task specification and update the index names but has not read yet, and
     record their facts. A store failure other than "not found" propagates (the caller decides whether the
@@ -235,6 +237,9 @@ def enrich(
     with db.connect() as conn:
         specs = _never_read(conn, schema.tasks.c.spec_digest, schema.task_specs)
         updates = _never_read(conn, schema.submissions.c.digest, schema.update_meta)
+    if skip is not None:
+        specs = [d for d in specs if not skip(d)]
+        updates = [d for d in updates if not skip(d)]
     spec_rows = []
     for digest in specs:
         cid = digest_to_cid(digest)
@@ -270,6 +275,38 @@ def enrich(
     result.specs = len(spec_rows)
     result.updates = len(update_rows)
     return result
+
+
+class ContentReader:
+    """:func:`enrich` for a long-lived follower: content the store lacked is not asked for again before
+    ``retry_after`` seconds (a Kubo node may search the network for it), and a store that fails is logged, not
+    raised: the chain's record is indexed either way."""
+
+    def __init__(self, store: ContentStore, *, retry_after: float = 60.0) -> None:
+        self.store = store
+        self.retry_after = retry_after
+        self._missing: dict[str, float] = {}
+
+    def _skip(self, digest: str) -> bool:
+        since = self._missing.get(digest)
+        return since is not None and time.monotonic() - since < self.retry_after
+
+    def _note(self, _what: str, cid: str) -> None:
+        from ledger.content import cid_to_digest
+
+        self._missing["0x" + cid_to_digest(cid).hex()] = time.monotonic()
+
+    def read(self, db: IndexDB) -> EnrichResult:
+        from ledger.errors import MeshprovError
+
+        try:
+            return enrich(db, self.store, on_missing=self._note, skip=self._skip)
+        except MeshprovError as exc:
+            log.warning("content store: %s (recipes and dataset commitments not read this time)", exc.message)
+            return EnrichResult()
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def spec_row(digest: str, facts: SpecFacts) -> dict[str, Any]:

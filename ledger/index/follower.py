@@ -29,6 +29,7 @@ from sqlalchemy import Connection, insert, select, tuple_
 from ledger.chain.events import EventDecoder, LedgerEvent, iter_log_ranges
 from ledger.errors import ServiceUnavailable
 from ledger.index import schema
+from ledger.index.content import ContentReader
 from ledger.index.db import Checkpoint, IndexDB
 from ledger.index.projections import event_row, projection_rows
 
@@ -154,6 +155,7 @@ class SyncResult:
     reorgs: int = 0
     rewound_rows: int = 0
     seconds: float = 0.0
+    content_read: int = 0  # specs and updates read from the content store (schema v3's content tables)
 
     @property
     def behind(self) -> int:
@@ -176,8 +178,10 @@ class Follower:
         confirmations: int = 0,
         batch_blocks: int = 2000,
         max_reorg_retries: int = 5,
+        content: ContentReader | None = None,
     ) -> None:
         self.db = db
+        self.content = content
         self.reader = reader
         self.decoder = decoder
         self.start_block = max(0, start_block)
@@ -244,6 +248,9 @@ class Follower:
                     ) from None
                 cp = self.db.checkpoint() or cp
         result.to_block = cp.block_number
+        if self.content is not None:
+            done = self.content.read(self.db)
+            result.content_read = done.specs + done.updates
         result.seconds = time.perf_counter() - started
         return result
 

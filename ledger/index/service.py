@@ -1,7 +1,8 @@
 """Wiring the index to settings and a ledger client: open it, bring it up to date, or build a trustless one.
 
 open_index(settings)             the configured index (SQLite file by default, or MESHPROV_INDEX_URL)
-follower(db, client, ...)        a Follower for that ledger, starting at its deployment block
+follower(db, client, ...)        a Follower for that ledger, starting at its deployment block (with content=
+                                 content_reader(settings): also reading specs and update metadata)
 update(db, client, ...)          one sync to the chain's confirmed head
 trustless(client, ...)           a throwaway in-memory index filled from eth_getLogs alone
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ledger.index.content import ContentReader
 from ledger.index.db import IndexDB
 from ledger.index.follower import ChainReader, Follower, Progress, SyncResult
 
@@ -22,6 +24,16 @@ def open_index(settings: Settings, *, schema_name: str | None = None) -> IndexDB
     return IndexDB(settings.resolved_index_url, schema_name=schema_name)
 
 
+def content_reader(settings: Settings) -> ContentReader | None:
+    """What reads specs and update headers from the configured content store for a long-lived follower (None:
+    a local store that does not exist, so there is nothing to read and nothing is created)."""
+    from ledger.content import open_store
+
+    if settings.store == "local" and not settings.resolved_store_dir.is_dir() and not settings.gateways:
+        return None
+    return ContentReader(open_store(settings))
+
+
 def follower(
     db: IndexDB,
     client: LedgerClient,
@@ -29,6 +41,7 @@ def follower(
     confirmations: int = 0,
     start_block: int | None = None,
     batch_blocks: int = 2000,
+    content: ContentReader | None = None,
 ) -> Follower:
     if start_block is None:
         start_block = client.deployment.deploy_block if client.deployment is not None else 0
@@ -39,6 +52,7 @@ def follower(
         start_block=start_block,
         confirmations=confirmations,
         batch_blocks=batch_blocks,
+        content=content,
     )
 
 

@@ -345,3 +345,19 @@ def test_task_export_names_recipe_and_datasets(history: Any, cli: Any, tmp_path:
     html = page.read_text()
     assert "tabular_recipe 1.2" in html
     assert str(_dataset(0)) in html
+
+
+def test_index_follow_records_specs_and_update_metadata(history: Any, cli: Any, tmp_path: Path) -> None:
+    index = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    code, out, _ = cli("index", "follow", "--once", "--json", index=index)
+    assert code == ExitCode.OK
+    # Tasks 1 and 2's specs and their 8 updates; task 3's spec and updates are not in the store.
+    assert json.loads(out)["content_read"] == 2 + 8
+    again = json.loads(cli("index", "follow", "--once", "--json", index=index)[1])
+    assert again["content_read"] == 0  # read once, kept
+    _, aggregate, _ = history["t1"]
+    code, out, _ = cli("audit", "lineage", aggregate, "--json", "--no-sync", index=index)
+    assert code == ExitCode.OK
+    (lineage,) = json.loads(out)["lineages"]
+    assert lineage["task"]["spec"]["recipe"] == history["spec"].recipe.to_dict()
+    assert [u["dataset"] for u in lineage["rounds"][0]["updates"]] == [_dataset(i) for i in range(4)]

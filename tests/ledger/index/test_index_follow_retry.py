@@ -40,7 +40,7 @@ def test_follow_retries_when_the_chain_is_unavailable(
     monkeypatch.setattr(
         service, "open_index", lambda s: SimpleNamespace(url="sqlite://", dispose=lambda: None)
     )
-    monkeypatch.setattr(service, "follower", lambda db, client, confirmations: Follower())
+    monkeypatch.setattr(service, "follower", lambda db, client, confirmations, content=None: Follower())
     monkeypatch.setattr("ledger.cli.index.time.sleep", lambda seconds: calls.append(f"sleep {seconds:g}"))
 
     with pytest.raises(KeyboardInterrupt):
