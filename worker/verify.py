@@ -404,7 +404,7 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
 
 
 def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict | None]) -> list[Scored]:
-    from ledger.checks.copies import find_copies
+    from ledger.checks.copies import Copy, find_copies
     from worker.vectorfiles import load_vector
 
     rt, view = ctx.rt, ctx.view
@@ -416,7 +416,16 @@ def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict 
     vectors: list[NDArray[Any] | None] = []
     for sub, v in zip(subs, verdicts, strict=True):
         vectors.append(load_vector(_update_path(ctx, sub)) if v is not None and v.accepted else None)
-    copies = find_copies(vectors, [s.contributor for s in subs], _history(rt, view, ctx.layout, vector_dir))
+    history_vectors = _history(rt, view, ctx.layout, vector_dir)
+    copies: list[Copy | None] = [None] * len(subs)
+    if rt.limits.near_copy_cosine is not None:
+        copies = find_copies(
+            vectors,
+            [s.contributor for s in subs],
+            history_vectors,
+            threshold=rt.limits.near_copy_cosine,
+            spread=rt.limits.near_copy_spread,
+        )
     scorer = _scorer(ctx, subs, vectors)
     out: list[Scored] = []
     for i, (sub, v) in enumerate(zip(subs, verdicts, strict=True)):

@@ -120,7 +120,13 @@ def judge_round(
             else None
             for i, (j, v) in enumerate(zip(judged, vectors, strict=True))
         ]
-        copies = find_copies(candidates, authors, history, threshold=limits.near_copy_cosine)
+        copies = find_copies(
+            candidates,
+            authors,
+            history,
+            threshold=limits.near_copy_cosine,
+            spread=limits.near_copy_spread,
+        )
         limits = replace(limits, duplicate_cosine=None)  # the whole vectors decide, not the fingerprints
     out = []
     for i, j in enumerate(judged):

@@ -69,6 +69,12 @@ class CheckLimits:
     member's recently accepted update (``NEAR_COPY``) or of another member's earlier submission in the round
     (``DUPLICATE``); None: off. Applies when the caller gives ``judge_round`` the updates' vectors."""
 
+    near_copy_spread: float | None = 0.25
+    """With at least 3 pairs of different members' updates in the round, a pair is a copy only if its ``1 - cos``
+    is also at most this times the round's median ``1 - cos`` (``ledger.checks.copies``: honest IID updates can
+    point alike to cos >= 0.95, a copy with small noise is many times closer to its original); None: the
+    threshold alone."""
+
     loss_delta: float | None = None
     """Allowed increase of the held-out loss over the base's, in the loss's units (``LOSS_REGRESSION``); None:
     no absolute margin."""
@@ -103,6 +109,9 @@ class CheckLimits:
                 raise ConfigError(f"{name} must be a finite non-negative number or None, got {value}")
         if self.loss_ratio is not None and not (math.isfinite(self.loss_ratio) and self.loss_ratio >= 1):
             raise ConfigError(f"loss_ratio must be a finite number >= 1 or None, got {self.loss_ratio}")
+        spread = self.near_copy_spread
+        if spread is not None and not (math.isfinite(spread) and spread > 0):
+            raise ConfigError(f"near_copy_spread must be a finite positive number or None, got {spread}")
         ratio = self.max_scale_ratio
         if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
             raise ConfigError(f"max_scale_ratio must be a finite positive number or None, got {ratio}")

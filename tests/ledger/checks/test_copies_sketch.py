@@ -127,3 +127,38 @@ def test_sketch_cosines_track_exact_ones_on_structured_vectors() -> None:
 def test_the_spread_is_checked() -> None:
     with pytest.raises(ValueError, match="spread"):
         find_copies([], [], spread=0.0)
+
+
+def test_the_spread_is_a_check_limit_a_task_can_anchor_or_turn_off() -> None:
+    from ledger.checks import CheckLimits
+    from ledger.checks.anchored import anchored_limits
+    from ledger.errors import ConfigError
+
+    assert CheckLimits().near_copy_spread == copies.NEAR_COPY_SPREAD
+    assert anchored_limits({"near_copy_spread": None}).near_copy_spread is None
+    with pytest.raises(ConfigError, match="near_copy_spread"):
+        CheckLimits(near_copy_spread=-1.0)
+
+
+def test_judge_round_applies_the_spread_from_its_limits() -> None:
+    from ledger.checks import CheckLimits, Judged, Verdict, judge_round
+    from ledger.checks.profile import UpdateProfile
+
+    honest = _iid_round(5, 20_000)
+    judged = [
+        Judged(
+            Verdict(
+                Reason.ACCEPTED,
+                norm=1.0,
+                digest=bytes([i]) * 32,
+                profile=UpdateProfile(bytes([i]) * 32, 1.0, ()),
+            )
+        )
+        for i in range(5)
+    ]
+    kept = judge_round(judged, CheckLimits(zscore_threshold=None), vectors=honest, authors=MEMBERS[:5])
+    assert [v.reason for v in kept] == [Reason.ACCEPTED] * 5
+    strict = judge_round(
+        judged, CheckLimits(zscore_threshold=None, near_copy_spread=None), vectors=honest, authors=MEMBERS[:5]
+    )
+    assert [v.reason for v in strict][1:] == [Reason.DUPLICATE] * 4
