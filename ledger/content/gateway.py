@@ -160,6 +160,12 @@ def _read_raw_block(connections: _Connections, gateway: str, digest: bytes) -> b
     return block
 
 
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the CAR stream was cut short (truncated)"
+    return str(exc) or type(exc).__name__
+
+
 class _CarStream:
     """One CAR response being read: its connection and the reader over its body."""
 
@@ -229,7 +235,7 @@ class _Fetch:
             try:
                 section = stream.reader.peek()
             except (CarError, http.client.HTTPException, OSError) as exc:
-                self._drop_car(str(exc))
+                self._drop_car(_reason(exc))
                 continue
             if section is None:
                 self._drop_car(f"the CAR ended before block {CID(digest).v0}")
@@ -283,7 +289,7 @@ class _Fetch:
                 return _CarStream(gateway, conn, reader)
             except (CarError, http.client.HTTPException, OSError) as exc:
                 conn.close()
-                self._skip_car(gateway, str(exc))
+                self._skip_car(gateway, _reason(exc))
         return None
 
     def _skip_car(self, gateway: str, reason: str) -> None:
