@@ -90,11 +90,15 @@ def demo(
         ),
     ] = 5.0,
     alpha: Annotated[
-        float,
+        float | None,
         typer.Option(
-            "--alpha", min=1e-6, help="Dirichlet α of the members' non-IID shards.", rich_help_panel=_MEMBERS
+            "--alpha",
+            min=1e-6,
+            help="Dirichlet α of the members' non-IID shards (default 0.5, raised when the recipe's data cannot be "
+            "split over that many members).",
+            rich_help_panel=_MEMBERS,
         ),
-    ] = 0.5,
+    ] = None,
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Seed of the split, the model and training.")
     ] = 0,
@@ -193,7 +197,8 @@ def demo(
         model=model,
         recipe=recipe,
         loss_delta=loss_delta,
-        alpha=alpha,
+        alpha=0.5 if alpha is None else alpha,
+        alpha_given=alpha is not None,
         seed=seed,
         data_dir=Path(chosen),
         validators=validators,
