@@ -197,6 +197,26 @@ def child_validator(job: dict[str, Any], index: int, phase: str) -> dict[str, An
                 return trainer(*args, **kwargs)
 
         rt.reference_trainer = timed_trainer
+    import resource
+
+    import worker.verify
+
+    in_child = worker.verify._in_child
+
+    def timed_in_child(work: Any, *, what: str) -> None:
+        # The reference training runs in a forked child (worker.verify.REFERENCE_IN_CHILD): its CPU is the
+        # child's, added here to the excluded reference training (and, below, to the commit it is part of).
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with evaluation.stage("reference training"):
+            in_child(work, what=what)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        evaluation.cpu["reference training"] += spent
+        children["cpu"] += spent
+        children["peak_kib"] = max(children["peak_kib"], after.ru_maxrss)
+
+    children = {"cpu": 0.0, "peak_kib": 0}
+    worker.verify._in_child = timed_in_child
     rt.chain().round_view(job["task"], job["round"])  # connect before timing
     baseline = _status_kib("VmRSS")
     clock = Clock()
@@ -212,9 +232,11 @@ def child_validator(job: dict[str, Any], index: int, phase: str) -> dict[str, An
             profiler.dump_stats(Path(profile) / f"validator-{index}.prof")
         else:
             result = verify_round(rt, job["task"], job["round"])
+    clock.cpu[phase] += children["cpu"]
     return {
         **clock.report(),
         "evaluate": evaluation.report(),
+        "reference_child_peak_kib": children["peak_kib"],
         "result": {k: v for k, v in result.items() if isinstance(v, str | int | float)},
         "baseline_kib": baseline,
         "peak_kib": _status_kib("VmHWM"),
@@ -561,6 +583,13 @@ def print_table(r: dict[str, Any], s: dict[str, Any]) -> None:
         print(
             f"{k:<24} {v / mb:8.0f} {s['peak_ratio'][k]:8.2f} {above / mb:17.0f} {s['peak_above_imports_ratio'][k]:8.2f}"
         )
+    for i, v in enumerate(r["validators"]):
+        if v.get("reference_child_peak_kib"):
+            peak = v["reference_child_peak_kib"] * 1024
+            print(
+                f"{f'validator {i} reference child':<24} {peak / mb:8.0f} {peak / c['model_bytes']:8.2f} "
+                f"{'(forked: the recipe training, apart)':>17}"
+            )
     flower_above = s["flower_peak_above_imports_bytes"]
     print(
         f"{'Flower FedAvg':<24} {r['flower']['peak_kib'] * 1024 / mb:8.0f} {'':8} {flower_above / mb:17.0f} {flower_above / c['model_bytes']:8.2f}"

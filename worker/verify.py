@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -540,18 +540,31 @@ def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence
     import numpy as np
 
     from worker.reference import reference_seed, reference_update
+    from worker.vectorfiles import load_vector, vector_dtype
 
     rt, view = ctx.rt, ctx.view
     cached = ctx.directory / "reference.npy"
     try:
-        reference = np.load(cached)
+        reference = load_vector(cached)
     except (OSError, ValueError):
         assert rt.reference_trainer is not None
+        trainer = rt.reference_trainer
         seed = reference_seed(view.task_id, view.round, rt.address)
-        reference = reference_update(rt.reference_trainer, ctx.base, seed=seed, layout=ctx.layout)
-        tmp = ctx.directory / "reference.tmp.npy"
-        np.save(tmp, reference)
-        tmp.replace(cached)
+        narrow = vector_dtype(ctx.layout)
+
+        def train() -> None:
+            vector = reference_update(trainer, ctx.base, seed=seed, layout=ctx.layout)
+            # Kept in the vectors' dtype when that is exact (a float32 model's trainer returns float32 deltas):
+            # half the bytes, and mapped from disk rather than held.
+            small = vector.astype(narrow)
+            keep = small if np.array_equal(small, vector) else vector
+            del vector, small
+            tmp = ctx.directory / "reference.tmp.npy"
+            np.save(tmp, keep)
+            tmp.replace(cached)
+
+        _in_child(train, what="the reference training")
+        reference = load_vector(cached)
     limits = rt.limits
     gate = rt.evaluate is not None and limits.loss_gate
     base_loss: list[float | None] = [None]  # the base is evaluated once per round
@@ -579,6 +592,46 @@ def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence
         return Scored(s.value, int(s.reason), s.detail)
 
     return score
+
+
+REFERENCE_IN_CHILD = True
+"""Train the reference in a forked child process (POSIX): the recipe's training holds the model, its gradients
+and the optimiser's state (AdamW: two more copies) — four or more models' worth that the judging process need not
+carry; only the reference vector comes back, as a file. Off (or without ``os.fork``) it runs in this process."""
+
+
+def _in_child(work: Callable[[], None], *, what: str) -> None:
+    """Run ``work`` in a forked child (it must leave its result on disk); its failure is raised here as a
+    ``ScoringError`` with the child's message. Without fork (or with REFERENCE_IN_CHILD off), run it here."""
+    import os
+    import traceback
+
+    from ledger.checks.score import ScoringError
+
+    if not REFERENCE_IN_CHILD or not hasattr(os, "fork"):
+        work()
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: do the work, report a failure through the pipe, never return into the job
+        code = 0
+        try:
+            os.close(read_end)
+            work()
+        except BaseException as exc:
+            message = (
+                f"{type(exc).__name__}: {exc}" if isinstance(exc, ScoringError) else traceback.format_exc()
+            )
+            os.write(write_end, message.encode()[-8000:])
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise ScoringError(f"{what} failed in its child process: {message.strip() or f'status {status}'}")
 
 
 def reason_slug(code: int) -> str:

@@ -490,3 +490,51 @@ def test_the_stream_hashes_each_block_once_and_writes_nothing_but_the_vector(
     assert sorted(p.name for p in out.iterdir()) == ["v.npy"]
     with UpdateFile.open(path) as update:
         assert np.array_equal(vector, flatten(update, layout))
+
+
+# --- the reference training runs beside the judging process -------------------------------------------------
+
+
+def _vm_hwm_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_work_in_the_child_does_not_raise_the_judging_processs_peak_memory(tmp_path: Path) -> None:
+    """What the reference training allocates (a model, its gradients, AdamW's moments: here 300 MB touched)
+    stays in the child; only the file it leaves comes back."""
+    import numpy as np
+
+    from worker.verify import _in_child
+
+    out = tmp_path / "ref.npy"
+
+    def work() -> None:
+        big = np.ones(300 * 1024 * 1024 // 8)
+        np.save(out, big[:10] * 2)
+
+    before = _vm_hwm_kib()
+    _in_child(work, what="the reference training")
+    assert np.load(out).tolist() == [2.0] * 10
+    assert _vm_hwm_kib() - before < 50 * 1024
+
+
+def test_a_failing_child_is_the_validators_scoring_error(tmp_path: Path) -> None:
+    from ledger.checks.score import ScoringError
+    from worker.verify import _in_child
+
+    def diverges() -> None:
+        raise ScoringError("the reference update holds NaN or Inf")
+
+    with pytest.raises(
+        ScoringError, match="failed in its child process: ScoringError: the reference update holds"
+    ):
+        _in_child(diverges, what="the reference training")
+
+    def crashes() -> None:
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(ScoringError, match="CUDA out of memory"):
+        _in_child(crashes, what="the reference training")
