@@ -6,7 +6,7 @@ MESH beside them for display. CIDs are CIDv0. Times are Unix seconds from block 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -343,6 +343,34 @@ class LineageUpdate(BaseModel):
     verdict: Verdict
     consensus: int | None
     reasons: list[str]
+    dataset: str | None = Field(
+        None,
+        description="The member's dataset commitment (sha-256 of the manifest it keeps, 0x + 64 hex) from the "
+        "update's metadata; null when it names none or the file was not read (see metadata).",
+    )
+    frameworks: dict[str, str] | None = Field(
+        None, description="Software versions the update's metadata names."
+    )
+    metadata: Literal["ok", "invalid", "unread"] = Field(
+        "unread",
+        description="ok: read from the content store; invalid: the file's metadata does not parse; unread: the "
+        "store has not given the file.",
+    )
+
+
+class RecipeView(BaseModel):
+    """What the task's specification (read from the content store) says made its models."""
+
+    status: Literal["ok", "legacy", "invalid", "unread"] = Field(
+        description="ok: a schema-2 spec; legacy: written before recipes, it names none; invalid: it does not "
+        "parse; unread: the store has not given it."
+    )
+    name: str | None = None
+    version: str | None = None
+    cid: str | None = Field(None, description="CID of the recipe's deterministic archive (its content hash).")
+    summary: str = Field(description="One line for people, e.g. `digits 1 (Qm…)` or `none (legacy spec…)`.")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    spec_cid: str | None = Field(None, description="CID of the task specification the chain anchors.")
 
 
 class LineageRound(BaseModel):
@@ -358,6 +386,7 @@ class LineageView(BaseModel):
     role: Literal["aggregate", "genesis", "update"]
     task_id: int
     rule: str
+    recipe: RecipeView
     genesis_cid: str
     verified: bool
     problems: list[str]

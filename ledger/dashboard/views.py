@@ -20,6 +20,7 @@ from ledger.dashboard.models import (
     LineageUpdate,
     LineageView,
     ReasonCount,
+    RecipeView,
     RoundDetail,
     RoundPoint,
     RoundState,
@@ -267,6 +268,7 @@ def lineage(digest: str, found: list[index.Lineage]) -> Lineage:
                 role=lin.role,
                 task_id=lin.task.task_id,
                 rule=lin.task.rule_description,
+                recipe=_recipe(lin.task),
                 genesis_cid=lin.task.genesis_cid or "",
                 verified=lin.verified,
                 problems=lin.problems,
@@ -278,6 +280,20 @@ def lineage(digest: str, found: list[index.Lineage]) -> Lineage:
             )
         )
     return Lineage(cid=cid_of(digest) or "", digest=digest, lineages=views)
+
+
+def _recipe(t: index.TaskRecord) -> RecipeView:
+    spec = t.spec
+    recipe = spec.recipe or {}
+    return RecipeView(
+        status=spec.status,
+        name=recipe.get("name"),
+        version=recipe.get("version"),
+        cid=recipe.get("cid"),
+        summary=spec.recipe_summary,
+        hyperparameters=dict(spec.hyperparameters),
+        spec_cid=t.spec_cid,
+    )
 
 
 def reject_reasons(u: index.Update) -> list[str]:
@@ -293,4 +309,7 @@ def _lineage_update(u: index.Update) -> LineageUpdate:
         verdict=u.verdict,
         consensus=u.consensus,
         reasons=reject_reasons(u),
+        dataset=u.dataset,
+        frameworks=u.frameworks,
+        metadata=u.metadata,
     )

@@ -1,0 +1,121 @@
+"""The model page's provenance in a real headless Chromium: the recipe (name, version, hash), the hyperparameters
+and each contributor's dataset commitment, as the anchored spec and update files record them, read into the
+index from a real local store by the follower; a legacy spec and content the store lacks read sensibly; the
+hashes do not overflow a phone's screen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.content.local_store import LocalStore
+from ledger.index.content import ContentReader
+from ledger.index.db import IndexDB
+from tests.ledger.audit.test_audit_provenance import FRAMEWORKS, HYPER, _dataset, history
+from tests.ledger.dashboard.test_dashboard_browser import ARTIFACTS, CHROMIUM, browser
+from tests.support.dashboard import LiveServer
+from tests.support.index import follower_for
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.anvil,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make setup installs it)"
+    ),
+]
+
+__all__ = ["browser", "history"]  # the two fixtures this module shares with others
+
+
+@pytest.fixture(scope="module")
+def served(history: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The history indexed by a follower that reads the store (as `meshprov dashboard --follow` does), served."""
+    from ledger.dashboard import create_app
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('dash-provenance') / 'index.sqlite'}"
+    db = IndexDB(url)
+    reader = ContentReader(LocalStore(history["data_dir"] / "blocks"))
+    result = follower_for(db, history["c"], content=reader).sync()
+    assert result.content_read == 2 + 8  # tasks 1-2's specs, their 8 updates (task 3's are not in the store)
+    reader.close()
+    db.dispose()
+    with LiveServer(create_app(url, store=LocalStore(history["data_dir"] / "blocks"))) as server:
+        yield server.url
+
+
+@pytest.fixture
+def page(browser: Any, served: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=served)
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert errors == []
+
+
+def test_the_model_page_shows_recipe_hyperparameters_and_dataset_commitments(page: Any, history: Any) -> None:
+    c = history["c"]
+    cids, aggregate, _ = history["t1"]
+    page.goto(f"/lineage/{aggregate}")
+    made = page.locator("#provenance-0")
+    recipe = history["spec"].recipe
+    assert made.locator("td.recipe").inner_text() == f"{recipe.name} {recipe.version} {recipe.cid}"
+    assert made.locator("td.hyperparameters").inner_text() == ", ".join(
+        f"{k}={v}" for k, v in sorted(HYPER.items())
+    )
+    assert history["spec_cid"] in made.locator("table.made-by").inner_html()
+    assert "Contributors' data in round 1" in made.inner_text()
+    for i, (address, _) in enumerate(c.contributors):
+        row = made.locator(f"#dataset-0-{i}")
+        assert row.locator(".addr").first.get_attribute("title") == address
+        assert row.locator("td.dataset").inner_text() == (_dataset(i) or "none committed")
+        assert row.locator("td.frameworks").inner_text() == ", ".join(
+            f"{k} {v}" for k, v in sorted(FRAMEWORKS.items())
+        )
+    assert "rejected" in made.locator("#dataset-0-1").inner_text()
+    api = page.request.get(f"/api/lineage/{aggregate}").json()["lineages"][0]
+    assert api["recipe"]["cid"] == recipe.cid
+    assert api["recipe"]["hyperparameters"] == HYPER
+    assert [u["dataset"] for u in api["rounds"][0]["updates"]] == [_dataset(i) for i in range(4)]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "lineage-provenance.png"), full_page=True)
+
+    page.goto(f"/lineage/{cids[2]}")  # an update's page: its own commitment
+    made = page.locator("#provenance-0")
+    assert "The contributor's data" in made.inner_text()
+    assert made.locator("td.dataset").inner_text() == _dataset(2)
+
+
+def test_a_legacy_spec_and_missing_content_read_sensibly(page: Any, history: Any) -> None:
+    _, aggregate, _ = history["t2"]
+    page.goto(f"/lineage/{aggregate}")
+    made = page.locator("#provenance-0")
+    assert made.locator("td.recipe").inner_text().startswith("none (legacy spec")
+    assert made.locator("td.hyperparameters").count() == 0
+    assert made.locator("td.dataset").all_inner_texts() == ["none committed"] * 4
+    page.goto(f"/lineage/{history['t3_aggregate']}")
+    made = page.locator("#provenance-0")
+    assert made.locator("td.recipe").inner_text() == (
+        "unknown (the specification was not read from the content store)"
+    )
+    assert set(made.locator("td.dataset").all_inner_texts()) == {"unknown (update not in the content store)"}
+
+
+def test_the_hashes_do_not_overflow_a_phone(browser: Any, served: str, history: Any) -> None:
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, base_url=served
+    )
+    tab = context.new_page()
+    try:
+        tab.goto(f"/lineage/{history['t1'][1]}")
+        assert tab.locator("td.dataset").count() == 4
+        width = tab.evaluate("document.documentElement.scrollWidth")
+        inner = tab.evaluate("window.innerWidth")
+        assert width <= inner, f"the model page overflows: {width} > {inner}"
+    finally:
+        context.close()
