@@ -14,7 +14,7 @@ from typing import Any
 
 from ledger.errors import ConfigError
 
-KNOWN = ("MeshLedger", "MeshToken", "RoundSettlement")
+KNOWN = ("MeshLedger", "MeshToken", "RoundSettlement", "Revocations")
 """RoundSettlement is the external library MeshLedger calls by DELEGATECALL (it keeps the ledger under EIP-170's
 24,576 bytes): a deployment deploys it first and links its address into the ledger's bytecode."""
 

@@ -1,7 +1,7 @@
 """Deploy MeshToken + MeshLedger for a consortium and record the deployment (``meshprov chain deploy``).
 
 :func:`deploy` sends, signed with the deployer's key and one at a time (each receipt waited for and checked):
-the token, the libraries the ledger's bytecode links (RoundSettlement), the ledger (linked to them, with the consortium's ``role_delay_s`` as its immutable ``roleDelay``), ``setMinter(ledger)``,
+the token, the libraries the ledger's bytecode links (RoundSettlement), the ledger (linked to them, with the consortium's ``role_delay_s`` as its immutable ``roleDelay``), ``setMinter(ledger)``, the Revocations contract reading the ledger (R8),
 a ``grantRole`` per member (and to the consortium's admin when the deployer is not it), ``createTask``, and then the
 deployer renounces its own admin role so that it keeps no power. Every grant comes before ``createTask``: until the
 first task exists role changes are immediate, afterwards each waits ``roleDelay`` (docs/protocol.md R6); renouncing
@@ -92,9 +92,11 @@ class DeploymentRecord:
     artifacts: dict[str, str] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=dict)
     """The linked libraries' addresses by name (RoundSettlement)."""
+    revocations: str | None = None
+    """The Revocations contract reading this ledger (protocol R8); None in a record written before it existed."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": RECORD_FORMAT,
             "chain_id": self.chain_id,
             "ledger": self.ledger,
@@ -107,6 +109,9 @@ class DeploymentRecord:
             "artifacts": self.artifacts,
             "libraries": self.libraries,
         }
+        if self.revocations is not None:
+            out["revocations"] = self.revocations
+        return out
 
     @classmethod
     def from_dict(cls, data: object, path: Path = Path("<record>")) -> DeploymentRecord:
@@ -143,6 +148,7 @@ class DeploymentRecord:
             transactions=dict(data.get("transactions", {})),
             artifacts=dict(data.get("artifacts", {})),
             libraries=dict(data.get("libraries", {})),
+            revocations=_optional_address(data.get("revocations"), path),
         )
 
     @classmethod
@@ -234,6 +240,16 @@ class _Deployer:
         return receipt  # type: ignore[no-any-return]
 
 
+def _optional_address(value: object, path: Path) -> str | None:
+    from eth_utils.address import is_hex_address, to_checksum_address
+
+    if value is None:
+        return None
+    if not (isinstance(value, str) and is_hex_address(value)):
+        raise RecordUnreadable(path, f"`revocations` must be an address or null, got {value!r}")
+    return str(to_checksum_address(value))
+
+
 def deploy(
     w3: Web3,
     key: str,
@@ -269,6 +285,11 @@ def deploy(
     deploy_block = int(receipt["blockNumber"])
 
     tx.send("set the ledger as minter", token.functions.setMinter(ledger.address))
+    revocations_art = load_artifact("Revocations")
+    revocations_factory = w3.eth.contract(abi=revocations_art.abi, bytecode=revocations_art.bytecode)
+    revocations = str(
+        tx.send("deploy Revocations", revocations_factory.constructor(ledger.address))["contractAddress"]
+    )
     roles = {
         "aggregator": w3.keccak(text="AGGREGATOR_ROLE"),
         "validator": w3.keccak(text="VALIDATOR_ROLE"),
@@ -305,6 +326,7 @@ def deploy(
         deployer=tx.address,
         consortium=consortium.to_json(),
         transactions=tx.transactions,
-        artifacts={a.name: a.sources_hash for a in (ledger_art, token_art)},
+        artifacts={a.name: a.sources_hash for a in (ledger_art, token_art, revocations_art)},
         libraries=libraries,
+        revocations=revocations,
     )

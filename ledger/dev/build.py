@@ -21,7 +21,7 @@ from typing import Any
 
 from ledger.errors import ConfigError, Mismatch, MissingBinary
 
-CONTRACTS = ("MeshLedger", "MeshToken", "RoundSettlement")
+CONTRACTS = ("MeshLedger", "MeshToken", "RoundSettlement", "Revocations")
 # MeshLedger calls the external library RoundSettlement (it would not fit EIP-170's 24,576 bytes otherwise): its
 # bytecode holds a 20-byte placeholder per call site, listed in the artifact's ``linkReferences``
 # ({source unit: {library: [{"start": byte offset, "length": 20}]}}, offsets into the bytecode without "0x").

@@ -92,7 +92,12 @@ def test_deploy_grants_roles_creates_the_task_and_names_the_minter(
     assert record.artifacts == {
         "MeshLedger": load_artifact("MeshLedger").sources_hash,
         "MeshToken": load_artifact("MeshToken").sources_hash,
+        "Revocations": load_artifact("Revocations").sources_hash,
     }
+    # R8: the Revocations contract reads this ledger, and the record names it (read back as written)
+    revocations = w3.eth.contract(address=record.revocations, abi=load_artifact("Revocations").abi)
+    assert revocations.functions.ledger().call() == record.ledger
+    assert type(record).from_dict(record.to_dict()).revocations == record.revocations
     assert any(line.startswith("deploy MeshLedger: block") for line in logged)
 
 
@@ -184,6 +189,7 @@ def test_a_record_is_read_exactly_as_it_is_written(tmp_path: Path) -> None:
         ({"deploy_block": True}, "`deploy_block` must be a non-negative integer"),
         ({"token": "0x1234"}, "`token` must be an address"),
         ({"consortium": []}, "`consortium` must be a JSON object"),
+        ({"revocations": "0x12"}, "`revocations` must be an address or null"),
     ],
 )
 def test_anything_but_the_written_format_is_refused_naming_the_file_and_field(
