@@ -601,6 +601,55 @@ def print_table(r: dict[str, Any], s: dict[str, Any]) -> None:
     )
 
 
+def sketch_check(files: list[Path]) -> dict[str, Any]:
+    """How well ``ledger.checks.copies``' sketches track the exact cosines on real updates: every pair of the given
+    update files, and copies of each (noise of 0.5-30 % of its norm, scaled by 0.5 and 3, both) against it. A miss
+    is a pair the exact rule calls a copy (cos >= 0.95) whose sketch cosine the prefilter would drop (below
+    0.95 - SKETCH_MARGIN): the copy would pass unseen."""
+    from ledger.aggregation.source import describe_source
+    from ledger.checks.copies import NEAR_COPY_COSINE, SKETCH_MARGIN, sketch
+    from ledger.checks.vectors import cosine, flatten
+    from ledger.updatefile import UpdateFile
+
+    vectors = []
+    for path in files:
+        with UpdateFile.open(path) as f:
+            vectors.append(flatten(f, describe_source(f), dtype=np.float32))
+    sketches = [sketch(v) for v in vectors]
+
+    def sk_cos(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    rows = []
+    for i in range(len(vectors)):
+        for j in range(i + 1, len(vectors)):
+            rows.append(("honest pair", cosine(vectors[i], vectors[j]), sk_cos(sketches[i], sketches[j])))
+    rng = np.random.default_rng(0)
+    for i, v in enumerate(vectors[:4]):
+        noise = rng.standard_normal(v.size).astype(np.float32)
+        unit = float(np.linalg.norm(v)) / float(np.linalg.norm(noise))
+        for level in (0.005, 0.05, 0.2, 0.3):
+            copy = v + np.float32(level * unit) * noise
+            rows.append((f"copy + {level:.1%} noise", cosine(v, copy), sk_cos(sketches[i], sketch(copy))))
+        for scale in (0.5, 3.0):
+            copy = np.float32(scale) * v + np.float32(0.02 * unit) * noise
+            rows.append((f"copy x{scale:g} + 2% noise", cosine(v, copy), sk_cos(sketches[i], sketch(copy))))
+    errors = [abs(e - s) for _, e, s in rows if e is not None]
+    misses = [
+        r
+        for r in rows
+        if r[1] is not None and r[1] >= NEAR_COPY_COSINE and r[2] < NEAR_COPY_COSINE - SKETCH_MARGIN
+    ]
+    return {
+        "pairs": len(rows),
+        "max_abs_error": max(errors),
+        "mean_abs_error": sum(errors) / len(errors),
+        "copies": sum(1 for r in rows if r[1] is not None and r[1] >= NEAR_COPY_COSINE),
+        "misses": len(misses),
+        "rows": [{"kind": k, "exact": e, "sketch": s_} for k, e, s_ in rows],
+    }
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, job = sys.argv[2], json.loads(Path(sys.argv[3]).read_text())
@@ -617,7 +666,26 @@ def main() -> int:
     parser.add_argument(
         "--render", type=Path, help="print the table of a kept results.json instead of running"
     )
+    parser.add_argument(
+        "--sketch-check",
+        type=Path,
+        nargs="+",
+        metavar="UPDATE",
+        help="measure the copy sketches' error and misses on these update files (e.g. a --keep DIR's members/*)",
+    )
     args = parser.parse_args()
+    if args.sketch_check:
+        checked = sketch_check(args.sketch_check)
+        if args.json:
+            print(json.dumps(checked, indent=2))
+        else:
+            for row in checked["rows"]:
+                print(f"{row['kind']:<24} exact {row['exact']:+.5f}  sketch {row['sketch']:+.5f}")
+            print(
+                f"{checked['pairs']} pairs: sketch error max {checked['max_abs_error']:.5f}, mean "
+                f"{checked['mean_abs_error']:.5f}; {checked['copies']} copies (cos >= 0.95), {checked['misses']} missed"
+            )
+        return 0 if checked["misses"] == 0 else 1
     if args.render is not None:
         result = json.loads(args.render.read_text())
     elif args.keep is not None:
