@@ -8,9 +8,10 @@ It is the only part of the lab that talks to the chain on the lab's behalf, so i
 2. puts the genesis model and the task's specification in the operator's own store (``<operator>/blocks``; the
    other hosts fetch them over the gateway) and deploys the consortium (``ledger.chain.deploy``, every aggregator
    address granted the role) — the record goes to ``<operator>/deployment.json``;
-3. mines an empty block every second (anvil mines on demand; windows that end by time alone need a block, as in
+3. keeps a replica of every update and aggregate (:class:`Replica`), mines an empty block every second (anvil mines on demand; windows that end by time alone need a block, as in
    ``meshprov demo``) and follows ``RoundFinalized`` until the rounds asked for are finalized;
-4. writes what it saw to ``<operator>/driver/rounds.json`` after every round, ``done`` (or ``error``) at the end.
+4. writes what it saw to ``<operator>/driver/rounds.json`` after every round, the live round and its phase to
+   ``status.json`` every second, ``done`` (or ``error``) at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -102,9 +104,52 @@ def deploy(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     return {"ledger": record.ledger, "task_id": record.task_id, "genesis": genesis, "spec": spec_cid}
 
 
+class Replica:
+    """The operator's replica (the lab's replication rule): every update submitted to the task and every aggregate
+    is fetched from the other hosts' gateways once published, every block verified, and kept pinned in the
+    operator's store, which its gateway serves — so an update stays fetchable after its author's host (or the
+    aggregator's) goes offline. A thread, so a dead gateway's timeouts never hold up the driver's block a second."""
+
+    def __init__(self, data_dir: Path, gateways: list[str], state: Path) -> None:
+        from ledger.content.gateway import GatewayStore
+        from ledger.content.local_store import LocalStore
+
+        self.store = GatewayStore(LocalStore(data_dir / "blocks"), gateways, timeout=5.0)
+        self.state = state
+        self.pending: dict[str, str] = {}
+        self.kept: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="replica", daemon=True)
+        self.thread.start()
+
+    def want(self, cid: str, what: str) -> None:
+        with self.lock:
+            if cid not in self.kept:
+                self.pending[cid] = what
+
+    def _run(self) -> None:
+        from ledger.errors import MeshprovError
+
+        while not self.stop.wait(1.0):
+            with self.lock:
+                todo = list(self.pending.items())
+            for cid, what in todo:
+                try:
+                    self.store.pin(cid)  # fetched from the gateways (verified) into the local store, pinned
+                except MeshprovError:
+                    continue  # not published yet, or its holders are unreachable: try again
+                with self.lock:
+                    self.pending.pop(cid, None)
+                    self.kept[cid] = what
+                    _write(self.state / "replica.json", {"kept": self.kept, "pending": self.pending})
+
+
 def follow(config: dict[str, Any], data_dir: Path, state: Path, deployed: dict[str, Any]) -> None:
     from ledger.chain.client import LedgerClient, connect_web3
     from ledger.content import digest_to_cid
+
+    replica = Replica(data_dir, list(config["gateways"]), state) if config.get("gateways") else None
 
     client = LedgerClient.connect(connect_web3(config["rpc_url"]), deployed["ledger"])
     task_id, wanted = int(deployed["task_id"]), int(config["rounds"])
@@ -123,14 +168,22 @@ def follow(config: dict[str, Any], data_dir: Path, state: Path, deployed: dict[s
                 entry = rounds.setdefault(r, {"round": r, "finalized": 0, "submissions": 0})
                 if event.name == "UpdateSubmitted":
                     entry["submissions"] += 1
+                    if replica is not None:
+                        replica.want(digest_to_cid(bytes(event.args["digest"])), f"round {r} update")
                     continue
                 entry["finalized"] += 1
                 entry["aggregate"] = digest_to_cid(bytes(event.args["aggregateDigest"]))
                 entry["by"] = str(event.args["by"])
                 entry["carried_over"] = bool(event.args["carriedOver"])
                 entry["accepted"] = bin(int(event.args["acceptedBitmap"])).count("1")
+                if replica is not None and not entry["carried_over"]:
+                    replica.want(entry["aggregate"], f"round {r} aggregate")
             scanned = head
             _write(state / "rounds.json", sorted(rounds.values(), key=lambda e: e["round"]))
+        current = client.task(task_id).current_round
+        view = client.round_view(task_id, current)
+        # Where the chain stands, for the harness's fault injection (it has no route to the chain itself).
+        _write(state / "status.json", {"round": current, "phase": view.phase.name, "block": head})
         if all(rounds.get(r, {}).get("finalized") for r in range(1, wanted + 1)):
             return
         if time.monotonic() > deadline:
@@ -144,6 +197,10 @@ def main(argv: list[str]) -> int:
     data_dir = Path(config["data_dir"])
     state = data_dir / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
+    if config.get("record"):
+        from lab.host_exec import install_record
+
+        install_record(config["record"])  # the replica's fetches count with every host's
     try:
         wait_for_chain(config["rpc_url"], 60.0)
         deployed = deploy(config, data_dir)

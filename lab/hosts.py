@@ -39,6 +39,7 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,16 @@ print(json.dumps(out))
 _PASSED = ("MESHPROV_ANVIL_BIN", "MESHPROV_REDIS_SERVER_BIN")
 
 
+FAULTS = {
+    "validator-link": "the last validator host's link down for LINK_DOWN_S once submissions closed",
+    "aggregator-kill": "every process of the aggregator host that finalized the round before killed (SIGKILL) and "
+    "its link down once submissions closed",
+    "member-store": "member-1's gateway killed as soon as the operator's replica holds every update of the round "
+    "(before the validators and the aggregator are done with them)",
+}
+LINK_DOWN_S = 10.0
+
+
 class HostsFailed(MeshprovError):
     def __init__(self, what: str, detail: str = "", *, log: Path | None = None) -> None:
         super().__init__(
@@ -116,6 +127,9 @@ class HostsConfig:
     timeout_s: float = 900.0
     data_dir: Path | None = None
     """Default: a fresh directory under the system's temporary directory."""
+    faults: tuple[str, ...] = ()
+    """Faults injected in ``fault_round`` (:data:`FAULTS`)."""
+    fault_round: int = 2
 
     @property
     def quorum_or_default(self) -> int:
@@ -139,6 +153,11 @@ class HostsConfig:
                 raise ConfigError(f"--{name.removesuffix('_s').replace('_', '-')} must be at least 5 seconds")
         if self.timeout_s <= 0:
             raise ConfigError("--timeout must be positive")
+        for fault in self.faults:
+            if fault not in FAULTS:
+                raise ConfigError(f"--fault must be one of {', '.join(FAULTS)}, not {fault!r}")
+        if self.faults and not 1 <= self.fault_round <= self.rounds:
+            raise ConfigError(f"--fault-round must be 1..{self.rounds} (the rounds run)")
 
 
 @dataclass
@@ -224,6 +243,11 @@ class HostsLab:
     children: Children | None = None
     net: Network | None = None
     plans: list[HostPlan] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)
+    """Account address → host."""
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    _killed: set[str] = field(default_factory=set)
+    _link_up_at: dict[str, float] = field(default_factory=dict)
     _interrupt_after: str | None = None
     """Tests: raise KeyboardInterrupt after this step (``network``, ``services``, ``deployed``)."""
 
@@ -268,6 +292,7 @@ class HostsLab:
                 self._finish_members()
                 summary = self._summarise(deployed, rounds)
                 summary["isolation"] = isolation
+                summary["faults"] = self._fault_outcomes(rounds)
         finally:
             with uninterruptible():
                 cleanup = self._cleanup()
@@ -306,6 +331,7 @@ class HostsLab:
         ]
         keys = dev_accounts(Settings().anvil_mnemonic, len(holders))
         accounts = dict(zip(holders, keys, strict=True))
+        self.addresses = {address: host for host, (address, _key) in accounts.items()}
         for host, (_address, key) in accounts.items():
             path = self._dir(host) / "key"
             path.write_text(key + "\n")
@@ -396,6 +422,8 @@ class HostsLab:
             "quorum": c.quorum_or_default,
             "rounds": c.rounds,
             "timeout_s": c.timeout_s,
+            "gateways": [p.gateway_url for p in self.plans if p.gateway and p.name != "operator"],
+            "record": str(op / VERIFIED_RECORD),
             "windows": {
                 "submission": c.submission_window_s,
                 "commit": c.commit_window_s,
@@ -548,7 +576,7 @@ class HostsLab:
         assert self.children is not None
         for child in self.children.children:
             code = child.returncode
-            if code is None:
+            if code is None or child.name in self._killed:
                 continue
             role = child.name.split(".")[1]
             if role == "member" and code == 0:
@@ -565,6 +593,7 @@ class HostsLab:
             done = (state / "done").exists()
             if not done:
                 self._check()
+                self._inject()
             rounds = self._read_rounds()
             for r in rounds[seen:]:
                 if not r.get("finalized"):
@@ -579,6 +608,69 @@ class HostsLab:
             if time.monotonic() > deadline:
                 raise HostsFailed("the rounds did not finish in time", self._tails())
             time.sleep(0.5)
+
+    def _inject(self) -> None:
+        """The configured faults, each once, when the driver's status says the fault round reached its trigger."""
+        assert self.net is not None
+        assert self.children is not None
+        now = time.monotonic()
+        for host, when in list(self._link_up_at.items()):
+            if now >= when:
+                self.net.link(host, up=True)
+                del self._link_up_at[host]
+                self.say(f"fault: {host}'s link up again")
+        done = {f["fault"] for f in self.faults}
+        pending = [f for f in self.config.faults if f not in done]
+        if not pending:
+            return
+        try:
+            status = json.loads((self._dir("operator") / "driver" / "status.json").read_text())
+        except (OSError, ValueError):
+            return
+        if status.get("round") != self.config.fault_round:
+            return
+        phase = status.get("phase")
+        for fault in pending:
+            record: dict[str, Any] | None = None
+            if fault == "validator-link" and phase in ("COMMIT", "REVEAL"):
+                host = [p.name for p in self.plans if p.roles[0] == "validator"][-1]
+                self.net.link(host, up=False)
+                self._link_up_at[host] = now + LINK_DOWN_S
+                record = {"host": host, "seconds": LINK_DOWN_S}
+            elif fault == "aggregator-kill" and phase in ("COMMIT", "REVEAL"):
+                before = next(
+                    (r for r in self._read_rounds() if r["round"] == self.config.fault_round - 1), None
+                )
+                by_host = self.addresses.get(str(before.get("by"))) if before else None
+                aggregators = [p.name for p in self.plans if p.roles[0] == "aggregator"]
+                host = by_host if by_host in aggregators else aggregators[0]
+                victims = [c for c in self.children.children if c.name.startswith(f"{host}.")]
+                for child in victims:
+                    self._killed.add(child.name)
+                    child.signal_group(signal.SIGKILL)
+                self.net.link(host, up=False)  # the host is gone: its gateway with it
+                address = next(a for a, h in self.addresses.items() if h == host)
+                record = {"host": host, "address": address, "killed": [c.name for c in victims]}
+            elif fault == "member-store" and phase in ("COMMIT", "REVEAL", "CLOSED") and self._replicated():
+                host = next(p.name for p in self.plans if p.roles[0] == "member")
+                gateway = next(c for c in self.children.children if c.name == f"{host}.gateway")
+                self._killed.add(gateway.name)
+                gateway.signal_group(signal.SIGKILL)
+                record = {"host": host, "killed": [gateway.name]}
+            if record is not None:
+                record.update(fault=fault, round=self.config.fault_round, phase=phase)
+                self.faults.append(record)
+                self.say(f"fault in round {self.config.fault_round} ({phase}): {fault} on {record['host']}")
+
+    def _replicated(self) -> bool:
+        """The operator's replica holds every update of the fault round (so the member's store may go)."""
+        r = self.config.fault_round
+        try:
+            kept = json.loads((self._dir("operator") / "driver" / "replica.json").read_text())["kept"]
+        except (OSError, ValueError, KeyError):
+            return False
+        submitted = next((x["submissions"] for x in self._read_rounds() if x["round"] == r), 0)
+        return bool(submitted) and sum(v == f"round {r} update" for v in kept.values()) >= submitted
 
     def _read_rounds(self) -> list[dict[str, Any]]:
         try:
@@ -630,6 +722,27 @@ class HostsLab:
             ],
             "data_dir": str(self.root),
         }
+
+    def _fault_outcomes(self, rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each injected fault with how its round ended (the aggregator fault: finalized by another address)."""
+        missing = [f for f in self.config.faults if f not in {x["fault"] for x in self.faults}]
+        if missing:
+            raise HostsFailed(
+                f"faults never injected (their trigger phase was not seen): {', '.join(missing)}"
+            )
+        out = []
+        for fault in self.faults:
+            r = next((x for x in rounds if x["round"] == fault["round"]), {})
+            entry = {
+                **fault,
+                "finalized": r.get("finalized"),
+                "by": r.get("by"),
+                "carried_over": r.get("carried_over"),
+            }
+            if fault["fault"] == "aggregator-kill":
+                entry["finalized_by_another"] = r.get("by") not in (None, fault["address"])
+            out.append(entry)
+        return out
 
     def _blocks(self) -> dict[str, Any]:
         """Blocks each host took from other hosts' gateways, verified (its :mod:`lab.host_exec` record) or refused

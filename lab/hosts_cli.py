@@ -48,6 +48,14 @@ def hosts(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
     ] = 900.0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Inject in --fault-round (repeatable): validator-link, aggregator-kill, member-store (docs/hosts.md).",
+        ),
+    ] = None,
+    fault_round: Annotated[int, typer.Option("--fault-round", min=1, help="The round the faults hit.")] = 2,
     json_output: JsonFlag = False,
 ) -> None:
     """Make one network namespace per host (chain, operator, aggregators, validators of different
@@ -69,6 +77,8 @@ def hosts(
         finalize_grace_s=finalize_grace,
         timeout_s=timeout,
         data_dir=data_dir,
+        faults=tuple(fault or ()),
+        fault_round=fault_round,
     )
     with contextlib.redirect_stdout(sys.stderr):  # recipes print progress; stdout is for --json alone
         summary = HostsLab(config, say=info).run()

@@ -240,9 +240,13 @@ def test_sigterm_stops_the_lab_with_everything_removed(tmp_path: Path) -> None:
 @pytest.mark.anvil
 @pytest.mark.redis
 def test_two_rounds_across_hosts_finalized_once_with_every_fetched_block_verified(tmp_path: Path) -> None:
+    """Round 1 clean; round 2 with every fault at once: the last validator's link down 10 s in the commit phase,
+    the aggregator that finalized round 1 killed with its host (its gateway gone: round 1's aggregate, round 2's
+    base, must come from a replica), member-1's gateway killed once the operator's replica has the updates."""
     started = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "ledger.cli.app", "lab", "hosts", "--members", "3", "--validators", "2",
+        [sys.executable, "-m", "ledger.cli.app", "lab", "hosts", "--members", "3", "--validators", "3",
+         "--fault", "validator-link", "--fault", "aggregator-kill", "--fault", "member-store",
          "--rounds", "2", "--submission-window", "30", "--commit-window", "30", "--reveal-window", "20",
          "--finalize-grace", "20", "--timeout", "400", "--data-dir", str(tmp_path / "lab"), "--json"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
@@ -254,24 +258,31 @@ def test_two_rounds_across_hosts_finalized_once_with_every_fetched_block_verifie
     assert len({h["address"] for h in hosts}) == len(hosts)
     assert {h["namespace"] for h in hosts}.isdisjoint(existing_namespaces())  # all removed
     roles = [h["roles"][0] for h in hosts]
-    assert (roles.count("validator"), roles.count("aggregator"), roles.count("member")) == (2, 2, 3)
+    assert (roles.count("validator"), roles.count("aggregator"), roles.count("member")) == (3, 2, 3)
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     for r in summary["rounds"]:
         assert r["finalized"] == 1, r
         assert r["submissions"] == 3, r
         assert r["accepted"] >= 2, r  # the members' updates crossed hosts and were judged
-        assert not r["carried_over"], r
+        assert not r["carried_over"], r  # nothing lost: round 2 aggregated its updates despite the faults
     assert summary["rounds"][0]["aggregate"] != summary["chain"]["genesis"]
     blocks = summary["blocks"]
     assert blocks["verified"] > 0
     assert blocks["refused"] == 0
     assert blocks["fetched_from_other_hosts"] == blocks["verified"]
     assert blocks["requests_served_to_other_hosts"] > 0
+    faults = {f["fault"]: f for f in summary["faults"]}
+    assert set(faults) == {"validator-link", "aggregator-kill", "member-store"}
+    assert all(f["round"] == 2 and f["finalized"] == 1 for f in faults.values())
+    killed = faults["aggregator-kill"]
+    assert killed["address"] == summary["rounds"][0]["by"]  # the one holding round 2's base
+    assert killed["finalized_by_another"]
+    assert summary["rounds"][1]["by"] != killed["address"]
     for validator in ("val-1", "val-2"):
         assert blocks["by_host"][validator]["verified"] >= 3  # at least every member's update once
     isolation = summary["isolation"]
     assert all(v.startswith("refused") for v in isolation["redis"].values()), isolation
-    assert set(isolation["redis"]) == {"operator", "val-1", "val-2"}
+    assert set(isolation["redis"]) == {"operator", "val-1", "val-2", "val-3"}
     assert all(entries == [] for entries in isolation["dirs"].values()), isolation
     assert summary["cleanup"] == {
         "namespaces_left": [],
