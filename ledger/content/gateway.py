@@ -176,6 +176,7 @@ class _CarStream:
         self.discarded = 0
 
     def close(self) -> None:
+        self.reader.close()
         self.conn.close()
 
 
