@@ -48,6 +48,9 @@ SCHEMA = 1
 PATH = "/v1/submissions"
 MAX_BODY_BYTES = 2048
 MAX_BATCH = 16
+# secp256k1's group order / 2: the contract (OpenZeppelin ECDSA) refuses a larger `s` (the malleable twin of a
+# valid signature), which eth_account would still recover; refused here so that it never reaches a batch.
+_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 _FIELDS = frozenset(
     {"schema", "task", "round", "contributor", "digest", "num_samples", "nonce", "deadline", "v", "r", "s"}
 )
@@ -294,6 +297,10 @@ class RelayService:
         from eth_account.messages import encode_typed_data
 
         sub = item.sub
+        if int.from_bytes(sub.s, "big") > _HALF_N:
+            raise Refusal(
+                401, "bad_signature", "`s` is in the upper half of the curve order (a malleable signature)"
+            )
         with self._read_lock:  # the EIP-712 domain is read from the chain once, then cached
             data = self.reader.submission_typed_data(
                 item.task, item.round, sub.digest, sub.num_samples, nonce=sub.nonce, deadline=sub.deadline
@@ -446,13 +453,28 @@ class RelayService:
 
 class RelayHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    # Bounded concurrency: each request holds a thread while its batch is mined.
+    # Bounded concurrency: each request holds a thread while its batch is mined, each connection a thread while
+    # it is open (idle ones for at most the handler's timeout).
     max_in_flight = 64
+    max_connections = 256
 
     def __init__(self, address: tuple[str, int], service: RelayService) -> None:
         self.service = service
         self.in_flight = threading.BoundedSemaphore(self.max_in_flight)
+        self.connections = threading.BoundedSemaphore(self.max_connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.connections.acquire(blocking=False):
+            self.shutdown_request(request)  # over the bound: closed at once, no thread
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
 
     @property
     def url(self) -> str:

@@ -377,3 +377,43 @@ def test_the_member_bounds_the_relayers_reply() -> None:
     assert _answer(200, huge, {}).body == {}
     assert _answer(429, b'{"status":"limited"}', {"Retry-After": "1e9"}).retry_after == 3600.0
     assert cid_to_digest(digest_to_cid(fake_digest("a"))) == fake_digest("a")
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def test_the_malleable_twin_of_a_valid_signature_is_refused_before_the_chain(
+    net: NodeNet, relayer: Relayer, dev_keys: list[tuple[str, str]]
+) -> None:
+    """(r, n - s, v ^ 1) recovers to the same key off chain, but the contract refuses it: it must not reach a batch."""
+    quiet = Quiet(net, dev_keys[RELAYER][0])
+    _, key = net.contributor_keys[0]
+    sub = signed(net, key)
+    twin = replace(sub, s=(SECP256K1_N - int.from_bytes(sub.s, "big")).to_bytes(32, "big"), v=55 - sub.v)
+    reply = post(relayer.url, message(net, twin))
+    assert (reply.status_code, reply.json()["code"]) == (401, "bad_signature")
+    assert "malleable" in reply.json()["problem"]
+    quiet.check()
+
+
+def test_connections_over_the_bound_are_closed_without_a_thread(relayer: Relayer) -> None:
+    import socket
+
+    relayer.server.connections = threading.BoundedSemaphore(2)
+    host, port = relayer.server.server_address[:2]
+    idle = [socket.create_connection((str(host), int(port)), timeout=5) for _ in range(2)]
+    try:
+        threading.Event().wait(0.3)  # both accepted and holding their threads (idle, reading a request line)
+        extra = socket.create_connection((str(host), int(port)), timeout=5)
+        with extra:
+            try:
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = extra.recv(100)
+            except ConnectionResetError:  # closed before our request arrived: the kernel resets
+                answer = b""
+            assert answer == b""  # closed at once, no answer
+    finally:
+        for s in idle:
+            s.close()
+    threading.Event().wait(0.3)
+    assert httpx.get(relayer.url + "/healthz", timeout=10).status_code == 200  # the slots came back
