@@ -1,4 +1,4 @@
-"""Human output of the auditor's questions (`audit influence`, `audit rejudge`); JSON is each report's ``to_dict``."""
+"""Human output of the auditor's questions (`audit influence`, `audit rejudge`, `audit taint`); JSON is each report's ``to_dict``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from ledger.audit.influence import InfluenceReport
     from ledger.audit.rejudge import RejudgeReport
+    from ledger.audit.taint import TaintReport
 
 
 def _num(value: float | None, fmt: str = ".4g") -> str:
@@ -76,4 +77,29 @@ def rejudge(console: Console, report: RejudgeReport) -> None:
         console.print(f"[red]DISAGREE[/]: {len(report.disagreements)} ballots differ from the checks")
     else:
         console.print("[green]OK[/]: every revealed ballot the checks can recompute agrees with them")
+    console.print(source_line(report.source))
+
+
+def taint(console: Console, report: TaintReport) -> None:
+    console.print(f"[bold]taint of {report.query}[/] ({report.kind})")
+    for u in report.updates:
+        revoked = ""
+        if u.revocation is not None:
+            revoked = f"  [red]REVOKED[/] ({u.revocation['reason']}, block {u.revocation['block_number']})"
+        console.print(
+            f"  update {u.cid}  task {u.task_id} round {u.round} #{u.index}  {short(u.contributor)}  "
+            f"{u.verdict}{revoked}"
+        )
+    for m in report.models:
+        console.print(
+            f"  [yellow]carries it[/]  task {m.task_id} round {m.round}  {m.model_cid}  depth {m.depth}"
+            + ("" if len(m.via) == 1 else f"  ({len(m.via)} of the updates)")
+        )
+    for task_id, latest in sorted(report.latest.items()):
+        state = "[red]still carries it[/]" if latest["carries"] else "[green]does not carry it[/]"
+        console.print(
+            f"task {task_id}'s latest model {latest['model_cid']} (round {latest['round']}) {state}"
+        )
+    for note in report.notes:
+        console.print(f"[dim]{escape(note)}[/]")
     console.print(source_line(report.source))

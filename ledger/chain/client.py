@@ -186,7 +186,8 @@ class LedgerClient:
         self.token_abi = list(token_abi)
         self.endpoint = endpoint or getattr(w3.provider, "endpoint_uri", "") or "the chain"
         self.contract: Contract = w3.eth.contract(address=self.address, abi=self.abi)  # type: ignore[call-overload]
-        self.decoder = RevertDecoder([self.abi, self.token_abi])
+        # Revocations (R8) is sent through this client's sender too: its reverts are named like the ledger's.
+        self.decoder = RevertDecoder([self.abi, self.token_abi, load_artifact("Revocations").abi])
         self.events_decoder = EventDecoder(self.abi)
         self.sender = sender
         if sender is not None:

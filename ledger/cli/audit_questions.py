@@ -1,4 +1,4 @@
-"""`meshprov audit influence | rejudge` (and the other auditor's questions of docs/audit.md): registered on the audit group
+"""`meshprov audit influence | rejudge | taint` (and the other auditor's questions of docs/audit.md): registered on the audit group
 by :func:`register`, kept apart from ledger/cli/audit.py so that each question's options live with it."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ DEFAULT_RECIPE_HOST = "lab.recipe_validator:validator_hooks"
 def register(app: typer.Typer) -> None:
     app.command()(influence)
     app.command()(rejudge)
+    app.command()(taint)
 
 
 def influence(
@@ -136,6 +137,45 @@ def rejudge(
     emit(report.to_dict(), json_mode=want_json(json_output), human=lambda console: render(console, report))
     if report.exit_code != ExitCode.OK:
         raise typer.Exit(int(report.exit_code))
+
+
+def taint(
+    what: Annotated[
+        str | None,
+        typer.Argument(help="An update's CID (or 0x digest), or a member's address.", show_default=False),
+    ] = None,
+    *,
+    revoked: Annotated[
+        bool, typer.Option("--revoked", help="Every update revoked on chain (protocol R8), instead.")
+    ] = False,
+    trustless: Annotated[
+        bool,
+        typer.Option(
+            "--trustless",
+            help="Ignore the index: read the ledger's logs from the chain into a throwaway index.",
+        ),
+    ] = False,
+    no_sync: Annotated[bool, typer.Option("--no-sync", help="Answer from the index as it is.")] = False,
+    index_url: Annotated[
+        str | None,
+        typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Every later model that descends from an update (or from any of a member's updates, or from every revoked
+    one), how many rounds deep, whether the task's latest model still carries it, and whether each tainting
+    update is revoked. Exit 0, 4 when nothing matches."""
+    from ledger.audit import taint as tainting
+    from ledger.audit.render_questions import taint as render
+    from ledger.cli.audit import _settings, _source
+
+    s = _settings(index_url)
+    source = _source(s, trustless=trustless, no_sync=no_sync)
+    try:
+        report = tainting.taint(source, what, revoked=revoked)
+    finally:
+        source.close()
+    emit(report.to_dict(), json_mode=want_json(json_output), human=lambda console: render(console, report))
 
 
 def _evaluator(

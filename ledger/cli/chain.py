@@ -353,3 +353,55 @@ def role_pending(
             f"executable from {after} (unix time)" if after else "no such role change is scheduled"
         ),
     )
+
+
+@app.command()
+def revoke(
+    cid: Annotated[str, typer.Argument(help="CID (or 0x digest) of the update to revoke.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="poisoned, data-withdrawn, license or other.", show_default=False)
+    ],
+    evidence: Annotated[
+        str | None,
+        typer.Option(
+            "--evidence",
+            help="CID of the evidence in the store (a rejudge or influence report, a withdrawal request).",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Approve revoking an update, as a validator (protocol R8): it is revoked, for good, once approvers holding
+    more than half of the current validators' reputation agree. The first approval sets the reason and evidence."""
+    from ledger.chain.revocations import RevocationReason, RevocationsClient
+
+    why = RevocationReason.parse(reason)
+    digest = _digest(cid, "the update")
+    proof = _digest(evidence, "--evidence") if evidence else bytes(32)
+    client = _client(load(), need_key=True)
+    state = RevocationsClient.of(client).approve(digest, why, proof)
+    data = {**state.to_dict(), "approver": client.sender_address}
+
+    def human(console: Console) -> None:
+        share = state.approved_weight / state.total_weight if state.total_weight else 0.0
+        verdict = "[red]REVOKED[/] (final)" if state.revoked else "pending: more than half is needed"
+        console.print(
+            f"{data['cid']}: {why.slug}, approved by {len(state.approvers)} validators holding "
+            f"{state.approved_weight:,} of {state.total_weight:,} reputation ({share:.0%}); {verdict}"
+        )
+
+    emit(data, json_mode=want_json(json_output), human=human)
+
+
+def _digest(text: str, what: str) -> bytes:
+    from ledger.content import cid_to_digest
+
+    if text.startswith("0x") and len(text) == 66:
+        try:
+            return bytes.fromhex(text[2:])
+        except ValueError:
+            pass
+    try:
+        return cid_to_digest(text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} is neither a CID nor a 0x digest") from None
