@@ -1,4 +1,4 @@
-"""`meshprov worker run | watch | carry-over | check | status`: the validator and aggregator workers from the command line.
+"""`meshprov worker run | watch | carry-over | check | status | relay`: the validator and aggregator workers from the command line.
 
 Heavy imports (Celery, web3, numpy) stay inside the command bodies so that `meshprov --help` stays fast.
 """
@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from worker.config import WorkerConfig
 
 app = typer.Typer(no_args_is_help=True, help="Validator and aggregator workers (Celery).")
+
+
+def _register_relay() -> None:
+    # The HTTP relayer (docs/relay.md) lives in its own module; it imports only typer and ledger.cli up front.
+    from worker.relay_cli import relay_command
+
+    app.command("relay")(relay_command)
+
+
+_register_relay()
 log = logging.getLogger(__name__)
 
 # --- shared options -------------------------------------------------------------------------------------------
