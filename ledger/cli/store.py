@@ -248,9 +248,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 8080,
 ) -> None:
-    """Serve the local store's blocks over the IPFS trustless gateway protocol (raw blocks) until Ctrl-C.
+    """Serve the local store over the IPFS trustless gateway protocol (raw blocks and CAR) until Ctrl-C.
 
-    Clients ask `GET /ipfs/{cid}` with `Accept: application/vnd.ipld.raw` and check every block against its CID,
+    Clients ask `GET /ipfs/{cid}` with `Accept: application/vnd.ipld.raw` (one block) or
+    `application/vnd.ipld.car` (the whole file's DAG in one CARv1 stream) and check every block against its CID,
     so serving is safe to expose to peers; see docs/gateway.md.
     """
     from ledger.content.gateway import serve_blocks
