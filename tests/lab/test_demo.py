@@ -164,26 +164,48 @@ def test_members_are_dealt_to_processes_in_contiguous_groups() -> None:
     assert DemoConfig(nodes=7).member_hosts(cores=1) == [[0, 1, 2, 3], [4, 5, 6]]  # at least two
 
 
+@pytest.mark.slow
 def test_an_alpha_left_to_the_demo_is_raised_until_the_recipe_can_split_its_data() -> None:
     """digits has 1,347 training samples: 100 members of at least 10 each need a flatter split than α = 0.5."""
     from rich.console import Console
 
+    import node.data
     from lab.demo import ALPHA_STEPS, Demo
+    from lab.members import cache_federations
     from node.errors import ShardingFailed
 
-    said: list[str] = []
-    demo = Demo(DemoConfig(nodes=100), console=Console(stderr=True), say=said.append)
-    demo.recipe = demo._load_recipe()
-    demo._fit_alpha()
-    assert demo.config.alpha in ALPHA_STEPS
-    assert f"using α = {demo.config.alpha:g}" in said[0]
-    assert min(len(demo._data(i, 100)[0]) for i in range(100)) >= 10
-    chosen = Demo(
-        DemoConfig(nodes=100, alpha=0.5, alpha_given=True), console=Console(stderr=True), say=said.append
-    )
-    chosen.recipe = demo.recipe
-    with pytest.raises(ShardingFailed):
-        chosen._fit_alpha()
+    original = node.data.make_federation
+    cache_federations()
+    try:
+        said: list[str] = []
+        demo = Demo(DemoConfig(nodes=100), console=Console(stderr=True), say=said.append)
+        demo.recipe = demo._load_recipe()
+        demo._fit_alpha()
+        assert demo.config.alpha in ALPHA_STEPS
+        assert f"using α = {demo.config.alpha:g}" in said[0]
+        assert min(len(demo._data(i, 100)[0]) for i in range(100)) >= 10
+        chosen = Demo(
+            DemoConfig(nodes=100, alpha=0.5, alpha_given=True), console=Console(stderr=True), say=said.append
+        )
+        chosen.recipe = demo.recipe
+        with pytest.raises(ShardingFailed):
+            chosen._fit_alpha()
+    finally:
+        node.data.make_federation = original
+
+
+def test_a_process_hosting_members_splits_the_data_once() -> None:
+    import node.data
+    from lab.members import cache_federations
+
+    original = node.data.make_federation
+    try:
+        cache_federations()
+        first = node.data.make_federation(7, 0.5, 3)
+        assert node.data.make_federation(7, 0.5, 3) is first
+        assert node.data.make_federation(7, 0.5, 4) is not first
+    finally:
+        node.data.make_federation = original
 
 
 def test_the_last_members_misbehave_and_robust_rules_get_parameters() -> None:
