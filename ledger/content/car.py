@@ -95,6 +95,7 @@ def parse_cid(data: bytes) -> tuple[bytes, int]:
     return hashed["digest"], size
 
 
+_V0_SIZE = 2 + DIGEST_LEN
 MAX_VARINT = 9
 """Varints in a CAR are at most 63 bits."""
 MAX_SPARE = 4
@@ -244,7 +245,12 @@ class CarReader:
         if not self._fill(size):
             raise CarError(f"the CAR ends inside a section of {size} bytes (truncated)")
         start = self._start
-        digest, cid_size = parse_cid(bytes(self._buf[start : start + min(size, MAX_CID_SIZE)]))
+        buf = self._buf
+        if size > _V0_SIZE and buf[start] == SHA2_256 and buf[start + 1] == DIGEST_LEN:
+            # CIDv0, what Kubo and we write for every link: its digest is bytes 2-33, nothing to decode.
+            digest, cid_size = bytes(buf[start + 2 : start + _V0_SIZE]), _V0_SIZE
+        else:
+            digest, cid_size = parse_cid(bytes(buf[start : start + min(size, MAX_CID_SIZE)]))
         if cid_size > size:
             raise CarError("a section shorter than its CID")
         block = memoryview(self._buf)[start + cid_size : start + size]

@@ -166,3 +166,15 @@ def test_blocks_of_other_codecs_are_refused() -> None:
     reader.header()
     with pytest.raises(CarError, match="CID"):
         reader.peek()
+
+
+def test_a_cidv1_section_is_read_like_a_cidv0_one(tmp_path: Path) -> None:
+    store, root = _store(tmp_path, b"small file")
+    block = store._read_block(root, root)
+    v1 = bytes([0x01, 0x70]) + CID(root).multihash
+    reader = _reader(car_header(v1) + section_prefix(v1, len(block)) + block)
+    assert reader.header() == [v1]
+    section = reader.peek()
+    assert section is not None
+    assert section.digest == root
+    assert bytes(section.block) == block
