@@ -181,6 +181,9 @@ def test_in_toto_statement_of_a_model_is_what_was_anchored(history: Any, cli: An
     code, _, err = cli("audit", "export", "--format", "in-toto", aggregate, "-o", str(out))
     assert code == ExitCode.OK, err
     assert "task 1 round 1" in err
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain write would make it, not mkstemp's 0600
     doc = json.loads(out.read_text())
     jsonschema.validate(doc, SCHEMA)
     assert doc["subject"] == [

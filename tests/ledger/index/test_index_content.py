@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert
 
-from ledger.content import cid_of_file, cid_to_digest
+from ledger.content import cid_of_file, cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
 from ledger.index import schema
 from ledger.index.content import ContentReader, enrich
@@ -200,3 +200,25 @@ def test_a_follower_reader_does_not_ask_again_at_once_for_what_the_store_lacks(
     reader.retry_after = 0
     assert reader.read(db).updates == 1
     reader.close()
+
+
+class OfflineKubo:
+    """A Kubo store that holds nothing: reading from it would search the network (here: fail the test)."""
+
+    name = "kubo"
+
+    def has(self, cid: str) -> bool:
+        return False
+
+    def get(self, cid: str, *, max_bytes: int | None = None) -> Iterator[memoryview]:
+        raise AssertionError(f"{cid} was fetched although Kubo said offline it does not hold it")
+
+
+def test_kubo_is_asked_offline_before_anything_is_fetched(new_index: IndexFactory) -> None:
+    db = new_index()
+    spec, update = "0x" + "01" * 32, "0x" + "02" * 32
+    _task(db, 1, spec, "0x" + "03" * 32)
+    _submit(db, 1, 0, update)
+    result = enrich(db, OfflineKubo())  # type: ignore[arg-type]
+    assert (result.specs, result.updates) == (0, 0)
+    assert sorted(result.missing) == sorted([digest_to_cid(spec), digest_to_cid(update)])
