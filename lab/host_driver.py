@@ -11,7 +11,9 @@ It is the only part of the lab that talks to the chain on the lab's behalf, so i
 3. keeps a replica of every update and aggregate (:class:`Replica`), mines an empty block every second (anvil mines on demand; windows that end by time alone need a block, as in
    ``meshprov demo``) and follows ``RoundFinalized`` until the rounds asked for are finalized;
 4. writes what it saw to ``<operator>/driver/rounds.json`` after every round, the live round and its phase to
-   ``status.json`` every second, ``done`` (or ``error``) at the end.
+   ``status.json`` every second;
+5. compares the operator's followed index with one rebuilt from the chain alone (``index.json``), then ``done``
+   (or ``error``).
 """
 
 from __future__ import annotations
@@ -192,6 +194,48 @@ def follow(config: dict[str, Any], data_dir: Path, state: Path, deployed: dict[s
         time.sleep(1.0)
 
 
+def check_index(config: dict[str, Any], deployed: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    """The operator's followed index (``meshprov index follow``) against one rebuilt from the chain's logs alone
+    (``ledger.index.service.trustless``), table by table, once the follower reached the chain's head."""
+    from ledger.chain.client import LedgerClient, connect_web3
+    from ledger.index import service
+    from ledger.index.db import IndexDB
+
+    client = LedgerClient.connect(connect_web3(config["rpc_url"]), deployed["ledger"])
+    head = client.block_number()
+    deadline = time.monotonic() + timeout
+    followed = None
+    try:
+        while True:
+            try:
+                followed = followed or IndexDB(config["index_url"], create=False)
+                checkpoint = followed.checkpoint()
+                if checkpoint is not None and checkpoint.block_number >= head:
+                    break
+            except Exception:  # the follower has not made its database yet  # noqa: S110
+                pass
+            if time.monotonic() > deadline:
+                return {
+                    "equal": False,
+                    "error": f"the index follower did not reach block {head} in {timeout:.0f} s",
+                }
+            time.sleep(0.5)
+        memory, result = service.trustless(client)
+        mine, theirs = followed.dump(), memory.dump()
+        memory.dispose()
+    finally:
+        if followed is not None:
+            followed.dispose()
+    differing = sorted(t for t in set(mine) | set(theirs) if mine.get(t) != theirs.get(t))
+    return {
+        "equal": not differing,
+        "differing_tables": differing,
+        "rows": sum(len(v) for v in mine.values()),
+        "events": result.events,
+        "head": head,
+    }
+
+
 def main(argv: list[str]) -> int:
     config = json.loads(Path(argv[0]).read_text())
     data_dir = Path(config["data_dir"])
@@ -206,6 +250,8 @@ def main(argv: list[str]) -> int:
         deployed = deploy(config, data_dir)
         _write(state / "deployed.json", deployed)
         follow(config, data_dir, state, deployed)
+        if config.get("index_url"):
+            _write(state / "index.json", check_index(config, deployed))
     except Exception as exc:  # reported to the harness through the file, and in the log
         (state / "error").write_text(f"{type(exc).__name__}: {exc}\n")
         raise

@@ -101,9 +101,12 @@ def install_stat_fallback() -> None:
 
 def wait_for_deployment(path: Path, poll: float = 0.1) -> None:
     """Wait until the deployment record at ``path`` exists (written atomically), then set the task id from it."""
-    while not path.exists():
-        time.sleep(poll)
-    record = json.loads(path.read_text())
+    while True:
+        try:
+            record = json.loads(path.read_text())
+            break
+        except (OSError, ValueError):  # not there yet, or being written
+            time.sleep(poll)
     os.environ["MESHPROV_TASK_ID"] = str(int(record["task_id"]))
 
 

@@ -7,7 +7,9 @@ host            runs
 ==============  ===============================================================================================
 ``chain``       anvil on its own address (members submit to it directly; nobody else has a chain)
 ``operator``    redis-server (password) for the operator's aggregators, the admin's driver
-                (:mod:`lab.host_driver`: genesis and spec in its store, deploy, follow the rounds), its gateway
+                (:mod:`lab.host_driver`: genesis and spec in its store, deploy, the replica of every update and
+                aggregate, follow the rounds, compare the index with a trustless rebuild), ``meshprov index
+                follow`` (SQLite in its directory), its gateway
 ``agg-K``       ``meshprov worker run --role aggregator --watch`` on the operator's Redis (same organisation),
                 its own key (every aggregator address has the role), store and gateway
 ``val-K``       its organisation's own redis-server (own password), ``meshprov worker watch`` and
@@ -24,6 +26,8 @@ directory, and the harness's own (keys of all, logs), is covered by an empty rea
 Counting: each host process records the blocks its gateway client verified (:mod:`lab.host_exec`); each gateway
 logs the blocks it sent (``--log-level debug``). ``blocks`` in the summary holds both counts and the blocks sent
 that no client recorded as verified (0 when every fetched block was verified).
+
+Faults (``--fault``, :data:`FAULTS`) are injected in ``fault_round`` when the driver's status reaches their trigger.
 
 Cleanup: processes are stopped (their process groups), then every namespace is deleted (which deletes the veth
 pairs and the bridge), also on Ctrl-C, SIGTERM and any failure; a run that was killed outright is cleaned up by
@@ -293,6 +297,7 @@ class HostsLab:
                 summary = self._summarise(deployed, rounds)
                 summary["isolation"] = isolation
                 summary["faults"] = self._fault_outcomes(rounds)
+                summary["index"] = self._read_json(self._dir("operator") / "driver" / "index.json")
         finally:
             with uninterruptible():
                 cleanup = self._cleanup()
@@ -424,6 +429,7 @@ class HostsLab:
             "timeout_s": c.timeout_s,
             "gateways": [p.gateway_url for p in self.plans if p.gateway and p.name != "operator"],
             "record": str(op / VERIFIED_RECORD),
+            "index_url": self._index_url(),
             "windows": {
                 "submission": c.submission_window_s,
                 "commit": c.commit_window_s,
@@ -461,8 +467,16 @@ class HostsLab:
         )
         return deployed
 
+    def _index_url(self) -> str:
+        return f"sqlite:///{self._dir('operator') / 'index.sqlite'}"
+
     def _start_roles(self, passwords: dict[str, str]) -> None:
         c = self.config
+        env = self._env("operator", MESHPROV_INDEX_URL=self._index_url())
+        follow = self._meshprov(
+            "operator", "index", "follow", "--poll", "0.5", warm=("ledger.index.service",)
+        )
+        self._start("operator", "index", follow, env)
         tuning = [
             "--pool", "threads", "--concurrency", "1", "--loglevel", "WARNING",
             "--poll-interval", "0.5", "--job-ttl", "15", "--heartbeat", "1",
@@ -671,6 +685,13 @@ class HostsLab:
             return False
         submitted = next((x["submissions"] for x in self._read_rounds() if x["round"] == r), 0)
         return bool(submitted) and sum(v == f"round {r} update" for v in kept.values()) >= submitted
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
 
     def _read_rounds(self) -> list[dict[str, Any]]:
         try:

@@ -271,6 +271,9 @@ def test_two_rounds_across_hosts_finalized_once_with_every_fetched_block_verifie
     assert blocks["refused"] == 0
     assert blocks["fetched_from_other_hosts"] == blocks["verified"]
     assert blocks["requests_served_to_other_hosts"] > 0
+    index = summary["index"]  # the operator's followed index = one rebuilt from the chain alone
+    assert index["equal"], index
+    assert index["events"] > 0
     faults = {f["fault"]: f for f in summary["faults"]}
     assert set(faults) == {"validator-link", "aggregator-kill", "member-store"}
     assert all(f["round"] == 2 and f["finalized"] == 1 for f in faults.values())
