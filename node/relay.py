@@ -403,6 +403,8 @@ def submit_relayed_http(
                 continue  # the claim is checked against the chain at once
             if answer.status in (429, 503) and answer.retry_after is not None:
                 next_post = now + max(answer.retry_after, poll_s)
+            elif answer.body.get("code") == "duplicate":
+                pass  # the relayer says it holds this member's submission for the next batch: wait for the chain
             elif 400 <= answer.status < 500 and answer.status not in (408, 429):
                 found = own_check(client, task, round_, signed)
                 if client.submission_of(task, round_, me).submitted:

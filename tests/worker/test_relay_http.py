@@ -417,3 +417,19 @@ def test_connections_over_the_bound_are_closed_without_a_thread(relayer: Relayer
             s.close()
     threading.Event().wait(0.3)
     assert httpx.get(relayer.url + "/healthz", timeout=10).status_code == 200  # the slots came back
+
+
+def test_a_relayer_holding_the_submission_is_given_until_the_timeout(net: NodeNet) -> None:
+    """After a request timed out, a re-send may find the submission still queued ("duplicate"): the member waits
+    for the chain until --relay-timeout instead of falling back at once."""
+    liar = Liar((409, {"status": "rejected", "code": "duplicate", "problem": "queued"}))
+    try:
+        result = submit(
+            net, 0, HttpRelay(liar.url, timeout_s=1, retry_s=0.2, fallback_direct=True), read_only=False
+        )
+    finally:
+        liar.close()
+    assert liar.seen >= 2  # re-sent while waiting, not given up on after the first answer
+    assert result.status == "submitted"
+    (event,) = net.submissions(1)
+    assert event.args["relayer"] == net.contributor_keys[0][0]  # then, after the timeout, directly
