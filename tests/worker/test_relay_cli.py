@@ -62,6 +62,7 @@ def start_relayer(net: NodeNet, key: str, *args: str) -> tuple[subprocess.Popen[
     pytest.fail(f"the relayer exited {proc.returncode} before listening")
 
 
+@pytest.mark.slow  # two members train (about 30 s)
 def test_members_relay_through_the_http_relayer_process(
     net: NodeNet, dev_keys: list[tuple[str, str]]
 ) -> None:
