@@ -95,7 +95,12 @@ def fetch_checked(
 
     cid = digest_to_cid(digest)
     try:
-        size = store.stat(cid).size
+        try:
+            size = store.stat(cid).size
+        except ContentNotFound:
+            # A store that finds content elsewhere (GatewayStore: its gateways) may not know the size before
+            # fetching: download it (verified) to a temporary file and judge that, the same way, from its bytes.
+            return _checked_via_file(store, digest, max_bytes=max_bytes, checks=checks)
         if size > max_bytes:
             raise ContentTooLarge(cid, max_bytes, size)
         judge = checks(size)
@@ -127,6 +132,26 @@ def fetch_checked(
         raise StoreFault(f"fetching {cid}: {exc.message}") from None
     except OSError as exc:
         raise StoreFault(f"fetching {cid}: {exc}") from None
+    return Fetched(None, digest, judge.finish(digest), judge)
+
+
+def _checked_via_file(
+    store: ContentStore, digest: bytes, *, max_bytes: int, checks: Callable[[int], StreamChecks]
+) -> Fetched:
+    """:func:`fetch_checked` for a store that cannot say the size up front: one verified download to a temporary
+    file (removed after), then the same checks over its bytes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="meshprov-fetch-") as tmp:
+        path = Path(tmp) / "update"
+        got = fetch(store, digest, path, max_bytes=max_bytes)
+        if got.rejected is not None:
+            return got
+        size = path.stat().st_size
+        judge = checks(size)
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 20):
+                judge.feed(chunk)
     return Fetched(None, digest, judge.finish(digest), judge)
 
 

@@ -538,3 +538,37 @@ def test_a_failing_child_is_the_validators_scoring_error(tmp_path: Path) -> None
 
     with pytest.raises(ScoringError, match="CUDA out of memory"):
         _in_child(crashes, what="the reference training")
+
+
+def test_a_store_that_cannot_stat_before_fetching_is_judged_through_a_temporary_file(tmp_path: Path) -> None:
+    """A GatewayStore knows a CID's size only once it fetched it (its stat asks the local store): the checks
+    then run over a verified temporary download, with the same verdict, and nothing is left behind."""
+    from ledger.aggregation.source import describe_source
+    from ledger.checks.update_checks import StreamChecks
+    from ledger.updatefile import UpdateFile
+    from worker.errors import ContentMissing
+    from worker.fetch import fetch_checked
+
+    store, rnd, submissions = _corpus_round(tmp_path)
+
+    class NoStat:
+        name = "gateway"
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(store, attr)
+
+        def stat(self, cid: str) -> Any:
+            raise ContentNotFound(cid, "gateway")
+
+    with UpdateFile.open(rnd.base_path) as base:
+        layout = describe_source(base)
+        for digest, record in submissions[:6]:
+
+            def checks(size: int, record: Any = record) -> StreamChecks:
+                return StreamChecks(size, base=base, record=record, base_layout=layout)
+
+            direct = fetch_checked(store, digest, max_bytes=1 << 30, checks=checks)
+            via = fetch_checked(NoStat(), digest, max_bytes=1 << 30, checks=checks)  # type: ignore[arg-type]
+            assert (via.rejected or via.verdict) == (direct.rejected or direct.verdict)
+        with pytest.raises(ContentMissing):
+            fetch_checked(NoStat(), b"\7" * 32, max_bytes=1 << 30, checks=checks)  # type: ignore[arg-type]
