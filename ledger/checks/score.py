@@ -5,10 +5,16 @@ validator's reference update ``g0`` (trained by the validator from the same base
 the held-out loss of the base and of base + g::
 
     loss(base + g) > loss(base) + margin            -> -1, LOSS_REGRESSION (a hard reject)
-    c = cos(g, g0) <= 0                             -> c
-    otherwise                                       -> c * min(1, |g| / |g0|) ** 2
+    c = cos(g, g0) <= -SIGN_BAND (0.15)             -> c
+    otherwise                                       -> max(UNSURE, c+ * min(1, |g| / |g0|) ** 4)
 
-clamped to [-1, 1] and taken to fixed point (:func:`ledger.chain.scores.to_fixed`, SCORE_ONE = 10,000). A hard
+clamped to [-1, 1] and taken to fixed point (:func:`ledger.chain.scores.to_fixed`, SCORE_ONE = 10,000; UNSURE is
+1, the smallest positive score, and c+ = max(0, c)). The band (session 5, docs/robustness.md "The scorer"): two
+honest validators' references, trained on different 75-image slices, give the same small honest update cosines
+that differ by up to ~0.2, so a cosine just below 0 is not evidence of harm; scoring it by its sign let the honest
+validators split and a Byzantine third decide. Inside the band every honest validator scores > 0 (accepted with a
+weight of 1/10,000 and no pay to speak of), so they agree. The fourth power (was the square) discounts short
+updates harder: little-is-enough rescaled to the smallest honest norm. A
 reject scores ``REJECT`` (-10,000) with its reason code; every other score has reason 0 (the contract refuses
 anything else). This module takes numbers and vectors: the worker (``worker.scoring``) evaluates the losses and
 trains the reference.
@@ -26,6 +32,14 @@ from ledger.errors import ConfigError
 from ledger.reasons import Reason
 
 __all__ = ["REJECT", "SCORE_ONE", "Score", "ScoringError", "rejected", "reveal_arrays", "score_vector"]
+
+
+SIGN_BAND = 0.15
+"""Cosines in (-SIGN_BAND, 0] are within the reference's error: such an update scores UNSURE, not its cosine."""
+UNSURE = 1
+"""The score of an update whose sign the validator cannot tell: accepted, with 1/10,000 of a full weight."""
+MAGNITUDE_POWER = 4
+"""A positive score is c * min(1, |g| / |g0|) ** MAGNITUDE_POWER."""
 
 
 class ScoringError(ConfigError):
@@ -100,9 +114,14 @@ def score_vector(
     if not (math.isfinite(update_norm) and update_norm > 0):
         return Score(0, detail="the update is zero", magnitude=magnitude, loss=loss, base_loss=base_loss)
     c = max(-1.0, min(1.0, dot(update, reference) / (update_norm * ref_norm)))
-    raw = c if c <= 0 else c * min(1.0, magnitude) ** 2
+    if c <= -SIGN_BAND:
+        value = to_fixed(c)
+    else:
+        # Inside the band the validator cannot tell the sign (honest validators' cosines for one update differ by
+        # this much): it scores > 0, never less than UNSURE, so honest validators agree and no minority decides.
+        value = max(UNSURE, to_fixed(max(0.0, c) * min(1.0, magnitude) ** MAGNITUDE_POWER))
     return Score(
-        to_fixed(max(-1.0, min(1.0, raw))),
+        value,
         detail=f"cosine {c:+.4f} to the reference, norm {magnitude:.3g}x the reference's",
         cosine=c,
         magnitude=magnitude,
