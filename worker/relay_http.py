@@ -511,7 +511,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         try:
-            self._reply(*self._post())
+            try:
+                self._reply(*self._post())
+            except Refusal:
+                raise
+            except Exception as exc:  # the chain did not answer a check: say so, do not drop the connection
+                log.warning("a relay request failed: %s: %s", type(exc).__name__, exc)
+                raise Refusal(
+                    502,
+                    "chain_error",
+                    f"the relayer could not check the submission ({type(exc).__name__})",
+                    retry_after=5,
+                ) from None
         except Refusal as r:
             self.server.service.refused += 1
             headers = {"Retry-After": str(max(1, math.ceil(r.retry_after)))} if r.retry_after else {}

@@ -433,3 +433,17 @@ def test_a_relayer_holding_the_submission_is_given_until_the_timeout(net: NodeNe
     assert result.status == "submitted"
     (event,) = net.submissions(1)
     assert event.args["relayer"] == net.contributor_keys[0][0]  # then, after the timeout, directly
+
+
+def test_a_chain_that_does_not_answer_a_check_is_a_502_not_a_dropped_connection(
+    net: NodeNet, relayer: Relayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*_a: Any, **_k: Any) -> Any:
+        raise ConnectionError("chain down")
+
+    monkeypatch.setattr(relayer.service.reader, "task", down)
+    _, key = net.contributor_keys[0]
+    reply = post(relayer.url, message(net, signed(net, key)))
+    assert (reply.status_code, reply.json()["code"]) == (502, "chain_error")
+    assert reply.headers["Retry-After"] == "5"
+    assert not net.client().submission_of(net.task_id, 1, net.contributor_keys[0][0]).submitted
