@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ledger.audit.influence import InfluenceReport
+    from ledger.audit.privacy_report import PrivacyReport
     from ledger.audit.rejudge import RejudgeReport
     from ledger.audit.taint import TaintReport
 
@@ -100,6 +101,26 @@ def taint(console: Console, report: TaintReport) -> None:
         console.print(
             f"task {task_id}'s latest model {latest['model_cid']} (round {latest['round']}) {state}"
         )
+    for note in report.notes:
+        console.print(f"[dim]{escape(note)}[/]")
+    console.print(source_line(report.source))
+
+
+def privacy(console: Console, report: PrivacyReport) -> None:
+    budget = "no budget" if report.budget is None else f"budget ε ≤ {report.budget:g}"
+    console.print(f"[bold]task {report.task_id}[/]: cumulative ε at δ = {report.delta:g} ({budget})")
+    for m in report.members:
+        if m.unbounded:
+            value = "[red]unbounded[/] (an update without a usable privacy record)"
+        elif m.epsilon is None:
+            value = "-"
+        else:
+            value = f"ε = {m.epsilon:.4g} (order {m.order:g})"
+        flag = "  [red]OVER BUDGET[/]" if m.over_budget else ""
+        console.print(f"  {m.member}  {m.updates} updates, {m.accounted} accounted  {value}{flag}")
+        for problem in m.problems:
+            console.print(f"    [dim]{escape(problem)}[/]")
+    console.print(f"[dim]{report.rule}[/]")
     for note in report.notes:
         console.print(f"[dim]{escape(note)}[/]")
     console.print(source_line(report.source))

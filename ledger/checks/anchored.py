@@ -20,6 +20,8 @@ from ledger.errors import ConfigError
 
 ALIASES = {"zscore": "zscore_threshold"}
 """Short names the specifications use."""
+BUDGET_KEYS = frozenset({"privacy_epsilon", "privacy_delta"})
+"""Anchored beside the checks but not limits of one update: the task's privacy budget (``audit privacy``)."""
 
 _FIELDS = {f.name: f for f in dataclasses.fields(CheckLimits)}
 _INTEGER = {"max_update_bytes", "max_header_bytes", "zscore_min_peers"}
@@ -31,9 +33,13 @@ def anchored_limits(checks: Mapping[str, Any], base: CheckLimits | None = None) 
     the key for an unknown key or a value of the wrong type or range."""
     values: dict[str, Any] = {}
     for key, value in checks.items():
+        if key in BUDGET_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < float(value) < math.inf:
+                raise ConfigError(f"checks.{key} = {value!r} must be a positive number")
+            continue
         name = ALIASES.get(key, key)
         if name not in _FIELDS:
-            known = ", ".join(sorted([*_FIELDS, *ALIASES]))
+            known = ", ".join(sorted([*_FIELDS, *ALIASES, *BUDGET_KEYS]))
             raise ConfigError(f"checks.{key} is not a check setting", hint=f"known settings: {known}")
         values[name] = _value(key, name, value)
     try:

@@ -1,4 +1,4 @@
-"""`meshprov audit influence | rejudge | taint` (and the other auditor's questions of docs/audit.md): registered on the audit group
+"""`meshprov audit influence | rejudge | taint | privacy` (and the other auditor's questions of docs/audit.md): registered on the audit group
 by :func:`register`, kept apart from ledger/cli/audit.py so that each question's options live with it."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
     app.command()(influence)
     app.command()(rejudge)
     app.command()(taint)
+    app.command()(privacy)
 
 
 def influence(
@@ -176,6 +177,49 @@ def taint(
     finally:
         source.close()
     emit(report.to_dict(), json_mode=want_json(json_output), human=lambda console: render(console, report))
+
+
+def privacy(
+    task: Annotated[int, typer.Argument(min=1, help="Task id.")],
+    *,
+    member: Annotated[
+        str | None, typer.Option("--member", help="Only this member's address.", show_default=False)
+    ] = None,
+    delta: Annotated[
+        float | None,
+        typer.Option(
+            "--delta", help="δ to state ε at (default: the task's budget's, else 1e-5).", show_default=False
+        ),
+    ] = None,
+    trustless: Annotated[
+        bool,
+        typer.Option(
+            "--trustless",
+            help="Ignore the index: read the ledger's logs from the chain into a throwaway index.",
+        ),
+    ] = False,
+    no_sync: Annotated[bool, typer.Option("--no-sync", help="Answer from the index as it is.")] = False,
+    index_url: Annotated[
+        str | None,
+        typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Each member's cumulative privacy loss ε (at δ) over the task: RDP composition of the Gaussian releases its
+    updates' privacy records describe. Exit 0, 3 when a member is over the budget the task anchors, 4 not found."""
+    from ledger.audit import privacy_report
+    from ledger.audit.render_questions import privacy as render
+    from ledger.cli.audit import _settings, _source
+
+    s = _settings(index_url)
+    source = _source(s, trustless=trustless, no_sync=no_sync)
+    try:
+        report = privacy_report.privacy(source, s, task, member=member, delta=delta)
+    finally:
+        source.close()
+    emit(report.to_dict(), json_mode=want_json(json_output), human=lambda console: render(console, report))
+    if report.exit_code != ExitCode.OK:
+        raise typer.Exit(int(report.exit_code))
 
 
 def _evaluator(

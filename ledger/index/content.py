@@ -69,6 +69,7 @@ class UpdateFacts:
     dataset: str | None = None  # the member's dataset commitment, "0x" + 64 hex
     frameworks: dict[str, str] | None = None
     problem: str | None = None
+    privacy: dict[str, Any] | None = None  # the differential-privacy record (mechanism, σ, ε, δ, …), if any
 
 
 def spec_facts(raw: bytes) -> SpecFacts:
@@ -128,6 +129,7 @@ def metadata_of_header(header: bytes) -> UpdateFacts:
         META_OK,
         dataset=parsed.dataset,
         frameworks=dict(parsed.frameworks) if parsed.frameworks is not None else None,
+        privacy=dict(parsed.privacy) if parsed.privacy is not None else None,
     )
 
 
@@ -340,6 +342,7 @@ def update_row(digest: str, facts: UpdateFacts) -> dict[str, Any]:
         "status": facts.status,
         "dataset": facts.dataset,
         "frameworks": json.dumps(facts.frameworks, sort_keys=True) if facts.frameworks is not None else None,
+        "privacy": json.dumps(facts.privacy, sort_keys=True) if facts.privacy is not None else None,
         "problem": facts.problem,
     }
 
@@ -366,4 +369,5 @@ def update_from_row(row: Any) -> UpdateFacts:
         dataset=row["dataset"],
         frameworks=json.loads(row["frameworks"]) if row["frameworks"] is not None else None,
         problem=row["problem"],
+        privacy=json.loads(row["privacy"]) if row["privacy"] is not None else None,
     )

@@ -153,6 +153,7 @@ class Update(_Dict):
     # From the update file's metadata in the content store (None until read, or when the member named none):
     dataset: str | None = None  # the member's dataset commitment, sha-256 of the manifest it keeps
     frameworks: dict[str, str] | None = None  # versions of the software that made it
+    privacy: dict[str, Any] | None = None  # its differential-privacy record (mechanism, σ, ε, δ, …), if any
     metadata: str = "unread"  # ok, invalid (the file's metadata did not parse) or unread
 
     @property

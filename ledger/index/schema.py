@@ -340,6 +340,7 @@ update_meta = Table(
     Column("status", String(16), nullable=False),  # ok or invalid
     Column("dataset", HASH),  # the member's dataset commitment, 0x + 64 hex
     Column("frameworks", Text),  # JSON object of versions, or NULL when the update names none
+    Column("privacy", Text),  # JSON object: the update's differential-privacy record, or NULL (none)
     Column("problem", Text),
 )
 

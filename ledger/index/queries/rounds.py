@@ -124,13 +124,16 @@ def load_rounds(
             um.status,
             um.dataset,
             um.frameworks,
+            um.privacy,
         )
         .select_from(schema.submissions.outerjoin(schema.update_meta, um.digest == s.digest))
         .where(within(schema.submissions))
         .order_by(s.round, s.idx)
     )
     accepted_sets = {n: set(rd.accepted_indexes) for n, rd in out.items() if rd.finalized}
-    for round_no, idx, contributor, digest, samples, relayer, block, tx, status, dataset, fw in raw(conn, sq):
+    for round_no, idx, contributor, digest, samples, relayer, block, tx, status, dataset, fw, dp in raw(
+        conn, sq
+    ):
         rd = out.get(round_no)
         if rd is None:
             continue
@@ -139,6 +142,7 @@ def load_rounds(
             u.metadata = str(status)
             u.dataset = dataset
             u.frameworks = json.loads(fw) if fw is not None else None
+            u.privacy = json.loads(dp) if dp is not None else None
         u.scores = scores.get((round_no, idx), [])
         chosen = accepted_sets.get(round_no)
         if chosen is not None:
