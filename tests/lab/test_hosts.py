@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -28,7 +30,16 @@ from lab.netns import (
 from ledger.errors import ConfigError
 
 REASON = unavailable_reason()
-needs_netns = pytest.mark.skipif(REASON is not None, reason=f"cannot make network namespaces: {REASON}")
+_SKIP = pytest.mark.skipif(REASON is not None, reason=f"cannot make network namespaces: {REASON}")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def needs_netns(test: F) -> F:
+    """Marked `hosts`, and skipped with the reason where namespaces cannot be made (not root, no `ip`)."""
+    marked: F = pytest.mark.hosts(_SKIP(test))
+    return marked
 
 
 def _ours(tag: str) -> list[str]:
