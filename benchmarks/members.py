@@ -118,7 +118,7 @@ def measure(nodes: int, rounds: int, keep: Path | None) -> dict[str, Any]:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     head = (
-        f"{'members':>7} {'round':>5} {'updates':>7} {'accepted':>8} {'submit':>6} {'commit':>6} {'reveal':>6} "
+        f"{'members':>7} {'round':>5} {'updates':>7} {'accepted':>8} {'judged':>6} {'submit':>6} {'commit':>6} {'reveal':>6} "
         f"{'final':>5} {'round s':>7} {'train s':>7} {'beyond':>6}  vs goal {GOAL_BEYOND_TRAINING_S:.0f} s"
     )
     print(head)
@@ -130,6 +130,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             verdict = "met" if beyond <= GOAL_BEYOND_TRAINING_S else "NOT met"
             print(
                 f"{res['nodes']:>7} {row['round']:>5} {row['updates']:>7} {row['accepted']:>8} "
+                f"{'all' if row['judged_by_all'] else 'NOT':>6} "
                 f"{st.get('submit', 0):>6.0f} {st.get('commit', 0):>6.0f} {st.get('reveal', 0):>6.0f} "
                 f"{st.get('finalize', 0):>5.0f} {row['round_s']:>7.0f} {row['training_critical_s']:>7.1f} "
                 f"{beyond:>6.1f}  {verdict}"
