@@ -9,8 +9,11 @@
    1 aggregator, 2… validators, then the members; the record goes to ``deployment.json``, the members' keys to
    ``keys/``.
 4. Real processes, each in its own session with its log in ``logs/``: the validators and the aggregator (with its
-   watcher) as `meshprov worker run`, the members as `meshprov node run` (the last ``--malicious`` of them with
-   ``--behaviour``), optionally a `meshprov node relay`.
+   watcher) as `meshprov worker run`, the members (the last ``--malicious`` of them with ``--behaviour``) hosted
+   by ``python -m lab.members`` processes, one per core (``--members-per-process``; each member with its own key,
+   journal, data and ``logs/node-N.log``), or each as its own `meshprov node run` (``--members-per-process 1``),
+   optionally a `meshprov node relay`. Accounts beyond anvil's 20 get a balance first (``anvil_setBalance``); the
+   windows not given are sized to the members (:meth:`DemoConfig.sized`).
 5. The ledger's events are followed: as each round is finalized its updates, votes, reasons, rewards and the
    aggregate's test accuracy are printed (stderr).
 6. After ``--rounds`` rounds: members and workers are stopped, the index (``index.sqlite``) is brought up to date,
