@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from ledger.content import cid_of_file, cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
@@ -167,9 +167,9 @@ def test_specs_and_update_metadata_are_read_recorded_and_joined(
         ("invalid", None, None),
         ("unread", None, None),
     ]
-    problems = {
-        row[0]: row[4] for row in db.content()["update_meta"]
-    }  # (digest, status, dataset, fw, problem)
+    with db.connect() as conn:
+        um = schema.update_meta.c
+        problems = {str(d): p for d, p in conn.execute(select(um.digest, um.problem))}
     assert "header of 1099511627776 bytes" in problems[hx(garbage)]
 
     # Nothing is read twice; the absent update is read once it arrives.
