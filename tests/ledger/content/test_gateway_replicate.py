@@ -96,3 +96,19 @@ def test_a_fetch_that_fails_midway_keeps_no_root(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_stat_of_content_only_the_gateways_hold(tmp_path: Path) -> None:
+    author = LocalStore(tmp_path / "author")
+    cid = author.put_bytes(DATA)
+    server = serve_blocks(author, port=0)
+    try:
+        store = GatewayStore(LocalStore(tmp_path / "mine"), [f"http://127.0.0.1:{server.server_address[1]}"])
+        stat = store.stat(cid)
+        assert (stat.cid, stat.size, stat.pinned) == (cid, len(DATA), False)
+        assert not store.has(cid)  # has() answers for this host only, as the store contract says
+        with pytest.raises(ContentNotFound):
+            store.stat(CID(bytes(32)).v0)
+    finally:
+        server.shutdown()
+        server.server_close()
