@@ -171,7 +171,7 @@ def test_honest_updates_score_high_and_attacks_score_low(base_path: Path) -> Non
     assert flipped.value < -5_000
     assert flipped.reason is Reason.ACCEPTED  # a score, not a hard reject: the consensus decides
     tiny = _score(base_path, _member(base_path, 1, 0.05), reference)
-    assert 0 < tiny.value < honest[0] // 50  # the squared magnitude discount
+    assert 0 < tiny.value < honest[0] // 50  # the magnitude discount (4th power, floored at UNSURE = 1)
     boosted = _score(base_path, _member(base_path, 1, 10.0), reference)
     assert boosted.value <= max(honest)  # boosting earns nothing: min(1, |g|/|g0|)
     noise = {
@@ -264,3 +264,35 @@ def test_the_history_keeps_the_last_three_rounds_and_catches_a_copy_from_disk(tm
         history.put(7, 6, 0, "alice", kept[1])
     with pytest.raises(ValueError, match="NaN"):
         history.put(7, 6, 0, ALICE, np.full(3, np.nan))
+
+
+def test_an_update_slightly_against_the_reference_is_accepted_with_the_smallest_weight(
+    base_path: Path,
+) -> None:
+    """Session 5's sign band, on a real update file through ``score_update``: a cosine of about -0.1 to this
+    validator's reference is within what two honest references disagree by, so it scores UNSURE (1), not -1,000
+    (the session-4 scorer): the honest validators agree and the update carries 10^-4 of a full weight. A
+    sign-flipped honest update (cosine far below -0.15) is still scored by its cosine."""
+    from ledger.checks.score import SIGN_BAND, UNSURE
+
+    reference = _reference(base_path)
+    unit = reference / np.linalg.norm(reference)
+    other = np.random.default_rng(3).standard_normal(reference.size)
+    other -= other.dot(unit) * unit
+    other /= np.linalg.norm(other)
+    vector = (-0.1 * unit + np.sqrt(1 - 0.01) * other) * np.linalg.norm(reference)
+    with UpdateFile.open(base_path) as base:
+        layout = [info for info in describe_source(base) if info.parameter]
+    delta, offset = {}, 0
+    for info in layout:
+        delta[info.key] = vector[offset : offset + info.size].reshape(info.shape)
+        offset += info.size
+    path = _write(base_path, "slightly-against", delta)
+    s = _score(base_path, path, reference)
+    assert s.cosine is not None
+    assert -SIGN_BAND < s.cosine < -0.09
+    assert s.value == UNSURE
+    flipped = _score(base_path, _member(base_path, 1, -1.0), reference)
+    assert flipped.cosine is not None
+    assert flipped.cosine <= -SIGN_BAND
+    assert flipped.value == round(flipped.cosine * 10_000)
