@@ -84,6 +84,25 @@ def anvil_chain_id(url: str, timeout: float = 2.0) -> int:
         ) from None
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password (``redis://user:secret@host``, ``rediss://:secret@host``) shown as ``***``: a
+    broker URL goes into error messages and logs, its generated password must not."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparseable URL>"
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
 def redis_ping(url: str, timeout: float = 2.0) -> None:
     import redis
 
@@ -97,8 +116,8 @@ def redis_ping(url: str, timeout: float = 2.0) -> None:
     except (redis.RedisError, ValueError) as exc:
         raise ServiceUnavailable(
             "redis",
-            url,
-            str(exc) or type(exc).__name__,
+            redact_url(url),
+            (str(exc) or type(exc).__name__).replace(url, redact_url(url)),
             hint="check MESHPROV_REDIS_URL or run `meshprov dev up`",
         ) from None
 
