@@ -86,6 +86,20 @@ for name, where in targets["redis"].items():
         out["redis"][name] = f"unreachable: {exc}"
     finally:
         client.close()
+import http.client
+out["admin"] = {}
+for name, where in targets["gateways"].items():
+    # A gateway is read-only: an IPFS RPC call (Kubo's admin API: gc, unpin, shutdown) must be refused.
+    host, port = where.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("POST", "/api/v0/repo/gc")
+        status = conn.getresponse().status
+        out["admin"][name] = f"refused: HTTP {status}" if status >= 400 else f"OPEN: HTTP {status}"
+    except OSError as exc:
+        out["admin"][name] = f"unreachable: {exc}"
+    finally:
+        conn.close()
 for name, path in targets["dirs"].items():
     try:
         out["dirs"][name] = sorted(os.listdir(path))
@@ -343,13 +357,23 @@ class HostsLab:
             path.chmod(0o600)
         return accounts
 
+    _GATEWAY_ORDER = ("operator", "member", "aggregator", "validator")
+
+    def _gateways(self, host: str) -> list[str]:
+        """Every other host's gateway, likely holders first: the operator's replica, then the members (authors of
+        the updates), the aggregators (of the aggregates), the validators last. Order matters for speed only
+        (every block is verified whoever serves it): a host that is down costs the gateway client its timeout
+        before the next one is asked."""
+        others = [p for p in self.plans if p.gateway and p.name != host]
+        others.sort(key=lambda p: self._GATEWAY_ORDER.index(p.roles[0]))
+        return [p.gateway_url for p in others]
+
     def _env(self, host: str, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_") or k in _PASSED}
-        gateways = [p.gateway_url for p in self.plans if p.gateway and p.name != host]
         env.update(
             MESHPROV_DATA_DIR=str(self._dir(host)),
             MESHPROV_STORE="local",
-            MESHPROV_GATEWAYS=",".join(gateways),
+            MESHPROV_GATEWAYS=",".join(self._gateways(host)),
             MESHPROV_CHAIN_RPC_URL=f"http://{self._address('chain')}:{ANVIL_PORT}",
             MESHPROV_TX_TIMEOUT_S="30",
             PYTHONUNBUFFERED="1",
@@ -427,7 +451,7 @@ class HostsLab:
             "quorum": c.quorum_or_default,
             "rounds": c.rounds,
             "timeout_s": c.timeout_s,
-            "gateways": [p.gateway_url for p in self.plans if p.gateway and p.name != "operator"],
+            "gateways": self._gateways("operator"),
             "record": str(op / VERIFIED_RECORD),
             "index_url": self._index_url(),
             "windows": {
@@ -559,13 +583,21 @@ class HostsLab:
         assert self.net is not None
         member = next(p for p in self.plans if p.roles[0] == "member")
         targets = {h: f"{self._address(h)}:{REDIS_PORT}" for h in passwords}
+        gateways = {
+            p.name: f"{p.address}:{GATEWAY_PORT}" for p in self.plans if p.gateway and p.name != member.name
+        }
         dirs = {p.name: str(self._dir(p.name)) for p in self.plans if p.name != member.name}
         argv = host_argv(
             self.root,
             member.name,
             [p.name for p in self.plans],
             self.net.host(member.name).namespace,
-            [sys.executable, "-c", _PROBE, json.dumps({"redis": targets, "dirs": dirs})],
+            [
+                sys.executable,
+                "-c",
+                _PROBE,
+                json.dumps({"redis": targets, "gateways": gateways, "dirs": dirs}),
+            ],
         )
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         try:
@@ -573,14 +605,17 @@ class HostsLab:
         except ValueError:
             raise HostsFailed("the isolation probe failed", proc.stderr[-2000:]) from None
         found["from"] = member.name
-        open_redis = [h for h, r in found["redis"].items() if not r.startswith("refused")]
+        open_redis = [
+            h for h, r in {**found["redis"], **found["admin"]}.items() if not r.startswith("refused")
+        ]
         readable = [h for h, entries in found["dirs"].items() if entries]
         if open_redis or readable:
             raise HostsFailed(
-                f"isolation broken: {member.name} used the Redis of {open_redis} / read the directories of {readable}"
+                f"isolation broken: {member.name} used the Redis or RPC of {open_redis} / read the directories of {readable}"
             )
         self.say(
-            f"{member.name}: the Redis of {', '.join(targets)} refused without their passwords; "
+            f"{member.name}: the Redis of {', '.join(targets)} refused without their passwords, an RPC call refused by "
+            f"{len(gateways)} gateways; "
             f"{len(dirs)} other hosts' directories empty from here"
         )
         return found

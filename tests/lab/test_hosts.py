@@ -258,7 +258,7 @@ def test_two_rounds_across_hosts_finalized_once_with_every_fetched_block_verifie
     out = subprocess.run(
         [sys.executable, "-m", "ledger.cli.app", "lab", "hosts", "--members", "3", "--validators", "3",
          "--fault", "validator-link", "--fault", "aggregator-kill", "--fault", "member-store",
-         "--rounds", "2", "--submission-window", "30", "--commit-window", "30", "--reveal-window", "20",
+         "--rounds", "2", "--submission-window", "60", "--commit-window", "30", "--reveal-window", "20",
          "--finalize-grace", "20", "--timeout", "400", "--data-dir", str(tmp_path / "lab"), "--json"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
@@ -272,6 +272,7 @@ def test_two_rounds_across_hosts_finalized_once_with_every_fetched_block_verifie
     assert (roles.count("validator"), roles.count("aggregator"), roles.count("member")) == (3, 2, 3)
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     for r in summary["rounds"]:
+        r["faults"] = summary["faults"]  # shown when an assertion below fails
         assert r["finalized"] == 1, r
         assert r["submissions"] == 3, r
         assert r["accepted"] >= 2, r  # the members' updates crossed hosts and were judged
@@ -297,6 +298,10 @@ def test_two_rounds_across_hosts_finalized_once_with_every_fetched_block_verifie
     isolation = summary["isolation"]
     assert all(v.startswith("refused") for v in isolation["redis"].values()), isolation
     assert set(isolation["redis"]) == {"operator", "val-1", "val-2", "val-3"}
+    assert (
+        len(isolation["admin"]) == len(hosts) - 2
+    )  # every gateway but the prober's own (the chain has none)
+    assert all(v.startswith("refused") for v in isolation["admin"].values()), isolation
     assert all(entries == [] for entries in isolation["dirs"].values()), isolation
     assert summary["cleanup"] == {
         "namespaces_left": [],
