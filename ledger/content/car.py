@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -136,10 +137,23 @@ class CarReader:
     it cycles through two), so no block is copied and no buffer is zeroed per block.
     """
 
-    def __init__(self, source: Readable, *, segment_size: int = SEGMENT_SIZE, max_pool: int = 4) -> None:
+    def __init__(
+        self,
+        source: Readable,
+        *,
+        segment_size: int = SEGMENT_SIZE,
+        max_pool: int = 4,
+        min_rate: float | None = None,
+        grace: float = 10.0,
+    ) -> None:
         if segment_size < MAX_SECTION_SIZE + 16:
             raise ValueError("a segment must hold a whole section")
         self._source = source
+        # A sender that dribbles (a byte now and then, never a timeout) is refused once, after ``grace`` seconds,
+        # it has averaged less than ``min_rate`` bytes a second.
+        self._min_rate = min_rate
+        self._grace = grace
+        self._started = time.monotonic()
         self._segment_size = segment_size
         self._max_pool = max_pool
         self._pool: list[bytearray] = []
@@ -184,6 +198,13 @@ class CarReader:
                 continue
             self._end += got
             self.bytes_read += got
+            if self._min_rate is not None:
+                elapsed = time.monotonic() - self._started
+                if elapsed > self._grace and self.bytes_read < self._min_rate * elapsed:
+                    raise CarError(
+                        f"too slow: {self.bytes_read} bytes in {elapsed:.1f} s "
+                        f"(less than {self._min_rate / 1024:.0f} KiB/s)"
+                    )
         return True
 
     def _varint(self) -> int | None:

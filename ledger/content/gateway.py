@@ -59,6 +59,10 @@ MAX_PATH = 512
 """A CIDv0/CIDv1 path with the CAR query parameters is well under this; longer request lines are refused
 before parsing."""
 MAX_ERROR_BODY = 4096
+MIN_RATE = 256 * 1024
+"""A CAR slower than this on average after :data:`RATE_GRACE_S` is dropped for the next gateway (a loopback or
+LAN peer sends ~100 MB/s; a gateway that dribbles would otherwise hold a fetch without ever timing out)."""
+RATE_GRACE_S = 10.0
 RCVLOWAT = 512 * 1024
 
 
@@ -166,6 +170,29 @@ def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _Body:
+    """An identity CAR body (sized or ended by the close), read one socket read at a time (``readinto1``): the
+    reader's rate floor is checked after every read, not once per 2 MiB that a dribbling sender may never fill.
+    Chunked bodies (Kubo's) go through ``HTTPResponse.readinto``, which fills the whole request first."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self._response = response  # held: a collected response closes the file it read from
+        self._fp = response.fp
+        self._remaining = response.length
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._remaining is not None:
+            if not self._remaining:
+                return 0
+            buffer = buffer[: self._remaining]
+        got = self._fp.readinto1(buffer)
+        if self._remaining is not None:
+            if not got:
+                raise http.client.IncompleteRead(b"", self._remaining)
+            self._remaining -= got
+        return got
+
+
 class _CarStream:
     """One CAR response being read: its connection and the reader over its body."""
 
@@ -200,6 +227,8 @@ class _Fetch:
         self.stats = stats
         self.keeper = keeper
         self.connections = _Connections(timeout)
+        self.min_rate: float | None = MIN_RATE
+        self.rate_grace = RATE_GRACE_S
         self.car_gateways = list(gateways) if car else []
         self.stream: _CarStream | None = None
         self.seen: set[bytes] = set()
@@ -287,7 +316,8 @@ class _Fetch:
                     # segment is there, not per arriving packet, which costs more CPU than copying the bytes.
                     # Not for chunked or sized bodies: their end is not a close, and would wait for the timeout.
                     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
-                reader = CarReader(response)
+                body: _Body | http.client.HTTPResponse = response if response.chunked else _Body(response)
+                reader = CarReader(body, min_rate=self.min_rate, grace=self.rate_grace)
                 reader.header()  # roots: the spec tells clients to ignore them; every block is checked instead
                 return _CarStream(gateway, conn, reader)
             except (CarError, http.client.HTTPException, OSError) as exc:
@@ -358,11 +388,14 @@ def gateway_get(
     car: bool = True,
     stats: FetchStats | None = None,
     keeper: BlockKeeper | None = None,
+    min_rate: float | None = MIN_RATE,
+    rate_grace: float = RATE_GRACE_S,
 ) -> Iterator[memoryview]:
     """A file's bytes, every block verified, from the first gateway in ``gateways`` that gives them honestly.
 
     One CAR request per file while gateways answer with honest CARs (``car=False``: raw blocks only, one request
-    each). Raises :class:`ContentNotFound` when every gateway answered and none had a block,
+    each). A CAR averaging less than ``min_rate`` bytes a second after ``rate_grace`` seconds is dropped like a
+    lying one (``None``: no floor). Raises :class:`ContentNotFound` when every gateway answered and none had a block,
     :class:`StoreUnavailable` when some could not be asked (down, lying): retrying later may help. The DAG checks
     (Kubo's layout, the size bound) raise what :func:`iter_file` raises. ``keeper`` is handed every verified
     block (see :mod:`ledger.content.replicate`) and committed once the whole file was walked.
@@ -373,6 +406,7 @@ def gateway_get(
     _check_gateways(gateways)
     root = CID.parse(cid).digest
     fetch = _Fetch(gateways, root, timeout, car=car, stats=stats or FetchStats(), keeper=keeper)
+    fetch.min_rate, fetch.rate_grace = min_rate, rate_grace
     try:
         fetch.first()
     except BaseException:

@@ -257,3 +257,40 @@ def test_a_block_corrupted_after_it_was_served_is_not_served_again(store: LocalS
     assert _get(f"{served}/ipfs/{CID(digest).v0}", "application/vnd.ipld.raw")[0] == 500
     car = _get(f"{served}/ipfs/{cid}?format=car")[2]
     assert len(_blocks(car)) == 2  # the root and the first leaf; the stream stops before the damaged one
+
+
+def test_a_dribbling_car_is_dropped_for_a_faster_gateway(
+    store: LocalStore, served: str, caplog: pytest.LogCaptureFixture
+) -> None:
+
+    cid = store.put_bytes(DATA)
+    car = _car_from(store, cid, lambda blocks: None)
+    stop = threading.Event()
+
+    def answer(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", f"{CAR}; version=1; order=dfs; dups=y")
+        h.send_header("Content-Length", str(len(car)))
+        h.end_headers()
+        h.wfile.write(car[:2000])  # the header and the root, then a byte now and then: never a read timeout
+        for i in range(2000, len(car)):
+            if stop.wait(0.05):
+                return
+            try:
+                h.wfile.write(car[i : i + 1])
+            except OSError:
+                return
+
+    slow = _fake(answer)
+    stats = FetchStats()
+    try:
+        with caplog.at_level(logging.WARNING):
+            url = f"http://127.0.0.1:{slow.server_address[1]}"
+            got = b"".join(gateway_get([url, served], cid, stats=stats, min_rate=100_000, rate_grace=1.0))
+    finally:
+        stop.set()
+        slow.shutdown()
+        slow.server_close()
+    assert got == DATA
+    assert "too slow" in caplog.text  # dropped by the rate floor, long before the dribble would have ended
+    assert stats.car_requests == 2
