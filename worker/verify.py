@@ -422,9 +422,16 @@ def _scores(ctx: _Round, subs: Sequence[Submission], verdicts: Sequence[Verdict 
         copies = find_copies(
             vectors,
             [s.contributor for s in subs],
-            history_vectors,
+            [(who, v) for who, v, _ in history_vectors],
             threshold=rt.limits.near_copy_cosine,
             spread=rt.limits.near_copy_spread,
+            sketches=[
+                None if v is None else sketch_file(v, _update_path(ctx, sub).with_suffix(".sketch"))
+                for sub, v in zip(subs, vectors, strict=True)
+            ],
+            history_sketches=[
+                None if where is None else sketch_file(v, where) for _, v, where in history_vectors
+            ],
         )
     scorer = _scorer(ctx, subs, vectors)
     out: list[Scored] = []
@@ -452,20 +459,49 @@ def _remember(rt: Runtime, view: RoundView, sub: Submission, vector: Path) -> No
     dest = directory / f"{sub.index}-{sub.contributor.lower()}.npy"
     if dest.exists():
         return
-    tmp = dest.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
+    for source, target in ((vector.with_suffix(".sketch"), dest.with_suffix(".sketch")), (vector, dest)):
+        if not source.is_file():
+            continue  # no sketch for a short vector
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            tmp.hardlink_to(source)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        tmp.replace(target)
+
+
+def sketch_file(vector: NDArray[Any], path: Path) -> NDArray[Any] | None:
+    """The vector's copy-check sketch (``ledger.checks.copies.sketch``), kept in ``path`` beside it: a past
+    round's update is compared with the next rounds' too, and its sketch need not be computed again. None for
+    a vector too short to be sketched."""
+    import numpy as np
+
+    from ledger.checks.copies import SKETCH_MIN, SKETCH_SIZE, sketch
+
+    if vector.size < SKETCH_MIN:
+        return None
     try:
-        tmp.hardlink_to(vector)
-    except OSError:
-        shutil.copyfile(vector, tmp)
-    tmp.replace(dest)
+        with open(path, "rb") as f:
+            kept: NDArray[Any] = np.load(f, allow_pickle=False)
+        if kept.shape == (SKETCH_SIZE,) and kept.dtype == np.float64:
+            return kept
+    except (OSError, ValueError):
+        pass
+    made = sketch(vector)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, made)
+    tmp.replace(path)
+    return made
 
 
 def _history(
     rt: Runtime, view: RoundView, layout: Sequence[TensorInfo], vector_dir: Path
-) -> list[tuple[str, NDArray[Any]]]:
-    """(contributor, vector) of the last rounds' updates this validator kept that the consensus accepted
-    (memory-mapped vector files; update files an earlier version kept are turned into vectors in ``vector_dir``)."""
+) -> list[tuple[str, NDArray[Any], Path | None]]:
+    """(contributor, vector, where its sketch is kept) of the last rounds' updates this validator kept that the
+    consensus accepted (memory-mapped vector files; update files an earlier version kept are turned into vectors
+    in ``vector_dir``)."""
     from ledger.updatefile import FileRejected, UpdateFile
     from worker.vectorfiles import load_vector, vector_file
 
@@ -482,7 +518,7 @@ def _history(
     for final in rt.chain().finalizations(view.task_id):
         accepted[final.round] = final.accepted_bitmap
     size = sum(info.size for info in layout if info.parameter)
-    out = []
+    out: list[tuple[str, NDArray[Any], Path | None]] = []
     for past in kept:
         if not accepted.get(past.round, 0) >> past.index & 1:
             continue
@@ -491,11 +527,11 @@ def _history(
                 vector = load_vector(past.path)
                 if vector.shape != (size,):
                     raise ValueError(f"{vector.shape[0]} values, the layout has {size}")
-                out.append((past.contributor, vector))
+                out.append((past.contributor, vector, past.path.with_suffix(".sketch")))
                 continue
             with UpdateFile.open(past.path) as update:
                 path = vector_dir / f"history-{past.round}-{past.index}.npy"
-                out.append((past.contributor, vector_file(update, layout, path)))
+                out.append((past.contributor, vector_file(update, layout, path), None))
         except (
             FileRejected,
             OSError,

@@ -634,3 +634,32 @@ def test_judging_a_large_update_from_the_stream_holds_a_few_blocks_not_the_updat
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["accepted"]
     assert result["grew_kib"] < 16 * 1024, result  # a quarter of the update, at most
+
+
+def test_a_vectors_sketch_is_kept_beside_it_and_not_computed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A validator compares a past round's update with the next rounds' too: its copy-check sketch is computed
+    once and read back after (the same bits), and short vectors get none."""
+    import numpy as np
+
+    import ledger.checks.copies as copies
+    from worker.verify import sketch_file
+
+    vector = np.random.default_rng(0).standard_normal(copies.SKETCH_MIN).astype(np.float32)
+    made: list[int] = []
+    real = copies.sketch
+
+    def counting(v: Any) -> Any:
+        made.append(v.size)
+        return real(v)
+
+    monkeypatch.setattr(copies, "sketch", counting)
+    first = sketch_file(vector, tmp_path / "v.sketch")
+    again = sketch_file(vector, tmp_path / "v.sketch")
+    assert first is not None
+    assert again is not None
+    assert made == [vector.size]
+    assert first.tobytes() == again.tobytes() == real(vector).tobytes()
+    assert sketch_file(vector[:1000], tmp_path / "short.sketch") is None
+    assert not (tmp_path / "short.sketch").exists()
