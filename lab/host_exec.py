@@ -8,7 +8,7 @@ not spent importing torch on a loaded machine.
 
 The command runs unchanged (``ledger.cli.app.main(ARGS)``); the additions are a record of every block this process
 took from a gateway after the gateway client verified it (one line ``<cid> <bytes>`` appended to RECORD, see
-:func:`install_record`), and :func:`install_stat_fallback`.
+:func:`install_record`).
 """
 
 from __future__ import annotations
@@ -54,51 +54,6 @@ def install_record(path: str) -> bool:
     return True
 
 
-def install_stat_fallback() -> None:
-    """``GatewayStore.stat`` of content the local store lacks: the root block from the gateways (verified against
-    its CID by the gateway client) and its size. The validator's path (``worker.fetch.fetch_checked``) asks
-    ``stat`` before it reads, and ``GatewayStore.stat`` asks only the local store today, so without this a
-    validator on another host never sees a member's update (requested from the gateway's owner in the session
-    notes; inert once ``GatewayStore.stat`` falls back itself, because the original is tried first)."""
-    from ledger.content.dag import decode_file_node
-    from ledger.content.errors import ContentNotFound, StoreUnavailable
-    from ledger.content.gateway import BlockSkipped, GatewayStore
-    from ledger.content.multiformats import CID
-    from ledger.content.store import ContentStat
-
-    original = GatewayStore.stat
-
-    def stat(self: GatewayStore, cid: str) -> ContentStat:
-        try:
-            return original(self, cid)
-        except ContentNotFound:
-            if not self.gateways:
-                raise
-        from ledger.content import gateway
-
-        parsed = CID.parse(cid)
-        connections = gateway._Connections(self.timeout)
-        reasons = []
-        try:
-            for url in self.gateways:
-                try:
-                    block = gateway._read_raw_block(connections, url, parsed.digest)
-                except BlockSkipped as exc:
-                    reasons.append(f"{url}: {exc}")
-                    continue
-                node = decode_file_node(block, parsed.v0)
-                return ContentStat(cid=parsed.v0, size=node.filesize, block_size=len(block), pinned=False)
-        finally:
-            connections.close()
-        if all(r.endswith("HTTP 404") for r in reasons):
-            raise ContentNotFound(parsed.v0, "gateway")
-        raise StoreUnavailable(
-            ", ".join(self.gateways), "; ".join(reasons), hint="check the gateways or try later"
-        )
-
-    setattr(GatewayStore, "stat", stat)  # noqa: B010
-
-
 def wait_for_deployment(path: Path, poll: float = 0.1) -> None:
     """Wait until the deployment record at ``path`` exists (written atomically), then set the task id from it."""
     while True:
@@ -122,7 +77,6 @@ def main(argv: list[str]) -> int:
         print(usage, file=sys.stderr)
         return 2
     install_record(head[0])
-    install_stat_fallback()
     for module in filter(None, options.get("--warm", "").split(",")):
         importlib.import_module(module)
     from ledger.cli.app import main as meshprov

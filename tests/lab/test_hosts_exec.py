@@ -1,5 +1,6 @@
 """lab.host_exec: what a lab host process adds to `meshprov` — the record of verified gateway blocks (the lab's
-"every fetched block verified" count) and the `stat` fallback to the gateways — against a real gateway server."""
+"every fetched block verified" count) — against a real gateway server; and the `stat` of content only a peer
+holds, which the validators on other hosts need (the gateway store does it since faa15b4)."""
 
 from __future__ import annotations
 
@@ -100,7 +101,6 @@ def test_stat_of_content_only_a_peer_holds_comes_from_its_gateway(
 ) -> None:
     url, store, cid = peer
     mine = GatewayStore(LocalStore(tmp_path / "mine"), [url])
-    host_exec.install_stat_fallback()
     assert mine.stat(cid).size == store.stat(cid).size == 2 * 262144 + 1000
     other = LocalStore(tmp_path / "other").put_bytes(b"held by nobody else")
     with pytest.raises(ContentNotFound):
