@@ -187,6 +187,13 @@ def lineage_page(request: Request, cid: str, detail: int = 10) -> Response:
     )
 
 
+@router.get("/taint/{what}", response_class=HTMLResponse)
+def taint_page(request: Request, what: str) -> Response:
+    """Every model that carries an update (its CID) or a member's accepted updates (an address), and how deep."""
+    report = model_of(request).taint(what)
+    return render(request, "taint.html", title=f"Taint of {fmt.short(what, 8, 6)}", report=report)
+
+
 @router.get("/api", response_class=HTMLResponse)
 def api_page(request: Request) -> Response:
     """The API's endpoints from its OpenAPI schema, readable offline (FastAPI's /docs loads from a CDN)."""

@@ -214,6 +214,22 @@ class ReadModel:
     def _with_sizes(self, detail: RoundDetail) -> RoundDetail:
         return views.with_sizes(detail, self.sizes.sizes([u.cid for u in detail.updates]))
 
+    # ─── taint (issue 16) ───────────────────────────────────────────────────────────────────────────────────
+    def taint(self, what: str) -> Any:
+        """`audit taint`'s report (ledger/audit/taint.py) for an update's CID or a member's address, from this
+        index. The dashboard holds no chain client, so revocations (R8) are not read here: the report says so."""
+        from ledger.audit.source import Source, SourceInfo
+        from ledger.audit.taint import taint
+
+        info = self.require_status()
+        source = Source(
+            self.queries,
+            SourceInfo("index", info.chain_id, info.ledger, info.block_number, None),
+            None,
+            self.db,
+        )
+        return self.cached(("taint", what.lower()), lambda: taint(source, what))
+
     # ─── lineage ────────────────────────────────────────────────────────────────────────────────────────────
     def lineage(self, cid_text: str) -> Lineage:
         digest = parse_cid(cid_text)

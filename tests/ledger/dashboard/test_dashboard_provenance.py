@@ -114,8 +114,39 @@ def test_the_hashes_do_not_overflow_a_phone(browser: Any, served: str, history: 
     try:
         tab.goto(f"/lineage/{history['t1'][1]}")
         assert tab.locator("td.dataset").count() == 4
-        width = tab.evaluate("document.documentElement.scrollWidth")
-        inner = tab.evaluate("window.innerWidth")
-        assert width <= inner, f"the model page overflows: {width} > {inner}"
+        pages = [f"/lineage/{history['t1'][1]}", f"/taint/{history['t1'][0][0]}"]
+        pages.append(f"/taint/{history['c'].contributors[0][0]}")
+        for url in pages:
+            tab.goto(url)
+            width = tab.evaluate("document.documentElement.scrollWidth")
+            inner = tab.evaluate("window.innerWidth")
+            assert width <= inner, f"{url} overflows: {width} > {inner}"
     finally:
         context.close()
+
+
+def test_taint_pages_list_the_models_that_carry_an_update_or_a_member(page: Any, history: Any) -> None:
+    c = history["c"]
+    cids, aggregate, _ = history["t1"]
+    page.goto(f"/lineage/{cids[0]}")
+    page.locator("a.taint").click()
+    page.wait_for_url(f"**/taint/{cids[0]}")
+    rows = page.locator("table.carriers tbody tr")
+    assert rows.count() == 1  # task 1 has one round: its aggregate carries the update, depth 0
+    assert rows.first.locator(".cid").get_attribute("title") == aggregate
+    assert rows.first.locator("td.num").inner_text() == "0"
+    assert "still carries it" in page.locator("#latest-1").inner_text()
+    assert page.locator("td.revocation").inner_text() == "not checked"  # the dashboard reads no chain
+    assert "revocations (protocol R8) were not checked" in page.locator("ul.notes").inner_text()
+    page.goto(f"/taint/{cids[1]}")  # the rejected update: nothing carries it
+    assert page.locator("table.carriers").count() == 0
+    assert "no accepted update" in page.locator("main").inner_text()
+    member = c.contributors[0][0]
+    page.goto(f"/contributors/{member}")
+    page.locator("a.taint").click()
+    page.wait_for_url(f"**/taint/{member}")
+    # Member 0's update was accepted in task 1 and task 2 (task 3's round accepted everyone's stand-ins too).
+    carried = page.locator("table.carriers tbody tr .cid").evaluate_all("els => els.map(e => e.title)")
+    assert history["t1"][1] in carried
+    assert history["t2"][1] in carried
+    assert history["t3_aggregate"] in carried
