@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     """Trustless gateways (`http(s)://host:port`) asked, in order, for content the local store lacks; every block
     is verified against its CID (docs/gateway.md). TOML: a list; environment: comma- or space-separated URLs."""
 
+    keep_verified: bool = True
+    """Keep (write and pin in the local store) the blocks fetched from gateways as they are verified, and so serve
+    them: the replication rule that keeps an update fetchable after its author goes offline (docs/gateway.md)."""
+
     max_update_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest update or aggregate file accepted, checked before the download completes."""
 

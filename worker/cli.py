@@ -165,6 +165,14 @@ LossDelta = Annotated[
         "--loss-delta", help="Allowed held-out loss increase (needs --evaluator).", rich_help_panel=_CHECKS
     ),
 ]
+LossRatio = Annotated[
+    float | None,
+    typer.Option(
+        "--loss-ratio",
+        help="Allowed held-out loss ratio over the base's (>= 1, e.g. 1.5; with --loss-delta the tighter decides).",
+        rich_help_panel=_CHECKS,
+    ),
+]
 Evaluator = Annotated[
     str | None,
     typer.Option(
@@ -183,6 +191,7 @@ def _limits(
     loss_delta: float | None,
     *,
     max_scale_ratio: float | None,
+    loss_ratio: float | None = None,
 ) -> CheckLimits:
     from ledger.checks import CheckLimits
     from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
@@ -194,6 +203,7 @@ def _limits(
         max_scale_ratio=DEFAULT_MAX_SCALE_RATIO if max_scale_ratio is None else max_scale_ratio or None,
         zscore_threshold=zscore or None,
         loss_delta=loss_delta,
+        loss_ratio=loss_ratio,
     )
 
 
@@ -242,6 +252,7 @@ def run(
     max_scale_ratio: MaxScale = None,
     zscore: ZScore = 3.5,
     loss_delta: LossDelta = None,
+    loss_ratio: LossRatio = None,
     evaluator: Evaluator = None,
     reference_trainer: Annotated[
         str | None,
@@ -309,7 +320,9 @@ def run(
             f"a {role} needs this member's key",
             hint="set MESHPROV_PRIVATE_KEY_FILE (or MESHPROV_PRIVATE_KEY)",
         )
-    limits = _limits(s, max_norm, min_norm, zscore, loss_delta, max_scale_ratio=max_scale_ratio)
+    limits = _limits(
+        s, max_norm, min_norm, zscore, loss_delta, max_scale_ratio=max_scale_ratio, loss_ratio=loss_ratio
+    )
     rt = _runtime(s, config=config, role=role, key=key, limits=limits, evaluator=evaluator)
     if reference_trainer is not None:
         from worker.reference import load_trainer
@@ -317,7 +330,13 @@ def run(
         rt.reference_trainer = load_trainer(reference_trainer)
     _preflight(rt)
     if recipe is not None:
-        _use_recipe(rt, recipe, host=recipe_host, loss_delta_given=loss_delta is not None)
+        _use_recipe(
+            rt,
+            recipe,
+            host=recipe_host,
+            loss_delta_given=loss_delta is not None,
+            loss_ratio_given=loss_ratio is not None,
+        )
     _serve(rt, concurrency=concurrency, pool=pool, loglevel=loglevel, watch=watch)
 
 
@@ -346,10 +365,12 @@ def _runtime(
     return rt
 
 
-def _use_recipe(rt: Any, recipe: str, *, host: str | None, loss_delta_given: bool) -> None:
+def _use_recipe(
+    rt: Any, recipe: str, *, host: str | None, loss_delta_given: bool, loss_ratio_given: bool = False
+) -> None:
     """Judge with the installed recipe: read the task's specification, refuse a recipe of another hash, then
     take its evaluate as the loss hook and its training as the reference trainer. The spec's ``checks`` set the
-    checks' limits (``ledger.checks.anchored``), its ``loss_delta`` unless --loss-delta was given (consortium-wide
+    checks' limits (``ledger.checks.anchored``), its ``loss_delta``/``loss_ratio`` unless given on the command line (consortium-wide
     values live in the spec)."""
     from ledger.checks.anchored import anchored_limits
     from ledger.errors import ConfigError
@@ -365,7 +386,9 @@ def _use_recipe(rt: Any, recipe: str, *, host: str | None, loss_delta_given: boo
         info(f"recipe {hooks.ref}: the task's")
         # The task anchors its checks' settings (ledger.checks.anchored): judging with others would be found by
         # `meshprov audit rejudge`. --loss-delta alone may override, as before.
-        checks = {k: v for k, v in spec.checks.items() if not (loss_delta_given and k == "loss_delta")}
+        given = {"loss_delta"} if loss_delta_given else set()
+        given |= {"loss_ratio"} if loss_ratio_given else set()
+        checks = {k: v for k, v in spec.checks.items() if k not in given}
         try:
             rt.limits = anchored_limits(checks, rt.limits)
         except ConfigError as exc:

@@ -82,4 +82,4 @@ def open_store(settings: Settings) -> ContentStore:
 
     local = LocalStore(settings.resolved_store_dir)
     # Content this host lacks comes from other hosts' gateways, every block verified (docs/gateway.md).
-    return GatewayStore(local, settings.gateways) if settings.gateways else local
+    return GatewayStore(local, settings.gateways, keep=settings.keep_verified) if settings.gateways else local

@@ -180,6 +180,19 @@ def test_worker_run_takes_up_the_tasks_recipe_with_the_specs_margin(tmp_path: Pa
     assert given.limits.loss_delta == 0.5  # --loss-delta wins over the spec
 
 
+def test_a_loss_ratio_given_on_the_command_line_beats_the_specs(tmp_path: Path) -> None:
+    from worker.cli import _use_recipe
+
+    spec = TaskSpec(recipe=REF, checks={"loss_ratio": 2.0})
+    rt = runtime_for(tmp_path, spec)
+    _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
+    assert rt.limits.loss_ratio == 2.0
+    given = runtime_for(tmp_path / "given", spec)
+    given.limits = replace(given.limits, loss_ratio=1.2)
+    _use_recipe(given, "mine", host=f"{__name__}:host", loss_delta_given=False, loss_ratio_given=True)
+    assert given.limits.loss_ratio == 1.2
+
+
 def test_worker_run_judges_with_every_check_setting_the_task_anchors(tmp_path: Path) -> None:
     """What `meshprov audit rejudge` re-judges with is what the validator judged with."""
     from worker.cli import _use_recipe

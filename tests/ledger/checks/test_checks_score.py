@@ -34,11 +34,12 @@ def test_a_longer_update_scores_no_more_than_its_cosine() -> None:
 
 
 def test_a_tiny_update_scores_little() -> None:
-    """The magnitude discount is squared: a tenth of the reference's norm keeps 1 % of the cosine."""
+    """The magnitude discount is the 4th power: a tenth of the reference's norm keeps 10⁻⁴ of the cosine,
+    floored at UNSURE (1)."""
     full = score_vector(ALONG / np.linalg.norm(ALONG) * np.linalg.norm(REFERENCE), REFERENCE)
     tiny = score_vector(ALONG / np.linalg.norm(ALONG) * np.linalg.norm(REFERENCE) / 10, REFERENCE)
     assert tiny.magnitude == pytest.approx(0.1)
-    assert abs(tiny.value - round(full.value / 100)) <= 1
+    assert tiny.value == max(1, round(full.value / 10_000))
     assert 0 < tiny.value < full.value // 50
 
 
