@@ -47,6 +47,7 @@ def create_app(
     *,
     store: ContentStore | None = None,
     follower: BackgroundFollower | None = None,
+    settings: Settings | None = None,
 ) -> FastAPI:
     """The dashboard over an index: ``Settings`` (its index and content store), an ``IndexDB`` or an index URL.
 
@@ -66,7 +67,11 @@ def create_app(
     else:
         db = IndexDB(source, create=False)
     sizes = SizeLookup(store)
-    model = ReadModel(db, sizes=sizes, head=(lambda: follower.head) if follower is not None else None)
+    if isinstance(source, Settings):
+        settings = source
+    model = ReadModel(
+        db, sizes=sizes, head=(lambda: follower.head) if follower is not None else None, settings=settings
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

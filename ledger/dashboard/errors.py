@@ -63,3 +63,14 @@ def http_status(exc: MeshprovError) -> int:
 
 def error_code(status: int) -> str:
     return {404: "not-found", 422: "invalid-input", 503: "unavailable"}.get(status, "error")
+
+
+class NoSettings(DashboardError, NotFound):
+    """The privacy report reads the task's budget from the configured content store: it needs the dashboard's
+    settings (`meshprov dashboard serve` has them; an app built from an index URL alone does not)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the privacy report needs the dashboard's settings (its content store)",
+            hint="serve with `meshprov dashboard serve`, or pass settings= to create_app",
+        )

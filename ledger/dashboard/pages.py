@@ -187,6 +187,13 @@ def lineage_page(request: Request, cid: str, detail: int = 10) -> Response:
     )
 
 
+@router.get("/tasks/{task}/privacy", response_class=HTMLResponse)
+def privacy_page(request: Request, task: TaskId) -> Response:
+    """Each member's cumulative privacy loss (ε at δ) over the task, against the budget its spec anchors."""
+    report = model_of(request).privacy(task)
+    return render(request, "privacy.html", title=f"Task {task}: privacy budget", report=report)
+
+
 @router.get("/taint/{what}", response_class=HTMLResponse)
 def taint_page(request: Request, what: str) -> Response:
     """Every model that carries an update (its CID) or a member's accepted updates (an address), and how deep."""

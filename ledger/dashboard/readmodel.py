@@ -12,11 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ledger.audit.errors import parse_address
 from ledger.dashboard import accounts, views
-from ledger.dashboard.errors import BadParameter, NothingIndexed, UnknownAddress
+from ledger.dashboard.errors import BadParameter, NoSettings, NothingIndexed, UnknownAddress
 from ledger.dashboard.memo import Version, VersionedMemo
 from ledger.dashboard.models import (
     Contributor,
@@ -32,6 +32,9 @@ from ledger.index.db import IndexDB, redact
 from ledger.index.models import Member
 from ledger.index.queries import Queries
 from ledger.index.queries.members import MemberFold
+
+if TYPE_CHECKING:
+    from ledger.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,10 @@ class ReadModel:
         *,
         sizes: SizeLookup | None = None,
         head: Callable[[], int | None] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.db = db
+        self.settings = settings  # the privacy report reads the task's budget from the configured store
         self.queries = Queries(db)
         self.sizes = sizes or SizeLookup(None)
         self.head = head or (lambda: None)
@@ -214,20 +219,35 @@ class ReadModel:
     def _with_sizes(self, detail: RoundDetail) -> RoundDetail:
         return views.with_sizes(detail, self.sizes.sizes([u.cid for u in detail.updates]))
 
-    # ─── taint (issue 16) ───────────────────────────────────────────────────────────────────────────────────
-    def taint(self, what: str) -> Any:
-        """`audit taint`'s report (ledger/audit/taint.py) for an update's CID or a member's address, from this
-        index. The dashboard holds no chain client, so revocations (R8) are not read here: the report says so."""
+    def _source(self) -> Any:
         from ledger.audit.source import Source, SourceInfo
-        from ledger.audit.taint import taint
 
         info = self.require_status()
-        source = Source(
+        return Source(
             self.queries,
             SourceInfo("index", info.chain_id, info.ledger, info.block_number, None),
             None,
             self.db,
         )
+
+    def privacy(self, task_id: int) -> Any:
+        """`audit privacy`'s report (ledger/audit/privacy_report.py): each member's cumulative ε for the task."""
+        from ledger.audit.privacy_report import privacy
+
+        if self.settings is None:
+            raise NoSettings()
+        self.queries.task(task_id)  # UnknownTask (404) first
+        source = self._source()
+        settings = self.settings
+        return self.cached(("privacy", task_id), lambda: privacy(source, settings, task_id))
+
+    # ─── taint (issue 16) ───────────────────────────────────────────────────────────────────────────────────
+    def taint(self, what: str) -> Any:
+        """`audit taint`'s report (ledger/audit/taint.py) for an update's CID or a member's address, from this
+        index. The dashboard holds no chain client, so revocations (R8) are not read here: the report says so."""
+        from ledger.audit.taint import taint
+
+        source = self._source()
         return self.cached(("taint", what.lower()), lambda: taint(source, what))
 
     # ─── lineage ────────────────────────────────────────────────────────────────────────────────────────────

@@ -33,6 +33,8 @@ pytestmark = pytest.mark.anvil
 
 FRAMEWORKS = {"python": "3.11.9", "torch": "2.5.1"}
 HYPER = {"batch_size": 16, "epochs": 2, "lr": 0.05}
+PRIVACY = {"mechanism": "gaussian", "noise_multiplier": 1.1, "steps": 1, "sample_rate": 1.0}
+PRIVACY_BUDGET = 10.0
 
 
 def _dataset(i: int) -> str | None:
@@ -62,6 +64,7 @@ def _round(
             num_samples=10 + i,
             dataset=_dataset(i) if datasets else None,
             frameworks=FRAMEWORKS if datasets else None,
+            privacy=PRIVACY if datasets and i != 3 else None,  # member 3 publishes without a record
         )
         write_update(path, {"w": rng.normal(size=(4, 3)).astype(np.float32)}, meta)
         cids.append(store.put_file(path))
@@ -101,7 +104,10 @@ def history(
     recipe = work / "tabular_recipe.py"
     recipe.write_text('"""A recipe members install themselves."""\n\nEPOCHS = 2\n')
     spec = TaskSpec(
-        recipe=RecipeRef("tabular_recipe", "1.2", recipe_cid(recipe)), hyperparameters=HYPER, seed=3
+        recipe=RecipeRef("tabular_recipe", "1.2", recipe_cid(recipe)),
+        hyperparameters=HYPER,
+        seed=3,
+        checks={"privacy_epsilon": PRIVACY_BUDGET, "privacy_delta": 1e-5},
     )
     store = LocalStore(data_dir / "blocks")
     spec_cid = store.put_bytes(spec.to_json().encode())

@@ -14,7 +14,16 @@ import pytest
 from ledger.content.local_store import LocalStore
 from ledger.index.content import ContentReader
 from ledger.index.db import IndexDB
-from tests.ledger.audit.test_audit_provenance import FRAMEWORKS, HYPER, _dataset, history
+from ledger.privacy import Release, epsilon
+from ledger.settings import Settings
+from tests.ledger.audit.test_audit_provenance import (
+    FRAMEWORKS,
+    HYPER,
+    PRIVACY,
+    PRIVACY_BUDGET,
+    _dataset,
+    history,
+)
 from tests.ledger.dashboard.test_dashboard_browser import ARTIFACTS, CHROMIUM, browser
 from tests.support.dashboard import LiveServer
 from tests.support.index import follower_for
@@ -42,7 +51,9 @@ def served(history: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     assert result.content_read == 2 + 8  # tasks 1-2's specs, their 8 updates (task 3's are not in the store)
     reader.close()
     db.dispose()
-    with LiveServer(create_app(url, store=LocalStore(history["data_dir"] / "blocks"))) as server:
+    settings = Settings(data_dir=history["data_dir"], index_url=url)  # the privacy report reads the budget
+    app = create_app(url, store=LocalStore(history["data_dir"] / "blocks"), settings=settings)
+    with LiveServer(app) as server:
         yield server.url
 
 
@@ -150,3 +161,24 @@ def test_taint_pages_list_the_models_that_carry_an_update_or_a_member(page: Any,
     assert history["t1"][1] in carried
     assert history["t2"][1] in carried
     assert history["t3_aggregate"] in carried
+
+
+def test_the_privacy_page_composes_each_members_releases_against_the_budget(page: Any, history: Any) -> None:
+    c = history["c"]
+    _, aggregate, _ = history["t1"]
+    page.goto(f"/lineage/{aggregate}")
+    page.locator("a.privacy").click()
+    page.wait_for_url("**/tasks/1/privacy")
+    assert f"ε ≤ {PRIVACY_BUDGET}" in page.locator("#budget").inner_text()
+    expected, _ = epsilon([Release.from_record(PRIVACY)], 1e-5)
+    for i, (address, _) in enumerate(c.contributors):
+        row = page.locator(f"#member-{address}")
+        if i == 3:  # published an update without a privacy record: no bound, so over any budget
+            assert row.locator("td.epsilon").inner_text() == "–"
+            assert row.locator("td.status").inner_text().startswith("over budget")
+        else:
+            assert row.locator("td.epsilon").inner_text() == f"{expected:.3f}"
+            assert row.locator("td.status").inner_text() == "within budget"
+    page.goto("/tasks/2/privacy")  # the legacy spec anchors no budget, its updates carry no records
+    assert "anchors no privacy budget" in page.locator("#budget").inner_text()
+    assert page.locator("td.status").all_inner_texts()[0].startswith("unbounded")
