@@ -529,6 +529,7 @@ def _names(keys: Sequence[str], most: int = 5) -> str:
 def _weights(base: TensorSource, update: TensorSource | None) -> dict[str, NDArray[Any]]:
     """Full weights ``base + update`` (or the base alone) in each tensor's dtype, the delta applied as
     ``ledger.updatefile.deltas`` defines it for the dtype; bfloat16 given as float32 (exact)."""
+    from ledger.aggregation.stream import release_pages
     from ledger.updatefile.deltas import apply_tensor_delta
     from ledger.updatefile.dtypes import bf16_to_float32
 
@@ -536,7 +537,11 @@ def _weights(base: TensorSource, update: TensorSource | None) -> dict[str, NDArr
     for info in describe_source(base):
         values = np.asarray(base.tensor(info.key))
         if update is not None:
-            values = apply_tensor_delta(info.name, values, np.asarray(update.tensor(info.key)))
+            delta = update.tensor(info.key)
+            values = apply_tensor_delta(info.name, values, np.asarray(delta))
+            # An update read from one memory map of its whole vector (worker.vectorfiles.VectorSource) would
+            # otherwise keep every page it was read through resident until the evaluation ends: one more model.
+            release_pages(delta)
         else:
             values = np.array(values)
         out[info.key] = bf16_to_float32(values).reshape(info.shape) if info.bfloat16 else values

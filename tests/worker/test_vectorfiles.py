@@ -11,6 +11,7 @@ import pytest
 from ledger.aggregation.source import ArraySource, describe_source
 from ledger.checks.copies import find_copies
 from ledger.checks.vectors import dot, flatten, norm
+from ledger.updatefile import UpdateFile
 from ledger.updatefile.dtypes import float32_to_bf16
 from worker.vectorfiles import running_sum, vector_dtype, vector_file
 
@@ -84,3 +85,57 @@ def test_comparing_many_mapped_vectors_keeps_resident_memory_flat(tmp_path: Path
     assert grown < 64 * 1024 * 1024, (
         f"resident memory grew by {grown / 2**20:.0f} MiB reading {n} mapped vectors"
     )
+
+
+_EVAL_MEMORY = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from ledger.aggregation.source import describe_source
+from ledger.checks import CheckLimits, check_loss
+from ledger.updatefile import UpdateFile
+from worker.vectorfiles import VectorSource, load_vector
+
+def kib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+root = Path(sys.argv[1])
+with UpdateFile.open(root / "base.safetensors") as base:
+    layout = describe_source(base)
+    source = VectorSource(load_vector(root / "v.npy"), layout, {})
+    before = kib("VmRSS")
+    check_loss(source, base, lambda weights: 1.0, CheckLimits(loss_delta=1.0), base_loss=1.0)
+print(json.dumps({"grew_kib": kib("VmHWM") - before}))
+"""
+
+
+def test_evaluating_from_a_vector_file_holds_the_weights_not_also_the_vector(tmp_path: Path) -> None:
+    """The loss check builds base + update (one model) from the update's vector file: the vector's pages are
+    handed back tensor by tensor, so the peak grows by about one model (64 MB here), not two."""
+    import json
+    import subprocess
+    import sys
+
+    from ledger.updatefile import GenesisMeta, write_aggregate
+    from tests.support import REPO
+    from worker.vectorfiles import vector_file
+
+    rng = np.random.default_rng(0)
+    state = {f"layer{i:02d}.weight": rng.standard_normal((512, 1024), dtype=np.float32) for i in range(32)}
+    write_aggregate(tmp_path / "base.safetensors", state, GenesisMeta(model="m"))
+    with UpdateFile.open(tmp_path / "base.safetensors") as base:
+        vector_file(base, describe_source(base), tmp_path / "v.npy")  # any 64 MB of deltas will do
+    del state
+    done = subprocess.run(
+        [sys.executable, "-c", _EVAL_MEMORY, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    grew = json.loads(done.stdout.strip().splitlines()[-1])["grew_kib"]
+    assert grew < 100 * 1024, (
+        grew
+    )  # the weights (64 MB) and a tensor or two; the whole vector too would be 128 MB
