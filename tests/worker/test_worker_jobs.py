@@ -334,7 +334,8 @@ def test_with_a_reference_trainer_honest_updates_score_positive_and_a_sign_flip_
     result = verify_round(v0, net.task_id, round_)
     assert result["status"] == "committed"
     honest, flipped = result["scores"][:2], result["scores"][2]
-    assert all(s > 5_000 for s in honest), result  # pointing the reference's way
+    # pointing the reference's way; the 4th-power magnitude discount (docs/scoring.md) keeps them well above UNSURE
+    assert all(s > 2_000 for s in honest), result
     assert flipped < -5_000, (
         result
     )  # no loss evaluator here: it is the score, not a hard reject, that says no
