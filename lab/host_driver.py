@@ -11,7 +11,7 @@ It is the only part of the lab that talks to the chain on the lab's behalf, so i
 3. keeps a replica of every update and aggregate (:class:`Replica`), mines an empty block every second (anvil mines on demand; windows that end by time alone need a block, as in
    ``meshprov demo``) and follows ``RoundFinalized`` until the rounds asked for are finalized;
 4. writes what it saw to ``<operator>/driver/rounds.json`` after every round, the live round and its phase to
-   ``status.json`` every second;
+   ``status.json`` four times a second;
 5. compares the operator's followed index with one rebuilt from the chain alone (``index.json``), then ``done``
    (or ``error``).
 """
@@ -191,7 +191,7 @@ def follow(config: dict[str, Any], data_dir: Path, state: Path, deployed: dict[s
         if time.monotonic() > deadline:
             done = sum(1 for r in range(1, wanted + 1) if rounds.get(r, {}).get("finalized"))
             raise TimeoutError(f"{done} of {wanted} rounds finalized within {config['timeout_s']} s")
-        time.sleep(1.0)
+        time.sleep(0.25)  # the harness injects faults by this status: a short phase must not fall between two
 
 
 def check_index(config: dict[str, Any], deployed: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:

@@ -656,7 +656,7 @@ class HostsLab:
                 return rounds
             if time.monotonic() > deadline:
                 raise HostsFailed("the rounds did not finish in time", self._tails())
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     def _inject(self) -> None:
         """The configured faults, each once, when the driver's status says the fault round reached its trigger."""
@@ -681,12 +681,14 @@ class HostsLab:
         phase = status.get("phase")
         for fault in pending:
             record: dict[str, Any] | None = None
-            if fault == "validator-link" and phase in ("COMMIT", "REVEAL"):
+            # CLOSED (revealed, not yet finalized) counts too: with every party prompt, the commit and reveal
+            # windows close early and can pass between two polls.
+            if fault == "validator-link" and phase in ("COMMIT", "REVEAL", "CLOSED"):
                 host = [p.name for p in self.plans if p.roles[0] == "validator"][-1]
                 self.net.link(host, up=False)
                 self._link_up_at[host] = now + LINK_DOWN_S
                 record = {"host": host, "seconds": LINK_DOWN_S}
-            elif fault == "aggregator-kill" and phase in ("COMMIT", "REVEAL"):
+            elif fault == "aggregator-kill" and phase in ("COMMIT", "REVEAL", "CLOSED"):
                 before = next(
                     (r for r in self._read_rounds() if r["round"] == self.config.fault_round - 1), None
                 )

@@ -70,7 +70,11 @@ def fetch(store: ContentStore, digest: bytes, dest: Path, *, max_bytes: int) -> 
         raise ContentMissing(f"{cid} is not available in the {exc.store} store (yet)") from None
     except (CorruptBlock, CidMismatch) as exc:
         raise StoreFault(f"the store returned bytes that do not match {cid}: {exc.message}") from None
-    except (StoreUnavailable, StoreError) as exc:
+    except StoreUnavailable as exc:
+        if _from_gateways(store):
+            raise ContentMissing(f"{cid}: no gateway gave it ({exc.message})") from None
+        raise StoreFault(f"fetching {cid}: {exc.message}") from None
+    except StoreError as exc:
         raise StoreFault(f"fetching {cid}: {exc.message}") from None
     except InvalidCID as exc:  # pragma: no cover - a digest from the chain always makes a valid CID
         raise StoreFault(f"cannot name {digest.hex()} as a CID: {exc.problem}") from None
@@ -128,7 +132,11 @@ def fetch_checked(
         raise ContentMissing(f"{cid} is not available in the {exc.store} store (yet)") from None
     except (CorruptBlock, CidMismatch) as exc:
         raise StoreFault(f"the store returned bytes that do not match {cid}: {exc.message}") from None
-    except (StoreUnavailable, StoreError) as exc:
+    except StoreUnavailable as exc:
+        if _from_gateways(store):
+            raise ContentMissing(f"{cid}: no gateway gave it ({exc.message})") from None
+        raise StoreFault(f"fetching {cid}: {exc.message}") from None
+    except StoreError as exc:
         raise StoreFault(f"fetching {cid}: {exc.message}") from None
     except OSError as exc:
         raise StoreFault(f"fetching {cid}: {exc}") from None
@@ -172,3 +180,12 @@ def ensure_base(store: ContentStore, digest: bytes, cache: Path, *, max_bytes: i
 def remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _from_gateways(store: ContentStore) -> bool:
+    """Content that only other hosts' gateways can give: when none of them answers (down, unreachable), the
+    update is missing from here, like one never published, and scores 0 at the content deadline on its own; the
+    round's other updates are judged as usual (it is not this validator's store that failed)."""
+    from ledger.content.gateway import GatewayStore
+
+    return isinstance(store, GatewayStore)
