@@ -34,7 +34,11 @@ def anchored_limits(checks: Mapping[str, Any], base: CheckLimits | None = None) 
     values: dict[str, Any] = {}
     for key, value in checks.items():
         if key in BUDGET_KEYS:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < float(value) < math.inf:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < float(value) < math.inf
+            ):
                 raise ConfigError(f"checks.{key} = {value!r} must be a positive number")
             continue
         name = ALIASES.get(key, key)
