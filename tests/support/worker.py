@@ -108,11 +108,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *, every
         time.sleep(every)
 
 
-# --- a fake Kubo over real HTTP (only `cat`), serving a local block store ------------------------------------
+# --- a fake Kubo over real HTTP (`cat` and `block/get`), serving a local block store ---------------------------
 
 
 class FakeKubo:
-    """`POST /api/v0/cat?arg=CID[&length=N]` from a local store, on 127.0.0.1:port, in a thread."""
+    """`POST /api/v0/cat?arg=CID[&length=N]` and `block/get?arg=CID` (the raw block: what `KuboStore.stat` reads
+    the root node with) from a local store, on 127.0.0.1:port, in a thread."""
 
     def __init__(self, store_root: Path, port: int) -> None:
         store = LocalStore(store_root)
@@ -121,12 +122,15 @@ class FakeKubo:
             def do_POST(self) -> None:
                 url = urlparse(self.path)
                 args = parse_qs(url.query)
-                if url.path != "/api/v0/cat" or "arg" not in args:
+                if url.path not in ("/api/v0/cat", "/api/v0/block/get") or "arg" not in args:
                     self.send_error(404)
                     return
                 limit = int(args.get("length", ["-1"])[0])
                 try:
-                    data = b"".join(bytes(c) for c in store.get(args["arg"][0]))
+                    if url.path.endswith("block/get"):
+                        data = store.block_path(cid_to_digest(args["arg"][0])).read_bytes()
+                    else:
+                        data = b"".join(bytes(c) for c in store.get(args["arg"][0]))
                 except Exception as exc:
                     body = json.dumps({"Message": f"not found: {exc}", "Code": 0, "Type": "error"}).encode()
                     self.send_response(500)
