@@ -265,7 +265,7 @@ class HostsLab:
     """Account address → host."""
     faults: list[dict[str, Any]] = field(default_factory=list)
     _killed: set[str] = field(default_factory=set)
-    _link_up_at: dict[str, float] = field(default_factory=dict)
+    _link_up_at: dict[str, float | None] = field(default_factory=dict)  # None: once the commit phase is seen
     _interrupt_after: str | None = None
     """Tests: raise KeyboardInterrupt after this step (``network``, ``services``, ``deployed``)."""
 
@@ -663,7 +663,20 @@ class HostsLab:
         assert self.net is not None
         assert self.children is not None
         now = time.monotonic()
+        try:
+            status = json.loads((self._dir("operator") / "driver" / "status.json").read_text())
+        except (OSError, ValueError):
+            status = {}
+        past_open = status.get("round", 0) > self.config.fault_round or (
+            status.get("round") == self.config.fault_round and status.get("phase") not in ("NONE", "OPEN")
+        )
         for host, when in list(self._link_up_at.items()):
+            if when is None:
+                # Down since the fault round opened: that validator cannot commit, so the commit phase stays open
+                # (its window does not close early) and the other faults see it. Up again LINK_DOWN_S after.
+                if past_open:
+                    self._link_up_at[host] = now + LINK_DOWN_S
+                continue
             if now >= when:
                 self.net.link(host, up=True)
                 del self._link_up_at[host]
@@ -672,23 +685,20 @@ class HostsLab:
         pending = [f for f in self.config.faults if f not in done]
         if not pending:
             return
-        try:
-            status = json.loads((self._dir("operator") / "driver" / "status.json").read_text())
-        except (OSError, ValueError):
-            return
         if status.get("round") != self.config.fault_round:
             return
         phase = status.get("phase")
         for fault in pending:
             record: dict[str, Any] | None = None
-            # CLOSED (revealed, not yet finalized) counts too: with every party prompt, the commit and reveal
-            # windows close early and can pass between two polls.
-            if fault == "validator-link" and phase in ("COMMIT", "REVEAL", "CLOSED"):
+            # The validator's link goes down as soon as the fault round is seen: with every party prompt the commit
+            # and reveal windows close early and could pass between two polls; its absence holds the commit phase
+            # open for the others (an aggregator killed after the reveals could have finalized already).
+            if fault == "validator-link" and phase in ("OPEN", "COMMIT", "REVEAL", "CLOSED"):
                 host = [p.name for p in self.plans if p.roles[0] == "validator"][-1]
                 self.net.link(host, up=False)
-                self._link_up_at[host] = now + LINK_DOWN_S
+                self._link_up_at[host] = None if phase == "OPEN" else now + LINK_DOWN_S
                 record = {"host": host, "seconds": LINK_DOWN_S}
-            elif fault == "aggregator-kill" and phase in ("COMMIT", "REVEAL", "CLOSED"):
+            elif fault == "aggregator-kill" and phase in ("COMMIT", "REVEAL"):
                 before = next(
                     (r for r in self._read_rounds() if r["round"] == self.config.fault_round - 1), None
                 )
