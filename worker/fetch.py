@@ -59,27 +59,8 @@ def fetch(store: ContentStore, digest: bytes, dest: Path, *, max_bytes: int) -> 
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         fetch_to_file(store, cid, dest, max_bytes=max_bytes)
-    except ContentTooLarge as exc:
-        got = f"{exc.size} bytes" if exc.size is not None else "more bytes"
-        return Fetched(Verdict(Reason.TOO_LARGE, f"{got} than the limit of {max_bytes}", digest=digest))
-    except MalformedDag as exc:
-        return Fetched(
-            Verdict(Reason.CID_MISMATCH, f"not a Kubo-default UnixFS file: {exc.problem}", digest=digest)
-        )
-    except ContentNotFound as exc:
-        raise ContentMissing(f"{cid} is not available in the {exc.store} store (yet)") from None
-    except (CorruptBlock, CidMismatch) as exc:
-        raise StoreFault(f"the store returned bytes that do not match {cid}: {exc.message}") from None
-    except StoreUnavailable as exc:
-        if _from_gateways(store):
-            raise ContentMissing(f"{cid}: no gateway gave it ({exc.message})") from None
-        raise StoreFault(f"fetching {cid}: {exc.message}") from None
-    except StoreError as exc:
-        raise StoreFault(f"fetching {cid}: {exc.message}") from None
-    except InvalidCID as exc:  # pragma: no cover - a digest from the chain always makes a valid CID
-        raise StoreFault(f"cannot name {digest.hex()} as a CID: {exc.problem}") from None
-    except OSError as exc:
-        raise StoreFault(f"fetching {cid} to {dest}: {exc}") from None
+    except _FAILURES as exc:
+        return _sorted(exc, store, digest, max_bytes)
     return Fetched(None, digest)
 
 
@@ -121,25 +102,8 @@ def fetch_checked(
             raise StoreError(store.name, f"{cid}: {got} bytes of the {size} announced")
         if hasher is not None and (proven := hasher.finish()).digest != digest:
             raise CidMismatch(cid, proven.cid, context=f"the {size} bytes the {store.name} store returned")
-    except ContentTooLarge as exc:
-        got_text = f"{exc.size} bytes" if exc.size is not None else "more bytes"
-        return Fetched(Verdict(Reason.TOO_LARGE, f"{got_text} than the limit of {max_bytes}", digest=digest))
-    except MalformedDag as exc:
-        return Fetched(
-            Verdict(Reason.CID_MISMATCH, f"not a Kubo-default UnixFS file: {exc.problem}", digest=digest)
-        )
-    except ContentNotFound as exc:
-        raise ContentMissing(f"{cid} is not available in the {exc.store} store (yet)") from None
-    except (CorruptBlock, CidMismatch) as exc:
-        raise StoreFault(f"the store returned bytes that do not match {cid}: {exc.message}") from None
-    except StoreUnavailable as exc:
-        if _from_gateways(store):
-            raise ContentMissing(f"{cid}: no gateway gave it ({exc.message})") from None
-        raise StoreFault(f"fetching {cid}: {exc.message}") from None
-    except StoreError as exc:
-        raise StoreFault(f"fetching {cid}: {exc.message}") from None
-    except OSError as exc:
-        raise StoreFault(f"fetching {cid}: {exc}") from None
+    except _FAILURES as exc:
+        return _sorted(exc, store, digest, max_bytes)
     return Fetched(None, digest, judge.finish(digest), judge)
 
 
@@ -180,6 +144,34 @@ def ensure_base(store: ContentStore, digest: bytes, cache: Path, *, max_bytes: i
 def remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+_FAILURES = (ContentTooLarge, MalformedDag, ContentNotFound, CorruptBlock, CidMismatch, StoreUnavailable, StoreError,
+             InvalidCID, OSError)  # fmt: skip
+
+
+def _sorted(exc: BaseException, store: ContentStore, digest: bytes, max_bytes: int) -> Fetched:
+    """One download failure sorted (both download paths share it): a verdict on the member's content (too large,
+    not a Kubo-layout file), content not there yet (ContentMissing), or our store's fault (StoreFault, retried)."""
+    cid = digest_to_cid(digest)
+    if isinstance(exc, ContentTooLarge):
+        got = f"{exc.size} bytes" if exc.size is not None else "more bytes"
+        return Fetched(Verdict(Reason.TOO_LARGE, f"{got} than the limit of {max_bytes}", digest=digest))
+    if isinstance(exc, MalformedDag):
+        return Fetched(
+            Verdict(Reason.CID_MISMATCH, f"not a Kubo-default UnixFS file: {exc.problem}", digest=digest)
+        )
+    if isinstance(exc, ContentNotFound):
+        raise ContentMissing(f"{cid} is not available in the {exc.store} store (yet)") from None
+    if isinstance(exc, CorruptBlock | CidMismatch):
+        raise StoreFault(f"the store returned bytes that do not match {cid}: {exc.message}") from None
+    if isinstance(exc, StoreUnavailable) and _from_gateways(store):
+        raise ContentMissing(f"{cid}: no gateway gave it ({exc.message})") from None
+    if isinstance(exc, StoreUnavailable | StoreError):
+        raise StoreFault(f"fetching {cid}: {exc.message}") from None
+    if isinstance(exc, InvalidCID):  # pragma: no cover - a digest from the chain always makes a valid CID
+        raise StoreFault(f"cannot name {digest.hex()} as a CID: {exc.problem}") from None
+    raise StoreFault(f"fetching {cid}: {exc}") from None
 
 
 def _from_gateways(store: ContentStore) -> bool:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ledger.cli.audit import IndexUrl, NoSync, Trustless  # the audit group's own options (it imports us last)
 from ledger.cli.output import JsonFlag, emit, want_json
 from ledger.exit_codes import ExitCode
 
@@ -68,18 +69,9 @@ def influence(
             "--keep", help="Copy every leave-one-out model into this directory.", show_default=False
         ),
     ] = None,
-    trustless: Annotated[
-        bool,
-        typer.Option(
-            "--trustless",
-            help="Ignore the index: read the ledger's logs from the chain into a throwaway index.",
-        ),
-    ] = False,
-    no_sync: Annotated[bool, typer.Option("--no-sync", help="Answer from the index as it is.")] = False,
-    index_url: Annotated[
-        str | None,
-        typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
-    ] = None,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Recompute the round's aggregate without each accepted update (the recorded rule and weights) and report the
@@ -108,18 +100,9 @@ def rejudge(
     task: Annotated[int, typer.Argument(min=1, help="Task id.")],
     round_: Annotated[int, typer.Argument(min=1, help="Round number.", metavar="ROUND")],
     *,
-    trustless: Annotated[
-        bool,
-        typer.Option(
-            "--trustless",
-            help="Ignore the index: read the ledger's logs from the chain into a throwaway index.",
-        ),
-    ] = False,
-    no_sync: Annotated[bool, typer.Option("--no-sync", help="Answer from the index as it is.")] = False,
-    index_url: Annotated[
-        str | None,
-        typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
-    ] = None,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Recompute every deterministic check of the round's updates with the settings the task's specification
@@ -149,18 +132,9 @@ def taint(
     revoked: Annotated[
         bool, typer.Option("--revoked", help="Every update revoked on chain (protocol R8), instead.")
     ] = False,
-    trustless: Annotated[
-        bool,
-        typer.Option(
-            "--trustless",
-            help="Ignore the index: read the ledger's logs from the chain into a throwaway index.",
-        ),
-    ] = False,
-    no_sync: Annotated[bool, typer.Option("--no-sync", help="Answer from the index as it is.")] = False,
-    index_url: Annotated[
-        str | None,
-        typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
-    ] = None,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Every later model that descends from an update (or from any of a member's updates, or from every revoked
@@ -191,18 +165,9 @@ def privacy(
             "--delta", help="δ to state ε at (default: the task's budget's, else 1e-5).", show_default=False
         ),
     ] = None,
-    trustless: Annotated[
-        bool,
-        typer.Option(
-            "--trustless",
-            help="Ignore the index: read the ledger's logs from the chain into a throwaway index.",
-        ),
-    ] = False,
-    no_sync: Annotated[bool, typer.Option("--no-sync", help="Answer from the index as it is.")] = False,
-    index_url: Annotated[
-        str | None,
-        typer.Option("--index-url", help="Index database URL (overrides `index_url`).", show_default=False),
-    ] = None,
+    trustless: Trustless = False,
+    no_sync: NoSync = False,
+    index_url: IndexUrl = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Each member's cumulative privacy loss ε (at δ) over the task: RDP composition of the Gaussian releases its
