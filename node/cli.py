@@ -146,6 +146,21 @@ def run(
             help="HTTP relay: submit directly (the key pays gas) when the relayer has not got it on chain in time.",
         ),
     ] = False,
+    relay_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--relay-ca",
+            help="HTTPS relay: the PEM CA file that signed the relayer's certificate (default: the system's CAs).",
+        ),
+    ] = None,
+    relay_insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--relay-insecure-http",
+            help="Allow a plain http:// relayer beyond loopback (anyone on the path can read, drop or delay "
+            "submissions).",
+        ),
+    ] = False,
     behaviour: Annotated[
         str,
         typer.Option(
@@ -234,10 +249,27 @@ def run(
         raise typer.BadParameter(
             "is for an http(s) relayer (--relay-via http://…)", param_hint="--relay-fallback"
         )
+    if (relay_ca is not None or relay_insecure_http) and not http_relay:
+        raise typer.BadParameter(
+            "is for an http(s) relayer (--relay-via https://…)",
+            param_hint="--relay-ca" if relay_ca is not None else "--relay-insecure-http",
+        )
     s = load_settings(redis_url=None if http_relay else relay_via)
     key = s.signing_key()
     if key is None:
         raise NoSigningKey()
+    http: Any = None
+    if relay and http_relay:
+        from node.relay import HttpRelay
+
+        assert relay_via is not None
+        http = HttpRelay(  # a bad URL or CA file fails now, before any connection
+            relay_via,
+            timeout_s=relay_timeout,
+            fallback_direct=relay_fallback,
+            ca_file=relay_ca,
+            allow_http=relay_insecure_http,
+        )
     options = NodeOptions(
         task=task or s.task_id,
         recipe=recipe,
@@ -263,11 +295,8 @@ def run(
     # A fallback to direct submission needs the signing client; otherwise a relayed member never sends a tx.
     client = _client(s, read_only=relay and not relay_fallback, wait_s=wait_chain)
     redis_client: Any = None
-    if relay and http_relay:
-        from node.relay import HttpRelay
-
-        assert relay_via is not None
-        redis_client = HttpRelay(relay_via, timeout_s=relay_timeout, fallback_direct=relay_fallback)
+    if http is not None:
+        redis_client = http
     elif relay:
         redis_client = _relay_redis(s)
     from eth_account import Account

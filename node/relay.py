@@ -1,7 +1,7 @@
 """Gasless submissions: a member signs its submission (EIP-712) and a relayer pays for the transaction.
 
 Two ways to reach a relayer: a Redis queue (members inside the operator's organisation, the queue below) or HTTP
-(members of other organisations: ``--relay-via http://HOST:PORT``, :class:`HttpRelay`, served by
+(members of other organisations: ``--relay-via https://HOST:PORT --relay-ca CA.pem``, :class:`HttpRelay`, served by
 ``meshprov worker relay``; docs/relay.md). Over HTTP the member believes the chain, never the relayer: it confirms
 its own submission with ``submissionOf``, checks a refusal against the chain before giving up, and can fall back to
 a direct submission after ``--relay-timeout``.
@@ -22,14 +22,19 @@ a member who hears nothing keeps its update file and can resubmit directly.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ledger.chain.types import Phase, SignedSubmission, checksum
+from ledger.errors import ConfigError
 from node.faults import InvalidRelayMessage, NoSigningKey, RelayRejected
 from node.packaging import CLOSED_REVERTS, Submitted, submit_direct
 
@@ -248,12 +253,32 @@ class RelayAnswer:
         return str(self.body.get("problem") or self.body.get("code") or f"HTTP {self.status}")
 
 
+class RelayTLSError(ConfigError):
+    """The relayer's certificate is not trusted (wrong or missing ``--relay-ca``, a name it was not issued for):
+    nothing was sent, and re-sending would not help."""
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpRelay:
     """A relayer's HTTP endpoint (``meshprov worker relay``), as a member of another organisation uses it.
 
     ``timeout_s``: how long the member waits for its submission to appear on chain before ``fallback_direct``
     (submitting itself; its key then needs ETH). ``retry_s``: how often it re-sends while the chain does not show
-    the submission (a relayer may drop requests; the nonce makes a re-send harmless)."""
+    the submission (a relayer may drop requests; the nonce makes a re-send harmless).
+
+    ``https://`` relayers are verified (TLS 1.2 or later) against ``ca_file`` (PEM; default: the system's
+    trusted CAs). A plain ``http://`` relayer that is not on loopback is refused unless ``allow_http``: the member
+    believes only the chain, so a man in the middle cannot forge an outcome, but it can read every submission
+    and silently drop, delay or reorder them (the member's availability and privacy)."""
 
     def __init__(
         self,
@@ -263,9 +288,28 @@ class HttpRelay:
         fallback_direct: bool = False,
         retry_s: float = 10.0,
         request_timeout_s: float = 60.0,
+        ca_file: str | Path | None = None,
+        allow_http: bool = False,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+            raise ConfigError(f"{url!r} is not an http:// or https:// URL")
+        host = urlsplit(url).hostname or ""
+        if url.startswith("http://"):
+            if ca_file is not None:
+                raise ConfigError(
+                    f"a CA file ({ca_file}) is for an https:// relayer, not {url}",
+                    hint="give the relayer's https:// URL (`meshprov worker relay --tls-cert … --tls-key …`)",
+                )
+            if not allow_http and not is_loopback(host):
+                raise ConfigError(
+                    f"refusing the plain-HTTP relayer {url}: anyone on the path could read the member's "
+                    "submissions and silently drop, delay or reorder them",
+                    hint="use https:// (the relayer's --tls-cert/--tls-key, the member's --relay-ca), or pass "
+                    "--relay-insecure-http on a network you trust",
+                )
+        self.verify: ssl.SSLContext | None = None
+        if url.startswith("https://"):
+            self.verify = client_tls_context(ca_file)
         self.url = url.rstrip("/") + "/v1/submissions"
         self.timeout_s = timeout_s
         self.fallback_direct = fallback_direct
@@ -276,13 +320,15 @@ class HttpRelay:
         import httpx
 
         try:
-            # No redirects followed (httpx's default): the answer comes from the relayer the member chose.
+            # No redirects followed (httpx's default): the answer comes from the relayer the member chose. The
+            # certificate is checked in the handshake, before a byte of the signed body is sent.
             with httpx.stream(
                 "POST",
                 self.url,
                 content=body,
                 headers={"Content-Type": "application/json"},
                 timeout=self.request_timeout_s,
+                verify=self.verify if self.verify is not None else True,
             ) as response:
                 raw = bytearray()
                 for chunk in response.iter_bytes():
@@ -291,10 +337,50 @@ class HttpRelay:
                         break
                 return _answer(response.status_code, bytes(raw), response.headers)
         except httpx.HTTPError as exc:  # refused, reset, timed out, a broken reply
+            failure = _cause(exc, ssl.SSLCertVerificationError)
+            if failure is not None:
+                raise RelayTLSError(
+                    f"the relayer at {self.url} is not trusted: {failure.verify_message or failure}; "
+                    "nothing was sent",
+                    hint="give --relay-ca the CA file that signed the relayer's certificate (docker compose: the "
+                    "relayer-ca volume's ca.crt), and a URL with a name the certificate was issued for",
+                ) from None
             return RelayAnswer(0, {"problem": f"the relayer cannot be reached ({exc})"})
 
     def close(self) -> None:
         """Nothing to release (one connection per request); here so the CLI closes either relay alike."""
+
+
+def client_tls_context(ca_file: str | Path | None) -> ssl.SSLContext:
+    """Verifies the relayer's certificate and name, TLS 1.2 or later; ``ca_file``: the PEM CA(s) to trust instead
+    of the system's."""
+    if ca_file is None:
+        ctx = ssl.create_default_context()
+    else:
+        try:
+            ctx = ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"cannot use the relayer's CA file {ca_file}: {problem}",
+                hint="give --relay-ca the PEM CA certificate the relayer's operator handed out "
+                "(docker compose: deploy/relayer/init.sh writes it)",
+            ) from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _cause(
+    exc: BaseException, kind: type[ssl.SSLCertVerificationError]
+) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _answer(status: int, raw: bytes, headers: Any) -> RelayAnswer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,6 +27,17 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise typer.BadParameter(f"expected HOST:PORT, got {text!r}", param_hint="--listen")
     return host.strip("[]"), int(port_text)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def relay_command(
@@ -47,6 +59,15 @@ def relay_command(
         float,
         typer.Option("--member-interval", min=0.001, help="Seconds to earn one more request, per member."),
     ] = 20.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="PEM certificate (chain) to serve HTTPS with (TLS 1.2 or later; with --tls-key). Members verify "
+            "it with `node run --relay-ca`.",
+        ),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Relay members' signed submissions received over HTTP, in batches (this key pays the gas).
 
@@ -54,9 +75,15 @@ def relay_command(
     refused request costs nothing. Protocol and limits: docs/relay.md."""
     from ledger.chain.client import LedgerClient
     from ledger.cli.endpoints import chain_url
-    from worker.relay_http import Limits, RelayService, serve
+    from worker.relay_http import Limits, RelayService, serve, tls_context
 
     host, port = parse_listen(listen)
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter(
+            "give both --tls-cert and --tls-key (the certificate and its private key)",
+            param_hint="--tls-key" if tls_key is None else "--tls-cert",
+        )
+    tls = tls_context(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
     s = load_settings()
     if s.signing_key() is None:
         from ledger.errors import ConfigError
@@ -76,7 +103,7 @@ def relay_command(
         member_rate=1 / member_interval,
     )
     service = RelayService(sender, reader=reader, limits=limits, say=info)
-    server = serve(service, host, port)
+    server = serve(service, host, port, tls=tls)
     stop = threading.Event()
 
     def _stop(*_: object) -> None:
@@ -85,6 +112,12 @@ def relay_command(
 
     previous = signal.signal(signal.SIGTERM, _stop)
     info(f"relaying to ledger {sender.address} as {sender.sender_address}")
+    if tls is None and not _loopback(host):
+        info(
+            f"warning: plain HTTP on {host}: members' submissions cross the network unprotected and members "
+            "refuse a non-loopback http:// relayer unless told otherwise; give --tls-cert and --tls-key "
+            "(docs/relay.md)"
+        )
     info(f"listening on {server.url}")  # its own short line: a caller that asked for port 0 reads it
     try:
         server.serve_forever(poll_interval=0.2)

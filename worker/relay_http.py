@@ -29,12 +29,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import ssl
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.chain.types import Phase, SignedSubmission, checksum
@@ -451,18 +453,61 @@ class RelayService:
 # ─── HTTP ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
 
+def tls_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContext:
+    """The relayer's server-side TLS (1.2 or later) from a PEM certificate chain and its private key;
+    :class:`~ledger.errors.ConfigError` naming the file and what to do when either is missing, unreadable or they
+    do not belong together."""
+    from ledger.errors import ConfigError
+
+    hint = (
+        "give --tls-cert the relayer's PEM certificate (chain) and --tls-key its PEM private key, readable by "
+        "this user (docker compose: deploy/relayer/init.sh generates both)"
+    )
+    for what, path in (("certificate", Path(cert_file)), ("private key", Path(key_file))):
+        try:
+            with path.open("rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the relayer's TLS {what} {path}: {exc.strerror or exc}", hint=hint
+            ) from None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"the relayer's TLS certificate {cert_file} and key {key_file} cannot be used: {exc.reason or exc} "
+            "(not PEM, or the key is not the certificate's)",
+            hint=hint,
+        ) from None
+    return ctx
+
+
 class RelayHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     # Bounded concurrency: each request holds a thread while its batch is mined, each connection a thread while
     # it is open (idle ones for at most the handler's timeout).
     max_in_flight = 64
     max_connections = 256
+    handshake_timeout_s = 10.0
 
-    def __init__(self, address: tuple[str, int], service: RelayService) -> None:
+    def __init__(
+        self, address: tuple[str, int], service: RelayService, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.service = service
+        self.tls = tls
         self.in_flight = threading.BoundedSemaphore(self.max_in_flight)
         self.connections = threading.BoundedSemaphore(self.max_connections)
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is None:
+            return sock, address
+        # The handshake runs in the connection's own thread (process_request_thread), never in the accept loop:
+        # a client that stalls it holds one bounded connection for at most handshake_timeout_s.
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.connections.acquire(blocking=False):
@@ -472,6 +517,17 @@ class RelayHTTPServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
+            if isinstance(request, ssl.SSLSocket):
+                try:
+                    request.settimeout(self.handshake_timeout_s)
+                    request.do_handshake()
+                except (
+                    OSError,
+                    ssl.SSLError,
+                ) as exc:  # a client that does not trust us, or speaks plain HTTP
+                    log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+                    self.shutdown_request(request)
+                    return
             super().process_request_thread(request, client_address)
         finally:
             self.connections.release()
@@ -479,7 +535,7 @@ class RelayHTTPServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls is not None else 'http'}://{host!s}:{port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -574,9 +630,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def serve(service: RelayService, host: str, port: int) -> RelayHTTPServer:
-    """Bind the relayer (port 0 picks a free one) and start its batcher; call ``serve_forever`` (or run it in a
-    thread) and ``shutdown`` + ``service.stop()`` to end."""
-    server = RelayHTTPServer((host, port), service)
+def serve(
+    service: RelayService, host: str, port: int, *, tls: ssl.SSLContext | None = None
+) -> RelayHTTPServer:
+    """Bind the relayer (port 0 picks a free one; HTTPS with ``tls``, see :func:`tls_context`) and start its
+    batcher; call ``serve_forever`` (or run it in a thread) and ``shutdown`` + ``service.stop()`` to end."""
+    server = RelayHTTPServer((host, port), service, tls=tls)
     service.start()
     return server
