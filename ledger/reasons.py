@@ -33,6 +33,7 @@ class Reason(IntEnum):
     LOSS_REGRESSION = 19
     SCALE_OUT_OF_PROPORTION = 20
     NEAR_COPY = 21
+    PRIVACY_BUDGET_EXCEEDED = 22
 
     @property
     def slug(self) -> str:
@@ -71,4 +72,7 @@ REASON_HELP: dict[Reason, str] = {
     "allowed multiple of the base's norm (a scaled or boosted update).",
     Reason.NEAR_COPY: "The update points the same way (cosine >= 0.95 over the whole vectors) as another member's "
     "update of one of the last rounds: a copy of published work, noise or scaling added.",
+    Reason.PRIVACY_BUDGET_EXCEEDED: "The task anchors a privacy budget and the member's updates in it so far, this "
+    "one included and accepted or not, compose to more than the budget's epsilon at its delta, or one of them "
+    "carries no privacy record the accountant can compose (unbounded).",
 }

@@ -373,6 +373,7 @@ def _use_recipe(
     checks' limits (``ledger.checks.anchored``), its ``loss_delta``/``loss_ratio`` unless given on the command line (consortium-wide
     values live in the spec)."""
     from ledger.checks.anchored import anchored_limits
+    from ledger.checks.privacy_budget import budget_of
     from ledger.errors import ConfigError
     from worker.recipe import DEFAULT_HOST, check_recipe, load_hooks, loss_of, read_task_spec
 
@@ -391,6 +392,7 @@ def _use_recipe(
         checks = {k: v for k, v in spec.checks.items() if k not in given}
         try:
             rt.limits = anchored_limits(checks, rt.limits)
+            rt.privacy_budget = budget_of(spec.checks)
         except ConfigError as exc:
             raise ConfigError(
                 f"task {task_id}'s specification: {exc}", hint="fix the specification the task anchors"

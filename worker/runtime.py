@@ -21,6 +21,7 @@ from worker.state import WorkerState, worker_id
 
 if TYPE_CHECKING:
     from ledger.checks import LossFn
+    from ledger.checks.privacy_budget import Budget
     from ledger.content import ContentStore
     from ledger.recipe import RecipeRef
     from ledger.settings import Settings
@@ -45,6 +46,9 @@ class Runtime:
     reference (worker.verify._scorer)."""
     recipe: RecipeRef | None = None
     """The task's recipe this validator judges with (``--recipe``; worker.recipe), checked against the spec."""
+    privacy_budget: Budget | None = None
+    """The privacy budget the task's specification anchors (``checks.privacy_epsilon``; set with the recipe):
+    updates over it are rejected (``PRIVACY_BUDGET_EXCEEDED``, ``ledger.checks.privacy_budget``); None: no check."""
 
     _chain: WorkerChain | None = field(default=None, init=False, repr=False)
     _store: ContentStore | None = field(default=None, init=False, repr=False)

@@ -57,6 +57,7 @@ from worker.state import renew
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from ledger.checks.privacy_budget import BudgetJudge
     from worker.runtime import Runtime
     from worker.state import WorkerState
 
@@ -251,6 +252,8 @@ class _Round:
     directory: Path
     max_bytes: int
     base_scale: float | None
+    budget: BudgetJudge | None = None
+    """The task's privacy budget over the members' submissions so far (None: the task anchors none)."""
 
 
 def score_round(
@@ -272,7 +275,9 @@ def score_round(
         ) from None
     with base_file as base:
         layout = describe_source(base)
-        ctx = _Round(rt, view, base, layout, round_dir, max_bytes, base_norm(base, layout))
+        ctx = _Round(
+            rt, view, base, layout, round_dir, max_bytes, base_norm(base, layout), _budget(rt, view, subs)
+        )
         deadline = _content_deadline(rt, view)
         # A job must end before its soft time limit: a longer wait is handed to a retry (the judged updates are
         # cached on disk), so the wait is bounded by both.
@@ -284,6 +289,34 @@ def score_round(
         final = iter(judge_round(present, rt.limits))
         verdicts: list[Verdict | None] = [next(final) if j is not None else None for j in judged]
         return _scores(ctx, subs, verdicts)
+
+
+def _budget(rt: Runtime, view: RoundView, subs: Sequence[Submission]) -> BudgetJudge | None:
+    """The privacy-budget check of the round (``ledger.checks.privacy_budget``) when the task anchors a budget:
+    every submission of the task's earlier rounds from the chain's logs, each update's record read from the
+    store's copy of its header when a member's update is judged."""
+    if rt.privacy_budget is None:
+        return None
+    from ledger.checks.privacy_budget import BudgetJudge, Released, Submitted, read_released
+
+    chain = rt.chain()
+    submitted = [
+        Submitted(s.round, s.index, s.contributor, digest_to_cid(s.digest))
+        for r in range(1, view.round)
+        for s in chain.submissions(view.task_id, r)
+    ]
+    submitted += [Submitted(view.round, s.index, s.contributor, digest_to_cid(s.digest)) for s in subs]
+    store = rt.store()
+
+    def read(cid: str, label: str) -> Released:
+        from ledger.content.errors import ContentError
+
+        try:
+            return read_released(store, cid, label)
+        except (ContentError, OSError) as exc:  # not "not found" (that spends nothing): the store failed
+            raise StoreFault(f"reading {label}'s privacy record: {str(exc).splitlines()[0]}") from None
+
+    return BudgetJudge(rt.privacy_budget, submitted, read)
 
 
 def _content_deadline(rt: Runtime, view: RoundView) -> float:
@@ -384,6 +417,9 @@ def _judge_cached(ctx: _Round, sub: Submission) -> Judged:
     ctx.rt.failpoint("verify.fetched")
     verdict = got.rejected or got.verdict
     assert verdict is not None
+    if verdict.accepted and ctx.budget is not None:
+        # After the update's own checks, before the loss: deterministic given the chain and the store.
+        verdict = ctx.budget.judge(sub.contributor, ctx.view.round, sub.index) or verdict
     loss = None
     if verdict.accepted:
         assert got.checks is not None

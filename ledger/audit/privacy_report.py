@@ -68,6 +68,7 @@ class PrivacyReport:
 def task_budget(source: Source, settings: Settings, task_id: int) -> tuple[float | None, float | None]:
     """(ε budget, δ) the task's specification anchors in ``checks``; (None, None) when it anchors none."""
     from ledger.audit.source import configured_store
+    from ledger.checks.privacy_budget import budget_of
     from ledger.content import read_bytes
     from ledger.content.errors import ContentError
     from ledger.index.models import cid_of
@@ -85,23 +86,27 @@ def task_budget(source: Source, settings: Settings, task_id: int) -> tuple[float
         return None, None
     finally:
         store.close()
-    eps, delta = spec.checks.get("privacy_epsilon"), spec.checks.get("privacy_delta")
-    return (float(eps) if isinstance(eps, int | float) else None), (
-        float(delta) if isinstance(delta, int | float) else None
-    )
+    budget = budget_of(spec.checks)
+    if budget is None:
+        return None, None
+    delta = spec.checks.get("privacy_delta")
+    return budget.epsilon, (float(delta) if isinstance(delta, int | float) else None)
 
 
 def privacy(
     source: Source, settings: Settings, task_id: int, *, member: str | None = None, delta: float | None = None
 ) -> PrivacyReport:
-    from ledger.privacy import DEFAULT_DELTA, Release, UnaccountableRecord, epsilon
+    """Each member's composition (``ledger.checks.privacy_budget.compose``: the rule validators bound with
+    ``PRIVACY_BUDGET_EXCEEDED``) over every update it submitted whose metadata the index has read."""
+    from ledger.checks.privacy_budget import Released, compose
+    from ledger.privacy import DEFAULT_DELTA
 
     budget, spec_delta = task_budget(source, settings, task_id)
     at = delta if delta is not None else spec_delta if spec_delta is not None else DEFAULT_DELTA
     report = PrivacyReport(task_id, at, budget, source.info)
     if budget is None:
         report.notes.append("the task's specification anchors no privacy budget (checks.privacy_epsilon)")
-    releases: dict[str, list[Release]] = {}
+    released: dict[str, list[Released]] = {}
     rows: dict[str, MemberPrivacy] = {}
     for rd in source.queries.task_rounds(task_id, settlement=False):
         for u in rd.updates:
@@ -112,23 +117,12 @@ def privacy(
             if u.metadata == "unread":
                 row.unread += 1
                 continue
-            if u.privacy is None:
-                row.unbounded = True
-                row.problems.append(f"round {u.round}: {u.cid} carries no privacy record")
-                continue
-            try:
-                releases.setdefault(u.contributor, []).append(Release.from_record(u.privacy))
-            except UnaccountableRecord as exc:
-                row.unbounded = True
-                row.problems.append(f"round {u.round}: {u.cid}: {exc.message}")
-                continue
-            row.accounted += 1
-            claimed = u.privacy.get("epsilon")
-            if isinstance(claimed, int | float) and not isinstance(claimed, bool):
-                row.claimed_epsilon.append(float(claimed))
+            released.setdefault(u.contributor, []).append(Released(f"round {u.round}: {u.cid}", u.privacy))
     for who, row in sorted(rows.items()):
-        if not row.unbounded and row.accounted:
-            row.epsilon, row.order = epsilon(releases[who], at)
+        spend = compose(released.get(who, []), at)
+        row.accounted, row.unbounded = spend.accounted, spend.unbounded
+        row.epsilon, row.order = spend.epsilon, spend.order
+        row.problems, row.claimed_epsilon = spend.problems, spend.claimed_epsilon
         if budget is not None and (row.unbounded or (row.epsilon is not None and row.epsilon > budget)):
             row.over_budget = True
         report.members.append(row)

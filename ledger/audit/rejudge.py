@@ -2,7 +2,9 @@
 
 The checks and their settings are the task's: the limits its specification anchors (``checks``, applied over
 the defaults by ``ledger.checks.anchored``), run by the same code the validators run (``ledger.checks``:
-``judge_update`` per update, then ``judge_round`` for same-bytes duplicates and the norm z-score). What no
+``judge_update`` per update, the privacy budget the specification anchors (``ledger.checks.privacy_budget``:
+``PRIVACY_BUDGET_EXCEEDED`` from the member's submissions so far on chain and their records in the store), then
+``judge_round`` for same-bytes duplicates and the norm z-score). What no
 auditor can recompute is left out and said so: the held-out loss (``LOSS_REGRESSION``: each validator's own
 data), the whole-vector copy checks (``NEAR_COPY``, and ``DUPLICATE`` of a copy that is not byte-identical: each
 validator's history of earlier rounds) and the contribution score itself.
@@ -34,6 +36,7 @@ from ledger.reasons import Reason
 if TYPE_CHECKING:
     from ledger.audit.source import Source, SourceInfo
     from ledger.checks import CheckLimits, Judged
+    from ledger.checks.privacy_budget import Budget, BudgetJudge
     from ledger.settings import Settings
 
 NOT_RECOMPUTED = frozenset({Reason.LOSS_REGRESSION, Reason.NEAR_COPY, Reason.DUPLICATE})
@@ -77,6 +80,7 @@ class RejudgeReport:
     limits: dict[str, Any]
     limits_from: str
     source: SourceInfo
+    privacy_budget: dict[str, float] | None = None  # {"epsilon", "delta"} the specification anchors
     updates: list[Rejudged] = field(default_factory=list)
     ballots: list[Ballot] = field(default_factory=list)  # disagreements and unverifiable hard rejects
     validators: dict[str, dict[str, int]] = field(default_factory=dict)  # per validator: agree/disagree/…
@@ -96,6 +100,7 @@ class RejudgeReport:
             "round": self.round,
             "limits_from": self.limits_from,
             "limits": self.limits,
+            "privacy_budget": self.privacy_budget,
             "updates": [u.to_dict() for u in self.updates],
             "disagreements": [b.to_dict() for b in self.disagreements],
             "unverifiable": [b.to_dict() for b in self.ballots if b.kind == "unverifiable"],
@@ -106,8 +111,9 @@ class RejudgeReport:
         }
 
 
-def task_limits(source: Source, settings: Settings, task_id: int) -> tuple[CheckLimits, str]:
-    """The limits the task anchors (its specification's ``checks`` over the defaults), and where they came from.
+def task_limits(source: Source, settings: Settings, task_id: int) -> tuple[CheckLimits, str, Budget | None]:
+    """The limits the task anchors (its specification's ``checks`` over the defaults), where they came from, and
+    its privacy budget (``checks.privacy_epsilon``/``privacy_delta``; None: none).
 
     A specification that is not in the store, or a legacy one, anchors none: the defaults apply, and the report
     says so. The loss margin is dropped: no auditor has a validator's held-out data."""
@@ -115,6 +121,7 @@ def task_limits(source: Source, settings: Settings, task_id: int) -> tuple[Check
 
     from ledger.checks import CheckLimits
     from ledger.checks.anchored import anchored_limits
+    from ledger.checks.privacy_budget import budget_of
     from ledger.content import open_store, read_bytes
     from ledger.content.errors import ContentError
     from ledger.index.models import cid_of
@@ -126,31 +133,38 @@ def task_limits(source: Source, settings: Settings, task_id: int) -> tuple[Check
     try:
         raw = read_bytes(store, cid, max_bytes=MAX_SPEC_BYTES)
     except (ContentError, OSError):
-        return replace(defaults, loss_delta=None), f"defaults: the specification {cid} is not in the store"
+        return (
+            replace(defaults, loss_delta=None),
+            f"defaults: the specification {cid} is not in the store",
+            None,
+        )
     finally:
         store.close()
     try:
         spec = parse_task_spec(raw)
     except LegacyTaskSpec:
-        return replace(defaults, loss_delta=None), f"defaults: the specification {cid} is a legacy one"
+        return replace(defaults, loss_delta=None), f"defaults: the specification {cid} is a legacy one", None
     limits = anchored_limits(spec.checks, defaults)
-    return replace(limits, loss_delta=None), f"the specification {cid}"
+    return replace(limits, loss_delta=None), f"the specification {cid}", budget_of(spec.checks)
 
 
 def rejudge(source: Source, settings: Settings, task_id: int, round_: int) -> RejudgeReport:
     from ledger.aggregation.source import describe_source
-    from ledger.checks import ChainRecord, base_norm, judge_round, judge_update
+    from ledger.checks import ChainRecord, Judged, base_norm, judge_round, judge_update
     from ledger.checks.anchored import describe
     from ledger.content import cid_to_digest, fetch_to_file, open_store
     from ledger.content.errors import ContentError, ContentTooLarge
     from ledger.updatefile import UpdateFile
 
     detail = source.queries.round(task_id, round_)
-    limits, limits_from = task_limits(source, settings, task_id)
+    limits, limits_from, budget = task_limits(source, settings, task_id)
     report = RejudgeReport(task_id, round_, describe(limits), limits_from, source.info)
     base_cid = detail.base_cid or ""
     store = open_store(settings)
     try:
+        privacy = _budget_judge(source, store, task_id, round_, budget)
+        if budget is not None:
+            report.privacy_budget = {"epsilon": budget.epsilon, "delta": budget.delta}
         with tempfile.TemporaryDirectory(prefix="meshprov-rejudge-") as tmp:
             work = Path(tmp)
             base_path = work / "base.safetensors"
@@ -182,17 +196,20 @@ def rejudge(source: Source, settings: Settings, task_id: int, round_: int) -> Re
                         )
                         judged.append(None)
                         continue
-                    judged.append(
-                        judge_update(
-                            path,
-                            base=base,
-                            layout=layout,
-                            record=record,
-                            limits=limits,
-                            digest=record.digest,
-                            base_scale=scale,
-                        )
+                    one = judge_update(
+                        path,
+                        base=base,
+                        layout=layout,
+                        record=record,
+                        limits=limits,
+                        digest=record.digest,
+                        base_scale=scale,
                     )
+                    if one.verdict.accepted and privacy is not None:
+                        # As the validator judges: after the update's own checks, before the round's.
+                        over = privacy.judge(u.contributor, round_, u.index)
+                        one = Judged(over) if over is not None else one
+                    judged.append(one)
                 present = [j for j in judged if j is not None]
                 final = iter(judge_round(present, limits))
                 verdicts = [next(final) if j is not None else None for j in judged]
@@ -238,6 +255,25 @@ def rejudge(source: Source, settings: Settings, task_id: int, round_: int) -> Re
     if not any(u.scores for u in detail.updates):
         report.notes.append("no validator has revealed scores in this round yet")
     return report
+
+
+def _budget_judge(
+    source: Source, store: Any, task_id: int, round_: int, budget: Budget | None
+) -> BudgetJudge | None:
+    """The validators' privacy-budget check (``ledger.checks.privacy_budget``) over the task's submissions up to
+    ``round_`` as the index has them from the chain's logs, each record read from the store as a validator reads
+    it."""
+    if budget is None:
+        return None
+    from ledger.checks.privacy_budget import BudgetJudge, Submitted, read_released
+
+    submitted = [
+        Submitted(u.round, u.index, u.contributor, u.cid or "")
+        for rd in source.queries.task_rounds(task_id, settlement=False)
+        if rd.round <= round_
+        for u in rd.updates
+    ]
+    return BudgetJudge(budget, submitted, lambda cid, label: read_released(store, cid, label))
 
 
 def _compare(checks: Reason, score: int, reason: int) -> str | None:
