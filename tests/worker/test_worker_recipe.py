@@ -220,3 +220,17 @@ def test_worker_run_refuses_another_recipe_or_a_bad_margin(tmp_path: Path) -> No
         rt = runtime_for(tmp_path / str(bad), TaskSpec(recipe=REF, checks={"loss_delta": bad}))
         with pytest.raises(ConfigError, match="specification"):
             _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
+
+
+def test_worker_run_takes_up_the_tasks_privacy_budget(tmp_path: Path) -> None:
+    """The budget the specification anchors is what the validator bounds members with (PRIVACY_BUDGET_EXCEEDED)."""
+    from ledger.checks.privacy_budget import Budget
+    from worker.cli import _use_recipe
+
+    spec = TaskSpec(recipe=REF, checks={"privacy_epsilon": 8, "privacy_delta": 1e-6})
+    rt = runtime_for(tmp_path, spec)
+    _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
+    assert rt.privacy_budget == Budget(8.0, 1e-6)
+    rt = runtime_for(tmp_path / "none", TaskSpec(recipe=REF, checks={"loss_delta": 2.5}))
+    _use_recipe(rt, "mine", host=f"{__name__}:host", loss_delta_given=False)
+    assert rt.privacy_budget is None
