@@ -1,6 +1,6 @@
 """The HTTP relayer: members of other organisations send their EIP-712 signed submissions here, not into a Redis.
 
-    member (`node run --relay --relay-via http://HOST:PORT`)       relayer (`meshprov worker relay`, funded key)
+    member (`node run --relay --relay-via https://HOST:PORT`)      relayer (`meshprov worker relay`, funded key)
       POST /v1/submissions  {schema, task, round, contributor,  ─▶ 1. body bounded (Content-Length ≤ 2048) and parsed
                              digest, num_samples, nonce,           2. zero digest / zero samples refused
                              deadline, v, r, s}                    3. signature recovered OFF CHAIN: must be the

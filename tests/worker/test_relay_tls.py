@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import re
+import signal
 import ssl
 import subprocess
 import sys
@@ -341,3 +344,43 @@ def test_worker_relay_exits_non_zero_on_a_bad_certificate(
     )
     assert done.returncode != 0
     assert expected in done.stderr + done.stdout
+
+
+@pytest.mark.anvil
+def test_worker_relay_serves_https_as_a_process(
+    net: NodeNet, pki: Pki, dev_keys: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    """The command's wiring: `--tls-cert/--tls-key` reach the server; a member submits through it over HTTPS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_")}
+    env.update(
+        MESHPROV_CHAIN_RPC_URL=net.url,
+        MESHPROV_DEPLOYMENT_FILE=str(net.deployment_file),
+        MESHPROV_DATA_DIR=str(tmp_path / "relayer"),
+        MESHPROV_PRIVATE_KEY=dev_keys[RELAYER][1],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.relay_cli", "--listen", "127.0.0.1:0", "--batch-wait", "0.2",
+         "--tls-cert", str(pki.cert), "--tls-key", str(pki.key)],
+        env=env, cwd=REPO, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        url = None
+        for line in proc.stderr:
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None, f"the relayer exited {proc.poll()} before listening"
+        assert url.startswith("https://127.0.0.1:")
+        health = httpx.get(
+            url + "/healthz", verify=ssl.create_default_context(cafile=str(pki.ca)), timeout=10
+        )
+        assert health.json()["relayer"] == dev_keys[RELAYER][0]
+        result = submit(net, 1, HttpRelay(url, ca_file=pki.ca))
+        assert result.status == "submitted"
+        (event,) = net.submissions(1)
+        assert event.args["relayer"] == dev_keys[RELAYER][0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)  # drains and closes the pipe
