@@ -5,8 +5,10 @@ local block store and a private redis-server, each role in its own child process
 
 * members (one process, one member after another): *local training* is one real optimiser step of the recipe's
   own ``train`` (AdamW, batch 8 × 128 bytes of the member's shard; measured, and excluded from the goal), then the
-  node's real path: ``node.training.compute_delta`` → ``node.packaging.write_update_file`` (the update file)
-  → ``put_update`` (the store, CID checked) → ``submit_direct`` (``submitUpdate`` on anvil);
+  member's path: ``node.training.compute_delta`` → ``node.packaging.store_update`` (the update serialized
+  straight into the local block store: one pass, no file) → ``submit_direct`` (``submitUpdate`` on anvil);
+  ``--member-file`` measures the path before it instead: ``write_update_file`` → ``put_update`` (a file, then
+  a put of the file);
 * validators (one process each, one after the other): the worker's own ``worker.verify.verify_round`` with a
   Runtime built as ``meshprov worker run --role validator --recipe examples/transformer_lm`` builds it (spec read
   from the store, recipe hash checked, the recipe's ``evaluate`` as the held-out loss hook): fetch every update
@@ -109,7 +111,7 @@ def child_members(job: dict[str, Any]) -> dict[str, Any]:
     from ledger.chain.deploy import DeploymentRecord
     from ledger.content.local_store import LocalStore
     from ledger.updatefile import UpdateFile
-    from node.packaging import put_update, submit_direct, write_update_file
+    from node.packaging import put_update, store_update, submit_direct, write_update_file
     from node.recipe import load_recipe
     from node.statedict import load_numpy_state, state_to_numpy
     from node.training import compute_delta
@@ -124,7 +126,7 @@ def child_members(job: dict[str, Any]) -> dict[str, Any]:
         base = {k: np.array(v) for k, v in f.tensors()}
     clock = Clock()
     baseline = _status_kib("VmRSS")
-    files = []
+    cids: list[str] = []
     for i, (address, key) in enumerate(job["contributors"]):
         with clock.stage("local training (one optimiser step)"):
             model = recipe.build_model(0)
@@ -133,28 +135,50 @@ def child_members(job: dict[str, Any]) -> dict[str, Any]:
             recipe.fit(model, train, {"max_steps": 1, "seed": i})
             local = state_to_numpy(model)
             del model
-        with clock.stage("package: delta + update file"):
-            delta = compute_delta(local, base)
-            written = write_update_file(
-                Path(job["root"]) / "members" / f"{i:02d}.safetensors",
-                delta,
-                task=job["task"],
-                round_=job["round"],
-                base=job["base_cid"],
-                contributor=address,
-                num_samples=100 + i,
-            )
-        del local, delta
-        with clock.stage("store: put (CID checked)"):
-            put_update(store, written)
+        if job.get("member_path") == "file":  # the path before session 6: file, then a put of the file
+            with clock.stage("package: delta + update file"):
+                delta = compute_delta(local, base)
+                written = write_update_file(
+                    Path(job["root"]) / "members" / f"{i:02d}.safetensors",
+                    delta,
+                    task=job["task"],
+                    round_=job["round"],
+                    base=job["base_cid"],
+                    contributor=address,
+                    num_samples=100 + i,
+                )
+            del local, delta
+            with clock.stage("store: put (CID checked)"):
+                cid = put_update(store, written)
+        else:  # the update serialized straight into the store: one pass, no file
+            with clock.stage("package: delta + store (one pass)"):
+                delta = compute_delta(local, base)
+                cid = store_update(
+                    store,
+                    delta,
+                    task=job["task"],
+                    round_=job["round"],
+                    base=job["base_cid"],
+                    contributor=address,
+                    num_samples=100 + i,
+                ).cid
+            del local, delta
         with clock.stage("submit on anvil"):
             client = LedgerClient.connect(w3, record.ledger, key=key, timeout=60)
             client.deployment = record
-            done = submit_direct(
-                client, task=job["task"], round_=job["round"], cid=written.cid, num_samples=100 + i
-            )
+            done = submit_direct(client, task=job["task"], round_=job["round"], cid=cid, num_samples=100 + i)
             assert done.status == "submitted", done
-        files.append(str(written.path))
+        cids.append(cid)
+    # Outside the clock: the updates as files, for the baselines (sha-256, Flower) and --sketch-check.
+    files = []
+    for i, cid in enumerate(cids):
+        path = Path(job["root"]) / "members" / f"{i:02d}.safetensors"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as f:
+                for chunk in store.get(cid, max_bytes=1 << 40):
+                    f.write(chunk)
+        files.append(str(path))
     return {**clock.report(), "files": files, "baseline_kib": baseline, "peak_kib": _status_kib("VmHWM")}
 
 
@@ -337,7 +361,7 @@ def run_child(job_file: Path, kind: str, *args: str) -> dict[str, Any]:
 
 
 # ─── the run ────────────────────────────────────────────────────────────────────────────────────────────────────
-def run(root: Path, members: int, validators: int) -> dict[str, Any]:
+def run(root: Path, members: int, validators: int, member_path: str = "stream") -> dict[str, Any]:
     from lab.consortium import RoleKeys, deploy_consortium, task_table
     from ledger.chain.client import connect_web3
     from ledger.content.local_store import LocalStore
@@ -402,6 +426,7 @@ def run(root: Path, members: int, validators: int) -> dict[str, Any]:
             "task": net.task_id,
             "round": round_,
             "recipe": str(RECIPE),
+            "member_path": member_path,
             "contributors": [list(k) for k in net.keys.contributors],
             "validators": [list(k) for k in net.keys.validators],
             "aggregator": list(net.keys.aggregator),
@@ -417,6 +442,7 @@ def run(root: Path, members: int, validators: int) -> dict[str, Any]:
             "config": {
                 "members": members,
                 "validators": validators,
+                "member_path": member_path,
                 "recipe": recipe.ref.to_dict(),
                 "parameters": sum(p.numel() for p in recipe.build_model(0).parameters()),
                 "model_bytes": genesis.path.stat().st_size,
@@ -673,7 +699,13 @@ def main() -> int:
         metavar="UPDATE",
         help="measure the copy sketches' error and misses on these update files (e.g. a --keep DIR's members/*)",
     )
+    parser.add_argument(
+        "--member-file",
+        action="store_true",
+        help="members write the update file, then put it (the path before store_update) for comparison",
+    )
     args = parser.parse_args()
+    member_path = "file" if args.member_file else "stream"
     if args.sketch_check:
         checked = sketch_check(args.sketch_check)
         if args.json:
@@ -690,11 +722,11 @@ def main() -> int:
         result = json.loads(args.render.read_text())
     elif args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(args.keep.resolve(), args.members, args.validators)
+        result = run(args.keep.resolve(), args.members, args.validators, member_path)
         (args.keep / "results.json").write_text(json.dumps(result, indent=2, default=str))
     else:
         with tempfile.TemporaryDirectory(prefix="meshprov-bench-round-") as tmp:
-            result = run(Path(tmp), args.members, args.validators)
+            result = run(Path(tmp), args.members, args.validators, member_path)
     s = summary(result)
     if args.json:
         print(json.dumps({"results": result, "summary": s}, indent=2, default=str))

@@ -3,6 +3,7 @@
     written = write_update_file(path, delta, task=1, round=3, base=cid, contributor=addr, num_samples=150,
                                 privacy=record)                         # safetensors + canonical metadata
     cid = put_update(store, written, progress=bar)                     # the store's CID must be the file's
+    stored = store_update(store, delta, task=1, round=3, ...)          # or: no file, one pass into the store
     outcome = submit_direct(client, task=1, round=3, cid=cid, num_samples=150)
 
 Also the genesis file of a task (:func:`write_genesis`): full weights of a registered model with the metadata
@@ -11,7 +12,10 @@ that rebuilds it, so that round 1's base is a model file like any aggregate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +28,8 @@ from ledger.errors import Mismatch
 
 if TYPE_CHECKING:
     from ledger.chain.client import LedgerClient
-    from ledger.updatefile import WrittenFile
+    from ledger.updatefile import UpdateMeta, WrittenFile
+    from ledger.updatefile.metadata import Metadata
     from node.recipe import Recipe
 
 
@@ -43,6 +48,48 @@ def update_file_name(task: int, round_: int) -> str:
     return f"task-{task}-round-{round_}.safetensors"
 
 
+def _update_meta(
+    *,
+    task: int,
+    round_: int,
+    base: str,
+    contributor: str,
+    num_samples: int,
+    privacy: Mapping[str, Any] | None,
+    dataset: str | None,
+    frameworks: Mapping[str, str] | None,
+) -> UpdateMeta:
+    from ledger.updatefile import UpdateMeta
+
+    return UpdateMeta(
+        task=task,
+        round=round_,
+        base=base,
+        contributor=contributor,
+        num_samples=num_samples,
+        privacy=dict(privacy) if privacy is not None else None,
+        dataset=dataset,
+        frameworks=dict(frameworks) if frameworks is not None else None,
+    )
+
+
+def update_bytes(delta: Mapping[str, np.ndarray], meta: Metadata) -> Iterator[memoryview]:
+    """The update file's bytes in order, without a copy: the safetensors header, then each tensor's data.
+
+    Exactly the bytes :func:`ledger.updatefile.write_update` writes (same header, same order); the tensors'
+    own buffers are handed out (a copy only where an array is not little-endian C-contiguous already)."""
+    from ledger.updatefile import file_tensors
+    from ledger.updatefile.format import TensorSpec, _bytes_of, _check_specs, _layout, encode_header
+
+    tensors = file_tensors(delta)
+    specs = {key: TensorSpec.of(value, key) for key, value in tensors.items()}
+    _check_specs(specs)
+    header = encode_header(specs, meta.to_json())
+    yield memoryview(header)
+    for key, spec, _begin, _end in _layout(specs):
+        yield _bytes_of(key, tensors[key], spec)
+
+
 def write_update_file(
     path: Path,
     delta: Mapping[str, np.ndarray],
@@ -58,22 +105,103 @@ def write_update_file(
 ) -> WrittenFile:
     """Write the update (delta against ``base``, in the base's dtypes) atomically; returns its size and CID.
 
+    The CID is computed from the bytes as they are written (one pass; the file is never read back). The file
+    appears at ``path`` only complete and fsynced (a temporary file beside it is renamed), else not at all.
     ``dataset`` is the member's dataset commitment and ``frameworks`` the software versions
     (:mod:`node.provenance`), both recorded in the metadata when given."""
-    from ledger.updatefile import UpdateMeta, file_tensors, write_update
+    from ledger.content.store_writer import StreamingPut
+    from ledger.updatefile import WrittenFile
 
-    meta = UpdateMeta(
+    meta = _update_meta(
         task=task,
-        round=round_,
+        round_=round_,
         base=base,
         contributor=contributor,
         num_samples=num_samples,
-        privacy=dict(privacy) if privacy is not None else None,
+        privacy=privacy,
         dataset=dataset,
-        frameworks=dict(frameworks) if frameworks is not None else None,
+        frameworks=frameworks,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_update(path, file_tensors(delta), meta)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f, StreamingPut(None, tee=f) as put:
+            for view in update_bytes(delta, meta):
+                put.write(view)
+            result = put.finish()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return WrittenFile(path, result.size, result.cid)
+
+
+@dataclass(frozen=True)
+class StoredUpdate:
+    """An update put straight into the store: its CID and size (no file was written)."""
+
+    cid: str
+    size: int
+
+
+def store_update(
+    store: ContentStore,
+    delta: Mapping[str, np.ndarray],
+    *,
+    task: int,
+    round_: int,
+    base: str,
+    contributor: str,
+    num_samples: int,
+    privacy: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    frameworks: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    spill_dir: Path | None = None,
+) -> StoredUpdate:
+    """Serialize the update straight into the store (pinned): one pass, each byte hashed once and written once,
+    as a block; no update file. The CID is the one :func:`write_update_file` + :func:`put_update` give.
+
+    A local block store takes the bytes as they are serialized (:mod:`ledger.content.store_writer`); any other
+    store (Kubo, a gateway) takes files, so the update is written to a temporary file in ``spill_dir`` (default:
+    the system's), put, checked and removed. Atomic: on any failure no root is in the store (see
+    :mod:`ledger.content.store_writer`: blocks already written are content-addressed and unreferenced)."""
+    from ledger.content.store_writer import StreamingPut, supports_streaming
+
+    meta = _update_meta(
+        task=task,
+        round_=round_,
+        base=base,
+        contributor=contributor,
+        num_samples=num_samples,
+        privacy=privacy,
+        dataset=dataset,
+        frameworks=frameworks,
+    )
+    if supports_streaming(store):
+        with StreamingPut(store, progress=progress) as put:  # type: ignore[arg-type]
+            for view in update_bytes(delta, meta):
+                put.write(view)
+            result = put.finish()
+        return StoredUpdate(result.cid, result.size)
+    with tempfile.TemporaryDirectory(prefix="meshprov-update-", dir=spill_dir) as tmp:
+        written = write_update_file(
+            Path(tmp) / update_file_name(task, round_),
+            delta,
+            task=task,
+            round_=round_,
+            base=base,
+            contributor=contributor,
+            num_samples=num_samples,
+            privacy=privacy,
+            dataset=dataset,
+            frameworks=frameworks,
+        )
+        cid = put_update(store, written, progress=progress)
+        return StoredUpdate(cid, written.size)
 
 
 def write_genesis(path: Path, model: str, seed: int = 0) -> WrittenFile:

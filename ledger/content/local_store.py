@@ -26,12 +26,16 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.content.dag import MAX_BLOCK_SIZE, decode_file_node, iter_file
 from ledger.content.errors import ContentNotFound, CorruptBlock, MalformedDag
 from ledger.content.multiformats import CID, MULTIHASH_PREFIX
 from ledger.content.store import ContentStat
 from ledger.content.unixfs import Buffer, Progress, UnixfsHasher, import_file
+
+if TYPE_CHECKING:
+    from ledger.content.store_writer import StreamingPut
 
 SHARDING = "/repo/flatfs/shard/v1/next-to-last/2\n"
 STALE_TEMP_S = 24 * 3600
@@ -195,6 +199,12 @@ class LocalStore:
             raise
         self._mark_pinned(result.cid)
         return result.cid
+
+    def open_put(self, *, progress: Progress | None = None) -> StreamingPut:
+        """A put fed piece by piece, hashed and written in one pass (:mod:`ledger.content.store_writer`)."""
+        from ledger.content.store_writer import StreamingPut
+
+        return StreamingPut(self, progress=progress)
 
     def put_bytes(self, data: Buffer) -> str:
         writer = _BlockWriter(self, threads=self.write_threads)
