@@ -90,6 +90,8 @@ def _tensor_delta(name: str, local: NDArray[Any], base: NDArray[Any], key: str) 
         raise InvalidTensors(key, f"local {local.dtype} and base {base.dtype} must both be stored as {name}")
     kind = delta_kind(name)
     if kind == "float":
+        if name != "BF16":
+            return _native_float(np.subtract, local, base)
         return round_to(name, as_float64(name, local) - as_float64(name, base))
     if kind == "bool":
         return np.logical_xor(local, base)
@@ -118,11 +120,21 @@ def _apply(name: str, base: NDArray[Any], delta: NDArray[Any]) -> Any:
     kind = delta_kind(name)
     base, delta = np.asarray(base), np.asarray(delta)
     if kind == "float":
+        if name != "BF16":
+            return _native_float(np.add, base, delta)
         return round_to(name, as_float64(name, base) + as_float64(name, delta))
     if kind == "bool":
         return np.logical_xor(base, delta)
     increments = delta.view(np.int8) if kind == "u8" else delta
     return saturating_add(base, increments.astype(np.int64))
+
+
+def _native_float(op: Any, left: NDArray[Any], right: NDArray[Any]) -> Any:
+    # One IEEE operation in the storage dtype is the correctly rounded result the float64 route defines (a
+    # float64 result rounded to F32, or a float32 one to F16, is innocuous double rounding: 53 >= 2*24 + 2 and
+    # 24 >= 2*11 + 2), at a tenth of the cost: members form a 25M-parameter delta in 0.03 s instead of 0.4 s.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return op(left, right)
 
 
 def apply_float64_delta(name: str, base: NDArray[Any], delta: NDArray[np.float64]) -> NDArray[Any]:

@@ -113,3 +113,34 @@ def test_aggregated_integer_deltas_round_half_even_and_saturate() -> None:
         "BOOL", np.array([True, True, False]), np.array([0.5, 0.75, 0.6])
     ).tolist() == [True, False, True]
     assert saturating_add(np.array([2**63 - 2], np.int64), np.array([5], np.int64)).tolist() == [2**63 - 1]
+
+
+def _hard_floats(dtype: type[np.floating], count: int, seed: int) -> np.ndarray:
+    """Random bit patterns of ``dtype`` (subnormals, huge values, infinities and NaNs included) and near pairs."""
+    rng = np.random.default_rng(seed)
+    bits = np.dtype(dtype).itemsize * 8
+    unsigned = {16: np.uint16, 32: np.uint32, 64: np.uint64}[bits]
+    raw = rng.integers(0, 2**bits, size=count, dtype=np.uint64).astype(unsigned).view(dtype)
+    finfo = np.finfo(dtype)
+    specials = np.array(
+        [0.0, -0.0, finfo.max, -finfo.max, finfo.tiny, finfo.smallest_subnormal, np.inf, -np.inf]
+    )
+    return np.concatenate([raw, specials.astype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_deltas_in_the_dtype_equal_the_float64_definition_bit_for_bit(dtype: type) -> None:
+    # The fast path computes local - base in the storage dtype; the definition is the float64 difference
+    # rounded once to the dtype. Any bit of difference would change a member's CID and break replay.
+    local = _hard_floats(dtype, 200_000, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        base = np.concatenate([_hard_floats(dtype, 100_000, 2), local[100_008:] * dtype(0.999)])
+        definition = (local.astype(np.float64) - base.astype(np.float64)).astype(dtype)
+        applied_definition = (base.astype(np.float64) + definition.astype(np.float64)).astype(dtype)
+    delta = state_delta({"w": local}, {"w": base})["w"]
+    applied = apply_state_delta({"w": base}, {"w": delta})["w"]
+    for got, want in ((delta, definition), (applied, applied_definition)):
+        assert got.dtype == want.dtype
+        nan = np.isnan(want)
+        assert np.array_equal(np.isnan(got), nan)
+        assert np.array_equal(got[~nan].view(f"u{got.itemsize}"), want[~nan].view(f"u{want.itemsize}"))
