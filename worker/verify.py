@@ -297,7 +297,7 @@ def _budget(rt: Runtime, view: RoundView, subs: Sequence[Submission]) -> BudgetJ
     store's copy of its header when a member's update is judged."""
     if rt.privacy_budget is None:
         return None
-    from ledger.checks.privacy_budget import BudgetJudge, Released, Submitted, read_released
+    from ledger.checks.privacy_budget import NOT_PUBLISHED, BudgetJudge, Released, Submitted, read_released
 
     chain = rt.chain()
     submitted = [
@@ -307,14 +307,32 @@ def _budget(rt: Runtime, view: RoundView, subs: Sequence[Submission]) -> BudgetJ
     ]
     submitted += [Submitted(view.round, s.index, s.contributor, digest_to_cid(s.digest)) for s in subs]
     store = rt.store()
+    # Per CID: content never changes, so each record is read from the store once.
+    kept = rt.cache_dir / "privacy-records"
 
     def read(cid: str, label: str) -> Released:
+        import json
+        import os
+
         from ledger.content.errors import ContentError
 
+        path = kept / f"{cid}.json"
         try:
-            return read_released(store, cid, label)
+            data = json.loads(path.read_text())
+            if isinstance(data.get("record"), dict | None) and isinstance(data.get("problem"), str | None):
+                return Released(label, data["record"], data["problem"])
+        except (OSError, ValueError, AttributeError):
+            pass
+        try:
+            got = read_released(store, cid, label)
         except (ContentError, OSError) as exc:  # not "not found" (that spends nothing): the store failed
             raise StoreFault(f"reading {label}'s privacy record: {str(exc).splitlines()[0]}") from None
+        if got is not NOT_PUBLISHED:  # content published later may still count for a later round
+            kept.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"record": got.record, "problem": got.problem}, sort_keys=True))
+            tmp.replace(path)
+        return got
 
     return BudgetJudge(rt.privacy_budget, submitted, read)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,26 @@ def _planted(v: int, i: int, r: int) -> int | tuple[int, int]:
     return _honest(v, i, r)
 
 
+class _Asked:
+    """A store that notes every CID it is asked about."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.cids: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], str):
+                self.cids.add(args[0])
+            return attr(*args, **kwargs)
+
+        return call
+
+
 def _runtime(c: Consortium, data_dir: Path, anvil: AnvilProcess, tmp: Path) -> Runtime:
     _, key = c.validators[0]
     settings = Settings(
@@ -116,6 +137,7 @@ def task(
             spec=cid_to_digest(spec_cid),
         )
         c.record.write(data_dir / "deployment.json")
+        round1: list[str] = []
         for round_ in (1, 2):
             digests = []
             for i, (address, _) in enumerate(c.contributors):
@@ -134,6 +156,8 @@ def task(
                 }
                 write_update(path, tensors, meta)
                 digests.append(cid_to_digest(store.put_file(path)))
+                if round_ == 1:
+                    round1.append(store.put_file(path))
             if round_ == 2:
                 # The validator judges the round with its real judging path once submissions are closed.
                 c.submit(1, 2, digests=digests, num_samples=[10] * 4)
@@ -141,6 +165,15 @@ def task(
                 rt = _runtime(c, data_dir, anvil, data_dir / "validator")
                 subs = rt.chain().submissions(1, 2)
                 SUBMITTED["scored"] = score_round(rt, c.view(1, 2), subs)
+                SUBMITTED["cache"] = rt.cache_dir / "privacy-records"
+                # Judged again from scratch: the round-1 records come from the validator's cache, not the store.
+                again = _runtime(c, data_dir, anvil, data_dir / "validator")
+                asked = _Asked(LocalStore(data_dir / "blocks"))
+                again._store = asked  # type: ignore[assignment]
+                shutil.rmtree(rt.cache_dir / "rounds")
+                assert score_round(again, c.view(1, 2), subs) == SUBMITTED["scored"]
+                SUBMITTED["asked"] = asked.cids
+                SUBMITTED["round1"] = set(round1)
                 rt2 = _runtime(c, data_dir, anvil, data_dir / "validator-no-budget")
                 rt2.privacy_budget = None
                 SUBMITTED["unbudgeted"] = score_round(rt2, c.view(1, 2), subs)
@@ -189,6 +222,12 @@ def test_the_validator_rejects_the_update_that_crosses_the_budget(task: Any) -> 
     assert scored[OVER].score == REJECT
     assert "over the task's budget 6" in scored[OVER].detail
     assert "unbounded" in scored[BARE].detail
+    # each record read once from the store, then from the validator's own cache (content never changes)
+    kept = SUBMITTED["cache"]
+    assert len(list(kept.glob("*.json"))) == 8  # the 4 members' updates of rounds 1 and 2
+    assert SUBMITTED["round1"]
+    assert len(SUBMITTED["asked"]) >= 4  # round 2's updates were fetched through the noting store
+    assert not SUBMITTED["round1"] & SUBMITTED["asked"]
     # the same round judged without the budget: nothing else would have rejected them
     assert [s.reason for s in SUBMITTED["unbudgeted"]] == [0, 0, 0, 0]
 
