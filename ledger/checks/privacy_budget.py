@@ -10,9 +10,11 @@ The rule (docs/audit-questions.md, "Is any member over the privacy budget?"):
   when it is published, whatever the votes said. An earlier update whose content the store does not hold was never
   published and spends nothing;
 * **each update's record** is its metadata's ``privacy`` object (``ledger.privacy``), read from the content store's
-  copy of its safetensors header (``ledger.index.content.read_update_facts``: a bounded read of the header only,
-  verified by the store as every read is): the digests come from the chain's ``UpdateSubmitted`` logs, so nothing
-  the operator says is trusted. An update with no record, an unparsable header or a record the accountant cannot
+  copy of its safetensors header (``ledger.index.content.read_update_facts``: a bounded read of the header only):
+  the digests come from the chain's ``UpdateSubmitted`` logs, and the local store and the trustless gateways hash
+  every block they hand over against the DAG from that digest, so nothing the operator says is trusted. (A Kubo
+  client checks a stream's CID only at its end: with ``store = kubo`` the header is taken from the validator's
+  own node unverified.) An update with no record, an unparsable header or a record the accountant cannot
   compose makes the member's loss **unbounded**: under a budget every later update of that member (and that one)
   is rejected, and said so in the detail;
 * **the bound**: the RDP composition of those releases (:func:`ledger.privacy.epsilon`), converted at the budget's
