@@ -4,7 +4,8 @@ One update of ``--mib`` MiB of float32 values (default: 97.2 MiB, the 25.5M-para
 benchmarks/round.py), in one process pinned to one core, CPU seconds (user + system, every thread), best of
 ``--repeat`` runs, each into a fresh local block store (every block new):
 
-* before: ``write_update_file`` (the file, then its CID) → ``put_update`` (the store reads, hashes and writes it
+* before: the update file as ``write_update_file`` wrote it until session 6 (``ledger.updatefile.write_update``:
+  write, fsync, then read and hash it for its CID) → ``put_update`` (the store reads, hashes and writes it
   again as blocks);
 * now: ``store_update`` (serialized straight into the store: each byte hashed once and written once, no file);
 
@@ -57,7 +58,8 @@ class _Timer:
 
 def _one_run(root: Path, rep: int, delta: dict[str, np.ndarray], data: bytes, timer: _Timer) -> None:
     from ledger.content.local_store import LocalStore
-    from node.packaging import put_update, store_update, write_update_file
+    from ledger.updatefile import UpdateMeta, file_tensors, write_update
+    from node.packaging import put_update, store_update
 
     kw: dict[str, Any] = {
         "task": 1,
@@ -69,8 +71,9 @@ def _one_run(root: Path, rep: int, delta: dict[str, np.ndarray], data: bytes, ti
     with timer("sha-256 of the update's bytes"):
         hashlib.sha256(data).digest()
     old_store, new_store = LocalStore(root / f"old{rep}"), LocalStore(root / f"new{rep}")
-    with timer("before: write_update_file"):
-        written = write_update_file(root / f"u{rep}.safetensors", delta, **kw)
+    meta = UpdateMeta(task=1, round=1, base=BASE, contributor=kw["contributor"], num_samples=1)
+    with timer("before: update file (ledger.updatefile.write_update: write, then read + hash)"):
+        written = write_update(root / f"u{rep}.safetensors", file_tensors(delta), meta)
     with timer("before: put_update"):
         put_update(old_store, written)
     written.path.unlink()
@@ -107,7 +110,10 @@ def run(mib: float, repeat: int) -> dict[str, Any]:
             data = b"".join(bytes(v.data) for v in delta.values())
             _one_run(Path(tmp), rep, delta, data, timer)
     best = timer.best
-    best["before: both"] = best["before: write_update_file"] + best["before: put_update"]
+    best["before: both"] = (
+        best["before: update file (ledger.updatefile.write_update: write, then read + hash)"]
+        + best["before: put_update"]
+    )
     sha = best["sha-256 of the update's bytes"]
     return {
         "bytes": n // parts * parts * 4,

@@ -135,9 +135,10 @@ def child_members(job: dict[str, Any]) -> dict[str, Any]:
             recipe.fit(model, train, {"max_steps": 1, "seed": i})
             local = state_to_numpy(model)
             del model
+        with clock.stage("package: delta (compute_delta)"):
+            delta = compute_delta(local, base)
         if job.get("member_path") == "file":  # the path before session 6: file, then a put of the file
-            with clock.stage("package: delta + update file"):
-                delta = compute_delta(local, base)
+            with clock.stage("package: update file"):
                 written = write_update_file(
                     Path(job["root"]) / "members" / f"{i:02d}.safetensors",
                     delta,
@@ -151,8 +152,7 @@ def child_members(job: dict[str, Any]) -> dict[str, Any]:
             with clock.stage("store: put (CID checked)"):
                 cid = put_update(store, written)
         else:  # the update serialized straight into the store: one pass, no file
-            with clock.stage("package: delta + store (one pass)"):
-                delta = compute_delta(local, base)
+            with clock.stage("store: update serialized into the store (one pass)"):
                 cid = store_update(
                     store,
                     delta,
