@@ -136,6 +136,46 @@ def test_branch_encodings_kubo_does_not_write_are_refused() -> None:
             walk(add(blocks, other), blocks, chunk_size=8)
 
 
+def test_kubo_branches_are_read_without_a_protobuf_decode_and_other_bytes_still_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ledger.content.dag as dag
+
+    content = random.Random(5).randbytes(9 * 8 + 5)
+    root, blocks = put(content, chunk_size=8, max_links=4)  # three levels of branches
+    links = _links(blocks[root])
+    decoded: list[bytes] = []
+    real = dag.decode_file_node
+
+    def counting(block: bytes | bytearray, cid: str = "?") -> dag.FileNode:
+        decoded.append(bytes(block))
+        return real(block, cid)
+
+    monkeypatch.setattr(dag, "decode_file_node", counting)
+    assert walk(root, blocks, chunk_size=8, max_links=4) == content
+    assert decoded == [blocks[root]]  # the root's size is read from it; every branch below by the fast path
+    sizes = [32, 32, 13]
+
+    def branch(body: Callable[[bytes, int], bytes]) -> bytes:
+        return b"".join(pb_bytes(2, body(d, t)) for d, t in links) + pb_bytes(1, unixfs_file(None, sizes))
+
+    def kubo(d: bytes, t: int) -> bytes:
+        return pb_bytes(1, b"\x12\x20" + d) + pb_bytes(2, b"") + pb_uint(3, t)
+
+    assert branch(kubo) == blocks[root]
+    others = (
+        branch(lambda d, t: kubo(d, t)[:-1] + bytes([kubo(d, t)[-1] | 0x80]) + b"\x00"),  # Tsize padded
+        branch(lambda d, t: pb_bytes(1, b"\x12\x20" + d) + pb_bytes(2, b"x") + pb_uint(3, t)),  # a name
+        branch(lambda d, t: pb_bytes(1, b"\x12\x20" + d) + pb_uint(3, t)),  # no Name field
+        blocks[root] + b"\x00",  # a byte after Kubo's
+    )
+    for other in others:
+        decoded.clear()
+        with pytest.raises(MalformedDag):
+            walk(add(blocks, other), blocks, chunk_size=8, max_links=4)
+        assert decoded  # refused by the full decode's checks, as before
+
+
 def test_a_wrong_cumulative_size_is_refused() -> None:
     content = random.Random(4).randbytes(3 * 8)
     root, blocks = put(content, chunk_size=8)
