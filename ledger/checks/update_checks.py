@@ -13,6 +13,9 @@ Per update, as soon as it is submitted (:func:`verify_update`)::
     15 NORM_TOO_LARGE      L2 norm above the absolute bound                    | one streaming pass
     20 SCALE_OUT_OF_PROPORTION  L2 norm above a multiple of the base's norm    |
     17 NORM_TOO_SMALL      L2 norm at or below the free-rider floor           /
+    22 PRIVACY_BUDGET_EXCEEDED  the task's anchored privacy budget over the member's submissions so far
+                           (ledger.checks.privacy_budget; validator and audit rejudge, after 1-17, before the
+                           round checks)
 
 Once the submission window has closed, over the updates that passed (:func:`judge_in_round`)::
 
