@@ -17,7 +17,8 @@ local block store and a private redis-server, each role in its own child process
 * the aggregator (one process): ``worker.aggregate.aggregate_round``: fetch the accepted updates, aggregate
   (fedavg), write and store the aggregate, ``finalizeRound`` on anvil.
 
-Baselines, in the same run, on the same update files: the floor — one sha-256 pass over the round's update bytes
+Baselines, in the same run, on the same update files (read back from the store into files after the members'
+stages, outside their clock): the floor — one sha-256 pass over the round's update bytes
 (one core) — and Flower's aggregation of the same round (``flwr.server.strategy.aggregate.aggregate`` on the
 files' ndarrays, as benchmarks/aggregate.py does; when flwr is not installed, a verbatim copy of that function
 from flwr 1.42.0, Apache-2.0, below). Peak memory is each child's VmHWM (peak RSS), also shown above its RSS
