@@ -8,10 +8,10 @@ result in Python: a lineage 100 rounds deep is a few thousand rows, not thousand
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, bindparam, func, select
 
 from ledger.chain.types import bits
 from ledger.index import schema
@@ -43,98 +43,105 @@ def load_rounds(
             cond = cond & (table.c.round <= last)
         return cond
 
+    # The statements of a lineage are built once (bound parameters): building and caching a SELECT costs about
+    # as much as running one of the small ones.
+    st = _statements(last is not None)
+    params = {"task_id": task_id, "first": first, "last": last}
     out: dict[int, Round] = {}
-    for r in conn.execute(select(schema.rounds).where(within(schema.rounds))).mappings():
-        out[int(r["round"])] = Round(
+    for n, base, opened_by, opened_at, block in raw(conn, st.rounds, params):
+        out[int(n)] = Round(
             task_id=task_id,
-            round=int(r["round"]),
-            base_digest=str(r["base_digest"]),
-            opened_by=str(r["opened_by"]),
-            opened_at=int(r["opened_at"]),
-            opened_block=int(r["block_number"]),
+            round=int(n),
+            base_digest=str(base),
+            opened_by=str(opened_by),
+            opened_at=int(opened_at),
+            opened_block=int(block),
         )
-    for r in conn.execute(select(schema.closures).where(within(schema.closures))).mappings():
-        if int(r["round"]) in out:
-            out[int(r["round"])].closed_at = int(r["closed_at"])
-    for r in conn.execute(select(schema.finalizations).where(within(schema.finalizations))).mappings():
-        rd = out.get(int(r["round"]))
+    for n, closed_at in raw(conn, st.closures, params):
+        if int(n) in out:
+            out[int(n)].closed_at = int(closed_at)
+    for (
+        n,
+        aggregate,
+        finalized_by,
+        carried_over,
+        bitmap,
+        accepted_count,
+        submission_count,
+        rule,
+        rule_param,
+        rewards_accrued,
+        block,
+        tx,
+    ) in raw(conn, st.finalizations, params):
+        rd = out.get(int(n))
         if rd is None:
             continue
-        rd.aggregate_digest = str(r["aggregate_digest"])
-        rd.finalized_by = str(r["finalized_by"])
-        rd.carried_over = bool(r["carried_over"])
-        rd.accepted_indexes = bits(int(r["accepted_bitmap"], 16))
-        rd.accepted_count = int(r["accepted_count"])
-        rd.submission_count = int(r["submission_count"])
-        rd.rule = int(r["rule"])
-        rd.rule_param = int(r["rule_param"])
-        rd.rewards_accrued = int(r["rewards_accrued"])
-        rd.finalized_block = int(r["block_number"])
-        rd.finalized_tx = str(r["tx_hash"])
-    rv = schema.round_validators.c
-    for round_no, position, validator, weight in raw(
-        conn,
-        select(rv.round, rv.position, rv.validator, rv.weight)
-        .where(within(schema.round_validators))
-        .order_by(rv.round, rv.position),
-    ):
+        rd.aggregate_digest = str(aggregate)
+        rd.finalized_by = str(finalized_by)
+        rd.carried_over = bool(carried_over)
+        rd.accepted_indexes = bits(int(bitmap, 16))
+        rd.accepted_count = int(accepted_count)
+        rd.submission_count = int(submission_count)
+        rd.rule = int(rule)
+        rd.rule_param = int(rule_param)
+        rd.rewards_accrued = int(rewards_accrued)
+        rd.finalized_block = int(block)
+        rd.finalized_tx = str(tx)
+    for round_no, position, validator, weight in raw(conn, st.validators, params):
         if round_no in out:
             out[round_no].validators.append(RoundValidator(str(validator), int(position), int(weight)))
-    cm = schema.commitments.c
-    committed = {
-        (int(n), str(who))
-        for n, who in raw(conn, select(cm.round, cm.validator).where(within(schema.commitments)))
-    }
-    cs = schema.consensus.c
-    consensus = {
-        (int(n), int(idx)): int(score)
-        for n, idx, score in raw(conn, select(cs.round, cs.idx, cs.score).where(within(schema.consensus)))
-    }
+    committed = {(int(n), str(who)) for n, who in raw(conn, st.commitments, params)}
+    # Per round, then per index: a lookup by two ints without building a tuple key per row.
+    consensus: dict[int, dict[int, int]] = {}
+    for n, idx, score in raw(conn, st.consensus, params):
+        by_index = consensus.get(int(n))
+        if by_index is None:
+            by_index = consensus[int(n)] = {}
+        by_index[int(idx)] = int(score)
     # The two big reads (a score per validator and update, an update per contributor and round) take the
     # driver's tuples in one fetchall: building a Row per score costs more than the query itself (a lineage
-    # 100 rounds deep has 8,000 scores).
-    scores: dict[tuple[int, int], list[Score]] = defaultdict(list)
+    # 100 rounds deep has 8,000 scores). The loop over the scores does as little per row as it can: the rows of
+    # one reveal (one validator, one round) come together, so the round's map and the reveal are looked up once
+    # per reveal, not once per score.
+    scores: dict[int, dict[int, list[Score]]] = {}
     revealed: set[tuple[int, str]] = set()
-    v = schema.scores.c
-    vq = (
-        select(v.round, v.idx, v.validator, v.score, v.reason, v.block_number, v.tx_hash)
-        .where(within(schema.scores))
-        .order_by(v.block_number, v.log_index, v.idx)
-    )
-    for round_no, idx, validator, score, reason, block, tx in raw(conn, vq):
-        scores[(round_no, idx)].append(Score(validator, idx, int(score), int(reason), block, tx))
-        revealed.add((int(round_no), str(validator)))
+    this_round: object = None
+    this_validator: object = None
+    of_round: dict[int, list[Score]] = {}
+    for round_no, idx, validator, score, reason, block, tx in raw(conn, st.scores, params):
+        if round_no != this_round or validator != this_validator:
+            this_round, this_validator = round_no, validator
+            revealed.add((int(round_no), str(validator)))
+            found = scores.get(round_no)
+            if found is None:
+                found = scores[round_no] = {}
+            of_round = found
+        listed = of_round.get(idx)
+        if listed is None:
+            listed = of_round[idx] = []
+        listed.append(Score(validator, idx, int(score), int(reason), block, tx))
     for n, rd in out.items():
         for member in rd.validators:
             member.committed = (n, member.validator) in committed
             member.revealed = (n, member.validator) in revealed
-    s = schema.submissions.c
-    um = schema.update_meta.c
-    # Each update's metadata facts (read from the content store, schema v3) come with it in the same read.
-    sq = (
-        select(
-            s.round,
-            s.idx,
-            s.contributor,
-            s.digest,
-            s.num_samples,
-            s.relayer,
-            s.block_number,
-            s.tx_hash,
-            um.status,
-            um.dataset,
-            um.frameworks,
-            um.privacy,
-        )
-        .select_from(schema.submissions.outerjoin(schema.update_meta, um.digest == s.digest))
-        .where(within(schema.submissions))
-        .order_by(s.round, s.idx)
-    )
     accepted_sets = {n: set(rd.accepted_indexes) for n, rd in out.items() if rd.finalized}
+    no_scores: dict[int, list[Score]] = {}
+    no_consensus: dict[int, int] = {}
+    rd = None
+    this_round = None
+    chosen: set[int] | None = None
+    round_scores = no_scores
+    round_consensus = no_consensus
     for round_no, idx, contributor, digest, samples, relayer, block, tx, status, dataset, fw, dp in raw(
-        conn, sq
+        conn, st.submissions, params
     ):
-        rd = out.get(round_no)
+        if round_no != this_round:  # the rows come round by round: look the round up once
+            this_round = round_no
+            rd = out.get(round_no)
+            chosen = accepted_sets.get(round_no)
+            round_scores = scores.get(round_no, no_scores)
+            round_consensus = consensus.get(int(round_no), no_consensus)
         if rd is None:
             continue
         u = Update(task_id, round_no, idx, contributor, digest, samples, relayer, block, tx)
@@ -143,11 +150,11 @@ def load_rounds(
             u.dataset = dataset
             u.frameworks = json.loads(fw) if fw is not None else None
             u.privacy = json.loads(dp) if dp is not None else None
-        u.scores = scores.get((round_no, idx), [])
-        chosen = accepted_sets.get(round_no)
+        listed = round_scores.get(idx)
+        u.scores = listed if listed is not None else []
         if chosen is not None:
             u.accepted = idx in chosen
-            u.consensus = consensus.get((int(round_no), int(idx)))
+            u.consensus = round_consensus.get(int(idx))
             u.carried_over = rd.carried_over
         rd.updates.append(u)
     if settlement:
@@ -166,6 +173,79 @@ def load_rounds(
             if reward.round in out:
                 out[reward.round].rewards.append(reward)
     return out
+
+
+class _Statements(NamedTuple):
+    rounds: Select[Any]
+    closures: Select[Any]
+    finalizations: Select[Any]
+    validators: Select[Any]
+    commitments: Select[Any]
+    consensus: Select[Any]
+    scores: Select[Any]
+    submissions: Select[Any]
+
+
+@cache
+def _statements(bounded: bool) -> _Statements:
+    """The SELECTs of :func:`load_rounds`, with the task and the rounds first..last (``bounded``) or first..
+    as bound parameters ``task_id``, ``first``, ``last``."""
+
+    def within(table: Any) -> Any:
+        cond = (table.c.task_id == bindparam("task_id")) & (table.c.round >= bindparam("first"))
+        if bounded:
+            cond = cond & (table.c.round <= bindparam("last"))
+        return cond
+
+    r, c, f = schema.rounds.c, schema.closures.c, schema.finalizations.c
+    rv, cm, cs, v = schema.round_validators.c, schema.commitments.c, schema.consensus.c, schema.scores.c
+    s, um = schema.submissions.c, schema.update_meta.c
+    return _Statements(
+        rounds=select(r.round, r.base_digest, r.opened_by, r.opened_at, r.block_number).where(
+            within(schema.rounds)
+        ),
+        closures=select(c.round, c.closed_at).where(within(schema.closures)),
+        finalizations=select(
+            f.round,
+            f.aggregate_digest,
+            f.finalized_by,
+            f.carried_over,
+            f.accepted_bitmap,
+            f.accepted_count,
+            f.submission_count,
+            f.rule,
+            f.rule_param,
+            f.rewards_accrued,
+            f.block_number,
+            f.tx_hash,
+        ).where(within(schema.finalizations)),
+        validators=select(rv.round, rv.position, rv.validator, rv.weight)
+        .where(within(schema.round_validators))
+        .order_by(rv.round, rv.position),
+        commitments=select(cm.round, cm.validator).where(within(schema.commitments)),
+        consensus=select(cs.round, cs.idx, cs.score).where(within(schema.consensus)),
+        scores=select(v.round, v.idx, v.validator, v.score, v.reason, v.block_number, v.tx_hash)
+        .where(within(schema.scores))
+        .order_by(v.block_number, v.log_index, v.idx),
+        # Each update's metadata facts (read from the content store, schema v3) come with it in the same read.
+        submissions=select(
+            s.round,
+            s.idx,
+            s.contributor,
+            s.digest,
+            s.num_samples,
+            s.relayer,
+            s.block_number,
+            s.tx_hash,
+            um.status,
+            um.dataset,
+            um.frameworks,
+            um.privacy,
+        )
+        .select_from(schema.submissions.outerjoin(schema.update_meta, um.digest == s.digest))
+        .where(within(schema.submissions))
+        .order_by(s.round, s.idx),
+    )
 
 
 def _settle_validators(rd: Round) -> None:

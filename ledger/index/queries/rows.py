@@ -13,11 +13,12 @@ from ledger.index import schema
 from ledger.index.models import ScheduledRoleChange
 
 
-def raw(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
+def raw(conn: Connection, stmt: Select[Any], params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
     """All rows of a SELECT as the DB-API driver returns them: building SQLAlchemy Rows costs more than the
     query itself on the big tables (scores, submissions, reputation values). The columns read this way need no
-    result processing but ``int()`` or ``bool()`` (SQLite gives booleans as 0 and 1)."""
-    result = conn.execute(stmt)
+    result processing but ``int()`` or ``bool()`` (SQLite gives booleans as 0 and 1). ``params``: values of the
+    statement's bound parameters."""
+    result = conn.execute(stmt, params)
     try:
         return list(result.cursor.fetchall())
     finally:
