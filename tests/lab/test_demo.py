@@ -352,12 +352,56 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
             cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert verify.returncode == ExitCode.OK, verify.stderr
+        auditor_questions_answer_on_the_demos_data(data_dir, summary)
         down = bash(down_cmd, fresh)
         assert down.returncode == ExitCode.OK, down.stderr
         assert processes_using(data_dir.resolve()) == []  # `dev down` stopped the anvil the audit restarted
     finally:
         subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=clean_env(),
                        check=False, capture_output=True, timeout=60)  # fmt: skip
+
+
+def audit_json(data_dir: Path, *args: str) -> tuple[int, Any]:
+    done = subprocess.run(
+        meshprov("--data-dir", str(data_dir), "audit", *args, "--json"),
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.stdout, done.stderr[-3000:]
+    return done.returncode, json.loads(done.stdout)
+
+
+def auditor_questions_answer_on_the_demos_data(data_dir: Path, summary: dict[str, Any]) -> None:
+    """Issue 16's goals on a real demo's record (not a fixture): taint of a round-1 update names every later model,
+    influence has a row per accepted update and reproduces its leave-one-out CIDs, rejudge holds no honest ballot
+    against the checks (the scaled member's rejections are deterministic and every validator cast them)."""
+    first, last = summary["rounds"][0], summary["rounds"][-1]
+    accepted = [u for u in first["updates"] if u["accepted"]]
+    assert accepted
+    code, taint = audit_json(data_dir, "taint", accepted[0]["cid"])
+    assert code == ExitCode.OK, taint
+    later = [(r["round"], r["aggregate"]) for r in summary["rounds"]]
+    assert [(m["round"], m["model_cid"]) for m in taint["models"]] == later
+    assert [m["depth"] for m in taint["models"]] == list(range(len(later)))
+    assert taint["latest"] == [
+        {"task_id": 1, "round": last["round"], "model_cid": last["aggregate"], "carries": True}
+    ]
+
+    code, influence = audit_json(data_dir, "influence", "1", "1")
+    assert code == ExitCode.OK, influence
+    assert influence["model_cid"] == first["aggregate"]
+    assert sorted(r["cid"] for r in influence["updates"]) == sorted(u["cid"] for u in accepted)
+    assert all(r["loo_cid"] != first["aggregate"] and r["distance"] > 0 for r in influence["updates"])
+    _, again = audit_json(data_dir, "influence", "1", "1")
+    assert {r["cid"]: r["loo_cid"] for r in again["updates"]} == {
+        r["cid"]: r["loo_cid"] for r in influence["updates"]
+    }
+
+    for r in summary["rounds"]:
+        code, rejudged = audit_json(data_dir, "rejudge", "1", str(r["round"]))
+        assert code == ExitCode.OK, rejudged["disagreements"]
+        assert rejudged["disagreements"] == []
+        scaled = [u for u in rejudged["updates"] if u["reason"] != "ACCEPTED"]
+        assert len(scaled) == 1  # the scaled member's update: rejected by the checks themselves
 
 
 @pytest.mark.anvil
