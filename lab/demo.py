@@ -94,6 +94,7 @@ class DemoConfig:
     validators: int = 3
     quorum: int = 2
     validators_down: int = 0
+    lying_validators: int = 0
     """Validators of the set that are never started (the last ones): the rounds still reach the quorum as long as
     ``validators - validators_down >= quorum``, after the commit window (the absent never commit)."""
     submission_window_s: int | None = None
@@ -138,6 +139,11 @@ class DemoConfig:
             raise ConfigError(
                 f"--validators-down must be 0..{self.validators - self.quorum}: with more down, fewer than the "
                 f"quorum of {self.quorum} validators reveal and no update can be accepted"
+            )
+        if not 0 <= 2 * self.lying_validators < self.validators - self.validators_down:
+            raise ConfigError(
+                f"--lying-validators must be 0..{(self.validators - self.validators_down - 1) // 2}: lying "
+                "validators must stay a minority of those that run, or they decide the rounds"
             )
         if not (math.isfinite(self.loss_delta) and self.loss_delta >= 0):
             raise ConfigError(f"--loss-delta must be a finite number >= 0, got {self.loss_delta}")
@@ -532,7 +538,9 @@ class Demo:
                 "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / f"validator-{i + 1}.key"),
                 "HELDOUT_SLICE": f"{i}/{c.validators}",
             }
-            argv = self._meshprov("worker", "run", "--role", "validator", *tuning, *checks)
+            # The first --lying-validators accept what the checks reject: `audit rejudge` must find them.
+            lie = ["--lie"] if i < c.lying_validators else []
+            argv = self._meshprov("worker", "run", "--role", "validator", *tuning, *checks, *lie)
             workers.append(self.children.start(f"validator-{i + 1}", argv, key_env))
         key_env = {**env, "MESHPROV_PRIVATE_KEY_FILE": str(data_dir / "keys" / "aggregator.key")}
         argv = self._meshprov("worker", "run", "--role", "aggregator", "--watch", *tuning)
@@ -762,6 +770,7 @@ class Demo:
                 "seed": c.seed,
                 "validators": c.validators,
                 "validators_down": c.validators_down,
+                "lying_validators": c.lying_validators,
                 "quorum": c.quorum,
                 "windows_s": {
                     "submission": c.submission_window_s,

@@ -126,6 +126,16 @@ def demo(
             rich_help_panel=_TASK,
         ),
     ] = 0,
+    lying_validators: Annotated[
+        int,
+        typer.Option(
+            "--lying-validators",
+            min=0,
+            help="Validators (the first ones) that accept every update the checks reject, for "
+            "`meshprov audit rejudge` to find; a minority of those running.",
+            rich_help_panel=_TASK,
+        ),
+    ] = 0,
     submission_window: Annotated[
         int | None,
         typer.Option(
@@ -204,6 +214,7 @@ def demo(
         validators=validators,
         quorum=quorum,
         validators_down=validators_down,
+        lying_validators=lying_validators,
         submission_window_s=submission_window,
         commit_window_s=commit_window,
         reveal_window_s=reveal_window,

@@ -283,6 +283,15 @@ def run(
         ),
     ] = None,
     failpoint: Failpoints = None,
+    lie: Annotated[
+        bool,
+        typer.Option(
+            "--lie",
+            hidden=True,
+            help="Lab only: accept with the highest score every update the checks reject (a dishonest validator "
+            "for `meshprov audit rejudge` to find).",
+        ),
+    ] = False,
 ) -> None:
     """Start a Celery worker for ROLE with this member's key (refused, exit 9, when the key lacks the role)."""
     from ledger.errors import ConfigError
@@ -328,6 +337,9 @@ def run(
         from worker.reference import load_trainer
 
         rt.reference_trainer = load_trainer(reference_trainer)
+    if lie and role != "validator":
+        raise typer.BadParameter("only a validator can lie about its verdicts", param_hint="--lie")
+    rt.lie = lie
     _preflight(rt)
     if recipe is not None:
         _use_recipe(

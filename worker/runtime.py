@@ -44,6 +44,9 @@ class Runtime:
     reference_trainer: ReferenceTrainer | None = None
     """Trains this validator's reference update (worker.reference); None: the round's other updates are the
     reference (worker.verify._scorer)."""
+    lie: bool = False
+    """Lab only (``worker run --lie``): accept with the highest score every update the checks reject, so that
+    `meshprov audit rejudge` has a dishonest validator to find on a demo's record."""
     recipe: RecipeRef | None = None
     """The task's recipe this validator judges with (``--recipe``; worker.recipe), checked against the spec."""
     privacy_budget: Budget | None = None

@@ -44,7 +44,7 @@ from ledger.chain.errors import (
     TooEarlyRevert,
     WrongRound,
 )
-from ledger.chain.scores import REJECT, ScoreSheet
+from ledger.chain.scores import REJECT, SCORE_ONE, ScoreSheet
 from ledger.chain.types import Phase, RoundView, Submission, ValidatorSet
 from ledger.checks import ChainRecord, Judged, Verdict, base_norm, judge_round
 from ledger.content import digest_to_cid
@@ -150,6 +150,11 @@ def commit_round(rt: Runtime, view: RoundView) -> dict[str, Any]:
                 raise NotReady(f"the node's logs show {len(subs)} of {view.submission_count} submissions")
             state.set_progress("verify", view.task_id, view.round, "fetching", updates=len(subs))
             scored = score_round(rt, view, subs, lock=lock)
+            if rt.lie:
+                scored = [
+                    Scored(SCORE_ONE, 0, "lying: accepted against the checks") if s.reason else s
+                    for s in scored
+                ]
             sheet = ScoreSheet.new([s.score for s in scored], [s.reason for s in scored])
             commitment = _commitment(rt, view, sheet)
             # Written down before the commit is sent: without the salt the commitment can never be opened. If
@@ -606,7 +611,6 @@ def _scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence[NDArray[A
     has nothing to be compared with and scores SCORE_ONE / 2."""
     if ctx.rt.reference_trainer is not None:
         return _reference_scorer(ctx, subs, vectors)
-    from ledger.chain.scores import SCORE_ONE
     from ledger.checks.score import score_vector
     from worker.vectorfiles import running_sum
 

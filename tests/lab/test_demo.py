@@ -137,6 +137,8 @@ def test_the_demo_ignores_the_callers_services_but_keeps_binary_paths(tmp_path: 
         ({"model": "resnet"}, "--model"),
         ({"quorum": 4}, "quorum"),
         ({"validators_down": 2}, "--validators-down"),
+        ({"lying_validators": 2}, "--lying-validators"),
+        ({"lying_validators": 1, "validators": 3, "validators_down": 1}, "--lying-validators"),
         ({"commit_window_s": 1}, "--commit-window"),
     ],
 )
@@ -402,6 +404,45 @@ def auditor_questions_answer_on_the_demos_data(data_dir: Path, summary: dict[str
         assert rejudged["disagreements"] == []
         scaled = [u for u in rejudged["updates"] if u["reason"] != "ACCEPTED"]
         assert len(scaled) == 1  # the scaled member's update: rejected by the checks themselves
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_rejudge_finds_the_demos_lying_validator_and_no_honest_one(tmp_path: Path) -> None:
+    """A demo with validator-1 started with `--lie` (it accepts what the checks reject): the consensus of the
+    honest two still rejects the scaled update, and `audit rejudge` on the demo's record names validator-1 alone,
+    with the scaled update as evidence."""
+    from eth_account import Account
+
+    data_dir = tmp_path / "demo"
+    done = subprocess.run(
+        meshprov(
+            "demo", "--nodes", "3", "--rounds", "1", "--malicious", "1", "--lying-validators", "1",
+            "--json", "--data-dir", str(data_dir), "--members-per-process", "3",
+        ),
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    assert summary["demo"]["lying_validators"] == 1
+    [round_] = summary["rounds"]
+    scaled = next(u for u in round_["updates"] if u["behaviour"] != "honest")
+    assert not scaled["accepted"]  # two honest validators of three decide
+    liar = Account.from_key((data_dir / "keys" / "validator-1.key").read_text().strip()).address.lower()
+    try:
+        code, report = audit_json(data_dir, "rejudge", "1", "1")
+        assert code == ExitCode.MISMATCH
+        assert {(d["validator"].lower(), d["index"], d["kind"]) for d in report["disagreements"]} == {
+            (liar, scaled["index"], "accepted-rejected")
+        }
+        tallies = {k.lower(): v for k, v in report["validators"].items()}
+        assert tallies.pop(liar)["disagree"] == 1
+        assert len(tallies) == 2
+        assert all(t["disagree"] == 0 for t in tallies.values())
+    finally:
+        subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=clean_env(),
+                       check=False, capture_output=True, timeout=60)  # fmt: skip
 
 
 @pytest.mark.anvil
