@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ledger.audit.errors import parse_address
@@ -28,6 +29,7 @@ from ledger.dashboard.models import (
     TaskSummary,
 )
 from ledger.dashboard.sizes import SizeLookup
+from ledger.errors import MeshprovError
 from ledger.index.db import IndexDB, redact
 from ledger.index.models import Member
 from ledger.index.queries import Queries
@@ -244,11 +246,30 @@ class ReadModel:
     # ─── taint (issue 16) ───────────────────────────────────────────────────────────────────────────────────
     def taint(self, what: str) -> Any:
         """`audit taint`'s report (ledger/audit/taint.py) for an update's CID or a member's address, from this
-        index. The dashboard holds no chain client, so revocations (R8) are not read here: the report says so."""
+        index. Revocations (R8) are read from the chain when the settings name one (``chain_rpc_url`` and the
+        deployment record); without a chain, or when it cannot be reached, the report says they were not checked."""
         from ledger.audit.taint import taint
 
         source = self._source()
+        client = self._chain_client()
+        if client is not None:
+            chained = replace(source, client=client)
+            try:
+                return self.cached(("taint", what.lower(), "chain"), lambda: taint(chained, what))
+            except (MeshprovError, OSError) as exc:  # an unreachable node must not take the page down
+                log.warning("taint page: revocations not read from the chain: %s", exc)
         return self.cached(("taint", what.lower()), lambda: taint(source, what))
+
+    def _chain_client(self) -> Any:
+        if self.settings is None or self.settings.chain_rpc_url is None:
+            return None
+        from ledger.chain.client import LedgerClient
+
+        try:
+            return LedgerClient.from_settings(self.settings, read_only=True)
+        except (MeshprovError, OSError) as exc:
+            log.warning("taint page: no chain client (%s): revocations not checked", exc)
+            return None
 
     # ─── lineage ────────────────────────────────────────────────────────────────────────────────────────────
     def lineage(self, cid_text: str) -> Lineage:

@@ -182,3 +182,28 @@ def test_the_privacy_page_composes_each_members_releases_against_the_budget(page
     page.goto("/tasks/2/privacy")  # the legacy spec anchors no budget, its updates carry no records
     assert "anchors no privacy budget" in page.locator("#budget").inner_text()
     assert page.locator("td.status").all_inner_texts()[0].startswith("unbounded")
+
+
+def test_with_a_chain_configured_the_taint_page_reads_the_revocations(
+    browser: Any, history: Any, anvil: Any, tmp_path: Path
+) -> None:
+    """The same index served with the chain in its settings: the taint page asks the Revocations contract (R8)
+    instead of saying "not checked"; nothing is revoked in this history."""
+    from ledger.dashboard import create_app
+
+    url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    db = IndexDB(url)
+    follower_for(db, history["c"]).sync()
+    db.dispose()
+    settings = Settings(data_dir=history["data_dir"], index_url=url, chain_rpc_url=anvil.rpc_url)
+    app = create_app(url, store=LocalStore(history["data_dir"] / "blocks"), settings=settings)
+    cids, _, _ = history["t1"]
+    with LiveServer(app) as server:
+        context = browser.new_context(base_url=server.url)
+        try:
+            tab = context.new_page()
+            tab.goto(f"/taint/{cids[0]}")
+            assert tab.locator("td.revocation").inner_text() == "not revoked"
+            assert "were not checked" not in tab.locator("main").inner_text()
+        finally:
+            context.close()
