@@ -276,6 +276,13 @@ def account(console: Console, report: AccountReport) -> None:
         + (f"; on chain: {amount(report.accrued)} unclaimed" if report.accrued is not None else "")
         + (f", token balance {amount(report.balance)}" if report.balance is not None else "")
     )
+    for p in report.privacy:
+        spent = "unbounded" if p["unbounded"] else "-" if p["epsilon"] is None else f"ε = {p['epsilon']:.4g}"
+        budget = "no budget" if p["budget"] is None else f"budget ε ≤ {p['budget']:g}"
+        over = " [bold red]OVER BUDGET[/]" if p["over_budget"] else ""
+        console.print(
+            f"privacy, task {p['task_id']}: {spent} at δ = {p['delta']:g} over {p['updates']} update(s) ({budget}){over}"
+        )
     if h.submissions:
         table = Table("task", "round", "#")
         table.add_column("update", overflow="fold")

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +195,8 @@ class AccountReport:
     source: SourceInfo
     balance: int | None = None  # token balance on chain, when the chain was reachable
     accrued: int | None = None  # rewards accrued and not claimed yet, on chain, when reachable
+    privacy: list[dict[str, Any]] = field(default_factory=list)
+    """Per task the member submitted to: its cumulative ε (`audit privacy`'s composition) and the task's budget."""
 
     exit_code = ExitCode.OK
 
@@ -203,6 +205,7 @@ class AccountReport:
             "account": self.history.to_dict(),
             "token_balance": self.balance,
             "accrued_on_chain": self.accrued,
+            "privacy": self.privacy,
             "source": self.source.to_dict(),
         }
 

@@ -163,11 +163,19 @@ def contributor(
     over time, rewards accrued and claimed."""
     from ledger.audit import render, reports
     from ledger.audit.errors import parse_address
+    from ledger.audit.privacy_report import privacy
 
     parse_address(address)
-    source = _source(_settings(index_url), trustless=trustless, no_sync=no_sync)
+    settings = _settings(index_url)
+    source = _source(settings, trustless=trustless, no_sync=no_sync)
     try:
         report = reports.account(source, address)
+        for task_id in sorted({u.task_id for u in report.history.submissions}):
+            spent = privacy(source, settings, task_id, member=address)
+            for m in spent.members:
+                report.privacy.append(
+                    {"task_id": task_id, "delta": spent.delta, "budget": spent.budget, **m.to_dict()}
+                )
     finally:
         source.close()
     _finish(report, json_output, render.account)

@@ -169,3 +169,23 @@ def test_each_members_cumulative_epsilon_against_the_budget(task: Any, cli: Any)
     code, human, _ = cli("audit", "privacy", "1")
     assert "OVER BUDGET" in human
     assert "unbounded" in human
+
+
+@pytest.mark.anvil
+def test_audit_contributor_shows_the_members_cumulative_epsilon_per_task(task: Any, cli: Any) -> None:
+    c, _ = task
+    _, out, _ = cli("audit", "privacy", "1", "--json")
+    rows = {m["member"].lower(): m for m in json.loads(out)["members"]}
+    for i in (1, 2, 3):
+        address = c.contributors[i][0]
+        code, out, _ = cli("audit", "contributor", address, "--json")
+        assert code == ExitCode.OK
+        [spent] = json.loads(out)["privacy"]
+        assert spent["task_id"] == 1
+        assert spent["budget"] == BUDGET
+        expected = rows[address.lower()]
+        for key in ("epsilon", "unbounded", "over_budget", "accounted", "updates"):
+            assert spent[key] == expected[key]
+    code, human, _ = cli("audit", "contributor", c.contributors[3][0])
+    assert "privacy, task 1: ε = " in human
+    assert "OVER BUDGET" in human
