@@ -11,7 +11,9 @@ It is the only part of the lab that talks to the chain on the lab's behalf, so i
 3. keeps a replica of every update and aggregate (:class:`Replica`), mines an empty block every second (anvil mines on demand; windows that end by time alone need a block, as in
    ``meshprov demo``) and follows ``RoundFinalized`` until the rounds asked for are finalized;
 4. writes what it saw to ``<operator>/driver/rounds.json`` after every round, the live round and its phase to
-   ``status.json`` four times a second;
+   ``status.json`` four times a second; with ``hold_round`` set (a fault run), it stops the chain's mining once the
+   round before it is finalized, writes ``hold`` and mines again once the harness wrote ``release`` (its faults are
+   in place before the fault round's first submission is mined);
 5. compares the operator's followed index with one rebuilt from the chain alone (``index.json``), then ``done``
    (or ``error``).
 """
@@ -158,6 +160,7 @@ def follow(config: dict[str, Any], data_dir: Path, state: Path, deployed: dict[s
     scanned = client.block_number()
     rounds: dict[int, dict[str, Any]] = {}
     deadline = time.monotonic() + float(config["timeout_s"])
+    hold_round = config.get("hold_round")
     while True:
         # Anvil mines on demand: a block a second keeps the ledger's clock moving (see the module docstring).
         client.rpc(lambda: client.w3.provider.make_request("evm_mine", []))  # type: ignore[arg-type]
@@ -182,6 +185,18 @@ def follow(config: dict[str, Any], data_dir: Path, state: Path, deployed: dict[s
                     replica.want(entry["aggregate"], f"round {r} aggregate")
             scanned = head
             _write(state / "rounds.json", sorted(rounds.values(), key=lambda e: e["round"]))
+        if hold_round is not None and rounds.get(int(hold_round) - 1, {}).get("finalized"):
+            # The harness's faults go in while the chain mines nothing: the fault round's submissions wait in the
+            # mempool, so no phase of it can pass before the faults are in place (lab.hosts._inject).
+            client.rpc(lambda: client.w3.provider.make_request("evm_setAutomine", [False]))  # type: ignore[arg-type]
+            _write(state / "hold", {"round": int(hold_round), "block": head})
+            while not (state / "release").exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the harness did not release the chain before round {hold_round}")
+                time.sleep(0.1)
+            client.rpc(lambda: client.w3.provider.make_request("evm_setAutomine", [True]))  # type: ignore[arg-type]
+            hold_round = None
+            continue
         current = client.task(task_id).current_round
         view = client.round_view(task_id, current)
         # Where the chain stands, for the harness's fault injection (it has no route to the chain itself).

@@ -27,7 +27,7 @@ Counting: each host process records the blocks its gateway client verified (:mod
 logs the blocks it sent (``--log-level debug``). ``blocks`` in the summary holds both counts and the blocks sent
 that no client recorded as verified (0 when every fetched block was verified).
 
-Faults (``--fault``, :data:`FAULTS`) are injected in ``fault_round`` when the driver's status reaches their trigger.
+Faults (``--fault``, :data:`FAULTS`) are injected in ``fault_round`` on chain facts (:meth:`HostsLab._inject`).
 
 Cleanup: processes are stopped (their process groups), then every namespace is deleted (which deletes the veth
 pairs and the bridge), also on Ctrl-C, SIGTERM and any failure; a run that was killed outright is cleaned up by
@@ -58,6 +58,7 @@ from lab.procs import Child, Children, stop_recorded
 from ledger.errors import ConfigError, MeshprovError
 
 MARKER = ".meshprov-lab-hosts"
+HOLD, RELEASE = "hold", "release"  # the driver's chain pause before the fault round (lab.host_driver)
 SUMMARY = "hosts-summary.json"
 GATEWAY_PORT = 8080
 ANVIL_PORT = 8545
@@ -452,6 +453,9 @@ class HostsLab:
             "rounds": c.rounds,
             "timeout_s": c.timeout_s,
             "gateways": self._gateways("operator"),
+            # The driver pauses the chain's mining once the round before the fault round is finalized, until the
+            # harness has the faults in place (HOLD / RELEASE in its state directory; lab.host_driver).
+            "hold_round": c.fault_round if c.faults and c.fault_round > 1 else None,
             "record": str(op / VERIFIED_RECORD),
             "index_url": self._index_url(),
             "windows": {
@@ -683,25 +687,52 @@ class HostsLab:
                 self.say(f"fault: {host}'s link up again")
         done = {f["fault"] for f in self.faults}
         pending = [f for f in self.config.faults if f not in done]
+        state = self._dir("operator") / "driver"
+        if (state / HOLD).exists() and not (state / RELEASE).exists():
+            self._inject_pending(status, pending)
+            injected = {f["fault"] for f in self.faults}
+            if not {"validator-link", "aggregator-kill"} & (set(self.config.faults) - injected):
+                (state / RELEASE).write_text("faults in place\n")
+                self.say(
+                    f"faults in place before round {self.config.fault_round}'s submissions: the chain mines again"
+                )
+            return
+        self._inject_pending(status, pending)
+
+    def _inject_pending(self, status: dict[str, Any], pending: list[str]) -> None:
+        """Inject the pending faults whose trigger holds."""
+        assert self.net is not None
+        assert self.children is not None
         if not pending:
             return
-        if status.get("round") != self.config.fault_round:
+        # Triggers are facts the chain (or the operator's replica) holds for good, not a phase seen by polling (a
+        # prompt round's phases can pass between two polls): the round before the fault round finalized (or, for
+        # round 1, the fault round live), and the fault round not finalized yet. Members still have to fetch the
+        # base, train and submit, so the validator's link is down before any validator can commit in the fault
+        # round, which holds its commit phase open (to its deadline, or until the link is up again) for the rest.
+        fr = self.config.fault_round
+        rounds = {r["round"]: r for r in self._read_rounds()}
+        before = rounds.get(fr - 1)
+        if fr == 1:
+            started = int(status.get("round", 0)) >= 1
+        else:
+            started = before is not None and bool(before.get("finalized"))
+        if not started or rounds.get(fr, {}).get("finalized"):
             return
-        phase = status.get("phase")
+        phase = status.get("phase") if status.get("round") == fr else f"before round {fr}"
         for fault in pending:
             record: dict[str, Any] | None = None
-            # The validator's link goes down as soon as the fault round is seen: with every party prompt the commit
-            # and reveal windows close early and could pass between two polls; its absence holds the commit phase
-            # open for the others (an aggregator killed after the reveals could have finalized already).
-            if fault == "validator-link" and phase in ("OPEN", "COMMIT", "REVEAL", "CLOSED"):
+            if fault == "validator-link":
                 host = [p.name for p in self.plans if p.roles[0] == "validator"][-1]
                 self.net.link(host, up=False)
-                self._link_up_at[host] = None if phase == "OPEN" else now + LINK_DOWN_S
-                record = {"host": host, "seconds": LINK_DOWN_S}
-            elif fault == "aggregator-kill" and phase in ("COMMIT", "REVEAL"):
-                before = next(
-                    (r for r in self._read_rounds() if r["round"] == self.config.fault_round - 1), None
+                self._link_up_at[host] = (
+                    None  # up LINK_DOWN_S after the fault round is seen past its OPEN phase
                 )
+                record = {"host": host, "seconds": LINK_DOWN_S}
+            elif fault == "aggregator-kill" and (fr == 1 or before is None or self._aggregate_kept(before)):
+                # The aggregator that finalized the round before (it holds the fault round's base) goes once the
+                # operator's replica holds that aggregate, i.e. before the fault round can be finalized (its
+                # commit phase is held by the validator whose link is down).
                 by_host = self.addresses.get(str(before.get("by"))) if before else None
                 aggregators = [p.name for p in self.plans if p.roles[0] == "aggregator"]
                 host = by_host if by_host in aggregators else aggregators[0]
@@ -712,16 +743,24 @@ class HostsLab:
                 self.net.link(host, up=False)  # the host is gone: its gateway with it
                 address = next(a for a, h in self.addresses.items() if h == host)
                 record = {"host": host, "address": address, "killed": [c.name for c in victims]}
-            elif fault == "member-store" and phase in ("COMMIT", "REVEAL", "CLOSED") and self._replicated():
+            elif fault == "member-store" and self._replicated():
+                # Once every submission of the fault round is on chain and in the operator's replica.
                 host = next(p.name for p in self.plans if p.roles[0] == "member")
                 gateway = next(c for c in self.children.children if c.name == f"{host}.gateway")
                 self._killed.add(gateway.name)
                 gateway.signal_group(signal.SIGKILL)
                 record = {"host": host, "killed": [gateway.name]}
             if record is not None:
-                record.update(fault=fault, round=self.config.fault_round, phase=phase)
+                record.update(fault=fault, round=fr, phase=phase)
                 self.faults.append(record)
-                self.say(f"fault in round {self.config.fault_round} ({phase}): {fault} on {record['host']}")
+                self.say(f"fault in round {fr} ({phase}): {fault} on {record['host']}")
+
+    def _aggregate_kept(self, entry: dict[str, Any]) -> bool:
+        """The operator's replica holds this round's aggregate (or the round carried its base over)."""
+        if entry.get("carried_over"):
+            return True
+        kept = (self._read_json(self._dir("operator") / "driver" / "replica.json") or {}).get("kept", {})
+        return entry.get("aggregate") in kept
 
     def _replicated(self) -> bool:
         """The operator's replica holds every update of the fault round (so the member's store may go)."""
@@ -731,7 +770,10 @@ class HostsLab:
         except (OSError, ValueError, KeyError):
             return False
         submitted = next((x["submissions"] for x in self._read_rounds() if x["round"] == r), 0)
-        return bool(submitted) and sum(v == f"round {r} update" for v in kept.values()) >= submitted
+        return (
+            submitted >= self.config.members
+            and sum(v == f"round {r} update" for v in kept.values()) >= submitted
+        )
 
     @staticmethod
     def _read_json(path: Path) -> Any:

@@ -250,13 +250,9 @@ def test_sigterm_stops_the_lab_with_everything_removed(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.anvil
 @pytest.mark.redis
-@pytest.mark.skip(
-    reason="flaky: when every party is prompt the fault round's phases can pass between two polls of the operator "
-    "driver's status, so aggregator-kill is not injected (passed 2 of 4 runs on 2026-12-04); the faults need a "
-    "trigger the chain holds (e.g. a pause), not a polled phase"
-)
 def test_two_rounds_across_hosts_finalized_once_with_every_fetched_block_verified(tmp_path: Path) -> None:
-    """Round 1 clean; round 2 with every fault at once: the last validator's link down 10 s in the commit phase,
+    """Round 1 clean; round 2 with every fault at once, put in while the driver holds the chain's mining after round 1
+    (lab.host_driver): the last validator's link down until 10 s into round 2's commit phase,
     the aggregator that finalized round 1 killed with its host (its gateway gone: round 1's aggregate, round 2's
     base, must come from a replica), member-1's gateway killed once the operator's replica has the updates."""
     started = time.monotonic()
