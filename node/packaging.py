@@ -74,20 +74,12 @@ def _update_meta(
 
 
 def update_bytes(delta: Mapping[str, np.ndarray], meta: Metadata) -> Iterator[memoryview]:
-    """The update file's bytes in order, without a copy: the safetensors header, then each tensor's data.
-
-    Exactly the bytes :func:`ledger.updatefile.write_update` writes (same header, same order); the tensors'
-    own buffers are handed out (a copy only where an array is not little-endian C-contiguous already)."""
+    """The update file's bytes in order, without a copy (:func:`ledger.updatefile.format.serialize`): exactly the
+    bytes :func:`ledger.updatefile.write_update` writes."""
     from ledger.updatefile import file_tensors
-    from ledger.updatefile.format import TensorSpec, _bytes_of, _check_specs, _layout, encode_header
+    from ledger.updatefile.format import serialize
 
-    tensors = file_tensors(delta)
-    specs = {key: TensorSpec.of(value, key) for key, value in tensors.items()}
-    _check_specs(specs)
-    header = encode_header(specs, meta.to_json())
-    yield memoryview(header)
-    for key, spec, _begin, _end in _layout(specs):
-        yield _bytes_of(key, tensors[key], spec)
+    return serialize(file_tensors(delta), meta)
 
 
 def write_update_file(

@@ -19,7 +19,6 @@ metadata parser before anything maps the data; tensors are then memory-mapped re
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import tempfile
@@ -245,15 +244,20 @@ def write_aggregate(
     return write_file(path, tensors, meta)
 
 
+def serialize(tensors: Mapping[str, TensorLike], metadata: Metadata) -> Iterator[memoryview]:
+    """The file's bytes in order, without a copy: the header, then each tensor's data in file order (the tensors'
+    own buffers; a copy only where an array is not little-endian C-contiguous already). The same bytes
+    :func:`write_file` writes, for writers that hash or store them as they go (``node.packaging``)."""
+    specs = {key: TensorSpec.of(value, key) for key, value in tensors.items()}
+    _check_specs(specs)
+    yield memoryview(encode_header(specs, metadata.to_json()))
+    for key, spec, _begin, _end in _layout(specs):
+        yield _bytes_of(key, tensors[key], spec)
+
+
 def encode(tensors: Mapping[str, TensorLike], metadata: Metadata) -> bytes:
     """The whole file in memory (for small files and tests); the same bytes :func:`write_file` writes."""
-    specs = {key: TensorSpec.of(value, key) for key, value in tensors.items()}
-    buffer = io.BytesIO()
-    writer = TensorWriter(buffer, specs, metadata)
-    for key in sorted(tensors):
-        writer.write(key, tensors[key])
-    writer.finish()
-    return buffer.getvalue()
+    return b"".join(serialize(tensors, metadata))
 
 
 class UpdateFile:
