@@ -22,7 +22,8 @@ from node.faults import RelayRejected
 from node.relay import HttpRelay, RelayMessage, submit_relayed_http
 from tests.support.chain import fake_digest
 from tests.support.node import NodeNet
-from worker.relay_http import MAX_BODY_BYTES, Limits, RelayHTTPServer, RelayService, parse_item, serve
+from tests.support.relay import Relayer
+from worker.relay_http import MAX_BODY_BYTES, Limits, parse_item
 
 pytestmark = [pytest.mark.anvil]
 
@@ -36,25 +37,6 @@ def net(anvil: Any, tmp_path: Path, dev_keys: list[tuple[str, str]]) -> Iterator
     n = NodeNet.create(anvil.url, tmp_path, dev_keys, contributors=3, max_samples=MAX_SAMPLES)
     yield n
     n.close()
-
-
-class Relayer:
-    """A relayer serving on 127.0.0.1 (a free port) in threads, closed by the fixture."""
-
-    def __init__(self, net: NodeNet, key: str, limits: Limits) -> None:
-        reader = net.client()
-        reader.view_block = "pending"
-        self.service = RelayService(net.client(key), reader=reader, limits=limits, say=lambda _m: None)
-        self.server: RelayHTTPServer = serve(self.service, "127.0.0.1", 0)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.start()
-        self.url = self.server.url
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.service.stop()
-        self.thread.join(10)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,8 @@ from node.relay import HttpRelay, RelayTLSError, submit_relayed_http
 from tests.support import REPO
 from tests.support.chain import fake_digest
 from tests.support.node import NodeNet
-from worker.relay_http import Limits, RelayHTTPServer, RelayService, serve, tls_context
+from tests.support.relay import Relayer
+from worker.relay_http import Limits, tls_context
 
 RELAYER = 18  # dev account paying the relayer's gas (no role on the ledger)
 
@@ -156,15 +156,11 @@ def net(anvil: Any, tmp_path: Path, dev_keys: list[tuple[str, str]]) -> Iterator
     n.close()
 
 
-class TlsRelayer:
+class TlsRelayer(Relayer):
     """``serve(..., tls=tls_context(cert, key))`` on 127.0.0.1; counts the submissions it admitted."""
 
     def __init__(self, net: NodeNet, key: str, pki: Pki) -> None:
-        reader = net.client()
-        reader.view_block = "pending"
-        self.service = RelayService(
-            net.client(key), reader=reader, limits=Limits(batch_wait_s=0.2), say=lambda _m: None
-        )
+        super().__init__(net, key, Limits(batch_wait_s=0.2), tls=tls_context(pki.cert, pki.key))
         self.admitted: list[bytes] = []
         admit = self.service.admit
 
@@ -173,16 +169,6 @@ class TlsRelayer:
             return admit(raw, peer)
 
         self.service.admit = counting  # type: ignore[method-assign]
-        self.server: RelayHTTPServer = serve(self.service, "127.0.0.1", 0, tls=tls_context(pki.cert, pki.key))
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.start()
-        self.url = self.server.url
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.service.stop()
-        self.thread.join(10)
 
 
 @pytest.fixture

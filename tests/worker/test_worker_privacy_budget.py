@@ -7,7 +7,6 @@ same two members over the budget."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from ledger.chain.client import connect_web3
 from ledger.chain.scores import REJECT
 from ledger.checks import CheckLimits
 from ledger.checks.privacy_budget import budget_of
-from ledger.cli.app import main
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.dev.services import AnvilProcess
@@ -28,6 +26,7 @@ from ledger.reasons import Reason
 from ledger.recipe import RecipeRef, TaskSpec
 from ledger.settings import Settings
 from ledger.updatefile import GenesisMeta, UpdateMeta, write_aggregate, write_update
+from tests.support.audit_cli import meshprov_cli
 from tests.support.chain import Consortium, chain_snapshot
 from worker.chain import WorkerChain
 from worker.config import WorkerConfig
@@ -155,9 +154,10 @@ def task(
                     "b": (rng.normal(size=3) * 0.1).astype(np.float32),
                 }
                 write_update(path, tensors, meta)
-                digests.append(cid_to_digest(store.put_file(path)))
+                cid = store.put_file(path)
+                digests.append(cid_to_digest(cid))
                 if round_ == 1:
-                    round1.append(store.put_file(path))
+                    round1.append(cid)
             if round_ == 2:
                 # The validator judges the round with its real judging path once submissions are closed.
                 c.submit(1, 2, digests=digests, num_samples=[10] * 4)
@@ -192,22 +192,8 @@ def task(
 def cli(
     task: Any, anvil: AnvilProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Any:
-    for name in list(os.environ):
-        if name.startswith("MESHPROV_"):
-            monkeypatch.delenv(name)
     c, data_dir = task
-    c.reset_nonces()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--data-dir", str(data_dir), *args, "--rpc-url", anvil.rpc_url, "--index-url", "sqlite://"]
-        )
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err
-        return code, out.out, out.err
-
-    return run
+    return meshprov_cli(c, data_dir, anvil.rpc_url, monkeypatch, capsys)
 
 
 def test_the_validator_rejects_the_update_that_crosses_the_budget(task: Any) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,13 @@ from ledger.aggregation import AggregationSpec, Contribution, prepare
 from ledger.aggregation.output import write_aggregation
 from ledger.aggregation.source import describe_source
 from ledger.chain.client import connect_web3
-from ledger.cli.app import main
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.content.unixfs import import_file
 from ledger.dev.services import AnvilProcess
 from ledger.exit_codes import ExitCode
 from ledger.updatefile import GenesisMeta, UpdateFile, UpdateMeta, write_aggregate, write_update
+from tests.support.audit_cli import meshprov_cli
 from tests.support.chain import Consortium, chain_snapshot
 
 pytestmark = pytest.mark.anvil
@@ -154,22 +153,8 @@ def rounds(
 def cli(
     rounds: Any, anvil: AnvilProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Any:
-    for name in list(os.environ):
-        if name.startswith("MESHPROV_"):
-            monkeypatch.delenv(name)
     c, data_dir, *_ = rounds
-    c.reset_nonces()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--data-dir", str(data_dir), *args, "--rpc-url", anvil.rpc_url, "--index-url", "sqlite://"]
-        )
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err
-        return code, out.out, out.err
-
-    return run
+    return meshprov_cli(c, data_dir, anvil.rpc_url, monkeypatch, capsys)
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray[Any, Any]]:

@@ -5,7 +5,6 @@ specification anchors."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 
 from ledger.chain.client import connect_web3
 from ledger.checks.anchored import anchored_limits
-from ledger.cli.app import main
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.dev.services import AnvilProcess
@@ -22,6 +20,7 @@ from ledger.exit_codes import ExitCode
 from ledger.privacy import Release, UnaccountableRecord, epsilon
 from ledger.recipe import RecipeRef, TaskSpec
 from ledger.updatefile import GenesisMeta, UpdateMeta, write_aggregate, write_update
+from tests.support.audit_cli import meshprov_cli
 from tests.support.chain import Consortium, chain_snapshot
 
 BUDGET = 6.0
@@ -123,22 +122,8 @@ def task(
 def cli(
     task: Any, anvil: AnvilProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Any:
-    for name in list(os.environ):
-        if name.startswith("MESHPROV_"):
-            monkeypatch.delenv(name)
     c, data_dir = task
-    c.reset_nonces()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--data-dir", str(data_dir), *args, "--rpc-url", anvil.rpc_url, "--index-url", "sqlite://"]
-        )
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err
-        return code, out.out, out.err
-
-    return run
+    return meshprov_cli(c, data_dir, anvil.rpc_url, monkeypatch, capsys)
 
 
 @pytest.mark.anvil

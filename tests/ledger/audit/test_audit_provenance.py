@@ -17,7 +17,6 @@ import pytest
 
 from ledger.chain.client import connect_web3
 from ledger.chain.scores import REJECT
-from ledger.cli.app import main
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
 from ledger.dev.services import AnvilProcess
@@ -27,6 +26,7 @@ from ledger.recipe import RecipeRef, TaskSpec, recipe_archive, recipe_cid
 from ledger.updatefile import GenesisMeta, UpdateMeta, write_aggregate, write_update
 from tests.ledger.audit.test_audit_intoto import SCHEMA
 from tests.ledger.audit.test_audit_replay import _aggregate_like_the_worker
+from tests.support.audit_cli import meshprov_cli
 from tests.support.chain import Consortium, chain_snapshot, fake_digest
 
 pytestmark = pytest.mark.anvil
@@ -154,21 +154,8 @@ def history(
 def cli(
     history: Any, anvil: AnvilProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Any:
-    for name in list(os.environ):
-        if name.startswith("MESHPROV_"):
-            monkeypatch.delenv(name)
+    run = meshprov_cli(history["c"], history["data_dir"], anvil.rpc_url, monkeypatch, capsys)
     monkeypatch.setenv("COLUMNS", "240")  # the lineage tree unwrapped, so lines can be matched whole
-    history["c"].reset_nonces()
-
-    def run(*args: str, index: str = "sqlite://") -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--data-dir", str(history["data_dir"]), *args, "--rpc-url", anvil.rpc_url, "--index-url", index]
-        )
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err
-        return code, out.out, out.err
-
     return run
 
 

@@ -6,7 +6,6 @@ unverifiable, not held against anyone)."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,6 @@ from ledger.chain.client import connect_web3
 from ledger.chain.scores import REJECT
 from ledger.checks import CheckLimits
 from ledger.checks.anchored import anchored_limits
-from ledger.cli.app import main
 from ledger.content import cid_to_digest
 from ledger.content.local_store import LocalStore
 from ledger.dev.services import AnvilProcess
@@ -25,6 +23,7 @@ from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
 from ledger.recipe import RecipeRef, TaskSpec
 from ledger.updatefile import GenesisMeta, UpdateMeta, write_aggregate, write_update
+from tests.support.audit_cli import meshprov_cli
 from tests.support.chain import Consortium, chain_snapshot
 
 pytestmark = pytest.mark.anvil
@@ -121,22 +120,8 @@ def rounds(
 def cli(
     rounds: Any, anvil: AnvilProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Any:
-    for name in list(os.environ):
-        if name.startswith("MESHPROV_"):
-            monkeypatch.delenv(name)
     c, data_dir, _ = rounds
-    c.reset_nonces()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--data-dir", str(data_dir), *args, "--rpc-url", anvil.rpc_url, "--index-url", "sqlite://"]
-        )
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err
-        return code, out.out, out.err
-
-    return run
+    return meshprov_cli(c, data_dir, anvil.rpc_url, monkeypatch, capsys)
 
 
 def test_the_planted_validator_is_found_with_evidence(cli: Any, rounds: Any) -> None:

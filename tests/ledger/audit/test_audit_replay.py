@@ -5,7 +5,6 @@ carried-over rounds replay to their base."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,13 @@ from ledger.aggregation import AggregationSpec, Contribution, prepare
 from ledger.aggregation.output import write_aggregation
 from ledger.chain.client import connect_web3
 from ledger.chain.scores import REJECT
-from ledger.cli.app import main
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
 from ledger.dev.services import AnvilProcess
 from ledger.exit_codes import ExitCode
 from ledger.reasons import Reason
 from ledger.updatefile import GenesisMeta, UpdateFile, UpdateMeta, write_aggregate, write_update
+from tests.support.audit_cli import meshprov_cli
 from tests.support.chain import Consortium, chain_snapshot, fake_digest
 
 pytestmark = pytest.mark.anvil
@@ -152,22 +151,8 @@ def cli(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> Any:
-    for name in list(os.environ):
-        if name.startswith("MESHPROV_"):
-            monkeypatch.delenv(name)
     c, data_dir, _, _ = round_with_files
-    c.reset_nonces()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--data-dir", str(data_dir), *args, "--rpc-url", anvil.rpc_url, "--index-url", "sqlite://"]
-        )
-        out = capsys.readouterr()
-        assert "Traceback" not in out.err
-        return code, out.out, out.err
-
-    return run
+    return meshprov_cli(c, data_dir, anvil.rpc_url, monkeypatch, capsys)
 
 
 def test_replay_reproduces_the_aggregate(round_with_files: Any, cli: Any, tmp_path: Path) -> None:
