@@ -8,8 +8,10 @@ host            runs
 ``chain``       anvil on its own address (members submit to it directly; nobody else has a chain)
 ``operator``    redis-server (password) for the operator's aggregators, the admin's driver
                 (:mod:`lab.host_driver`: genesis and spec in its store, deploy, the replica of every update and
-                aggregate, follow the rounds, compare the index with a trustless rebuild), ``meshprov index
-                follow`` (SQLite in its directory), its gateway
+                aggregate, follow the rounds, compare the index with a trustless rebuild), its own PostgreSQL
+                (:mod:`lab.host_postgres`; SQLite where no server binaries are installed, ``--index``), ``meshprov
+                index follow`` into it, ``meshprov dashboard serve`` over it on the operator's address, its
+                gateway
 ``agg-K``       ``meshprov worker run --role aggregator --watch`` on the operator's Redis (same organisation),
                 its own key (every aggregator address has the role), store and gateway
 ``val-K``       its organisation's own redis-server (own password), ``meshprov worker watch`` and
@@ -26,6 +28,9 @@ directory, and the harness's own (keys of all, logs), is covered by an empty rea
 Counting: each host process records the blocks its gateway client verified (:mod:`lab.host_exec`); each gateway
 logs the blocks it sent (``--log-level debug``). ``blocks`` in the summary holds both counts and the blocks sent
 that no client recorded as verified (0 when every fetched block was verified).
+
+After the last round a member host reads the dashboard's JSON API over the lab network (``dashboard`` in the
+summary: its rounds against the chain's).
 
 Faults (``--fault``, :data:`FAULTS`) are injected in ``fault_round`` on chain facts (:meth:`HostsLab._inject`).
 
@@ -53,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.host_postgres import OperatorPostgres
 from lab.netns import REGISTRY, Network, create_network, existing_namespaces, remove_recorded
 from lab.procs import Child, Children, stop_recorded
 from ledger.errors import ConfigError, MeshprovError
@@ -63,6 +69,8 @@ SUMMARY = "hosts-summary.json"
 GATEWAY_PORT = 8080
 ANVIL_PORT = 8545
 REDIS_PORT = 6379
+DASHBOARD_PORT = 8787
+INDEX_BACKENDS = ("auto", "postgres", "sqlite")
 VERIFIED_RECORD = "gateway-verified.log"
 # What each kind of process imports before it waits for the deployment (lab.host_exec --warm).
 _WARM_WORKER = ("celery", "worker.cli")
@@ -101,12 +109,37 @@ for name, where in targets["gateways"].items():
         out["admin"][name] = f"unreachable: {exc}"
     finally:
         conn.close()
+out["postgres"] = {}
+for name, where in targets["postgres"].items():
+    # The operator's index database: reachable on the lab network, useless without the role's password.
+    import psycopg
+    host, port = where.rsplit(":", 1)
+    answers = []
+    for password in ("", "a-guess"):
+        try:
+            with psycopg.connect(host=host, port=int(port), user="meshprov", dbname="meshprov_index",
+                                 password=password, connect_timeout=5):
+                answers.append("OPEN: connected without the role's password")
+        except psycopg.OperationalError as exc:
+            text = " ".join(str(exc).split())
+            answers.append(f"refused: {text}" if "password" in text else f"unreachable: {text}")
+    out["postgres"][name] = "; ".join(answers)
 for name, path in targets["dirs"].items():
     try:
         out["dirs"][name] = sorted(os.listdir(path))
     except OSError as exc:
         out["dirs"][name] = [f"error: {exc}"]
 print(json.dumps(out))
+"""
+# Run in a member host by _read_dashboard: the operator's dashboard API over the lab network.
+_DASHBOARD_PROBE = """
+import json, sys, urllib.request
+base, task = sys.argv[1], sys.argv[2]
+def get(path):
+    with urllib.request.urlopen(base + path, timeout=20) as reply:
+        return json.loads(reply.read(4_000_000))
+print(json.dumps({"health": get("/healthz"), "rounds": get(f"/api/tasks/{task}/rounds"),
+                  "contributors": get(f"/api/contributors?task={task}&limit=1000")}))
 """
 _PASSED = ("MESHPROV_ANVIL_BIN", "MESHPROV_REDIS_SERVER_BIN")
 
@@ -149,6 +182,9 @@ class HostsConfig:
     faults: tuple[str, ...] = ()
     """Faults injected in ``fault_round`` (:data:`FAULTS`)."""
     fault_round: int = 2
+    index: str = "auto"
+    """The operator's index database: ``postgres`` (its own server), ``sqlite``, or ``auto`` (PostgreSQL when its
+    server binaries are installed)."""
 
     @property
     def quorum_or_default(self) -> int:
@@ -177,6 +213,23 @@ class HostsConfig:
                 raise ConfigError(f"--fault must be one of {', '.join(FAULTS)}, not {fault!r}")
         if self.faults and not 1 <= self.fault_round <= self.rounds:
             raise ConfigError(f"--fault-round must be 1..{self.rounds} (the rounds run)")
+        if self.index not in INDEX_BACKENDS:
+            raise ConfigError(f"--index must be one of {', '.join(INDEX_BACKENDS)}, not {self.index!r}")
+        if self.index == "postgres":
+            from lab.host_postgres import unavailable_reason
+
+            reason = unavailable_reason()
+            if reason is not None:
+                raise ConfigError(f"--index postgres: {reason}", hint="or pass --index sqlite")
+
+    def index_backend(self) -> tuple[str, str | None]:
+        """``postgres`` or ``sqlite``, and why SQLite when ``auto`` could not have PostgreSQL."""
+        if self.index == "sqlite":
+            return "sqlite", "asked for (--index sqlite)"
+        from lab.host_postgres import unavailable_reason
+
+        reason = unavailable_reason()
+        return ("sqlite", reason) if reason is not None else ("postgres", None)
 
 
 @dataclass
@@ -267,6 +320,8 @@ class HostsLab:
     faults: list[dict[str, Any]] = field(default_factory=list)
     _killed: set[str] = field(default_factory=set)
     _link_up_at: dict[str, float | None] = field(default_factory=dict)  # None: once the commit phase is seen
+    postgres: OperatorPostgres | None = None
+    _sqlite_because: str | None = None
     _interrupt_after: str | None = None
     """Tests: raise KeyboardInterrupt after this step (``network``, ``services``, ``deployed``)."""
 
@@ -299,6 +354,16 @@ class HostsLab:
                     f"{len(self.plans)} hosts on {self.net.subnet} (bridge {self.net.bridge} in {self.net.switch})"
                 )
                 self._step("network")
+                backend, self._sqlite_because = c.index_backend()
+                if backend == "postgres":
+                    from lab.host_postgres import server_binaries
+
+                    bindir = server_binaries()
+                    assert bindir is not None
+                    self.postgres = OperatorPostgres(
+                        bindir, self._dir("operator") / "postgres", self._address("operator"),
+                        self.net.subnet, secrets.token_hex(16),
+                    )  # fmt: skip
                 accounts = self._accounts()
                 passwords = {p.name: secrets.token_hex(16) for p in self.plans if "redis" in p.roles}
                 self._start_services(passwords)
@@ -312,7 +377,11 @@ class HostsLab:
                 summary = self._summarise(deployed, rounds)
                 summary["isolation"] = isolation
                 summary["faults"] = self._fault_outcomes(rounds)
-                summary["index"] = self._read_json(self._dir("operator") / "driver" / "index.json")
+                summary["index"] = {
+                    **(self._read_json(self._dir("operator") / "driver" / "index.json") or {}),
+                    **self._index_description(),
+                }
+                summary["dashboard"] = self._read_dashboard(deployed, summary["rounds"])
         finally:
             with uninterruptible():
                 cleanup = self._cleanup()
@@ -429,8 +498,12 @@ class HostsLab:
                     "--host", plan.address, "--port", str(GATEWAY_PORT),
                 )  # fmt: skip
                 self._start(plan.name, "gateway", argv, self._env(plan.name))
+        if self.postgres is not None:
+            self._start_postgres()
+        index = "PostgreSQL" if self.postgres is not None else f"SQLite ({self._sqlite_because})"
         self.say(
-            f"anvil on chain, redis on {', '.join(passwords)}, gateways on {sum(p.gateway for p in self.plans)} hosts"
+            f"anvil on chain, redis on {', '.join(passwords)}, gateways on {sum(p.gateway for p in self.plans)} "
+            f"hosts, the operator's index in {index}"
         )
 
     def _deploy(self, accounts: dict[str, tuple[str, str]]) -> dict[str, Any]:
@@ -496,7 +569,50 @@ class HostsLab:
         return deployed
 
     def _index_url(self) -> str:
+        if self.postgres is not None:
+            return self.postgres.url
         return f"sqlite:///{self._dir('operator') / 'index.sqlite'}"
+
+    def _index_description(self) -> dict[str, Any]:
+        if self.postgres is not None:
+            return {"backend": "postgresql", "url": self.postgres.public_url}
+        return {"backend": "sqlite", "url": self._index_url(), "why_not_postgresql": self._sqlite_because}
+
+    def _in_host(
+        self, host: str, argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``argv`` run to its end as ``host`` (its namespace and mount view)."""
+        assert self.root is not None
+        assert self.net is not None
+        wrapped = host_argv(
+            self.root, host, [p.name for p in self.plans], self.net.host(host).namespace, argv
+        )
+        return subprocess.run(
+            wrapped, capture_output=True, text=True, timeout=timeout, check=False,
+            env={**os.environ, **(env or {})}, cwd=self._dir(host),
+        )  # fmt: skip
+
+    def _start_postgres(self) -> None:
+        """The operator's own cluster: initdb, the lab subnet allowed with a password, the server on the
+        operator's address, the index database (:mod:`lab.host_postgres`)."""
+        pg = self.postgres
+        assert pg is not None
+        pg.prepare()
+        made = self._in_host("operator", pg.initdb_argv(), timeout=180.0)
+        if made.returncode != 0:
+            raise HostsFailed("initdb failed on the operator host", (made.stdout + made.stderr)[-2000:])
+        pg.allow_subnet()
+        server = self._start("operator", "postgres", pg.server_argv(), self._env("operator"))
+        deadline = time.monotonic() + 60.0
+        while self._in_host("operator", pg.ready_argv(), timeout=30.0).returncode != 0:
+            if server.returncode is not None or time.monotonic() > deadline:
+                raise HostsFailed("the operator's PostgreSQL did not start", server.tail(), log=server.log)
+            time.sleep(0.2)
+        created = self._in_host("operator", pg.createdb_argv(), env=pg.client_env())
+        if created.returncode != 0:
+            raise HostsFailed(
+                "createdb failed on the operator host", (created.stdout + created.stderr)[-2000:]
+            )
 
     def _start_roles(self, passwords: dict[str, str]) -> None:
         c = self.config
@@ -505,6 +621,16 @@ class HostsLab:
             "operator", "index", "follow", "--poll", "0.5", warm=("ledger.index.service",)
         )
         self._start("operator", "index", follow, env)
+        dashboard = self._meshprov(
+            "operator",
+            "dashboard",
+            "serve",
+            "--host",
+            self._address("operator"),
+            "--port",
+            str(DASHBOARD_PORT),
+        )
+        self._start("operator", "dashboard", dashboard, env)
         tuning = [
             "--pool", "threads", "--concurrency", "1", "--loglevel", "WARNING",
             "--poll-interval", "0.5", "--job-ttl", "15", "--heartbeat", "1",
@@ -591,6 +717,9 @@ class HostsLab:
             p.name: f"{p.address}:{GATEWAY_PORT}" for p in self.plans if p.gateway and p.name != member.name
         }
         dirs = {p.name: str(self._dir(p.name)) for p in self.plans if p.name != member.name}
+        postgres = (
+            {} if self.postgres is None else {"operator": f"{self.postgres.address}:{self.postgres.port}"}
+        )
         argv = host_argv(
             self.root,
             member.name,
@@ -600,7 +729,7 @@ class HostsLab:
                 sys.executable,
                 "-c",
                 _PROBE,
-                json.dumps({"redis": targets, "gateways": gateways, "dirs": dirs}),
+                json.dumps({"redis": targets, "gateways": gateways, "dirs": dirs, "postgres": postgres}),
             ],
         )
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
@@ -611,7 +740,7 @@ class HostsLab:
         found["from"] = member.name
         open_redis = [
             h for h, r in {**found["redis"], **found["admin"]}.items() if not r.startswith("refused")
-        ]
+        ] + [f"{h} (PostgreSQL)" for h, r in found["postgres"].items() if "OPEN" in r or "unreachable" in r]
         readable = [h for h, entries in found["dirs"].items() if entries]
         if open_redis or readable:
             raise HostsFailed(
@@ -619,10 +748,46 @@ class HostsLab:
             )
         self.say(
             f"{member.name}: the Redis of {', '.join(targets)} refused without their passwords, an RPC call refused by "
-            f"{len(gateways)} gateways; "
-            f"{len(dirs)} other hosts' directories empty from here"
+            f"{len(gateways)} gateways"
+            + (", the operator's PostgreSQL refused without its password" if postgres else "")
+            + f"; {len(dirs)} other hosts' directories empty from here"
         )
         return found
+
+    def _read_dashboard(self, deployed: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+        """From the first member host: the operator's dashboard API, its rounds set against the chain's (the
+        driver's record of each round's finalization) and its contributors counted."""
+        member = next(p for p in self.plans if p.roles[0] == "member")
+        url = f"http://{self._address('operator')}:{DASHBOARD_PORT}"
+        argv = [sys.executable, "-c", _DASHBOARD_PROBE, url, str(deployed["task_id"])]
+        deadline = time.monotonic() + 60.0
+        # It serves the index the driver just checked against the chain; retried only while it is still starting.
+        while True:
+            proc = self._in_host(member.name, argv)
+            if proc.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        if proc.returncode != 0:
+            return {"url": url, "fetched_from": member.name, "equal": False, "error": proc.stderr[-2000:]}
+        got = json.loads(proc.stdout)
+        shown = [
+            {"round": r["round"], "aggregate": r["aggregate_cid"], "accepted": r["accepted"],
+             "submissions": r["submissions"], "carried_over": r["carried_over"]}
+            for r in got["rounds"] if r["round"] <= self.config.rounds
+        ]  # fmt: skip
+        expected = [
+            {k: r[k] for k in ("round", "aggregate", "accepted", "submissions")}
+            | {"carried_over": bool(r.get("carried_over"))}
+            for r in rounds
+        ]
+        return {
+            "url": url,
+            "fetched_from": member.name,
+            "health": got["health"],
+            "rounds": shown,
+            "contributors": len(got["contributors"]["rows"]),
+            "equal": shown == expected,
+        }
 
     # ─── following ───────────────────────────────────────────────────────────────────────────────────────
     def _check(self, *, driver_only: bool = False) -> None:

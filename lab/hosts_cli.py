@@ -56,6 +56,14 @@ def hosts(
         ),
     ] = None,
     fault_round: Annotated[int, typer.Option("--fault-round", min=1, help="The round the faults hit.")] = 2,
+    index: Annotated[
+        str,
+        typer.Option(
+            "--index",
+            help="The operator's index database: postgres (its own server on the operator host), sqlite, or auto "
+            "(postgres when PostgreSQL's server binaries are installed).",
+        ),
+    ] = "auto",
     json_output: JsonFlag = False,
 ) -> None:
     """Make one network namespace per host (chain, operator, aggregators, validators of different
@@ -79,6 +87,7 @@ def hosts(
         data_dir=data_dir,
         faults=tuple(fault or ()),
         fault_round=fault_round,
+        index=index,
     )
     with contextlib.redirect_stdout(sys.stderr):  # recipes print progress; stdout is for --json alone
         summary = HostsLab(config, say=info).run()
@@ -87,6 +96,12 @@ def hosts(
         f"{len(summary['rounds'])} rounds finalized on {len(summary['hosts'])} hosts; "
         f"{b['fetched_from_other_hosts']} blocks fetched from other hosts, {b['verified']} verified; "
         f"cleanup: {summary['cleanup']['namespaces_removed']} namespaces removed; summary in {summary['data_dir']}"
+    )
+    dashboard = summary.get("dashboard") or {}
+    info(
+        f"index in {summary['index'].get('backend')}, equal to a trustless rebuild: {summary['index'].get('equal')}; "
+        f"dashboard at {dashboard.get('url')} read from {dashboard.get('fetched_from')}: "
+        f"{'the chain' + chr(39) + 's rounds' if dashboard.get('equal') else 'NOT the chain' + chr(39) + 's rounds'}"
     )
     if want_json(json_output):
         emit(summary, json_mode=True)

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from lab.host_postgres import server_binaries
+from lab.host_postgres import unavailable_reason as postgres_unavailable_reason
 from lab.hosts import HostsConfig, HostsLab, cleanup_directory, host_argv, plan_hosts, prepare_directory
 from lab.netns import (
     NamespacesUnavailable,
@@ -76,6 +78,40 @@ def test_plan_has_every_role_on_its_own_host_and_validators_of_different_organis
 def test_bad_configuration_is_refused_before_anything_is_made(change: dict[str, int], option: str) -> None:
     with pytest.raises(ConfigError, match=option):
         HostsConfig(**change).validate()  # type: ignore[arg-type]
+
+
+def test_postgres_binaries_are_found_only_where_every_one_is_executable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partial, whole = tmp_path / "partial", tmp_path / "whole"
+    for directory, names in (
+        (partial, ["initdb", "postgres"]),
+        (whole, ["initdb", "postgres", "pg_isready", "createdb"]),
+    ):
+        directory.mkdir()
+        for name in names:
+            (directory / name).write_text("#!/bin/sh\n")
+            (directory / name).chmod(0o755)
+    empty_path = {"PATH": str(tmp_path / "nowhere")}
+    assert server_binaries({**empty_path, "MESHPROV_POSTGRES_BIN": str(whole)}) == whole
+    found = server_binaries({**empty_path, "MESHPROV_POSTGRES_BIN": str(partial)})
+    assert found != partial  # incomplete: Debian's directory, or nothing
+
+
+def test_index_postgres_without_a_server_is_refused_and_auto_falls_back_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lab.host_postgres
+
+    monkeypatch.setattr(lab.host_postgres, "server_binaries", lambda environ=None: None)
+    with pytest.raises(ConfigError, match="--index postgres: no PostgreSQL server binaries"):
+        HostsConfig(index="postgres").validate()
+    backend, why = HostsConfig(index="auto").index_backend()
+    assert backend == "sqlite"
+    assert why is not None
+    assert "apt install postgresql" in why
+    with pytest.raises(ConfigError, match="--index must be one of"):
+        HostsConfig(index="mysql").validate()
 
 
 def test_subnet_avoids_every_network_in_use() -> None:
@@ -287,6 +323,24 @@ def test_two_rounds_across_hosts_finalized_once_with_every_fetched_block_verifie
     index = summary["index"]  # the operator's followed index = one rebuilt from the chain alone
     assert index["equal"], index
     assert index["events"] > 0
+    operator = next(h for h in hosts if h["name"] == "operator")
+    if postgres_unavailable_reason() is None:  # its own PostgreSQL on its own address, password required
+        assert index["backend"] == "postgresql", index
+        assert index["url"].startswith(f"postgresql+psycopg://meshprov@{operator['address']}:5432/"), index
+        refusals = summary["isolation"]["postgres"]["operator"].split("; ")
+        assert [r.split(":")[0] for r in refusals] == ["refused", "refused"], refusals
+        assert "password authentication failed" in refusals[1]  # the server checked, not only the client
+    else:
+        assert index["backend"] == "sqlite", index
+        assert index["why_not_postgresql"], index
+    dashboard = summary["dashboard"]  # served on the operator's address, read over the lab network
+    assert dashboard["url"] == f"http://{operator['address']}:8787"
+    assert dashboard["fetched_from"] == "member-1"
+    assert dashboard["equal"], dashboard
+    assert [(r["round"], r["aggregate"]) for r in dashboard["rounds"]] == [
+        (r["round"], r["aggregate"]) for r in summary["rounds"]
+    ]
+    assert dashboard["contributors"] == 3
     faults = {f["fault"]: f for f in summary["faults"]}
     assert set(faults) == {"validator-link", "aggregator-kill", "member-store"}
     assert all(f["round"] == 2 and f["finalized"] == 1 for f in faults.values())
