@@ -69,6 +69,8 @@ class ReadModel:
         self._tables = False
         self._folds: dict[int | None, MemberFold] = {}
         self._fold_lock = threading.Lock()
+        self._client: Any = None
+        self._client_lock = threading.Lock()
 
     def _ensure_tables(self) -> None:
         """Create the index's (empty) tables if the database has none yet, so that a dashboard started before
@@ -261,15 +263,19 @@ class ReadModel:
         return self.cached(("taint", what.lower()), lambda: taint(source, what))
 
     def _chain_client(self) -> Any:
+        """One read-only client for the dashboard's life (made on the first taint page that needs it; a failure
+        to make it is retried on the next page, not remembered)."""
         if self.settings is None or self.settings.chain_rpc_url is None:
             return None
         from ledger.chain.client import LedgerClient
 
-        try:
-            return LedgerClient.from_settings(self.settings, read_only=True)
-        except (MeshprovError, OSError) as exc:
-            log.warning("taint page: no chain client (%s): revocations not checked", exc)
-            return None
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    self._client = LedgerClient.from_settings(self.settings, read_only=True)
+                except (MeshprovError, OSError) as exc:
+                    log.warning("taint page: no chain client (%s): revocations not checked", exc)
+            return self._client
 
     # ─── lineage ────────────────────────────────────────────────────────────────────────────────────────────
     def lineage(self, cid_text: str) -> Lineage:
