@@ -12,18 +12,23 @@ CIDs are decoded by ``libipld`` (Rust); dag-pb / UnixFS nodes by :mod:`ledger.co
 read dag-pb.
 
 * :class:`CarReader`: sections of a CAR stream as ``(digest, block)``, each block hashed once; blocks are views
-  into a few reused 2 MiB segments (no copy, no zeroed allocation per block).
+  into a few reused 2 MiB segments (no copy, no zeroed allocation per block). With ``verify_ahead`` it reads and
+  parses up to that many bytes of sections ahead while a second thread hashes them (hashlib releases the GIL), so
+  receiving and hashing overlap; a block is still handed out only once its hash matched.
 * :func:`car_header` / :func:`section_prefix` / :func:`dag_blocks`: what a server needs to write one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import libipld
 
@@ -42,6 +47,9 @@ best of 256 KiB to 16 MiB, docs/benchmarks.md). Must hold one whole section."""
 SMALL_BLOCK = 64 * 1024
 MAX_DEPTH = 16
 """Kubo's layout is at most 6 levels deep for any 64-bit size; a deeper DAG is not one of ours."""
+HASH_IN_THREAD = 64 * 1024
+"""With ``verify_ahead``, blocks at least this large are hashed by the reader's hashing thread; smaller ones
+(the root, branch nodes, a small file's tail) inline, where a thread hand-off costs more than their hash."""
 
 
 class CarError(Exception):
@@ -129,12 +137,47 @@ class Section:
     block: memoryview
 
 
+class _Queued:
+    """A parsed section waiting to be handed out: ``ok`` is None until its hash was compared with its CID."""
+
+    __slots__ = ("ok", "section")
+
+    def __init__(self, section: Section, ok: bool | None) -> None:
+        self.section = section
+        self.ok = ok
+
+
+_Job = tuple[bytes, memoryview] | None
+_Result = bool | Exception
+
+
+def _hash_sections(jobs: queue.SimpleQueue[_Job], results: queue.SimpleQueue[_Result]) -> None:
+    """The hashing thread: for each (digest, block) in order, whether the block hashes to the digest; None ends."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        try:
+            results.put(hashlib.sha256(job[1]).digest() == job[0])
+        except Exception as exc:  # pragma: no cover - hashlib does not fail on a buffer
+            results.put(exc)
+        del job  # no view of a segment is held while waiting: the reader may reuse it
+
+
 class CarReader:
     """Sections of a CARv1 read from ``source`` (anything with ``readinto``), every block hashed against its CID.
 
     Large reads go into a 2 MiB segment; blocks are views into it. A segment is only reused once nothing holds a
     view into it (a consumer that keeps every block gets fresh segments, one that writes each block and drops
     it cycles through two), so no block is copied and no buffer is zeroed per block.
+
+    ``verify_ahead`` (bytes, 0: off): while the next section's hash is not known yet, read and parse further
+    sections, up to that many bytes of blocks queued, and hash the large ones in a second thread (started with
+    the first such block, stopped by :meth:`close`), so the socket is read while blocks are hashed. What
+    :meth:`peek` returns is the same either way: sections in order, each only once its hash matched; an error
+    met while reading ahead (a bad hash, a truncated or oversized section, a timeout) is raised when the
+    sections before it have been handed out, at the point it would have been raised without reading ahead.
+    The read-ahead is bounded: ``verify_ahead`` bytes of queued blocks, plus the section being read.
     """
 
     def __init__(
@@ -145,9 +188,12 @@ class CarReader:
         max_pool: int = 4,
         min_rate: float | None = None,
         grace: float = 10.0,
+        verify_ahead: int = 0,
     ) -> None:
         if segment_size < MAX_SECTION_SIZE + 16:
             raise ValueError("a segment must hold a whole section")
+        if verify_ahead < 0:
+            raise ValueError("verify_ahead is a number of bytes, at least 0")
         self._source = source
         # A sender that dribbles (a byte now and then, never a timeout) is refused once, after ``grace`` seconds,
         # it has averaged less than ``min_rate`` bytes a second.
@@ -163,6 +209,15 @@ class CarReader:
         self._eof = False
         self._pending: Section | None = None
         self.bytes_read = 0
+        self._ahead = verify_ahead
+        self._queue: deque[_Queued | Exception | None] = deque()
+        """Parsed sections in order; last, once met, the end (None) or the error that stopped the reading."""
+        self._queued_bytes = 0
+        self._awaiting: deque[_Queued] = deque()
+        """The queued sections the hashing thread has not answered for yet, in the order it answers."""
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
+        self._hasher: threading.Thread | None = None
 
     def _fresh(self) -> bytearray:
         current = getattr(self, "_buf", None)
@@ -175,7 +230,12 @@ class CarReader:
         return segment
 
     def close(self) -> None:
-        """Hand this reader's segments to the next reader (a fresh 2 MiB segment costs 512 page faults)."""
+        """Stop and join the hashing thread, if any; hand this reader's segments to the next reader (a fresh 2 MiB
+        segment costs 512 page faults). Idempotent."""
+        self._stop_hasher()
+        self._queue.clear()
+        self._awaiting.clear()
+        self._pending = None
         pool, self._pool = self._pool, []
         with _SPARE_LOCK:
             room = MAX_SPARE - len(_SPARE)
@@ -251,13 +311,112 @@ class CarReader:
     def peek(self) -> Section | None:
         """The next section (verified), without consuming it; None at the end of the CAR."""
         if self._pending is None:
-            self._pending = self._next()
+            self._pending = self._next_ahead() if self._ahead else self._next()
         return self._pending
 
     def take(self) -> None:
         self._pending = None
 
+    @property
+    def hashing_thread(self) -> threading.Thread | None:
+        """The thread hashing blocks read ahead (None before the first large block, without ``verify_ahead``
+        and after :meth:`close`)."""
+        return self._hasher
+
     def _next(self) -> Section | None:
+        section = self._parse()
+        if section is not None and hashlib.sha256(section.block).digest() != section.digest:
+            raise CarError(f"block {CID(section.digest).v0} does not hash to its CID")
+        return section
+
+    def _next_ahead(self) -> Section | None:
+        """:meth:`_next` with reading ahead: the first queued section once its hash is known."""
+        queued = self._queue
+        while True:
+            self._collect(wait=False)
+            head = queued[0] if queued else None
+            if isinstance(head, _Queued) and head.ok is not None:
+                queued.popleft()
+                self._queued_bytes -= len(head.section.block)
+                if not head.ok:
+                    raise CarError(f"block {CID(head.section.digest).v0} does not hash to its CID")
+                return head.section
+            if queued and not isinstance(head, _Queued):
+                if head is None:
+                    return None
+                error, head = head, None  # stays queued: asked again, the reader fails again
+                try:
+                    raise error
+                finally:
+                    del error  # no cycle between the error and this frame in its traceback
+            ended = bool(queued) and not isinstance(queued[-1], _Queued)
+            if not ended and (not queued or self._queued_bytes < self._ahead):
+                self._read_ahead()
+            else:
+                self._collect(wait=True)  # the head is being hashed and the queue is full or ended
+
+    def _read_ahead(self) -> None:
+        try:
+            section = self._parse()
+        except Exception as exc:  # CarError, IncompleteRead, a timeout: raised when its turn comes
+            self._queue.append(exc)
+            return
+        if section is None:
+            self._queue.append(None)
+            return
+        block = section.block
+        if len(block) < HASH_IN_THREAD:
+            self._queue.append(_Queued(section, hashlib.sha256(block).digest() == section.digest))
+        else:
+            entry = _Queued(section, None)
+            self._queue.append(entry)
+            self._awaiting.append(entry)
+            if self._hasher is None:
+                self._start_hasher()
+            self._jobs.put((section.digest, block))
+        self._queued_bytes += len(block)
+
+    def _collect(self, *, wait: bool) -> None:
+        """Record the hashing thread's answers that are in (``wait``: at least one)."""
+        while self._awaiting:
+            try:
+                result = self._results.get(block=wait)
+            except queue.Empty:
+                return
+            wait = False
+            entry = self._awaiting.popleft()
+            if isinstance(result, Exception):  # pragma: no cover - see _hash_sections
+                raise result
+            entry.ok = result
+
+    def _start_hasher(self) -> None:
+        thread = threading.Thread(
+            target=_hash_sections, args=(self._jobs, self._results), name="meshprov-car-hash", daemon=True
+        )
+        thread.start()
+        self._hasher = thread
+        # A reader dropped without close() still ends its thread (the thread holds the queues, not the reader).
+        weakref.finalize(self, self._jobs.put, None)
+
+    def _stop_hasher(self) -> None:
+        thread, self._hasher = self._hasher, None
+        if thread is None:
+            return
+        while True:  # what was not hashed yet is not needed any more
+            try:
+                self._jobs.get(block=False)
+            except queue.Empty:
+                break
+        self._jobs.put(None)
+        thread.join()
+        while True:
+            try:
+                self._results.get(block=False)
+            except queue.Empty:
+                break
+
+    def _parse(self) -> Section | None:
+        """The next section, its block not yet hashed; None at the end of the CAR."""
         size = self._varint()
         if size is None:
             return None
@@ -276,8 +435,6 @@ class CarReader:
             raise CarError("a section shorter than its CID")
         block = memoryview(self._buf)[start + cid_size : start + size]
         self._start = start + size
-        if hashlib.sha256(block).digest() != digest:
-            raise CarError(f"block {CID(digest).v0} does not hash to its CID")
         if len(block) < SMALL_BLOCK:
             # A branch node is kept by the walk while its 174 children pass: a copy of its few KiB keeps it
             # from pinning a whole segment (leaves, the bulk, stay views).
@@ -285,8 +442,35 @@ class CarReader:
         return Section(digest, block)
 
 
-BlockSource = Callable[[bytes], bytes | bytearray]
-"""Returns the verified bytes of a block by digest; raises when it is absent."""
+class LeafFile:
+    """A block with no links, already verified, left in its open file so a server can send it with
+    ``socket.sendfile`` instead of reading it into memory; :func:`dag_blocks` passes it on without decoding it
+    (a node without links has no children). Whoever takes it from :func:`dag_blocks` closes it."""
+
+    __slots__ = ("file", "size")
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self.file = file
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self) -> bytes:
+        """Its bytes (for a consumer that does not send files)."""
+        self.file.seek(0)
+        data = self.file.read(self.size + 1)
+        if len(data) != self.size:
+            raise CarError("a block file changed size while it was served")
+        return data
+
+    def close(self) -> None:
+        self.file.close()
+
+
+Block = bytes | bytearray | LeafFile
+BlockSource = Callable[[bytes], Block]
+"""Returns the verified bytes of a block by digest (or, for a leaf, its open file); raises when it is absent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +507,7 @@ def dag_blocks(
     scope: str = "all",
     dups: bool = False,
     byte_range: ByteRange | None = None,
-) -> Iterator[tuple[bytes, bytes | bytearray]]:
+) -> Iterator[tuple[bytes, Block]]:
     """(digest, block) of a UnixFS file's DAG in depth-first order, as a trustless gateway sends them.
 
     ``scope``: ``block`` is the root alone; ``entity`` and ``all`` are the whole file (the same thing for a
@@ -343,7 +527,7 @@ def dag_blocks(
 
 def _children(
     digest: bytes,
-    block: bytes | bytearray,
+    block: Block,
     read_block: BlockSource,
     *,
     dups: bool,
@@ -351,7 +535,9 @@ def _children(
     byte_range: ByteRange | None,
     offset: int,
     depth: int,
-) -> Iterator[tuple[bytes, bytes | bytearray]]:
+) -> Iterator[tuple[bytes, Block]]:
+    if isinstance(block, LeafFile):
+        return
     node = decode_file_node(block, CID(digest).v0)
     if not node.links:
         return
@@ -379,9 +565,17 @@ def _children(
         )
 
 
-def write_car(root: bytes, blocks: Iterator[tuple[bytes, bytes | bytearray]]) -> Iterator[bytes | bytearray]:
-    """The CAR's bytes, in pieces: the header for ``root`` (CID bytes), then each block with its CIDv0 prefix."""
+def write_car(root: bytes, blocks: Iterator[tuple[bytes, Block]]) -> Iterator[bytes | bytearray]:
+    """The CAR's bytes, in pieces: the header for ``root`` (CID bytes), then each block with its CIDv0 prefix
+    (a :class:`LeafFile` is read and closed)."""
     yield car_header(root)
     for digest, block in blocks:
-        yield section_prefix(cid_v0_bytes(digest), len(block))
-        yield block
+        if isinstance(block, LeafFile):
+            try:
+                data: bytes | bytearray = block.read()
+            finally:
+                block.close()
+        else:
+            data = block
+        yield section_prefix(cid_v0_bytes(digest), len(data))
+        yield data

@@ -7,10 +7,12 @@
   oversized stream), is dropped and the rest of the file asked from the next gateway with ``entity-bytes`` from
   where the walk stands; when no gateway gives a CAR, the rest comes as raw blocks (``application/vnd.ipld.raw``,
   one request per block, every gateway in order). Every DAG node is checked by
-  :func:`ledger.content.dag.iter_file` (Kubo's default layout), so no gateway is trusted.
+  :func:`ledger.content.dag.iter_file` (Kubo's default layout), so no gateway is trusted. A CAR is received and
+  parsed up to :data:`VERIFY_AHEAD` bytes ahead while a second thread hashes the blocks (receiving and hashing
+  overlap); a block reaches the walk only once its hash matched.
 * :func:`serve_blocks`: an HTTP server answering those requests (GET and HEAD, raw and CAR, ``dag-scope``
   ``all``/``entity``/``block``, ``entity-bytes``, ``dups=y``/``n``) from a :class:`LocalStore`, on 127.0.0.1
-  unless told otherwise.
+  unless told otherwise; a CAR's leaves that it verified before go out with ``sendfile`` from their files.
 * :class:`GatewayStore`: the local store, then the gateways; with ``keep=True`` what it fetches and verifies is
   written to the local store and pinned, so this host serves it next (the replication rule, docs/gateway.md).
 
@@ -36,8 +38,11 @@ from ledger.content.car import (
     ByteRange,
     CarError,
     CarReader,
+    LeafFile,
+    car_header,
+    cid_v0_bytes,
     dag_blocks,
-    write_car,
+    section_prefix,
 )
 from ledger.content.dag import MAX_BLOCK_SIZE, decode_file_node, iter_file
 from ledger.content.errors import ContentNotFound, InvalidCID, MalformedDag, StoreError, StoreUnavailable
@@ -64,6 +69,13 @@ MIN_RATE = 256 * 1024
 LAN peer sends ~100 MB/s; a gateway that dribbles would otherwise hold a fetch without ever timing out)."""
 RATE_GRACE_S = 10.0
 RCVLOWAT = 512 * 1024
+VERIFY_AHEAD = 4 * 1024 * 1024
+"""How far a CAR is read ahead of the walk while a second thread hashes its blocks (16 blocks of 256 KiB): the
+memory a fetch holds beyond the block the caller has is this plus the 2 MiB segment being filled (at most
+:data:`CAR_SEGMENTS` segments are kept for reuse). 0: read and hash in the caller's thread, one block at a time."""
+CAR_SEGMENTS = 6
+"""Receive segments (2 MiB) a CAR reader keeps for reuse: the read-ahead spans up to three, the one being filled
+and the one whose block the caller holds."""
 
 
 class BlockSkipped(Exception):
@@ -233,6 +245,7 @@ class _Fetch:
         self.stream: _CarStream | None = None
         self.seen: set[bytes] = set()
         self.offset = 0
+        self.verify_ahead = VERIFY_AHEAD
         self._held: tuple[bytes, bytes | bytearray | memoryview] | None = None
 
     # --- the walk's block reader -----------------------------------------------------------------------------
@@ -317,7 +330,13 @@ class _Fetch:
                     # Not for chunked or sized bodies: their end is not a close, and would wait for the timeout.
                     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
                 body: _Body | http.client.HTTPResponse = response if response.chunked else _Body(response)
-                reader = CarReader(body, min_rate=self.min_rate, grace=self.rate_grace)
+                reader = CarReader(
+                    body,
+                    min_rate=self.min_rate,
+                    grace=self.rate_grace,
+                    verify_ahead=self.verify_ahead,
+                    max_pool=CAR_SEGMENTS,
+                )
                 reader.header()  # roots: the spec tells clients to ignore them; every block is checked instead
                 return _CarStream(gateway, conn, reader)
             except (CarError, http.client.HTTPException, OSError) as exc:
@@ -390,6 +409,7 @@ def gateway_get(
     keeper: BlockKeeper | None = None,
     min_rate: float | None = MIN_RATE,
     rate_grace: float = RATE_GRACE_S,
+    verify_ahead: int = VERIFY_AHEAD,
 ) -> Iterator[memoryview]:
     """A file's bytes, every block verified, from the first gateway in ``gateways`` that gives them honestly.
 
@@ -400,13 +420,19 @@ def gateway_get(
     (Kubo's layout, the size bound) raise what :func:`iter_file` raises. ``keeper`` is handed every verified
     block (see :mod:`ledger.content.replicate`) and committed once the whole file was walked.
 
+    A CAR is read up to ``verify_ahead`` bytes ahead of the walk while a second thread hashes its blocks
+    (:class:`~ledger.content.car.CarReader`); no byte of a block is yielded, or handed to ``keeper``, before that
+    block matched its CID, and errors met while reading ahead are raised (or make the fetch fall back) only once
+    the blocks before them were used, as without it. The thread ends with the CAR stream: when the walk ends,
+    fails, or the caller closes (or drops) the iterator. ``0``: no second thread.
+
     A yielded view stays valid while it is referenced (the reader reuses a buffer only once no view of it is
     alive), so consumers may keep them.
     """
     _check_gateways(gateways)
     root = CID.parse(cid).digest
     fetch = _Fetch(gateways, root, timeout, car=car, stats=stats or FetchStats(), keeper=keeper)
-    fetch.min_rate, fetch.rate_grace = min_rate, rate_grace
+    fetch.min_rate, fetch.rate_grace, fetch.verify_ahead = min_rate, rate_grace, verify_ahead
     try:
         fetch.first()
     except BaseException:
@@ -444,25 +470,61 @@ class _Missing(Exception):
     pass
 
 
+_FileKey = tuple[int, int, int]
+
+
 class _Verified:
-    """Blocks this server has hashed already, by the file that holds them (inode, size, mtime): a block file is
-    never rewritten in place (a put renames a new file over it), so the same file need not be hashed for every
-    peer that asks. Bounded; forgetting only costs a hash."""
+    """Blocks this server has hashed already, by the file that holds them (inode, size, mtime), and whether each
+    is a leaf (no links): a block file is never rewritten in place (a put renames a new file over it), so the
+    same file need not be hashed for every peer that asks, and a verified leaf can be sent from its file
+    (``sendfile``) without reading it. Bounded; forgetting only costs a hash."""
 
     MAX = 1 << 18  # 64 GiB of 256 KiB blocks, ~30 MB of entries
 
     def __init__(self) -> None:
-        self._seen: dict[bytes, tuple[int, int, int]] = {}
+        self._seen: dict[bytes, tuple[_FileKey, bool]] = {}
         self._lock = threading.Lock()
 
-    def check(self, digest: bytes, key: tuple[int, int, int]) -> bool:
-        return self._seen.get(digest) == key
+    def check(self, digest: bytes, key: _FileKey) -> bool:
+        seen = self._seen.get(digest)
+        return seen is not None and seen[0] == key
 
-    def add(self, digest: bytes, key: tuple[int, int, int]) -> None:
+    def leaf(self, digest: bytes, key: _FileKey) -> bool:
+        """Whether this file of the block was verified and holds a node without links."""
+        return self._seen.get(digest) == (key, True)
+
+    def add(self, digest: bytes, key: _FileKey, *, leaf: bool) -> None:
         with self._lock:
             if len(self._seen) >= self.MAX:
                 self._seen.clear()
-            self._seen[digest] = key
+            self._seen[digest] = (key, leaf)
+
+
+def _is_leaf(block: bytes) -> bool:
+    try:
+        return not decode_file_node(block).links
+    except MalformedDag:
+        return False  # read and decoded again when served: the CAR's walk reports it
+
+
+def _load(fd: int, st: os.stat_result, digest: bytes, verified: _Verified | None) -> bytes:
+    """The block in ``fd``, checked against its CID (unless this file was checked before)."""
+    if st.st_size > MAX_BLOCK_SIZE:
+        block = b""
+    else:
+        block = os.read(fd, st.st_size)
+        while len(block) < st.st_size and (more := os.read(fd, st.st_size - len(block))):
+            block += more
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if verified is not None and len(block) == st.st_size and verified.check(digest, key):
+        return block
+    if not block or len(block) > MAX_BLOCK_SIZE or hashlib.sha256(block).digest() != digest:
+        # Never pass on a block our own disk corrupted: clients would skip us anyway.
+        log.error("gateway: block %s on disk does not match its CID", CID(digest).v0)
+        raise _Corrupt
+    if verified is not None:
+        verified.add(digest, key, leaf=_is_leaf(block))
+    return block
 
 
 def _read_verified(store: LocalStore, digest: bytes, verified: _Verified | None = None) -> bytes | None:
@@ -472,25 +534,29 @@ def _read_verified(store: LocalStore, digest: bytes, verified: _Verified | None 
     except FileNotFoundError:
         return None
     try:
-        st = os.fstat(fd)
-        if st.st_size > MAX_BLOCK_SIZE:
-            block = b""
-        else:
-            block = os.read(fd, st.st_size)
-            while len(block) < st.st_size and (more := os.read(fd, st.st_size - len(block))):
-                block += more
+        return _load(fd, os.fstat(fd), digest, verified)
     finally:
         os.close(fd)
-    key = (st.st_ino, st.st_size, st.st_mtime_ns)
-    if verified is not None and len(block) == st.st_size and verified.check(digest, key):
-        return block
-    if not block or len(block) > MAX_BLOCK_SIZE or hashlib.sha256(block).digest() != digest:
-        # Never pass on a block our own disk corrupted: clients would skip us anyway.
-        log.error("gateway: block %s on disk does not match its CID", CID(digest).v0)
-        raise _Corrupt
-    if verified is not None:
-        verified.add(digest, key)
-    return block
+
+
+def _open_verified(store: LocalStore, digest: bytes, verified: _Verified) -> bytes | LeafFile | None:
+    """A CAR's child block: a leaf whose file this server verified before stays in that open file, to be sent
+    with ``sendfile`` (an open file keeps its inode even if a put renames a new file over the path); any other
+    block as :func:`_read_verified` gives it."""
+    try:
+        file = open(store.block_path(digest), "rb", buffering=0)  # noqa: SIM115 - closed below or by the sender
+    except FileNotFoundError:
+        return None
+    handed = False
+    try:
+        st = os.fstat(file.fileno())
+        if verified.leaf(digest, (st.st_ino, st.st_size, st.st_mtime_ns)):
+            handed = True
+            return LeafFile(file, st.st_size)
+        return _load(file.fileno(), st, digest, verified)
+    finally:
+        if not handed:
+            file.close()
 
 
 def _choose(accept: str, fmt: str | None) -> tuple[str, dict[str, str]] | None:
@@ -616,8 +682,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not body:
             return
 
-        def read_block(digest: bytes) -> bytes:
-            block = _read_verified(self.store, digest, self.verified)
+        def read_block(digest: bytes) -> bytes | LeafFile:
+            block = _open_verified(self.store, digest, self.verified)
             if block is None:
                 raise _Missing
             return block
@@ -625,8 +691,19 @@ class _Handler(BaseHTTPRequestHandler):
         blocks = dag_blocks(cid.digest, root_block, read_block, scope=scope, dups=dups, byte_range=byte_range)
         corked = _cork(self.connection, on=True)
         try:
-            for piece in write_car(cid.multihash, blocks):
-                self.wfile.write(piece)
+            # wfile is unbuffered: what it writes and what sendfile sends go out in order
+            self.wfile.write(car_header(cid.multihash))
+            for digest, block in blocks:
+                try:
+                    self.wfile.write(section_prefix(cid_v0_bytes(digest), len(block)))
+                    if isinstance(block, LeafFile):
+                        if self.connection.sendfile(block.file, 0, block.size) != block.size:
+                            raise _Corrupt  # the file shrank under us: stop, the client sees a truncated CAR
+                    else:
+                        self.wfile.write(block)
+                finally:
+                    if isinstance(block, LeafFile):
+                        block.close()
         except (_Missing, _Corrupt, MalformedDag, CarError) as exc:
             log.warning("gateway: CAR of %s cut short: %s", cid.v0, type(exc).__name__.strip("_"))
         except (BrokenPipeError, ConnectionResetError):
