@@ -483,7 +483,19 @@ class _Verified:
 
     def __init__(self) -> None:
         self._seen: dict[bytes, tuple[_FileKey, bool]] = {}
+        self._paths: dict[bytes, str] = {}
         self._lock = threading.Lock()
+
+    def path(self, store: LocalStore, digest: bytes) -> str:
+        """The block's file name (remembered: computing it costs a base32 encoding and a Path per block)."""
+        path = self._paths.get(digest)
+        if path is None:
+            path = str(store.block_path(digest))
+            with self._lock:
+                if len(self._paths) >= self.MAX:
+                    self._paths.clear()
+                self._paths[digest] = path
+        return path
 
     def check(self, digest: bytes, key: _FileKey) -> bool:
         seen = self._seen.get(digest)
@@ -544,7 +556,7 @@ def _open_verified(store: LocalStore, digest: bytes, verified: _Verified) -> byt
     with ``sendfile`` (an open file keeps its inode even if a put renames a new file over the path); any other
     block as :func:`_read_verified` gives it."""
     try:
-        file = open(store.block_path(digest), "rb", buffering=0)  # noqa: SIM115 - closed below or by the sender
+        file = open(verified.path(store, digest), "rb", buffering=0)  # noqa: SIM115 - closed below or by the sender
     except FileNotFoundError:
         return None
     handed = False
@@ -697,8 +709,7 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     self.wfile.write(section_prefix(cid_v0_bytes(digest), len(block)))
                     if isinstance(block, LeafFile):
-                        if self.connection.sendfile(block.file, 0, block.size) != block.size:
-                            raise _Corrupt  # the file shrank under us: stop, the client sees a truncated CAR
+                        _send_file(self.connection, block)
                     else:
                         self.wfile.write(block)
                 finally:
@@ -720,6 +731,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _send_file(conn: socket.socket, leaf: LeafFile) -> None:
+    """The whole of ``leaf``'s file on ``conn`` (``os.sendfile``: no copy through this process)."""
+    if conn.gettimeout() is not None:  # a socket with a timeout is non-blocking underneath
+        sent = conn.sendfile(leaf.file, 0, leaf.size)
+    else:
+        out, fd, sent = conn.fileno(), leaf.file.fileno(), 0
+        while sent < leaf.size and (more := os.sendfile(out, fd, sent, leaf.size - sent)):
+            sent += more
+    if sent != leaf.size:
+        raise _Corrupt  # the file shrank under us: stop, the client sees a truncated CAR
 
 
 def _cork(conn: socket.socket, *, on: bool) -> bool:
