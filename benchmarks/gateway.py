@@ -8,11 +8,20 @@ one request), every block hashed and Kubo's layout checked, and with `fetch_to_f
 goal's baseline), and the floor any fetch over a socket pays here: the same bytes sent by another process over
 plain TCP on 127.0.0.1, received into a reused 2 MiB buffer and hashed, with no HTTP, CAR or DAG at all.
 Reports the client's CPU seconds (user + system, this process only) and wall time, best of --repeat.
+
+Then the goal's own measure, a speed: bytes fetched and verified per wall-clock second against sha-256's speed on
+one core (the same bytes in memory, pinned to one core, best of --repeat by wall time). For it the fetching
+process is not pinned (the CAR fetch hashes in a second thread while it receives), best of --repeat by wall time,
+with `gateway_get` (read-ahead on, and off: `verify_ahead=0`) and `fetch_to_file`, from the loopback server and,
+"from a peer host", from a server in another network namespace over a veth pair and bridge (made and removed by
+`lab.netns.create_network`, on a 10.231.x.0/24 it picks, as root only; `--peer loopback` skips it). The client
+CPU column there is both of its threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -23,11 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 FLOOR_SEGMENT = 2 * 1024 * 1024
+MIB = 1 << 20
 NAMES = (
     "sha256",
     "socket_recv_only",
@@ -136,15 +146,137 @@ def _floor_pipeline(sock: socket.socket, size: int) -> None:
         worker.join()
 
 
-def _best(fn: Callable[[], None], repeat: int) -> dict[str, float]:
+def _best(fn: Callable[[], None], repeat: int, by: str = "cpu_seconds") -> dict[str, float]:
     best: dict[str, float] = {}
     for _ in range(repeat):
         wall, cpu = time.perf_counter(), time.process_time()
         fn()
         took = {"cpu_seconds": time.process_time() - cpu, "seconds": time.perf_counter() - wall}
-        if not best or took["cpu_seconds"] < best["cpu_seconds"]:
+        if not best or took[by] < best[by]:
             best = took
     return best
+
+
+WALL_NAMES = ("car_read_ahead", "car_one_thread", "car_to_file", "car_memory_sender", "car_memory_one_thread")
+
+
+def _memory_sender(store_dir: Path, cid: str) -> tuple[int, int]:
+    """A child process answering every request with the CAR of ``cid`` from memory (one ``sendall``): a server that
+    costs nearly nothing, to see the client's own speed. (pid, port); killed by the caller."""
+    from ledger.content.car import CAR, dag_blocks, write_car
+    from ledger.content.local_store import LocalStore
+    from ledger.content.multiformats import CID
+
+    store, root = LocalStore(store_dir), CID.parse(cid).digest
+
+    def read(digest: bytes) -> bytes:
+        return store._read_block(digest, root)
+
+    car = b"".join(
+        bytes(p) for p in write_car(CID(root).multihash, dag_blocks(root, read(root), read, dups=True))
+    )
+    answer = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {CAR}; version=1; order=dfs; dups=y\r\nConnection: close\r\n\r\n".encode()
+        + car
+    )
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            while True:
+                conn, _ = listener.accept()
+                request = b""
+                while b"\r\n\r\n" not in request and (more := conn.recv(4096)):
+                    request += more
+                with contextlib.suppress(OSError):
+                    conn.sendall(answer)
+                conn.close()
+        finally:
+            os._exit(0)
+    listener.close()
+    return pid, port
+
+
+def _wall_rows(
+    url: str, cid: str, size: int, repeat: int, *, files: bool = True
+) -> dict[str, dict[str, float]]:
+    """The goal's measure: fetches of ``cid`` from ``url`` in this process (not pinned), best of ``repeat`` by
+    wall time; each row's ``cpu_seconds`` is this process's (all its threads)."""
+    from ledger.content.gateway import VERIFY_AHEAD, GatewayStore, gateway_get
+    from ledger.content.local_store import LocalStore
+    from ledger.content.store import fetch_to_file
+
+    def fetch(verify_ahead: int) -> Callable[[], None]:
+        def run() -> None:
+            assert sum(len(chunk) for chunk in gateway_get([url], cid, verify_ahead=verify_ahead)) == size
+
+        return run
+
+    with tempfile.TemporaryDirectory(prefix="meshprov-gateway-bench-client-") as tmp:
+        store = GatewayStore(LocalStore(Path(tmp) / "mine"), [url])
+        dest = Path(tmp) / "update.bin"
+
+        def to_file() -> None:
+            assert fetch_to_file(store, cid, dest, max_bytes=size) == size
+
+        rows = {
+            "car_read_ahead": _best(fetch(VERIFY_AHEAD), repeat, by="seconds"),
+            "car_one_thread": _best(fetch(0), repeat, by="seconds"),
+        }
+        if files:
+            rows["car_to_file"] = _best(to_file, repeat, by="seconds")
+        return rows
+
+
+@contextlib.contextmanager
+def _peer_server(blocks: str, peer: str) -> Iterator[tuple[str, list[str], str]]:
+    """A `meshprov store serve` of ``blocks`` in a network namespace of its own, and the argv prefix running a
+    command in a second namespace that reaches it over a veth pair and a bridge: (url, prefix, how)."""
+    from lab.netns import create_network, unavailable_reason
+
+    reason = unavailable_reason()
+    if peer == "loopback" or reason is not None:
+        yield "", [], f"no peer host: {reason or '--peer loopback'}"
+        return
+    with tempfile.TemporaryDirectory(prefix="meshprov-gateway-bench-netns-") as tmp:
+        net = create_network(["server", "client"], registry=Path(tmp) / "netns.json")
+        try:
+            address = net.host("server").address
+            server = _serve(blocks, address, net.exec_prefix("server"))
+            try:
+                how = f"server {address} and client {net.host('client').address} in two namespaces ({net.subnet})"
+                yield f"http://{address}:{server[1]}", net.exec_prefix("client"), how
+            finally:
+                _stop(server[0])
+        finally:
+            net.remove()
+
+
+def _serve(blocks: str, host: str, prefix: list[str]) -> tuple[subprocess.Popen[str], int]:
+    meshprov = str(Path(sys.executable).parent / "meshprov")
+    cmd = [*prefix, meshprov, "store", "serve", "--store-dir", blocks, "--host", host, "--port", "0"]
+    server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    assert server.stderr is not None
+    port = re.search(r":(\d+)/ipfs", server.stderr.readline())
+    if not port:
+        _stop(server)
+        raise RuntimeError("the server did not start")
+    return server, int(port.group(1))
+
+
+def _stop(server: subprocess.Popen[str]) -> None:
+    """Ctrl-C for the server; SIGKILL if it does not stop (SIGINT is ignored in a shell's background job)."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=30)
+    if server.stderr is not None:
+        server.stderr.close()
 
 
 def main() -> None:
@@ -152,7 +284,17 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=95)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--peer", choices=("auto", "loopback"), default="auto", help="auto: a namespace peer if root"
+    )
+    parser.add_argument(
+        "--fetch-from", help=argparse.SUPPRESS
+    )  # the client half, run in the peer's namespace
+    parser.add_argument("--cid", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fetch_from:
+        print(json.dumps(_wall_rows(args.fetch_from, args.cid, args.mib * MIB, args.repeat)))
+        return
     from ledger.content.gateway import GatewayStore, gateway_get
     from ledger.content.local_store import LocalStore
     from ledger.content.store import fetch_to_file
@@ -229,15 +371,48 @@ def main() -> None:
             results["gateway_raw"] = _best(fetch(False), args.repeat)
             results["gateway_car"] = _best(fetch(True), args.repeat)
             results["gateway_car_to_file"] = _best(to_file, args.repeat)
+            # The goal's measure: speeds, the client not pinned.
+            results["sha256_one_core"] = _best(sha256, args.repeat, by="seconds")
+            os.sched_setaffinity(0, set(cores))
+            os.sched_setaffinity(server.pid, set(cores))
+            results["loopback"] = _wall_rows(url, cid, len(data), args.repeat)
+            sender, sender_port = _memory_sender(Path(tmp) / "blocks", cid)
+            try:
+                canned = _wall_rows(
+                    f"http://127.0.0.1:{sender_port}", cid, len(data), args.repeat, files=False
+                )
+            finally:
+                os.kill(sender, signal.SIGKILL)
+                os.waitpid(sender, 0)
+            results["loopback"]["car_memory_sender"] = canned["car_read_ahead"]
+            results["loopback"]["car_memory_one_thread"] = canned["car_one_thread"]
+            with _peer_server(f"{tmp}/blocks", args.peer) as (peer_url, prefix, how):
+                results["peer"] = {"how": how}
+                if peer_url:
+                    sizes = ["--mib", str(args.mib), "--repeat", str(args.repeat)]
+                    client = subprocess.run(
+                        [*prefix, sys.executable, __file__, "--fetch-from", peer_url, "--cid", cid, *sizes],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        timeout=600,
+                    )
+                    results["peer"].update(json.loads(client.stdout.splitlines()[-1]))
         finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=30)
-            if server.stderr is not None:
-                server.stderr.close()
+            _stop(server)
             os.waitpid(floor_pid, 0)
     sha = results["sha256"]["cpu_seconds"]
     for name in NAMES:
         results[name]["vs_sha256"] = round(sha / results[name]["cpu_seconds"], 3)
+    sha_speed = results["bytes"] / MIB / results["sha256_one_core"]["seconds"]
+    results["sha256_one_core"]["mib_per_s"] = round(sha_speed, 1)
+    for where in ("loopback", "peer"):
+        for name in WALL_NAMES:
+            if name in results[where]:
+                row = results[where][name]
+                row["mib_per_s"] = round(results["bytes"] / MIB / row["seconds"], 1)
+                row["vs_sha256_speed"] = round(row["mib_per_s"] / sha_speed, 3)
+                row["vs_sha256"] = round(sha / row["cpu_seconds"], 3)
     if args.json:
         print(json.dumps(results))
         return
@@ -247,6 +422,26 @@ def main() -> None:
         r = results[name]
         rate = results["bytes"] / r["cpu_seconds"] / 1e9
         print(f"{name:24s} {r['cpu_seconds']:7.3f} {rate:9.2f} {r['vs_sha256']:9.2f}x {r['seconds']:7.3f}")
+    print()
+    print(
+        f"The goal's measure: fetched-and-verified MiB per wall second, client not pinned, best of {args.repeat}"
+    )
+    print(
+        f"by wall; sha-256 on one core: {results['sha256_one_core']['seconds']:.3f} s = {sha_speed:.0f} MiB/s"
+    )
+    print(
+        f"{'':24s} {'wall s':>7s} {'MiB/s':>7s} {'vs sha-256 speed':>16s} {'client CPU s':>12s} {'vs sha-256 CPU':>14s}"
+    )
+    for where in ("loopback", "peer"):
+        if where == "peer":
+            print(f"peer host: {results['peer']['how']}")
+        for name in WALL_NAMES:
+            if name in results[where]:
+                r = results[where][name]
+                print(
+                    f"{where + ' ' + name:24s} {r['seconds']:7.3f} {r['mib_per_s']:7.0f} {r['vs_sha256_speed']:15.2f}x "
+                    f"{r['cpu_seconds']:12.3f} {r['vs_sha256']:13.2f}x"
+                )
 
 
 if __name__ == "__main__":
