@@ -408,7 +408,9 @@ class CarReader:
             except queue.Empty:
                 break
         self._jobs.put(None)
-        thread.join()
+        # Not from the thread itself: a dropped fetch may be finalized by a garbage collection run in that thread.
+        if thread is not threading.current_thread():
+            thread.join()
         while True:
             try:
                 self._results.get(block=False)
