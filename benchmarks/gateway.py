@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -374,6 +375,15 @@ def main() -> None:
             # The goal's measure: speeds, the client not pinned.
             results["sha256_one_core"] = _best(sha256, args.repeat, by="seconds")
             os.sched_setaffinity(0, set(cores))
+
+            def sha256_twice() -> None:  # two threads at once: how many cores this process gets right now
+                threads = [threading.Thread(target=sha256) for _ in range(2)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+
+            results["sha256_two_threads"] = _best(sha256_twice, args.repeat, by="seconds")
             os.sched_setaffinity(server.pid, set(cores))
             results["loopback"] = _wall_rows(url, cid, len(data), args.repeat)
             sender, sender_port = _memory_sender(Path(tmp) / "blocks", cid)
@@ -406,6 +416,8 @@ def main() -> None:
         results[name]["vs_sha256"] = round(sha / results[name]["cpu_seconds"], 3)
     sha_speed = results["bytes"] / MIB / results["sha256_one_core"]["seconds"]
     results["sha256_one_core"]["mib_per_s"] = round(sha_speed, 1)
+    two = results["sha256_two_threads"]["seconds"]
+    results["cores_free"] = round(2 * results["sha256_one_core"]["seconds"] / two, 2)
     for where in ("loopback", "peer"):
         for name in WALL_NAMES:
             if name in results[where]:
@@ -428,6 +440,10 @@ def main() -> None:
     )
     print(
         f"by wall; sha-256 on one core: {results['sha256_one_core']['seconds']:.3f} s = {sha_speed:.0f} MiB/s"
+    )
+    print(
+        f"two sha-256 threads at once: {two:.3f} s, so this process gets {results['cores_free']:.2f} cores' worth "
+        "(overlapping receive and hash needs close to 2)"
     )
     print(
         f"{'':24s} {'wall s':>7s} {'MiB/s':>7s} {'vs sha-256 speed':>16s} {'client CPU s':>12s} {'vs sha-256 CPU':>14s}"
