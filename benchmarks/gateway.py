@@ -14,8 +14,10 @@ one core (the same bytes in memory, pinned to one core, best of --repeat by wall
 process is not pinned (the CAR fetch hashes in a second thread while it receives), best of --repeat by wall time,
 with `gateway_get` (read-ahead on, and off: `verify_ahead=0`) and `fetch_to_file`, from the loopback server and,
 "from a peer host", from a server in another network namespace over a veth pair and bridge (made and removed by
-`lab.netns.create_network`, on a 10.231.x.0/24 it picks, as root only; `--peer loopback` skips it). The client
-CPU column there is both of its threads.
+`lab.netns.create_network`, on a 10.231.x.0/24 it picks, as root only; `--peer loopback` skips it), and from a
+sender that has the whole CAR in memory (a server that costs nearly nothing: the client's own speed). The client
+CPU column there is both of its threads. Two threads hashing at once against one tell how many cores' worth the
+process gets at the time (overlapping receiving and hashing needs close to two).
 """
 
 from __future__ import annotations
