@@ -242,7 +242,7 @@ def _peer_server(blocks: str, peer: str) -> Iterator[tuple[str, list[str], str]]
 
     reason = unavailable_reason()
     if peer == "loopback" or reason is not None:
-        yield "", [], f"no peer host: {reason or '--peer loopback'}"
+        yield "", [], f"none ({reason or '--peer loopback'})"
         return
     with tempfile.TemporaryDirectory(prefix="meshprov-gateway-bench-netns-") as tmp:
         net = create_network(["server", "client"], registry=Path(tmp) / "netns.json")
