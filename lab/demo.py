@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab.demo_report import Member, RoundResult, RoundTracker, member_totals, validator_totals
-from lab.procs import Child, Children, stop_recorded
+from lab.procs import Child, Children, interrupting, raise_if_interrupted, stop_recorded
+from lab.procs import uninterruptible as _uninterruptible
 from ledger.errors import ConfigError, MeshprovError
 
 if TYPE_CHECKING:
@@ -304,30 +305,20 @@ def fund_dev_accounts(w3: Any, keys: list[tuple[str, str]]) -> int:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the demo the way Ctrl-C does (cleanup runs). SIGINT is installed explicitly too: a process
-    started in the background by a non-interactive shell inherits SIGINT *ignored*, and Ctrl-C (or a supervisor's
-    SIGINT) must still stop it."""
-
-    def handler(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    """SIGTERM stops the demo the way Ctrl-C does (cleanup runs): both raise :class:`lab.procs.Interrupted`, a
+    KeyboardInterrupt (:func:`lab.procs.interrupting` says why a subclass, and what else it guards against). SIGINT
+    is installed explicitly too: a process started in the background by a non-interactive shell inherits SIGINT
+    *ignored*, and Ctrl-C (or a supervisor's SIGINT) must still stop it."""
+    with interrupting((signal.SIGINT, signal.SIGTERM)):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
 def uninterruptible() -> Iterator[None]:
-    """A second Ctrl-C must not cut the cleanup short and leave processes behind."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    """A second Ctrl-C must not cut the cleanup short and leave processes behind (:func:`lab.procs.uninterruptible`:
+    nor can one pending as it begins)."""
+    with _uninterruptible((signal.SIGINT, signal.SIGTERM)):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass
@@ -361,8 +352,10 @@ class Demo:
         services = DevServices(settings)
         children = self.children = Children(data_dir)
         self.say(f"demo in {data_dir}")
-        try:
-            with sigterm_as_interrupt():
+        # The cleanup runs inside the handlers' context: between the two a second signal would find SIGTERM's
+        # default action (death, children left running).
+        with sigterm_as_interrupt():
+            try:
                 endpoints = services.up()
                 anvil_url, redis_url = endpoints["anvil"].url, endpoints["redis"].url
                 settings = settings.model_copy(update={"chain_rpc_url": anvil_url})  # for its clients
@@ -378,10 +371,10 @@ class Demo:
                 children.signal(workers, signal.SIGTERM)  # their warm shutdown overlaps the audit
                 summary = self._summarise(settings, record, members, rounds, anvil_url)
                 children.stop(workers)
-        finally:
-            with uninterruptible():
-                children.stop()
-                services.down()  # anvil writes its state on SIGTERM: audits can restart it later
+            finally:
+                with uninterruptible():
+                    children.stop()
+                    services.down()  # anvil writes its state on SIGTERM: audits can restart it later
         summary["wall_seconds"] = round(time.monotonic() - started, 2)
         summary["timings"] = {k: round(v, 2) for k, v in self.timings.items()}
         path = data_dir / SUMMARY
@@ -642,6 +635,7 @@ class Demo:
         deadline = time.monotonic() + timeout
         ticked = 0.0
         while len(results) < self.config.rounds:
+            raise_if_interrupted()  # one whose exception a __del__ swallowed
             self._check_children(workers, nodes)
             if time.monotonic() - ticked >= 1.0:
                 ticked = time.monotonic()
