@@ -82,8 +82,11 @@ bugs: setup  ## show that the invariant suite catches each planted bug in contra
 bugs-quick: setup  ## the same verdict, invariant suite only (what `make test` runs)
 	@if ls contracts/bugs/*.patch >/dev/null 2>&1; then bash contracts/bugs/check.sh --quick; fi
 
+# pytest runs on one worker per core (at most 4), a test file per worker at a time (--dist loadfile): a file's
+# module fixtures (a consortium's history, a demo's record) are built once, and most tests wait on processes.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 pytest: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: setup lint contracts-test gas-check bugs-quick pytest  ## everything: lint, types, forge tests, gas, planted bugs, pytest
 

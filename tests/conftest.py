@@ -14,3 +14,16 @@ pytest_plugins = [
     "tests.support.worker",
     "tests.support.node",
 ]
+
+
+def _restore_ctrl_c() -> None:
+    """A shell starts background jobs (`pytest … &`, nohup) with SIGINT ignored, and every child inherits that:
+    the tests that stop a command with Ctrl-C would then wait on a process that cannot hear it. Python only
+    installs its KeyboardInterrupt handler when SIGINT is not ignored, so put it back for us and our children."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_restore_ctrl_c()

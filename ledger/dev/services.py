@@ -186,11 +186,32 @@ class ChildService:
                 "the port is already in use",
                 hint=f"pick another MESHPROV_{cls.name.upper()}_PORT, or 0 for a free one",
             )
-        chosen = port or free_port()
+        # A free port is only free until someone binds it: another process (a parallel test, a client's ephemeral
+        # port) may take it before the service does, which then exits at once. A port we chose is chosen again.
+        attempts = 1 if port else 3
+        for attempt in range(1, attempts + 1):
+            chosen = port or free_port()
+            service = cls._spawn(binary, chosen, service_dir, settings, detach)
+            try:
+                service.wait_ready(settings.service_start_timeout_s)
+            except ServiceUnavailable:
+                exited = service.process.poll() is not None
+                service.stop()
+                if exited and attempt < attempts:
+                    continue
+                raise
+            except BaseException:
+                service.stop()
+                raise
+            return service
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    @classmethod
+    def _spawn(cls, binary: Path, port: int, service_dir: Path, settings: Settings, detach: bool) -> Self:
         log = service_dir / f"{cls.name}.log"
         with log.open("ab") as log_file:
             process = subprocess.Popen(
-                cls.command(binary, chosen, service_dir, settings),
+                cls.command(binary, port, service_dir, settings),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -198,13 +219,7 @@ class ChildService:
                 # Detached services outlive `meshprov dev up` and ignore the terminal's Ctrl-C.
                 start_new_session=detach,
             )
-        service = cls(process, chosen, cls.url_for(chosen), log)
-        try:
-            service.wait_ready(settings.service_start_timeout_s)
-        except BaseException:
-            service.stop()
-            raise
-        return service
+        return cls(process, port, cls.url_for(port), log)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ import pytest
 
 from ledger.chain.client import connect_web3
 from ledger.chain.scores import REJECT
+from ledger.cli import output
 from ledger.content import cid_to_digest, digest_to_cid
 from ledger.content.local_store import LocalStore
 from ledger.dev.services import AnvilProcess
@@ -155,7 +156,9 @@ def cli(
     history: Any, anvil: AnvilProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Any:
     run = meshprov_cli(history["c"], history["data_dir"], anvil.rpc_url, monkeypatch, capsys)
-    monkeypatch.setenv("COLUMNS", "240")  # the lineage tree unwrapped, so lines can be matched whole
+    # The lineage tree unwrapped, so lines can be matched whole. Rich reads COLUMNS once, when the console is made
+    # (at import, maybe before this test), so the width is set on the console itself.
+    monkeypatch.setattr(output.stdout, "_width", 240)
     return run
 
 

@@ -191,3 +191,23 @@ def test_unreachable_configured_rpc(data_dir: Path) -> None:
     result = meshprov(data_dir, "dev", "up", env={"MESHPROV_CHAIN_RPC_URL": "http://127.0.0.1:9/"})
     assert result.returncode == 6
     assert "chain RPC at http://127.0.0.1:9/ is unavailable" in result.stderr
+
+
+def test_a_chosen_port_taken_before_the_service_binds_it_is_chosen_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger.dev import services
+
+    with socket.socket() as thief:
+        thief.bind(("127.0.0.1", 0))
+        thief.listen()
+        stolen = thief.getsockname()[1]
+        offered = iter([stolen])
+        real = services.free_port
+        monkeypatch.setattr(services, "free_port", lambda: next(offered, None) or real())
+        with services.RedisProcess.start(tmp_path) as proc:
+            assert proc.port != stolen
+            assert redis.Redis.from_url(proc.url).ping()
+        # A port the user named is never swapped for another: the error says it is in use.
+        with pytest.raises(services.ServiceUnavailable, match="in use"):
+            services.RedisProcess.start(tmp_path, port=stolen)
