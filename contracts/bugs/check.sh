@@ -8,7 +8,8 @@
 # --quick (what `make test` runs): the invariant suite only, without compiling the unit and fuzz tests, without
 # the optimizer, and stopping at the first failing invariant; the verdict is the same (the optimizer may not change
 # what the code does, and one failing invariant is a catch), the unit+fuzz column reads "skipped" and the last
-# column names the first invariant that failed. The full run is `make bugs`.
+# column lists the invariants reported failed, which may include one cut short by the first failure (its runs run
+# in parallel, so which one fails first can vary). The full run is `make bugs`.
 #
 # The patches are split over lanes (one per core, at most 4), each with its own copy and forge cache: a lane's
 # builds after its first recompile only what a patch touches, and solc-js uses one core per build.
