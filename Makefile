@@ -88,7 +88,24 @@ PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=
 pytest: setup
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
-test: setup lint contracts-test gas-check bugs-quick pytest  ## everything: lint, types, forge tests, gas, planted bugs, pytest
+# `make test` runs the planted-bug check beside the other stages, at the lowest CPU priority: pytest leaves about a
+# fifth of two cores idle (its tests wait on processes), which the check's compiles fill, and what is left of it runs
+# after pytest. Its report is printed at the end; a failing stage stops it. Ctrl-C stops it too: it runs in a session
+# of its own, so one signal reaches every compiler it started. A new session is a new scheduler autogroup on Linux,
+# which would get half the CPU whatever its nice value: the group itself is given nice 19.
+test: setup  ## everything: lint, types, forge tests, gas, planted bugs, pytest
+	@bugs=""; bugs_log=$$(mktemp); \
+	stop_bugs() { if [ -n "$$bugs" ]; then kill -TERM -- "-$$bugs" 2>/dev/null; wait "$$bugs" 2>/dev/null; fi; bugs=""; }; \
+	trap 'stop_bugs; rm -f "$$bugs_log"' EXIT; trap 'exit 130' INT TERM; \
+	if ls contracts/bugs/*.patch >/dev/null 2>&1; then \
+	  setsid bash -c 'echo 19 > /proc/self/autogroup 2>/dev/null; exec nice -n 19 bash contracts/bugs/check.sh --quick' \
+	    > "$$bugs_log" 2>&1 & bugs=$$!; \
+	fi; \
+	$(MAKE) --no-print-directory lint contracts-test gas-check pytest || exit $$?; \
+	if [ -n "$$bugs" ]; then \
+	  echo "== planted bugs (contracts/bugs/check.sh --quick, run beside the stages above)"; \
+	  status=0; wait "$$bugs" || status=$$?; bugs=""; cat "$$bugs_log"; exit $$status; \
+	fi
 
 BENCH_VENV := .venv-bench
 $(BENCH_VENV)/.installed:

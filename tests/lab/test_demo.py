@@ -1,7 +1,7 @@
 """`meshprov demo`: a whole consortium end to end in real processes (small: 3 members, 2 rounds, 1 malicious, 3
-validators on protocol v2), its summary (scores and consensus per update, validators' distances), a round that
-reaches its quorum with one validator of three down, the state it leaves for auditors, the commands it prints (each run as printed in a fresh shell), and
-that it stops every process it started, also on Ctrl-C and SIGTERM."""
+validators on protocol v2), its summary (scores and consensus per update, validators' distances), the state it
+leaves for auditors and the commands it prints (each run as printed in a fresh shell). Misbehaving validators:
+test_demo_validators.py; Ctrl-C and SIGTERM: test_demo_signals.py."""
 
 from __future__ import annotations
 
@@ -406,69 +406,6 @@ def auditor_questions_answer_on_the_demos_data(data_dir: Path, summary: dict[str
         assert len(scaled) == 1  # the scaled member's update: rejected by the checks themselves
 
 
-@pytest.mark.anvil
-@pytest.mark.redis
-@pytest.mark.slow
-def test_rejudge_finds_the_demos_lying_validator_and_no_honest_one(tmp_path: Path) -> None:
-    """A demo with validator-1 started with `--lie` (it accepts what the checks reject): the consensus of the
-    honest two still rejects the scaled update, and `audit rejudge` on the demo's record names validator-1 alone,
-    with the scaled update as evidence."""
-    from eth_account import Account
-
-    data_dir = tmp_path / "demo"
-    done = subprocess.run(
-        meshprov(
-            "demo", "--nodes", "3", "--rounds", "1", "--malicious", "1", "--lying-validators", "1",
-            "--json", "--data-dir", str(data_dir), "--members-per-process", "3",
-        ),
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    summary = json.loads(done.stdout)
-    assert summary["demo"]["lying_validators"] == 1
-    [round_] = summary["rounds"]
-    scaled = next(u for u in round_["updates"] if u["behaviour"] != "honest")
-    assert not scaled["accepted"]  # two honest validators of three decide
-    liar = Account.from_key((data_dir / "keys" / "validator-1.key").read_text().strip()).address.lower()
-    try:
-        code, report = audit_json(data_dir, "rejudge", "1", "1")
-        assert code == ExitCode.MISMATCH
-        assert {(d["validator"].lower(), d["index"], d["kind"]) for d in report["disagreements"]} == {
-            (liar, scaled["index"], "accepted-rejected")
-        }
-        tallies = {k.lower(): v for k, v in report["validators"].items()}
-        assert tallies.pop(liar)["disagree"] == 1
-        assert len(tallies) == 2
-        assert all(t["disagree"] == 0 for t in tallies.values())
-    finally:
-        subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=clean_env(),
-                       check=False, capture_output=True, timeout=60)  # fmt: skip
-
-
-@pytest.mark.anvil
-@pytest.mark.redis
-@pytest.mark.slow
-def test_with_one_validator_of_three_down_the_rounds_still_reach_the_quorum(tmp_path: Path) -> None:
-    data_dir = tmp_path / "demo"
-    done = subprocess.run(
-        meshprov(
-            "demo", "--nodes", "2", "--rounds", "1", "--malicious", "0", "--validators-down", "1",
-            "--commit-window", "8", "--json", "--data-dir", str(data_dir),
-        ),
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    summary = json.loads(done.stdout)
-    assert len(recorded(data_dir)) == 2 + 2 + 1  # validator-3 was never started
-    (round_,) = summary["rounds"]
-    assert [u["accepted"] for u in round_["updates"]] == [True, True]
-    assert all(len(u["scores"]) == 2 for u in round_["updates"])
-    assert [v["absent"] for v in round_["validators"]] == [False, False, True]
-    assert [v["absent"] for v in summary["validators"]] == [0, 0, 1]
-    assert "absent (did not reveal)" in done.stderr
-    assert processes_using(data_dir.resolve()) == []
-
-
 def shared_process_members_did_not_interfere(data_dir: Path, summary: dict[str, Any]) -> None:
     """Each member of a shared process submitted from its own key the file its own journal holds, naming it as
     the contributor; and the two that trained side by side (node-1, node-2) made exactly the updates each would
@@ -540,75 +477,3 @@ def wait_for_json(proc: subprocess.Popen[str], url: str, timeout: float = 60.0) 
             pass
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout:.0f} s"
         time.sleep(0.2)
-
-
-@pytest.mark.anvil
-@pytest.mark.redis
-@pytest.mark.slow
-def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
-    data_dir = tmp_path / "demo"
-    demo = subprocess.Popen(
-        meshprov("demo", "--nodes", "2", "--malicious", "0", "--rounds", "50", "--data-dir", str(data_dir)),
-        cwd=REPO,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        # Wait until the members are training: every kind of child is up.
-        while len([r for r in recorded(data_dir) if r.name.startswith("node-")]) < 2:
-            assert demo.poll() is None, demo.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the demo did not start its members"
-            time.sleep(0.2)
-        children = recorded(data_dir)
-        assert all(c.alive() for c in children)
-        demo.send_signal(signal.SIGINT)
-        _, err = demo.communicate(timeout=60)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-    assert demo.returncode == ExitCode.INTERRUPTED, err[-3000:]
-    assert not any(c.alive() for c in children)
-    assert processes_using(data_dir.resolve()) == []
-    assert not (data_dir / "services.json").exists()
-    # The next run starts from an empty directory again.
-    prepare_directory(data_dir)
-    assert sorted(p.name for p in data_dir.iterdir()) == [MARKER]
-
-
-@pytest.mark.anvil
-@pytest.mark.redis
-@pytest.mark.slow
-def test_sigterm_during_the_rounds_stops_the_demo_promptly(tmp_path: Path) -> None:
-    # `docker stop`, a supervisor, `timeout`: SIGTERM must stop the demo as Ctrl-C does, mid-round too, and soon.
-    data_dir = tmp_path / "demo"
-    demo = subprocess.Popen(
-        meshprov("demo", "--nodes", "2", "--malicious", "0", "--rounds", "50", "--data-dir", str(data_dir)),
-        cwd=REPO,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        # Wait until the demo has evaluated a round's aggregate (its file in models/): it is following the rounds.
-        while not any((data_dir / "models").glob("*.safetensors")):
-            assert demo.poll() is None, demo.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the demo did not finish a round"
-            time.sleep(0.2)
-        children = recorded(data_dir)
-        assert all(c.alive() for c in children)
-        demo.send_signal(signal.SIGTERM)
-        _, err = demo.communicate(timeout=60)  # the rounds left would take many minutes
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-    assert demo.returncode == ExitCode.INTERRUPTED, err[-3000:]
-    assert not any(c.alive() for c in children)
-    assert processes_using(data_dir.resolve()) == []
-    assert not (data_dir / "services.json").exists()
