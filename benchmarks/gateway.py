@@ -308,24 +308,9 @@ def main() -> None:
         data = os.urandom(args.mib << 20)
         cid = LocalStore(Path(tmp) / "blocks").put_bytes(data)
         floor_pid, floor_port = _floor_server(data, 4 * args.repeat, other)
-        server = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "meshprov"),
-                "store",
-                "serve",
-                "--store-dir",
-                f"{tmp}/blocks",
-                "--port",
-                "0",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        server, port = _serve(f"{tmp}/blocks", "127.0.0.1", [])
         try:
-            assert server.stderr is not None
-            port = re.search(r":(\d+)/ipfs", server.stderr.readline())
-            assert port, "the server did not start"
-            url = f"http://127.0.0.1:{port.group(1)}"
+            url = f"http://127.0.0.1:{port}"
             if other is not None:  # the server on the other core: the goal is the fetching host's one core
                 os.sched_setaffinity(server.pid, {other})
             os.sched_setaffinity(0, {cores[0]})

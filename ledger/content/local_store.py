@@ -46,26 +46,83 @@ def block_key(digest: bytes) -> str:
     return base64.b32encode(MULTIHASH_PREFIX + digest).decode("ascii").rstrip("=")
 
 
-class _BlockWriter:
-    """The block sink of one put: writes blocks durably on a few threads, the root last.
+class BlockWrites:
+    """Blocks written durably into a store on a few threads: each to ``.tmp``, fsynced, renamed into place.
 
-    Each block is copied out of the importer's buffer (which is reused) and handed to a thread that writes it to
-    ``.tmp``, fsyncs it and renames it into place; fsyncs are what a put waits on, and they overlap well. The
-    latest block is held back, since it may be the root: :meth:`commit` waits for every other block, makes the
-    directory entries durable, and only then writes the root. At most ``max_pending`` blocks are in flight.
+    At most ``max_pending`` blocks are in flight (:meth:`write` waits for the oldest beyond that); the directories
+    a write created or wrote into are remembered, so :meth:`sync_dirs` can make their entries durable before a
+    root that needs them is written. Used by a put (:class:`_BlockWriter`) and by a fetch that keeps what it
+    verified (:class:`~ledger.content.replicate.BlockKeeper`).
+    """
+
+    def __init__(self, store: LocalStore, *, threads: int, max_pending: int, name: str) -> None:
+        self._store = store
+        self._threads = threads
+        self._max_pending = max_pending
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
+        self._dirs: set[Path] = set()
+
+    def ensure_dir(self, directory: Path) -> None:
+        """Create a block's shard directory if needed and remember it (and the root, for a new entry) to sync."""
+        if directory not in self._dirs:
+            if not directory.is_dir():
+                directory.mkdir(exist_ok=True)
+                self._dirs.add(directory.parent)  # the new entry in the store's root must be durable too
+            self._dirs.add(directory)
+
+    def write(self, block: Buffer, final: Path) -> None:
+        self.ensure_dir(final.parent)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix=self._name)
+        self._pending.append(self._pool.submit(self._store.write_block, block, final))
+        while len(self._pending) > self._max_pending:
+            self._pending.popleft().result()
+
+    def sync_dirs(self) -> None:
+        """Wait for every block in flight, then fsync the directories they went into (their entries durable)."""
+        while self._pending:
+            self._pending.popleft().result()
+        if self._pool is not None and len(self._dirs) > 1:
+            list(self._pool.map(fsync_dir, sorted(self._dirs)))
+        else:
+            for directory in self._dirs:
+                fsync_dir(directory)
+
+    def abort(self) -> None:
+        """Cancel what has not started and let the blocks in flight finish (each cleans up after itself)."""
+        for future in self._pending:
+            future.cancel()
+        for future in self._pending:
+            with contextlib.suppress(BaseException):
+                future.result()
+        self._pending.clear()
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+class _BlockWriter:
+    """The block sink of one put: writes blocks durably on a few threads (:class:`BlockWrites`), the root last.
+
+    Each block is copied out of the importer's buffer (which is reused) and handed to a thread; fsyncs are what a
+    put waits on, and they overlap well. The latest block is held back, since it may be the root: :meth:`commit`
+    waits for every other block, makes the directory entries durable, and only then writes the root.
     """
 
     def __init__(self, store: LocalStore, *, threads: int, max_pending: int = 32) -> None:
         self._store = store
-        self._threads = threads
-        self._max_pending = max_pending
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque[Future[None]] = deque()
+        self._writes = BlockWrites(store, threads=threads, max_pending=max_pending, name="meshprov-store")
         self._held: tuple[bytes, Path] | None = None
-        self._dirs: set[Path] = set()
 
     def __call__(self, digest: bytes, parts: Sequence[Buffer]) -> None:
-        self._submit_held()
+        if self._held is not None:
+            self._writes.write(*self._held)
+            self._held = None
         final = self._store.block_path(digest)
         with contextlib.suppress(FileNotFoundError):
             if final.stat().st_size == sum(len(p) for p in parts):
@@ -74,63 +131,24 @@ class _BlockWriter:
                 return
         self._held = (b"".join(parts), final)
 
-    def _ensure_dir(self, directory: Path) -> None:
-        if directory not in self._dirs:
-            if not directory.is_dir():
-                directory.mkdir(exist_ok=True)
-                self._dirs.add(directory.parent)  # the new entry in the store's root must be durable too
-            self._dirs.add(directory)
-
-    def _submit_held(self) -> None:
-        if self._held is None:
-            return
-        block, final = self._held
-        self._held = None
-        self._ensure_dir(final.parent)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="meshprov-store")
-        self._pending.append(self._pool.submit(self._store.write_block, block, final))
-        while len(self._pending) > self._max_pending:
-            self._pending.popleft().result()
-
-    def _drain(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()
-
     def commit(self) -> None:
         """Wait for every block, make the directory entries durable, then write the last block (the root)."""
-        self._drain()
         held, self._held = self._held, None
         if held is not None:
-            self._ensure_dir(held[1].parent)
-        if self._pool is not None and len(self._dirs) > 1:
-            list(self._pool.map(_fsync_dir, sorted(self._dirs)))
-        else:
-            for directory in self._dirs:
-                _fsync_dir(directory)
+            self._writes.ensure_dir(held[1].parent)
+        self._writes.sync_dirs()
         if held is not None:
             self._store.write_block(*held)
-            _fsync_dir(held[1].parent)
-        self._close()
+            fsync_dir(held[1].parent)
+        self._writes.close()
 
     def abort(self) -> None:
         """Drop the held block and let the blocks in flight finish (each cleans up after itself)."""
         self._held = None
-        for future in self._pending:
-            future.cancel()
-        for future in self._pending:
-            with contextlib.suppress(BaseException):
-                future.result()
-        self._pending.clear()
-        self._close()
-
-    def _close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._writes.abort()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -170,7 +188,7 @@ class LocalStore:
         key = block_key(digest)
         return os.path.join(self._root, key[-3:-1], f"{key}.data")
 
-    def write_block(self, block: bytes, final: Path) -> None:
+    def write_block(self, block: Buffer, final: Path) -> None:
         """Write one block durably under its final name: temporary file, fsync, rename."""
         fd, name = tempfile.mkstemp(prefix="block-", suffix=".tmp", dir=self._tmp)
         try:

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.content.errors import CidMismatch
+from ledger.content.local_store import BlockWrites, LocalStore, fsync_dir
 from ledger.content.multiformats import CID
 
 if TYPE_CHECKING:
     from ledger.content.gateway import GatewayStore
-    from ledger.content.local_store import LocalStore
     from ledger.content.store import ContentStore
 
 
@@ -54,12 +52,8 @@ class BlockKeeper:
 
     def __init__(self, local: LocalStore, *, threads: int = 4, max_pending: int = 16) -> None:
         self.local = local
-        self._threads = threads
-        self._max_pending = max_pending
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque[Future[None]] = deque()
+        self._writes = BlockWrites(local, threads=threads, max_pending=max_pending, name="meshprov-keep")
         self._root: tuple[bytes, bytes] | None = None
-        self._dirs: set[Path] = set()
         self._done: set[bytes] = set()
 
     def add(self, digest: bytes, block: bytes | bytearray | memoryview) -> None:
@@ -73,57 +67,27 @@ class BlockKeeper:
         final = self.local.block_path(digest)
         if final.is_file():
             return
-        if not final.parent.is_dir():
-            final.parent.mkdir(exist_ok=True)
-            self._dirs.add(final.parent.parent)
-        self._dirs.add(final.parent)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="meshprov-keep")
         # The block may be a view into the gateway reader's buffer: the reader does not reuse a buffer while a
         # view of it is alive, so writing from the view is safe and costs no copy.
-        self._pending.append(self._pool.submit(self.local.write_block, block, final))  # type: ignore[arg-type]
-        while len(self._pending) > self._max_pending:
-            self._pending.popleft().result()
+        self._writes.write(block, final)
 
     def commit(self, root: bytes) -> None:
         """Every block verified and walked: make them durable, write the root, pin the file."""
         try:
-            while self._pending:
-                self._pending.popleft().result()
-            for directory in sorted(self._dirs):
-                _fsync_dir(directory)
+            self._writes.sync_dirs()
             if self._root is None or self._root[0] != root:
                 return
             final = self.local.block_path(root)
             if not final.is_file():
                 final.parent.mkdir(exist_ok=True)
                 self.local.write_block(self._root[1], final)
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
             _pin_marker(self.local, CID(root).v0).touch()
         finally:
-            self._close()
+            self._writes.close()
 
     def abort(self) -> None:
-        for future in self._pending:
-            future.cancel()
-        for future in self._pending:
-            with contextlib.suppress(BaseException):
-                future.result()
-        self._pending.clear()
-        self._close()
-
-    def _close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        self._writes.abort()
 
 
 def replicate(store: GatewayStore, cid: str, *, max_bytes: int | None = None) -> None:
@@ -146,7 +110,6 @@ def keep_verified(store: ContentStore, cid: str, path: str | os.PathLike[str] | 
     store is pinned there (Kubo serves what it pins). Idempotent.
     """
     from ledger.content.gateway import GatewayStore
-    from ledger.content.local_store import LocalStore
 
     parsed = CID.parse(cid)
     if isinstance(store, GatewayStore):

@@ -7,9 +7,8 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -21,21 +20,6 @@ from ledger.content.unixfs import CHUNK_SIZE
 
 DATA = os.urandom(5 * CHUNK_SIZE + 1000)
 REPEATED = bytes(3 * CHUNK_SIZE) + b"tail"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "blocks")
-
-
-@pytest.fixture
-def served(store: LocalStore) -> Iterator[str]:
-    server = serve_blocks(store, port=0)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _get(url: str, accept: str | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:

@@ -11,13 +11,12 @@ import os
 import threading
 from collections.abc import Callable, Generator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from ledger.content import CID, StoreUnavailable
 from ledger.content.car import CAR, CarError, CarReader, car_header, dag_blocks, section_prefix
-from ledger.content.gateway import VERIFY_AHEAD, FetchStats, gateway_get, serve_blocks
+from ledger.content.gateway import VERIFY_AHEAD, FetchStats, gateway_get
 from ledger.content.local_store import LocalStore
 from ledger.content.unixfs import CHUNK_SIZE
 
@@ -38,21 +37,6 @@ def _no_hashing_thread_left() -> Iterator[None]:
     yield
     gc.collect()
     assert not _hashers(), "a CAR reader's hashing thread outlived its fetch"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "blocks")
-
-
-@pytest.fixture
-def served(store: LocalStore) -> Iterator[str]:
-    server = serve_blocks(store, port=0)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _car(

@@ -22,11 +22,6 @@ from tests.support.unixfs_reference import reference_import
 HELLO_V0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "blocks")
-
-
 def drain(chunks: Iterator[memoryview], into: bytearray) -> None:
     for chunk in chunks:
         into += chunk
