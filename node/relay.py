@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ledger.chain.relay_wire import MalformedItem, RelayItem
 from ledger.chain.types import Phase, SignedSubmission, checksum
 from ledger.errors import ConfigError
 from node.faults import InvalidRelayMessage, NoSigningKey, RelayRejected
@@ -45,22 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
-MAX_MESSAGE_BYTES = 2048
 REPLY_TTL_S = 3600
-_FIELDS = {
-    "schema",
-    "task",
-    "round",
-    "contributor",
-    "digest",
-    "num_samples",
-    "nonce",
-    "deadline",
-    "v",
-    "r",
-    "s",
-}
 
 
 def queue_key(ledger: str) -> str:
@@ -72,87 +58,17 @@ def reply_key(ledger: str, contributor: str, nonce: int) -> str:
 
 
 @dataclass(frozen=True)
-class RelayMessage:
-    task: int
-    round: int
-    sub: SignedSubmission
-
-    def to_json(self) -> str:
-        s = self.sub
-        return json.dumps(
-            {
-                "schema": SCHEMA,
-                "task": self.task,
-                "round": self.round,
-                "contributor": s.contributor,
-                "digest": "0x" + s.digest.hex(),
-                "num_samples": s.num_samples,
-                "nonce": s.nonce,
-                "deadline": s.deadline,
-                "v": s.v,
-                "r": "0x" + s.r.hex(),
-                "s": "0x" + s.s.hex(),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+class RelayMessage(RelayItem):
+    """A relay queue message: the wire format's item (:mod:`ledger.chain.relay_wire`), refused as a node fault."""
 
     @classmethod
     def parse(cls, raw: bytes | str) -> RelayMessage:
         """Strictly parse a queue message (untrusted): :class:`InvalidRelayMessage` for anything off."""
-        if len(raw) > MAX_MESSAGE_BYTES:
-            raise InvalidRelayMessage(f"{len(raw)} bytes, over {MAX_MESSAGE_BYTES}")
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRelayMessage(f"not JSON ({exc})") from None
-        if not isinstance(data, dict) or set(data) != _FIELDS:
-            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise InvalidRelayMessage(f"expected the fields {sorted(_FIELDS)}, got {keys}")
-        if data["schema"] != SCHEMA:
-            raise InvalidRelayMessage(f"unknown schema {data['schema']!r}")
-        try:
-            contributor = checksum(_str(data, "contributor"))
-        except ValueError:
-            raise InvalidRelayMessage("`contributor` is not an address") from None
-        v = _int(data, "v", 2**8 - 1)
-        if v not in (27, 28):
-            raise InvalidRelayMessage(f"`v` must be 27 or 28, got {v}")
-        sub = SignedSubmission(
-            contributor=contributor,
-            digest=_bytes32(data, "digest"),
-            num_samples=_int(data, "num_samples", 2**64 - 1),
-            nonce=_int(data, "nonce", 2**64 - 1),
-            deadline=_int(data, "deadline", 2**64 - 1),
-            v=v,
-            r=_bytes32(data, "r"),
-            s=_bytes32(data, "s"),
-        )
-        return cls(task=_int(data, "task", 2**256 - 1), round=_int(data, "round", 2**32 - 1), sub=sub)
-
-
-def _int(data: dict[str, Any], name: str, maximum: int) -> int:
-    value = data[name]
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
-        raise InvalidRelayMessage(f"`{name}` must be an integer in [0, {maximum}], got {value!r}")
-    return value
-
-
-def _str(data: dict[str, Any], name: str) -> str:
-    value = data[name]
-    if not isinstance(value, str):
-        raise InvalidRelayMessage(f"`{name}` must be a string")
-    return value
-
-
-def _bytes32(data: dict[str, Any], name: str) -> bytes:
-    text = _str(data, name)
-    if not text.startswith("0x") or len(text) != 66:
-        raise InvalidRelayMessage(f"`{name}` must be 0x and 64 hex digits")
-    try:
-        return bytes.fromhex(text[2:])
-    except ValueError:
-        raise InvalidRelayMessage(f"`{name}` is not hex") from None
+            item = RelayItem.parse(raw)
+        except MalformedItem as exc:
+            raise InvalidRelayMessage(str(exc)) from None
+        return cls(item.task, item.round, item.sub)
 
 
 # ─── the member's side ──────────────────────────────────────────────────────────────────────────────────────

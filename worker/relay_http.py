@@ -20,8 +20,8 @@ cannot alter a submission (the digest and the sample count are signed and the co
 it can drop or delay one, and a member never believes its word: it confirms its own submission on chain
 (``node.relay``). docs/relay.md is the protocol's reference.
 
-This module is the worker's (``worker`` never imports ``node``): it parses the wire format itself, the member side
-writes it with ``node.relay.RelayMessage``; a test checks the two agree.
+The wire format is ``ledger.chain.relay_wire`` (``worker`` never imports ``node``): one strict parser for this
+relayer and the Redis queue's; a test checks the member's message parses here.
 """
 
 from __future__ import annotations
@@ -39,23 +39,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.chain.types import Phase, SignedSubmission, checksum
+from ledger.chain.relay_wire import MAX_ITEM_BYTES, MalformedItem, RelayItem
+from ledger.chain.types import Phase, checksum
 
 if TYPE_CHECKING:
     from ledger.chain.client import LedgerClient
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
 PATH = "/v1/submissions"
-MAX_BODY_BYTES = 2048
+MAX_BODY_BYTES = MAX_ITEM_BYTES
 MAX_BATCH = 16
 # secp256k1's group order / 2: the contract (OpenZeppelin ECDSA) refuses a larger `s` (the malleable twin of a
 # valid signature), which eth_account would still recover; refused here so that it never reaches a batch.
 _HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
-_FIELDS = frozenset(
-    {"schema", "task", "round", "contributor", "digest", "num_samples", "nonce", "deadline", "v", "r", "s"}
-)
 
 
 class Refusal(Exception):
@@ -79,66 +76,15 @@ class Refusal(Exception):
 # ─── the wire format ──────────────────────────────────────────────────────────────────────────────────────────
 
 
-@dataclass(frozen=True)
-class Item:
-    """One member's signed submission to round ``round`` of task ``task``."""
-
-    task: int
-    round: int
-    sub: SignedSubmission
-
-
-def parse_item(raw: bytes) -> Item:
-    """Strictly parse a request body (untrusted, already bounded by the caller): :class:`Refusal` 400 otherwise."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise Refusal(413, "too_large", f"{len(raw)} bytes, over {MAX_BODY_BYTES}")
+def parse_item(raw: bytes) -> RelayItem:
+    """Strictly parse a request body (untrusted, already bounded by the caller): :class:`Refusal` 400 (413 when
+    over the size bound) naming what is off."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Refusal(400, "malformed", f"not JSON ({exc})") from None
-    if not isinstance(data, dict) or set(data) != _FIELDS:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise Refusal(400, "malformed", f"expected the fields {sorted(_FIELDS)}, got {keys}")
-    if data["schema"] != SCHEMA:
-        raise Refusal(400, "malformed", f"unknown schema {data['schema']!r} (this relayer speaks {SCHEMA})")
-    contributor = data["contributor"]
-    try:
-        if not isinstance(contributor, str):
-            raise ValueError
-        contributor = checksum(contributor)
-    except ValueError:
-        raise Refusal(400, "malformed", "`contributor` is not an address") from None
-    v = _int(data, "v", 255)
-    if v not in (27, 28):
-        raise Refusal(400, "malformed", f"`v` must be 27 or 28, got {v}")
-    sub = SignedSubmission(
-        contributor=contributor,
-        digest=_bytes32(data, "digest"),
-        num_samples=_int(data, "num_samples", 2**64 - 1),
-        nonce=_int(data, "nonce", 2**48 - 1),
-        deadline=_int(data, "deadline", 2**64 - 1),
-        v=v,
-        r=_bytes32(data, "r"),
-        s=_bytes32(data, "s"),
-    )
-    return Item(task=_int(data, "task", 2**256 - 1), round=_int(data, "round", 2**32 - 1), sub=sub)
-
-
-def _int(data: dict[str, Any], name: str, maximum: int) -> int:
-    value = data[name]
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
-        raise Refusal(400, "malformed", f"`{name}` must be an integer in [0, {maximum}], got {value!r}")
-    return value
-
-
-def _bytes32(data: dict[str, Any], name: str) -> bytes:
-    text = data[name]
-    if not isinstance(text, str) or not text.startswith("0x") or len(text) != 66:
-        raise Refusal(400, "malformed", f"`{name}` must be 0x and 64 hex digits")
-    try:
-        return bytes.fromhex(text[2:])
-    except ValueError:
-        raise Refusal(400, "malformed", f"`{name}` is not hex") from None
+        return RelayItem.parse(raw)
+    except MalformedItem as exc:
+        if exc.too_large:
+            raise Refusal(413, "too_large", str(exc)) from None
+        raise Refusal(400, "malformed", str(exc)) from None
 
 
 # ─── rate limits ──────────────────────────────────────────────────────────────────────────────────────────────
@@ -207,7 +153,7 @@ class Limits:
 
 @dataclass
 class Pending:
-    item: Item
+    item: RelayItem
     done: threading.Event = field(default_factory=threading.Event)
     status: int = 0
     body: dict[str, Any] = field(default_factory=dict)
@@ -294,7 +240,7 @@ class RelayService:
             self._cond.notify_all()
         return pending
 
-    def _recover(self, item: Item) -> str:
+    def _recover(self, item: RelayItem) -> str:
         from eth_account import Account
         from eth_account.messages import encode_typed_data
 
@@ -318,7 +264,7 @@ class RelayService:
             ) from None
         return checksum(signer)
 
-    def _check_chain(self, item: Item) -> None:
+    def _check_chain(self, item: RelayItem) -> None:
         from ledger.chain.errors import UnknownTask
         from ledger.chain.revert import ContractRevert
 
