@@ -122,23 +122,13 @@ def influence(
     """Leave-one-out influence of every accepted update of a finalized round (or of ``update`` only).
 
     ``keep`` is a directory the leave-one-out models are copied into, as ``<loo_cid>.safetensors``."""
-    from ledger.aggregation import AggregationSpec
-    from ledger.audit.replay import RoundNotFinalized, round_weights
+    from ledger.audit.replay import finalized_round
     from ledger.content import fetch_to_file, open_store
 
-    detail = source.queries.round(task_id, round_)
-    if (
-        not detail.finalized
-        or detail.aggregate_cid is None
-        or detail.rule is None
-        or detail.rule_param is None
-    ):
-        raise RoundNotFinalized(task_id, round_)
-    spec = AggregationSpec.decode(detail.rule, detail.rule_param)
-    base_cid = detail.base_cid or ""
-    accepted = [] if detail.carried_over else detail.accepted_updates
-    weights = {} if detail.carried_over else round_weights(detail)
-    report = InfluenceReport(task_id, round_, str(spec), base_cid, detail.aggregate_cid, source.info)
+    finalized = finalized_round(source, task_id, round_)
+    spec, base_cid = finalized.spec, finalized.base_cid
+    accepted, weights = finalized.accepted, finalized.weights
+    report = InfluenceReport(task_id, round_, str(spec), base_cid, finalized.aggregate_cid, source.info)
     if update is not None and update not in {u.cid for u in accepted}:
         raise UpdateNotInRound(update, task_id, round_, [u.cid or "" for u in accepted])
     if not accepted:
@@ -152,7 +142,7 @@ def influence(
             started = time.perf_counter()
             base_path, model_path = work / "base.safetensors", work / "model.safetensors"
             fetch_to_file(store, base_cid, base_path, max_bytes=settings.max_update_bytes)
-            fetch_to_file(store, detail.aggregate_cid, model_path, max_bytes=settings.max_update_bytes)
+            fetch_to_file(store, finalized.aggregate_cid, model_path, max_bytes=settings.max_update_bytes)
             paths = {}
             for u in accepted:
                 paths[u.index] = work / f"{u.cid}.safetensors"

@@ -25,9 +25,9 @@ from ledger.errors import NotFound
 from ledger.exit_codes import ExitCode
 
 if TYPE_CHECKING:
-    from ledger.aggregation import Contribution, TensorSource
+    from ledger.aggregation import AggregationSpec, Contribution, TensorSource
     from ledger.audit.source import Source, SourceInfo
-    from ledger.index.models import Round
+    from ledger.index.models import Round, Update
     from ledger.settings import Settings
 
 
@@ -85,29 +85,20 @@ class ReplayReport:
 def replay(
     source: Source, settings: Settings, task_id: int, round_: int, *, keep: Path | None = None
 ) -> ReplayReport:
-    from ledger.aggregation import AggregationSpec, prepare
+    from ledger.aggregation import prepare
     from ledger.aggregation.output import write_aggregation
     from ledger.content import cid_to_digest, fetch_to_file, open_store
     from ledger.updatefile import UpdateFile
 
-    detail = source.queries.round(task_id, round_)
-    if (
-        not detail.finalized
-        or detail.aggregate_cid is None
-        or detail.rule is None
-        or detail.rule_param is None
-    ):
-        raise RoundNotFinalized(task_id, round_)
-    spec = AggregationSpec.decode(detail.rule, detail.rule_param)
-    base_cid = detail.base_cid or ""
-    accepted = [] if detail.carried_over else detail.accepted_updates
-    weights = {} if detail.carried_over else round_weights(detail)
+    finalized = finalized_round(source, task_id, round_)
+    detail, spec, base_cid = finalized.detail, finalized.spec, finalized.base_cid
+    accepted, weights = finalized.accepted, finalized.weights
     report = ReplayReport(
         task_id,
         round_,
         str(spec),
         base_cid,
-        detail.aggregate_cid,
+        finalized.aggregate_cid,
         [
             {
                 "cid": u.cid,
@@ -163,6 +154,43 @@ def replay(
         store.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass(frozen=True)
+class FinalizedRound:
+    """What a replay of a finalized round starts from, as the index recorded it."""
+
+    detail: Round
+    spec: AggregationSpec
+    aggregate_cid: str
+    base_cid: str
+    accepted: list[Update]
+    """The updates aggregated: none when the round was carried over."""
+    weights: dict[int, int]
+    """``{update index: FedAvg weight}`` of the accepted updates (:func:`round_weights`)."""
+
+
+def finalized_round(source: Source, task_id: int, round_: int) -> FinalizedRound:
+    """The index's record of a finalized round; :class:`RoundNotFinalized` when it has no aggregate yet."""
+    from ledger.aggregation import AggregationSpec
+
+    detail = source.queries.round(task_id, round_)
+    if (
+        not detail.finalized
+        or detail.aggregate_cid is None
+        or detail.rule is None
+        or detail.rule_param is None
+    ):
+        raise RoundNotFinalized(task_id, round_)
+    carried = detail.carried_over
+    return FinalizedRound(
+        detail,
+        AggregationSpec.decode(detail.rule, detail.rule_param),
+        detail.aggregate_cid,
+        detail.base_cid or "",
+        [] if carried else list(detail.accepted_updates),
+        {} if carried else round_weights(detail),
+    )
 
 
 def round_weights(detail: Round) -> dict[int, int]:
