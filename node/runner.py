@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import redis
 
     from ledger.chain.client import LedgerClient
-    from ledger.chain.types import ScoresRevealed
+    from ledger.chain.types import Finalization, ScoresRevealed
     from ledger.recipe import RecipeRef, TaskSpec
     from node.recipe import Recipe
     from node.trainer import Trainer
@@ -92,6 +92,9 @@ class NodeOptions:
     base_backoff_s: float = 0.5
     outage_max_s: float | None = None
     """Give up after the chain has been unreachable this long (None: wait forever)."""
+    logs_behind_max_s: float = 60.0
+    """How long to wait for the logs of a round the chain's views show finalized (a node can serve its new state
+    before the logs of the block that made it)."""
     copy_wait_s: float = 60.0
     """copycat / little-is-enough: how long to wait for other members' updates of the round."""
 
@@ -585,10 +588,10 @@ class NodeRunner:
         """Accepted or not, why, and what it earned, from the round's ScoresRevealed and RoundFinalized events."""
         task, round_ = self.options.task, record.round
         index = record.index if record.index is not None else -1
+        final = self._finalization(round_)
         reveals = self.client.reveals(task, round_, from_block=self._from_block)
         reasons = score_reasons(reveals, index)
         record.reasons = sorted({reason_slug(code) for _, _score, code in reasons if code})
-        final = next(iter(self.client.finalizations(task, round_, from_block=self._from_block)), None)
         if final is None:
             record.status = "rejected"
             record.detail = "finalization event not found"
@@ -604,6 +607,26 @@ class NodeRunner:
                 record.reputation = s.reputation
                 record.score = s.score
         self._from_block = max(self._from_block, final.block_number - 1)
+
+    def _finalization(self, round_: int) -> Finalization | None:
+        """The round's RoundFinalized event. The views already show the round finalized, but a node can answer
+        from its new state before its logs hold the block that made it (anvil under load does): wait for them
+        rather than read "no event" as "not accepted"; None if they do not come within ``logs_behind_max_s``."""
+        task = self.options.task
+        delay = self.options.poll_s
+        deadline = time.monotonic() + self.options.logs_behind_max_s
+        announced = False
+        while True:
+            found = self.client.finalizations(task, round_, from_block=self._from_block)
+            if found:
+                return found[0]
+            if time.monotonic() >= deadline:
+                return None
+            if not announced:
+                self.say(f"round {round_}: finalized, but the chain's logs do not show it yet; waiting")
+                announced = True
+            self._sleep(delay)
+            delay = min(delay * 1.5, self.options.max_poll_s)
 
     def _submissions(self, round_: int) -> list[Submission]:
         """The round's submissions so far, by index (from the logs since the last round this runner settled)."""

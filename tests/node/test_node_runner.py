@@ -184,6 +184,30 @@ def test_dp_records_its_parameters_and_composes_epsilon_over_rounds(make_net: An
     assert privacy[1]["epsilon"] > privacy[0]["epsilon"] > 0
 
 
+def test_the_verdict_waits_for_logs_that_lag_the_finalized_state(make_net: Any) -> None:
+    """A node can show a round finalized in its views before its logs hold the RoundFinalized event (anvil did,
+    under CI's load): the member waits for the event instead of recording "rejected"."""
+    net: NodeNet = make_net(contributors=1)
+    runner = net.runner(0, NodeOptions(rounds=1, **FAST))
+    read = runner.client.finalizations
+    lagging = [2]
+
+    def logs_behind(*args: Any, **kwargs: Any) -> Any:
+        if lagging[0]:
+            lagging[0] -= 1
+            return []
+        return read(*args, **kwargs)
+
+    runner.client.finalizations = logs_behind  # type: ignore[method-assign]
+    thread = net.start(runner)
+    net.judge_round(1)
+    (done,) = thread.join_result()
+    assert lagging == [0]
+    assert (done.status, done.detail) == ("accepted", "")
+    assert done.score == 8_000
+    assert any("logs do not show it yet" in m for m in net.messages[runner.address])
+
+
 def test_a_members_content_is_not_in_the_store_before_submissions_close(make_net: Any) -> None:
     """R1: during the submission window only the digest is public, so nobody can copy the content and submit it
     as their own; the member publishes it once submissions close, and the round goes on."""
