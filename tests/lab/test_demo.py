@@ -46,6 +46,26 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_")}
 
 
+def run_meshprov(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``meshprov ARGS`` run from the repository without the caller's MESHPROV_* settings, its output captured."""
+    return subprocess.run(
+        meshprov(*args),
+        cwd=REPO,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def stop_demo_services(data_dir: Path) -> None:
+    """``dev down`` for a demo's directory: what a test started does not outlive it, even when an assertion failed."""
+    run_meshprov("--data-dir", str(data_dir), "dev", "down", timeout=60)
+
+
 VENV_BIN = Path(os.path.abspath(sys.executable)).parent
 
 
@@ -239,28 +259,12 @@ def test_the_printed_meshprov_is_the_script_beside_the_interpreter_unless_on_pat
 def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     started = time.monotonic()
-    done = subprocess.run(
-        meshprov(
-            "demo",
-            "--nodes",
-            "3",
-            "--rounds",
-            "2",
-            "--malicious",
-            "1",
-            "--json",
-            "--data-dir",
-            str(data_dir),
-            "--members-per-process",
-            "2",
-        ),
-        cwd=REPO,
-        env=fresh_shell_env(),  # as `make demo` runs it: the venv's bin directory is not on PATH
-        capture_output=True,
-        text=True,
+    done = run_meshprov(
+        "demo", "--nodes", "3", "--rounds", "2", "--malicious", "1", "--json", "--data-dir", str(data_dir),
+        "--members-per-process", "2",
         timeout=240,
-        check=False,
-    )
+        env=fresh_shell_env(),  # as `make demo` runs it: the venv's bin directory is not on PATH
+    )  # fmt: skip
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
@@ -349,9 +353,8 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
             os.killpg(served.pid, signal.SIGINT)
             _, serve_err = served.communicate(timeout=30)
         assert served.returncode == ExitCode.INTERRUPTED, serve_err
-        verify = subprocess.run(
-            meshprov("--data-dir", str(data_dir), "audit", "verify", final["file"], "--task", "1", "--round", "2"),
-            cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
+        verify = run_meshprov(
+            "--data-dir", str(data_dir), "audit", "verify", final["file"], "--task", "1", "--round", "2", timeout=60
         )  # fmt: skip
         assert verify.returncode == ExitCode.OK, verify.stderr
         auditor_questions_answer_on_the_demos_data(data_dir, summary)
@@ -359,15 +362,11 @@ def test_the_demo_runs_a_consortium_end_to_end_and_leaves_an_auditable_record(tm
         assert down.returncode == ExitCode.OK, down.stderr
         assert processes_using(data_dir.resolve()) == []  # `dev down` stopped the anvil the audit restarted
     finally:
-        subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=clean_env(),
-                       check=False, capture_output=True, timeout=60)  # fmt: skip
+        stop_demo_services(data_dir)
 
 
 def audit_json(data_dir: Path, *args: str) -> tuple[int, Any]:
-    done = subprocess.run(
-        meshprov("--data-dir", str(data_dir), "audit", *args, "--json"),
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = run_meshprov("--data-dir", str(data_dir), "audit", *args, "--json")
     assert done.stdout, done.stderr[-3000:]
     return done.returncode, json.loads(done.stdout)
 

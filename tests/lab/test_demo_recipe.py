@@ -17,17 +17,14 @@ from ledger.content import cid_of_bytes
 from ledger.exit_codes import ExitCode
 from ledger.recipe import RecipeRef, parse_task_spec, recipe_cid
 from ledger.updatefile import UpdateFile
-from tests.lab.test_demo import SCALE_REASONS, clean_env, meshprov, processes_using
+from tests.lab.test_demo import SCALE_REASONS, clean_env, processes_using, run_meshprov, stop_demo_services
 from tests.support import REPO
 
 RECIPE = REPO / "tests" / "lab" / "recipes" / "bn_cnn.py"
 
 
 def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        meshprov("--data-dir", str(data_dir), *args),
-        cwd=REPO, env=env or clean_env(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    return run_meshprov("--data-dir", str(data_dir), *args, env=env)
 
 
 @pytest.mark.parametrize(
@@ -45,10 +42,7 @@ def test_a_broken_recipe_is_refused_before_anything_starts(
     if source is not None:
         recipe.write_text(source)
     data_dir = tmp_path / "demo"
-    done = subprocess.run(
-        meshprov("demo", "--recipe", str(recipe), "--data-dir", str(data_dir)),
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_meshprov("demo", "--recipe", str(recipe), "--data-dir", str(data_dir), timeout=60)
     assert done.returncode == ExitCode.CONFIG, done.stderr
     assert problem in " ".join(done.stderr.split())
     assert not data_dir.exists()  # nothing was made, nothing started
@@ -59,12 +53,9 @@ def test_a_broken_recipe_is_refused_before_anything_starts(
 @pytest.mark.slow
 def test_an_outside_recipe_with_buffers_runs_through_the_demo_and_its_record_audits(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
-    done = subprocess.run(
-        meshprov(
-            "demo", "--recipe", str(RECIPE.relative_to(REPO)), "--nodes", "3", "--rounds", "2", "--json",
-            "--data-dir", str(data_dir),
-        ),
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300, check=False,
+    done = run_meshprov(
+        "demo", "--recipe", str(RECIPE.relative_to(REPO)), "--nodes", "3", "--rounds", "2", "--json",
+        "--data-dir", str(data_dir), timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
@@ -142,7 +133,7 @@ def test_an_outside_recipe_with_buffers_runs_through_the_demo_and_its_record_aud
         assert "refusing to judge" in wrong.stderr
         assert ref.cid in wrong.stderr
     finally:
-        cli(data_dir, "dev", "down")
+        stop_demo_services(data_dir)
     assert processes_using(data_dir.resolve()) == []
 
 
@@ -156,9 +147,9 @@ def test_a_recipe_package_with_its_own_training_and_no_accuracy_runs_and_reports
     loss(), an evaluate returning a loss and a mean absolute error but no accuracy."""
     package = REPO / "tests" / "lab" / "recipes" / "regress"
     data_dir = tmp_path / "demo"
-    done = subprocess.run(
-        meshprov("demo", "--recipe", str(package), "--nodes", "3", "--rounds", "2", "--json", "--data-dir", str(data_dir)),
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300, check=False,
+    done = run_meshprov(
+        "demo", "--recipe", str(package), "--nodes", "3", "--rounds", "2", "--json", "--data-dir", str(data_dir),
+        timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
@@ -181,4 +172,4 @@ def test_a_recipe_package_with_its_own_training_and_no_accuracy_runs_and_reports
         assert replay.returncode == ExitCode.OK, replay.stderr
         assert json.loads(replay.stdout)["status"] == "match"
     finally:
-        cli(data_dir, "dev", "down")
+        stop_demo_services(data_dir)

@@ -4,15 +4,13 @@ with one validator of three down every round still reaches its quorum."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from lab.procs import recorded
 from ledger.exit_codes import ExitCode
-from tests.lab.test_demo import audit_json, clean_env, meshprov, processes_using
-from tests.support import REPO
+from tests.lab.test_demo import audit_json, processes_using, run_meshprov, stop_demo_services
 
 
 @pytest.mark.anvil
@@ -25,12 +23,9 @@ def test_rejudge_finds_the_demos_lying_validator_and_no_honest_one(tmp_path: Pat
     from eth_account import Account
 
     data_dir = tmp_path / "demo"
-    done = subprocess.run(
-        meshprov(
-            "demo", "--nodes", "3", "--rounds", "1", "--malicious", "1", "--lying-validators", "1",
-            "--json", "--data-dir", str(data_dir), "--members-per-process", "3",
-        ),
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=240, check=False,
+    done = run_meshprov(
+        "demo", "--nodes", "3", "--rounds", "1", "--malicious", "1", "--lying-validators", "1",
+        "--json", "--data-dir", str(data_dir), "--members-per-process", "3", timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
@@ -50,8 +45,7 @@ def test_rejudge_finds_the_demos_lying_validator_and_no_honest_one(tmp_path: Pat
         assert len(tallies) == 2
         assert all(t["disagree"] == 0 for t in tallies.values())
     finally:
-        subprocess.run(meshprov("--data-dir", str(data_dir), "dev", "down"), cwd=REPO, env=clean_env(),
-                       check=False, capture_output=True, timeout=60)  # fmt: skip
+        stop_demo_services(data_dir)
 
 
 @pytest.mark.anvil
@@ -59,12 +53,9 @@ def test_rejudge_finds_the_demos_lying_validator_and_no_honest_one(tmp_path: Pat
 @pytest.mark.slow
 def test_with_one_validator_of_three_down_the_rounds_still_reach_the_quorum(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
-    done = subprocess.run(
-        meshprov(
-            "demo", "--nodes", "2", "--rounds", "1", "--malicious", "0", "--validators-down", "1",
-            "--commit-window", "8", "--json", "--data-dir", str(data_dir),
-        ),
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=240, check=False,
+    done = run_meshprov(
+        "demo", "--nodes", "2", "--rounds", "1", "--malicious", "0", "--validators-down", "1",
+        "--commit-window", "8", "--json", "--data-dir", str(data_dir), timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
