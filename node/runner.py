@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from node.trainer import Trainer
 
 StateDict = dict[str, np.ndarray]
+_Logged = TypeVar("_Logged")
 
 
 @dataclass(frozen=True)
@@ -544,7 +545,10 @@ class NodeRunner:
     def _adopt(self, record: RoundRecord | None, round_: int, index: int, num_samples: int) -> RoundRecord:
         """The chain has this member's update for the round (an earlier run submitted it): record that."""
         if record is None:
-            subs = [s for s in self._submissions(round_) if s.contributor == self.address]
+            subs = self._logs_caught_up(
+                f"round {round_}: submitted",
+                lambda: [s for s in self._submissions(round_) if s.contributor == self.address],
+            )
             cid = digest_to_cid(subs[0].digest) if subs else ""
             record = RoundRecord(
                 task=self.options.task, round=round_, status="submitted", file="", cid=cid, base="",
@@ -609,24 +613,27 @@ class NodeRunner:
         self._from_block = max(self._from_block, final.block_number - 1)
 
     def _finalization(self, round_: int) -> Finalization | None:
-        """The round's RoundFinalized event. The views already show the round finalized, but a node can answer
-        from its new state before its logs hold the block that made it (anvil under load does): wait for them
-        rather than read "no event" as "not accepted"; None if they do not come within ``logs_behind_max_s``."""
-        task = self.options.task
+        """The round's RoundFinalized event (None if the logs never show it)."""
+        found = self._logs_caught_up(
+            f"round {round_}: finalized",
+            lambda: self.client.finalizations(self.options.task, round_, from_block=self._from_block),
+        )
+        return found[0] if found else None
+
+    def _logs_caught_up(self, what: str, read: Callable[[], list[_Logged]]) -> list[_Logged]:
+        """``read()`` once it finds the event the chain's views already show. A node can answer from its new state
+        before its logs hold the block that made it: wait for them rather than read "no event" as "did not
+        happen"; what ``read`` gives (maybe nothing) once ``logs_behind_max_s`` has passed."""
         delay = self.options.poll_s
         deadline = time.monotonic() + self.options.logs_behind_max_s
         announced = False
-        while True:
-            found = self.client.finalizations(task, round_, from_block=self._from_block)
-            if found:
-                return found[0]
-            if time.monotonic() >= deadline:
-                return None
+        while not (found := read()) and time.monotonic() < deadline:
             if not announced:
-                self.say(f"round {round_}: finalized, but the chain's logs do not show it yet; waiting")
+                self.say(f"{what}, but the chain's logs do not show it yet; waiting")
                 announced = True
             self._sleep(delay)
             delay = min(delay * 1.5, self.options.max_poll_s)
+        return found
 
     def _submissions(self, round_: int) -> list[Submission]:
         """The round's submissions so far, by index (from the logs since the last round this runner settled)."""

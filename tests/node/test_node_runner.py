@@ -208,6 +208,30 @@ def test_the_verdict_waits_for_logs_that_lag_the_finalized_state(make_net: Any) 
     assert any("logs do not show it yet" in m for m in net.messages[runner.address])
 
 
+def test_a_submission_found_on_chain_without_a_record_waits_for_its_log(make_net: Any) -> None:
+    """A member whose journal lost the round (its update was submitted by an earlier run) reads its digest from
+    the round's logs; logs that lag the chain's views are waited for, not read as "no digest"."""
+    net: NodeNet = make_net(contributors=1)
+    runner = net.runner(0, NodeOptions(rounds=1, **FAST))
+    round_ = net.current_round()
+    digest = fake_digest("an update an earlier run submitted")
+    index = runner.client.submit_update(net.task_id, round_, digest, 7).value
+    read = runner.client.submissions
+    lagging = [2]
+
+    def logs_behind(*args: Any, **kwargs: Any) -> Any:
+        if lagging[0]:
+            lagging[0] -= 1
+            return []
+        return read(*args, **kwargs)
+
+    runner.client.submissions = logs_behind  # type: ignore[method-assign]
+    record = runner._adopt(None, round_, index, 7)
+    assert lagging == [0]
+    assert (record.status, record.index, record.cid) == ("submitted", index, digest_to_cid(digest))
+    assert any("logs do not show it yet" in m for m in net.messages[runner.address])
+
+
 def test_a_members_content_is_not_in_the_store_before_submissions_close(make_net: Any) -> None:
     """R1: during the submission window only the digest is public, so nobody can copy the content and submit it
     as their own; the member publishes it once submissions close, and the round goes on."""
