@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from ledger.aggregation import AggregationSpec, ArraySource, Contribution, prepare
-from ledger.aggregation.numerics import CHUNK
+from ledger.aggregation.numerics import CHUNK, chunk_sums
 from ledger.aggregation.source import describe_source
 from ledger.checks import CheckLimits, UpdateProfile, check_values, cosine, is_duplicate, round_stats, scan
-from ledger.checks.profile import fingerprint_positions, scan_file
+from ledger.checks.profile import _SUB, TensorScanner, fingerprint_positions, scan_file
 from ledger.content.unixfs import import_file
 from ledger.errors import ConfigError
 from ledger.reasons import Reason
@@ -33,6 +34,31 @@ def test_scan_norm_is_the_aggregation_norm_bit_for_bit() -> None:
     assert agg.norms == (result.norm,)
     floats = np.concatenate([tensors["a"].ravel(), tensors["b"]]).astype(np.float64)
     assert result.norm == pytest.approx(float(np.linalg.norm(floats)), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_a_tensor_fed_in_pieces_of_any_size_is_summed_as_the_protocol_says(dtype: type) -> None:
+    """Pieces that split chunks and values (a store's blocks after a header) change nothing: the sum is the
+    protocol's (chunks of CHUNK values from the tensor's first, summed in order), the samples the same."""
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal(2 * _SUB + 3 * CHUNK + 17).astype(dtype)
+    expected = 0.0
+    for chunk_sum in chunk_sums((values.astype(np.float64) ** 2).reshape(1, -1))[0].tolist():
+        expected += chunk_sum
+    (info,) = describe_source(ArraySource({"w": values}))
+    wanted = fingerprint_positions(values.size)
+    scanner = TensorScanner(info, wanted, np.empty(_SUB))
+    data = memoryview(values.tobytes())
+    at = 0
+    for size in itertools.cycle([1, 3, 4093, 262144, 5, 65536 * values.itemsize]):
+        if at >= len(data):
+            break
+        scanner.feed(data[at : at + size])
+        at += size
+    scanner.finish()
+    assert scanner.total == expected
+    assert scanner.samples == [float(values[i]) for i in wanted]
+    assert not scanner.non_finite
 
 
 def test_fingerprint_samples_fixed_positions_across_tensors() -> None:
