@@ -94,8 +94,8 @@ class NodeOptions:
     outage_max_s: float | None = None
     """Give up after the chain has been unreachable this long (None: wait forever)."""
     logs_behind_max_s: float = 60.0
-    """How long to wait for the logs of a round the chain's views show finalized (a node can serve its new state
-    before the logs of the block that made it)."""
+    """How long to wait for an event the chain's views already show (the round finalized, the member's update
+    submitted): a node can serve its new state before the logs of the block that made it."""
     copy_wait_s: float = 60.0
     """copycat / little-is-enough: how long to wait for other members' updates of the round."""
 
