@@ -662,10 +662,12 @@ def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence
     limits = rt.limits
     gate = rt.evaluate is not None and limits.loss_gate
     base_loss: list[float | None] = [None]  # the base is evaluated once per round
+    reference_norm: list[float | None] = [None]  # and the reference's norm measured once
 
     def score(i: int) -> Scored:
         from ledger.checks.score import rejected, score_vector
         from ledger.checks.update_checks import check_loss
+        from ledger.checks.vectors import norm
 
         # worker.scoring.score_update's arithmetic, on the update's values from its vector file (there is no
         # update file): the loss gate first (check_loss, with the task's margins), then the cosine score.
@@ -682,7 +684,11 @@ def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence
                 r = rejected(checked.reason, checked.detail)
                 return Scored(r.value, int(r.reason), r.detail)
             loss = checked.loss
-        s = score_vector(vector, reference, loss=loss, base_loss=base_loss[0])
+        if reference_norm[0] is None:
+            reference_norm[0] = norm(reference)
+        s = score_vector(
+            vector, reference, loss=loss, base_loss=base_loss[0], reference_norm=reference_norm[0]
+        )
         return Scored(s.value, int(s.reason), s.detail)
 
     return score

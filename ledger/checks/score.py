@@ -84,12 +84,14 @@ def score_vector(
     loss: float | None = None,
     base_loss: float | None = None,
     margin: float | None = None,
+    reference_norm: float | None = None,
 ) -> Score:
     """Score ``update`` against the validator's ``reference`` update (both deltas against the same base).
 
     The loss gate applies when ``margin`` is given: then ``loss`` (of base + update) and ``base_loss`` are
     required, and a non-finite ``loss`` counts as a regression. A zero update has no direction and scores 0 (the
-    hard checks reject it before: NORM_TOO_SMALL)."""
+    hard checks reject it before: NORM_TOO_SMALL). ``reference_norm``, when given, must be ``norm(reference)``:
+    a validator scoring a round's updates against one reference computes it once, not once per update."""
     if margin is not None:
         if loss is None or base_loss is None:
             raise ScoringError("the loss gate needs the held-out loss of the base and of base + update")
@@ -103,7 +105,7 @@ def score_vector(
                 loss=loss,
                 base_loss=base_loss,
             )
-    ref_norm = norm(reference)
+    ref_norm = norm(reference) if reference_norm is None else reference_norm
     if not (math.isfinite(ref_norm) and ref_norm > 0):
         raise ScoringError(
             f"the reference update's norm is {ref_norm!r}: the reference trainer did not train "

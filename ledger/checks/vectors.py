@@ -70,16 +70,18 @@ def dot(a: Vector, b: Vector) -> float:
     """``<a, b>`` in the protocol's fixed summation order (module docstring)."""
     if a.ndim != 1 or a.shape != b.shape:
         raise ValueError(f"cannot compare vectors of shapes {a.shape} and {b.shape}: the layouts differ")
+    same = a is b  # a norm: one widened copy squared, the same products as two copies multiplied
     total = 0.0
     x = np.empty(min(_BLOCK, a.size), np.float64)
-    y = np.empty_like(x)
+    y = x if same else np.empty_like(x)
     for start in range(0, a.size, _BLOCK):
         stop = min(start + _BLOCK, a.size)
         n = stop - start
         np.copyto(x[:n], a[start:stop], casting="safe")
-        np.copyto(y[:n], b[start:stop], casting="safe")
         release_pages(a[start:stop])
-        release_pages(b[start:stop])
+        if not same:
+            np.copyto(y[:n], b[start:stop], casting="safe")
+            release_pages(b[start:stop])
         with np.errstate(over="ignore", invalid="ignore"):
             np.multiply(x[:n], y[:n], out=x[:n])
         for value in chunk_sums(x[:n].reshape(1, -1))[0].tolist():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from ledger.chain.scores import REJECT, SCORE_ONE, check_scores
 from ledger.checks import Score, ScoringError, rejected, reveal_arrays, score_vector
+from ledger.checks.vectors import dot, norm
 from ledger.reasons import Reason
 
 RNG = np.random.default_rng(0)
@@ -91,3 +94,20 @@ def test_scores_are_fixed_point_and_what_the_contract_takes() -> None:
         Score(SCORE_ONE + 1)
     with pytest.raises(ValueError, match="scored"):
         rejected(Reason.ACCEPTED)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_norm_is_the_protocols_dot_of_the_vector_with_a_copy_of_itself(dtype: type) -> None:
+    """norm(a) squares one widened copy; the bits are those of <a, b> for b an equal, separate vector."""
+    a = np.random.default_rng(7).standard_normal(3 * (1 << 18) + 11).astype(dtype)
+    assert norm(a) == math.sqrt(dot(a, a.copy()))
+
+
+def test_a_reference_norm_given_once_scores_as_computed_per_update() -> None:
+    reference_norm = norm(REFERENCE)
+    for update in (ALONG, -ALONG, 0.01 * ALONG, 10 * ALONG, RNG.standard_normal(5_000)):
+        assert score_vector(update, REFERENCE, reference_norm=reference_norm) == score_vector(
+            update, REFERENCE
+        )
+    with pytest.raises(ScoringError, match="reference update's norm"):
+        score_vector(ALONG, REFERENCE, reference_norm=0.0)
