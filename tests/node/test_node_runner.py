@@ -184,13 +184,11 @@ def test_dp_records_its_parameters_and_composes_epsilon_over_rounds(make_net: An
     assert privacy[1]["epsilon"] > privacy[0]["epsilon"] > 0
 
 
-def test_the_verdict_waits_for_logs_that_lag_the_finalized_state(make_net: Any) -> None:
-    """A node can show a round finalized in its views before its logs hold the RoundFinalized event (anvil did,
-    under CI's load): the member waits for the event instead of recording "rejected"."""
-    net: NodeNet = make_net(contributors=1)
-    runner = net.runner(0, NodeOptions(rounds=1, **FAST))
-    read = runner.client.finalizations
-    lagging = [2]
+def lag_logs(client: Any, method: str, reads: int = 2) -> list[int]:
+    """Make ``client.<method>`` (a log read) find nothing for its first ``reads`` calls, as a node whose logs lag
+    its state would; the returned counter shows how many empty answers are left."""
+    read = getattr(client, method)
+    lagging = [reads]
 
     def logs_behind(*args: Any, **kwargs: Any) -> Any:
         if lagging[0]:
@@ -198,7 +196,16 @@ def test_the_verdict_waits_for_logs_that_lag_the_finalized_state(make_net: Any) 
             return []
         return read(*args, **kwargs)
 
-    runner.client.finalizations = logs_behind  # type: ignore[method-assign]
+    setattr(client, method, logs_behind)
+    return lagging
+
+
+def test_the_verdict_waits_for_logs_that_lag_the_finalized_state(make_net: Any) -> None:
+    """A node can show a round finalized in its views before its logs hold the RoundFinalized event (anvil did,
+    under CI's load): the member waits for the event instead of recording "rejected"."""
+    net: NodeNet = make_net(contributors=1)
+    runner = net.runner(0, NodeOptions(rounds=1, **FAST))
+    lagging = lag_logs(runner.client, "finalizations")
     thread = net.start(runner)
     net.judge_round(1)
     (done,) = thread.join_result()
@@ -216,16 +223,7 @@ def test_a_submission_found_on_chain_without_a_record_waits_for_its_log(make_net
     round_ = net.current_round()
     digest = fake_digest("an update an earlier run submitted")
     index = runner.client.submit_update(net.task_id, round_, digest, 7).value
-    read = runner.client.submissions
-    lagging = [2]
-
-    def logs_behind(*args: Any, **kwargs: Any) -> Any:
-        if lagging[0]:
-            lagging[0] -= 1
-            return []
-        return read(*args, **kwargs)
-
-    runner.client.submissions = logs_behind  # type: ignore[method-assign]
+    lagging = lag_logs(runner.client, "submissions")
     record = runner._adopt(None, round_, index, 7)
     assert lagging == [0]
     assert (record.status, record.index, record.cid) == ("submitted", index, digest_to_cid(digest))
