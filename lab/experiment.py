@@ -700,6 +700,7 @@ def honest_scores(
     node.heldout:loss``: the same for every honest validator)."""
     from ledger.aggregation.source import describe_source
     from ledger.checks import reveal_arrays
+    from ledger.checks.vectors import norm
     from ledger.updatefile import UpdateFile
     from worker.reference import reference_seed, reference_update
     from worker.scoring import round_scores, score_update
@@ -716,6 +717,7 @@ def honest_scores(
             layout=layout,
         )
         base_loss: float | None = None  # evaluated once per round, as the worker does
+        reference_norm = norm(reference)  # and the reference's norm measured once, as the worker does
         for i, (path, verdict) in enumerate(zip(paths, judgement.verdicts, strict=True)):
             if not verdict.accepted:
                 continue
@@ -728,6 +730,7 @@ def honest_scores(
                 base_loss=base_loss,
                 vector=judgement.vectors[i],
                 layout=layout,
+                reference_norm=reference_norm,
             )
             base_loss = one.base_loss if one.base_loss is not None else base_loss
             scored[i] = one

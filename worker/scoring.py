@@ -59,13 +59,15 @@ def score_update(
     base_loss: float | None = None,
     vector: Vector | None = None,
     layout: Sequence[TensorInfo] | None = None,
+    reference_norm: float | None = None,
 ) -> Score:
     """Score an update file that passed the hard checks against this validator's ``reference``.
 
     With ``evaluate`` (the held-out loss of full weights) and ``margin`` the loss gate applies: LOSS_REGRESSION
     when loss(base + update) > loss(base) + margin. ``base_loss`` is loss(base), computed here when not given
     (pass it: the base is evaluated once per round, ``Score.base_loss`` holds it). ``vector``: the update's
-    vector if the caller already has it (the copy checks needed it)."""
+    vector if the caller already has it (the copy checks needed it). ``reference_norm``: ``norm(reference)``, which
+    a caller scoring a round's updates against one reference measures once (the worker does), not per update."""
     from ledger.updatefile import UpdateFile
 
     if (evaluate is None) != (margin is None):
@@ -77,7 +79,9 @@ def score_update(
         if evaluate is not None and margin is not None:
             checked = check_loss(update, base, evaluate, CheckLimits(loss_delta=margin), base_loss=base_loss)
             loss, base_loss = checked.loss, checked.base_loss
-    return score_vector(vector, reference, loss=loss, base_loss=base_loss, margin=margin)
+    return score_vector(
+        vector, reference, loss=loss, base_loss=base_loss, margin=margin, reference_norm=reference_norm
+    )
 
 
 def round_scores(verdicts: Sequence[Verdict], scores: Mapping[int, Score]) -> list[Score]:

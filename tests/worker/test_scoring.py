@@ -180,6 +180,20 @@ def test_honest_updates_score_high_and_attacks_score_low(base_path: Path) -> Non
     assert abs(_score(base_path, _write(base_path, "noise", noise), reference).value) < 3_000
 
 
+def test_a_reference_norm_given_once_scores_as_measuring_it_per_update(base_path: Path) -> None:
+    from ledger.checks.vectors import norm
+
+    reference = _reference(base_path)
+    given = norm(reference)
+    for path in (_member(base_path, 1), _member(base_path, 2, -1.0), _member(base_path, 3, 0.05)):
+        assert _score(base_path, path, reference, reference_norm=given) == _score(base_path, path, reference)
+    # It is used, not recomputed: a wrong norm changes the score (the caller must pass norm(reference)).
+    honest = _member(base_path, 1)
+    assert _score(base_path, honest, reference, reference_norm=given * 4) != _score(
+        base_path, honest, reference
+    )
+
+
 def test_the_loss_gate_rejects_an_update_that_makes_the_heldout_loss_worse(base_path: Path) -> None:
     reference = _reference(base_path)
     base_loss = heldout_loss(_weights(base_path))
