@@ -268,9 +268,11 @@ def serve(
         server = serve_blocks(LocalStore(directory), host, port)
     except OSError as exc:
         raise MeshprovError(f"cannot listen on {host}:{port}: {exc}", hint="pick another --port") from None
-    address, bound = server.server_address[:2]
-    info(f"serving {directory} at http://{address!s}:{bound}/ipfs/{{cid}} (Ctrl-C to stop)")
+    # The server answers from its own thread as soon as it exists, so a client can be served, and press Ctrl-C,
+    # before this thread has printed the address: from here on Ctrl-C is a clean stop (exit 0), never an exit 130.
     try:
+        address, bound = server.server_address[:2]
+        info(f"serving {directory} at http://{address!s}:{bound}/ipfs/{{cid}} (Ctrl-C to stop)")
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

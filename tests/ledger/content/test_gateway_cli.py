@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from ledger.content.gateway import gateway_get
 from ledger.content.local_store import LocalStore
@@ -50,3 +53,27 @@ def test_store_serve_without_a_store_is_not_found(tmp_path: Path) -> None:
     assert done.returncode == 4, done.stderr
     assert "no local block store" in done.stderr
     assert time.monotonic() - started < 60
+
+
+def test_ctrl_c_as_soon_as_the_address_is_printed_is_a_clean_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server thread answers before the command's own thread is back from printing its address (a client
+    read the line, fetched and pressed Ctrl-C while the command was still printing: CI saw exit 130). A Ctrl-C
+    there stops the server cleanly: exit 0, the port closed."""
+    import ledger.cli.store as store_cli
+    from ledger.cli.app import main
+
+    LocalStore(tmp_path / "blocks").put_bytes(b"a block")
+    shown: list[str] = []
+
+    def print_then_ctrl_c(message: str) -> None:
+        shown.append(message)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_cli, "info", print_then_ctrl_c)
+    assert main(["store", "serve", "--store-dir", str(tmp_path / "blocks"), "--port", "0"]) == 0
+    found = re.search(r"http://127\.0\.0\.1:(\d+)/", shown[0])
+    assert found, shown
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", int(found.group(1))), timeout=5).close()
