@@ -44,7 +44,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ledger.errors import MeshprovError
 from ledger.recipe import RecipeError, RecipeRef, TaskSpec, recipe_cid
-from node.training import torch_settings
+from node.training import sample_count, torch_settings
 
 BUILTIN_PACKAGE = "node.recipes"
 DEFAULT_RECIPE = "digits"
@@ -193,11 +193,12 @@ class Recipe:
         ):
             model.train()
             if self.trains_itself:
-                used = self.module.train(model, data, dict(merged))
-                if isinstance(used, bool) or not isinstance(used, int) or used < 1:
+                returned = self.module.train(model, data, dict(merged))
+                used = sample_count(returned)
+                if used is None:
                     raise RecipeError(
-                        f"train() of the recipe {self.name!r} returned {used!r}, not the number of samples used "
-                        "(a positive int)"
+                        f"train() of the recipe {self.name!r} returned {returned!r}, not the number of samples "
+                        "used (a positive int)"
                     )
                 return FitResult(used, math.nan, 0)
             loss_fn = getattr(self.module, "loss", None) or nn.functional.cross_entropy

@@ -91,8 +91,12 @@ class Round:
 
         if self._submitted.is_set():
             raise SdkError(f"round {self.number}: submit() was already called")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        from node.training import sample_count
+
+        count = sample_count(num_samples)
+        if count is None:
             raise SdkError(f"round {self.number}: num_samples must be a positive int, got {num_samples!r}")
+        num_samples = count
         if isinstance(weights, Mapping) and all(isinstance(v, np.ndarray) for v in weights.values()):
             local = {k: np.array(v, copy=True) for k, v in weights.items()}
         else:

@@ -8,6 +8,7 @@ default because several nodes share a 2-core machine, and one thread is also the
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -295,3 +296,16 @@ def evaluate(
             loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum").item())
             correct += int((logits.argmax(dim=1) == target).sum().item())
     return Evaluation(accuracy=correct / len(data), loss=loss_sum / len(data), num_samples=len(data))
+
+
+def sample_count(value: object) -> int | None:
+    """``value`` as a number of samples, or None when it is not one: any integer of at least 1, including a numpy
+    integer or a one-element integer tensor (counts computed with numpy or torch come back so); never a bool, a
+    float or a string."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        return None
+    try:
+        count = operator.index(value)  # type: ignore[arg-type]
+    except (TypeError, RuntimeError):  # not an integer; a tensor of more than one element
+        return None
+    return count if count >= 1 else None

@@ -176,6 +176,27 @@ def test_what_a_recipe_returns_is_checked(tmp_path: Path) -> None:
         recipe.fit(recipe.build_model(0), recipe.data(0, 1, 0)[0], {"epochs": 0})
 
 
+@pytest.mark.parametrize(
+    ("returned", "used"),
+    [("7", 7), ("np.int64(7)", 7), ("torch.tensor(7)", 7), ("torch.ones(7).sum().long()", 7)],
+)
+def test_train_may_count_its_samples_with_numpy_or_torch(tmp_path: Path, returned: str, used: int) -> None:
+    own = (
+        GOOD
+        + f"\nimport numpy as np\nimport torch\ndef train(model, data, settings):\n    return {returned}\n"
+    )
+    recipe = load_recipe(str(_write(tmp_path / "counts.py", own)))
+    assert recipe.fit(recipe.build_model(0), recipe.data(0, 1, 0)[0]) == used
+
+
+@pytest.mark.parametrize("returned", ["7.0", "True", "torch.tensor(7.0)", "torch.tensor([3, 4])", "0", "'7'"])
+def test_train_returning_no_positive_count_is_refused(tmp_path: Path, returned: str) -> None:
+    own = GOOD + f"\nimport torch\ndef train(model, data, settings):\n    return {returned}\n"
+    recipe = load_recipe(str(_write(tmp_path / "nocount.py", own)))
+    with pytest.raises(RecipeError, match="not the number of samples used"):
+        recipe.fit(recipe.build_model(0), recipe.data(0, 1, 0)[0])
+
+
 def test_a_recipe_train_and_loss_are_used(tmp_path: Path) -> None:
     own = (
         GOOD

@@ -129,8 +129,9 @@ def test_the_sdk_refuses_wrong_weights_and_a_round_without_submit_and_stops_on_b
     wrong = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     with pytest.raises(StateMismatch, match=r"1\.weight has shape \[64, 64\], expected \[128, 64\]"):
         rnd.submit(wrong.state_dict(), num_samples=10)
-    with pytest.raises(SdkError, match="num_samples"):
-        rnd.submit(rnd.base, num_samples=0)
+    for not_a_count in (0, True, 5.0, "5"):
+        with pytest.raises(SdkError, match="num_samples"):
+            rnd.submit(rnd.base, num_samples=not_a_count)
     with pytest.raises(SdkError, match=r"ended without rnd\.submit"):
         next(rounds)
     assert not member.runner.journal.load(net.task_id, 1)  # nothing was trained, written or sent
@@ -152,9 +153,10 @@ def test_a_round_result_waits_for_the_verdict(net: NodeNet) -> None:
     judge = threading.Thread(target=net.judge_round, args=(1,), daemon=True)
     judge.start()
     for rnd in member.rounds():
-        rnd.submit(rnd.base_numpy, num_samples=5)
+        rnd.submit(rnd.base_numpy, num_samples=np.int64(5))  # a count computed with numpy is a count
         record = rnd.result(timeout=60)
         assert record is not None
         assert record.status == "accepted"
     judge.join(30)
     assert [r.status for r in member.records] == ["accepted"]
+    assert [(r.num_samples, type(r.num_samples)) for r in member.records] == [(5, int)]
