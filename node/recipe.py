@@ -484,7 +484,9 @@ def task_spec(
     loop's settings with the recipe's ``SETTINGS``, written out in full so the record is explicit), the seed, a
     split over ``members`` and the validators' ``checks``. The split is recorded as it happens: a Dirichlet(α)
     split when the recipe's ``data()`` takes ``alpha``, else ``{"kind": "recipe"}`` (the recipe's own split, with
-    no α that was never used)."""
+    no α that was never used). ``checks`` also anchor ``zscore_min_peers``
+    (:data:`~ledger.checks.limits.SPEC_ZSCORE_MIN_PEERS`) unless they name it or turn the z-score off."""
+    from ledger.checks.limits import SPEC_ZSCORE_MIN_PEERS
     from ledger.recipe import TaskSpec
 
     if hyperparameters is None:
@@ -499,6 +501,14 @@ def task_spec(
             if "alpha" in _accepted_keywords(recipe.module.data, {"alpha": alpha})
             else {"kind": "recipe", "members": members}
         ),
-        checks=dict(checks or {}),
+        checks=_with_small_round_peers(checks or {}, SPEC_ZSCORE_MIN_PEERS),
         dataset=dataset,
     )
+
+
+def _with_small_round_peers(checks: Mapping[str, Any], peers: int) -> dict[str, Any]:
+    """``checks`` with ``zscore_min_peers`` anchored when a z-score is: a round of three updates is judged by it
+    too, not by the absolute bounds alone (a boosted update in such a round was accepted and paid the most)."""
+    if ("zscore" in checks and checks["zscore"] is None) or "zscore_min_peers" in checks:
+        return dict(checks)  # the z-score is off, or the caller chose
+    return {**checks, "zscore_min_peers": peers}

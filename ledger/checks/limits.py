@@ -21,6 +21,11 @@ cases, a x100 one in 80-87 % (docs/worker.md); the in-round z-score sees the res
 the norm: a federation using ``--dp-noise`` must raise the bound (docs/worker.md)."""
 
 
+SPEC_ZSCORE_MIN_PEERS = 2
+"""What task specifications written by meshprov's tools anchor as ``zscore_min_peers``: the z-score from rounds of
+three updates on, where two peers already bound a boosted update (docs/aggregation.md)."""
+
+
 @dataclass(frozen=True)
 class CheckLimits:
     """Bounds an update must respect. A validator and an auditor replaying it must use the same values."""
@@ -49,7 +54,9 @@ class CheckLimits:
     Iglewicz and Hoaglin on log norms, so that scaling an update up or down by a factor k is equally far."""
 
     zscore_min_peers: int = 3
-    """The z-score needs at least this many other updates in the round; with fewer it is not applied."""
+    """The z-score needs at least this many other updates in the round; with fewer it is not applied. The
+    specifications meshprov writes anchor :data:`SPEC_ZSCORE_MIN_PEERS` instead (docs/aggregation.md, "Rounds of
+    three updates"); this default is what a specification that does not name it was judged with."""
 
     zscore_min_mad: float = 0.25
     """Floor on the MAD (in natural-log units) so that a round of near-identical norms does not turn honest

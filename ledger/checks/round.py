@@ -41,6 +41,11 @@ class RoundStats:
                 return i
         raise KeyError(digest.hex())
 
+    def peers(self, digest: bytes) -> int:
+        """How many other updates (of positive norm) the update's z-score is measured against."""
+        i = self.index(digest)
+        return sum(1 for j, p in enumerate(self.profiles) if j != i and p.norm > 0)
+
     def zscore(self, digest: bytes, limits: CheckLimits) -> float | None:
         """Leave-one-out robust z-score of the update's log norm; None when the round is too small."""
         i = self.index(digest)

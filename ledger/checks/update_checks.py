@@ -174,7 +174,11 @@ def check_values(result: Scan, limits: CheckLimits, base_scale: float | None = N
 def check_in_round(profile: UpdateProfile, stats: RoundStats, limits: CheckLimits) -> Verdict | None:
     """NORM_OUTLIER, then DUPLICATE (the update must be one of ``stats``' profiles)."""
     z = stats.zscore(profile.digest, limits)
-    if z is not None and limits.zscore_threshold is not None and abs(z) > limits.zscore_threshold:
+    if (
+        z is not None
+        and limits.zscore_threshold is not None
+        and _outlier(z, stats.peers(profile.digest), limits)
+    ):
         return Verdict(
             Reason.NORM_OUTLIER,
             f"robust z-score {z:+.2f} of log norm {profile.norm:.6g} (threshold {limits.zscore_threshold:g})",
@@ -189,6 +193,18 @@ def check_in_round(profile: UpdateProfile, stats: RoundStats, limits: CheckLimit
             duplicate_of=original.digest,
         )
     return None
+
+
+BOTH_SIDES_PEERS = 3
+"""With fewer peers than this (a round of three, when the task anchors ``zscore_min_peers`` 2) only a norm far above
+is an outlier: two peers cannot tell which of three norms is off when one is far below (an honest member whose
+update shrank as its shard converged), and a small update moves FedAvg little and is paid little (the m⁴
+discount), while a boosted one is the attack (docs/aggregation.md, "Rounds of three updates")."""
+
+
+def _outlier(z: float, peers: int, limits: CheckLimits) -> bool:
+    assert limits.zscore_threshold is not None
+    return z > limits.zscore_threshold or (peers >= BOTH_SIDES_PEERS and z < -limits.zscore_threshold)
 
 
 def check_loss(
