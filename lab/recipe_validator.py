@@ -141,10 +141,20 @@ class RecipeValidator:
         }
 
     def warm_up(self) -> None:
-        """Load the data and evaluate the initial model once, so the validator pays for its imports and the
-        recipe's data while it starts, not on its first round's critical path."""
+        """Prepare the validator's process, once, as it starts: torch on one intra-op thread, then load the data
+        and evaluate the initial model, so the validator pays for its imports and the recipe's data while it
+        starts, not on its first round's critical path.
+
+        One thread because the worker trains the reference in a forked child (``worker.verify._in_child``): a
+        thread that has run a parallel torch op owns a GNU OpenMP pool that does not survive ``fork``, and the
+        child's first parallel op (loading the weights) then waits for ever — the second round of a 25M-parameter
+        recipe's demo did, after the first round's evaluation had loaded weights in the job's thread. Evaluation
+        already ran on one thread; the child still trains with the task's ``threads`` (its own fresh pool)."""
+        import torch
+
         from node.statedict import state_to_numpy
 
+        torch.set_num_threads(1)
         self.metrics(state_to_numpy(self.recipe.build_model(self.seed)))
         _ = self.own_slice
 

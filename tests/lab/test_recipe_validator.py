@@ -222,3 +222,77 @@ def test_a_malformed_slice_is_refused_by_name(raw: str) -> None:
         validator_slice(raw)
     assert validator_slice("") == (0, 1)
     assert validator_slice(" 1/4 ") == (1, 4)
+
+
+WIDE_RECIPE = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+
+def model():
+    return nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4))  # tensors past torch's grain size
+
+
+def data(member, members, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 256, generator=g)
+    return TensorDataset(x, torch.randint(0, 4, (64,), generator=g)), TensorDataset(x, x[:, 0].gt(0).long())
+
+
+def evaluate(model, data):
+    x, y = data.tensors
+    return {"loss": float(nn.functional.cross_entropy(model(x), y))}
+"""
+
+ROUNDS_IN_ONE_WORKER = """
+import sys, tempfile, threading
+import numpy as np
+from lab.recipe_validator import validator_hooks
+from worker.verify import _in_child
+
+hooks = validator_hooks(sys.argv[1], None)
+hooks.warm_up()  # what `meshprov worker run --recipe` does as it starts
+out = tempfile.mkdtemp()
+
+def job(round_):
+    weights = {k: v.detach().numpy() for k, v in hooks.recipe.build_model(round_).state_dict().items()}
+    hooks.metrics(weights)  # the loss gate, in the job's thread: loads full weights
+    path = f"{out}/reference-{round_}.npy"
+    _in_child(lambda: np.save(path, hooks.reference(weights, seed=round_, steps=2)["0.weight"]), what="reference")
+    print("round", round_, np.load(path).shape, flush=True)
+
+for round_ in (1, 2, 3):  # celery's pool runs the rounds' jobs in its own thread
+    worker = threading.Thread(target=job, args=(round_,))
+    worker.start()
+    worker.join()
+"""
+
+
+def test_reference_children_finish_round_after_round_in_one_worker(tmp_path: Path) -> None:
+    """The validator trains its reference in a forked child. After a round had loaded full weights with torch's
+    thread pool in the job's thread, the next round's child hung for ever on its first parallel op (a
+    25M-parameter recipe's demo lost round 2: every validator absent). warm_up keeps torch on one thread."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "wide.py"
+    recipe.write_text(WIDE_RECIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ROUNDS_IN_ONE_WORKER, str(recipe)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,  # a hung child is in the group, and goes with it
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"a reference child hung; rounds done: {out.splitlines()}")
+    assert proc.returncode == 0, err[-3000:]
+    assert out.splitlines() == [f"round {r} (256, 256)" for r in (1, 2, 3)]
