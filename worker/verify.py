@@ -24,12 +24,15 @@ chain first, so a redelivered job never commits or reveals twice.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import shutil
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ledger.aggregation.source import TensorInfo, TensorSource, describe_source
 from ledger.chain.errors import (
@@ -699,11 +702,16 @@ REFERENCE_IN_CHILD = True
 and the optimiser's state (AdamW: two more copies) — four or more models' worth that the judging process need not
 carry; only the reference vector comes back, as a file. Off (or without ``os.fork``) it runs in this process."""
 
+CHILD_TIMEOUT_S = 1800.0
+"""How long a forked child may take before it is killed and the round is the validator's ``ScoringError`` (it is
+absent): a child that never ends (a recipe that deadlocks; a thread pool that did not survive the fork) must not
+hold the validator's only job thread, and with it every later round, for ever."""
+
 
 def _in_child(work: Callable[[], None], *, what: str) -> None:
     """Run ``work`` in a forked child (it must leave its result on disk); its failure is raised here as a
-    ``ScoringError`` with the child's message. Without fork (or with REFERENCE_IN_CHILD off), run it here."""
-    import os
+    ``ScoringError`` with the child's message, and one that outlives :data:`CHILD_TIMEOUT_S` is killed. Without fork
+    (or with REFERENCE_IN_CHILD off), run it here."""
     import traceback
 
     from ledger.checks.score import ScoringError
@@ -728,10 +736,32 @@ def _in_child(work: Callable[[], None], *, what: str) -> None:
             os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
-        message = pipe.read().decode(errors="replace")
+        reported = _read_until_closed(pipe, CHILD_TIMEOUT_S)
+    if reported is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise ScoringError(
+            f"{what} did not finish in its child process within {CHILD_TIMEOUT_S:g} s: killed "
+            "(the validator is absent this round)"
+        )
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise ScoringError(f"{what} failed in its child process: {message.strip() or f'status {status}'}")
+        raise ScoringError(f"{what} failed in its child process: {reported.strip() or f'status {status}'}")
+
+
+def _read_until_closed(pipe: BinaryIO, timeout: float) -> str | None:
+    """What the child wrote before it closed its end (it exits: the end closes with it); None if it is still open
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([pipe], [], [], left)[0]:
+            return None
+        chunk = os.read(pipe.fileno(), 65536)
+        if not chunk:
+            return b"".join(chunks).decode(errors="replace")
+        chunks.append(chunk)
 
 
 def reason_slug(code: int) -> str:

@@ -663,3 +663,29 @@ def test_a_vectors_sketch_is_kept_beside_it_and_not_computed_again(
     assert first.tobytes() == again.tobytes() == real(vector).tobytes()
     assert sketch_file(vector[:1000], tmp_path / "short.sketch") is None
     assert not (tmp_path / "short.sketch").exists()
+
+
+def test_a_child_that_never_ends_is_killed_and_is_the_validators_scoring_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A hung reference child (a recipe's deadlock, a thread pool that did not survive the fork) must not hold the
+    validator's job thread for ever: after CHILD_TIMEOUT_S it is killed and the round is the validator's error."""
+    import os
+    import time
+
+    import worker.verify as verify
+    from ledger.checks.score import ScoringError
+
+    monkeypatch.setattr(verify, "CHILD_TIMEOUT_S", 1.0)
+    pid_file = tmp_path / "child.pid"
+
+    def hangs() -> None:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(600)
+
+    started = time.monotonic()
+    with pytest.raises(ScoringError, match="did not finish in its child process within 1 s"):
+        verify._in_child(hangs, what="the reference training")
+    assert time.monotonic() - started < 30
+    with pytest.raises(ProcessLookupError):  # killed and reaped: no such process any more
+        os.kill(int(pid_file.read_text()), 0)
