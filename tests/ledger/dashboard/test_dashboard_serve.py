@@ -41,9 +41,15 @@ def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "cond
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+    def __init__(self, proc: subprocess.Popen[str], url: str, log: Path) -> None:
         self.proc = proc
         self.url = url
+        self.log = log
+
+    def output(self) -> str:
+        """What the server wrote (stdout and stderr), from its log file: never a pipe nobody reads, which a
+        chatty server under load could fill and then block on."""
+        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -54,30 +60,32 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     def start(*args: str) -> Served:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROV_")}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ledger.cli.app",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "dashboard",
-                "serve",
-                "--port",
-                str(port),
-                *args,
-            ],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        log = tmp_path / f"dashboard-{len(started)}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ledger.cli.app",
+                    "--data-dir",
+                    str(tmp_path / "data"),
+                    "dashboard",
+                    "serve",
+                    "--port",
+                    str(port),
+                    *args,
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         started.append(proc)
-        served = Served(proc, f"http://127.0.0.1:{port}")
+        served = Served(proc, f"http://127.0.0.1:{port}", log)
 
         def up() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
+            assert proc.poll() is None, served.output()[-3000:]
             return httpx.get(served.url + "/healthz", timeout=5).status_code == 200
 
         wait_for(up, what="the dashboard to answer /healthz")
@@ -92,9 +100,6 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.mark.anvil
@@ -109,7 +114,7 @@ def test_serve_answers_on_loopback_and_stops_on_ctrl_c(
     assert httpx.get(served.url + "/healthz", timeout=10).json()["follower"] is None
     served.proc.send_signal(signal.SIGINT)
     assert served.proc.wait(15) == ExitCode.INTERRUPTED  # a clean shutdown, reported as Ctrl-C
-    err = served.proc.stderr.read() if served.proc.stderr else ""
+    err = served.output()
     assert f"dashboard on {served.url}" in err
     assert "Traceback" not in err
 
@@ -145,9 +150,16 @@ def test_follow_keeps_the_index_current(
 
         return check
 
-    wait_for(finalized(1), what="round 1 in the followed index")
+    def waited(n: int) -> None:
+        try:
+            wait_for(finalized(n), what=f"round {n} in the followed index")
+        except AssertionError as exc:
+            health = httpx.get(served.url + "/healthz", timeout=5).text
+            raise AssertionError(f"{exc}; /healthz: {health}; server: {served.output()[-3000:]}") from None
+
+    waited(1)
     c.run_round(task_id, scores=lambda v, i, r: (REJECT, 16) if i == 1 else 5_000)
-    wait_for(finalized(2), what="round 2 in the followed index")
+    waited(2)
     health = httpx.get(served.url + "/healthz", timeout=5).json()
     assert health["follower"].startswith("ok: indexed up to block")
     round2 = httpx.get(f"{served.url}/api/tasks/{task_id}/rounds/2", timeout=5).json()
