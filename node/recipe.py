@@ -486,7 +486,6 @@ def task_spec(
     split when the recipe's ``data()`` takes ``alpha``, else ``{"kind": "recipe"}`` (the recipe's own split, with
     no α that was never used). ``checks`` also anchor ``zscore_min_peers``
     (:data:`~ledger.checks.limits.SPEC_ZSCORE_MIN_PEERS`) unless they name it or turn the z-score off."""
-    from ledger.checks.limits import SPEC_ZSCORE_MIN_PEERS
     from ledger.recipe import TaskSpec
 
     if hyperparameters is None:
@@ -501,14 +500,16 @@ def task_spec(
             if "alpha" in _accepted_keywords(recipe.module.data, {"alpha": alpha})
             else {"kind": "recipe", "members": members}
         ),
-        checks=_with_small_round_peers(checks or {}, SPEC_ZSCORE_MIN_PEERS),
+        checks=_with_small_round_peers(checks or {}),
         dataset=dataset,
     )
 
 
-def _with_small_round_peers(checks: Mapping[str, Any], peers: int) -> dict[str, Any]:
+def _with_small_round_peers(checks: Mapping[str, Any]) -> dict[str, Any]:
     """``checks`` with ``zscore_min_peers`` anchored when a z-score is: a round of three updates is judged by it
     too, not by the absolute bounds alone (a boosted update in such a round was accepted and paid the most)."""
+    from ledger.checks.limits import SPEC_ZSCORE_MIN_PEERS
+
     if ("zscore" in checks and checks["zscore"] is None) or "zscore_min_peers" in checks:
         return dict(checks)  # the z-score is off, or the caller chose
-    return {**checks, "zscore_min_peers": peers}
+    return {**checks, "zscore_min_peers": SPEC_ZSCORE_MIN_PEERS}

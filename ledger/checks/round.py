@@ -41,16 +41,19 @@ class RoundStats:
                 return i
         raise KeyError(digest.hex())
 
-    def peers(self, digest: bytes) -> int:
-        """How many other updates (of positive norm) the update's z-score is measured against."""
+    def _peer_log_norms(self, digest: bytes) -> list[float]:
+        """The log norms of the other updates (of positive norm): what the update's z-score is measured against."""
         i = self.index(digest)
-        return sum(1 for j, p in enumerate(self.profiles) if j != i and p.norm > 0)
+        return [math.log(p.norm) for j, p in enumerate(self.profiles) if j != i and p.norm > 0]
+
+    def peers(self, digest: bytes) -> int:
+        """How many other updates the update's z-score is measured against."""
+        return len(self._peer_log_norms(digest))
 
     def zscore(self, digest: bytes, limits: CheckLimits) -> float | None:
         """Leave-one-out robust z-score of the update's log norm; None when the round is too small."""
-        i = self.index(digest)
-        norm = self.profiles[i].norm
-        peers = [math.log(p.norm) for j, p in enumerate(self.profiles) if j != i and p.norm > 0]
+        norm = self.profiles[self.index(digest)].norm
+        peers = self._peer_log_norms(digest)
         if len(peers) < limits.zscore_min_peers or not norm > 0:
             return None
         center = _median(peers)
