@@ -149,54 +149,35 @@ def test_small_rounds_have_no_zscore() -> None:
     assert z > 3.5
 
 
-def test_a_specification_from_meshprovs_tools_judges_a_round_of_three_by_the_zscore() -> None:
-    """docs/aggregation.md, "Rounds of three updates": a ×10 boost among two honest updates is an outlier under the
-    checks a task specification anchors (it was accepted under the library default), the honest two are not,
-    and two updates alone still have no z-score."""
-    from ledger.checks.anchored import anchored_limits
-    from node.recipe import load_recipe, task_spec
-
-    spec = task_spec(load_recipe("digits"), members=3, checks={"zscore": 3.5, "loss_delta": 5.0})
-    limits = anchored_limits(spec.checks)
-    honest = [1.0, 1.6]
-    stats = round_stats([profile(i, n) for i, n in enumerate([*honest, 10 * 1.3])])
-    boosted = stats.zscore(bytes([2]) * 32, limits)
-    assert boosted is not None
-    assert boosted > limits.zscore_threshold  # NORM_OUTLIER
-    low, high = (stats.zscore(bytes([i]) * 32, limits) for i in (0, 1))
-    assert low is not None
-    assert high is not None
-    assert abs(high) <= 0.6745 + 1e-12  # between its two peers: never an outlier, whatever the boost
-    assert abs(low) < limits.zscore_threshold  # below both: the boost widened its MAD
-    assert stats.zscore(bytes([2]) * 32, CheckLimits()) is None  # what a specification without the key means
-    pair = round_stats([profile(i, n) for i, n in enumerate([1.0, 10.0])])
-    assert pair.zscore(bytes([1]) * 32, limits) is None
-    # A specification that turns the z-score off, or names its own minimum, is left as written.
-    assert (
-        "zscore_min_peers" not in task_spec(load_recipe("digits"), members=3, checks={"zscore": None}).checks
-    )
-    own = task_spec(load_recipe("digits"), members=3, checks={"zscore": 3.5, "zscore_min_peers": 5})
-    assert own.checks["zscore_min_peers"] == 5
-
-
-def test_with_two_peers_only_a_norm_far_above_is_an_outlier() -> None:
-    """A round of three under a specification's checks: a boosted norm is NORM_OUTLIER, a norm as far below is not
-    (an honest update that shrank as its shard converged, seen on digits); with three peers both sides count."""
-    from ledger.checks.anchored import anchored_limits
+def test_a_round_of_three_under_the_anchored_minimum_judges_only_norms_far_above() -> None:
+    """docs/aggregation.md, "Rounds of three updates" (``zscore_min_peers`` = SPEC_ZSCORE_MIN_PEERS): a ×10 boost
+    among two honest updates is NORM_OUTLIER (under the library default it had no z-score and was accepted); an
+    honest update between its peers is never an outlier, one below both only widened by the boost; a norm as far
+    below is kept; with three peers both sides count; two updates alone still have no z-score."""
+    from ledger.checks.limits import SPEC_ZSCORE_MIN_PEERS
     from ledger.checks.update_checks import check_in_round
-    from ledger.checks.verdict import Reason
-    from node.recipe import load_recipe, task_spec
 
-    limits = anchored_limits(task_spec(load_recipe("digits"), members=3, checks={"zscore": 3.5}).checks)
+    limits = CheckLimits(zscore_min_peers=SPEC_ZSCORE_MIN_PEERS)
 
-    def verdict(norms: list[float], i: int) -> object:
+    def verdict(norms: list[float], i: int, limits: CheckLimits = limits) -> Reason | None:
         stats = round_stats([profile(j, n) for j, n in enumerate(norms)])
         found = check_in_round(stats.profiles[i], stats, limits)
         return None if found is None else found.reason
 
-    assert verdict([1.2, 1.9, 19.0], 2) is Reason.NORM_OUTLIER
-    assert verdict([1.2, 1.9, 0.19], 2) is None  # ten times smaller: kept
+    boosted = [1.0, 1.6, 13.0]
+    assert verdict(boosted, 2) is Reason.NORM_OUTLIER
+    assert verdict(boosted, 2, CheckLimits()) is None  # what a specification without the key means
+    assert [verdict(boosted, i) for i in (0, 1)] == [None, None]
+    stats = round_stats([profile(j, n) for j, n in enumerate(boosted)])
+    between = stats.zscore(bytes([1]) * 32, limits)
+    assert between is not None
+    assert abs(between) <= 0.6745 + 1e-12  # between its two peers, whatever the boost
+    assert (
+        verdict([1.2, 1.9, 0.12], 2) is None
+    )  # ten times smaller: kept (no z-score test below with 2 peers)
     assert verdict([1.2, 1.9, 1.5, 0.15], 3) is Reason.NORM_OUTLIER  # three peers: both sides, as before
+    pair = round_stats([profile(j, n) for j, n in enumerate([1.0, 10.0])])
+    assert pair.zscore(bytes([1]) * 32, limits) is None
 
 
 def test_mad_floor_keeps_honest_variation_in_a_tight_round() -> None:
