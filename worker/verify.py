@@ -28,6 +28,7 @@ import os
 import select
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -725,6 +726,7 @@ def _in_child(work: Callable[[], None], *, what: str) -> None:
         code = 0
         try:
             os.close(read_end)
+            _one_torch_thread()
             work()
         except BaseException as exc:
             message = (
@@ -747,6 +749,19 @@ def _in_child(work: Callable[[], None], *, what: str) -> None:
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise ScoringError(f"{what} failed in its child process: {reported.strip() or f'status {status}'}")
+
+
+def _one_torch_thread() -> None:
+    """In a forked child: torch (if a plug-in loaded it) on one intra-op thread before the work's first op.
+
+    A parent thread that ran a parallel torch op owns a GNU OpenMP pool whose threads the fork did not copy; the
+    child's first parallel op waits for them for ever. A plug-in's evaluator may leave torch on every core and use
+    it in the job's thread, so the child cannot trust the parent's pool, and one thread never touches it. The
+    recipe host pins its process to one thread in ``warm_up``, so its children start no pool of the parent's and
+    may raise the count again (the task's ``threads``). Looked up, not imported: the worker does not need torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def _read_until_closed(pipe: BinaryIO, timeout: float) -> str | None:

@@ -689,3 +689,56 @@ def test_a_child_that_never_ends_is_killed_and_is_the_validators_scoring_error(
     assert time.monotonic() - started < 30
     with pytest.raises(ProcessLookupError):  # killed and reaped: no such process any more
         os.kill(int(pid_file.read_text()), 0)
+
+
+PLUGIN_ROUNDS = """
+import sys, threading
+import numpy as np
+import torch
+from worker.verify import _in_child
+
+out = sys.argv[1]
+torch.set_num_threads(2)  # what a plug-in's evaluator may leave: torch on more than one core
+weights = torch.randn(1024, 1024)
+
+
+def job(round_):
+    float((weights @ weights).sum())  # the evaluator, in the job's thread: its OpenMP pool
+    path = f"{out}/reference-{round_}.npy"
+    _in_child(lambda: np.save(path, (weights @ weights)[:2, :2].numpy()), what="reference")
+    print("round", round_, np.load(path).shape, flush=True)
+
+
+for round_ in (1, 2, 3):  # celery's pool runs the rounds' jobs in its own thread
+    worker = threading.Thread(target=job, args=(round_,))
+    worker.start()
+    worker.join()
+"""
+
+
+def test_a_reference_child_runs_torch_after_the_parent_used_its_thread_pool(tmp_path: Path) -> None:
+    """A validator with plug-ins (``--evaluator``/``--reference-trainer``, no recipe host to pin its threads): the
+    job's thread ran a parallel torch op, then forked the reference's child, whose first parallel op waited for
+    ever for pool threads the fork did not copy (every round's child, until CHILD_TIMEOUT_S). The child now runs
+    torch on one thread."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PLUGIN_ROUNDS, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,  # a hung child is in the group, and goes with it
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"a reference child hung; rounds done: {out.splitlines()}")
+    assert proc.returncode == 0, err[-3000:]
+    assert out.splitlines() == [f"round {r} (2, 2)" for r in (1, 2, 3)]
