@@ -81,14 +81,16 @@ def demo(
         ),
     ] = None,
     loss_delta: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--loss-delta",
             min=0,
-            help="Validators reject an update that raises the held-out loss (the recipe's evaluate) by more.",
+            help="Validators reject an update that raises the held-out loss (the recipe's evaluate) by more "
+            "[default: 5 for the builtins; for another recipe twice its genesis's held-out loss].",
             rich_help_panel=_TASK,
+            show_default=False,
         ),
-    ] = 5.0,
+    ] = None,
     alpha: Annotated[
         float | None,
         typer.Option(
@@ -193,7 +195,7 @@ def demo(
     `meshprov --data-dir DIR dashboard serve`. Exit 130 on Ctrl-C, after stopping every process it started."""
     if ctx.invoked_subcommand is not None:
         return
-    from lab.demo import DEFAULT_DIR, Demo, DemoConfig
+    from lab.demo import DEFAULT_DIR, DEFAULT_LOSS_DELTA, Demo, DemoConfig
     from lab.demo_report import print_summary
     from ledger.cli.state import current
 
@@ -206,7 +208,8 @@ def demo(
         rule=rule,
         model=model,
         recipe=recipe,
-        loss_delta=loss_delta,
+        loss_delta=DEFAULT_LOSS_DELTA if loss_delta is None else loss_delta,
+        loss_delta_given=loss_delta is not None,
         alpha=0.5 if alpha is None else alpha,
         alpha_given=alpha is not None,
         seed=seed,

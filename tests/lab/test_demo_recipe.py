@@ -48,6 +48,55 @@ def test_a_broken_recipe_is_refused_before_anything_starts(
     assert not data_dir.exists()  # nothing was made, nothing started
 
 
+def _genesis_gate(path: Path, *, nodes: int, seed: int = 0) -> float:
+    """What the demo anchors as the loss gate for a recipe that is not a builtin: LOSS_GATE_MULTIPLE times the
+    genesis's loss on member 0's test set, to three significant digits."""
+    from lab.demo import LOSS_GATE_MULTIPLE
+    from node.recipe import load_recipe
+
+    recipe = load_recipe(str(path))
+    loss = recipe.evaluate(recipe.build_model(seed), recipe.data(0, nodes, seed)[1])["loss"]
+    return float(f"{LOSS_GATE_MULTIPLE * loss:.3g}")
+
+
+def _bounds_of(recipe: Path, **config: object) -> tuple[dict[str, float], float, list[str]]:
+    """``Demo._size_bounds`` for a 4-member task of ``recipe``: (the checks it anchors, the loss gate, what it said)."""
+    from rich.console import Console
+
+    from lab.demo import Demo, DemoConfig
+
+    said: list[str] = []
+    demo = Demo(
+        DemoConfig(nodes=4, recipe=str(recipe), **config), console=Console(stderr=True), say=said.append
+    )  # type: ignore[arg-type]
+    demo.recipe = demo._load_recipe()
+    sizes = [len(demo._data(i, 4)[0]) for i in range(4)]
+    return demo._size_bounds(demo.recipe, sizes), demo.config.loss_delta, said
+
+
+def test_a_recipe_whose_honest_updates_dwarf_its_weights_gets_bounds_sized_for_it() -> None:
+    """tests/lab/recipes/offset_regression.py: with the digits-sized defaults every honest update was rejected
+    (SCALE_OUT_OF_PROPORTION in round 1, so the base never moved; with a wider scale bound, LOSS_REGRESSION for the
+    members whose update raised an MSE in the hundreds by more than 5)."""
+    from lab.demo import DEFAULT_LOSS_DELTA
+    from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
+
+    offset = REPO / "tests" / "lab" / "recipes" / "offset_regression.py"
+    checks, gate, said = _bounds_of(offset)
+    assert checks["max_scale_ratio"] > 3 * DEFAULT_MAX_SCALE_RATIO
+    assert gate == _genesis_gate(offset, nodes=4) > 1000 * DEFAULT_LOSS_DELTA
+    assert any(line.startswith("max_scale_ratio ") for line in said)
+    assert any(line.startswith("loss gate ") for line in said)
+
+    # A gate the user gave is kept; the scale bound is still measured.
+    checks, gate, _ = _bounds_of(offset, loss_delta=7.0, loss_delta_given=True)
+    assert gate == 7.0
+    assert "max_scale_ratio" in checks
+
+    # The builtins keep the defaults they were measured with.
+    assert _bounds_of(Path("digits")) == ({}, DEFAULT_LOSS_DELTA, [])
+
+
 @pytest.mark.anvil
 @pytest.mark.redis
 @pytest.mark.slow
@@ -72,7 +121,8 @@ def test_an_outside_recipe_with_buffers_runs_through_the_demo_and_its_record_aud
         spec = parse_task_spec(raw)
         assert spec.recipe == ref
         assert cid_of_bytes(raw) == recipe["spec"]["cid"]
-        assert spec.checks["loss_delta"] == 5.0
+        # The loss gate is sized from the recipe's genesis (its loss is not digits' nats), as the summary says.
+        assert spec.checks["loss_delta"] == summary["demo"]["loss_delta"] == _genesis_gate(RECIPE, nodes=3)
 
         # Every validator judged with the recipe, checked against the task's hash before serving.
         for i in (1, 2, 3):

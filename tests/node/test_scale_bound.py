@@ -1,0 +1,58 @@
+"""The bounds a specification anchors for a recipe that is not a builtin (node.scale_bound, the demo's
+``_size_bounds``): measured from the recipe, where the digits-sized defaults rejected every honest update."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
+from node.recipe import load_recipe
+from node.scale_bound import SCALE_MARGIN, anchored_scale_ratio, honest_scale_ratio
+from node.statedict import state_to_numpy
+from tests.support import REPO
+
+OFFSET = REPO / "tests" / "lab" / "recipes" / "offset_regression.py"
+
+
+@pytest.mark.parametrize(
+    ("measured", "anchored"),
+    [
+        (1.61, None),  # digits' largest honest ratio: 3x is within the default, nothing anchored
+        (5 / 3, None),  # exactly the default
+        (1.7, 5.1),
+        (17.23, 52.0),  # rounded up to two significant digits, never down
+        (400.0, 1200.0),
+        (math.nan, None),
+        (0.0, None),
+        (math.inf, None),
+    ],
+)
+def test_the_anchored_bound_is_the_margin_over_an_honest_ratio_rounded_up(
+    measured: float, anchored: float | None
+) -> None:
+    assert anchored_scale_ratio(measured, DEFAULT_MAX_SCALE_RATIO) == anchored
+    if anchored is not None:
+        assert anchored >= SCALE_MARGIN * measured
+
+
+def test_an_honest_update_of_a_recipe_with_large_targets_is_far_above_the_default() -> None:
+    recipe = load_recipe(str(OFFSET))
+    base = state_to_numpy(recipe.build_model(0))
+    train = recipe.data(0, 4, 0)[0]
+    settings = {**recipe.merged_settings(), "seed": 0}
+    ratio = honest_scale_ratio(recipe, base, train, settings)
+    assert ratio > DEFAULT_MAX_SCALE_RATIO  # the default rejected this honest update: SCALE_OUT_OF_PROPORTION
+    bound = anchored_scale_ratio(ratio, DEFAULT_MAX_SCALE_RATIO)
+    assert bound is not None
+    assert bound >= SCALE_MARGIN * ratio
+    assert honest_scale_ratio(recipe, base, train, settings) == ratio  # the same training, the same bound
+
+
+def test_the_builtin_digits_update_stays_within_the_default() -> None:
+    recipe = load_recipe("digits")
+    base = state_to_numpy(recipe.build_model(0))
+    ratio = honest_scale_ratio(recipe, base, recipe.data(0, 3, 0)[0], {**recipe.merged_settings(), "seed": 0})
+    assert 0 < ratio < DEFAULT_MAX_SCALE_RATIO / SCALE_MARGIN
+    assert anchored_scale_ratio(ratio, DEFAULT_MAX_SCALE_RATIO) is None
