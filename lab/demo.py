@@ -525,9 +525,10 @@ class Demo:
                 )
         largest = max(range(len(sizes)), key=lambda i: sizes[i])
         settings = {**recipe.merged_settings(), "seed": c.seed}
-        measured = honest_scale_ratio(
-            recipe, state_to_numpy(model), self._data(largest, len(sizes))[0], settings
-        )
+        with torch.random.fork_rng():  # the measurement draws nothing from what the demo draws later
+            measured = honest_scale_ratio(
+                recipe, state_to_numpy(model), self._data(largest, len(sizes))[0], settings
+            )
         bound = anchored_scale_ratio(measured, DEFAULT_MAX_SCALE_RATIO)
         if bound is None:
             return {}

@@ -3,8 +3,8 @@
 ``SCALE_OUT_OF_PROPORTION`` rejects an update whose L2 norm exceeds ``max_scale_ratio`` times its base's (both over
 the floating-point tensors). The library default, 5, was measured on the builtin digits recipes: their honest
 updates reach at most 1.61x their base's norm, so 5 leaves a margin of about 3 (``ledger.checks.limits``). Another
-recipe can need far more: a regression on targets near 1,000 trained with Adam moves its small initial weights by
-tens of times their norm in round 1, every honest update was rejected, and the base never moved (docs/recipes.md).
+recipe can need far more: a regression on targets near 1,000 trained with Adam moved its small initial weights by
+17 times their norm in round 1, every honest update was rejected, and the base never moved (docs/recipes.md).
 
 So a specification written for a recipe (``meshprov demo --recipe``) anchors the bound measured the same way:
 one honest update from the genesis on the largest shard (more samples, more steps, the largest update), its ratio
