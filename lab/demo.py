@@ -60,10 +60,8 @@ MARKER = ".meshprov-demo"
 SUMMARY = "demo-summary.json"
 DEFAULT_DIR = Path(".meshprov/demo")
 DEFAULT_LOSS_DELTA = 5.0
-"""The loss gate's margin for the builtins (nats of cross-entropy; node/heldout.py measured it)."""
-LOSS_GATE_MULTIPLE = 2.0
-"""For another recipe, whose loss may be in any unit (an MSE in the thousands, nats of a language model), the
-gate is this many times its genesis's held-out loss: about what 5 nats is to digits' ln 10 = 2.3 at genesis."""
+"""The loss gate's margin for the builtins (nats of cross-entropy; node/heldout.py measured it); another recipe's
+is sized from its genesis loss unless given (``node.task_bounds``)."""
 BEHAVIOURS = ("scale", "sign-flip", "noise", "free-rider", "copycat", "little-is-enough")
 RULES = ("fedavg", "trimmed-mean", "median", "multi-krum")
 # Settings a user may need for the embedded services even in a demo (where the binaries are).
@@ -113,7 +111,7 @@ class DemoConfig:
     loss_delta: float = DEFAULT_LOSS_DELTA
     loss_delta_given: bool = False
     """False: ``loss_delta`` is the default, sized for the builtins' cross-entropy in nats; for another recipe the
-    demo sizes the gate from its genesis's held-out loss (:data:`LOSS_GATE_MULTIPLE`)."""
+    demo sizes the gate from its genesis's held-out loss (``node.task_bounds``)."""
     zscore: float = 3.5
     relay: bool = False
     timeout_s: float | None = None
@@ -499,44 +497,24 @@ class Demo:
         raise failed
 
     def _size_bounds(self, recipe: Recipe, sizes: list[int]) -> dict[str, float]:
-        """The absolute bounds sized for a recipe that is not a builtin (the defaults were measured on digits):
-        the loss gate, unless ``--loss-delta`` was given, at :data:`LOSS_GATE_MULTIPLE` times the genesis's held-out
-        loss (``self.config`` changes: validators take it on their command line too); and ``max_scale_ratio``
-        (``node.scale_bound``) from one honest update of the largest shard, returned to anchor when the default
-        would reject it."""
-        import torch
+        """The checks sized for a recipe that is not a builtin (``node.task_bounds``): the loss gate unless
+        ``--loss-delta`` was given (``self.config`` takes it: validators get it on their command line too), and
+        ``max_scale_ratio`` where the default would reject an honest update."""
+        from node.task_bounds import sized_checks
 
-        from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
-        from node.scale_bound import anchored_scale_ratio, honest_scale_ratio
-        from node.statedict import state_to_numpy
-
-        if recipe.module.__name__.startswith("node.recipes."):
-            return {}  # the builtins: the defaults were measured on them (node/heldout.py, benchmarks/scale_ratio.py)
         c = self.config
-        model = recipe.build_model(c.seed)
-        if not c.loss_delta_given:
-            with torch.random.fork_rng():
-                loss = recipe.evaluate(model, self._data(0, len(sizes))[1])["loss"]
-            if math.isfinite(loss) and loss > 0:
-                gate = float(f"{LOSS_GATE_MULTIPLE * loss:.3g}")
-                self.config = dataclasses.replace(c, loss_delta=gate)
-                self.say(
-                    f"loss gate {gate:g}: {LOSS_GATE_MULTIPLE:g}x the genesis's held-out loss ({loss:.4g})"
-                )
         largest = max(range(len(sizes)), key=lambda i: sizes[i])
-        settings = {**recipe.merged_settings(), "seed": c.seed}
-        with torch.random.fork_rng():  # the measurement draws nothing from what the demo draws later
-            measured = honest_scale_ratio(
-                recipe, state_to_numpy(model), self._data(largest, len(sizes))[0], settings
-            )
-        bound = anchored_scale_ratio(measured, DEFAULT_MAX_SCALE_RATIO)
-        if bound is None:
-            return {}
-        self.say(
-            f"max_scale_ratio {bound:g}: an honest update of the largest shard measures {measured:.3g}x the "
-            f"genesis's norm, over the default {DEFAULT_MAX_SCALE_RATIO:g}"
+        checks, said = sized_checks(
+            recipe,
+            seed=c.seed,
+            largest_shard=self._data(largest, len(sizes))[0],
+            test=self._data(0, len(sizes))[1],
+            loss_delta=c.loss_delta if c.loss_delta_given else None,
         )
-        return {"max_scale_ratio": bound}
+        for line in said:
+            self.say(line)
+        self.config = dataclasses.replace(c, loss_delta=checks.pop("loss_delta", c.loss_delta))
+        return checks
 
     def _data(self, member: int, members: int) -> tuple[Any, Any]:
         """The recipe's data for ``member`` of ``members``, with the split settings a member passes too."""

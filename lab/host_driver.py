@@ -64,18 +64,31 @@ def deploy(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     from ledger.content.local_store import LocalStore
     from node.packaging import put_update, write_recipe_genesis
     from node.recipe import load_recipe, task_spec
+    from node.task_bounds import sized_checks
 
     recipe = load_recipe(config["recipe"])
     store = LocalStore(data_dir / "blocks")
     seed, alpha, members = int(config["seed"]), float(config["alpha"]), int(config["members"])
     genesis = put_update(store, write_recipe_genesis(data_dir / "genesis.safetensors", recipe, seed))
     sizes = [len(_train(recipe, i, members, seed, alpha)) for i in range(members)]
+    # A recipe that is not a builtin gets its loss gate and scale bound sized (node.task_bounds); validators take
+    # them from the specification.
+    largest = max(range(members), key=lambda i: sizes[i])
+    sized, said = sized_checks(
+        recipe,
+        seed=seed,
+        largest_shard=_train(recipe, largest, members, seed, alpha),
+        test=recipe.data(0, members, seed, alpha=alpha)[1],
+        loss_delta=None,
+    )
+    for line in said:
+        print(f"task: {line}", file=sys.stderr, flush=True)
     spec = task_spec(
         recipe,
         members=members,
         seed=seed,
         alpha=alpha,
-        checks=dict(config["checks"]),
+        checks={**config["checks"], **sized},
         dataset="sklearn digits (8x8), fixed split" if config["recipe"] in ("digits", "digits_cnn") else None,
     )
     spec_path = data_dir / "task-spec.json"

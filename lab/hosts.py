@@ -668,7 +668,8 @@ class HostsLab:
                     plan.name, MESHPROV_PRIVATE_KEY_FILE=key, MESHPROV_REDIS_URL=redis_url,
                     HELDOUT_SLICE=f"{index}/{c.validators}",
                 )  # fmt: skip
-                checks = ["--recipe", c.recipe, "--loss-delta", "5", "--zscore", "3.5"]
+                # The loss gate comes from the task's specification: sized for a recipe that is not a builtin.
+                checks = ["--recipe", c.recipe, "--zscore", "3.5"]
                 self._start(
                     plan.name,
                     "validator",

@@ -10,7 +10,7 @@ Its machine-learning half has no chain, store or broker in it:
 - ``node.recipe``     recipes (the task's code, installed by the member, checked by hash); builtins in
                       ``node.recipes``; ``node.statedict`` torch <-> numpy states of every dtype
 - ``node.provenance`` the member's dataset manifest and commitment, the framework versions
-- ``node.scale_bound`` the ``max_scale_ratio`` a task anchors for its recipe, measured from an honest update
+- ``node.task_bounds`` the loss gate and ``max_scale_ratio`` a task anchors for its recipe, measured from it
 
 Beside them, the member's round loop (runner.py) with its pluggable training step (trainer.py: a recipe, or the
 member SDK's own loop, sdk.py), packaging and submission (packaging.py, relay.py), the base model (basemodel.py),

@@ -51,8 +51,8 @@ def test_a_broken_recipe_is_refused_before_anything_starts(
 def _genesis_gate(path: Path, *, nodes: int, seed: int = 0) -> float:
     """What the demo anchors as the loss gate for a recipe that is not a builtin: LOSS_GATE_MULTIPLE times the
     genesis's loss on member 0's test set, to three significant digits."""
-    from lab.demo import LOSS_GATE_MULTIPLE
     from node.recipe import load_recipe
+    from node.task_bounds import LOSS_GATE_MULTIPLE
 
     recipe = load_recipe(str(path))
     loss = recipe.evaluate(recipe.build_model(seed), recipe.data(0, nodes, seed)[1])["loss"]

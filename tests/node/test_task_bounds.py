@@ -1,4 +1,4 @@
-"""The bounds a specification anchors for a recipe that is not a builtin (node.scale_bound, the demo's
+"""The bounds a specification anchors for a recipe that is not a builtin (node.task_bounds, the demo's
 ``_size_bounds``): measured from the recipe, where the digits-sized defaults rejected every honest update."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 
 from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
 from node.recipe import load_recipe
-from node.scale_bound import SCALE_MARGIN, anchored_scale_ratio, honest_scale_ratio
 from node.statedict import state_to_numpy
+from node.task_bounds import SCALE_MARGIN, anchored_scale_ratio, honest_scale_ratio
 from tests.support import REPO
 
 OFFSET = REPO / "tests" / "lab" / "recipes" / "offset_regression.py"
