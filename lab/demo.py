@@ -46,6 +46,7 @@ from lab.demo_report import Member, RoundResult, RoundTracker, member_totals, va
 from lab.procs import Child, Children, interrupting, raise_if_interrupted, stop_recorded
 from lab.procs import uninterruptible as _uninterruptible
 from ledger.errors import ConfigError, MeshprovError
+from node.task_bounds import DEFAULT_LOSS_DELTA
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,9 +60,6 @@ if TYPE_CHECKING:
 MARKER = ".meshprov-demo"
 SUMMARY = "demo-summary.json"
 DEFAULT_DIR = Path(".meshprov/demo")
-DEFAULT_LOSS_DELTA = 5.0
-"""The loss gate's margin for the builtins (nats of cross-entropy; node/heldout.py measured it); another recipe's
-is sized from its genesis loss unless given (``node.task_bounds``)."""
 BEHAVIOURS = ("scale", "sign-flip", "noise", "free-rider", "copycat", "little-is-enough")
 RULES = ("fedavg", "trimmed-mean", "median", "multi-krum")
 # Settings a user may need for the embedded services even in a demo (where the binaries are).

@@ -86,7 +86,7 @@ def demo(
             "--loss-delta",
             min=0,
             help="Validators reject an update that raises the held-out loss (the recipe's evaluate) by more "
-            "[default: 5 for the builtins; for another recipe twice its genesis's held-out loss].",
+            "[default: 5; for a recipe that is not a builtin, twice its genesis's held-out loss if that is more].",
             rich_help_panel=_TASK,
             show_default=False,
         ),
@@ -195,9 +195,10 @@ def demo(
     `meshprov --data-dir DIR dashboard serve`. Exit 130 on Ctrl-C, after stopping every process it started."""
     if ctx.invoked_subcommand is not None:
         return
-    from lab.demo import DEFAULT_DIR, DEFAULT_LOSS_DELTA, Demo, DemoConfig
+    from lab.demo import DEFAULT_DIR, Demo, DemoConfig
     from lab.demo_report import print_summary
     from ledger.cli.state import current
+    from node.task_bounds import DEFAULT_LOSS_DELTA
 
     chosen = data_dir or current().overrides.get("data_dir") or DEFAULT_DIR
     config = DemoConfig(

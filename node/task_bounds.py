@@ -12,8 +12,8 @@ So a specification written for a recipe that is not a builtin (``meshprov demo -
 --recipe``) anchors them sized from the recipe (:func:`sized_checks`): ``max_scale_ratio`` at :data:`SCALE_MARGIN`
 times the ratio of one honest update from the genesis on the largest shard (more samples, more steps, the
 largest update; round 1 is where the ratio is largest, the initial weights being the smallest base a task has),
-when that exceeds the default; the loss gate at :data:`LOSS_GATE_MULTIPLE` times the genesis's held-out loss,
-unless the caller gives one.
+when that exceeds the default; the loss gate at :data:`LOSS_GATE_MULTIPLE` times the genesis's held-out loss when
+that exceeds the builtins' 5, unless the caller gives one.
 """
 
 from __future__ import annotations
@@ -31,9 +31,14 @@ if TYPE_CHECKING:
 
 SCALE_MARGIN = 3.0
 """The anchored bound is this many times the measured honest ratio (the default's margin on digits)."""
+DEFAULT_LOSS_DELTA = 5.0
+"""The loss gate's margin for the builtins (nats of cross-entropy; node/heldout.py measured it), and the least any
+recipe gets: a recipe that starts near its optimum (fine-tuning a trained model) would get a gate its honest
+non-IID updates cross."""
 LOSS_GATE_MULTIPLE = 2.0
 """The loss gate of a recipe that is not a builtin, whose loss may be in any unit (an MSE in the thousands, nats of
-a language model): this many times the genesis's held-out loss, about what 5 nats is to digits' ln 10 at genesis."""
+a language model): this many times the genesis's held-out loss, about what 5 nats is to digits' ln 10 at genesis,
+and never below :data:`DEFAULT_LOSS_DELTA`."""
 
 
 def _norm(tensors: Mapping[str, np.ndarray]) -> float:
@@ -87,7 +92,8 @@ def sized_checks(
     loss_delta: float | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """The checks to anchor for ``recipe`` beside the caller's, and a line saying why for each: ``loss_delta`` at
-    :data:`LOSS_GATE_MULTIPLE` times the genesis's loss on ``test`` (unless ``loss_delta`` is given, then that),
+    :data:`LOSS_GATE_MULTIPLE` times the genesis's loss on ``test`` where that is wider than
+    :data:`DEFAULT_LOSS_DELTA` (unless ``loss_delta`` is given, then that),
     ``max_scale_ratio`` (:func:`anchored_scale_ratio`) from one update trained on ``largest_shard`` with the
     recipe's settings. Nothing for a builtin but a given ``loss_delta``. The torch RNG is left as it was."""
     import torch
@@ -103,11 +109,11 @@ def sized_checks(
     with torch.random.fork_rng():  # nothing drawn here moves what the caller draws later
         if loss_delta is None:
             loss = recipe.evaluate(model, test)["loss"]
-            if math.isfinite(loss) and loss > 0:
+            if math.isfinite(loss) and LOSS_GATE_MULTIPLE * loss > DEFAULT_LOSS_DELTA:
                 checks["loss_delta"] = float(f"{LOSS_GATE_MULTIPLE * loss:.3g}")
                 said.append(
                     f"loss gate {checks['loss_delta']:g}: {LOSS_GATE_MULTIPLE:g}x the genesis's held-out loss "
-                    f"({loss:.4g})"
+                    f"({loss:.4g}), over the default {DEFAULT_LOSS_DELTA:g}"
                 )
         settings = {**recipe.merged_settings(), "seed": seed}
         measured = honest_scale_ratio(recipe, state_to_numpy(model), largest_shard, settings)

@@ -50,13 +50,14 @@ def test_a_broken_recipe_is_refused_before_anything_starts(
 
 def _genesis_gate(path: Path, *, nodes: int, seed: int = 0) -> float:
     """What the demo anchors as the loss gate for a recipe that is not a builtin: LOSS_GATE_MULTIPLE times the
-    genesis's loss on member 0's test set, to three significant digits."""
+    genesis's loss on member 0's test set, to three significant digits, where that is over the default."""
     from node.recipe import load_recipe
-    from node.task_bounds import LOSS_GATE_MULTIPLE
+    from node.task_bounds import DEFAULT_LOSS_DELTA, LOSS_GATE_MULTIPLE
 
     recipe = load_recipe(str(path))
     loss = recipe.evaluate(recipe.build_model(seed), recipe.data(0, nodes, seed)[1])["loss"]
-    return float(f"{LOSS_GATE_MULTIPLE * loss:.3g}")
+    sized = LOSS_GATE_MULTIPLE * loss
+    return float(f"{sized:.3g}") if sized > DEFAULT_LOSS_DELTA else DEFAULT_LOSS_DELTA
 
 
 def _bounds_of(recipe: Path, **config: object) -> tuple[dict[str, float], float, list[str]]:
@@ -78,8 +79,8 @@ def test_a_recipe_whose_honest_updates_dwarf_its_weights_gets_bounds_sized_for_i
     """tests/lab/recipes/offset_regression.py: with the digits-sized defaults every honest update was rejected
     (SCALE_OUT_OF_PROPORTION in round 1, so the base never moved; with a wider scale bound, LOSS_REGRESSION for the
     members whose update raised an MSE in the hundreds by more than 5)."""
-    from lab.demo import DEFAULT_LOSS_DELTA
     from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
+    from node.task_bounds import DEFAULT_LOSS_DELTA
 
     offset = REPO / "tests" / "lab" / "recipes" / "offset_regression.py"
     checks, gate, said = _bounds_of(offset)
