@@ -109,7 +109,7 @@ class DemoConfig:
     loss_delta: float = DEFAULT_LOSS_DELTA
     loss_delta_given: bool = False
     """False: ``loss_delta`` is the default, sized for the builtins' cross-entropy in nats; for another recipe the
-    demo sizes the gate from its genesis's held-out loss (``node.task_bounds``)."""
+    demo widens the gate to twice its genesis's held-out loss where that is more (``node.task_bounds``)."""
     zscore: float = 3.5
     relay: bool = False
     timeout_s: float | None = None
