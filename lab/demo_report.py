@@ -373,7 +373,8 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     )
     verdict = "[green]verified[/]" if lineage["verified"] else "[red]NOT verified[/]"
     console.print(
-        f"lineage       {lineage['depth']} rounds back to genesis {lineage['genesis']}: {verdict}",
+        f"lineage       {lineage['depth']} round{'s' if lineage['depth'] != 1 else ''} back to genesis "
+        f"{lineage['genesis']}: {verdict}",
         highlight=False,
     )
     for step in lineage["rounds"]:
