@@ -335,6 +335,8 @@ class Demo:
     recipe: Recipe | None = None
     spec: TaskSpec | None = None
     spec_cid: str | None = None
+    sized_checks: dict[str, float] = field(default_factory=dict)
+    """What the task anchors beyond ``zscore`` and ``loss_delta``, sized for the recipe before anything starts."""
     _datasets: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict, repr=False)
     member_processes: list[list[str]] = field(default_factory=list)
     """The members each member process hosted, by name."""
@@ -351,6 +353,7 @@ class Demo:
         cache_federations()  # the demo asks the recipe for every member's data (their sizes, the split check)
         self.recipe = self._load_recipe()  # a broken recipe is refused before anything starts
         self._fit_alpha()  # so is a split the recipe cannot make
+        self.sized_checks = self._size_bounds(self.recipe)  # and an evaluate() that fails on the genesis
         data_dir = prepare_directory(self.config.data_dir)
         settings = demo_settings(data_dir)
         services = DevServices(settings)
@@ -411,9 +414,7 @@ class Demo:
         store = open_store(settings)
         genesis = put_update(store, write_recipe_genesis(data_dir / "genesis.safetensors", recipe, c.seed))
         sizes = [len(self._data(i, c.nodes)[0]) for i in range(c.nodes)]
-        scale_bound = self._size_bounds(recipe, sizes)
-        c = self.config  # the loss gate may have been sized for the recipe
-        checks: dict[str, Any] = {"zscore": c.zscore, "loss_delta": c.loss_delta, **scale_bound}
+        checks: dict[str, Any] = {"zscore": c.zscore, "loss_delta": c.loss_delta, **self.sized_checks}
         # The schema-2 specification: the recipe by name, version and the hash of its files, the hyperparameters
         # members train with (written out in full), the seed, the split and the validators' checks.
         spec = task_spec(
@@ -494,19 +495,20 @@ class Demo:
         self.config = c
         raise failed
 
-    def _size_bounds(self, recipe: Recipe, sizes: list[int]) -> dict[str, float]:
+    def _size_bounds(self, recipe: Recipe) -> dict[str, float]:
         """The checks sized for a recipe that is not a builtin (``node.task_bounds``): the loss gate unless
         ``--loss-delta`` was given (``self.config`` takes it: validators get it on their command line too), and
         ``max_scale_ratio`` where the default would reject an honest update."""
         from node.task_bounds import sized_checks
 
         c = self.config
-        largest = max(range(len(sizes)), key=lambda i: sizes[i])
+        sizes = [len(self._data(i, c.nodes)[0]) for i in range(c.nodes)]
+        largest = max(range(c.nodes), key=lambda i: sizes[i])
         checks, said = sized_checks(
             recipe,
             seed=c.seed,
-            largest_shard=self._data(largest, len(sizes))[0],
-            test=self._data(0, len(sizes))[1],
+            largest_shard=self._data(largest, c.nodes)[0],
+            test=self._data(0, c.nodes)[1],
             loss_delta=c.loss_delta if c.loss_delta_given else None,
         )
         for line in said:

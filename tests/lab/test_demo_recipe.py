@@ -27,12 +27,33 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     return run_meshprov("--data-dir", str(data_dir), *args, env=env)
 
 
+BAD_METRIC = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+
+def model():
+    return nn.Linear(3, 2)
+
+
+def data(member, members, seed):
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(member))
+    return TensorDataset(x, (x[:, 0] > 0).long()), TensorDataset(x, (x[:, 0] > 0).long())
+
+
+def evaluate(model, data):
+    return {"loss": 1.0, "note": "n/a"}
+"""
+
+
 @pytest.mark.parametrize(
     ("source", "problem"),
     [
         (None, "neither a .py file nor a package directory"),
         ("def model():\n    return None\n", "has no `data` / `evaluate` function"),
         ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+        (BAD_METRIC, "metric 'note' is 'n/a', not a number"),  # found sizing the loss gate, before any start
     ],
 )
 def test_a_broken_recipe_is_refused_before_anything_starts(
@@ -71,8 +92,7 @@ def _bounds_of(recipe: Path, **config: object) -> tuple[dict[str, float], float,
         DemoConfig(nodes=4, recipe=str(recipe), **config), console=Console(stderr=True), say=said.append
     )  # type: ignore[arg-type]
     demo.recipe = demo._load_recipe()
-    sizes = [len(demo._data(i, 4)[0]) for i in range(4)]
-    return demo._size_bounds(demo.recipe, sizes), demo.config.loss_delta, said
+    return demo._size_bounds(demo.recipe), demo.config.loss_delta, said
 
 
 def test_a_recipe_whose_honest_updates_dwarf_its_weights_gets_bounds_sized_for_it() -> None:
