@@ -273,26 +273,8 @@ def test_reference_children_finish_round_after_round_in_one_worker(tmp_path: Pat
     """The validator trains its reference in a forked child. After a round had loaded full weights with torch's
     thread pool in the job's thread, the next round's child hung for ever on its first parallel op (a
     25M-parameter recipe's demo lost round 2: every validator absent). warm_up keeps torch on one thread."""
-    import os
-    import signal
-    import subprocess
-    import sys
+    from tests.support.hang import rounds_or_fail
 
     recipe = tmp_path / "wide.py"
     recipe.write_text(WIDE_RECIPE)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", ROUNDS_IN_ONE_WORKER, str(recipe)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        start_new_session=True,  # a hung child is in the group, and goes with it
-    )
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"a reference child hung; rounds done: {out.splitlines()}")
-    assert proc.returncode == 0, err[-3000:]
-    assert out.splitlines() == [f"round {r} (256, 256)" for r in (1, 2, 3)]
+    assert rounds_or_fail(ROUNDS_IN_ONE_WORKER, str(recipe)) == [f"round {r} (256, 256)" for r in (1, 2, 3)]

@@ -721,24 +721,6 @@ def test_a_reference_child_runs_torch_after_the_parent_used_its_thread_pool(tmp_
     job's thread ran a parallel torch op, then forked the reference's child, whose first parallel op waited for
     ever for pool threads the fork did not copy (every round's child, until CHILD_TIMEOUT_S). The child now runs
     torch on one thread."""
-    import os
-    import signal
-    import subprocess
-    import sys
+    from tests.support.hang import rounds_or_fail
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", PLUGIN_ROUNDS, str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        start_new_session=True,  # a hung child is in the group, and goes with it
-    )
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"a reference child hung; rounds done: {out.splitlines()}")
-    assert proc.returncode == 0, err[-3000:]
-    assert out.splitlines() == [f"round {r} (2, 2)" for r in (1, 2, 3)]
+    assert rounds_or_fail(PLUGIN_ROUNDS, str(tmp_path)) == [f"round {r} (2, 2)" for r in (1, 2, 3)]
