@@ -502,14 +502,12 @@ class Demo:
         from node.task_bounds import sized_checks
 
         c = self.config
-        sizes = [len(self._data(i, c.nodes)[0]) for i in range(c.nodes)]
-        largest = max(range(c.nodes), key=lambda i: sizes[i])
         checks, said = sized_checks(
             recipe,
             seed=c.seed,
-            largest_shard=self._data(largest, c.nodes)[0],
+            shards=[self._data(i, c.nodes)[0] for i in range(c.nodes)],
             test=self._data(0, c.nodes)[1],
-            loss_delta=c.loss_delta if c.loss_delta_given else None,
+            loss_gate=not c.loss_delta_given,
         )
         for line in said:
             self.say(line)

@@ -52,10 +52,6 @@ def wait_for_chain(url: str, timeout: float) -> None:
             time.sleep(0.2)
 
 
-def _train(recipe: Any, member: int, members: int, seed: int, alpha: float) -> Any:
-    return recipe.data(member, members, seed, alpha=alpha)[0]
-
-
 def deploy(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     """Genesis and spec in the operator's store, then the consortium on chain; returns the deployment summary."""
     from ledger.chain.client import connect_web3
@@ -70,17 +66,11 @@ def deploy(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     store = LocalStore(data_dir / "blocks")
     seed, alpha, members = int(config["seed"]), float(config["alpha"]), int(config["members"])
     genesis = put_update(store, write_recipe_genesis(data_dir / "genesis.safetensors", recipe, seed))
-    sizes = [len(_train(recipe, i, members, seed, alpha)) for i in range(members)]
+    shards: list[tuple[Any, Any]] = [recipe.data(i, members, seed, alpha=alpha) for i in range(members)]
+    sizes = [len(train) for train, _ in shards]
     # A recipe that is not a builtin gets its loss gate and scale bound sized (node.task_bounds); validators take
     # them from the specification.
-    largest = max(range(members), key=lambda i: sizes[i])
-    sized, said = sized_checks(
-        recipe,
-        seed=seed,
-        largest_shard=_train(recipe, largest, members, seed, alpha),
-        test=recipe.data(0, members, seed, alpha=alpha)[1],
-        loss_delta=None,
-    )
+    sized, said = sized_checks(recipe, seed=seed, shards=[train for train, _ in shards], test=shards[0][1])
     for line in said:
         print(f"task: {line}", file=sys.stderr, flush=True)
     spec = task_spec(

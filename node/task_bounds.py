@@ -19,7 +19,7 @@ that exceeds the builtins' 5, unless the caller gives one.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -87,27 +87,28 @@ def sized_checks(
     recipe: Recipe,
     *,
     seed: int,
-    largest_shard: Dataset[Any],
+    shards: Sequence[Dataset[Any]],
     test: Dataset[Any],
-    loss_delta: float | None = None,
+    loss_gate: bool = True,
 ) -> tuple[dict[str, float], list[str]]:
     """The checks to anchor for ``recipe`` beside the caller's, and a line saying why for each: ``loss_delta`` at
     :data:`LOSS_GATE_MULTIPLE` times the genesis's loss on ``test`` where that is wider than
-    :data:`DEFAULT_LOSS_DELTA` (unless ``loss_delta`` is given, then that),
-    ``max_scale_ratio`` (:func:`anchored_scale_ratio`) from one update trained on ``largest_shard`` with the
-    recipe's settings. Nothing for a builtin but a given ``loss_delta``. The torch RNG is left as it was."""
+    :data:`DEFAULT_LOSS_DELTA` (not with ``loss_gate`` False: the caller's own gate stands), and
+    ``max_scale_ratio`` (:func:`anchored_scale_ratio`) from one update trained with the recipe's settings on the
+    largest of the members' training ``shards``. Nothing for a builtin. The torch RNG is left as it was."""
     import torch
 
     from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
     from node.statedict import state_to_numpy
 
-    checks: dict[str, float] = {} if loss_delta is None else {"loss_delta": loss_delta}
+    checks: dict[str, float] = {}
     said: list[str] = []
     if is_builtin(recipe):
         return checks, said
+    largest = max(shards, key=len)  # type: ignore[arg-type]  # the recipe's Datasets have a length (checked)
     model = recipe.build_model(seed)
     with torch.random.fork_rng():  # nothing drawn here moves what the caller draws later
-        if loss_delta is None:
+        if loss_gate:
             loss = recipe.evaluate(model, test)["loss"]
             if math.isfinite(loss) and LOSS_GATE_MULTIPLE * loss > DEFAULT_LOSS_DELTA:
                 checks["loss_delta"] = float(f"{LOSS_GATE_MULTIPLE * loss:.3g}")
@@ -116,7 +117,7 @@ def sized_checks(
                     f"({loss:.4g}), over the default {DEFAULT_LOSS_DELTA:g}"
                 )
         settings = {**recipe.merged_settings(), "seed": seed}
-        measured = honest_scale_ratio(recipe, state_to_numpy(model), largest_shard, settings)
+        measured = honest_scale_ratio(recipe, state_to_numpy(model), largest, settings)
     bound = anchored_scale_ratio(measured, DEFAULT_MAX_SCALE_RATIO)
     if bound is not None:
         checks["max_scale_ratio"] = bound
