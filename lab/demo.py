@@ -335,7 +335,7 @@ class Demo:
     recipe: Recipe | None = None
     spec: TaskSpec | None = None
     spec_cid: str | None = None
-    sized_checks: dict[str, float] = field(default_factory=dict)
+    sized_checks: dict[str, float | int] = field(default_factory=dict)
     """What the task anchors beyond ``zscore`` and ``loss_delta``, sized for the recipe before anything starts."""
     _datasets: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict, repr=False)
     member_processes: list[list[str]] = field(default_factory=list)
@@ -495,10 +495,11 @@ class Demo:
         self.config = c
         raise failed
 
-    def _size_bounds(self, recipe: Recipe) -> dict[str, float]:
+    def _size_bounds(self, recipe: Recipe) -> dict[str, float | int]:
         """The checks sized for a recipe that is not a builtin (``node.task_bounds``): the loss gate unless
         ``--loss-delta`` was given (``self.config`` takes it: validators get it on their command line too), and
-        ``max_scale_ratio`` where the default would reject an honest update."""
+        ``max_scale_ratio`` where the default would reject an honest update, ``reference_steps`` where a member's
+        round takes fewer optimiser steps than the validators' default reference."""
         from node.task_bounds import sized_checks
 
         c = self.config
@@ -511,7 +512,7 @@ class Demo:
         )
         for line in said:
             self.say(line)
-        self.config = dataclasses.replace(c, loss_delta=checks.pop("loss_delta", c.loss_delta))
+        self.config = dataclasses.replace(c, loss_delta=float(checks.pop("loss_delta", c.loss_delta)))
         return checks
 
     def _data(self, member: int, members: int) -> tuple[Any, Any]:

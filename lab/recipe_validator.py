@@ -13,8 +13,8 @@ reference update on the samples ``v, v + V, …`` of that held-out set. Weights 
 a loss hook (every tensor in its dtype, bfloat16 as float32) and are loaded bit for bit
 (``node.statedict.state_from_weights``), BatchNorm buffers and all. The reference trains with the task's
 hyperparameters (the spec's, over the recipe's ``SETTINGS``), the seed the worker derives per (task, round,
-validator), and as many epochs as it takes to make ``steps`` optimiser steps; the recipe's own ``train`` is used
-when it has one, the default loop otherwise. Its delta covers every floating-point tensor (bfloat16 widened).
+validator), and as many epochs as it takes to make ``steps`` optimiser steps, stopped after exactly that many; the
+recipe's own ``train`` is used when it has one, the default loop otherwise. Its delta covers every floating-point tensor (bfloat16 widened).
 
 ``worker`` cannot import this module's dependencies (``node``), which is why it lives here and is named by
 ``worker.recipe.DEFAULT_HOST``.
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from node.optimizer_steps import stop_after_steps
 from node.slices import validator_slice
 
 if TYPE_CHECKING:
@@ -122,8 +123,8 @@ class RecipeValidator:
     def reference(
         self, weights: Mapping[str, NDArray[Any]], *, seed: int, steps: int
     ) -> dict[str, NDArray[Any]]:
-        """The recipe's training from ``weights`` on this validator's slice, for at least ``steps`` steps of the
-        default loop; the delta of every floating-point tensor, as float64."""
+        """The recipe's training from ``weights`` on this validator's slice, stopped after ``steps`` optimiser steps
+        (fewer if the recipe's own loop stops first); the delta of every floating-point tensor, as float64."""
         model = self._model(weights)
         before = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
         settings = self.recipe.merged_settings(self.hyperparameters)
@@ -133,7 +134,9 @@ class RecipeValidator:
         if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
             per_epoch = max(1, math.ceil(size / batch))
         settings.update(seed=int(seed), epochs=max(1, math.ceil(steps / per_epoch)))
-        self.recipe.fit(model, self.own_slice, settings)
+        # Exactly ``steps``, not the whole epochs it takes: the score compares an update's norm with this one's,
+        # and the task anchors ``steps`` at a member's round (docs/scoring.md, "How many steps").
+        stop_after_steps(lambda: self.recipe.fit(model, self.own_slice, settings), steps)
         after = model.state_dict()
         return {
             k: (after[k].detach().double() - v.double()).cpu().numpy().astype(np.float64)

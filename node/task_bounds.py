@@ -14,6 +14,12 @@ times the ratio of one honest update from the genesis on the largest shard (more
 largest update; round 1 is where the ratio is largest, the initial weights being the smallest base a task has),
 when that exceeds the default; the loss gate at :data:`LOSS_GATE_MULTIPLE` times the genesis's held-out loss when
 that exceeds the builtins' 5, unless the caller gives one.
+
+A third is the validators' reference: it trained 20 optimiser steps whatever the recipe, and the score discounts
+an update by its norm relative to the reference's, to the 4th power. A recipe whose members take 2 steps a round
+had every honest update scored 1-3 of 10,000. So ``reference_steps`` is anchored at the optimiser steps of an
+honest round on the smallest shard (:func:`node.optimizer_steps.counted_steps`) when that is under the default
+(docs/scoring.md, "How many steps").
 """
 
 from __future__ import annotations
@@ -90,22 +96,28 @@ def sized_checks(
     shards: Sequence[Dataset[Any]],
     test: Dataset[Any],
     loss_gate: bool = True,
-) -> tuple[dict[str, float], list[str]]:
+) -> tuple[dict[str, float | int], list[str]]:
     """The checks to anchor for ``recipe`` beside the caller's, and a line saying why for each: ``loss_delta`` at
     :data:`LOSS_GATE_MULTIPLE` times the genesis's loss on ``test`` where that is wider than
-    :data:`DEFAULT_LOSS_DELTA` (not with ``loss_gate`` False: the caller's own gate stands), and
+    :data:`DEFAULT_LOSS_DELTA` (not with ``loss_gate`` False: the caller's own gate stands),
     ``max_scale_ratio`` (:func:`anchored_scale_ratio`) from one update trained with the recipe's settings on the
-    largest of the members' training ``shards``. Nothing for a builtin. The torch RNG is left as it was."""
+    largest of the members' training ``shards``, and ``reference_steps`` at the optimiser steps of a round on the
+    smallest where they are fewer than the default (a second round is trained when the smallest is smaller).
+    Nothing for a builtin. The torch RNG is left as it was."""
     import torch
 
+    from ledger.checks.anchored import DEFAULT_REFERENCE_STEPS, REFERENCE_STEPS_KEY
     from ledger.checks.limits import DEFAULT_MAX_SCALE_RATIO
+    from node.optimizer_steps import counted_steps
     from node.statedict import state_to_numpy
+    from node.training import recipe_round
 
-    checks: dict[str, float] = {}
+    checks: dict[str, float | int] = {}
     said: list[str] = []
     if is_builtin(recipe):
         return checks, said
     largest = max(shards, key=len)  # type: ignore[arg-type]  # the recipe's Datasets have a length (checked)
+    smallest = min(shards, key=len)  # type: ignore[arg-type]
     model = recipe.build_model(seed)
     with torch.random.fork_rng():  # nothing drawn here moves what the caller draws later
         if loss_gate:
@@ -117,12 +129,23 @@ def sized_checks(
                     f"({loss:.4g}), over the default {DEFAULT_LOSS_DELTA:g}"
                 )
         settings = {**recipe.merged_settings(), "seed": seed}
-        measured = honest_scale_ratio(recipe, state_to_numpy(model), largest, settings)
+        genesis = state_to_numpy(model)
+        with counted_steps() as counted:
+            measured = honest_scale_ratio(recipe, genesis, largest, settings)
+        if len(smallest) < len(largest):  # type: ignore[arg-type]
+            with counted_steps() as counted:
+                recipe_round(recipe, genesis, smallest, settings)
     bound = anchored_scale_ratio(measured, DEFAULT_MAX_SCALE_RATIO)
     if bound is not None:
         checks["max_scale_ratio"] = bound
         said.append(
             f"max_scale_ratio {bound:g}: an honest update of the largest shard measures {measured:.3g}x the "
             f"genesis's norm, over the default {DEFAULT_MAX_SCALE_RATIO:g}"
+        )
+    if 0 < counted.steps < DEFAULT_REFERENCE_STEPS:  # 0: the recipe steps no torch.optim optimiser
+        checks[REFERENCE_STEPS_KEY] = counted.steps
+        said.append(
+            f"{REFERENCE_STEPS_KEY} {counted.steps}: an honest round on the smallest shard takes "
+            f"{counted.steps} optimiser step(s), fewer than the default {DEFAULT_REFERENCE_STEPS}"
         )
     return checks, said

@@ -384,7 +384,7 @@ def _use_recipe(
     take its evaluate as the loss hook and its training as the reference trainer. The spec's ``checks`` set the
     checks' limits (``ledger.checks.anchored``), its ``loss_delta``/``loss_ratio`` unless given on the command line (consortium-wide
     values live in the spec)."""
-    from ledger.checks.anchored import anchored_limits
+    from ledger.checks.anchored import anchored_limits, reference_steps_of
     from ledger.checks.privacy_budget import budget_of
     from ledger.errors import ConfigError
     from worker.recipe import DEFAULT_HOST, check_recipe, load_hooks, loss_of, read_task_spec
@@ -405,6 +405,7 @@ def _use_recipe(
         try:
             rt.limits = anchored_limits(checks, rt.limits)
             rt.privacy_budget = budget_of(spec.checks)
+            rt.reference_steps = reference_steps_of(spec.checks)
         except ConfigError as exc:
             raise ConfigError(
                 f"task {task_id}'s specification: {exc}", hint="fix the specification the task anchors"

@@ -30,10 +30,12 @@ from numpy.typing import NDArray
 
 from ledger.aggregation.source import ArraySource, TensorInfo, TensorSource, describe_source, load_values
 from ledger.checks import ScoringError, Vector, flatten
+from ledger.checks.anchored import DEFAULT_REFERENCE_STEPS
 from ledger.errors import ConfigError
 
-REFERENCE_STEPS = 20
-"""Optimiser steps of the reference training: enough for a direction, cheap next to fetching a round."""
+REFERENCE_STEPS = DEFAULT_REFERENCE_STEPS
+"""Optimiser steps of the reference training when the task anchors no ``reference_steps``: enough for a direction,
+cheap next to fetching a round."""
 
 
 class ReferenceTrainer(Protocol):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.checks import CheckLimits
+from ledger.checks.anchored import DEFAULT_REFERENCE_STEPS
 from worker.config import WorkerConfig
 from worker.errors import WorkerError
 from worker.state import WorkerState, worker_id
@@ -44,6 +45,9 @@ class Runtime:
     reference_trainer: ReferenceTrainer | None = None
     """Trains this validator's reference update (worker.reference); None: the round's other updates are the
     reference (worker.verify._scorer)."""
+    reference_steps: int = DEFAULT_REFERENCE_STEPS
+    """Optimiser steps of the reference update: the task specification's ``checks.reference_steps`` when it
+    anchors one (read with the recipe), else the default (docs/scoring.md, "How many steps")."""
     lie: bool = False
     """Lab only (``worker run --lie``): accept with the highest score every update the checks reject, so that
     `meshprov audit rejudge` has a dishonest validator to find on a demo's record."""

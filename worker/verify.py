@@ -651,7 +651,9 @@ def _reference_scorer(ctx: _Round, subs: Sequence[Submission], vectors: Sequence
         narrow = vector_dtype(ctx.layout)
 
         def train() -> None:
-            vector = reference_update(trainer, ctx.base, seed=seed, layout=ctx.layout)
+            vector = reference_update(
+                trainer, ctx.base, seed=seed, steps=rt.reference_steps, layout=ctx.layout
+            )
             # Kept in the vectors' dtype when that is exact (a float32 model's trainer returns float32 deltas):
             # half the bytes, and mapped from disk rather than held.
             small = vector.astype(narrow)

@@ -22,6 +22,13 @@ ALIASES = {"zscore": "zscore_threshold"}
 """Short names the specifications use."""
 BUDGET_KEYS = frozenset({"privacy_epsilon", "privacy_delta"})
 """Anchored beside the checks but not limits of one update: the task's privacy budget (``audit privacy``)."""
+REFERENCE_STEPS_KEY = "reference_steps"
+"""Anchored beside the checks, read by validators only: the optimiser steps of their reference update
+(docs/scoring.md, "How many steps")."""
+DEFAULT_REFERENCE_STEPS = 20
+"""The reference's steps when the specification anchors none: enough for a direction, cheap next to a round."""
+MAX_REFERENCE_STEPS = 100_000
+"""A bound on the anchored count, so that a typo cannot make every validator train for days."""
 
 _FIELDS = {f.name: f for f in dataclasses.fields(CheckLimits)}
 _INTEGER = {"max_update_bytes", "max_header_bytes", "zscore_min_peers"}
@@ -41,15 +48,40 @@ def anchored_limits(checks: Mapping[str, Any], base: CheckLimits | None = None) 
             ):
                 raise ConfigError(f"checks.{key} = {value!r} must be a positive number")
             continue
+        if key == REFERENCE_STEPS_KEY:
+            reference_steps_of(checks)
+            continue
         name = ALIASES.get(key, key)
         if name not in _FIELDS:
-            known = ", ".join(sorted([*_FIELDS, *ALIASES, *BUDGET_KEYS]))
+            known = ", ".join(sorted([*_FIELDS, *ALIASES, *BUDGET_KEYS, REFERENCE_STEPS_KEY]))
             raise ConfigError(f"checks.{key} is not a check setting", hint=f"known settings: {known}")
         values[name] = _value(key, name, value)
     try:
         return dataclasses.replace(base or CheckLimits(), **values)
     except ConfigError as exc:
         raise ConfigError(f"checks: {exc}", hint="fix the task's specification") from None
+
+
+def reference_steps_of(checks: Mapping[str, Any]) -> int:
+    """The optimiser steps of a validator's reference update the specification's ``checks`` anchor
+    (:data:`DEFAULT_REFERENCE_STEPS` when none); ``ConfigError`` naming the key for anything but a whole number in
+    1..:data:`MAX_REFERENCE_STEPS`."""
+    value = checks.get(REFERENCE_STEPS_KEY)
+    if value is None:
+        return DEFAULT_REFERENCE_STEPS
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(float(value))
+        or not float(value).is_integer()
+        or not 1 <= value <= MAX_REFERENCE_STEPS
+    ):
+        raise ConfigError(
+            f"checks.{REFERENCE_STEPS_KEY} = {value!r} must be a whole number of optimiser steps in "
+            f"1..{MAX_REFERENCE_STEPS}",
+            hint="fix the task's specification",
+        )
+    return int(value)
 
 
 def _value(key: str, name: str, value: Any) -> Any:

@@ -144,6 +144,9 @@ def test_an_outside_recipe_with_buffers_runs_through_the_demo_and_its_record_aud
         assert cid_of_bytes(raw) == recipe["spec"]["cid"]
         # The loss gate is what the recipe's genesis gives: the default 5 here (twice its 1.6 nats is less).
         assert spec.checks["loss_delta"] == summary["demo"]["loss_delta"] == _genesis_gate(RECIPE, nodes=3)
+        # Its members' rounds take fewer than 20 optimiser steps (6 on the smallest of these three shards), so the
+        # validators' reference is sized to them (docs/scoring.md, "How many steps").
+        assert spec.checks["reference_steps"] == 6
 
         # Every validator judged with the recipe, checked against the task's hash before serving.
         for i in (1, 2, 3):
@@ -242,5 +245,34 @@ def test_a_recipe_package_with_its_own_training_and_no_accuracy_runs_and_reports
         replay = cli(data_dir, "audit", "replay", "1", "2", "--json")
         assert replay.returncode == ExitCode.OK, replay.stderr
         assert json.loads(replay.stdout)["status"] == "match"
+    finally:
+        stop_demo_services(data_dir)
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_honest_updates_of_a_recipe_with_short_rounds_score_as_honest_work(tmp_path: Path) -> None:
+    """tests/lab/recipes/short_round.py: members take 2 optimiser steps a round. Against the validators' 20-step
+    reference every honest update scored 1-3 of 10,000 (the magnitude term to the 4th power), so honest members'
+    reputations never rose and rewards were split by noise; the task now anchors ``reference_steps`` at a round's
+    2 steps and the validators' references stop there."""
+    recipe = REPO / "tests" / "lab" / "recipes" / "short_round.py"
+    data_dir = tmp_path / "demo"
+    done = run_meshprov(
+        "demo", "--recipe", str(recipe), "--nodes", "4", "--rounds", "1", "--json", "--data-dir", str(data_dir),
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    try:
+        assert parse_task_spec((data_dir / "task-spec.json").read_bytes()).checks["reference_steps"] == 2
+        assert "reference_steps 2: an honest round on the smallest shard takes 2" in done.stderr
+        honest = [u for r in summary["rounds"] for u in r["updates"] if u["behaviour"] == "honest"]
+        assert len(honest) == 3
+        for u in honest:
+            assert u["accepted"]
+            assert u["consensus"] >= 3_000, u  # 1-3 with the 20-step reference
+            assert min(v["score"] for v in u["scores"]) >= 1_000, u
     finally:
         stop_demo_services(data_dir)

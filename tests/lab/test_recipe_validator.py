@@ -192,6 +192,24 @@ def test_a_test_set_too_small_to_share_is_refused(tmp_path: Path) -> None:
         _ = RecipeValidator(recipe, None, slice_=(0, 3)).own_slice
 
 
+def test_the_reference_stops_after_exactly_its_steps_even_mid_epoch() -> None:
+    """docs/scoring.md, "How many steps": the task anchors the reference's steps at a member's round, and the score
+    compares norms, so the reference must not round up to whole epochs (it did: 3 steps for 2, 6 for 4)."""
+    from node.optimizer_steps import counted_steps
+
+    short = load_recipe(str(REPO / "tests" / "lab" / "recipes" / "short_round.py"))
+    hooks = RecipeValidator(short, spec_of(short), slice_=(0, 3))
+    assert len(hooks.own_slice) == 67  # type: ignore[arg-type]  # 3 batches of 32 an epoch
+    weights = state_to_numpy(short.build_model(0))
+    sizes = []
+    for steps in (2, 4, 1):
+        with counted_steps() as counted:
+            delta = hooks.reference(weights, seed=5, steps=steps)
+        assert counted.steps == steps
+        sizes.append(float(np.sqrt(sum(np.square(v).sum() for v in delta.values()))))
+    assert sizes[2] < sizes[0] < sizes[1]  # more steps, a longer reference
+
+
 def test_the_reference_never_trains_batchnorm_on_a_batch_of_one(tmp_path: Path) -> None:
     """A held-out slice of 33 samples in batches of 32 would leave one sample alone, which BatchNorm1d refuses in
     training; the default loop folds it into the previous batch (node.recipe.default_fit)."""

@@ -110,11 +110,48 @@ def test_sized_checks_widen_only_what_the_recipe_needs() -> None:
     assert kept["max_scale_ratio"] == checks["max_scale_ratio"]
 
     # A recipe whose loss is on digits' scale (cross-entropy, 1.6 nats at genesis) and whose updates stay within
-    # 5x its weights keeps the defaults: 2x its loss would be tighter than the builtins' 5.
+    # 5x its weights keeps those defaults: 2x its loss would be tighter than the builtins' 5. Its rounds take 10
+    # optimiser steps, so the validators' reference is sized to them.
     bn_cnn = load_recipe(str(REPO / "tests" / "lab" / "recipes" / "bn_cnn.py"))
     train, test = bn_cnn.data(0, 3, 0)
-    assert sized_checks(bn_cnn, seed=0, shards=[train], test=test) == ({}, [])
+    assert sized_checks(bn_cnn, seed=0, shards=[train], test=test)[0] == {"reference_steps": 10}
     assert LOSS_GATE_MULTIPLE * bn_cnn.evaluate(bn_cnn.build_model(0), test)["loss"] < DEFAULT_LOSS_DELTA
 
     digits = load_recipe("digits")
     assert sized_checks(digits, seed=0, shards=[train], test=test) == ({}, [])  # builtin: nothing run
+
+
+SHORT = REPO / "tests" / "lab" / "recipes" / "short_round.py"
+
+
+def test_a_recipe_whose_rounds_are_short_anchors_the_reference_at_a_rounds_steps() -> None:
+    """docs/scoring.md, "How many steps": members of this recipe take 2 optimiser steps a round (64 samples,
+    batch 32, one epoch); a 20-step reference scored every honest update 1-3 of 10,000."""
+    from ledger.checks.anchored import DEFAULT_REFERENCE_STEPS, reference_steps_of
+    from node.task_bounds import sized_checks
+
+    short = load_recipe(str(SHORT))
+    shards = [short.data(i, 3, 0)[0] for i in range(3)]
+    checks, said = sized_checks(short, seed=0, shards=shards, test=short.data(0, 3, 0)[1])
+    assert checks == {"reference_steps": 2}
+    assert said == [
+        f"reference_steps 2: an honest round on the smallest shard takes 2 optimiser step(s), fewer than the "
+        f"default {DEFAULT_REFERENCE_STEPS}"
+    ]
+    assert reference_steps_of(checks) == 2  # what the validators read back from the specification
+
+    # Uneven shards: the smallest one's round (32 samples: one step), so no member is discounted for its steps.
+    half = recipe_subset(shards[0], 32)
+    assert sized_checks(short, seed=0, shards=[shards[1], half], test=shards[2])[0] == {"reference_steps": 1}
+
+    # Rounds of 20 steps or more keep the default (the offset recipe's: 13 batches x 6 epochs).
+    offset = load_recipe(str(OFFSET))
+    train, test = offset.data(0, 4, 0)
+    assert "reference_steps" not in sized_checks(offset, seed=0, shards=[train], test=test)[0]
+
+
+def recipe_subset(data: object, n: int) -> object:
+    from torch.utils.data import TensorDataset
+
+    assert isinstance(data, TensorDataset)
+    return TensorDataset(*(t[:n] for t in data.tensors))
