@@ -223,6 +223,16 @@ class DemoFailed(MeshprovError):
         super().__init__(f"the demo failed: {what}\n{detail}".rstrip(), hint=f"see {log}" if log else None)
 
 
+def _last_error(log_tail: str, width: int = 400) -> str:
+    """The end of the last ``ERROR`` line of a worker's log, where the exception's own message is (a Celery failure
+    line carries the whole traceback, escaped), or the log's last lines when it has none."""
+    errors = [line for line in log_tail.splitlines() if line.startswith("ERROR ")]
+    if not errors:
+        return "\n".join(log_tail.splitlines()[-8:])
+    line = errors[-1].replace("\\n", "\n").replace("\\'", "'")
+    return line if len(line) <= width else "… " + line[-width:]
+
+
 class NotADemoDirectory(ConfigError):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -680,6 +690,7 @@ class Demo:
                         self._evaluate(settings, result, test, results)
                         results.append(result)
                         print_round(self.console, result, by_address)
+                        self._check_quorum(result, workers)
                 scanned = head
             if time.monotonic() > deadline:
                 raise DemoFailed(
@@ -688,6 +699,22 @@ class Demo:
                 )
             time.sleep(0.2)
         return results
+
+    def _check_quorum(self, result: RoundResult, workers: list[Child]) -> None:
+        """Stop the demo when fewer validators revealed than the quorum: the demo starts at least a quorum of them
+        (``DemoConfig.validate``), so they failed, nothing could be accepted, and every later round would fail
+        alike. Before, a recipe whose reference training failed on the validators' slices ran every round with
+        every validator absent and the demo exited 0."""
+        revealed = sum(not v.absent for v in result.validators)
+        if revealed >= self.config.quorum:
+            return
+        failed = [c for c in workers if c.name.startswith("validator-")]
+        raise DemoFailed(
+            f"round {result.round}: {revealed} of {len(result.validators)} validators revealed their scores, fewer "
+            f"than the quorum of {self.config.quorum}, so no update could be accepted",
+            "\n".join(f"--- {c.name} ---\n{_last_error(c.tail(200))}" for c in failed),
+            log=failed[0].log if failed else None,
+        )
 
     @staticmethod
     def _tick(client: LedgerClient) -> None:

@@ -13,8 +13,9 @@ reference update on the samples ``v, v + V, …`` of that held-out set. Weights 
 a loss hook (every tensor in its dtype, bfloat16 as float32) and are loaded bit for bit
 (``node.statedict.state_from_weights``), BatchNorm buffers and all. The reference trains with the task's
 hyperparameters (the spec's, over the recipe's ``SETTINGS``), the seed the worker derives per (task, round,
-validator), and as many epochs as it takes to make ``steps`` optimiser steps, stopped after exactly that many; the
-recipe's own ``train`` is used when it has one, the default loop otherwise. Its delta covers every floating-point tensor (bfloat16 widened).
+validator), on the slice repeated until one epoch holds ``steps`` batches (a slice smaller than a batch gives a
+loop with ``drop_last`` nothing to step on), stopped after exactly ``steps`` optimiser steps; the recipe's own
+``train`` is used when it has one, the default loop otherwise. Its delta covers every floating-point tensor (bfloat16 widened).
 
 ``worker`` cannot import this module's dependencies (``node``), which is why it lives here and is named by
 ``worker.recipe.DEFAULT_HOST``.
@@ -23,7 +24,7 @@ recipe's own ``train`` is used when it has one, the default loop otherwise. Its 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 _POSITIONAL = ("member", "members", "seed")
 
 
-def subset(data: Dataset[Any], indices: range) -> Dataset[Any]:
+def subset(data: Dataset[Any], indices: Sequence[int]) -> Dataset[Any]:
     """``data`` restricted to ``indices``, of the same type when it is a ``TensorDataset`` (a recipe's
     ``evaluate`` or ``train`` may read ``data.tensors``, as they would of the data their own ``data()`` made),
     else a ``torch.utils.data.Subset``."""
@@ -108,6 +109,20 @@ class RecipeValidator:
             )
         return subset(self.heldout, range(v, n, count))
 
+    def training_slice(self, steps: int, batch: int) -> Dataset[Any]:
+        """This validator's slice, repeated as many times as it takes for one epoch to hold ``steps`` full batches
+        of ``batch`` (the slice itself when it already does). A slice smaller than a batch gave a recipe's loop that
+        drops its last partial batch (``DataLoader(drop_last=True)``) nothing to step on, and the validator failed
+        every round; a loop that accumulates gradients over several batches a step needs several."""
+        v, count = self.slice
+        n = len(self.own_slice)  # type: ignore[arg-type]  # checked: at least one sample
+        copies = math.ceil(steps * batch / n)
+        if copies <= 1:
+            return self.own_slice
+        held = len(self.heldout)  # type: ignore[arg-type]
+        indices = list(range(v, held, count)) if count > 1 else list(range(held))
+        return subset(self.heldout, indices * copies)
+
     # ─── the hooks ─────────────────────────────────────────────────────────────────────────────────────────
     def _model(self, weights: Mapping[str, NDArray[Any]]) -> nn.Module:
         from node.statedict import load_numpy_state, state_from_weights
@@ -128,15 +143,15 @@ class RecipeValidator:
         model = self._model(weights)
         before = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
         settings = self.recipe.merged_settings(self.hyperparameters)
-        size = len(self.own_slice)  # type: ignore[arg-type]
         batch = settings.get("batch_size")
-        per_epoch = 1  # with an invalid batch size fit() names the setting
-        if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
-            per_epoch = max(1, math.ceil(size / batch))
+        if not (isinstance(batch, int) and not isinstance(batch, bool) and batch > 0):
+            batch = 1  # fit() names an invalid batch size
+        data = self.training_slice(steps, batch)
+        per_epoch = max(1, len(data) // batch)  # type: ignore[arg-type]  # full batches: a loop may drop the last
         settings.update(seed=int(seed), epochs=max(1, math.ceil(steps / per_epoch)))
         # Exactly ``steps``, not the whole epochs it takes: the score compares an update's norm with this one's,
         # and the task anchors ``steps`` at a member's round (docs/scoring.md, "How many steps").
-        stop_after_steps(lambda: self.recipe.fit(model, self.own_slice, settings), steps)
+        stop_after_steps(lambda: self.recipe.fit(model, data, settings), steps)
         after = model.state_dict()
         return {
             k: (after[k].detach().double() - v.double()).cpu().numpy().astype(np.float64)

@@ -276,3 +276,63 @@ def test_honest_updates_of_a_recipe_with_short_rounds_score_as_honest_work(tmp_p
             assert min(v["score"] for v in u["scores"]) >= 1_000, u
     finally:
         stop_demo_services(data_dir)
+
+
+VALIDATORS_CANNOT_TRAIN = """
+import os
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+
+def model():
+    return nn.Linear(4, 2)
+
+
+def data(member, members, seed):
+    x = torch.randn(80, 4, generator=torch.Generator().manual_seed(seed + member))
+    return TensorDataset(x, (x[:, 0] > 0).long()), TensorDataset(x[:40], (x[:40, 0] > 0).long())
+
+
+def train(model, data, settings):
+    if os.environ.get("HELDOUT_SLICE"):
+        raise RuntimeError("this recipe cannot train on a validator's held-out slice")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = data.tensors
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    return len(y)
+
+
+def evaluate(model, data):
+    x, y = data.tensors
+    return {"loss": float(nn.functional.cross_entropy(model(x), y))}
+"""
+
+
+@pytest.mark.anvil
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_round_whose_validators_all_fail_stops_the_demo_and_names_their_error(tmp_path: Path) -> None:
+    """Every validator's reference training fails: no validator reveals, nothing can be accepted. The demo ran all
+    its rounds so and exited 0; now the first such round stops it with what the validators' logs say."""
+    recipe = tmp_path / "validators_cannot_train.py"
+    recipe.write_text(VALIDATORS_CANNOT_TRAIN)
+    data_dir = tmp_path / "demo"
+    done = run_meshprov(
+        "demo", "--recipe", str(recipe), "--nodes", "3", "--rounds", "3", "--commit-window", "8",
+        "--data-dir", str(data_dir), timeout=300,
+    )  # fmt: skip
+    try:
+        assert done.returncode == ExitCode.ERROR, done.stderr[-3000:]
+        err = " ".join(done.stderr.split())
+        assert "round 1: 0 of 3 validators revealed their scores, fewer than the quorum of 2" in err
+        assert "round 2:" not in err  # stopped at the first
+        assert "--- validator-1 ---" in err
+        assert "--- validator-3 ---" in err
+        assert "cannot train on a validator's held-out slice" in err
+    finally:
+        stop_demo_services(data_dir)
+    assert processes_using(data_dir.resolve()) == []

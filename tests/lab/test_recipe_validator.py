@@ -118,13 +118,21 @@ def test_the_reference_is_the_recipes_training_on_the_slice_seeded(bn_recipe: Re
     other = hooks.reference(weights, seed=12, steps=20)
     assert not np.array_equal(delta["4.weight"], other["4.weight"])
 
-    # It is the recipe's fit from these weights on the slice, with the task's hyperparameters and enough epochs
-    # for the steps (the slice: 27 samples, 32 a batch, so one step an epoch: 20 epochs).
+    # It is the recipe's fit from these weights on the slice, with the task's hyperparameters: the slice's 27
+    # samples repeated 24 times (648), so that one epoch holds the 20 batches of 32, stopped after the 20th.
+    from node.optimizer_steps import stop_after_steps
+
+    repeated = hooks.training_slice(20, 32)
+    assert isinstance(repeated, TensorDataset)
+    assert len(repeated) == 27 * 24
+    assert all(
+        torch.equal(a, b) for a, b in zip(repeated.tensors[0][27:54], repeated.tensors[0][:27], strict=True)
+    )
     model = bn_recipe.build_model(0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     settings = bn_recipe.merged_settings({"lr": 0.05})
-    settings.update(seed=11, epochs=20)
-    bn_recipe.fit(model, hooks.own_slice, settings)
+    settings.update(seed=11, epochs=1)
+    assert stop_after_steps(lambda: bn_recipe.fit(model, repeated, settings), 20) == 20  # of the epoch's 21
     expected = (model.state_dict()["4.weight"].double() - before["4.weight"].double()).numpy()
     assert np.array_equal(delta["4.weight"], expected)
 
@@ -208,6 +216,61 @@ def test_the_reference_stops_after_exactly_its_steps_even_mid_epoch() -> None:
         assert counted.steps == steps
         sizes.append(float(np.sqrt(sum(np.square(v).sum() for v in delta.values()))))
     assert sizes[2] < sizes[0] < sizes[1]  # more steps, a longer reference
+
+
+DROP_LAST = """
+import torch
+from torch import nn
+
+
+def model():
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+
+
+def data(member, members, seed):
+    g = torch.Generator().manual_seed(seed + member)
+    pool = [(torch.randn(3, generator=g), torch.tensor(k % 2)) for k in range(60)]
+    return pool, pool[:9]  # a test set of 9: a held-out set of 5, slices of 2, 2 and 1
+
+
+def train(model, data, settings):
+    loader = torch.utils.data.DataLoader(data, batch_size=settings["batch_size"], shuffle=True, drop_last=True)
+    opt = torch.optim.SGD(model.parameters(), lr=settings["lr"])
+    used = 0
+    for _ in range(settings["epochs"]):
+        for k, (x, y) in enumerate(loader):
+            (nn.functional.cross_entropy(model(x), y) / 2).backward()
+            used += len(y)
+            if k % 2 == 1:  # a step every two batches
+                opt.step()
+                opt.zero_grad()
+    return min(used, len(data))
+
+
+def evaluate(model, data):
+    x = torch.stack([a for a, _ in data])
+    y = torch.stack([b for _, b in data])
+    return {"loss": float(nn.functional.cross_entropy(model(x), y))}
+"""
+
+
+def test_a_slice_smaller_than_a_batch_still_trains_a_loop_that_drops_partial_batches(tmp_path: Path) -> None:
+    """A recipe's own loop with ``drop_last`` and gradient accumulation on a validator slice of 1-2 samples: its
+    train() returned 0 samples (RecipeError) and the validator was absent from every round."""
+    from node.optimizer_steps import counted_steps
+
+    source = tmp_path / "drop_last_recipe.py"
+    source.write_text(DROP_LAST)
+    recipe = load_recipe(str(source))
+    spec = spec_of(recipe, hyperparameters={"batch_size": 8, "lr": 0.1, "epochs": 1})
+    weights = state_to_numpy(recipe.build_model(0))
+    for v in range(3):
+        hooks = RecipeValidator(recipe, spec, slice_=(v, 3))
+        assert len(hooks.own_slice) in (1, 2)  # type: ignore[arg-type]
+        with counted_steps() as counted:
+            delta = hooks.reference(weights, seed=4, steps=3)
+        assert 1 <= counted.steps <= 3  # two batches a step: one epoch of 3 batches gives one, the rest more
+        assert np.abs(delta["2.weight"]).sum() > 0  # the last layer's weights moved: a real step
 
 
 def test_the_reference_never_trains_batchnorm_on_a_batch_of_one(tmp_path: Path) -> None:
