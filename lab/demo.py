@@ -163,16 +163,25 @@ class DemoConfig:
         if self.model not in model_names():
             raise ConfigError(f"--model must be one of {', '.join(model_names())}")
 
-    def sized(self) -> DemoConfig:
+    def sized(self, *, round_s: float = 0.0, evaluate_s: float = 0.0) -> DemoConfig:
         """This configuration with every window and the timeout it leaves open sized to the load.
 
         Measured here (docs/benchmarks.md, Scale): a member trains the digits MLP in < 0.1 s once warm, a member
         process starts (torch, the recipe, its members' data) in 5-20 s on two busy cores, a validator judges an
         update in ≈ 0.1-0.3 s. The windows give every member ≈ 2 s and every update ≈ 1 s of a validator's time on
-        top of a minute, an order of magnitude of slack: they close early when everyone has acted."""
+        top of a minute, an order of magnitude of slack: they close early when everyone has acted.
+
+        ``round_s`` and ``evaluate_s``: what one honest round and one evaluation of the recipe took before anything
+        started (the demo measures them sizing the recipe's bounds; 0 for the builtins). A member process trains
+        its members one after the other, and a validator trains its reference (at most a round) and evaluates
+        every update, so the submission window adds :data:`WORK_MARGIN` rounds per member of the busiest process
+        and the commit window :data:`WORK_MARGIN` times a round and an evaluation per update. Before, a recipe
+        whose round took 40 s had a member miss the 66 s submission window, and the ×10 member, alone with one
+        honest update where no z-score applies, was accepted and took the whole reward."""
         n = self.nodes
-        submission = self.submission_window_s or 60 + 2 * n
-        commit = self.commit_window_s or 60 + n
+        busiest = max(len(group) for group in self.member_hosts())
+        submission = self.submission_window_s or 60 + 2 * n + math.ceil(WORK_MARGIN * busiest * round_s)
+        commit = self.commit_window_s or 60 + n + math.ceil(WORK_MARGIN * (round_s + n * evaluate_s))
         reveal = self.reveal_window_s or 60
         grace = self.finalize_grace_s or 60 + n // 2
         timeout = self.timeout_s or max(600.0, 120.0 + self.rounds * (submission + commit + reveal + grace))
@@ -214,6 +223,11 @@ class DemoConfig:
         if self.rule == "multi-krum":
             return {"rule": self.rule, "krum_f": self.malicious}
         return {"rule": self.rule}
+
+
+WORK_MARGIN = 3.0
+"""How many times the recipe's measured work (an honest round, an evaluation; on an idle machine) a window allows
+for it: members, validators and the chain share two cores while a round runs."""
 
 
 class DemoFailed(MeshprovError):
@@ -357,13 +371,23 @@ class Demo:
 
         started = time.monotonic()
         self.config.validate()
-        self.config = self.config.sized()
         from lab.members import cache_federations
 
         cache_federations()  # the demo asks the recipe for every member's data (their sizes, the split check)
         self.recipe = self._load_recipe()  # a broken recipe is refused before anything starts
         self._fit_alpha()  # so is a split the recipe cannot make
-        self.sized_checks = self._size_bounds(self.recipe)  # and an evaluate() that fails on the genesis
+        timings: dict[str, float] = {}
+        # An evaluate() that fails on the genesis is refused here too; what it and a round took sizes the windows.
+        self.sized_checks = self._size_bounds(self.recipe, timings)
+        self.config = self.config.sized(
+            round_s=timings.get("round", 0.0), evaluate_s=timings.get("evaluate", 0.0)
+        )
+        if timings.get("round", 0.0) >= 1.0:  # worth saying: the windows grew by seconds at least
+            c = self.config
+            self.say(
+                f"windows sized for the recipe (a round took {timings['round']:.1f} s here, an evaluation "
+                f"{timings['evaluate']:.1f} s): submission {c.submission_window_s} s, commit {c.commit_window_s} s"
+            )
         data_dir = prepare_directory(self.config.data_dir)
         settings = demo_settings(data_dir)
         services = DevServices(settings)
@@ -505,7 +529,7 @@ class Demo:
         self.config = c
         raise failed
 
-    def _size_bounds(self, recipe: Recipe) -> dict[str, float | int]:
+    def _size_bounds(self, recipe: Recipe, timings: dict[str, float] | None = None) -> dict[str, float | int]:
         """The checks sized for a recipe that is not a builtin (``node.task_bounds``): the loss gate unless
         ``--loss-delta`` was given (``self.config`` takes it: validators get it on their command line too), and
         ``max_scale_ratio`` where the default would reject an honest update, ``reference_steps`` where a member's
@@ -519,6 +543,7 @@ class Demo:
             shards=[self._data(i, c.nodes)[0] for i in range(c.nodes)],
             test=self._data(0, c.nodes)[1],
             loss_gate=not c.loss_delta_given,
+            timings=timings,
         )
         for line in said:
             self.say(line)

@@ -25,6 +25,7 @@ honest round on the smallest shard (:func:`node.optimizer_steps.counted_steps`) 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,7 @@ def sized_checks(
     shards: Sequence[Dataset[Any]],
     test: Dataset[Any],
     loss_gate: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, float | int], list[str]]:
     """The checks to anchor for ``recipe`` beside the caller's, and a line saying why for each: ``loss_delta`` at
     :data:`LOSS_GATE_MULTIPLE` times the genesis's loss on ``test`` where that is wider than
@@ -103,7 +105,9 @@ def sized_checks(
     ``max_scale_ratio`` (:func:`anchored_scale_ratio`) from one update trained with the recipe's settings on the
     largest of the members' training ``shards``, and ``reference_steps`` at the optimiser steps of a round on the
     smallest where they are fewer than the default (a second round is trained when the smallest is smaller).
-    Nothing for a builtin. The torch RNG is left as it was."""
+    Nothing for a builtin. The torch RNG is left as it was. ``timings``, when given, gets the seconds the genesis's
+    evaluation (``evaluate``) and the honest round on the largest shard (``round``) took: what the demo sizes its
+    windows with."""
     import torch
 
     from ledger.checks.anchored import DEFAULT_REFERENCE_STEPS, REFERENCE_STEPS_KEY
@@ -120,18 +124,23 @@ def sized_checks(
     smallest = min(shards, key=len)  # type: ignore[arg-type]
     model = recipe.build_model(seed)
     with torch.random.fork_rng():  # nothing drawn here moves what the caller draws later
-        if loss_gate:
-            loss = recipe.evaluate(model, test)["loss"]
-            if math.isfinite(loss) and LOSS_GATE_MULTIPLE * loss > DEFAULT_LOSS_DELTA:
-                checks["loss_delta"] = float(f"{LOSS_GATE_MULTIPLE * loss:.3g}")
-                said.append(
-                    f"loss gate {checks['loss_delta']:g}: {LOSS_GATE_MULTIPLE:g}x the genesis's held-out loss "
-                    f"({loss:.4g}), over the default {DEFAULT_LOSS_DELTA:g}"
-                )
+        started = time.monotonic()
+        loss = recipe.evaluate(model, test)[
+            "loss"
+        ]  # a recipe whose evaluate fails is refused here, gate or not
+        evaluated = time.monotonic()
+        if loss_gate and math.isfinite(loss) and LOSS_GATE_MULTIPLE * loss > DEFAULT_LOSS_DELTA:
+            checks["loss_delta"] = float(f"{LOSS_GATE_MULTIPLE * loss:.3g}")
+            said.append(
+                f"loss gate {checks['loss_delta']:g}: {LOSS_GATE_MULTIPLE:g}x the genesis's held-out loss "
+                f"({loss:.4g}), over the default {DEFAULT_LOSS_DELTA:g}"
+            )
         settings = {**recipe.merged_settings(), "seed": seed}
         genesis = state_to_numpy(model)
         with counted_steps() as counted:
             measured = honest_scale_ratio(recipe, genesis, largest, settings)
+        if timings is not None:
+            timings.update(evaluate=evaluated - started, round=time.monotonic() - evaluated)
         if len(smallest) < len(largest):  # type: ignore[arg-type]
             with counted_steps() as counted:
                 recipe_round(recipe, genesis, smallest, settings)

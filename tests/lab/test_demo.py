@@ -476,3 +476,19 @@ def wait_for_json(proc: subprocess.Popen[str], url: str, timeout: float = 60.0) 
             pass
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout:.0f} s"
         time.sleep(0.2)
+
+
+def test_windows_grow_with_what_a_recipes_round_and_evaluation_took() -> None:
+    """A recipe whose round took 40 s had a member miss the 66 s submission window (its process trained two
+    members one after the other): the windows add WORK_MARGIN rounds per member of the busiest process, and a
+    round plus an evaluation per update for the validators."""
+    from lab.demo import WORK_MARGIN
+
+    config = DemoConfig(nodes=3, members_per_process=2)  # processes of [0, 1] and [2]: two rounds back to back
+    plain = config.sized()
+    heavy = config.sized(round_s=40.0, evaluate_s=2.0)
+    assert heavy.submission_window_s == plain.submission_window_s + WORK_MARGIN * 2 * 40 == 306
+    assert heavy.commit_window_s == plain.commit_window_s + WORK_MARGIN * (40 + 3 * 2) == 201
+    assert (heavy.timeout_s or 0) > (plain.timeout_s or 0)
+    given = DemoConfig(nodes=3, submission_window_s=30, commit_window_s=8).sized(round_s=40.0, evaluate_s=2.0)
+    assert (given.submission_window_s, given.commit_window_s) == (30, 8)  # what the user gave is kept

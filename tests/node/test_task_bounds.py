@@ -155,3 +155,29 @@ def recipe_subset(data: object, n: int) -> object:
 
     assert isinstance(data, TensorDataset)
     return TensorDataset(*(t[:n] for t in data.tensors))
+
+
+def test_sizing_reports_what_an_evaluation_and_a_round_took_and_always_evaluates(tmp_path: Path) -> None:
+    """The demo sizes its windows with these; and an evaluate() that fails is refused even when the caller gives
+    its own loss gate (before, only the gate's sizing evaluated the genesis)."""
+    from ledger.recipe import RecipeError
+    from node.task_bounds import sized_checks
+
+    short = load_recipe(str(SHORT))
+    timings: dict[str, float] = {}
+    train, test = short.data(0, 3, 0)
+    sized_checks(short, seed=0, shards=[train], test=test, loss_gate=False, timings=timings)
+    assert set(timings) == {"evaluate", "round"}
+    assert all(0 < s < 60 for s in timings.values())
+
+    (tmp_path / "bad_metric.py").write_text(
+        "import torch\nfrom torch import nn\nfrom torch.utils.data import TensorDataset\n"
+        "def model():\n    return nn.Linear(3, 2)\n"
+        "def data(member, members, seed):\n    x = torch.randn(20, 3)\n"
+        "    return TensorDataset(x, (x[:, 0] > 0).long()), TensorDataset(x, (x[:, 0] > 0).long())\n"
+        "def evaluate(model, data):\n    return {'loss': 'n/a'}\n"
+    )
+    bad = load_recipe(str(tmp_path / "bad_metric.py"))
+    train, test = bad.data(0, 1, 0)
+    with pytest.raises(RecipeError, match="loss"):
+        sized_checks(bad, seed=0, shards=[train], test=test, loss_gate=False)
