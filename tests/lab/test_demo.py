@@ -484,7 +484,9 @@ def test_windows_grow_with_what_a_recipes_round_and_evaluation_took() -> None:
     round plus an evaluation per update for the validators."""
     from lab.demo import WORK_MARGIN
 
-    config = DemoConfig(nodes=3, members_per_process=2)  # processes of [0, 1] and [2]: two rounds back to back
+    config = DemoConfig(
+        nodes=3, members_per_process=2
+    )  # processes of [0, 1] and [2]: two rounds back to back
     plain = config.sized()
     heavy = config.sized(round_s=40.0, evaluate_s=2.0)
     assert heavy.submission_window_s == plain.submission_window_s + WORK_MARGIN * 2 * 40 == 306
