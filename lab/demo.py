@@ -376,6 +376,7 @@ class Demo:
         cache_federations()  # the demo asks the recipe for every member's data (their sizes, the split check)
         self.recipe = self._load_recipe()  # a broken recipe is refused before anything starts
         self._fit_alpha()  # so is a split the recipe cannot make
+        self._check_heldout()  # and a test set too small for the validators to share
         timings: dict[str, float] = {}
         # An evaluate() that fails on the genesis is refused here too; what it and a round took sizes the windows.
         self.sized_checks = self._size_bounds(self.recipe, timings)
@@ -500,6 +501,25 @@ class Demo:
         from node.recipe import load_recipe
 
         return load_recipe(self.config.recipe_name)
+
+    def _check_heldout(self) -> None:
+        """Refuse, before anything starts, a recipe whose test set cannot give every validator that runs a sample
+        of the held-out half (``lab.recipe_validator``: the even-numbered samples, sliced v, v + V, …). Before,
+        the validators refused it as they started, after the chain and the members were up."""
+        from ledger.recipe import RecipeError
+
+        assert self.recipe is not None
+        c = self.config
+        n = len(self._data(0, 1)[1])
+        held = (n + 1) // 2
+        running = c.validators - c.validators_down
+        if n < 2 or held < c.validators:
+            raise RecipeError(
+                f"the test set of the recipe {self.recipe.name!r} has {n} sample(s): its held-out half ({held}) "
+                f"cannot give each of the {c.validators} validators a sample of its own"
+                + (f" ({running} of them run)" if running != c.validators else ""),
+                hint="make data()'s test set larger (validators train and judge on it, never on the members' data)",
+            )
 
     def _fit_alpha(self) -> None:
         """Check that the recipe splits its data over the members; when α was not given and it cannot, raise α

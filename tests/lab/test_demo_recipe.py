@@ -47,6 +47,12 @@ def evaluate(model, data):
 """
 
 
+TINY_TEST = BAD_METRIC.replace('return {"loss": 1.0, "note": "n/a"}', 'return {"loss": 1.0}').replace(
+    "TensorDataset(x, (x[:, 0] > 0).long())\n", "TensorDataset(x[:3], (x[:3, 0] > 0).long())\n"
+)
+"""A test set of 3: before, the validators refused it as they started, after the chain and the members."""
+
+
 @pytest.mark.parametrize(
     ("source", "problem"),
     [
@@ -54,6 +60,7 @@ def evaluate(model, data):
         ("def model():\n    return None\n", "has no `data` / `evaluate` function"),
         ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
         (BAD_METRIC, "metric 'note' is 'n/a', not a number"),  # found sizing the loss gate, before any start
+        (TINY_TEST, "its held-out half (2) cannot give each of the 3 validators a sample of its own"),
     ],
 )
 def test_a_broken_recipe_is_refused_before_anything_starts(
