@@ -318,6 +318,16 @@ def print_round(console: Console, result: RoundResult, members: dict[str, Member
             tokens(u.reward),
         )
     console.print(table)
+    sent = {u.address for u in result.updates}
+    missing = [m.name for m in sorted(members.values(), key=lambda m: m.node) if m.address not in sent]
+    if (
+        missing
+    ):  # the round closed without them: a member that trains slower than the window, or a stalled one
+        console.print(
+            f"no update from {', '.join(missing)} this round: the submission window closed first "
+            "(--submission-window; their logs say why)",
+            highlight=False,
+        )
     for v in result.validators:
         said = "absent (did not reveal)" if v.absent else f"distance {v.distance} to the consensus"
         console.print(
