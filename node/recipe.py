@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import math
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +46,8 @@ from torch.utils.data import Dataset, TensorDataset
 from ledger.errors import MeshprovError
 from ledger.recipe import RecipeError, RecipeRef, TaskSpec, recipe_cid
 from node.training import sample_count, torch_settings
+
+log = logging.getLogger(__name__)
 
 BUILTIN_PACKAGE = "node.recipes"
 DEFAULT_RECIPE = "digits"
@@ -84,6 +87,7 @@ class Recipe:
         self.module = module
         self.source = source
         self.requested = requested
+        self._said_distinct = False
         missing = [
             name for name in ("model", "data", "evaluate") if not callable(getattr(module, name, None))
         ]
@@ -200,9 +204,28 @@ class Recipe:
                         f"train() of the recipe {self.name!r} returned {returned!r}, not the number of samples "
                         "used (a positive int)"
                     )
-                return FitResult(used, math.nan, 0)
+                return FitResult(self._distinct(used, data), math.nan, 0)
             loss_fn = getattr(self.module, "loss", None) or nn.functional.cross_entropy
             return default_fit(model, data, merged, loss_fn=loss_fn, progress=progress)
+
+    def _distinct(self, used: int, data: Dataset[Any]) -> int:
+        """A count over the data's length is samples seen more than once (every epoch counted): an update claims
+        distinct samples, at most the shard (the task's ``maxSamples`` is the largest shard, so a member claiming
+        three epochs' worth was refused and stopped). Counted as the data's length, and said once."""
+        try:
+            size = len(data)  # type: ignore[arg-type]
+        except TypeError:  # a member's own data without a length: nothing to bound the count by
+            return used
+        if used <= size:
+            return used
+        if not self._said_distinct:
+            self._said_distinct = True
+            log.warning(
+                "train() of the recipe %r returned %d samples, more than the %d in its data (samples seen in every "
+                "epoch?): counted as %d, the distinct samples an update claims",
+                self.name, used, size, size,
+            )  # fmt: skip
+        return size
 
     def evaluate(self, model: nn.Module, data: Dataset[Any]) -> dict[str, float]:
         """``evaluate(model, data)`` in eval mode without gradients (the mode is restored); the result must be a

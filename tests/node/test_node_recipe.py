@@ -335,3 +335,22 @@ def test_the_spec_records_the_split_that_happens(tmp_path: Path) -> None:
     assert task_spec(own_split, members=4, alpha=0.3).shards == {"kind": "recipe", "members": 4}
     digits = load_recipe("digits")  # its data() splits by Dirichlet(alpha)
     assert task_spec(digits, members=4, alpha=0.3).shards == {"kind": "dirichlet", "alpha": 0.3, "members": 4}
+
+
+def test_a_train_that_counts_every_epochs_samples_claims_the_distinct_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A train() returning the samples it processed over 3 epochs (3 x the shard): the member's claim exceeded the
+    task's maxSamples (the largest shard), its submission was refused and the demo stopped. It now counts as the
+    shard's size, said once."""
+    counting = GOOD + "\ndef train(model, data, settings):\n    return 3 * len(data)\n"
+    recipe = load_recipe(str(_write(tmp_path / "epochs_counting.py", counting)))
+    train = recipe.data(0, 1, 0)[0]
+    with caplog.at_level("WARNING", logger="node.recipe"):
+        assert recipe.fit(recipe.build_model(0), train, {}) == len(train) == 30
+        assert recipe.fit(recipe.build_model(0), train, {}) == 30
+    said = [r.getMessage() for r in caplog.records if "more than the 30 in its data" in r.getMessage()]
+    assert len(said) == 1
+    assert "returned 90 samples" in said[0]
+    fewer = GOOD + "\ndef train(model, data, settings):\n    return 7\n"
+    assert load_recipe(str(_write(tmp_path / "fewer.py", fewer))).fit(recipe.build_model(0), train, {}) == 7
