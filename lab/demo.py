@@ -377,6 +377,7 @@ class Demo:
         self.recipe = self._load_recipe()  # a broken recipe is refused before anything starts
         self._fit_alpha()  # so is a split the recipe cannot make
         self._check_heldout()  # and a test set too small for the validators to share
+        self._warn_identical_shards()
         timings: dict[str, float] = {}
         # An evaluate() that fails on the genesis is refused here too; what it and a round took sizes the windows.
         self.sized_checks = self._size_bounds(self.recipe, timings)
@@ -501,6 +502,29 @@ class Demo:
         from node.recipe import load_recipe
 
         return load_recipe(self.config.recipe_name)
+
+    def _warn_identical_shards(self) -> None:
+        """Say when the recipe's ``data()`` gives two members the same training samples (it ignores ``member``):
+        their honest updates then point alike and the later one is rejected as a copy (``DUPLICATE``,
+        docs/scoring.md "Copies"), which the run would otherwise show without a word of why."""
+        from lab.shard_fingerprint import fingerprint
+
+        seen: dict[str, int] = {}
+        twins: list[tuple[int, int]] = []
+        for i in range(self.config.nodes):
+            key = fingerprint(self._data(i, self.config.nodes)[0])
+            if key in seen:
+                twins.append((seen[key], i))
+            else:
+                seen[key] = i
+        if twins:
+            pairs = ", ".join(f"node-{a + 1} and node-{b + 1}" for a, b in twins[:3])
+            more = f" (and {len(twins) - 3} more)" if len(twins) > 3 else ""
+            self.say(
+                f"warning: the recipe's data() gives {pairs}{more} the same training samples: their honest updates "
+                'will look like copies and all but one be rejected as duplicate (docs/scoring.md, "Copies"); '
+                "give each member its own shard"
+            )
 
     def _check_heldout(self) -> None:
         """Refuse, before anything starts, a recipe whose test set cannot give every validator that runs a sample
