@@ -527,21 +527,19 @@ class Demo:
             )
 
     def _check_heldout(self) -> None:
-        """Refuse, before anything starts, a recipe whose test set cannot give every validator that runs a sample
-        of the held-out half (``lab.recipe_validator``: the even-numbered samples, sliced v, v + V, …). Before,
+        """Refuse, before anything starts, a recipe whose test set cannot give every validator a sample of the
+        held-out half (``lab.recipe_validator``: the even-numbered samples, sliced v, v + V, …). Before,
         the validators refused it as they started, after the chain and the members were up."""
         from ledger.recipe import RecipeError
 
         assert self.recipe is not None
-        c = self.config
+        validators = self.config.validators  # those down still hold their slice (HELDOUT_SLICE=i/V)
         n = len(self._data(0, 1)[1])
         held = (n + 1) // 2
-        running = c.validators - c.validators_down
-        if n < 2 or held < c.validators:
+        if n < 2 or held < validators:
             raise RecipeError(
                 f"the test set of the recipe {self.recipe.name!r} has {n} sample(s): its held-out half ({held}) "
-                f"cannot give each of the {c.validators} validators a sample of its own"
-                + (f" ({running} of them run)" if running != c.validators else ""),
+                f"cannot give each of the {validators} validators a sample of its own",
                 hint="make data()'s test set larger (validators train and judge on it, never on the members' data)",
             )
 

@@ -15,7 +15,8 @@ a loss hook (every tensor in its dtype, bfloat16 as float32) and are loaded bit 
 hyperparameters (the spec's, over the recipe's ``SETTINGS``), the seed the worker derives per (task, round,
 validator), on the slice repeated until one epoch holds ``steps`` batches (a slice smaller than a batch gives a
 loop with ``drop_last`` nothing to step on), stopped after exactly ``steps`` optimiser steps; the recipe's own
-``train`` is used when it has one, the default loop otherwise. Its delta covers every floating-point tensor (bfloat16 widened).
+``train`` is used when it has one, the default loop otherwise. Its delta covers every floating-point tensor
+(bfloat16 widened).
 
 ``worker`` cannot import this module's dependencies (``node``), which is why it lives here and is named by
 ``worker.recipe.DEFAULT_HOST``.
