@@ -390,6 +390,7 @@ class Demo:
                 f"windows sized for the recipe (a round took {timings['round']:.1f} s here, an evaluation "
                 f"{timings['evaluate']:.1f} s): submission {c.submission_window_s} s, commit {c.commit_window_s} s"
             )
+        self._task_spec()  # settings that JSON cannot hold are refused before anything starts
         data_dir = prepare_directory(self.config.data_dir)
         settings = demo_settings(data_dir)
         services = DevServices(settings)
@@ -430,7 +431,6 @@ class Demo:
         from ledger.chain.client import connect_web3
         from ledger.content import open_store
         from node.packaging import put_update, write_recipe_genesis
-        from node.recipe import task_spec
 
         c = self.config
         data_dir = settings.data_dir
@@ -450,17 +450,7 @@ class Demo:
         store = open_store(settings)
         genesis = put_update(store, write_recipe_genesis(data_dir / "genesis.safetensors", recipe, c.seed))
         sizes = [len(self._data(i, c.nodes)[0]) for i in range(c.nodes)]
-        checks: dict[str, Any] = {"zscore": c.zscore, "loss_delta": c.loss_delta, **self.sized_checks}
-        # The schema-2 specification: the recipe by name, version and the hash of its files, the hyperparameters
-        # members train with (written out in full), the seed, the split and the validators' checks.
-        spec = task_spec(
-            recipe,
-            members=c.nodes,
-            seed=c.seed,
-            alpha=c.alpha,
-            checks=checks,
-            dataset="sklearn digits (8x8), fixed split" if c.recipe is None else None,
-        )
+        spec = self._task_spec()
         spec_path = data_dir / "task-spec.json"
         spec_path.write_text(spec.to_json())
         spec_cid = store.put_file(spec_path)
@@ -502,6 +492,24 @@ class Demo:
         from node.recipe import load_recipe
 
         return load_recipe(self.config.recipe_name)
+
+    def _task_spec(self) -> TaskSpec:
+        """The schema-2 specification: the recipe by name, version and the hash of its files, the hyperparameters
+        members train with (written out in full), the seed, the split and the validators' checks. Built once before
+        anything starts too, so that a recipe whose settings cannot be written in it is refused then."""
+        from node.recipe import task_spec
+
+        assert self.recipe is not None
+        c = self.config
+        checks: dict[str, Any] = {"zscore": c.zscore, "loss_delta": c.loss_delta, **self.sized_checks}
+        return task_spec(
+            self.recipe,
+            members=c.nodes,
+            seed=c.seed,
+            alpha=c.alpha,
+            checks=checks,
+            dataset="sklearn digits (8x8), fixed split" if c.recipe is None else None,
+        )
 
     def _warn_identical_shards(self) -> None:
         """Say when the recipe's ``data()`` gives two members the same training samples (it ignores ``member``):

@@ -513,7 +513,9 @@ def task_spec(
 
     if hyperparameters is None:
         defaults = recipe.merged_settings()
-        hyperparameters = {k: v for k, v in defaults.items() if k not in ("seed", "threads")}
+        hyperparameters = _json_settings(
+            recipe, {k: v for k, v in defaults.items() if k not in ("seed", "threads")}
+        )
     return TaskSpec(
         recipe=recipe.ref,
         hyperparameters=dict(hyperparameters),
@@ -526,6 +528,43 @@ def task_spec(
         checks=_with_small_round_peers(checks or {}),
         dataset=dataset,
     )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and tuples as lists, recursively (what JSON holds)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _json_settings(recipe: Recipe, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe's settings as the specification anchors them (JSON): numpy numbers and tuples become Python
+    numbers and lists; any other value JSON cannot hold (a torch dtype, a function) is the recipe's error, named,
+    before a task is made. Before, the demo started its chain and store and then failed writing the spec, with a
+    hint about ``TaskSpec.to_json``."""
+    from ledger.updatefile.canonical import NotCanonical, canonical_json
+
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        plain = _plain(value)
+        try:
+            canonical_json({str(key): plain})
+        except (NotCanonical, TypeError, ValueError) as exc:
+            problem = exc.problem if isinstance(exc, NotCanonical) else str(exc)
+            raise RecipeError(
+                f"the recipe {recipe.name!r}'s setting {key!r} = {value!r} cannot be written in a task's "
+                f"specification ({problem})",
+                hint="SETTINGS values must be JSON: numbers, strings, booleans, lists or objects (a dtype as its "
+                "name, e.g. 'float32', turned into the object in train())",
+            ) from None
+        out[key] = plain
+    return out
 
 
 def _with_small_round_peers(checks: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,12 @@ TINY_TEST = BAD_METRIC.replace('return {"loss": 1.0, "note": "n/a"}', 'return {"
         ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
         (BAD_METRIC, "metric 'note' is 'n/a', not a number"),  # found sizing the loss gate, before any start
         (TINY_TEST, "its held-out half (2) cannot give each of the 3 validators a sample of its own"),
+        (
+            BAD_METRIC.replace('"note": "n/a"', '"n": 1').replace(
+                "import torch\n", "import torch\nSETTINGS = {'dtype': torch.float32}\n", 1
+            ),
+            "setting 'dtype' = torch.float32 cannot be written in a task's specification",
+        ),
     ],
 )
 def test_a_broken_recipe_is_refused_before_anything_starts(

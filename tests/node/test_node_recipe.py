@@ -354,3 +354,24 @@ def test_a_train_that_counts_every_epochs_samples_claims_the_distinct_ones(
     assert "returned 90 samples" in said[0]
     fewer = GOOD + "\ndef train(model, data, settings):\n    return 7\n"
     assert load_recipe(str(_write(tmp_path / "fewer.py", fewer))).fit(recipe.build_model(0), train, {}) == 7
+
+
+def test_settings_json_cannot_hold_are_refused_naming_the_setting_and_numpy_numbers_are_written_plain(
+    tmp_path: Path,
+) -> None:
+    """A recipe's SETTINGS go into the task's specification as JSON. numpy numbers and tuples are written as
+    numbers and lists; a torch dtype failed the demo after its chain had started, with a hint about TaskSpec."""
+    numbers = (
+        GOOD + "\nimport numpy as np\nSETTINGS = {'lr': np.float32(0.5), 'betas': (0.9, np.float64(0.99))}\n"
+    )
+    spec = task_spec(load_recipe(str(_write(tmp_path / "numpy_settings.py", numbers))), members=3)
+    assert spec.hyperparameters["lr"] == 0.5
+    assert type(spec.hyperparameters["lr"]) is float
+    assert spec.hyperparameters["betas"] == [0.9, 0.99]
+    assert '"betas":[0.9,0.99]' in spec.to_json()
+
+    dtype = GOOD + "\nSETTINGS = {'dtype': torch.float32}\n"
+    with pytest.raises(
+        RecipeError, match=r"the recipe 'tiny''s setting 'dtype' = torch.float32 cannot be written"
+    ):
+        task_spec(load_recipe(str(_write(tmp_path / "dtype_settings.py", dtype))), members=3)
