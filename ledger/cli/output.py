@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -29,10 +30,28 @@ def want_json(local_flag: bool = False) -> bool:
     return local_flag or current().json
 
 
+def finite(data: Any) -> Any:
+    """``data`` with every float that is NaN or infinite replaced by None, through dicts, lists and tuples: JSON
+    has no such numbers, and Python's ``NaN`` in the output breaks ``jq`` and every strict parser (a recipe's
+    ``evaluate`` may report a metric it could not compute as NaN)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite(v) for v in data]
+    return data
+
+
+def dumps(data: Any) -> str:
+    """``data`` as the strict JSON every command prints (sorted keys, indented, non-finite floats as null)."""
+    return json.dumps(finite(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+
+
 def emit(data: Any, *, json_mode: bool, human: Callable[[Console], None] | None = None) -> None:
     """Print a command's result: ``data`` as JSON, or ``human(console)`` for people."""
     if json_mode or human is None:
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        sys.stdout.write(dumps(data) + "\n")
         sys.stdout.flush()
     else:
         human(stdout)
