@@ -328,6 +328,19 @@ def print_round(console: Console, result: RoundResult, members: dict[str, Member
             "(--submission-window; their logs say why)",
             highlight=False,
         )
+    twins = [
+        members[u.address].name if u.address in members else _short(u.address)
+        for u in result.updates
+        if u.behaviour == "honest" and not u.accepted and {"duplicate", "near-copy"} & set(u.reasons)
+    ]
+    if (
+        twins
+    ):  # the copy rule working as written, on members whose data are alike: say so rather than leave it
+        console.print(
+            f"honest {', '.join(twins)} rejected as a copy: members with alike data (IID shards of an easy task) "
+            'send updates as alike as a copy is to its original (docs/scoring.md, "Copies")',
+            highlight=False,
+        )
     for v in result.validators:
         said = "absent (did not reveal)" if v.absent else f"distance {v.distance} to the consensus"
         console.print(
