@@ -538,20 +538,12 @@ class Demo:
 
     def _check_heldout(self) -> None:
         """Refuse, before anything starts, a recipe whose test set cannot give every validator a sample of the
-        held-out half (``lab.recipe_validator``: the even-numbered samples, sliced v, v + V, …). Before,
-        the validators refused it as they started, after the chain and the members were up."""
-        from ledger.recipe import RecipeError
+        held-out half (``lab.recipe_validator.check_shareable``, the rule each validator applies as it starts: before,
+        they refused it then, after the chain and the members were up). Those down still hold their slice."""
+        from lab.recipe_validator import check_shareable
 
         assert self.recipe is not None
-        validators = self.config.validators  # those down still hold their slice (HELDOUT_SLICE=i/V)
-        n = len(self._data(0, 1)[1])
-        held = (n + 1) // 2
-        if n < 2 or held < validators:
-            raise RecipeError(
-                f"the test set of the recipe {self.recipe.name!r} has {n} sample(s): its held-out half ({held}) "
-                f"cannot give each of the {validators} validators a sample of its own",
-                hint="make data()'s test set larger (validators train and judge on it, never on the members' data)",
-            )
+        check_shareable(self.recipe.name, len(self._data(0, 1)[1]), self.config.validators)
 
     def _fit_alpha(self) -> None:
         """Check that the recipe splits its data over the members; when α was not given and it cannot, raise α

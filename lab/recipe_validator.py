@@ -59,6 +59,21 @@ def subset(data: Dataset[Any], indices: Sequence[int]) -> Dataset[Any]:
     return Subset(data, indices)
 
 
+def check_shareable(name: str, test_size: int, validators: int) -> None:
+    """Refuse (``RecipeError``) a recipe test set of ``test_size`` samples whose held-out half (the even-numbered
+    samples) cannot give each of ``validators`` a sample of its own: the validators would have no data to train
+    their reference on. The demo asks before anything starts, a validator as it loads its data."""
+    from ledger.recipe import RecipeError
+
+    held = (test_size + 1) // 2
+    if held < max(1, validators):
+        raise RecipeError(
+            f"the test set of the recipe {name!r} has {test_size} sample(s): its held-out half ({held}) cannot "
+            f"give each of the {validators} validators a sample of its own",
+            hint="make data()'s test set larger (validators train and judge on it, never on the members' data)",
+        )
+
+
 def data_options(spec: TaskSpec | None) -> dict[str, Any]:
     """The spec's ``shards`` settings a recipe's ``data`` may declare (never its positional parameters)."""
     shards = dict(spec.shards) if spec is not None else {}
@@ -83,32 +98,20 @@ class RecipeValidator:
     @cached_property
     def heldout(self) -> Dataset[Any]:
         """The even-numbered samples of the recipe's test set (never trained on by members)."""
-        from ledger.recipe import RecipeError
 
         _train, test = self.recipe.data(0, 1, self.seed, **data_options(self.spec))
         n = len(test)  # type: ignore[arg-type]
-        if n < 2:
-            raise RecipeError(
-                f"the recipe {self.recipe.name!r}'s test set has {n} sample(s): validators need at least 2 "
-                "(half of it is their held-out data)"
-            )
+        check_shareable(self.recipe.name, n, self.slice[1])
         return subset(test, range(0, n, 2))
 
     @cached_property
     def own_slice(self) -> Dataset[Any]:
-        """This validator's slice of the held-out set (``HELDOUT_SLICE=v/V``)."""
-        from ledger.recipe import RecipeError
-
+        """This validator's slice of the held-out set (``HELDOUT_SLICE=v/V``; :func:`check_shareable` made sure
+        it holds a sample)."""
         v, count = self.slice
-        n = len(self.heldout)  # type: ignore[arg-type]
         if count == 1:
             return self.heldout
-        if n < count:
-            raise RecipeError(
-                f"the held-out set of the recipe {self.recipe.name!r} has {n} samples, fewer than the {count} "
-                "validators sharing it"
-            )
-        return subset(self.heldout, range(v, n, count))
+        return subset(self.heldout, range(v, len(self.heldout), count))  # type: ignore[arg-type]
 
     def training_slice(self, steps: int, batch: int) -> Dataset[Any]:
         """This validator's slice, repeated as many times as it takes for one epoch to hold ``steps`` full batches

@@ -196,7 +196,7 @@ def test_a_test_set_too_small_to_share_is_refused(tmp_path: Path) -> None:
         "def evaluate(model, data):\n    return {'loss': 0.0}\n"
     )
     recipe = load_recipe(str(source))
-    with pytest.raises(RecipeError, match="fewer than the 3 validators"):
+    with pytest.raises(RecipeError, match=r"its held-out half \(2\) cannot give each of the 3 validators"):
         _ = RecipeValidator(recipe, None, slice_=(0, 3)).own_slice
 
 
