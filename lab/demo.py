@@ -367,6 +367,7 @@ class Demo:
 
     # ─── the run ────────────────────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict[str, Any]:
+        from ledger.cli.output import dumps
         from ledger.dev.services import DevServices
 
         started = time.monotonic()
@@ -421,7 +422,6 @@ class Demo:
                     services.down()  # anvil writes its state on SIGTERM: audits can restart it later
         summary["wall_seconds"] = round(time.monotonic() - started, 2)
         summary["timings"] = {k: round(v, 2) for k, v in self.timings.items()}
-        from ledger.cli.output import dumps
 
         path = data_dir / SUMMARY
         path.write_text(dumps(summary) + "\n")  # strict JSON: a metric the recipe reports as NaN is null
@@ -777,12 +777,12 @@ class Demo:
         revealed = sum(not v.absent for v in result.validators)
         if revealed >= self.config.quorum:
             return
-        failed = [c for c in workers if c.name.startswith("validator-")]
+        validators = [c for c in workers if c.name.startswith("validator-")]  # which one failed is in its log
         raise DemoFailed(
             f"round {result.round}: {revealed} of {len(result.validators)} validators revealed their scores, fewer "
             f"than the quorum of {self.config.quorum}, so no update could be accepted",
-            "\n".join(f"--- {c.name} ---\n{_last_error(c.tail(200))}" for c in failed),
-            log=failed[0].log if failed else None,
+            "\n".join(f"--- {c.name} ---\n{_last_error(c.tail(200))}" for c in validators),
+            log=validators[0].log if validators else None,
         )
 
     @staticmethod

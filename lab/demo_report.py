@@ -285,6 +285,12 @@ def _bare(accuracy: float | None, loss: float | None) -> str:
     return f"loss {loss:.4g}" if accuracy is None and loss is not None else _pct(accuracy)
 
 
+def _name(members: dict[str, Member], address: str) -> str:
+    """The member's name (node-N), or its shortened address when it is not one of the demo's."""
+    member = members.get(address)
+    return member.name if member else _short(address)
+
+
 def _short(address: str) -> str:
     return f"{address[:6]}…{address[-4:]}"
 
@@ -305,11 +311,10 @@ def print_round(console: Console, result: RoundResult, members: dict[str, Member
         collapse_padding=True,
     )  # fmt: skip
     for u in result.updates:
-        member = members.get(u.address)
         verdict = "[green]accepted[/]" if u.accepted else "[red]rejected[/]"
         table.add_row(
             str(u.index),
-            member.name if member else _short(u.address),
+            _name(members, u.address),
             u.behaviour,
             verdict,
             "—" if u.consensus is None else str(u.consensus),
@@ -329,7 +334,7 @@ def print_round(console: Console, result: RoundResult, members: dict[str, Member
             highlight=False,
         )
     twins = [
-        members[u.address].name if u.address in members else _short(u.address)
+        _name(members, u.address)
         for u in result.updates
         if u.behaviour == "honest" and not u.accepted and {"duplicate", "near-copy"} & set(u.reasons)
     ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,20 @@ from tests.lab.test_demo import SCALE_REASONS, clean_env, processes_using, run_m
 from tests.support import REPO
 
 RECIPE = REPO / "tests" / "lab" / "recipes" / "bn_cnn.py"
+
+
+@contextmanager
+def recipe_demo(
+    tmp_path: Path, recipe: Path, *args: str
+) -> Iterator[tuple[subprocess.CompletedProcess[str], Path]]:
+    """``meshprov demo --recipe RECIPE ARGS`` in ``tmp_path/demo``: (the finished run, its data directory); the
+    services it left up for audits are stopped afterwards."""
+    data_dir = tmp_path / "demo"
+    done = run_meshprov("demo", "--recipe", str(recipe), *args, "--data-dir", str(data_dir), timeout=300)
+    try:
+        yield done, data_dir
+    finally:
+        stop_demo_services(data_dir)
 
 
 def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -233,14 +249,9 @@ def test_a_recipe_package_with_its_own_training_and_no_accuracy_runs_and_reports
     """tests/lab/recipes/regress: a package directory (relative import), a custom Dataset, its own train() and
     loss(), an evaluate returning a loss and a mean absolute error but no accuracy."""
     package = REPO / "tests" / "lab" / "recipes" / "regress"
-    data_dir = tmp_path / "demo"
-    done = run_meshprov(
-        "demo", "--recipe", str(package), "--nodes", "3", "--rounds", "2", "--json", "--data-dir", str(data_dir),
-        timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    summary = json.loads(done.stdout)
-    try:
+    with recipe_demo(tmp_path, package, "--nodes", "3", "--rounds", "2", "--json") as (done, data_dir):
+        assert done.returncode == 0, done.stderr[-4000:]
+        summary = json.loads(done.stdout)
         assert (summary["recipe"]["name"], summary["recipe"]["cid"]) == ("regress", recipe_cid(package))
         final = summary["final"]
         assert final["accuracy"] is None
@@ -258,8 +269,6 @@ def test_a_recipe_package_with_its_own_training_and_no_accuracy_runs_and_reports
         replay = cli(data_dir, "audit", "replay", "1", "2", "--json")
         assert replay.returncode == ExitCode.OK, replay.stderr
         assert json.loads(replay.stdout)["status"] == "match"
-    finally:
-        stop_demo_services(data_dir)
 
 
 @pytest.mark.anvil
@@ -271,14 +280,9 @@ def test_honest_updates_of_a_recipe_with_short_rounds_score_as_honest_work(tmp_p
     reputations never rose and rewards were split by noise; the task now anchors ``reference_steps`` at a round's
     2 steps and the validators' references stop there."""
     recipe = REPO / "tests" / "lab" / "recipes" / "short_round.py"
-    data_dir = tmp_path / "demo"
-    done = run_meshprov(
-        "demo", "--recipe", str(recipe), "--nodes", "4", "--rounds", "1", "--json", "--data-dir", str(data_dir),
-        timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    summary = json.loads(done.stdout)
-    try:
+    with recipe_demo(tmp_path, recipe, "--nodes", "4", "--rounds", "1", "--json") as (done, data_dir):
+        assert done.returncode == 0, done.stderr[-4000:]
+        summary = json.loads(done.stdout)
         assert parse_task_spec((data_dir / "task-spec.json").read_bytes()).checks["reference_steps"] == 2
         assert "reference_steps 2: an honest round on the smallest shard takes 2" in done.stderr
         honest = [u for r in summary["rounds"] for u in r["updates"] if u["behaviour"] == "honest"]
@@ -287,8 +291,6 @@ def test_honest_updates_of_a_recipe_with_short_rounds_score_as_honest_work(tmp_p
             assert u["accepted"]
             assert u["consensus"] >= 3_000, u  # 1-3 with the 20-step reference
             assert min(v["score"] for v in u["scores"]) >= 1_000, u
-    finally:
-        stop_demo_services(data_dir)
 
 
 VALIDATORS_CANNOT_TRAIN = """
@@ -333,12 +335,8 @@ def test_a_round_whose_validators_all_fail_stops_the_demo_and_names_their_error(
     its rounds so and exited 0; now the first such round stops it with what the validators' logs say."""
     recipe = tmp_path / "validators_cannot_train.py"
     recipe.write_text(VALIDATORS_CANNOT_TRAIN)
-    data_dir = tmp_path / "demo"
-    done = run_meshprov(
-        "demo", "--recipe", str(recipe), "--nodes", "3", "--rounds", "3", "--commit-window", "8",
-        "--data-dir", str(data_dir), timeout=300,
-    )  # fmt: skip
-    try:
+    args = ("--nodes", "3", "--rounds", "3", "--commit-window", "8")
+    with recipe_demo(tmp_path, recipe, *args) as (done, data_dir):
         assert done.returncode == ExitCode.ERROR, done.stderr[-3000:]
         err = " ".join(done.stderr.split())
         assert "round 1: 0 of 3 validators revealed their scores, fewer than the quorum of 2" in err
@@ -346,6 +344,4 @@ def test_a_round_whose_validators_all_fail_stops_the_demo_and_names_their_error(
         assert "--- validator-1 ---" in err
         assert "--- validator-3 ---" in err
         assert "cannot train on a validator's held-out slice" in err
-    finally:
-        stop_demo_services(data_dir)
     assert processes_using(data_dir.resolve()) == []
